@@ -1,0 +1,167 @@
+"""Command-line tool: schema setup, application role, inspection, flush, retention, worker.
+
+    python -m langgraph_tiered_saver setup
+    python -m langgraph_tiered_saver create-role app_user --password secret
+    python -m langgraph_tiered_saver threads --tenant acme
+    python -m langgraph_tiered_saver checkpoints case_8842 --tenant acme
+    python -m langgraph_tiered_saver flush [--thread ID]
+    python -m langgraph_tiered_saver prune --older-than 30d [--tenant acme]
+    python -m langgraph_tiered_saver worker [--quiet-seconds 1] [--poll-seconds 0.5]
+
+Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from datetime import timedelta
+from typing import Any
+
+from .durable.roles import create_app_role_op
+from .errors import ConfigError, TieredSaverError
+from .flusher import worker_loop
+from .saver import TieredSaver
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30d`, `12h`, `15m`, `90s`."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"duration {text!r}: use a number and s, m, h or d (e.g. 30d)")
+    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="langgraph-tiered-saver", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("--postgres-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--key-prefix", default="lts")
+    parser.add_argument("--schema", default="langgraph_tiered")
+    parser.add_argument("--tenant", default="default", help="tenant id (default: 'default')")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("setup", help="apply the Postgres migrations")
+    role = sub.add_parser("create-role", help="create the application role (NOSUPERUSER NOBYPASSRLS)")
+    role.add_argument("name")
+    role.add_argument("--password")
+    sub.add_parser("threads", help="list a tenant's threads (both tiers)")
+    cps = sub.add_parser("checkpoints", help="list a thread's checkpoints, newest first")
+    cps.add_argument("thread")
+    cps.add_argument("--ns", default=None)
+    cps.add_argument("--limit", type=int, default=20)
+    flush = sub.add_parser("flush", help="carry the outbox to Postgres now")
+    flush.add_argument("--thread")
+    prune = sub.add_parser("prune", help="retention: drop old checkpoints from Postgres")
+    prune.add_argument("--older-than", type=parse_duration, required=True)
+    prune.add_argument("--all-tenants", action="store_true")
+    worker = sub.add_parser("worker", help="run the standalone flush worker")
+    worker.add_argument("--quiet-seconds", type=float, default=1.0)
+    worker.add_argument("--poll-seconds", type=float, default=0.5)
+    worker.add_argument("--once", action="store_true", help="flush what is due, then exit")
+    sub.add_parser("metrics", help="outbox depth and the saver's counters")
+    return parser
+
+
+def _emit(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.redis_url:
+        raise ConfigError("no Redis URL: pass --redis-url or set REDIS_URL")
+    options: dict[str, Any] = {
+        "key_prefix": args.key_prefix,
+        "schema": args.schema,
+        "tenant_id": args.tenant,
+        "background_flush": False,
+    }
+    with TieredSaver.from_conn_string(args.redis_url, args.postgres_url, **options) as saver:
+        if args.command == "setup":
+            saver.setup()
+            print(f"schema {args.schema!r} is up to date")
+        elif args.command == "create-role":
+            saver._run(
+                create_app_role_op(args.schema, args.name, login=bool(args.password), password=args.password)
+            )
+            print(f"role {args.name!r} can use schema {args.schema!r} under row-level security")
+        elif args.command == "threads":
+            seen: dict[str, str] = {}
+            for t in saver.list(None):
+                seen.setdefault(t.config["configurable"]["thread_id"], t.checkpoint["ts"])
+            _emit([{"thread_id": k, "latest": v} for k, v in seen.items()])
+        elif args.command == "checkpoints":
+            config: dict[str, Any] = {"configurable": {"thread_id": args.thread}}
+            if args.ns is not None:
+                config["configurable"]["checkpoint_ns"] = args.ns
+            _emit(
+                [
+                    {
+                        "checkpoint_id": t.checkpoint["id"],
+                        "ns": t.config["configurable"]["checkpoint_ns"],
+                        "ts": t.checkpoint["ts"],
+                        "step": t.metadata.get("step"),
+                        "source": t.metadata.get("source"),
+                        "channels": sorted(t.checkpoint["channel_values"]),
+                        "pending_writes": len(t.pending_writes or []),
+                    }
+                    for t in saver.list(config, limit=args.limit)  # type: ignore[arg-type]
+                ]
+            )
+        elif args.command == "flush":
+            config = {"configurable": {"thread_id": args.thread}} if args.thread else None  # type: ignore[assignment]
+            results = saver.flush(config)  # type: ignore[arg-type]
+            _emit([r.__dict__ for r in results])
+        elif args.command == "prune":
+            _emit(saver.prune_older_than(args.older_than, None if args.all_tenants else args.tenant))
+        elif args.command == "worker":
+            return _worker(saver, args)
+        elif args.command == "metrics":
+            _emit({"outbox_depth": saver._run(saver._flush.outbox_depth()), **saver.metrics.snapshot()})
+    return 0
+
+
+def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:
+    if not saver.durable:
+        raise ConfigError("the worker flushes to Postgres: pass --postgres-url or set DATABASE_URL")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    logging.getLogger("langgraph_tiered_saver").info("flush worker started")
+    flushed = worker_loop(
+        saver._run,
+        saver._flush,
+        saver.metrics,
+        quiet_seconds=args.quiet_seconds,
+        poll_seconds=args.poll_seconds,
+        stop=stop,
+        once=args.once,
+    )
+    print(f"worker stopped after flushing {flushed} thread(s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+    )
+    try:
+        return run(args)
+    except TieredSaverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

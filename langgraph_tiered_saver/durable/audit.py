@@ -1,0 +1,111 @@
+"""Readable JSON copies of channel values and writes, for audit queries in plain SQL.
+
+The durable tier keeps the serializer's exact bytes for restoring state; these copies only serve
+people reading the tables (`value ->> 'content'`). They are best effort: a value with no faithful
+JSON form is stored as NULL rather than as something misleading, and nothing here ever raises,
+because an audit copy must not be able to fail a flush.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+# A JSON-compatible object: dict[str, JSON] | list[JSON] | str | int | float | bool | None.
+JSON = Any
+_MESSAGE_KEYS = ("type", "content", "name", "tool_calls", "tool_call_id", "id")
+_MAX_DEPTH = 64
+# orjson writes NUL as \u0000, which jsonb rejects; match it only when the backslash is not itself
+# escaped (an even run of backslashes before it).
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+class _Unrepresentable(Exception):
+    pass
+
+
+def to_audit_json(value: Any) -> JSON:
+    """A JSON-compatible copy of `value`, or None when it has none. Never raises."""
+    try:
+        return _convert(value, 0, set())
+    except Exception:
+        return None
+
+
+def _convert(value: Any, depth: int, seen: set[int]) -> JSON:
+    if depth > _MAX_DEPTH:
+        raise _Unrepresentable("too deep")
+    if value is None or isinstance(value, (bool, int)):
+        return value.value if isinstance(value, enum.Enum) else value
+    if isinstance(value, float):
+        return value if value == value and value not in (float("inf"), float("-inf")) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, enum.Enum):
+        return _convert(value.value, depth + 1, seen)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (uuid.UUID, decimal.Decimal)):
+        return str(value)
+    if id(value) in seen:
+        raise _Unrepresentable("cycle")
+    seen = seen | {id(value)}
+    if isinstance(value, Mapping):
+        return {_key(k): _convert(v, depth + 1, seen) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = sorted(value, key=repr) if isinstance(value, (set, frozenset)) else value
+        return [_convert(v, depth + 1, seen) for v in items]
+    if _is_message(value):
+        dumped = value.model_dump(mode="json")
+        return {k: _convert(dumped.get(k), depth + 1, seen) for k in _MESSAGE_KEYS if k in dumped}
+    if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic v2
+        return _convert(value.model_dump(mode="json"), depth + 1, seen)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _convert(dataclasses.asdict(value), depth + 1, seen)
+    raise _Unrepresentable(type(value).__name__)
+
+
+def _key(key: Any) -> str:
+    if isinstance(key, str):
+        return key.replace("\x00", "")
+    if isinstance(key, (int, float, bool, uuid.UUID)) or key is None:
+        return str(key)
+    raise _Unrepresentable(f"{type(key).__name__} key")
+
+
+def _is_message(value: Any) -> bool:
+    try:
+        from langchain_core.messages import BaseMessage
+    except ImportError:  # pragma: no cover - langchain_core ships with langgraph
+        return False
+    return isinstance(value, BaseMessage)
+
+
+def dumps_jsonb(value: Any) -> str:
+    """JSON text Postgres accepts as jsonb: no NUL escapes, non-JSON leaves become strings.
+
+    Used for the checkpoint and metadata columns, whose content the caller already made JSON-like;
+    the fallbacks only keep an odd leaf (a huge int, a custom object) from failing the flush.
+    """
+    try:
+        text = orjson.dumps(value, default=_fallback, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        try:  # e.g. an int beyond 64 bits, or keys orjson cannot write
+            text = json.dumps(value, default=str, skipkeys=True, allow_nan=False)
+        except (TypeError, ValueError):
+            text = json.dumps(to_audit_json(value))
+    return _NUL_ESCAPE.sub(r"\1", text)
+
+
+def _fallback(value: Any) -> Any:
+    converted = to_audit_json(value)
+    return str(value) if converted is None else converted

@@ -1,0 +1,218 @@
+"""Flush and read operations of the durable tier (sans-I/O generators, see `_io`).
+
+Each `*_op` yields `PgCall`s (one transaction each, with `app.tenant_id` set for row-level
+security) and returns parsed codec objects; run it with `SyncDriver.run` or `AsyncDriver.run`.
+Deletion, copy and retention live in `retention.py` and are re-exported here, so callers can
+import every durable operation from this module.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .._io import Op, PgCall, PgStatement
+from . import sql
+from .audit import dumps_jsonb
+from .records import (
+    BlobRow,
+    CheckpointRow,
+    DurableTuple,
+    FlushBatch,
+    RowCounts,
+    ThreadInfo,
+    WriteRow,
+    created_at,
+    fields_to_pairs,
+    stored_value,
+    tuple_from_row,
+)
+from .retention import (
+    copy_thread_op,
+    delete_for_runs_op,
+    delete_thread_op,
+    prune_older_than_op,
+    prune_op,
+)
+
+
+def _json_or_none(value: Any) -> str | None:
+    return None if value is None else dumps_jsonb(value)
+
+
+def _checkpoint_params(tenant: str, thread: str, row: CheckpointRow) -> tuple[Any, ...]:
+    rec, meta = row.record, row.metadata_json
+    step = meta.get("step")
+    source, run_id = meta.get("source"), meta.get("run_id")
+    return (
+        tenant, thread, row.ns, row.checkpoint_id, rec.parent_checkpoint_id,
+        step if isinstance(step, int) and not isinstance(step, bool) else None,
+        None if source is None else str(source),
+        None if run_id is None else str(run_id),
+        created_at(row.checkpoint_json),
+        dumps_jsonb(row.checkpoint_json), dumps_jsonb(meta),
+        rec.checkpoint[0], rec.checkpoint[1], rec.metadata[0], rec.metadata[1],
+        dumps_jsonb(fields_to_pairs(row.ns, rec.blob_fields)),
+    )  # fmt: skip
+
+
+def _blob_params(tenant: str, thread: str, row: BlobRow) -> tuple[Any, ...]:
+    type_, data = stored_value(row.value, row.blob_ref, f"blob {row.channel}@{row.version}")
+    return (
+        tenant, thread, row.ns, row.channel, str(row.version), type_, data, row.blob_ref,
+        _json_or_none(row.value_json),
+    )  # fmt: skip
+
+
+def _write_params(tenant: str, thread: str, row: WriteRow) -> tuple[Any, ...]:
+    w = row.write
+    type_, data = stored_value(w.value, row.blob_ref, f"write {w.task_id}/{w.idx}")
+    return (
+        tenant, thread, row.ns, row.checkpoint_id, w.task_id, w.idx, w.channel, type_, data,
+        row.blob_ref, w.task_path, _json_or_none(row.value_json), w.created_at,
+    )  # fmt: skip
+
+
+def _flush_call(schema: str, tenant: str, batches: list[FlushBatch]) -> tuple[PgCall, list[str]]:
+    """The tenant's transaction, and which table each statement writes (for the counts)."""
+    blobs: list[tuple[Any, ...]] = []
+    checkpoints: list[tuple[Any, ...]] = []
+    writes: list[tuple[Any, ...]] = []
+    specials: list[tuple[Any, ...]] = []
+    for b in batches:
+        blobs += [_blob_params(tenant, b.thread_id, BlobRow(*r)) for r in b.blobs]
+        checkpoints += [
+            _checkpoint_params(tenant, b.thread_id, CheckpointRow(*r)) for r in b.checkpoints
+        ]
+        for r in b.writes:
+            row = WriteRow(*r)
+            (specials if row.write.idx < 0 else writes).append(
+                _write_params(tenant, b.thread_id, row)
+            )
+    lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
+    statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
+    tables = ["lock"]
+    for table, template, rows in (
+        ("blobs", sql.INSERT_BLOBS, blobs),
+        ("checkpoints", sql.INSERT_CHECKPOINTS, checkpoints),
+        ("writes", sql.INSERT_WRITES, writes),
+        ("writes", sql.UPSERT_SPECIAL_WRITES, specials),
+    ):
+        if rows:  # executemany (pipelined by psycopg) of each non-empty kind
+            statements.append(PgStatement(sql.render(template, schema), rows, many=True))
+            tables.append(table)
+    return PgCall(tuple(statements), tenant_id=tenant), tables
+
+
+def upsert_batch_op(schema: str, batches: Iterable[FlushBatch]) -> Op[RowCounts]:
+    """Make the batches durable: one transaction per tenant, idempotent on replay.
+
+    Checkpoints, blobs and regular writes are insert-if-absent; special writes (idx < 0)
+    overwrite. Returns the rows actually inserted or overwritten (zeros for a replay).
+    """
+    by_tenant: dict[str, list[FlushBatch]] = defaultdict(list)
+    for batch in batches:
+        by_tenant[batch.tenant_id].append(batch)
+    totals = {"checkpoints": 0, "blobs": 0, "writes": 0, "lock": 0}
+    for tenant in sorted(by_tenant):
+        call, tables = _flush_call(schema, tenant, by_tenant[tenant])
+        results = yield call
+        for table, n in zip(tables, results, strict=True):
+            totals[table] += max(int(n), 0)
+    return RowCounts(totals["checkpoints"], totals["blobs"], totals["writes"])
+
+
+def _select(
+    schema: str, tenant: str, conditions: tuple[str, ...], params: dict[str, Any]
+) -> PgCall:
+    statement = PgStatement(
+        sql.select_tuples(schema, conditions), {"tenant": tenant, **params}, fetch=True
+    )
+    return PgCall((statement,), tenant_id=tenant)
+
+
+def get_checkpoint_op(
+    schema: str, tenant: str, thread: str, ns: str, checkpoint_id: str | None
+) -> Op[DurableTuple | None]:
+    """One checkpoint (the latest of the namespace when `checkpoint_id` is None), or None."""
+    conditions = [sql.WHERE_THREAD, sql.WHERE_NS]
+    params: dict[str, Any] = {"thread": thread, "ns": ns, "limit": 1}
+    if checkpoint_id is not None:
+        conditions.append(sql.WHERE_CHECKPOINT_ID)
+        params["checkpoint_id"] = checkpoint_id
+    (rows,) = yield _select(schema, tenant, tuple(conditions), params)
+    return tuple_from_row(rows[0]) if rows else None
+
+
+def list_op(
+    schema: str,
+    tenant: str,
+    thread: str | None = None,
+    ns: str | None = None,
+    checkpoint_id: str | None = None,
+    before_checkpoint_id: str | None = None,
+    metadata_filter: Mapping[str, Any] | None = None,
+    limit: int | None = None,
+) -> Op[list[DurableTuple]]:
+    """Checkpoints of a tenant, newest (highest checkpoint_id) first.
+
+    `thread` / `ns` / `checkpoint_id` None mean any; `metadata_filter` is jsonb containment
+    (`metadata @> filter`), which matches LangGraph's equality filter on top-level keys.
+    """
+    conditions: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    if thread is not None:
+        conditions.append(sql.WHERE_THREAD)
+        params["thread"] = thread
+    if ns is not None:
+        conditions.append(sql.WHERE_NS)
+        params["ns"] = ns
+    if checkpoint_id is not None:
+        conditions.append(sql.WHERE_CHECKPOINT_ID)
+        params["checkpoint_id"] = checkpoint_id
+    if before_checkpoint_id is not None:
+        conditions.append(sql.WHERE_BEFORE)
+        params["before"] = before_checkpoint_id
+    if metadata_filter:
+        conditions.append(sql.WHERE_METADATA)
+        params["metadata"] = dumps_jsonb(dict(metadata_filter))
+    (rows,) = yield _select(schema, tenant, tuple(conditions), params)
+    return [tuple_from_row(r) for r in rows]
+
+
+def list_threads_op(schema: str, tenant: str) -> Op[list[ThreadInfo]]:
+    """The tenant's threads in Postgres, with checkpoint count and latest activity."""
+    call = PgCall(
+        (PgStatement(sql.render(sql.LIST_THREADS, schema), (tenant,), fetch=True),),
+        tenant_id=tenant,
+    )
+    (rows,) = yield call
+    return [
+        ThreadInfo(str(t), int(n), str(last), created, flushed)
+        for t, n, last, created, flushed in rows
+    ]
+
+
+__all__ = [
+    "copy_thread_op",
+    "delete_for_runs_op",
+    "delete_thread_op",
+    "get_checkpoint_op",
+    "list_op",
+    "list_threads_op",
+    "prune_older_than_op",
+    "prune_op",
+    "upsert_batch_op",
+]
+
+
+def blob_digests_in_use_op(schema: str, tenant: str, digests: Sequence[str]) -> Op[set[str]]:
+    """Which of `digests` the tenant's durable rows still reference (blob-store GC)."""
+    if not digests:
+        return set()
+    statement = PgStatement(
+        sql.render(sql.BLOB_DIGESTS_IN_USE, schema), {"digests": list(digests)}, fetch=True
+    )
+    (rows,) = yield PgCall((statement,), tenant_id=tenant)
+    return {row[0] for row in rows}

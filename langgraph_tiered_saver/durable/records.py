@@ -1,0 +1,193 @@
+"""What goes into and comes out of the durable tier, and the row <-> codec conversions.
+
+Rows carry the same codec objects as the Redis tier (`CheckpointRecord`, `WriteRecord`,
+`TypedValue`), so the saver assembles a CheckpointTuple the same way whichever tier answered.
+
+An offloaded value (see `BlobRow.blob_ref`) is stored with `data` NULL and its content hash in
+`blob_ref`; reading it back gives `(type, blob_ref.encode())`, i.e. the pointer value the hot tier
+holds, for the saver's blob-store resolution step.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from ..codec import CheckpointRecord, TypedValue, WriteRecord
+from ..errors import CorruptDataError
+from ..keys import blob_field, split_blob_field
+
+
+class CheckpointRow(NamedTuple):
+    ns: str
+    checkpoint_id: str
+    record: CheckpointRecord
+    checkpoint_json: Mapping[str, Any]  # the checkpoint without channel_values, JSON-like
+    metadata_json: Mapping[str, Any]
+
+
+class BlobRow(NamedTuple):
+    ns: str
+    channel: str
+    version: str
+    value: TypedValue
+    value_json: Any = None  # audit.to_audit_json(...) of the value, or None
+    blob_ref: str | None = None  # set when the value lives in the blob store: value[1] is the ref
+
+
+class WriteRow(NamedTuple):
+    ns: str
+    checkpoint_id: str
+    write: WriteRecord
+    value_json: Any = None
+    blob_ref: str | None = None
+
+
+@dataclass
+class FlushBatch:
+    """Everything of one thread to make durable; plain tuples of the row shapes are accepted."""
+
+    tenant_id: str
+    thread_id: str
+    checkpoints: list[CheckpointRow | tuple[Any, ...]] = field(default_factory=list)
+    blobs: list[BlobRow | tuple[Any, ...]] = field(default_factory=list)
+    writes: list[WriteRow | tuple[Any, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableTuple:
+    """A checkpoint read from Postgres: its record, its channel values and its pending writes."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    record: CheckpointRecord
+    run_id: str | None
+    blobs: dict[str, TypedValue]  # blob field (keys.blob_field) -> value, for record.blob_fields
+    writes: list[WriteRecord]  # sorted by (task_path, task_id, idx)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    thread_id: str
+    checkpoints: int
+    latest_checkpoint_id: str
+    latest_created_at: dt.datetime
+    last_flushed_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RowCounts:
+    """Rows a write statement affected (an idempotent replay reports zeros)."""
+
+    checkpoints: int = 0
+    blobs: int = 0
+    writes: int = 0
+
+
+@dataclass
+class DeleteResult:
+    """What a delete or prune removed; `orphaned_blob_refs` no surviving row of the tenant uses."""
+
+    checkpoints: int = 0
+    writes: int = 0
+    blobs: int = 0
+    reparented: int = 0  # kept checkpoints whose parent was deleted (parent set to NULL)
+    orphaned_blob_refs: list[str] = field(default_factory=list)
+
+    def add(self, other: DeleteResult) -> None:
+        self.checkpoints += other.checkpoints
+        self.writes += other.writes
+        self.blobs += other.blobs
+        self.reparented += other.reparented
+        self.orphaned_blob_refs = sorted(
+            set(self.orphaned_blob_refs) | set(other.orphaned_blob_refs)
+        )
+
+
+def fields_to_pairs(ns: str, fields: Sequence[str]) -> list[list[str]]:
+    """Blob fields of a checkpoint in namespace `ns` as [channel, version] pairs (NUL-free)."""
+    pairs = []
+    for f in fields:
+        field_ns, channel, version = split_blob_field(f)
+        if field_ns != ns:
+            raise ValueError(f"blob field {f!r} belongs to namespace {field_ns!r}, not {ns!r}")
+        pairs.append([channel, version])
+    return pairs
+
+
+def pairs_to_fields(ns: str, pairs: Sequence[Sequence[str]]) -> tuple[str, ...]:
+    return tuple(blob_field(ns, channel, version) for channel, version in pairs)
+
+
+def created_at(checkpoint_json: Mapping[str, Any]) -> dt.datetime | None:
+    """The checkpoint's own timestamp (`ts`), or None to let the database use now()."""
+    ts = checkpoint_json.get("ts")
+    if not isinstance(ts, str):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+
+
+def stored_value(value: TypedValue, blob_ref: str | None, where: str) -> tuple[str, bytes | None]:
+    """(type, data) columns for a value: data is NULL when the value is offloaded."""
+    if blob_ref is None:
+        return value[0], value[1]
+    if value[1] != blob_ref.encode():
+        raise ValueError(f"{where}: an offloaded value's bytes must be its blob_ref {blob_ref!r}")
+    return value[0], None
+
+
+def loaded_value(
+    type_: bytes | None, data: bytes | None, ref: bytes | None, where: str
+) -> TypedValue:
+    if type_ is None:
+        raise CorruptDataError(f"{where}: stored value has no type")
+    if data is not None:
+        return type_.decode(), bytes(data)
+    if ref is not None:
+        return type_.decode(), bytes(ref)
+    raise CorruptDataError(f"{where}: stored value has neither data nor a blob_ref")
+
+
+def tuple_from_row(row: Sequence[Any]) -> DurableTuple:
+    """One row of sql.SELECT_TUPLES as a DurableTuple; missing channel values are an error."""
+    (
+        thread,
+        ns,
+        cid,
+        parent,
+        run_id,
+        ctype,
+        cbytes,
+        mtype,
+        mbytes,
+        pairs,
+        blob_rows,
+        write_rows,
+    ) = row
+    where = f"postgres checkpoint {thread}/{ns!r}/{cid}"
+    fields = pairs_to_fields(ns, pairs or [])
+    record = CheckpointRecord((ctype, bytes(cbytes)), (mtype, bytes(mbytes)), parent, fields)
+    found = {}
+    for channel, version, type_, data, ref in blob_rows or ():
+        key = blob_field(ns, channel.decode(), version.decode())
+        found[key] = loaded_value(type_, data, ref, f"{where} blob {key!r}")
+    missing = [f for f in fields if f not in found]
+    if missing:
+        raise CorruptDataError(
+            f"{where}: channel values missing from checkpoint_blobs: {missing!r}"
+        )
+    writes = []
+    for task_id, idx, channel, type_, data, task_path, ref in write_rows or ():
+        value = loaded_value(type_, data, ref, f"{where} write")
+        writes.append(
+            WriteRecord(task_id.decode(), int(idx), channel.decode(), value, task_path.decode())
+        )
+    writes.sort(key=WriteRecord.sort_key)
+    return DurableTuple(thread, ns, cid, record, run_id, {f: found[f] for f in fields}, writes)

@@ -1,0 +1,505 @@
+"""Every SQL statement of the durable tier, as a named template.
+
+Templates name the schema as `{s}`; `render()` swaps in the validated, quoted schema name (the only
+identifier that varies, so no statement is ever built from user data). `{s}` is substituted with
+`str.replace`, not `str.format`, so SQL braces (`'{}'`, arrays) need no escaping. Values always
+travel as bind parameters (`%s` / `%(name)s`).
+
+The blob fields of a checkpoint (`ns␀channel␀version` in the Redis tier) are stored as a jsonb
+array of `[channel, version]` pairs: Postgres text cannot hold NUL, and a checkpoint only ever
+references channel versions of its own namespace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from collections.abc import Iterable
+from functools import lru_cache
+
+from ..errors import ConfigError
+
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+TENANT_SETTING = "app.tenant_id"
+INTERRUPT_CHANNEL = "__interrupt__"
+# Metadata key LangGraph writes while a DeltaChannel has updates since its last snapshot.
+DELTA_COUNTERS_KEY = "counters_since_delta_snapshot"
+
+
+def check_schema(schema: str) -> str:
+    if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
+        raise ConfigError(
+            f"schema name {schema!r} is not allowed: use 1-63 characters of [a-z0-9_], "
+            "starting with a letter or underscore"
+        )
+    return schema
+
+
+@lru_cache(maxsize=512)
+def render(template: str, schema: str) -> str:
+    """The template with its schema placeholder filled in (validated, double-quoted)."""
+    return template.replace("{s}", '"' + check_schema(schema) + '"')
+
+
+def setup_lock_key(schema: str) -> int:
+    """bigint advisory-lock key serialising migrations of one schema (stable across processes)."""
+    digest = hashlib.blake2b(f"lts-setup:{check_schema(schema)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def _int4(data: bytes) -> int:
+    value = zlib.crc32(data)
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+def thread_lock_class(schema: str) -> int:
+    """First key of the (int4, int4) thread locks; a separate key space from the setup lock."""
+    return _int4(f"lts-thread:{check_schema(schema)}".encode())
+
+
+def thread_lock_keys(tenant_id: str, thread_ids: Iterable[str]) -> list[int]:
+    """Second keys of the thread locks, sorted so that every transaction locks in one order."""
+    return sorted({_int4(f"{tenant_id}|{thread}".encode()) for thread in thread_ids})
+
+
+# --- thread locks --------------------------------------------------------------------------------
+# Flushes take a thread's lock shared, deletions exclusive: a flush that re-uses an existing blob
+# row (ON CONFLICT DO NOTHING takes no row lock) can then never commit a checkpoint that points
+# to a blob a concurrent prune just deleted. Params: (lock class, sorted int4 keys).
+
+LOCK_THREADS_SHARED = """
+SELECT count(*) FROM (
+    SELECT pg_advisory_xact_lock_shared(%s, u.k)
+    FROM unnest(%s::int4[]) WITH ORDINALITY AS u(k, n) ORDER BY u.n
+) AS locked
+"""
+
+LOCK_THREADS_EXCLUSIVE = """
+SELECT count(*) FROM (
+    SELECT pg_advisory_xact_lock(%s, u.k)
+    FROM unnest(%s::int4[]) WITH ORDINALITY AS u(k, n) ORDER BY u.n
+) AS locked
+"""
+
+# --- migrations ----------------------------------------------------------------------------------
+
+SETUP_LOCK = "SELECT pg_advisory_xact_lock(%s)"
+CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {s}"
+CREATE_MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+    version integer PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)
+"""
+MIGRATIONS_TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+SELECT_MIGRATION_VERSIONS = "SELECT version FROM {s}.schema_migrations ORDER BY version"
+# Versions this transaction applied: they carry its start time (now() is per transaction).
+SELECT_APPLIED_NOW = "SELECT version FROM {s}.schema_migrations WHERE applied_at = now() ORDER BY 1"
+# Runs one migration's body only when its version is missing; `{body}` and `{version}` are filled
+# by migrations.py from constants, never from input.
+MIGRATION_GUARD = """
+DO $lts_migration$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM {s}.schema_migrations WHERE version = {version}) THEN
+        {body}
+        INSERT INTO {s}.schema_migrations (version, applied_at) VALUES ({version}, now());
+    END IF;
+END
+$lts_migration$
+"""
+
+_RLS = """
+ALTER TABLE {s}.{table} ENABLE ROW LEVEL SECURITY;
+ALTER TABLE {s}.{table} FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation ON {s}.{table}
+    USING (tenant_id = current_setting('app.tenant_id', true))
+    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
+"""
+
+MIGRATION_1_TABLES = """
+CREATE TABLE {s}.checkpoints (
+    tenant_id text NOT NULL CHECK (tenant_id <> ''),
+    thread_id text NOT NULL,
+    checkpoint_ns text NOT NULL DEFAULT '',
+    checkpoint_id text NOT NULL,
+    parent_checkpoint_id text,
+    step integer,
+    source text,
+    run_id text,
+    created_at timestamptz NOT NULL,
+    checkpoint jsonb NOT NULL,
+    metadata jsonb NOT NULL DEFAULT '{}',
+    checkpoint_type text NOT NULL,
+    checkpoint_bytes bytea NOT NULL,
+    metadata_type text NOT NULL,
+    metadata_bytes bytea NOT NULL,
+    blob_fields jsonb NOT NULL DEFAULT '[]',
+    flushed_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, thread_id, checkpoint_ns, checkpoint_id)
+);
+-- The latest checkpoint of a thread is a backward scan of the primary key: no extra index.
+CREATE INDEX checkpoints_audit_idx ON {s}.checkpoints (tenant_id, created_at);
+CREATE INDEX checkpoints_run_idx ON {s}.checkpoints (tenant_id, run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX checkpoints_metadata_idx ON {s}.checkpoints USING gin (metadata jsonb_path_ops);
+
+CREATE TABLE {s}.checkpoint_blobs (
+    tenant_id text NOT NULL CHECK (tenant_id <> ''),
+    thread_id text NOT NULL,
+    checkpoint_ns text NOT NULL DEFAULT '',
+    channel text NOT NULL,
+    version text NOT NULL,
+    type text NOT NULL,
+    data bytea,
+    blob_ref text,
+    value jsonb,
+    PRIMARY KEY (tenant_id, thread_id, checkpoint_ns, channel, version),
+    CHECK (data IS NOT NULL OR blob_ref IS NOT NULL)
+);
+CREATE INDEX checkpoint_blobs_ref_idx ON {s}.checkpoint_blobs (tenant_id, blob_ref)
+    WHERE blob_ref IS NOT NULL;
+
+CREATE TABLE {s}.checkpoint_writes (
+    tenant_id text NOT NULL CHECK (tenant_id <> ''),
+    thread_id text NOT NULL,
+    checkpoint_ns text NOT NULL DEFAULT '',
+    checkpoint_id text NOT NULL,
+    task_id text NOT NULL,
+    idx integer NOT NULL,
+    channel text NOT NULL,
+    type text NOT NULL,
+    data bytea,
+    blob_ref text,
+    task_path text NOT NULL DEFAULT '',
+    value jsonb,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx),
+    CHECK (data IS NOT NULL OR blob_ref IS NOT NULL)
+);
+CREATE INDEX checkpoint_writes_audit_idx
+    ON {s}.checkpoint_writes (tenant_id, thread_id, channel, created_at);
+CREATE INDEX checkpoint_writes_ref_idx ON {s}.checkpoint_writes (tenant_id, blob_ref)
+    WHERE blob_ref IS NOT NULL;
+""" + "".join(
+    _RLS.replace("{table}", table)
+    for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
+)
+
+# --- flush (upsert) ------------------------------------------------------------------------------
+
+INSERT_BLOBS = """
+INSERT INTO {s}.checkpoint_blobs
+    (tenant_id, thread_id, checkpoint_ns, channel, version, type, data, blob_ref, value)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (tenant_id, thread_id, checkpoint_ns, channel, version) DO NOTHING
+"""
+
+INSERT_CHECKPOINTS = """
+INSERT INTO {s}.checkpoints
+    (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
+     run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
+     metadata_bytes, blob_fields)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s::timestamptz, now()), %s::jsonb, %s::jsonb,
+        %s, %s, %s, %s, %s::jsonb)
+ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO NOTHING
+"""
+
+_WRITES_INSERT = """
+INSERT INTO {s}.checkpoint_writes
+    (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data,
+     blob_ref, task_path, value, created_at)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb,
+        coalesce(to_timestamp(%s::double precision), now()))
+ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+"""
+INSERT_WRITES = _WRITES_INSERT + "DO NOTHING"
+# Special writes (idx < 0: errors, interrupts, resume...) overwrite, as in LangGraph's savers.
+UPSERT_SPECIAL_WRITES = (
+    _WRITES_INSERT
+    + """DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, data = EXCLUDED.data,
+    blob_ref = EXCLUDED.blob_ref, task_path = EXCLUDED.task_path, value = EXCLUDED.value,
+    created_at = EXCLUDED.created_at
+"""
+)
+
+# --- reads ---------------------------------------------------------------------------------------
+# One statement returns checkpoints with their blobs and writes (one snapshot: a concurrent prune
+# cannot remove a blob between reading a checkpoint and reading its values). Blob and write
+# columns travel as bytea arrays, as in langgraph-checkpoint-postgres.
+
+SELECT_TUPLES = """
+SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.run_id,
+    c.checkpoint_type, c.checkpoint_bytes, c.metadata_type, c.metadata_bytes, c.blob_fields,
+    (
+        SELECT array_agg(ARRAY[convert_to(b.channel, 'UTF8'), convert_to(b.version, 'UTF8'),
+            convert_to(b.type, 'UTF8'), b.data, convert_to(b.blob_ref, 'UTF8')])
+        FROM jsonb_array_elements(c.blob_fields) AS f
+        JOIN {s}.checkpoint_blobs b
+            ON b.tenant_id = c.tenant_id AND b.thread_id = c.thread_id
+            AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0
+            AND b.version = f ->> 1
+    ) AS blobs,
+    (
+        SELECT array_agg(ARRAY[convert_to(w.task_id, 'UTF8'), convert_to(w.idx::text, 'UTF8'),
+            convert_to(w.channel, 'UTF8'), convert_to(w.type, 'UTF8'), w.data,
+            convert_to(w.task_path, 'UTF8'), convert_to(w.blob_ref, 'UTF8')])
+        FROM {s}.checkpoint_writes w
+        WHERE w.tenant_id = c.tenant_id AND w.thread_id = c.thread_id
+            AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
+    ) AS writes
+FROM {s}.checkpoints c
+WHERE c.tenant_id = %(tenant)s {where}
+ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns
+LIMIT %(limit)s
+"""
+WHERE_THREAD = "AND c.thread_id = %(thread)s"
+WHERE_NS = "AND c.checkpoint_ns = %(ns)s"
+WHERE_CHECKPOINT_ID = "AND c.checkpoint_id = %(checkpoint_id)s"
+WHERE_BEFORE = "AND c.checkpoint_id < %(before)s"
+WHERE_METADATA = "AND c.metadata @> %(metadata)s::jsonb"
+
+
+@lru_cache(maxsize=256)
+def select_tuples(schema: str, conditions: tuple[str, ...]) -> str:
+    """SELECT_TUPLES narrowed by some of the WHERE_* constants above."""
+    return render(SELECT_TUPLES.replace("{where}", " ".join(conditions)), schema)
+
+
+LIST_THREADS = """
+SELECT thread_id, count(*), max(checkpoint_id), max(created_at), max(flushed_at)
+FROM {s}.checkpoints
+WHERE tenant_id = %s
+GROUP BY thread_id
+ORDER BY thread_id
+"""
+
+# --- copy ----------------------------------------------------------------------------------------
+# Params: %(tenant)s, %(src)s, %(dst)s. Existing rows of the target are kept (idempotent retry).
+
+COPY_BLOBS = """
+INSERT INTO {s}.checkpoint_blobs
+    (tenant_id, thread_id, checkpoint_ns, channel, version, type, data, blob_ref, value)
+SELECT tenant_id, %(dst)s, checkpoint_ns, channel, version, type, data, blob_ref, value
+FROM {s}.checkpoint_blobs WHERE tenant_id = %(tenant)s AND thread_id = %(src)s
+ON CONFLICT DO NOTHING
+"""
+COPY_CHECKPOINTS = """
+INSERT INTO {s}.checkpoints
+    (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
+     run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
+     metadata_bytes, blob_fields)
+SELECT tenant_id, %(dst)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
+    run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
+    metadata_bytes, blob_fields
+FROM {s}.checkpoints WHERE tenant_id = %(tenant)s AND thread_id = %(src)s
+ON CONFLICT DO NOTHING
+"""
+COPY_WRITES = """
+INSERT INTO {s}.checkpoint_writes
+    (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data,
+     blob_ref, task_path, value, created_at)
+SELECT tenant_id, %(dst)s, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data,
+    blob_ref, task_path, value, created_at
+FROM {s}.checkpoint_writes WHERE tenant_id = %(tenant)s AND thread_id = %(src)s
+ON CONFLICT DO NOTHING
+"""
+
+# --- retention -----------------------------------------------------------------------------------
+# One statement deletes the `doomed` checkpoints of some threads with their writes, the blobs
+# only they referenced, clears dangling parent pointers, and reports the blob-store refs no
+# surviving row of the tenant holds. `{heads}` are checkpoints to keep; `kept` extends them along
+# parent links while a checkpoint carries DeltaChannel counters (its value is rebuilt from its
+# ancestors' writes), up to the snapshot. `{candidates}` narrows what may be deleted.
+# Params: %(tenant)s, %(threads)s (text[]), %(everything)s (bool: all writes and blobs of the
+# threads too), plus those of the fragments.
+
+DELETE_CHECKPOINTS = """
+WITH RECURSIVE heads AS (
+    {heads}
+),
+kept AS (
+    SELECT h.thread_id, h.checkpoint_ns, h.checkpoint_id FROM heads h
+    UNION
+    SELECT p.thread_id, p.checkpoint_ns, p.checkpoint_id
+    FROM kept k
+    JOIN {s}.checkpoints c
+        ON c.tenant_id = %(tenant)s AND c.thread_id = k.thread_id
+        AND c.checkpoint_ns = k.checkpoint_ns AND c.checkpoint_id = k.checkpoint_id
+    JOIN {s}.checkpoints p
+        ON p.tenant_id = %(tenant)s AND p.thread_id = c.thread_id
+        AND p.checkpoint_ns = c.checkpoint_ns AND p.checkpoint_id = c.parent_checkpoint_id
+    WHERE c.metadata ? 'counters_since_delta_snapshot'
+),
+doomed AS (
+    SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.blob_fields
+    FROM {s}.checkpoints c
+    WHERE c.tenant_id = %(tenant)s AND c.thread_id = ANY(%(threads)s) AND ({candidates})
+    AND NOT EXISTS (
+        SELECT 1 FROM kept k WHERE k.thread_id = c.thread_id
+        AND k.checkpoint_ns = c.checkpoint_ns AND k.checkpoint_id = c.checkpoint_id
+    )
+),
+dc AS (
+    DELETE FROM {s}.checkpoints c USING doomed d
+    WHERE c.tenant_id = %(tenant)s AND c.thread_id = d.thread_id
+    AND c.checkpoint_ns = d.checkpoint_ns AND c.checkpoint_id = d.checkpoint_id
+    RETURNING 1
+),
+dw AS (
+    DELETE FROM {s}.checkpoint_writes w
+    WHERE w.tenant_id = %(tenant)s AND w.thread_id = ANY(%(threads)s) AND (
+        %(everything)s OR EXISTS (
+            SELECT 1 FROM doomed d WHERE d.thread_id = w.thread_id
+            AND d.checkpoint_ns = w.checkpoint_ns AND d.checkpoint_id = w.checkpoint_id
+        )
+    )
+    RETURNING w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx, w.blob_ref
+),
+freed AS (
+    SELECT DISTINCT d.thread_id, d.checkpoint_ns, f ->> 0 AS channel, f ->> 1 AS version
+    FROM doomed d CROSS JOIN LATERAL jsonb_array_elements(d.blob_fields) AS f
+),
+live AS (
+    SELECT DISTINCT c.thread_id, c.checkpoint_ns, f ->> 0 AS channel, f ->> 1 AS version
+    FROM {s}.checkpoints c CROSS JOIN LATERAL jsonb_array_elements(c.blob_fields) AS f
+    WHERE c.tenant_id = %(tenant)s AND c.thread_id = ANY(%(threads)s)
+    AND NOT EXISTS (
+        SELECT 1 FROM doomed d WHERE d.thread_id = c.thread_id
+        AND d.checkpoint_ns = c.checkpoint_ns AND d.checkpoint_id = c.checkpoint_id
+    )
+),
+db AS (
+    DELETE FROM {s}.checkpoint_blobs b
+    WHERE b.tenant_id = %(tenant)s AND b.thread_id = ANY(%(threads)s)
+    AND (%(everything)s OR EXISTS (
+        SELECT 1 FROM freed r WHERE r.thread_id = b.thread_id
+        AND r.checkpoint_ns = b.checkpoint_ns AND r.channel = b.channel AND r.version = b.version
+    ))
+    AND NOT EXISTS (
+        SELECT 1 FROM live r WHERE r.thread_id = b.thread_id
+        AND r.checkpoint_ns = b.checkpoint_ns AND r.channel = b.channel AND r.version = b.version
+    )
+    RETURNING b.thread_id, b.checkpoint_ns, b.channel, b.version, b.blob_ref
+),
+orphaned AS (
+    SELECT DISTINCT g.blob_ref
+    FROM (SELECT blob_ref FROM dw UNION ALL SELECT blob_ref FROM db) AS g
+    WHERE g.blob_ref IS NOT NULL
+    AND NOT EXISTS (
+        SELECT 1 FROM {s}.checkpoint_blobs b
+        WHERE b.tenant_id = %(tenant)s AND b.blob_ref = g.blob_ref
+        AND NOT EXISTS (
+            SELECT 1 FROM db x WHERE x.thread_id = b.thread_id
+            AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
+            AND x.version = b.version
+        )
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM {s}.checkpoint_writes w
+        WHERE w.tenant_id = %(tenant)s AND w.blob_ref = g.blob_ref
+        AND NOT EXISTS (
+            SELECT 1 FROM dw x WHERE x.thread_id = w.thread_id
+            AND x.checkpoint_ns = w.checkpoint_ns AND x.checkpoint_id = w.checkpoint_id
+            AND x.task_id = w.task_id AND x.idx = w.idx
+        )
+    )
+),
+reparented AS (
+    UPDATE {s}.checkpoints c SET parent_checkpoint_id = NULL
+    FROM doomed d
+    WHERE c.tenant_id = %(tenant)s AND c.thread_id = d.thread_id
+    AND c.checkpoint_ns = d.checkpoint_ns AND c.parent_checkpoint_id = d.checkpoint_id
+    AND NOT EXISTS (
+        SELECT 1 FROM doomed x WHERE x.thread_id = c.thread_id
+        AND x.checkpoint_ns = c.checkpoint_ns AND x.checkpoint_id = c.checkpoint_id
+    )
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM dc), (SELECT count(*) FROM dw), (SELECT count(*) FROM db),
+    (SELECT count(*) FROM reparented), ARRAY(SELECT blob_ref FROM orphaned ORDER BY blob_ref)
+"""
+
+HEADS_NONE = (
+    "SELECT NULL::text AS thread_id, NULL::text AS checkpoint_ns, NULL::text AS checkpoint_id "
+    "WHERE false"
+)
+# The latest checkpoint of each namespace of the threads.
+HEADS_LATEST = """
+SELECT DISTINCT ON (l.thread_id, l.checkpoint_ns) l.thread_id, l.checkpoint_ns, l.checkpoint_id
+FROM {s}.checkpoints l
+WHERE l.tenant_id = %(tenant)s AND l.thread_id = ANY(%(threads)s)
+ORDER BY l.thread_id, l.checkpoint_ns, l.checkpoint_id DESC
+"""
+# ... of the namespaces the caller did not list (params %(listed_threads)s, %(listed_ns)s).
+HEADS_LATEST_UNLISTED = """
+SELECT DISTINCT ON (l.thread_id, l.checkpoint_ns) l.thread_id, l.checkpoint_ns, l.checkpoint_id
+FROM {s}.checkpoints l
+WHERE l.tenant_id = %(tenant)s AND l.thread_id = ANY(%(threads)s)
+AND NOT EXISTS (
+    SELECT 1 FROM unnest(%(listed_threads)s::text[], %(listed_ns)s::text[]) AS g(t, n)
+    WHERE g.t = l.thread_id AND g.n = l.checkpoint_ns
+)
+ORDER BY l.thread_id, l.checkpoint_ns, l.checkpoint_id DESC
+"""
+# Checkpoints the caller names (params %(keep_threads)s, %(keep_ns)s, %(keep_ids)s).
+HEADS_GIVEN = """
+SELECT g.thread_id, g.checkpoint_ns, g.checkpoint_id
+FROM unnest(%(keep_threads)s::text[], %(keep_ns)s::text[], %(keep_ids)s::text[])
+    AS g(thread_id, checkpoint_ns, checkpoint_id)
+"""
+# A paused run: the checkpoint has an interrupt write and nothing continued from it yet.
+HEADS_PAUSED = """
+SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id
+FROM {s}.checkpoints c
+WHERE c.tenant_id = %(tenant)s AND c.thread_id = ANY(%(threads)s)
+AND EXISTS (
+    SELECT 1 FROM {s}.checkpoint_writes w
+    WHERE w.tenant_id = c.tenant_id AND w.thread_id = c.thread_id
+    AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
+    AND w.channel = '__interrupt__'
+)
+AND NOT EXISTS (
+    SELECT 1 FROM {s}.checkpoints ch
+    WHERE ch.tenant_id = c.tenant_id AND ch.thread_id = c.thread_id
+    AND ch.checkpoint_ns = c.checkpoint_ns AND ch.parent_checkpoint_id = c.checkpoint_id
+)
+"""
+
+CANDIDATES_ALL = "true"
+CANDIDATES_RUNS = "c.run_id = ANY(%(run_ids)s)"
+CANDIDATES_OLDER_THAN = "c.created_at < now() - %(older_than)s::interval"
+
+
+@lru_cache(maxsize=64)
+def delete_checkpoints(schema: str, heads: tuple[str, ...], candidates: str) -> str:
+    """DELETE_CHECKPOINTS with its head and candidate fragments."""
+    head_sql = "\nUNION\n".join(f"({h})" for h in heads) if heads else HEADS_NONE
+    sql = DELETE_CHECKPOINTS.replace("{heads}", head_sql).replace("{candidates}", candidates)
+    return render(sql, schema)
+
+
+SELECT_THREADS_FOR_RUNS = """
+SELECT DISTINCT thread_id FROM {s}.checkpoints
+WHERE tenant_id = %s AND run_id = ANY(%s) ORDER BY thread_id
+"""
+# Tenant and thread pairs with checkpoints older than the cutoff; params (older_than, tenant?).
+SELECT_OLD_THREADS = """
+SELECT DISTINCT tenant_id, thread_id FROM {s}.checkpoints
+WHERE created_at < now() - %s::interval
+ORDER BY tenant_id, thread_id
+"""
+SELECT_OLD_THREADS_OF_TENANT = """
+SELECT DISTINCT tenant_id, thread_id FROM {s}.checkpoints
+WHERE created_at < now() - %s::interval AND tenant_id = %s
+ORDER BY tenant_id, thread_id
+"""
+
+# Which of some blob digests a tenant's rows still point at (blob GC). Pointers are
+# `lts-blob:v1:<digest>:<size>:<flag>`, so the digest is the third ':'-separated part.
+BLOB_DIGESTS_IN_USE = """
+SELECT split_part(blob_ref, ':', 3) FROM {s}.checkpoint_blobs
+WHERE blob_ref IS NOT NULL AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
+UNION
+SELECT split_part(blob_ref, ':', 3) FROM {s}.checkpoint_writes
+WHERE blob_ref IS NOT NULL AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
+"""

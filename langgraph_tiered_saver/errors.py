@@ -1,0 +1,43 @@
+"""Typed errors: every failure a caller can act on has its own class and a message naming the cause."""
+
+from __future__ import annotations
+
+
+class TieredSaverError(Exception):
+    """Base class of every error raised by langgraph-tiered-saver."""
+
+
+class ConfigError(TieredSaverError, ValueError):
+    """The RunnableConfig or a saver option is malformed (missing thread_id, wrong type...)."""
+
+
+class InvalidIdError(ConfigError):
+    """A tenant, thread, namespace, checkpoint or task id is empty, too long or has forbidden characters.
+
+    Ids are checked because they become part of Redis keys and Postgres rows: an id that could
+    break out of the key layout could address another tenant's data.
+    """
+
+
+class CorruptDataError(TieredSaverError):
+    """Bytes read from a tier could not be decoded (truncated, tampered or foreign data)."""
+
+
+class TierUnavailableError(TieredSaverError, ConnectionError):
+    """A storage tier (Redis or Postgres) could not be reached."""
+
+    def __init__(self, tier: str, detail: str) -> None:
+        super().__init__(f"{tier} is unreachable: {detail}")
+        self.tier = tier
+
+
+class ThreadLockedError(TieredSaverError):
+    """Another holder owns the thread's lock and the caller chose not to wait (or waited too long)."""
+
+
+class StaleLockError(TieredSaverError):
+    """A write carried a fencing token older than the thread's current lock: its holder lost the lock."""
+
+
+class FlushError(TieredSaverError):
+    """Flushing the outbox to Postgres failed; the entries stay in the outbox and will be retried."""

@@ -1,0 +1,232 @@
+"""Write-behind flush: the policy (when) and the flush operation (what), both free of I/O.
+
+The outbox is kept in Redis, written by the same script as the data: per thread, a `pend` set
+names every checkpoint, channel value and write not yet in Postgres, and a deployment-wide
+`dirty` index names the threads that have such entries, scored by their last write. A flusher
+(the saver's background thread, or the standalone worker) reads a thread's entries, upserts
+them in one Postgres transaction, and only then removes them from the outbox. A flusher that
+dies mid-way leaves the entries in place, and the next one writes them again: delivery is
+at-least-once, and idempotent upserts make the effect exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
+
+from . import keys as K
+from . import scripts
+from ._io import Op, RedisCall, Sleep
+from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_write
+from .durable.audit import to_audit_json
+from .durable.ops import FlushBatch, upsert_batch_op
+from .durable.records import BlobRow, WriteRow
+from .hot import decode_refs
+
+Mode = Literal["sync", "async", "off"]
+OUTBOX_BATCH = 2000
+FLUSH_LOCK_MS = 60_000
+LOCK_POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class FlushPolicy:
+    """When a thread's hot writes are carried to Postgres. Every trigger is configurable.
+
+    - `on_interrupt`: a run paused for a person (minutes or days). "sync" (default) makes the
+      paused checkpoint durable before the graph returns; the extra round trip costs nothing
+      there.
+    - `on_error`: a task wrote an error. "async" by default.
+    - `quiet_seconds`: the end of a run: the thread has had no write for this long.
+    - `every_n_checkpoints`: long runs are flushed in the middle too, every N checkpoints.
+    - `on_close`: `close()` / leaving the context manager drains this process' outbox.
+    """
+
+    on_interrupt: Mode = "sync"
+    on_error: Mode = "async"
+    quiet_seconds: float = 1.0
+    every_n_checkpoints: int = 50
+    on_close: bool = True
+
+    def for_writes(self, channels: Sequence[str]) -> Mode:
+        """What a batch of pending writes asks for: the most urgent of its triggers."""
+        modes: list[Mode] = []
+        if INTERRUPT in channels:
+            modes.append(self.on_interrupt)
+        if ERROR in channels:
+            modes.append(self.on_error)
+        if "sync" in modes:
+            return "sync"
+        return "async" if "async" in modes else "off"
+
+    def for_checkpoint_count(self, count: int) -> Mode:
+        n = self.every_n_checkpoints
+        return "async" if n > 0 and count > 0 and count % n == 0 else "off"
+
+
+def _blob_ref(typed: tuple[str, bytes]) -> str | None:
+    """Offloaded values are stored in Postgres as their pointer (`blob_ref`), data NULL."""
+    return typed[1].decode() if typed[0].startswith(BLOB_TYPE) else None
+
+
+def json_safe(value: Any) -> Any:
+    """A JSON-compatible copy for JSONB columns (Postgres JSONB cannot hold NUL characters)."""
+    raw = orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    return orjson.loads(raw.replace(b"\\u0000", b""))
+
+
+@dataclass
+class FlushResult:
+    tenant_id: str
+    thread_id: str
+    checkpoints: int = 0
+    blobs: int = 0
+    writes: int = 0
+    skipped_locked: bool = False
+    remaining: int = 0
+
+
+class FlushOps:
+    """Builds the flush of one thread: read outbox, upsert to Postgres, acknowledge."""
+
+    def __init__(self, serde: SerializerProtocol, *, key_prefix: str, schema: str, audit_json: bool | None) -> None:
+        self.serde = serde
+        self.prefix = key_prefix
+        self.schema = schema
+        # A readable JSON copy of encrypted values would defeat the encryption: off by default.
+        self.audit_json = (not isinstance(serde, EncryptedSerializer)) if audit_json is None else audit_json
+
+    def _audit(self, typed: tuple[str, bytes]) -> Any:
+        if not self.audit_json or typed[0] == "empty" or typed[0].startswith(BLOB_TYPE):
+            return None
+        try:
+            return to_audit_json(self.serde.loads_typed(typed))
+        except Exception:
+            return None
+
+    def build_batch(
+        self, tenant_id: str, thread_id: str, entries: Sequence[Any], values: Sequence[Any]
+    ) -> FlushBatch:
+        """Decode outbox entries into rows (entries whose data is gone are skipped)."""
+        where = f"outbox of thread {thread_id!r}"
+        batch = FlushBatch(tenant_id, thread_id, [], [], [])
+        for raw_entry, value in zip(entries, values, strict=True):
+            if not value:
+                continue
+            entry = as_str(raw_entry)
+            kind, rest = entry[0], entry[2:]
+            if kind == "c":
+                ns, checkpoint_id = K.split_checkpoint_member(rest)
+                run_id, fields = decode_refs(value[1])
+                del run_id
+                record = unpack_checkpoint(value[0], fields, where)
+                checkpoint = dict(self.serde.loads_typed(record.checkpoint))
+                checkpoint.pop("channel_values", None)
+                metadata = self.serde.loads_typed(record.metadata)
+                batch.checkpoints.append(
+                    (ns, checkpoint_id, record, json_safe(checkpoint), json_safe(metadata))
+                )
+            elif kind == "b":
+                ns, channel, version = K.split_blob_field(rest)
+                typed = decode_typed(value, where)
+                batch.blobs.append(
+                    BlobRow(ns, channel, version, typed, self._audit(typed), _blob_ref(typed))
+                )
+            else:
+                ns, checkpoint_id, _task, _idx = K.split_write_field(rest)
+                write = unpack_write(value, where)
+                batch.writes.append(
+                    WriteRow(ns, checkpoint_id, write, self._audit(write.value), _blob_ref(write.value))
+                )
+        return batch
+
+    def acquire_flush_lock(self, tenant_id: str, thread_id: str, *, wait: bool) -> Op[str | None]:
+        """Take the thread's flush lock (so two flushers, or a flush and a delete, never
+        interleave on one thread). Returns the token, or None when busy and not waiting."""
+        lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + FLUSH_LOCK_MS / 1000
+        while True:
+            (acquired,) = yield RedisCall((("SET", lock, token, "NX", "PX", FLUSH_LOCK_MS),))
+            if acquired:
+                return token
+            if not wait or time.monotonic() > deadline:
+                return None
+            yield Sleep(LOCK_POLL_SECONDS)
+
+    def release_flush_lock(self, tenant_id: str, thread_id: str, token: str) -> Op[None]:
+        lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
+        yield RedisCall((scripts.LOCK_RELEASE.call([lock], [token]),), scripts=(scripts.LOCK_RELEASE,))
+        return None
+
+    def flush_thread(self, tenant_id: str, thread_id: str, *, wait: bool = False) -> Op[FlushResult]:
+        """Flush one thread completely (in batches), under the thread's flush lock. With `wait`,
+        wait for a concurrent flusher to finish instead of skipping (a sync flush must see its
+        own writes in Postgres)."""
+        result = FlushResult(tenant_id, thread_id)
+        dirty = K.dirty_key(self.prefix)
+        member = K.dirty_member(tenant_id, thread_id)
+        token = yield from self.acquire_flush_lock(tenant_id, thread_id, wait=wait)
+        if token is None:
+            result.skipped_locked = True
+            return result
+        (observed,) = yield RedisCall((("ZSCORE", dirty, member),))
+        keys = K.script_keys(self.prefix, tenant_id, thread_id)
+        try:
+            while True:
+                (reply,) = yield RedisCall(
+                    (scripts.OUTBOX_READ.call(keys, [OUTBOX_BATCH]),), scripts=(scripts.OUTBOX_READ,)
+                )
+                entries, values = reply
+                if not entries:
+                    result.remaining = 0
+                    break
+                batch = self.build_batch(tenant_id, thread_id, entries, values)
+                if batch.checkpoints or batch.blobs or batch.writes:
+                    yield from upsert_batch_op(self.schema, [batch])
+                result.checkpoints += len(batch.checkpoints)
+                result.blobs += len(batch.blobs)
+                result.writes += len(batch.writes)
+                (remaining,) = yield RedisCall(
+                    (scripts.OUTBOX_ACK.call(keys, list(entries)),), scripts=(scripts.OUTBOX_ACK,)
+                )
+                result.remaining = int(remaining)
+                if result.remaining == 0 or len(entries) < OUTBOX_BATCH:
+                    break
+            if result.remaining == 0 and observed is not None:
+                yield RedisCall(
+                    (scripts.DIRTY_CLEAR.call([dirty], [member, observed]),),
+                    scripts=(scripts.DIRTY_CLEAR,),
+                )
+        finally:
+            yield from self.release_flush_lock(tenant_id, thread_id, token)
+        return result
+
+    def dirty_threads(self, older_than_ms: int | None = None, limit: int = 500) -> Op[list[tuple[str, str]]]:
+        """Threads with outbox entries, oldest write first; only those quiet for `older_than_ms`."""
+        upper: Any = "+inf" if older_than_ms is None else int(time.time() * 1000) - older_than_ms
+        (raw,) = yield RedisCall((("ZRANGEBYSCORE", K.dirty_key(self.prefix), "-inf", upper, "LIMIT", 0, limit),))
+        return [K.split_dirty_member(as_str(m)) for m in raw]
+
+    def outbox_depth(self) -> Op[int]:
+        (depth,) = yield RedisCall((("ZCARD", K.dirty_key(self.prefix)),))
+        return int(depth)
+
+
+def flush_many(flush_ops: FlushOps, threads: Sequence[tuple[str, str]], on_result: Callable[[FlushResult], None] | None = None) -> Op[list[FlushResult]]:
+    """Flush several threads one after the other (each in its own transaction)."""
+    results = []
+    for tenant_id, thread_id in threads:
+        result = yield from flush_ops.flush_thread(tenant_id, thread_id)
+        if on_result is not None:
+            on_result(result)
+        results.append(result)
+    return results

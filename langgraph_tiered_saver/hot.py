@@ -1,0 +1,434 @@
+"""Hot tier (Redis) operations, written once as sans-I/O generators for the sync and async saver.
+
+Each function builds the Redis requests of one saver operation, yields them, and turns the
+replies into LangGraph objects. `put` and `put_writes` are exactly one round trip (a MULTI/EXEC
+around one Lua script); `get_tuple` is one round trip (one Lua script).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_serializable_checkpoint_metadata,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from . import keys as K
+from . import scripts
+from ._io import Op, RedisCall
+from .codec import (
+    EMPTY,
+    CheckpointRecord,
+    TypedValue,
+    WriteRecord,
+    as_str,
+    decode_typed,
+    encode_typed,
+    pointer_digest,
+    unpack_checkpoint,
+    unpack_write,
+)
+from .errors import CorruptDataError
+from .ids import MAX_TASK_ID, ThreadRef, check_field_id
+
+if TYPE_CHECKING:
+    from .offload import Offloader
+
+LIST_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """One checkpoint as stored in a tier: the common currency of both tiers and the flusher."""
+
+    checkpoint_ns: str
+    checkpoint_id: str
+    record: CheckpointRecord
+    run_id: str
+    blobs: dict[str, TypedValue]  # blob field -> value (only the fields the record references)
+    writes: list[WriteRecord]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_refs(run_id: str, fields: Iterable[str]) -> str:
+    """The `cv` value: run id first (for run deletion), then the blob fields of the checkpoint."""
+    return K.REF_SEP.join([run_id, *fields])
+
+
+def decode_refs(raw: Any) -> tuple[str, tuple[str, ...]]:
+    parts = as_str(raw).split(K.REF_SEP) if raw else [""]
+    return parts[0], tuple(parts[1:])
+
+
+def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:
+    """Decode one reply of `get.lua` (member, record, refs, blob values, write records)."""
+    member, record_raw, refs_raw, values, writes_raw = entry
+    ns, checkpoint_id = K.split_checkpoint_member(as_str(member))
+    run_id, fields = decode_refs(refs_raw)
+    record = unpack_checkpoint(record_raw, fields, where)
+    blobs = {
+        field: decode_typed(raw, where)
+        for field, raw in zip(fields, values or (), strict=False)
+        if raw is not None
+    }
+    writes = [unpack_write(raw, where) for raw in writes_raw or () if raw is not None]
+    writes.sort(key=WriteRecord.sort_key)
+    return StoredCheckpoint(ns, checkpoint_id, record, run_id, blobs, writes)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedPut:
+    member: str
+    record: CheckpointRecord
+    run_id: str
+    blobs: list[tuple[str, bytes]]  # blob field -> encoded value (or pointer)
+    digests: list[str]  # blobs this checkpoint sent to the blob store
+
+
+class HotOps:
+    """Builds the Redis side of every saver operation. Holds settings only, never a connection."""
+
+    def __init__(
+        self,
+        serde: SerializerProtocol,
+        *,
+        key_prefix: str,
+        ttl_ms: int,
+        refresh_on_read: bool,
+        track_outbox: bool,
+        offloader: Offloader,
+        cluster: bool = False,
+    ) -> None:
+        self.serde = serde
+        self.prefix = key_prefix
+        self.ttl_ms = ttl_ms
+        self.refresh_on_read = refresh_on_read
+        self.track_outbox = track_outbox
+        self.offloader = offloader
+        self.cluster = cluster
+
+    @property
+    def _track(self) -> str:
+        return "1" if self.track_outbox else "0"
+
+    # ----------------------------------------------------------------- encoding (no I/O)
+
+    def keys(self, tenant_id: str, thread_id: str) -> list[str]:
+        return K.script_keys(self.prefix, tenant_id, thread_id)
+
+    def encode_put(
+        self,
+        ref: ThreadRef,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        config: RunnableConfig,
+    ) -> tuple[str, CheckpointRecord, str, list[tuple[str, TypedValue]]]:
+        """Serialize a checkpoint: (member, record, run id, changed channel values by field)."""
+        ns = ref.checkpoint_ns
+        c: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = c.pop("channel_values")
+        blobs = [
+            (
+                K.blob_field(ns, channel, version),
+                self.serde.dumps_typed(values[channel]) if channel in values else EMPTY,
+            )
+            for channel, version in new_versions.items()
+        ]
+        md = get_serializable_checkpoint_metadata(config, metadata)
+        run_id = md.get("run_id")
+        fields = tuple(K.blob_field(ns, ch, v) for ch, v in checkpoint["channel_versions"].items())
+        record = CheckpointRecord(
+            self.serde.dumps_typed(c), self.serde.dumps_typed(md), ref.checkpoint_id, fields
+        )
+        member = K.checkpoint_member(ns, check_field_id("checkpoint id", checkpoint["id"], 128))
+        return member, record, str(run_id) if run_id else "", blobs
+
+    def encode_writes(
+        self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> list[tuple[str, WriteRecord]]:
+        assert ref.checkpoint_id is not None
+        check_field_id("task_id", task_id, MAX_TASK_ID)
+        out = []
+        for i, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, i)
+            record = WriteRecord(task_id, idx, channel, self.serde.dumps_typed(value), task_path, time.time())
+            out.append((K.write_field(ref.checkpoint_ns, ref.checkpoint_id, task_id, idx), record))
+        return out
+
+    def prepare_put(
+        self,
+        ref: ThreadRef,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        config: RunnableConfig,
+    ) -> Op[PreparedPut]:
+        """Encode a checkpoint, sending oversized channel values to the blob store first."""
+        member, record, run_id, typed = self.encode_put(ref, checkpoint, metadata, new_versions, config)
+        blobs: list[tuple[str, bytes]] = []
+        digests: list[str] = []
+        for field, value in typed:
+            stored = yield from self.offloader.offload(ref.tenant_id, value)
+            if stored is not value:
+                digests.append(pointer_digest(stored) or "")
+            blobs.append((field, encode_typed(stored)))
+        return PreparedPut(member, record, run_id, blobs, digests)
+
+    def prepare_writes(
+        self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> Op[tuple[list[tuple[str, WriteRecord]], list[str]]]:
+        out: list[tuple[str, WriteRecord]] = []
+        digests: list[str] = []
+        for field, record in self.encode_writes(ref, writes, task_id, task_path):
+            stored = yield from self.offloader.offload(ref.tenant_id, record.value)
+            if stored is not record.value:
+                digests.append(pointer_digest(stored) or "")
+                record = replace(record, value=stored)
+            out.append((field, record))
+        return out, digests
+
+    def to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint) -> CheckpointTuple:
+        """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple."""
+        loads = self.serde.loads_typed
+        where = f"thread {ref.thread_id!r} checkpoint {stored.checkpoint_id!r}"
+        try:
+            checkpoint: Checkpoint = loads(stored.record.checkpoint)
+            metadata: CheckpointMetadata = loads(stored.record.metadata)
+            channel_values: dict[str, Any] = {}
+            for field in stored.record.blob_fields:
+                typed = stored.blobs.get(field)
+                if typed is None or typed[0] == "empty":
+                    continue
+                channel_values[K.split_blob_field(field)[1]] = loads(typed)
+            pending = [(w.task_id, w.channel, loads(w.value)) for w in stored.writes]
+        except CorruptDataError:
+            raise
+        except Exception as exc:
+            raise CorruptDataError(f"{where}: stored bytes cannot be deserialized: {exc}") from exc
+        ns_ref = ThreadRef(ref.tenant_id, ref.thread_id, stored.checkpoint_ns)
+        parent = stored.record.parent_checkpoint_id
+        return CheckpointTuple(
+            config=ns_ref.config(stored.checkpoint_id),
+            checkpoint={**checkpoint, "channel_values": channel_values},
+            metadata=metadata,
+            parent_config=ns_ref.config(parent) if parent else None,
+            pending_writes=pending,
+        )
+
+    # ----------------------------------------------------------------- operations
+
+    def put(
+        self,
+        ref: ThreadRef,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        config: RunnableConfig,
+        fence: str = "",
+    ) -> Op[RunnableConfig]:
+        p = yield from self.prepare_put(ref, checkpoint, metadata, new_versions, config)
+        args: list[Any] = [
+            self.ttl_ms,
+            fence,
+            self._track,
+            p.member,
+            p.record.pack(),
+            encode_refs(p.run_id, p.record.blob_fields),
+            p.run_id,
+            *self._mark_args(ref),
+        ]
+        for field, value in p.blobs:
+            args += [field, value]
+        yield self._write_call(ref, scripts.PUT, args, p.digests)
+        return ref.config(checkpoint["id"])
+
+    def put_writes(
+        self,
+        ref: ThreadRef,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+        fence: str = "",
+    ) -> Op[None]:
+        if not writes:
+            return None
+        records, digests = yield from self.prepare_writes(ref, writes, task_id, task_path)
+        args: list[Any] = [self.ttl_ms, fence, self._track, *self._mark_args(ref)]
+        for field, record in records:
+            args += [field, record.pack(), "1" if record.idx < 0 else "0"]
+        yield self._write_call(ref, scripts.PUT_WRITES, args, digests)
+        return None
+
+    def _mark_args(self, ref: ThreadRef) -> tuple[int, str, str]:
+        return now_ms(), ref.thread_id, K.dirty_member(ref.tenant_id, ref.thread_id)
+
+    def _write_call(
+        self, ref: ThreadRef, script: Any, args: list[Any], digests: Sequence[str] = ()
+    ) -> RedisCall:
+        """One round trip. On a single node: one EVALSHA that also updates the tenant registry
+        and the outbox index (plus, in a MULTI, the reference sets of offloaded blobs). In Redis
+        Cluster those keys are in other slots: a pipeline carries them beside the script."""
+        keys = self.keys(ref.tenant_id, ref.thread_id)
+        ts, thread_id, dirty = args[7:10] if script is scripts.PUT else args[3:6]
+        registry = K.tenant_threads_key(self.prefix, ref.tenant_id)
+        extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
+        if not self.cluster:
+            call = script.call([*keys, registry, K.dirty_key(self.prefix)], args)
+            return RedisCall((call, *extra), transaction=bool(extra), scripts=(script,))
+        commands: list[tuple[Any, ...]] = [script.call(keys, args), ("ZADD", registry, ts, thread_id)]
+        if self.track_outbox:
+            commands.append(("ZADD", K.dirty_key(self.prefix), ts, dirty))
+        return RedisCall((*commands, *extra), transaction=False, scripts=(script,))
+
+    def fetch(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[list[StoredCheckpoint]]:
+        """The latest checkpoint of `ref`'s namespace (members=None), or the given members."""
+        ttl = self.ttl_ms if self.refresh_on_read else 0
+        if members is None:
+            args: list[Any] = [ttl, "latest", ref.checkpoint_ns]
+        else:
+            args = [ttl, "ids", *members]
+        call = scripts.GET.call(self.keys(ref.tenant_id, ref.thread_id), args)
+        (entries,) = yield RedisCall((call,), scripts=(scripts.GET,))
+        where = f"Redis thread {ref.thread_id!r}"
+        return [parse_entry(entry, where) for entry in entries or ()]
+
+    def get_stored(self, ref: ThreadRef) -> Op[StoredCheckpoint | None]:
+        members = None if ref.checkpoint_id is None else [
+            K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
+        ]
+        found = yield from self.fetch(ref, members)
+        return found[0] if found else None
+
+    def members(self, ref: ThreadRef, all_namespaces: bool) -> Op[list[str]]:
+        """Checkpoint members of a thread, newest checkpoint id first."""
+        idx = K.thread_keys(self.prefix, ref.tenant_id, ref.thread_id).idx
+        if all_namespaces:
+            command: tuple[Any, ...] = ("ZRANGE", idx, 0, -1)
+        else:
+            low, high = K.ns_range(ref.checkpoint_ns)
+            command = ("ZRANGEBYLEX", idx, low, high)
+        (raw,) = yield RedisCall((command,))
+        members = [as_str(m) for m in raw]
+        members.sort(key=lambda m: K.split_checkpoint_member(m)[::-1], reverse=True)
+        return members
+
+    def list_threads(self, tenant_id: str) -> Op[list[str]]:
+        """Threads of a tenant known to Redis, most recently written first."""
+        key = K.tenant_threads_key(self.prefix, tenant_id)
+        (raw,) = yield RedisCall((("ZREVRANGE", key, 0, -1),))
+        return [as_str(t) for t in raw]
+
+    def list_stored(
+        self,
+        ref: ThreadRef,
+        *,
+        all_namespaces: bool,
+        before_id: str | None,
+        metadata_filter: Mapping[str, Any] | None,
+        limit: int | None,
+    ) -> Op[list[StoredCheckpoint]]:
+        """Checkpoints of one thread, newest first, with `before`, metadata filter and limit."""
+        members = yield from self.members(ref, all_namespaces)
+        if ref.checkpoint_id is not None:
+            members = [m for m in members if K.split_checkpoint_member(m)[1] == ref.checkpoint_id]
+        if before_id is not None:
+            members = [m for m in members if K.split_checkpoint_member(m)[1] < before_id]
+        out: list[StoredCheckpoint] = []
+        for start in range(0, len(members), LIST_BATCH):
+            batch = yield from self.fetch(ref, members[start : start + LIST_BATCH])
+            for stored in batch:
+                if metadata_filter and not self.matches(stored, metadata_filter):
+                    continue
+                out.append(stored)
+                if limit is not None and len(out) >= limit:
+                    return out
+        return out
+
+    def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:
+        metadata = self.serde.loads_typed(stored.record.metadata)
+        return all(metadata.get(k) == v for k, v in metadata_filter.items())
+
+    def delete_thread(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
+        commands: list[tuple[Any, ...]] = []
+        for thread_id in thread_ids:
+            commands.append(("DEL", *K.thread_keys(self.prefix, tenant_id, thread_id)))
+            commands.append(("ZREM", K.tenant_threads_key(self.prefix, tenant_id), thread_id))
+            commands.append(("ZREM", K.dirty_key(self.prefix), K.dirty_member(tenant_id, thread_id)))
+        if commands:
+            yield RedisCall(tuple(commands))
+        return None
+
+    def delete_members(
+        self, tenant_id: str, targets: Mapping[str, Sequence[str]], mode: str
+    ) -> Op[int]:
+        """Delete, per thread, the listed members (mode "members") or runs (mode "runs")."""
+        calls = tuple(
+            scripts.DELETE_MEMBERS.call(self.keys(tenant_id, thread_id), [mode, *ids])
+            for thread_id, ids in targets.items()
+            if ids
+        )
+        if not calls:
+            return 0
+        replies = yield RedisCall(calls, scripts=(scripts.DELETE_MEMBERS,))
+        return sum(int(reply[0]) for reply in replies)
+
+    def export_thread(self, tenant_id: str, thread_id: str) -> Op[dict[str, dict[str, bytes]]]:
+        """Every checkpoint record, refs, blob and write of one thread (copy_thread, prune)."""
+        tk = K.thread_keys(self.prefix, tenant_id, thread_id)
+        replies = yield RedisCall(
+            (("HGETALL", tk.ck), ("HGETALL", tk.cv), ("HGETALL", tk.bl), ("HGETALL", tk.wr))
+        )
+        names = ("ck", "cv", "bl", "wr")
+        return {name: {as_str(k): v for k, v in reply.items()} for name, reply in zip(names, replies, strict=True)}
+
+    def import_thread(
+        self, tenant_id: str, thread_id: str, content: Mapping[str, Mapping[str, Any]], *, pending: bool
+    ) -> Op[None]:
+        """Write exported (or Postgres-loaded) content into a thread, in one script."""
+        if not content.get("ck"):
+            return None
+        args: list[Any] = [self.ttl_ms, "1" if pending else "0", "ck", len(content["ck"])]
+        for member, record in content["ck"].items():
+            args += [member, record, content["cv"].get(member, b"")]
+        for section in ("bl", "wr"):
+            items = content.get(section) or {}
+            args += [section, len(items)]
+            for field, value in items.items():
+                args += [field, value]
+        ts = now_ms()
+        commands: list[tuple[Any, ...]] = [
+            scripts.IMPORT.call(self.keys(tenant_id, thread_id), args),
+            ("ZADD", K.tenant_threads_key(self.prefix, tenant_id), ts, thread_id),
+        ]
+        if pending and self.track_outbox:
+            commands.append(("ZADD", K.dirty_key(self.prefix), ts, K.dirty_member(tenant_id, thread_id)))
+        yield RedisCall(tuple(commands), transaction=True, scripts=(scripts.IMPORT,))
+        return None
+
+
+def stored_to_export(items: Iterable[StoredCheckpoint]) -> dict[str, dict[str, Any]]:
+    """The import format for checkpoints read from Postgres (re-warming Redis)."""
+    out: dict[str, dict[str, Any]] = {"ck": {}, "cv": {}, "bl": {}, "wr": {}}
+    for s in items:
+        member = K.checkpoint_member(s.checkpoint_ns, s.checkpoint_id)
+        out["ck"][member] = s.record.pack()
+        out["cv"][member] = encode_refs(s.run_id, s.record.blob_fields)
+        for field, typed in s.blobs.items():
+            out["bl"][field] = encode_typed(typed)
+        for w in s.writes:
+            out["wr"][K.write_field(s.checkpoint_ns, s.checkpoint_id, w.task_id, w.idx)] = w.pack()
+    return out

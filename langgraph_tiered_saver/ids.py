@@ -1,0 +1,117 @@
+"""Id validation and config parsing: the only door through which user input reaches key names and rows."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+
+from .errors import ConfigError, InvalidIdError
+
+# Tenant and thread ids become part of a Redis hash tag `{tenant|thread}`: braces and the bar would
+# let one id forge another's tag, whitespace and control characters have no business in a key.
+_KEY_ID = re.compile(r"[A-Za-z0-9._:@+=/~-]+")
+MAX_TENANT_ID = 128
+MAX_THREAD_ID = 256
+MAX_NS = 1024
+MAX_CHECKPOINT_ID = 128
+MAX_TASK_ID = 512
+DEFAULT_TENANT = "default"
+
+
+def check_key_id(kind: str, value: Any, max_len: int) -> str:
+    """Return `value` as a key-safe id, or raise InvalidIdError saying why it is not one."""
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{kind} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidIdError(f"{kind} must not be empty")
+    if len(value) > max_len:
+        raise InvalidIdError(f"{kind} is {len(value)} characters long, the limit is {max_len}")
+    if not _KEY_ID.fullmatch(value):
+        bad = sorted({c for c in value if not _KEY_ID.fullmatch(c)})
+        raise InvalidIdError(
+            f"{kind} {value[:60]!r} has characters not allowed in ids: {bad!r} "
+            "(allowed: letters, digits and . _ : @ + = / ~ -)"
+        )
+    return value
+
+
+def check_field_id(kind: str, value: Any, max_len: int, *, allow_empty: bool = False) -> str:
+    """Validate ids stored inside keys' fields (namespace, checkpoint, task, channel ids).
+
+    They may hold any printable text LangGraph produces (`child:1|grand:<uuid>`), but not the
+    control characters the field layout uses as separators.
+    """
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{kind} must be a string, got {type(value).__name__}")
+    if not value and not allow_empty:
+        raise InvalidIdError(f"{kind} must not be empty")
+    if len(value) > max_len:
+        raise InvalidIdError(f"{kind} is {len(value)} characters long, the limit is {max_len}")
+    if "\x00" in value or "\x01" in value:
+        raise InvalidIdError(f"{kind} {value[:60]!r} contains a NUL or SOH control character")
+    return value
+
+
+def check_tenant(value: Any) -> str:
+    if isinstance(value, str) and "|" in value:
+        raise InvalidIdError(f"tenant_id {value[:60]!r} must not contain '|'")
+    return check_key_id("tenant_id", value, MAX_TENANT_ID)
+
+
+def check_thread(value: Any) -> str:
+    if isinstance(value, str) and "|" in value:
+        raise InvalidIdError(f"thread_id {value[:60]!r} must not contain '|'")
+    return check_key_id("thread_id", value, MAX_THREAD_ID)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRef:
+    """Where a config points: tenant, thread, namespace and (optionally) one checkpoint."""
+
+    tenant_id: str
+    thread_id: str
+    checkpoint_ns: str = ""
+    checkpoint_id: str | None = None
+
+    def config(self, checkpoint_id: str | None = None) -> RunnableConfig:
+        """The RunnableConfig LangGraph expects back for this ref (tenant kept if not default)."""
+        configurable: dict[str, Any] = {
+            "thread_id": self.thread_id,
+            "checkpoint_ns": self.checkpoint_ns,
+            "checkpoint_id": checkpoint_id if checkpoint_id is not None else self.checkpoint_id,
+        }
+        if self.tenant_id != DEFAULT_TENANT:
+            configurable["tenant_id"] = self.tenant_id
+        return {"configurable": configurable}
+
+
+def configurable_of(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a dict (RunnableConfig), got {type(config).__name__}")
+    configurable = config.get("configurable")
+    if not isinstance(configurable, dict):
+        raise ConfigError("config has no 'configurable' dict; pass {'configurable': {'thread_id': ...}}")
+    return configurable
+
+
+def parse_config(config: Any, default_tenant: str, *, need_checkpoint_id: bool = False) -> ThreadRef:
+    """Turn a RunnableConfig into a validated ThreadRef, with a typed error for each defect."""
+    c = configurable_of(config)
+    if c.get("thread_id") is None:
+        raise ConfigError("config['configurable'] has no 'thread_id': the saver needs one to store state")
+    tenant = check_tenant(c.get("tenant_id") or default_tenant)
+    thread = check_thread(c["thread_id"])
+    ns = check_field_id("checkpoint_ns", c.get("checkpoint_ns") or "", MAX_NS, allow_empty=True)
+    cid = c.get("checkpoint_id")
+    if cid is not None and cid != "":
+        cid = check_field_id("checkpoint_id", cid, MAX_CHECKPOINT_ID)
+    else:
+        cid = None
+    if need_checkpoint_id and cid is None:
+        raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
+    return ThreadRef(tenant, thread, ns, cid)

@@ -1,0 +1,129 @@
+"""Redis key schema (version 1). Plain functions, no I/O.
+
+Every key of one thread carries the hash tag `{tenant|thread}`, so all of them live in one Redis
+Cluster slot and one Lua script can touch them atomically. A thread is a fixed set of keys (below):
+every write refreshes the TTL of all of them, so a thread expires whole, never in part.
+
+Inside the keys, members and fields join ids with NUL (`\\x00`), which ids may not contain:
+
+    idx   ZSET  (score 0, lex order)  ns␀checkpoint_id                  every checkpoint, sortable
+    ck    HASH  ns␀checkpoint_id  -> packed checkpoint record (checkpoint, metadata, parent)
+    cv    HASH  ns␀checkpoint_id  -> blob fields of its channel values, joined by \\x01
+    bl    HASH  ns␀channel␀version -> typed value (one per channel version, never rewritten)
+    wi    ZSET  (lex)  ns␀checkpoint_id␀task_id␀idx                       pending-write index
+    wr    HASH  same field -> packed write record
+    runs  ZSET  (lex)  run_id␀ns␀checkpoint_id                            for delete_for_runs
+    pend  ZSET  (lex)  c␀<member> | b␀<blob field> | w␀<write field>       the thread's outbox
+    meta  HASH  lock owner, fencing token, flush bookkeeping
+
+Two keys are per deployment rather than per thread: the tenant's thread registry (for listing and
+run deletion across threads) and the `dirty` outbox index the flusher polls.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+SCHEMA_VERSION = "v1"
+SEP = "\x00"
+REF_SEP = "\x01"
+THREAD_KEY_NAMES = ("idx", "ck", "cv", "bl", "wi", "wr", "runs", "pend", "meta")
+
+
+class ThreadKeys(NamedTuple):
+    idx: str
+    ck: str
+    cv: str
+    bl: str
+    wi: str
+    wr: str
+    runs: str
+    pend: str
+    meta: str
+
+
+def hash_tag(tenant_id: str, thread_id: str) -> str:
+    return "{" + tenant_id + "|" + thread_id + "}"
+
+
+def thread_prefix(prefix: str, tenant_id: str, thread_id: str) -> str:
+    return f"{prefix}:{SCHEMA_VERSION}:{hash_tag(tenant_id, thread_id)}"
+
+
+def thread_keys(prefix: str, tenant_id: str, thread_id: str) -> ThreadKeys:
+    base = thread_prefix(prefix, tenant_id, thread_id)
+    return ThreadKeys(*(f"{base}:{name}" for name in THREAD_KEY_NAMES))
+
+
+def script_keys(prefix: str, tenant_id: str, thread_id: str) -> list[str]:
+    """KEYS of every thread script: the nine thread keys, then the run-lock key (fencing)."""
+    return [*thread_keys(prefix, tenant_id, thread_id), lock_key(prefix, tenant_id, thread_id)]
+
+
+def tenant_threads_key(prefix: str, tenant_id: str) -> str:
+    """ZSET thread_id -> last write time (ms) of one tenant."""
+    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{tenant_id}}}:threads"
+
+
+def dirty_key(prefix: str) -> str:
+    """ZSET `tenant|thread` -> time (ms) the thread's outbox is due for flushing."""
+    return f"{prefix}:{SCHEMA_VERSION}:dirty"
+
+
+def dirty_member(tenant_id: str, thread_id: str) -> str:
+    return tenant_id + "|" + thread_id
+
+
+def split_dirty_member(member: str) -> tuple[str, str]:
+    tenant_id, _, thread_id = member.partition("|")
+    return tenant_id, thread_id
+
+
+def lock_key(prefix: str, tenant_id: str, thread_id: str, kind: str = "run") -> str:
+    return f"{thread_prefix(prefix, tenant_id, thread_id)}:lock:{kind}"
+
+
+def checkpoint_member(ns: str, checkpoint_id: str) -> str:
+    return ns + SEP + checkpoint_id
+
+
+def split_checkpoint_member(member: str) -> tuple[str, str]:
+    ns, _, checkpoint_id = member.partition(SEP)
+    return ns, checkpoint_id
+
+
+def blob_field(ns: str, channel: str, version: str | int | float) -> str:
+    return ns + SEP + channel + SEP + str(version)
+
+
+def split_blob_field(field: str) -> tuple[str, str, str]:
+    ns, channel, version = field.split(SEP, 2)
+    return ns, channel, version
+
+
+def write_field(ns: str, checkpoint_id: str, task_id: str, idx: int) -> str:
+    return ns + SEP + checkpoint_id + SEP + task_id + SEP + str(idx)
+
+
+def split_write_field(field: str) -> tuple[str, str, str, int]:
+    ns, checkpoint_id, task_id, idx = field.split(SEP, 3)
+    return ns, checkpoint_id, task_id, int(idx)
+
+
+def run_member(run_id: str, ns: str, checkpoint_id: str) -> str:
+    return run_id + SEP + ns + SEP + checkpoint_id
+
+
+def ns_range(ns: str) -> tuple[str, str]:
+    """ZRANGEBYLEX bounds covering every checkpoint member of one namespace."""
+    return "[" + ns + SEP, "(" + ns + REF_SEP
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """ZRANGEBYLEX bounds for every member starting with `prefix␀`."""
+    return "[" + prefix + SEP, "(" + prefix + REF_SEP
+
+
+def blob_threads_key(prefix: str, tenant_id: str, digest: str) -> str:
+    """SET of the tenant's threads whose Redis data points at one offloaded blob."""
+    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{tenant_id}}}:blob:{digest}"

@@ -1,0 +1,791 @@
+"""`TieredSaver`: the LangGraph checkpointer users compile their graphs with.
+
+The class is thin on purpose: every operation is one generator in `hot.py` / `durable/` (no
+I/O), run by `SyncDriver` for `put`, `get_tuple`, ... and by `AsyncDriver` for `aput`,
+`aget_tuple`, ... Sync and async therefore share one implementation line for line.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import timedelta
+from types import TracebackType
+from typing import Any
+
+import redis
+import redis.asyncio
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from . import keys as K
+from ._io import AsyncDriver, Op, RedisCall, SyncDriver
+from .blobs import BlobStore, parse_pointer
+from .codec import encode_typed, unpack_checkpoint
+from .durable import ops as pg
+from .durable.migrations import setup_op
+from .durable.roles import check_role_op
+from .errors import ConfigError, TierUnavailableError
+from .flush import FlushOps, FlushPolicy, FlushResult
+from .flusher import BackgroundFlusher, record_flush
+from .hot import HotOps, StoredCheckpoint, decode_refs, encode_refs, stored_to_export
+from .ids import (
+    DEFAULT_TENANT,
+    ThreadRef,
+    check_tenant,
+    check_thread,
+    configurable_of,
+    parse_config,
+)
+from .locks import LockOps, ThreadLock
+from .metrics import Metrics
+from .offload import (
+    DEFAULT_THRESHOLD,
+    BlobStoreFactory,
+    Offloader,
+    digests_in_export,
+    filesystem_blobs,
+)
+from .planning import keep_latest
+
+logger = logging.getLogger("langgraph_tiered_saver")
+
+DEFAULT_TTL_SECONDS = 24 * 3600
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+
+
+class TieredSaver(BaseCheckpointSaver[str]):
+    """Checkpointer with a Redis hot tier (every write, one round trip, TTL) and a Postgres
+    durable tier fed by write-behind flushes (see `FlushPolicy`).
+
+    Pass clients and pools you already have, or use `from_conn_string`. Without Postgres
+    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone. Tenancy:
+    `config["configurable"]["tenant_id"]`, else `tenant_id` given here. Thread-level methods
+    without a config (`delete_thread`, `copy_thread`, `prune`, `delete_for_runs`) act on this
+    saver's tenant: use `saver.for_tenant("acme").delete_thread(...)` for another one.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis | None = None,
+        aredis_client: redis.asyncio.Redis | None = None,
+        *,
+        pg_pool: ConnectionPool | None = None,
+        apg_pool: AsyncConnectionPool | None = None,
+        serde: SerializerProtocol | None = None,
+        tenant_id: str = DEFAULT_TENANT,
+        key_prefix: str = "lts",
+        schema: str = "langgraph_tiered",
+        ttl_seconds: float = DEFAULT_TTL_SECONDS,
+        refresh_ttl_on_read: bool = False,
+        flush_policy: FlushPolicy | None = None,
+        audit_json: bool | None = None,
+        on_redis_error: str = "raise",
+        background_flush: bool = True,
+        pg_timeout: float = 2.0,
+        blob_store: BlobStoreFactory | BlobStore | str | None = "filesystem",
+        offload_threshold: int = DEFAULT_THRESHOLD,
+    ) -> None:
+        super().__init__(serde=serde)
+        if redis_client is None and aredis_client is None:
+            raise ConfigError("TieredSaver needs a Redis client (redis_client or aredis_client)")
+        for client in (redis_client, aredis_client):
+            if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ConfigError("the Redis client must use decode_responses=False (bytes)")
+        if ttl_seconds <= 0:
+            raise ConfigError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
+        if on_redis_error not in ("raise", "fallback"):
+            raise ConfigError(f"on_redis_error must be 'raise' or 'fallback', got {on_redis_error!r}")
+        self.tenant_id = check_tenant(tenant_id)
+        self.key_prefix = key_prefix
+        self.schema = schema
+        self.ttl_seconds = ttl_seconds
+        self.durable = pg_pool is not None or apg_pool is not None
+        self.on_redis_error = on_redis_error
+        self.policy = flush_policy or FlushPolicy()
+        self.metrics = Metrics()
+        self._redis = redis_client
+        self._aredis = aredis_client
+        self._pg_pool = pg_pool
+        self._apg_pool = apg_pool
+        self._offload = Offloader(
+            _blob_factory(blob_store), key_prefix=key_prefix, threshold=offload_threshold,
+            collect_garbage=not isinstance(blob_store, BlobStore),
+        )
+        self._hot = HotOps(
+            self.serde,
+            key_prefix=key_prefix,
+            ttl_ms=int(ttl_seconds * 1000),
+            refresh_on_read=refresh_ttl_on_read,
+            track_outbox=self.durable,
+            offloader=self._offload,
+        )
+        self._flush = FlushOps(self.serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json)
+        self._sync = SyncDriver(redis_client, pg_pool, pg_timeout)
+        self._async = AsyncDriver(aredis_client, apg_pool, pg_timeout)
+        self._locks = LockOps(key_prefix, int(ttl_seconds * 1000))
+        self._fences: dict[tuple[str, str], str] = {}
+        self._flusher: BackgroundFlusher | None = None
+        if self.durable and background_flush:
+            self._flusher = BackgroundFlusher(self._run, self._flush, self.policy, self.metrics)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_conn_string(
+        cls, redis_url: str, postgres_url: str | None = None, **options: Any
+    ) -> _SaverContext:
+        """Context manager (`with` or `async with`) owning the clients and pools it creates.
+        With `postgres_url=None` the saver is Redis-only."""
+        return _SaverContext(cls, redis_url, postgres_url, options)
+
+    def for_tenant(self, tenant_id: str) -> TieredSaver:
+        """A view of this saver whose default tenant is `tenant_id` (shares clients and pools)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.tenant_id = check_tenant(tenant_id)
+        return clone
+
+    def _driver_sync(self) -> SyncDriver:
+        if self._sync.redis is None:
+            assert self._aredis is not None
+            self._redis = redis.Redis(**_client_kwargs(self._aredis))
+            self._sync.redis = self._redis
+        if self.durable and self._sync.pg_pool is None:
+            assert self._apg_pool is not None
+            conninfo = self._apg_pool.conninfo
+            if not isinstance(conninfo, str):
+                raise ConfigError("give a sync pg_pool too when the async pool's conninfo is a callable")
+            self._pg_pool = ConnectionPool(conninfo, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True)
+            self._sync.pg_pool = self._pg_pool
+        return self._sync
+
+    async def _driver_async(self) -> AsyncDriver:
+        if self._async.redis is None:
+            assert self._redis is not None
+            self._aredis = redis.asyncio.Redis(**_client_kwargs(self._redis))
+            self._async.redis = self._aredis
+        if self.durable and self._async.pg_pool is None:
+            assert self._pg_pool is not None
+            self._apg_pool = AsyncConnectionPool(
+                self._pg_pool.conninfo, min_size=1, max_size=10, kwargs={"autocommit": True}, open=False
+            )
+            await self._apg_pool.open()
+            self._async.pg_pool = self._apg_pool
+        return self._async
+
+    def _run(self, op: Op[Any]) -> Any:
+        return self._driver_sync().run(op)
+
+    async def _arun(self, op: Op[Any]) -> Any:
+        return await (await self._driver_async()).run(op)
+
+    def _ref(self, config: RunnableConfig, *, need_checkpoint_id: bool = False) -> ThreadRef:
+        return parse_config(config, self.tenant_id, need_checkpoint_id=need_checkpoint_id)
+
+    def _fence(self, ref: ThreadRef) -> str:
+        """The fencing token of the lock this process holds on the thread ("" if none)."""
+        return self._fences.get((ref.tenant_id, ref.thread_id), "")
+
+    def thread_lock(
+        self,
+        config: RunnableConfig,
+        *,
+        timeout: float = 30.0,
+        wait: bool = True,
+        wait_timeout: float | None = None,
+    ) -> ThreadLock:
+        """Hold the thread's run lock (sync `with` or `async with`): concurrent resumers of the
+        same thread wait (or get `ThreadLockedError` with `wait=False`), and a holder that lost
+        its lock gets `StaleLockError` on its next write. `timeout` is the lock TTL, renewed
+        every third of it while held."""
+        return ThreadLock(self, self._ref(config), timeout, wait, wait_timeout)
+
+    def _postgres_failed(self, exc: TierUnavailableError, what: str) -> None:
+        """Postgres down: the hot tier answers alone. A thread that lives only in Postgres
+        (expired from Redis) is not visible until Postgres is back: logged and counted."""
+        self.metrics.incr("postgres_read_errors" if what != "interrupt flush" else "flush_errors")
+        logger.warning("Postgres unavailable during %s, answering from Redis alone: %s", what, exc)
+
+    def _hot_failed(self, exc: TierUnavailableError, what: str) -> None:
+        """Redis is down: re-raise, or (fallback mode with a durable tier) log and go on."""
+        if self.on_redis_error != "fallback" or not self.durable:
+            raise exc
+        self.metrics.incr("redis_fallbacks")
+        logger.warning("Redis unavailable during %s, using Postgres directly: %s", what, exc)
+
+    # ------------------------------------------------------------------ operations (no I/O)
+
+    def _setup_op(self) -> Op[None]:
+        if not self.durable:
+            return None
+        yield from setup_op(self.schema)
+        role = yield from check_role_op()
+        if role.superuser or role.bypass_rls:
+            logger.warning(
+                "connected to Postgres as %r, which %s: row-level security does not apply to it. "
+                "Run the saver as the application role (see README, 'Row-level security').",
+                role.name,
+                "is a superuser" if role.superuser else "has BYPASSRLS",
+            )
+        return None
+
+    def _put_op(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Op[RunnableConfig]:
+        ref = self._ref(config)
+        try:
+            result = yield from self._hot.put(
+                ref, checkpoint, metadata, new_versions, config, self._fence(ref)
+            )
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "put")
+            p = yield from self._hot.prepare_put(ref, checkpoint, metadata, new_versions, config)
+            entries: list[tuple[str, Any]] = [(f"b\x00{f}", v) for f, v in p.blobs]
+            refs = encode_refs(p.run_id, p.record.blob_fields)
+            entries.append((f"c\x00{p.member}", (p.record.pack(), refs)))
+            yield from self._write_through(ref, entries)
+            return ref.config(checkpoint["id"])
+        if self._flusher is not None:
+            self._flusher.on_checkpoint(ref.tenant_id, ref.thread_id)
+        return result
+
+    def _put_writes_op(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+    ) -> Op[None]:
+        ref = self._ref(config, need_checkpoint_id=True)
+        try:
+            yield from self._hot.put_writes(ref, writes, task_id, task_path, self._fence(ref))
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "put_writes")
+            records, _digests = yield from self._hot.prepare_writes(ref, writes, task_id, task_path)
+            yield from self._write_through(ref, [(f"w\x00{f}", r.pack()) for f, r in records])
+            return None
+        if not self.durable:
+            return None
+        mode = self.policy.for_writes([channel for channel, _ in writes])
+        if mode == "sync":
+            try:
+                yield from self._flush_now(ref.tenant_id, ref.thread_id)
+            except TierUnavailableError as exc:
+                # Postgres down: the agent goes on; the outbox keeps the entries for a retry.
+                self._postgres_failed(exc, "interrupt flush")
+                if self._flusher is not None:
+                    self._flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)
+        elif self._flusher is not None:
+            self._flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=mode == "async")
+        return None
+
+    def _write_through(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
+        """Redis is down: write the same rows the flusher would have written, now."""
+        batch = self._flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
+        yield from pg.upsert_batch_op(self.schema, [batch])
+        self.metrics.incr("write_through_rows", len(entries))
+        return None
+
+    def _flush_now(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+        started = time.perf_counter()
+        result = yield from self._flush.flush_thread(tenant_id, thread_id, wait=True)
+        record_flush(self.metrics, result, time.perf_counter() - started)
+        return result
+
+    def _get_tuple_op(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+        ref = self._ref(config)
+        stored: StoredCheckpoint | None = None
+        hot_up = True
+        try:
+            stored = yield from self._hot.get_stored(ref)
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "get_tuple")
+            hot_up = False
+        if stored is not None and (not self.durable or _complete(stored)):
+            self.metrics.incr("read_hits_redis")
+            return self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, stored)))
+        if not self.durable:
+            return None
+        try:
+            durable = yield from pg.get_checkpoint_op(
+                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
+            )
+        except TierUnavailableError as exc:
+            if not hot_up:
+                raise
+            self._postgres_failed(exc, "get_tuple")
+            durable = None
+        if durable is None:
+            if stored is None:
+                return None
+            return self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, stored)))
+        found = _from_durable(durable, self.serde)
+        self.metrics.incr("read_hits_postgres")
+        if hot_up:
+            # Re-warm: the next read of this checkpoint, and the writes that follow, are hot.
+            yield from self._hot.import_thread(ref.tenant_id, ref.thread_id, stored_to_export([found]), pending=False)
+        return self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, found)))
+
+    def _list_op(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Op[list[CheckpointTuple]]:
+        if limit is not None and limit <= 0:
+            return []
+        before_id = configurable_of(before).get("checkpoint_id") if before is not None else None
+        if config is None:
+            ref: ThreadRef | None = None
+            all_namespaces = True
+        else:
+            ref = self._ref(config)
+            all_namespaces = configurable_of(config).get("checkpoint_ns") is None
+        found: dict[tuple[str, str, str], tuple[ThreadRef, StoredCheckpoint]] = {}
+        hot_up = True
+        try:
+            threads = [ref] if ref else [ThreadRef(self.tenant_id, t) for t in (yield from self._hot.list_threads(self.tenant_id))]
+            for thread_ref in threads:
+                for s in (yield from self._hot.list_stored(
+                    thread_ref,
+                    all_namespaces=all_namespaces,
+                    before_id=before_id,
+                    metadata_filter=filter,
+                    limit=limit,
+                )):
+                    found[(thread_ref.thread_id, s.checkpoint_ns, s.checkpoint_id)] = (thread_ref, s)
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "list")
+            hot_up = False
+        rows: list[Any] = []
+        if self.durable:
+            try:
+                rows = yield from pg.list_op(
+                    self.schema,
+                    self.tenant_id if ref is None else ref.tenant_id,
+                    None if ref is None else ref.thread_id,
+                    None if ref is None or all_namespaces else ref.checkpoint_ns,
+                    ref.checkpoint_id if ref else None,
+                    before_id,
+                    filter,
+                    limit,
+                )
+            except TierUnavailableError as exc:
+                if not hot_up:
+                    raise
+                self._postgres_failed(exc, "list")
+            for row in rows:
+                key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+                if key not in found:
+                    tref = ThreadRef(self.tenant_id if ref is None else ref.tenant_id, row.thread_id)
+                    found[key] = (tref, _from_durable(row, self.serde))
+        ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
+        if limit is not None:
+            ordered = ordered[:limit]
+        out = []
+        for _, (tref, stored) in ordered:
+            resolved = yield from self._offload.resolve_stored(tref.tenant_id, stored)
+            out.append(self._hot.to_tuple(tref, resolved))
+        return out
+
+    def _flush_op(self, config: RunnableConfig | None) -> Op[list[FlushResult]]:
+        if not self.durable:
+            return []
+        if config is not None:
+            ref = self._ref(config)
+            threads = [(ref.tenant_id, ref.thread_id)]
+        else:
+            threads = yield from self._flush.dirty_threads()
+        results = []
+        for tenant_id, thread_id in threads:
+            results.append((yield from self._flush_now(tenant_id, thread_id)))
+        return results
+
+    def _with_flush_lock(self, thread_id: str, body: Op[Any]) -> Op[Any]:
+        """Run `body` holding the thread's flush lock: a concurrent flush cannot re-insert rows
+        a delete just removed."""
+        if not self.durable:
+            return (yield from body)
+        token = yield from self._flush.acquire_flush_lock(self.tenant_id, thread_id, wait=True)
+        try:
+            return (yield from body)
+        finally:
+            if token is not None:
+                yield from self._flush.release_flush_lock(self.tenant_id, thread_id, token)
+
+    def _delete_thread_op(self, thread_id: str) -> Op[None]:
+        thread_id = check_thread(thread_id)
+
+        def body() -> Op[None]:
+            before = yield from self._hot.export_thread(self.tenant_id, thread_id)
+            candidates = digests_in_export(before)
+            yield from self._hot.delete_thread(self.tenant_id, [thread_id])
+            if self.durable:
+                result = yield from pg.delete_thread_op(self.schema, self.tenant_id, thread_id)
+                candidates |= _ref_digests(result.orphaned_blob_refs)
+            yield from self._collect_blobs([], candidates)
+            return None
+
+        yield from self._with_flush_lock(thread_id, body())
+        if self._flusher is not None:
+            self._flusher.forget(self.tenant_id, thread_id)
+        return None
+
+    def _delete_for_runs_op(self, run_ids: Sequence[str]) -> Op[None]:
+        run_ids = [str(r) for r in run_ids]
+        if not run_ids:
+            return None
+        threads = yield from self._hot.list_threads(self.tenant_id)
+        yield from self._hot.delete_members(self.tenant_id, {t: run_ids for t in threads}, "runs")
+        if self.durable:
+            result = yield from pg.delete_for_runs_op(self.schema, self.tenant_id, run_ids)
+            yield from self._collect_blobs(threads, _ref_digests(result.orphaned_blob_refs))
+        return None
+
+    def _collect_blobs(self, live_threads: Sequence[str], candidates: set[str]) -> Op[int]:
+        """Delete candidate blobs no longer referenced: first drop `live_threads` from the
+        reference sets of digests they no longer use, then let the offloader check the rest."""
+        if not candidates:
+            return 0
+        for thread_id in live_threads:
+            content = yield from self._hot.export_thread(self.tenant_id, thread_id)
+            gone = candidates - digests_in_export(content)
+            if gone:
+                yield from self._offload.untrack(self.tenant_id, thread_id, gone)
+
+        def in_postgres(digests: list[str]) -> Op[set[str]]:
+            return (yield from pg.blob_digests_in_use_op(self.schema, self.tenant_id, digests))
+
+        deleted = yield from self._offload.collect(
+            self.tenant_id, candidates, in_postgres if self.durable else None
+        )
+        self.metrics.incr("blobs_deleted", deleted)
+        return deleted
+
+    def _copy_thread_op(self, source_thread_id: str, target_thread_id: str) -> Op[None]:
+        src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
+        if self.durable:
+            yield from pg.copy_thread_op(self.schema, self.tenant_id, src, dst)
+        content = yield from self._hot.export_thread(self.tenant_id, src)
+        yield from self._hot.import_thread(self.tenant_id, dst, content, pending=self.durable)
+        tracked = self._offload.track_commands(self.tenant_id, dst, digests_in_export(content))
+        if tracked:
+            yield RedisCall(tuple(tracked))
+        if self._flusher is not None and content.get("ck"):
+            self._flusher.on_writes(self.tenant_id, dst, urgent=True)
+        return None
+
+    def _prune_op(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
+        if strategy not in PRUNE_STRATEGIES:
+            raise ConfigError(f"unknown prune strategy {strategy!r}; use one of {PRUNE_STRATEGIES}")
+        threads = [check_thread(t) for t in thread_ids]
+        if strategy == "delete":
+            for thread_id in threads:
+                yield from self._delete_thread_op(thread_id)
+            return None
+        for thread_id in threads:
+            yield from self._with_flush_lock(thread_id, self._keep_latest_op(thread_id))
+        return None
+
+    def _keep_latest_op(self, thread_id: str) -> Op[None]:
+        """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
+        With a durable tier, the outbox is flushed first so Postgres holds the full history."""
+        if self.durable:
+            yield from self._flush.flush_thread(self.tenant_id, thread_id, wait=False)
+        content = yield from self._hot.export_thread(self.tenant_id, thread_id)
+        where = f"Redis thread {thread_id!r}"
+        records = {
+            member: unpack_checkpoint(raw, decode_refs(content["cv"].get(member))[1], where)
+            for member, raw in content["ck"].items()
+        }
+        blobs = dict(content["bl"])
+        if self.durable:
+            rows = yield from pg.list_op(self.schema, self.tenant_id, thread_id, None, None, None, None, None)
+            for row in rows:
+                found = _from_durable(row, self.serde)
+                member = K.checkpoint_member(found.checkpoint_ns, found.checkpoint_id)
+                records.setdefault(member, found.record)
+                for field, typed in found.blobs.items():
+                    blobs.setdefault(field, encode_typed(typed))
+
+        def has_value(field: str) -> bool:
+            raw = blobs.get(field)
+            return raw is not None and not raw.startswith(b"empty\x00")
+
+        keep = keep_latest(records, has_value)
+        drop = [m for m in records if m not in keep]
+        candidates = digests_in_export(content)
+        yield from self._hot.delete_members(self.tenant_id, {thread_id: drop}, "members")
+        if self.durable:
+            kept: dict[tuple[str, str], set[str]] = {}
+            for member in keep:
+                ns, checkpoint_id = K.split_checkpoint_member(member)
+                kept.setdefault((thread_id, ns), set()).add(checkpoint_id)
+            result = yield from pg.prune_op(self.schema, self.tenant_id, [thread_id], "keep_latest", kept)
+            candidates |= _ref_digests(result.orphaned_blob_refs)
+        yield from self._collect_blobs([thread_id], candidates)
+        return None
+
+    def _prune_older_than_op(self, older_than: timedelta, tenant_id: str | None) -> Op[Any]:
+        if not self.durable:
+            raise ConfigError("prune_older_than applies to the durable tier; this saver has none")
+        result = yield from pg.prune_older_than_op(self.schema, tenant_id, older_than)
+        if tenant_id is not None:
+            view = self.for_tenant(tenant_id)
+            yield from view._collect_blobs([], _ref_digests(result.orphaned_blob_refs))
+        return result
+
+    # ------------------------------------------------------------------ durable-tier API
+
+    def setup(self) -> None:
+        """Apply the Postgres migrations (idempotent, safe from many processes at once)."""
+        self._run(self._setup_op())
+
+    async def asetup(self) -> None:
+        await self._arun(self._setup_op())
+
+    def flush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
+        """Carry the outbox to Postgres now: one thread (`config`), or every dirty thread."""
+        return self._run(self._flush_op(config))  # type: ignore[no-any-return]
+
+    async def aflush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
+        return await self._arun(self._flush_op(config))  # type: ignore[no-any-return]
+
+    def prune_older_than(self, older_than: timedelta, tenant_id: str | None = None) -> Any:
+        """Retention for Postgres: drop checkpoints older than `older_than` (per tenant, or all),
+        never a thread's latest one nor a paused run's, and unreferenced values."""
+        return self._run(self._prune_older_than_op(older_than, tenant_id))
+
+    async def aprune_older_than(self, older_than: timedelta, tenant_id: str | None = None) -> Any:
+        return await self._arun(self._prune_older_than_op(older_than, tenant_id))
+
+    # ------------------------------------------------------------------ sync API
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return self._run(self._get_tuple_op(config))  # type: ignore[no-any-return]
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        yield from self._run(self._list_op(config, filter, before, limit))
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return self._run(self._put_op(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        self._run(self._put_writes_op(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        self._run(self._delete_thread_op(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self._run(self._delete_for_runs_op(run_ids))
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        self._run(self._copy_thread_op(source_thread_id, target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self._run(self._prune_op(thread_ids, strategy))
+
+    # ------------------------------------------------------------------ async API
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._arun(self._get_tuple_op(config))  # type: ignore[no-any-return]
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        for item in await self._arun(self._list_op(config, filter, before, limit)):
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await self._arun(self._put_op(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await self._arun(self._put_writes_op(config, writes, task_id, task_path))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._arun(self._delete_thread_op(thread_id))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self._arun(self._delete_for_runs_op(run_ids))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._arun(self._copy_thread_op(source_thread_id, target_thread_id))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self._arun(self._prune_op(thread_ids, strategy))
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Drain the outbox (per policy) and stop the background flusher."""
+        if self._flusher is not None:
+            self._flusher.stop(drain=self.policy.on_close)
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            import asyncio
+
+            await asyncio.to_thread(self._flusher.stop, drain=self.policy.on_close)
+
+    # ------------------------------------------------------------------ versions
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """Versions sort as strings: zero-padded counter, then a random tiebreak (as upstream)."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(current.split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+
+def _blob_factory(option: Any) -> BlobStoreFactory | None:
+    """"filesystem" (default): per-tenant directories; None: no offload; a factory; a store."""
+    if option == "filesystem":
+        return filesystem_blobs()
+    if option is None:
+        return None
+    if isinstance(option, BlobStore):
+        return lambda tenant: option
+    if callable(option):
+        return option  # type: ignore[no-any-return]
+    raise ConfigError(f"blob_store must be 'filesystem', None, a BlobStore or a factory, got {option!r}")
+
+
+def _ref_digests(refs: Sequence[str]) -> set[str]:
+    return {parse_pointer(ref.encode()).digest for ref in refs}
+
+
+def _complete(stored: StoredCheckpoint) -> bool:
+    """Every channel value the checkpoint references is present (an LRU eviction can drop one
+    key of a thread; then the checkpoint must come from Postgres instead)."""
+    return all(field in stored.blobs for field in stored.record.blob_fields)
+
+
+def _from_durable(row: Any, serde: SerializerProtocol) -> StoredCheckpoint:
+    return StoredCheckpoint(row.checkpoint_ns, row.checkpoint_id, row.record, row.run_id or "", row.blobs, row.writes)
+
+
+def _client_kwargs(client: Any) -> dict[str, Any]:
+    """Connection settings of one client, to build its sync/async twin on the same server."""
+    kwargs = dict(client.connection_pool.connection_kwargs)
+    for key in ("connection_class", "retry", "redis_connect_func", "credential_provider"):
+        kwargs.pop(key, None)
+    return kwargs
+
+
+class _SaverContext:
+    """What `from_conn_string` returns: enter it with `with` or `async with`. It owns (and
+    closes) the clients and pools it creates; the saver drains its outbox first."""
+
+    def __init__(
+        self, cls: type[TieredSaver], redis_url: str, postgres_url: str | None, options: dict[str, Any]
+    ) -> None:
+        self.cls = cls
+        self.redis_url = redis_url
+        self.postgres_url = postgres_url
+        self.options = options
+        self.saver: TieredSaver | None = None
+        self._owned: list[Any] = []
+
+    def __enter__(self) -> TieredSaver:
+        # Sync use: only blocking clients; an async twin is derived lazily if ever needed.
+        sync_client = redis.Redis.from_url(self.redis_url, decode_responses=False)
+        self._owned.append(sync_client)
+        pool = None
+        if self.postgres_url:
+            pool = ConnectionPool(
+                self.postgres_url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True
+            )
+            self._owned.append(pool)
+        self.saver = self.cls(sync_client, None, pg_pool=pool, **self.options)
+        return self.saver
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self.saver is not None:
+                self.saver.close()
+        finally:
+            for resource in reversed(self._owned):
+                resource.close()
+
+    async def __aenter__(self) -> TieredSaver:
+        # Async use: asyncio clients, plus a blocking Redis client for the flusher thread.
+        sync_client = redis.Redis.from_url(self.redis_url, decode_responses=False)
+        async_client = redis.asyncio.Redis.from_url(self.redis_url, decode_responses=False)
+        self._owned += [sync_client, async_client]
+        apool = None
+        if self.postgres_url:
+            apool = AsyncConnectionPool(
+                self.postgres_url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=False
+            )
+            await apool.open()
+            self._owned.append(apool)
+        self.saver = self.cls(sync_client, async_client, apg_pool=apool, **self.options)
+        return self.saver
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            if self.saver is not None:
+                await self.saver.aclose()
+        finally:
+            if self.saver is not None and self.saver._pg_pool is not None:
+                self.saver._pg_pool.close()  # the lazily created sync twin (background flusher)
+            for resource in reversed(self._owned):
+                if isinstance(resource, (AsyncConnectionPool, redis.asyncio.Redis)):
+                    await (resource.close() if isinstance(resource, AsyncConnectionPool) else resource.aclose())
+                else:
+                    resource.close()

@@ -1,0 +1,95 @@
+"""Child process for the thread-lock tests (tests/test_locks.py). Two modes, both on a
+Redis-only TieredSaver (the lock and the fencing live in Redis):
+
+    run   REDIS_URL PREFIX THREAD RUN_ID   print "ready", wait for a line on stdin, then take the
+                                            thread lock (waiting) and run `slow_chain` on the thread;
+                                            print "acquired" and "done <n>"
+    stale REDIS_URL PREFIX THREAD RUN_ID   take the lock with a 1 s TTL, run one short graph run,
+                                            print "ready <checkpoints written>", wait for a line on
+                                            stdin (the test SIGSTOPs us meanwhile), then run again
+                                            under the same lock and print the outcome: "ok" or the
+                                            exception class name
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+
+from langgraph_tiered_saver import TieredSaver
+
+NODES = 8
+NODE_SLEEP = 0.04
+
+
+class Counter(TypedDict, total=False):
+    n: Annotated[int, operator.add]
+    log: Annotated[list[str], operator.add]
+
+
+def slow_chain(checkpointer: Any, nodes: int = NODES, sleep: float = NODE_SLEEP) -> Any:
+    """A linear graph of `nodes` nodes, each sleeping a little (so two runs would overlap)."""
+    g = StateGraph(Counter)
+
+    def make(i: int) -> Callable[[Counter], dict[str, Any]]:
+        def node(state: Counter) -> dict[str, Any]:
+            time.sleep(sleep)
+            return {"n": 1, "log": [f"node{i}"]}
+
+        return node
+
+    for i in range(nodes):
+        g.add_node(f"node{i}", make(i))
+    g.add_edge(START, "node0")
+    for i in range(nodes - 1):
+        g.add_edge(f"node{i}", f"node{i + 1}")
+    g.add_edge(f"node{nodes - 1}", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def run_config(thread: str, run_id: str) -> dict[str, Any]:
+    """The run id goes to every checkpoint's metadata (config metadata is merged into it)."""
+    return {"configurable": {"thread_id": thread}, "metadata": {"run_id": run_id}}
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def run(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
+    with TieredSaver.from_conn_string(redis_url, None, key_prefix=prefix) as saver:
+        graph = slow_chain(saver)
+        cfg = run_config(thread, run_id)
+        say("ready")
+        sys.stdin.readline()
+        with saver.thread_lock(cfg, timeout=5.0, wait=True, wait_timeout=30.0):
+            say("acquired")
+            result = graph.invoke({"n": 0}, cfg)
+        say("done", result["n"])
+
+
+def stale(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
+    with TieredSaver.from_conn_string(redis_url, None, key_prefix=prefix) as saver:
+        graph = slow_chain(saver, nodes=1, sleep=0.0)
+        cfg = run_config(thread, run_id)
+        outcome = "ok"
+        lock = saver.thread_lock(cfg, timeout=1.0, wait=False)
+        try:
+            with lock:
+                graph.invoke({"n": 0}, cfg)
+                say("ready", len(list(saver.list(cfg))))
+                sys.stdin.readline()  # SIGSTOPped here, past the lock's TTL
+                graph.invoke({"n": 0}, cfg)
+        except Exception as exc:
+            outcome = type(exc).__name__
+        say("lost" if lock.lost else "not-lost")
+        say(outcome)
+
+
+if __name__ == "__main__":
+    {"run": run, "stale": stale}[sys.argv[1]](*sys.argv[2:6])
