@@ -10,9 +10,11 @@ from .errors import (
     TieredSaverError,
     TierUnavailableError,
 )
+from .runlock import AutoLock
 from .saver import TieredSaver
 
 __all__ = [
+    "AutoLock",
     "ConfigError",
     "CorruptDataError",
     "FlushError",

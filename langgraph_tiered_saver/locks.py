@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -89,16 +90,35 @@ class ThreadLock:
     Renews itself every third of its TTL while held (a thread for sync, a task for async), so
     long nodes keep it; do not hold it across a human pause — release it when the run
     returns on an interrupt and take it again to resume.
+
+    With `idle` set (the saver's automatic run locks), renewal stops and the lock is released
+    once nothing has `touch`ed it for that many seconds: a run whose end went unseen does not
+    keep its thread locked forever.
     """
 
-    def __init__(self, saver: TieredSaver, ref: ThreadRef, ttl: float, wait: bool, wait_timeout: float | None) -> None:
+    def __init__(
+        self,
+        saver: TieredSaver,
+        ref: ThreadRef,
+        ttl: float,
+        wait: bool,
+        wait_timeout: float | None,
+        *,
+        idle: float | None = None,
+        on_release: Callable[[ThreadLock], None] | None = None,
+    ) -> None:
         self.saver = saver
         self.ref = ref
         self.ttl_ms = int(ttl * 1000)
         self.wait = wait
         self.wait_timeout = wait_timeout
+        self.idle = idle
+        self.on_release = on_release
         self.handle: LockHandle | None = None
         self.lost = False
+        self.last_active = time.monotonic()
+        self._released = False
+        self._guard = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
         self._task: asyncio.Task[Any] | None = None
@@ -107,13 +127,34 @@ class ThreadLock:
     def _ops(self) -> LockOps:
         return self.saver._locks
 
+    def touch(self) -> None:
+        """The holder is still at work: postpone the idle release."""
+        self.last_active = time.monotonic()
+
+    def _idle(self) -> bool:
+        return self.idle is not None and time.monotonic() - self.last_active >= self.idle
+
     def _held(self, handle: LockHandle) -> None:
         self.handle = handle
+        self.last_active = time.monotonic()
         self.saver._fences[(handle.tenant_id, handle.thread_id)] = handle.fence
 
+    def _claim_release(self) -> bool:
+        """True for the one caller that gets to release (end of run, idle renewer or `with`)."""
+        with self._guard:
+            if self._released:
+                return False
+            self._released = True
+            return True
+
     def _dropped(self) -> None:
-        if self.handle is not None:
-            self.saver._fences.pop((self.handle.tenant_id, self.handle.thread_id), None)
+        handle = self.handle
+        if handle is not None:
+            key = (handle.tenant_id, handle.thread_id)
+            if self.saver._fences.get(key) == handle.fence:  # not a newer holder's token
+                self.saver._fences.pop(key, None)
+        if self.on_release is not None:
+            self.on_release(self)
 
     def _lost(self) -> None:
         self.lost = True
@@ -130,6 +171,10 @@ class ThreadLock:
     def _renew_loop(self) -> None:
         assert self.handle is not None
         while not self._stop.wait(self.ttl_ms / 3000):
+            if self._idle():
+                logger.info("releasing the lock of idle thread %r", self.ref.thread_id)
+                self.release()
+                return
             try:
                 if not self.saver._run(self._ops.renew(self.handle)):
                     self._lost()
@@ -137,15 +182,21 @@ class ThreadLock:
             except Exception as exc:  # keep trying: a short Redis blip must not drop the lock
                 logger.warning("lock renewal failed: %s", exc)
 
-    def __exit__(self, *exc: Any) -> None:
+    def release(self) -> None:
+        """Stop renewing and compare-and-delete the lock (once, whoever calls first)."""
+        if not self._claim_release():
+            return
         self._stop.set()
-        if self._renewer is not None:
+        if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join()
         try:
             if self.handle is not None and not self.saver._run(self._ops.release(self.handle)):
                 self._lost()
         finally:
             self._dropped()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
     # async
     async def __aenter__(self) -> LockHandle:
@@ -158,6 +209,10 @@ class ThreadLock:
         assert self.handle is not None
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
+            if self._idle():
+                logger.info("releasing the lock of idle thread %r", self.ref.thread_id)
+                await self._arelease(from_renewer=True)
+                return
             try:
                 if not await self.saver._arun(self._ops.renew(self.handle)):
                     self._lost()
@@ -165,11 +220,20 @@ class ThreadLock:
             except Exception as exc:
                 logger.warning("lock renewal failed: %s", exc)
 
-    async def __aexit__(self, *exc: Any) -> None:
-        if self._task is not None:
+    async def arelease(self) -> None:
+        await self._arelease(from_renewer=False)
+
+    async def _arelease(self, *, from_renewer: bool) -> None:
+        if not self._claim_release():
+            return
+        self._stop.set()  # a lock taken with `with` and released from async code
+        if self._task is not None and not from_renewer:
             self._task.cancel()
         try:
             if self.handle is not None and not await self.saver._arun(self._ops.release(self.handle)):
                 self._lost()
         finally:
             self._dropped()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.arelease()

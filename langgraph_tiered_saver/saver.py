@@ -57,6 +57,7 @@ from .offload import (
     filesystem_blobs,
 )
 from .planning import keep_latest
+from .runlock import AutoLock, RunLocks, auto_lock_policy, ends_run, run_finished, run_marker
 
 logger = logging.getLogger("langgraph_tiered_saver")
 
@@ -95,6 +96,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         pg_timeout: float = 2.0,
         blob_store: BlobStoreFactory | BlobStore | str | None = "filesystem",
         offload_threshold: int = DEFAULT_THRESHOLD,
+        auto_lock: AutoLock | bool = False,
     ) -> None:
         super().__init__(serde=serde)
         if redis_client is None and aredis_client is None:
@@ -135,6 +137,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         self._async = AsyncDriver(aredis_client, apg_pool, pg_timeout)
         self._locks = LockOps(key_prefix, int(ttl_seconds * 1000))
         self._fences: dict[tuple[str, str], str] = {}
+        policy = auto_lock_policy(auto_lock)
+        self._run_locks = None if policy is None else RunLocks(self, policy)
         self._flusher: BackgroundFlusher | None = None
         if self.durable and background_flush:
             self._flusher = BackgroundFlusher(self._run, self._flush, self.policy, self.metrics)
@@ -210,6 +214,64 @@ class TieredSaver(BaseCheckpointSaver[str]):
         its lock gets `StaleLockError` on its next write. `timeout` is the lock TTL, renewed
         every third of it while held."""
         return ThreadLock(self, self._ref(config), timeout, wait, wait_timeout)
+
+    def release_run_lock(self, config: RunnableConfig) -> None:
+        """With `auto_lock`: let go of the thread's run lock now, for a run whose end the saver
+        cannot see (a static `interrupt_before`/`interrupt_after`). No-op if none is held."""
+        if self._run_locks is not None:
+            self._run_locks.end(self._ref(config))
+
+    async def arelease_run_lock(self, config: RunnableConfig) -> None:
+        if self._run_locks is not None:
+            await self._run_locks.aend(self._ref(config))
+
+    def _run_start(self, config: RunnableConfig) -> object | None:
+        """With `auto_lock`: the run marker if this `get_tuple` starts a root graph run."""
+        return None if self._run_locks is None else run_marker(config)
+
+    def _run_lock_to_end(
+        self,
+        config: RunnableConfig,
+        *,
+        checkpoint: Checkpoint | None = None,
+        writes: Sequence[tuple[str, Any]] = (),
+        failed: bool = False,
+    ) -> ThreadLock | None:
+        """With `auto_lock`: note the run's activity and return its lock if this call was the
+        run's last one (a final root checkpoint, an interrupt or error write, a failed call)."""
+        if self._run_locks is None:
+            return None
+        try:
+            ref = self._ref(config)
+        except ConfigError:
+            return None
+        lock = self._run_locks.held(ref)
+        if lock is None:
+            return None
+        lock.touch()
+        if failed:
+            return lock
+        if ref.checkpoint_ns:
+            return None
+        done = run_finished(checkpoint) if checkpoint is not None else ends_run(writes)
+        return lock if done else None
+
+    def _run_progress(self, config: RunnableConfig, **call: Any) -> None:
+        lock = self._run_lock_to_end(config, **call)
+        if lock is not None:
+            lock.release()
+
+    async def _arun_progress(self, config: RunnableConfig, **call: Any) -> None:
+        lock = self._run_lock_to_end(config, **call)
+        if lock is not None:
+            await lock.arelease()
+
+    def _run_failed(self, config: RunnableConfig) -> None:
+        """A checkpoint call raised: the run fails with it, so its lock goes."""
+        self._run_progress(config, failed=True)
+
+    async def _arun_failed(self, config: RunnableConfig) -> None:
+        await self._arun_progress(config, failed=True)
 
     def _postgres_failed(self, exc: TierUnavailableError, what: str) -> None:
         """Postgres down: the hot tier answers alone. A thread that lives only in Postgres
@@ -574,7 +636,19 @@ class TieredSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------ sync API
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return self._run(self._get_tuple_op(config))  # type: ignore[no-any-return]
+        marker = self._run_start(config)
+        if marker is None:
+            return self._run(self._get_tuple_op(config))  # type: ignore[no-any-return]
+        ref = self._ref(config)
+        try:
+            self._run_locks.begin(ref, marker)  # type: ignore[union-attr]
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "run lock")
+        try:
+            return self._run(self._get_tuple_op(config))  # type: ignore[no-any-return]
+        except BaseException:
+            self._run_failed(config)
+            raise
 
     def list(
         self,
@@ -593,7 +667,13 @@ class TieredSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return self._run(self._put_op(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+        try:
+            result = self._run(self._put_op(config, checkpoint, metadata, new_versions))
+        except BaseException:
+            self._run_failed(config)
+            raise
+        self._run_progress(config, checkpoint=checkpoint)
+        return result  # type: ignore[no-any-return]
 
     def put_writes(
         self,
@@ -602,7 +682,12 @@ class TieredSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        self._run(self._put_writes_op(config, writes, task_id, task_path))
+        try:
+            self._run(self._put_writes_op(config, writes, task_id, task_path))
+        except BaseException:
+            self._run_failed(config)
+            raise
+        self._run_progress(config, writes=writes)
 
     def delete_thread(self, thread_id: str) -> None:
         self._run(self._delete_thread_op(thread_id))
@@ -619,7 +704,19 @@ class TieredSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------ async API
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await self._arun(self._get_tuple_op(config))  # type: ignore[no-any-return]
+        marker = self._run_start(config)
+        if marker is None:
+            return await self._arun(self._get_tuple_op(config))  # type: ignore[no-any-return]
+        ref = self._ref(config)
+        try:
+            await self._run_locks.abegin(ref, marker)  # type: ignore[union-attr]
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "run lock")
+        try:
+            return await self._arun(self._get_tuple_op(config))  # type: ignore[no-any-return]
+        except BaseException:
+            await self._arun_failed(config)
+            raise
 
     async def alist(
         self,
@@ -639,7 +736,13 @@ class TieredSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await self._arun(self._put_op(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+        try:
+            result = await self._arun(self._put_op(config, checkpoint, metadata, new_versions))
+        except BaseException:
+            await self._arun_failed(config)
+            raise
+        await self._arun_progress(config, checkpoint=checkpoint)
+        return result  # type: ignore[no-any-return]
 
     async def aput_writes(
         self,
@@ -648,7 +751,12 @@ class TieredSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await self._arun(self._put_writes_op(config, writes, task_id, task_path))
+        try:
+            await self._arun(self._put_writes_op(config, writes, task_id, task_path))
+        except BaseException:
+            await self._arun_failed(config)
+            raise
+        await self._arun_progress(config, writes=writes)
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self._arun(self._delete_thread_op(thread_id))
@@ -666,10 +774,14 @@ class TieredSaver(BaseCheckpointSaver[str]):
 
     def close(self) -> None:
         """Drain the outbox (per policy) and stop the background flusher."""
+        if self._run_locks is not None:
+            self._run_locks.release_all()
         if self._flusher is not None:
             self._flusher.stop(drain=self.policy.on_close)
 
     async def aclose(self) -> None:
+        if self._run_locks is not None:
+            await self._run_locks.arelease_all()
         if self._flusher is not None:
             import asyncio
 

@@ -4,6 +4,8 @@ Redis-only TieredSaver (the lock and the fencing live in Redis):
     run   REDIS_URL PREFIX THREAD RUN_ID   print "ready", wait for a line on stdin, then take the
                                             thread lock (waiting) and run `slow_chain` on the thread;
                                             print "acquired" and "done <n>"
+    auto  REDIS_URL PREFIX THREAD RUN_ID   like `run`, but no `thread_lock` in the caller: the saver
+                                            takes the lock itself (`auto_lock`); prints "done <n>"
     stale REDIS_URL PREFIX THREAD RUN_ID   take the lock with a 1 s TTL, run one short graph run,
                                             print "ready <checkpoints written>", wait for a line on
                                             stdin (the test SIGSTOPs us meanwhile), then run again
@@ -21,7 +23,7 @@ from typing import Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 
-from langgraph_tiered_saver import TieredSaver
+from langgraph_tiered_saver import AutoLock, TieredSaver
 
 NODES = 8
 NODE_SLEEP = 0.04
@@ -73,6 +75,18 @@ def run(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
         say("done", result["n"])
 
 
+def auto(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
+    with TieredSaver.from_conn_string(
+        redis_url, None, key_prefix=prefix, auto_lock=AutoLock(ttl=5.0, wait=30.0)
+    ) as saver:
+        graph = slow_chain(saver)
+        cfg = run_config(thread, run_id)
+        say("ready")
+        sys.stdin.readline()
+        result = graph.invoke({"n": 0}, cfg)
+        say("done", result["n"])
+
+
 def stale(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
     with TieredSaver.from_conn_string(redis_url, None, key_prefix=prefix) as saver:
         graph = slow_chain(saver, nodes=1, sleep=0.0)
@@ -92,4 +106,4 @@ def stale(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
 
 
 if __name__ == "__main__":
-    {"run": run, "stale": stale}[sys.argv[1]](*sys.argv[2:6])
+    {"run": run, "auto": auto, "stale": stale}[sys.argv[1]](*sys.argv[2:6])

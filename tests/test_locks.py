@@ -5,6 +5,7 @@ and fencing of a holder that was SIGSTOPped past its TTL."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -51,7 +52,7 @@ def _assert_linear(history: list[Any]) -> None:
     """Every checkpoint's parent is the one before it: one chain, no fork."""
     assert history, "no checkpoints"
     assert history[0].parent_config is None
-    for prev, cur in zip(history, history[1:], strict=False):
+    for prev, cur in itertools.pairwise(history):
         assert cur.parent_config is not None
         assert cur.parent_config["configurable"]["checkpoint_id"] == prev.config["configurable"]["checkpoint_id"]
 
@@ -231,10 +232,15 @@ def _expect_line(proc: subprocess.Popen[str], prefix: str) -> str:
     return line
 
 
-def test_two_processes_on_one_thread_never_interleave(saver_context: Callable[..., Any], redis_url: str) -> None:
+@pytest.mark.parametrize("mode", ["run", "auto"])
+def test_two_processes_on_one_thread_never_interleave(
+    mode: str, saver_context: Callable[..., Any], redis_url: str
+) -> None:
+    """`run`: each child wraps its invoke in `thread_lock`; `auto`: a plain invoke on a saver
+    with `auto_lock`, which takes and releases the lock around the run itself."""
     prefix, thread = _prefix(), _thread()
     with saver_context(key_prefix=prefix) as saver:
-        procs = {run_id: _spawn("run", redis_url, prefix, thread, run_id) for run_id in ("run-a", "run-b")}
+        procs = {run_id: _spawn(mode, redis_url, prefix, thread, run_id) for run_id in ("run-a", "run-b")}
         try:
             for proc in procs.values():
                 _expect_line(proc, "ready")
@@ -251,7 +257,8 @@ def test_two_processes_on_one_thread_never_interleave(saver_context: Callable[..
             for proc in procs.values():
                 if proc.poll() is None:
                     proc.kill()
-        assert all("acquired" in out for out in outputs.values())
+        if mode == "run":
+            assert all("acquired" in out for out in outputs.values())
         totals = sorted(int(out[-1]) for out in outputs.values())
         assert totals == [NODES, 2 * NODES]  # the second run started from the first one's end
 

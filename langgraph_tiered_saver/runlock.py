@@ -1,0 +1,180 @@
+"""Automatic per-run thread locks (`TieredSaver(auto_lock=...)`): the saver takes the thread's
+lock when a graph run starts and releases it when the run ends, so concurrent resumers of one
+thread are serialised without `with saver.thread_lock(...)` around every `invoke`.
+
+A checkpointer does not see a run's boundaries, only its calls; they are inferred from them:
+
+- start: the Pregel loop's first `get_tuple` of the root graph (its config carries the run's
+  runtime object; `get_state`, `update_state` and subgraph loads do not take the lock);
+- end: a root checkpoint after which no node is triggered (no `branch:to:`/`join:` channel,
+  `__start__` or `__pregel_tasks` among its `updated_channels`), or an `interrupt()` or error
+  write of the root graph;
+- otherwise (static `interrupt_before`/`interrupt_after`, an exception that LangGraph does not
+  record as a write, a custom Pregel graph triggered by plain channels): when the run has made
+  no checkpoint call for `idle` seconds, or at `saver.release_run_lock(config)`.
+
+The inference lives in the plain functions below; `RunLocks` keeps the held locks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+from .ids import ThreadRef
+from .locks import ThreadLock
+
+if TYPE_CHECKING:
+    from .saver import TieredSaver
+
+logger = logging.getLogger("langgraph_tiered_saver.runlock")
+
+# LangGraph's CONFIG_KEY_RUNTIME: present in the configurable of the calls a running loop makes.
+RUNTIME_KEY = "__pregel_runtime"
+TRIGGER_PREFIXES = ("branch:to:", "join:")
+TRIGGER_CHANNELS = frozenset({"__start__", "__pregel_tasks"})
+RUN_ENDING_WRITES = frozenset({"__interrupt__", "__error__"})
+
+
+@dataclass(frozen=True)
+class AutoLock:
+    """How automatic run locks behave.
+
+    ttl: lock TTL in seconds, renewed every third of it while the run is active.
+    wait: seconds a starting run waits for another holder (None: forever, 0: fail at once
+        with `ThreadLockedError`).
+    idle: seconds without a checkpoint call after which a run whose end went unseen lets go.
+        Set it above your longest node: a node that outlasts it loses the lock (its later
+        writes still pass unless another run took the thread, which then gets a typed error).
+    """
+
+    ttl: float = 30.0
+    wait: float | None = 30.0
+    idle: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.ttl <= 0 or self.idle <= 0 or (self.wait is not None and self.wait < 0):
+            raise ConfigError(f"auto_lock needs ttl > 0, idle > 0 and wait >= 0 or None, got {self!r}")
+
+
+def auto_lock_policy(option: AutoLock | bool | None) -> AutoLock | None:
+    if option is None or option is False:
+        return None
+    if option is True:
+        return AutoLock()
+    if isinstance(option, AutoLock):
+        return option
+    raise ConfigError(f"auto_lock must be a bool or an AutoLock, got {option!r}")
+
+
+def run_marker(config: Mapping[str, Any]) -> object | None:
+    """The runtime object of the root graph run making this call, or None (not a run start)."""
+    configurable = config.get("configurable") or {}
+    if configurable.get("checkpoint_ns"):
+        return None  # a subgraph: its root run holds the lock already
+    return configurable.get(RUNTIME_KEY)
+
+
+def run_finished(checkpoint: Mapping[str, Any]) -> bool:
+    """True when the checkpoint's last step triggered no further node."""
+    updated: Iterable[str] | None = checkpoint.get("updated_channels")
+    if updated is None:
+        return False  # an older checkpoint format: leave it to the idle release
+    return not any(c in TRIGGER_CHANNELS or c.startswith(TRIGGER_PREFIXES) for c in updated)
+
+
+def ends_run(writes: Sequence[tuple[str, Any]]) -> bool:
+    """An interrupt (the run waits for a person) or an error (the run raises)."""
+    return any(channel in RUN_ENDING_WRITES for channel, _ in writes)
+
+
+class _Held:
+    __slots__ = ("lock", "marker")
+
+    def __init__(self, lock: ThreadLock, marker: object) -> None:
+        self.lock = lock
+        self.marker = marker
+
+
+class RunLocks:
+    """The automatic locks this saver holds, one per (tenant, thread)."""
+
+    def __init__(self, saver: TieredSaver, policy: AutoLock) -> None:
+        self.saver = saver
+        self.policy = policy
+        self._held: dict[tuple[str, str], _Held] = {}
+        self._guard = threading.Lock()
+
+    def _lock(self, ref: ThreadRef) -> ThreadLock:
+        return ThreadLock(
+            self.saver, ref, self.policy.ttl, wait=self.policy.wait != 0, wait_timeout=self.policy.wait,
+            idle=self.policy.idle, on_release=self._forget,
+        )
+
+    def _forget(self, lock: ThreadLock) -> None:
+        with self._guard:
+            key = (lock.ref.tenant_id, lock.ref.thread_id)
+            held = self._held.get(key)
+            if held is not None and held.lock is lock:
+                del self._held[key]
+
+    def _ours(self, ref: ThreadRef, marker: object) -> bool:
+        """This run already holds the thread (a second load by the same loop)."""
+        held = self._held.get((ref.tenant_id, ref.thread_id))
+        return held is not None and held.marker is marker
+
+    def _remember(self, ref: ThreadRef, lock: ThreadLock, marker: object) -> None:
+        with self._guard:
+            self._held[(ref.tenant_id, ref.thread_id)] = _Held(lock, marker)
+
+    def begin(self, ref: ThreadRef, marker: object) -> None:
+        if self._ours(ref, marker):
+            return
+        lock = self._lock(ref)
+        lock.__enter__()
+        self._remember(ref, lock, marker)
+
+    async def abegin(self, ref: ThreadRef, marker: object) -> None:
+        if self._ours(ref, marker):
+            return
+        lock = self._lock(ref)
+        await lock.__aenter__()
+        self._remember(ref, lock, marker)
+
+    def held(self, ref: ThreadRef) -> ThreadLock | None:
+        entry = self._held.get((ref.tenant_id, ref.thread_id))
+        return None if entry is None else entry.lock
+
+    def touch(self, ref: ThreadRef) -> None:
+        lock = self.held(ref)
+        if lock is not None:
+            lock.touch()
+
+    def end(self, ref: ThreadRef) -> None:
+        lock = self.held(ref)
+        if lock is not None:
+            lock.release()
+
+    async def aend(self, ref: ThreadRef) -> None:
+        lock = self.held(ref)
+        if lock is not None:
+            await lock.arelease()
+
+    def release_all(self) -> None:
+        """On close: let go of every run lock still held (runs whose end went unseen)."""
+        for entry in list(self._held.values()):
+            try:
+                entry.lock.release()
+            except Exception as exc:  # closing must go on; the lock expires with its TTL
+                logger.warning("could not release the run lock of %r: %s", entry.lock.ref.thread_id, exc)
+
+    async def arelease_all(self) -> None:
+        for entry in list(self._held.values()):
+            try:
+                await entry.lock.arelease()
+            except Exception as exc:
+                logger.warning("could not release the run lock of %r: %s", entry.lock.ref.thread_id, exc)
