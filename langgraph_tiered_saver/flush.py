@@ -11,6 +11,7 @@ at-least-once, and idempotent upserts make the effect exactly once.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -35,6 +36,8 @@ Mode = Literal["sync", "async", "off"]
 OUTBOX_BATCH = 2000
 FLUSH_LOCK_MS = 60_000
 LOCK_POLL_SECONDS = 0.02
+
+logger = logging.getLogger("langgraph_tiered_saver.flush")
 
 
 @dataclass(frozen=True)
@@ -119,9 +122,13 @@ class FlushOps:
         where = f"outbox of thread {thread_id!r}"
         batch = FlushBatch(tenant_id, thread_id, [], [], [])
         for raw_entry, value in zip(entries, values, strict=True):
-            if not value:
-                continue
             entry = as_str(raw_entry)
+            if not value:
+                logger.warning(
+                    "outbox entry %r of thread %r has no data left in Redis (evicted?): not flushed",
+                    entry, thread_id,
+                )
+                continue
             kind, rest = entry[0], entry[2:]
             if kind == "c":
                 ns, checkpoint_id = K.split_checkpoint_member(rest)

@@ -57,6 +57,7 @@ class StoredCheckpoint:
     run_id: str
     blobs: dict[str, TypedValue]  # blob field -> value (only the fields the record references)
     writes: list[WriteRecord]
+    refs_lost: bool = False  # eviction took its value refs or part of its writes from Redis
 
 
 def now_ms() -> int:
@@ -74,8 +75,8 @@ def decode_refs(raw: Any) -> tuple[str, tuple[str, ...]]:
 
 
 def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:
-    """Decode one reply of `get.lua` (member, record, refs, blob values, write records)."""
-    member, record_raw, refs_raw, values, writes_raw = entry
+    """Decode one reply of `get.lua` (member, record, refs, blob values, write records, lost)."""
+    member, record_raw, refs_raw, values, writes_raw, lost = entry
     ns, checkpoint_id = K.split_checkpoint_member(as_str(member))
     run_id, fields = decode_refs(refs_raw)
     record = unpack_checkpoint(record_raw, fields, where)
@@ -86,7 +87,7 @@ def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:
     }
     writes = [unpack_write(raw, where) for raw in writes_raw or () if raw is not None]
     writes.sort(key=WriteRecord.sort_key)
-    return StoredCheckpoint(ns, checkpoint_id, record, run_id, blobs, writes)
+    return StoredCheckpoint(ns, checkpoint_id, record, run_id, blobs, writes, refs_lost=bool(int(lost)))
 
 
 @dataclass(frozen=True, slots=True)

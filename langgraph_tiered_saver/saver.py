@@ -416,6 +416,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             ref = self._ref(config)
             all_namespaces = configurable_of(config).get("checkpoint_ns") is None
         found: dict[tuple[str, str, str], tuple[ThreadRef, StoredCheckpoint]] = {}
+        partial: dict[tuple[str, str, str], tuple[ThreadRef, StoredCheckpoint]] = {}
         hot_up = True
         try:
             threads = [ref] if ref else [ThreadRef(self.tenant_id, t) for t in (yield from self._hot.list_threads(self.tenant_id))]
@@ -427,7 +428,11 @@ class TieredSaver(BaseCheckpointSaver[str]):
                     metadata_filter=filter,
                     limit=limit,
                 )):
-                    found[(thread_ref.thread_id, s.checkpoint_ns, s.checkpoint_id)] = (thread_ref, s)
+                    key = (thread_ref.thread_id, s.checkpoint_ns, s.checkpoint_id)
+                    if self.durable and not _complete(s):
+                        partial[key] = (thread_ref, s)  # evicted in part: Postgres first
+                    else:
+                        found[key] = (thread_ref, s)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "list")
             hot_up = False
@@ -443,6 +448,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
                     before_id,
                     filter,
                     limit,
+                    known=list(found),
                 )
             except TierUnavailableError as exc:
                 if not hot_up:
@@ -453,6 +459,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
                 if key not in found:
                     tref = ThreadRef(self.tenant_id if ref is None else ref.tenant_id, row.thread_id)
                     found[key] = (tref, _from_durable(row, self.serde))
+        for key, entry in partial.items():
+            found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         if limit is not None:
             ordered = ordered[:limit]
@@ -820,7 +828,7 @@ def _ref_digests(refs: Sequence[str]) -> set[str]:
 def _complete(stored: StoredCheckpoint) -> bool:
     """Every channel value the checkpoint references is present (an LRU eviction can drop one
     key of a thread; then the checkpoint must come from Postgres instead)."""
-    return all(field in stored.blobs for field in stored.record.blob_fields)
+    return not stored.refs_lost and all(field in stored.blobs for field in stored.record.blob_fields)
 
 
 def _from_durable(row: Any, serde: SerializerProtocol) -> StoredCheckpoint:

@@ -373,6 +373,10 @@ def test_list_filters_before_limit_and_threads(driver: SyncDriver, schema: str) 
     assert ids(metadata_filter={"run_id": "run-a"}) == ["c2", "c1"]
     assert ids(metadata_filter={"source": "update", "step": 7}) == ["c3"]
     assert ids(metadata_filter={"run_id": "nope"}) == []
+    # rows the caller has from Redis are skipped, by (thread, ns, id): same id, other thread stays
+    assert ids(thread="t1", known=[("t1", "", "c3"), ("t1", "child:1", "s1")]) == ["c2", "c1"]
+    assert ids(known=[("t1", "", "c3"), ("t2", "", "c3"), ("t1", "", "c9")]) == ["s1", "c9", "c2", "c1"]
+    assert ids(thread="t1", ns="", known=[("t1", "", "c3")], limit=1) == ["c2"]  # newest unknown
     sub_read = driver.run(list_op(schema, "acme", "t1", "child:1"))[0]
     assert sub_read.record == sub.record and sub_read.checkpoint_ns == "child:1"
     threads = driver.run(list_threads_op(schema, "acme"))

@@ -154,11 +154,15 @@ def list_op(
     before_checkpoint_id: str | None = None,
     metadata_filter: Mapping[str, Any] | None = None,
     limit: int | None = None,
+    known: Sequence[tuple[str, str, str]] = (),
 ) -> Op[list[DurableTuple]]:
     """Checkpoints of a tenant, newest (highest checkpoint_id) first.
 
     `thread` / `ns` / `checkpoint_id` None mean any; `metadata_filter` is jsonb containment
     (`metadata @> filter`), which matches LangGraph's equality filter on top-level keys.
+    `known` (thread, ns, checkpoint id) rows are left out: the caller has them from Redis, so
+    a history that is hot costs one cheap query instead of reading every row twice. With a
+    `limit`, the newest `limit` rows not known are returned, which is what a merge needs.
     """
     conditions: list[str] = []
     params: dict[str, Any] = {"limit": limit}
@@ -177,6 +181,9 @@ def list_op(
     if metadata_filter:
         conditions.append(sql.WHERE_METADATA)
         params["metadata"] = dumps_jsonb(dict(metadata_filter))
+    if known:
+        conditions.append(sql.WHERE_NOT_KNOWN)
+        params["known_thread"], params["known_ns"], params["known_id"] = (list(c) for c in zip(*known, strict=True))
     (rows,) = yield _select(schema, tenant, tuple(conditions), params)
     return [tuple_from_row(r) for r in rows]
 

@@ -73,8 +73,8 @@ end
 local function fetch_checkpoint(member)
   local record = redis.call("HGET", KEYS[K_CK], member)
   if not record then return nil end
-  local refs = redis.call("HGET", KEYS[K_CV], member) or ""
-  local parts = split(refs, SOH)
+  local refs = redis.call("HGET", KEYS[K_CV], member)
+  local parts = split(refs or "", SOH)
   local values = {}
   if #parts > 1 then
     local fields = {}
@@ -83,8 +83,17 @@ local function fetch_checkpoint(member)
   end
   local write_fields = lex_prefix(KEYS[K_WI], member)
   local writes = {}
-  if #write_fields > 0 then writes = redis.call("HMGET", KEYS[K_WR], unpack(write_fields)) end
-  return {member, record, refs, values, writes}
+  -- lost = 1 when eviction took part of what this checkpoint needs (see hot.parse_entry)
+  local lost = refs and 0 or 1
+  if #write_fields > 0 then
+    writes = redis.call("HMGET", KEYS[K_WR], unpack(write_fields))
+    for i = 1, #write_fields do
+      if not writes[i] then lost = 1 end
+    end
+  elseif redis.call("EXISTS", KEYS[K_WR]) == 1 and redis.call("EXISTS", KEYS[K_WI]) == 0 then
+    lost = 1  -- the write index went, the writes did not: which are ours is unknown
+  end
+  return {member, record, refs, values, writes, lost}
 end
 
 -- Remove checkpoints (and their writes, run index entries and outbox entries).

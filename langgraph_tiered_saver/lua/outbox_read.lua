@@ -6,9 +6,10 @@ for i, entry in ipairs(entries) do
   local kind, rest = string.sub(entry, 1, 1), string.sub(entry, 3)
   if kind == "c" then
     local record = redis.call("HGET", KEYS[K_CK], rest)
-    if record then
-      values[i] = {record, redis.call("HGET", KEYS[K_CV], rest) or ""}
-    else
+    local refs = redis.call("HGET", KEYS[K_CV], rest)
+    if record and refs then
+      values[i] = {record, refs}
+    else  -- deleted, or its value refs evicted: a row without its values would restore wrong
       values[i] = false
     end
   elseif kind == "b" then
