@@ -6,6 +6,7 @@ or a log line; nothing here does I/O.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import defaultdict, deque
 from typing import Any
@@ -44,7 +45,7 @@ class Metrics:
             samples = {k: sorted(v) for k, v in self._samples.items()}
         reads = counters.get("read_hits_redis", 0) + counters.get("read_hits_postgres", 0)
         summary = {
-            name: {"count": len(vals), "p50": vals[len(vals) // 2], "p99": vals[min(len(vals) - 1, int(len(vals) * 0.99))]}
+            name: {"count": len(vals), "p50": _nearest_rank(vals, 0.50), "p99": _nearest_rank(vals, 0.99)}
             for name, vals in samples.items()
             if vals
         }
@@ -54,3 +55,9 @@ class Metrics:
             "latency": summary,
             "redis_hit_ratio": counters.get("read_hits_redis", 0) / reads if reads else None,
         }
+
+
+def _nearest_rank(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted samples by the nearest-rank method (the smallest value with at
+    least q of the samples at or below it)."""
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
