@@ -14,6 +14,7 @@ Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import Any
 
 from .durable.roles import create_app_role_op
 from .errors import ConfigError, TieredSaverError
-from .flusher import worker_loop
+from .flusher import record_outbox, worker_loop
 from .saver import TieredSaver
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -72,8 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line (structured logs for the worker and the commands)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 def _emit(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, default=str))
+    print(json.dumps(obj, indent=2, default=_jsonable))
+
+
+def _jsonable(obj: Any) -> Any:
+    """Result objects print as JSON objects (their fields), anything else as its text."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return str(obj)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,13 +143,14 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "flush":
             config = {"configurable": {"thread_id": args.thread}} if args.thread else None  # type: ignore[assignment]
             results = saver.flush(config)  # type: ignore[arg-type]
-            _emit([r.__dict__ for r in results])
+            _emit(results)
         elif args.command == "prune":
             _emit(saver.prune_older_than(args.older_than, None if args.all_tenants else args.tenant))
         elif args.command == "worker":
             return _worker(saver, args)
         elif args.command == "metrics":
-            _emit({"outbox_depth": saver._run(saver._flush.outbox_depth()), **saver.metrics.snapshot()})
+            record_outbox(saver.metrics, saver._run(saver._flush.outbox_status()))
+            _emit(saver.metrics.snapshot())
     return 0
 
 
@@ -152,9 +176,11 @@ def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
     logging.basicConfig(
         level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
-        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
+        handlers=[handler],
     )
     try:
         return run(args)

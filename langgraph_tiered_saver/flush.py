@@ -95,6 +95,15 @@ class FlushResult:
     writes: int = 0
     skipped_locked: bool = False
     remaining: int = 0
+    # seconds from the thread's last hot write (as the outbox index saw it) to its commit in
+    # Postgres: how far the durable tier was behind for this thread
+    lag_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    depth: int  # threads with unflushed entries
+    oldest_seconds: float  # how long the longest-waiting of them has been quiet (0 if none)
 
 
 class FlushOps:
@@ -199,6 +208,8 @@ class FlushOps:
                 batch = self.build_batch(tenant_id, thread_id, entries, values)
                 if batch.checkpoints or batch.blobs or batch.writes:
                     yield from upsert_batch_op(self.schema, [batch])
+                    if observed is not None:
+                        result.lag_seconds = max(0.0, (time.time() * 1000 - float(observed)) / 1000)
                 result.checkpoints += len(batch.checkpoints)
                 result.blobs += len(batch.blobs)
                 result.writes += len(batch.writes)
@@ -226,6 +237,13 @@ class FlushOps:
     def outbox_depth(self) -> Op[int]:
         (depth,) = yield RedisCall((("ZCARD", K.dirty_key(self.prefix)),))
         return int(depth)
+
+    def outbox_status(self) -> Op[OutboxStatus]:
+        """Depth of the outbox index and the age of its oldest entry, in one round trip."""
+        dirty = K.dirty_key(self.prefix)
+        depth, oldest = yield RedisCall((("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")))
+        age = max(0.0, (time.time() * 1000 - float(oldest[0][1])) / 1000) if oldest else 0.0
+        return OutboxStatus(int(depth), age)
 
 
 def flush_many(flush_ops: FlushOps, threads: Sequence[tuple[str, str]], on_result: Callable[[FlushResult], None] | None = None) -> Op[list[FlushResult]]:

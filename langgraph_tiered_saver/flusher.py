@@ -15,7 +15,7 @@ from typing import Any
 
 from ._io import Op
 from .errors import TieredSaverError
-from .flush import FlushOps, FlushPolicy, FlushResult
+from .flush import FlushOps, FlushPolicy, FlushResult, OutboxStatus
 from .metrics import Metrics
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
@@ -136,7 +136,7 @@ class BackgroundFlusher:
         quiet_ms = int(max(self._policy.quiet_seconds, self._adopt_interval) * 1000)
         try:
             threads = self._run(self._ops.dirty_threads(older_than_ms=quiet_ms))
-            self._metrics.set_gauge("outbox_depth", self._run(self._ops.outbox_depth()))
+            record_outbox(self._metrics, self._run(self._ops.outbox_status()))
         except TieredSaverError as exc:
             logger.warning("flusher could not read the outbox index: %s", exc)
             return
@@ -168,6 +168,11 @@ class BackgroundFlusher:
         return result
 
 
+def record_outbox(metrics: Metrics, status: OutboxStatus) -> None:
+    metrics.set_gauge("outbox_depth", status.depth)
+    metrics.set_gauge("outbox_oldest_seconds", status.oldest_seconds)
+
+
 def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     if result.skipped_locked:
         metrics.incr("flush_skipped_locked")
@@ -177,6 +182,8 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     metrics.incr("flushed_writes", result.writes)
     metrics.incr("flushed_blobs", result.blobs)
     metrics.observe("flush_seconds", seconds)
+    if result.lag_seconds is not None:
+        metrics.observe("flush_lag_seconds", result.lag_seconds)
     logger.info(
         "flushed thread %s/%s: %d checkpoints, %d writes, %d values in %.1f ms",
         result.tenant_id, result.thread_id, result.checkpoints, result.writes, result.blobs, seconds * 1000,
@@ -204,6 +211,7 @@ def worker_loop(
                 result = run(ops.flush_thread(*key))
                 record_flush(metrics, result, time.perf_counter() - started)
                 flushed += 1
+            record_outbox(metrics, run(ops.outbox_status()))
             backoff = 0.0
         except TieredSaverError as exc:
             backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))

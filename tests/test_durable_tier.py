@@ -18,7 +18,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver.flush import FlushPolicy
+from langgraph_tiered_saver.flush import FlushPolicy, OutboxStatus
 from langgraph_tiered_saver.servers import PrivatePostgres, PrivateRedis
 from tests.graphs import build_graph, comparable, initial_input, resume
 
@@ -99,6 +99,24 @@ def test_quiet_thread_is_flushed_after_the_run(saver_context: Callable[..., Any]
         chain_graph(saver).invoke({"n": 0}, _cfg(thread))
         assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread) == 10)
         assert pg_rows(test_database_url, saver.schema, thread, "checkpoint_writes") > 0
+        # flush lag: from the thread's last write to its commit, at least the quiet interval
+        assert wait_for(lambda: "flush_lag_seconds" in saver.metrics.snapshot()["latency"])
+        lag = saver.metrics.snapshot()["latency"]["flush_lag_seconds"]
+        assert 0.29 <= lag["p50"] < 10.0, lag
+
+
+def test_outbox_status_reports_depth_and_age(saver_context: Callable[..., Any]) -> None:
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
+        saver.setup()
+        assert saver._run(saver._flush.outbox_status()) == OutboxStatus(0, 0.0)
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        chain_graph(saver).invoke({"n": 0}, _cfg(thread))
+        time.sleep(0.3)
+        status = saver._run(saver._flush.outbox_status())
+        assert status.depth == 1 and 0.29 <= status.oldest_seconds < 10.0, status
+        (result,) = saver.flush(_cfg(thread))
+        assert result.lag_seconds is not None and result.lag_seconds >= 0.29
+        assert saver._run(saver._flush.outbox_status()) == OutboxStatus(0, 0.0)
 
 
 def test_interrupt_is_durable_before_the_graph_returns(saver_context: Callable[..., Any], test_database_url: str) -> None:

@@ -1,0 +1,74 @@
+"""The command-line tool (DESIGN contract 11) against real servers: setup, threads, checkpoints,
+flush, metrics and prune, each reading what a saver wrote, and its errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from langgraph_tiered_saver.cli import main
+from langgraph_tiered_saver.flush import FlushPolicy
+from tests.test_durable_tier import QUIET_OFF, chain_graph, pg_rows
+
+
+def test_cli_inspects_flushes_and_prunes(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
+        base = ["--redis-url", redis_url, "--postgres-url", test_database_url,
+                "--key-prefix", saver.key_prefix, "--schema", saver.schema]  # fmt: skip
+
+        def cli(*args: str) -> Any:
+            capsys.readouterr()
+            assert main([*base, *args]) == 0
+            out = capsys.readouterr().out
+            return out if args[0] == "setup" else json.loads(out)
+
+        assert "is up to date" in cli("setup")
+        assert cli("threads") == []
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        chain_graph(saver).invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+
+        assert [t["thread_id"] for t in cli("threads")] == [thread]
+        checkpoints = cli("checkpoints", thread, "--limit", "3")
+        assert [c["step"] for c in checkpoints] == [8, 7, 6]
+        assert "n" in checkpoints[0]["channels"]
+
+        metrics = cli("metrics")
+        assert metrics["gauges"]["outbox_depth"] == 1  # written, not flushed yet
+        assert metrics["gauges"]["outbox_oldest_seconds"] >= 0
+        assert pg_rows(test_database_url, saver.schema, thread) == 0
+
+        (flushed,) = cli("flush", "--thread", thread)
+        assert (flushed["thread_id"], flushed["checkpoints"], flushed["remaining"]) == (thread, 10, 0)
+        assert flushed["lag_seconds"] >= 0
+        assert pg_rows(test_database_url, saver.schema, thread) == 10
+        assert cli("metrics")["gauges"]["outbox_depth"] == 0
+
+        assert cli("prune", "--older-than", "30d")["checkpoints"] == 0  # nothing that old
+        pruned = cli("prune", "--older-than", "0s")
+        assert pruned["checkpoints"] == 9  # all but the latest, which a thread always keeps
+        assert pg_rows(test_database_url, saver.schema, thread) == 1
+
+
+def test_cli_errors_are_one_clear_line(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--redis-url", redis_url, "--postgres-url", "", "worker", "--once"]) == 2
+    assert "error: the worker flushes to Postgres" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--redis-url", redis_url, "prune", "--older-than", "soon"])
+    assert "use a number and s, m, h or d" in capsys.readouterr().err
+
+
+def test_logs_are_one_json_object_per_line() -> None:
+    import logging
+
+    from langgraph_tiered_saver.cli import JsonLogFormatter
+
+    record = logging.LogRecord("lts", logging.WARNING, __file__, 1, 'thread "%s" said %s', ("a\nb", '{"x": 1}'), None)
+    line = JsonLogFormatter().format(record)
+    assert "\n" not in line
+    assert json.loads(line)["msg"] == 'thread "a\nb" said {"x": 1}'
