@@ -186,21 +186,28 @@ class FlushOps:
     def flush_thread(self, tenant_id: str, thread_id: str, *, wait: bool = False) -> Op[FlushResult]:
         """Flush one thread completely (in batches), under the thread's flush lock. With `wait`,
         wait for a concurrent flusher to finish instead of skipping (a sync flush must see its
-        own writes in Postgres)."""
+        own writes in Postgres).
+
+        Three Redis round trips in the common case: take the lock and read the outbox (with the
+        dirty score beside it), acknowledge and release, clear the dirty mark."""
         result = FlushResult(tenant_id, thread_id)
         dirty = K.dirty_key(self.prefix)
         member = K.dirty_member(tenant_id, thread_id)
-        token = yield from self.acquire_flush_lock(tenant_id, thread_id, wait=wait)
-        if token is None:
-            result.skipped_locked = True
-            return result
-        (observed,) = yield RedisCall((("ZSCORE", dirty, member),))
-        keys = K.script_keys(self.prefix, tenant_id, thread_id)
+        lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
+        keys = [*K.script_keys(self.prefix, tenant_id, thread_id), lock]
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + FLUSH_LOCK_MS / 1000
+        while True:
+            observed, reply = yield self._read_call(keys, token, dirty, member)
+            if reply:
+                break
+            if not wait or time.monotonic() > deadline:
+                result.skipped_locked = True
+                return result
+            yield Sleep(LOCK_POLL_SECONDS)
+        released = False
         try:
             while True:
-                (reply,) = yield RedisCall(
-                    (scripts.OUTBOX_READ.call(keys, [OUTBOX_BATCH]),), scripts=(scripts.OUTBOX_READ,)
-                )
                 entries, values = reply
                 if not entries:
                     result.remaining = 0
@@ -213,20 +220,34 @@ class FlushOps:
                 result.checkpoints += len(batch.checkpoints)
                 result.blobs += len(batch.blobs)
                 result.writes += len(batch.writes)
+                last = len(entries) < OUTBOX_BATCH
                 (remaining,) = yield RedisCall(
-                    (scripts.OUTBOX_ACK.call(keys, list(entries)),), scripts=(scripts.OUTBOX_ACK,)
+                    (scripts.OUTBOX_ACK.call(keys, [token, "1" if last else "0", *entries]),),
+                    scripts=(scripts.OUTBOX_ACK,),
                 )
+                released = last
                 result.remaining = int(remaining)
-                if result.remaining == 0 or len(entries) < OUTBOX_BATCH:
+                if result.remaining == 0 or last:
                     break
+                _, reply = yield self._read_call(keys, token, dirty, member)
             if result.remaining == 0 and observed is not None:
                 yield RedisCall(
                     (scripts.DIRTY_CLEAR.call([dirty], [member, observed]),),
                     scripts=(scripts.DIRTY_CLEAR,),
                 )
         finally:
-            yield from self.release_flush_lock(tenant_id, thread_id, token)
+            if not released:
+                yield from self.release_flush_lock(tenant_id, thread_id, token)
         return result
+
+    @staticmethod
+    def _read_call(keys: list[str], token: str, dirty: str, member: str) -> RedisCall:
+        """The dirty score (a plain command: the index lives in another slot) and the locked
+        outbox read, pipelined."""
+        return RedisCall(
+            (("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, [OUTBOX_BATCH, token, FLUSH_LOCK_MS])),
+            scripts=(scripts.OUTBOX_READ,),
+        )
 
     def dirty_threads(self, older_than_ms: int | None = None, limit: int = 500) -> Op[list[tuple[str, str]]]:
         """Threads with outbox entries, oldest write first; only those quiet for `older_than_ms`."""
