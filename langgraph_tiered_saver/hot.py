@@ -25,7 +25,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from . import keys as K
 from . import scripts
-from ._io import Op, RedisCall
+from ._io import Op, RedisCall, Sleep
 from .codec import (
     EMPTY,
     CheckpointRecord,
@@ -58,6 +58,8 @@ class StoredCheckpoint:
     blobs: dict[str, TypedValue]  # blob field -> value (only the fields the record references)
     writes: list[WriteRecord]
     refs_lost: bool = False  # eviction took its value refs or part of its writes from Redis
+
+CHECKPOINT_POLL_SECONDS = 0.001
 
 
 def now_ms() -> int:
@@ -313,6 +315,23 @@ class HotOps:
         ]
         found = yield from self.fetch(ref, members)
         return found[0] if found else None
+
+    def await_checkpoint(self, ref: ThreadRef, timeout: float) -> Op[bool]:
+        """Wait until the checkpoint `ref` names is in Redis. LangGraph submits a step's
+        checkpoint and its tasks' writes to background threads concurrently, so an interrupt
+        write can arrive before the put of the checkpoint it belongs to: a flush that must make
+        the interrupt durable waits for that put first. False if it never came."""
+        assert ref.checkpoint_id is not None
+        ck = K.thread_keys(self.prefix, ref.tenant_id, ref.thread_id).ck
+        member = K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            (present,) = yield RedisCall((("HEXISTS", ck, member),))
+            if present:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            yield Sleep(CHECKPOINT_POLL_SECONDS)
 
     def members(self, ref: ThreadRef, all_namespaces: bool) -> Op[list[str]]:
         """Checkpoint members of a thread, newest checkpoint id first."""

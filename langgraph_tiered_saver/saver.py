@@ -63,6 +63,9 @@ logger = logging.getLogger("langgraph_tiered_saver")
 
 DEFAULT_TTL_SECONDS = 24 * 3600
 PRUNE_STRATEGIES = ("keep_latest", "delete")
+# How long a synchronous flush (an interrupt) waits for the put of the checkpoint its write
+# belongs to, which LangGraph may still have in flight on another thread.
+SYNC_FLUSH_PUT_WAIT_SECONDS = 5.0
 
 
 class TieredSaver(BaseCheckpointSaver[str]):
@@ -342,6 +345,12 @@ class TieredSaver(BaseCheckpointSaver[str]):
         mode = self.policy.for_writes([channel for channel, _ in writes])
         if mode == "sync":
             try:
+                if not (yield from self._hot.await_checkpoint(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)):
+                    logger.warning(
+                        "checkpoint %s of thread %r was not written within %.0f s of its %s write; "
+                        "flushing without it (it stays in the outbox)",
+                        ref.checkpoint_id, ref.thread_id, SYNC_FLUSH_PUT_WAIT_SECONDS, "/".join(c for c, _ in writes),
+                    )
                 yield from self._flush_now(ref.tenant_id, ref.thread_id)
             except TierUnavailableError as exc:
                 # Postgres down: the agent goes on; the outbox keeps the entries for a retry.

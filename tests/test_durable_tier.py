@@ -7,6 +7,7 @@ import operator
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -135,6 +136,29 @@ def test_interrupt_is_durable_before_the_graph_returns(saver_context: Callable[.
         latest = saver.get_tuple(_cfg(thread))
         assert latest is not None
         assert pg_rows(test_database_url, saver.schema, thread) == len(list(saver.list(_cfg(thread))))
+
+
+def test_interrupt_flush_waits_for_its_checkpoint_put(saver_context: Callable[..., Any], test_database_url: str) -> None:
+    """LangGraph may deliver a step's interrupt write before the put of the step's checkpoint
+    (both run on background threads): the synchronous flush waits for that put."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
+        saver.setup()
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        checkpoint = empty_checkpoint()
+        config = {"configurable": {"thread_id": thread, "checkpoint_ns": "", "checkpoint_id": checkpoint["id"]}}
+        late_put = threading.Timer(
+            0.2, saver.put, ({"configurable": {"thread_id": thread, "checkpoint_ns": ""}}, checkpoint,
+                             {"source": "loop", "step": 0, "parents": {}}, {})
+        )  # fmt: skip
+        late_put.start()
+        started = time.monotonic()
+        saver.put_writes(config, [("__interrupt__", "approve?")], "task-1")  # type: ignore[arg-type]
+        late_put.join()
+        assert time.monotonic() - started >= 0.15  # it waited for the put
+        assert pg_rows(test_database_url, saver.schema, thread) == 1
+        assert pg_rows(test_database_url, saver.schema, thread, "checkpoint_writes") == 1
 
 
 def test_error_write_triggers_a_flush(saver_context: Callable[..., Any], test_database_url: str) -> None:
@@ -278,10 +302,10 @@ def test_postgres_down_mid_run_loses_nothing(
         depth = saver._run(saver._flush.outbox_depth())
         assert depth >= 3
         pg.start()
-        saver.flush()
-        for thread in threads:
-            assert pg_rows(pg.url, saver.schema, thread) == 10
-        assert saver._run(saver._flush.outbox_depth()) == 0
+        # the background flusher retries with backoff (its pool reconnects after the restart)
+        # and drains the outbox by itself
+        assert wait_for(lambda: all(pg_rows(pg.url, saver.schema, t) == 10 for t in threads), timeout=60)
+        assert wait_for(lambda: saver._run(saver._flush.outbox_depth()) == 0, timeout=10)
 
 
 # ---------------------------------------------------------------- transaction counts
