@@ -25,6 +25,7 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from .durable.ops import list_threads_op
 from .durable.roles import create_app_role_op
 from .errors import ConfigError, TieredSaverError
 from .flusher import record_outbox, worker_loop
@@ -118,10 +119,7 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"role {args.name!r} can use schema {args.schema!r} under row-level security")
         elif args.command == "threads":
-            seen: dict[str, str] = {}
-            for t in saver.list(None):
-                seen.setdefault(t.config["configurable"]["thread_id"], t.checkpoint["ts"])
-            _emit([{"thread_id": k, "latest": v} for k, v in seen.items()])
+            _emit(_threads(saver))
         elif args.command == "checkpoints":
             config: dict[str, Any] = {"configurable": {"thread_id": args.thread}}
             if args.ns is not None:
@@ -152,6 +150,24 @@ def run(args: argparse.Namespace) -> int:
             record_outbox(saver.metrics, saver._run(saver._flush.outbox_status()))
             _emit(saver.metrics.snapshot())
     return 0
+
+
+def _threads(saver: TieredSaver) -> list[dict[str, Any]]:
+    """The tenant's threads from both tiers' indexes (no checkpoint is loaded): whether Redis
+    holds it, and what Postgres has of it."""
+    hot = saver._run(saver._hot.list_threads(saver.tenant_id))
+    durable = {i.thread_id: i for i in saver._run(list_threads_op(saver.schema, saver.tenant_id))} if saver.durable else {}
+    out = []
+    for thread_id in [*hot, *sorted(set(durable) - set(hot))]:
+        info = durable.get(thread_id)
+        out.append({
+            "thread_id": thread_id,
+            "in_redis": thread_id in hot,
+            "postgres_checkpoints": info.checkpoints if info else 0,
+            "latest_postgres_checkpoint": info.latest_checkpoint_id if info else None,
+            "last_flushed_at": info.last_flushed_at if info else None,
+        })
+    return out
 
 
 def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:

@@ -33,7 +33,9 @@ def test_cli_inspects_flushes_and_prunes(
         thread = f"t-{uuid.uuid4().hex[:8]}"
         chain_graph(saver).invoke({"n": 0}, {"configurable": {"thread_id": thread}})
 
-        assert [t["thread_id"] for t in cli("threads")] == [thread]
+        (listed,) = cli("threads")
+        assert listed == {"thread_id": thread, "in_redis": True, "postgres_checkpoints": 0,
+                          "latest_postgres_checkpoint": None, "last_flushed_at": None}  # fmt: skip
         checkpoints = cli("checkpoints", thread, "--limit", "3")
         assert [c["step"] for c in checkpoints] == [8, 7, 6]
         assert "n" in checkpoints[0]["channels"]
@@ -48,6 +50,13 @@ def test_cli_inspects_flushes_and_prunes(
         assert flushed["lag_seconds"] >= 0
         assert pg_rows(test_database_url, saver.schema, thread) == 10
         assert cli("metrics")["gauges"]["outbox_depth"] == 0
+        (listed,) = cli("threads")
+        assert (listed["in_redis"], listed["postgres_checkpoints"]) == (True, 10)
+        assert listed["latest_postgres_checkpoint"] == checkpoints[0]["checkpoint_id"]
+        assert listed["last_flushed_at"] is not None
+        saver._run(saver._hot.delete_thread(saver.tenant_id, [thread]))  # gone from Redis (TTL)
+        (listed,) = cli("threads")
+        assert (listed["thread_id"], listed["in_redis"], listed["postgres_checkpoints"]) == (thread, False, 10)
 
         assert cli("prune", "--older-than", "30d")["checkpoints"] == 0  # nothing that old
         pruned = cli("prune", "--older-than", "0s")
