@@ -156,13 +156,14 @@ def _threads(saver: TieredSaver) -> list[dict[str, Any]]:
     """The tenant's threads from both tiers' indexes (no checkpoint is loaded): whether Redis
     holds it, and what Postgres has of it."""
     hot = saver._run(saver._hot.list_threads(saver.tenant_id))
+    in_redis = set(hot)
     durable = {i.thread_id: i for i in saver._run(list_threads_op(saver.schema, saver.tenant_id))} if saver.durable else {}
     out = []
-    for thread_id in [*hot, *sorted(set(durable) - set(hot))]:
+    for thread_id in [*hot, *sorted(set(durable) - in_redis)]:
         info = durable.get(thread_id)
         out.append({
             "thread_id": thread_id,
-            "in_redis": thread_id in hot,
+            "in_redis": thread_id in in_redis,
             "postgres_checkpoints": info.checkpoints if info else 0,
             "latest_postgres_checkpoint": info.latest_checkpoint_id if info else None,
             "last_flushed_at": info.last_flushed_at if info else None,

@@ -216,7 +216,7 @@ class FlushOps:
                 if batch.checkpoints or batch.blobs or batch.writes:
                     yield from upsert_batch_op(self.schema, [batch])
                     if observed is not None:
-                        result.lag_seconds = max(0.0, (time.time() * 1000 - float(observed)) / 1000)
+                        result.lag_seconds = _seconds_since(observed)
                 result.checkpoints += len(batch.checkpoints)
                 result.blobs += len(batch.blobs)
                 result.writes += len(batch.writes)
@@ -255,16 +255,16 @@ class FlushOps:
         (raw,) = yield RedisCall((("ZRANGEBYSCORE", K.dirty_key(self.prefix), "-inf", upper, "LIMIT", 0, limit),))
         return [K.split_dirty_member(as_str(m)) for m in raw]
 
-    def outbox_depth(self) -> Op[int]:
-        (depth,) = yield RedisCall((("ZCARD", K.dirty_key(self.prefix)),))
-        return int(depth)
-
     def outbox_status(self) -> Op[OutboxStatus]:
         """Depth of the outbox index and the age of its oldest entry, in one round trip."""
         dirty = K.dirty_key(self.prefix)
         depth, oldest = yield RedisCall((("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")))
-        age = max(0.0, (time.time() * 1000 - float(oldest[0][1])) / 1000) if oldest else 0.0
-        return OutboxStatus(int(depth), age)
+        return OutboxStatus(int(depth), _seconds_since(oldest[0][1]) if oldest else 0.0)
+
+
+def _seconds_since(score_ms: Any) -> float:
+    """Age of a dirty-index score (a write time in ms since the epoch)."""
+    return max(0.0, (time.time() * 1000 - float(score_ms)) / 1000)
 
 
 def flush_many(flush_ops: FlushOps, threads: Sequence[tuple[str, str]], on_result: Callable[[FlushResult], None] | None = None) -> Op[list[FlushResult]]:

@@ -149,11 +149,6 @@ class RunLocks:
         entry = self._held.get((ref.tenant_id, ref.thread_id))
         return None if entry is None else entry.lock
 
-    def touch(self, ref: ThreadRef) -> None:
-        lock = self.held(ref)
-        if lock is not None:
-            lock.touch()
-
     def end(self, ref: ThreadRef) -> None:
         lock = self.held(ref)
         if lock is not None:

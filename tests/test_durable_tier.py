@@ -299,13 +299,13 @@ def test_postgres_down_mid_run_loses_nothing(
         for thread in threads:
             assert chain_graph(saver).invoke({"n": 0}, _cfg(thread))["n"] == 8
         assert wait_for(lambda: saver.metrics.counter("flush_errors") >= 1, timeout=15)
-        depth = saver._run(saver._flush.outbox_depth())
+        depth = saver._run(saver._flush.outbox_status()).depth
         assert depth >= 3
         pg.start()
         # the background flusher retries with backoff (its pool reconnects after the restart)
         # and drains the outbox by itself
         assert wait_for(lambda: all(pg_rows(pg.url, saver.schema, t) == 10 for t in threads), timeout=60)
-        assert wait_for(lambda: saver._run(saver._flush.outbox_depth()) == 0, timeout=10)
+        assert wait_for(lambda: saver._run(saver._flush.outbox_status()).depth == 0, timeout=10)
 
 
 # ---------------------------------------------------------------- transaction counts
