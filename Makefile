@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(PY) -m ruff check langgraph_tiered_saver tests examples benchmarks
+	$(PY) -m ruff check langgraph_tiered_saver devtools tests examples benchmarks
 	$(PY) -m mypy
 
 demo: $(STAMP)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import redis
 
-from langgraph_tiered_saver.servers import (
+from devtools.servers import (
     PrivatePostgres,
     PrivateRedis,
     ServerURLs,

@@ -18,9 +18,9 @@ import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
+from devtools.servers import PrivatePostgres, PrivateRedis
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy, OutboxStatus
-from langgraph_tiered_saver.servers import PrivatePostgres, PrivateRedis
 from tests.graphs import build_graph, comparable, initial_input, resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -17,10 +17,10 @@ import redis
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 
+from devtools.servers import PrivateRedis
 from langgraph_tiered_saver import TieredSaver, TierUnavailableError
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.flush import FlushPolicy
-from langgraph_tiered_saver.servers import PrivateRedis
 
 pytestmark = pytest.mark.faults
 

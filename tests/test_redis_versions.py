@@ -15,9 +15,9 @@ import pytest
 import redis
 from langgraph.checkpoint.memory import InMemorySaver
 
+from devtools.servers import PrivateRedis
 from langgraph_tiered_saver import StaleLockError, TieredSaver
 from langgraph_tiered_saver import keys as K
-from langgraph_tiered_saver.servers import PrivateRedis
 from tests.graphs import build_graph
 from tests.lock_child import slow_chain
 from tests.test_conformance import _run_suite, _SetUp

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import redis
 
-from langgraph_tiered_saver import servers
-from langgraph_tiered_saver.servers import (
+from devtools import servers
+from devtools.servers import (
     PrivatePostgres,
     PrivateRedis,
     ServerURLs,

@@ -47,10 +47,10 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
+from devtools.servers import resolve_servers
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._io import SyncDriver
 from langgraph_tiered_saver.durable.roles import create_app_role_op
-from langgraph_tiered_saver.servers import resolve_servers
 
 from . import audit, tools
 from .graph import THREAD_ID, approval, build_graph, initial_input, thread_config

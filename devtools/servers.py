@@ -446,7 +446,7 @@ class PrivatePostgres:
             **self.settings,
         }
         with (self.data_dir / "postgresql.conf").open("a") as fh:
-            fh.write("\n# langgraph_tiered_saver.servers\n")
+            fh.write("\n# devtools.servers\n")
             fh.writelines(f"{key} = {value}\n" for key, value in conf.items())
 
     def start(self) -> PrivatePostgres:
@@ -686,7 +686,7 @@ def _cmd_env() -> int:
     if missing:
         print(
             f"# no server for {', '.join(missing)}: a throwaway one must keep running;"
-            " use `python -m langgraph_tiered_saver.servers run` instead",
+            " use `python -m devtools.servers run` instead",
             file=sys.stderr,
         )
         return 1
@@ -707,7 +707,7 @@ def _cmd_run() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m langgraph_tiered_saver.servers",
+        prog="python -m devtools.servers",
         description="Find (or start) the Redis and Postgres servers the tests use.",
     )
     parser.add_argument("command", choices=["env", "run"], help="env: print URLs; run: hold")
