@@ -6,12 +6,15 @@ from .errors import (
     FlushError,
     InvalidIdError,
     StaleLockError,
+    TenantMismatchError,
+    TenantRequiredError,
     ThreadLockedError,
     TieredSaverError,
     TierUnavailableError,
 )
 from .runlock import AutoLock
 from .saver import TieredSaver
+from .tenancy import tenant_scope
 
 __all__ = [
     "AutoLock",
@@ -20,9 +23,12 @@ __all__ = [
     "FlushError",
     "InvalidIdError",
     "StaleLockError",
+    "TenantMismatchError",
+    "TenantRequiredError",
     "ThreadLockedError",
     "TierUnavailableError",
     "TieredSaver",
     "TieredSaverError",
+    "tenant_scope",
 ]
 __version__ = "0.1.0"

@@ -27,7 +27,7 @@ from typing import Any
 
 from .durable.ops import list_threads_op
 from .durable.roles import create_app_role_op
-from .errors import ConfigError, TieredSaverError
+from .errors import ConfigError, TenantRequiredError, TieredSaverError
 from .flusher import record_outbox, worker_loop
 from .saver import TieredSaver
 
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--postgres-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--key-prefix", default="lts")
     parser.add_argument("--schema", default="langgraph_tiered")
-    parser.add_argument("--tenant", default="default", help="tenant id (default: 'default')")
+    parser.add_argument(
+        "--tenant", default=None, help="tenant id: required by every command that reads or changes a tenant's data"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="apply the Postgres migrations")
@@ -143,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
             results = saver.flush(config)  # type: ignore[arg-type]
             _emit(results)
         elif args.command == "prune":
-            _emit(saver.prune_older_than(args.older_than, None if args.all_tenants else args.tenant))
+            _emit(saver.prune_older_than(args.older_than, all_tenants=True) if args.all_tenants else saver.prune_older_than(args.older_than))
         elif args.command == "worker":
             return _worker(saver, args)
         elif args.command == "metrics":
@@ -155,9 +157,10 @@ def run(args: argparse.Namespace) -> int:
 def _threads(saver: TieredSaver) -> list[dict[str, Any]]:
     """The tenant's threads from both tiers' indexes (no checkpoint is loaded): whether Redis
     holds it, and what Postgres has of it."""
-    hot = saver._run(saver._hot.list_threads(saver.tenant_id))
+    tenant = saver._tenant("threads")
+    hot = saver._run(saver._hot.list_threads(tenant))
     in_redis = set(hot)
-    durable = {i.thread_id: i for i in saver._run(list_threads_op(saver.schema, saver.tenant_id))} if saver.durable else {}
+    durable = {i.thread_id: i for i in saver._run(list_threads_op(saver.schema, tenant))} if saver.durable else {}
     out = []
     for thread_id in [*hot, *sorted(set(durable) - in_redis)]:
         info = durable.get(thread_id)
@@ -201,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return run(args)
+    except TenantRequiredError:
+        print("error: this command reads or changes one tenant's data: pass --tenant TENANT"
+              + (" (or --all-tenants)" if args.command == "prune" else ""), file=sys.stderr)
+        return 2
     except TieredSaverError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,3 +41,11 @@ class StaleLockError(TieredSaverError):
 
 class FlushError(TieredSaverError):
     """Flushing the outbox to Postgres failed; the entries stay in the outbox and will be retried."""
+
+
+class TenantRequiredError(ConfigError):
+    """A call of a saver bound to no tenant carried none (config, scope): it never picks a default."""
+
+
+class TenantMismatchError(ConfigError):
+    """A call named two different tenants (a bound saver, the config, a tenant scope)."""

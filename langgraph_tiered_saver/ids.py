@@ -9,16 +9,15 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 
 from .errors import ConfigError, InvalidIdError
+from .tenancy import TENANT_KEY, resolve_tenant
 
 # Tenant and thread ids become part of a Redis hash tag `{tenant|thread}`: braces and the bar would
 # let one id forge another's tag, whitespace and control characters have no business in a key.
 _KEY_ID = re.compile(r"[A-Za-z0-9._:@+=/~-]+")
-MAX_TENANT_ID = 128
 MAX_THREAD_ID = 256
 MAX_NS = 1024
 MAX_CHECKPOINT_ID = 128
 MAX_TASK_ID = 512
-DEFAULT_TENANT = "default"
 
 
 def check_key_id(kind: str, value: Any, max_len: int) -> str:
@@ -57,12 +56,6 @@ def check_field_id(kind: str, value: Any, max_len: int, *, allow_empty: bool = F
     return value
 
 
-def check_tenant(value: Any) -> str:
-    if isinstance(value, str) and "|" in value:
-        raise InvalidIdError(f"tenant_id {value[:60]!r} must not contain '|'")
-    return check_key_id("tenant_id", value, MAX_TENANT_ID)
-
-
 def check_thread(value: Any) -> str:
     if isinstance(value, str) and "|" in value:
         raise InvalidIdError(f"thread_id {value[:60]!r} must not contain '|'")
@@ -77,16 +70,19 @@ class ThreadRef:
     thread_id: str
     checkpoint_ns: str = ""
     checkpoint_id: str | None = None
+    # whether the caller's config named the tenant: returned configs carry it only then
+    tenant_in_config: bool = False
 
     def config(self, checkpoint_id: str | None = None) -> RunnableConfig:
-        """The RunnableConfig LangGraph expects back for this ref (tenant kept if not default)."""
+        """The RunnableConfig LangGraph expects back for this ref: what the caller passed (the
+        tenant only if it passed one) plus the checkpoint id."""
         configurable: dict[str, Any] = {
             "thread_id": self.thread_id,
             "checkpoint_ns": self.checkpoint_ns,
             "checkpoint_id": checkpoint_id if checkpoint_id is not None else self.checkpoint_id,
         }
-        if self.tenant_id != DEFAULT_TENANT:
-            configurable["tenant_id"] = self.tenant_id
+        if self.tenant_in_config:
+            configurable[TENANT_KEY] = self.tenant_id
         return {"configurable": configurable}
 
 
@@ -99,12 +95,13 @@ def configurable_of(config: Any) -> dict[str, Any]:
     return configurable
 
 
-def parse_config(config: Any, default_tenant: str, *, need_checkpoint_id: bool = False) -> ThreadRef:
-    """Turn a RunnableConfig into a validated ThreadRef, with a typed error for each defect."""
+def parse_config(config: Any, bound_tenant: str | None, *, need_checkpoint_id: bool = False) -> ThreadRef:
+    """Turn a RunnableConfig into a validated ThreadRef, with a typed error for each defect
+    (the tenant resolved as `tenancy.resolve_tenant` says: exactly one, or an error)."""
     c = configurable_of(config)
     if c.get("thread_id") is None:
         raise ConfigError("config['configurable'] has no 'thread_id': the saver needs one to store state")
-    tenant = check_tenant(c.get("tenant_id") or default_tenant)
+    tenant = resolve_tenant(c, bound_tenant, "this checkpoint call")
     thread = check_thread(c["thread_id"])
     ns = check_field_id("checkpoint_ns", c.get("checkpoint_ns") or "", MAX_NS, allow_empty=True)
     cid = c.get("checkpoint_id")
@@ -114,4 +111,4 @@ def parse_config(config: Any, default_tenant: str, *, need_checkpoint_id: bool =
         cid = None
     if need_checkpoint_id and cid is None:
         raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
-    return ThreadRef(tenant, thread, ns, cid)
+    return ThreadRef(tenant, thread, ns, cid, c.get(TENANT_KEY) is not None)

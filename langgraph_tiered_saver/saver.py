@@ -39,14 +39,7 @@ from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .hot import HotOps, StoredCheckpoint, decode_refs, encode_refs, stored_to_export
-from .ids import (
-    DEFAULT_TENANT,
-    ThreadRef,
-    check_tenant,
-    check_thread,
-    configurable_of,
-    parse_config,
-)
+from .ids import ThreadRef, check_thread, configurable_of, parse_config
 from .locks import LockOps, ThreadLock
 from .metrics import Metrics
 from .offload import (
@@ -58,6 +51,7 @@ from .offload import (
 )
 from .planning import keep_latest
 from .runlock import AutoLock, RunLocks, auto_lock_policy, ends_run, run_finished, run_marker
+from .tenancy import check_tenant, resolve_tenant
 
 logger = logging.getLogger("langgraph_tiered_saver")
 
@@ -73,10 +67,12 @@ class TieredSaver(BaseCheckpointSaver[str]):
     durable tier fed by write-behind flushes (see `FlushPolicy`).
 
     Pass clients and pools you already have, or use `from_conn_string`. Without Postgres
-    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone. Tenancy:
-    `config["configurable"]["tenant_id"]`, else `tenant_id` given here. Thread-level methods
-    without a config (`delete_thread`, `copy_thread`, `prune`, `delete_for_runs`) act on this
-    saver's tenant: use `saver.for_tenant("acme").delete_thread(...)` for another one.
+    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone.
+
+    Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
+    binds the saver (single-tenant deployments); without it the saver is multi-tenant and each
+    call takes its tenant from `config["configurable"]["tenant_id"]` or `tenant_scope(...)`;
+    `saver.for_tenant("acme")` is a bound view sharing clients and pools.
     """
 
     def __init__(
@@ -87,7 +83,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         pg_pool: ConnectionPool | None = None,
         apg_pool: AsyncConnectionPool | None = None,
         serde: SerializerProtocol | None = None,
-        tenant_id: str = DEFAULT_TENANT,
+        tenant_id: str | None = None,
         key_prefix: str = "lts",
         schema: str = "langgraph_tiered",
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
@@ -111,7 +107,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             raise ConfigError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
         if on_redis_error not in ("raise", "fallback"):
             raise ConfigError(f"on_redis_error must be 'raise' or 'fallback', got {on_redis_error!r}")
-        self.tenant_id = check_tenant(tenant_id)
+        self.tenant_id = None if tenant_id is None else check_tenant(tenant_id)
         self.key_prefix = key_prefix
         self.schema = schema
         self.ttl_seconds = ttl_seconds
@@ -157,7 +153,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         return _SaverContext(cls, redis_url, postgres_url, options)
 
     def for_tenant(self, tenant_id: str) -> TieredSaver:
-        """A view of this saver whose default tenant is `tenant_id` (shares clients and pools)."""
+        """A view of this saver bound to `tenant_id` (shares clients, pools and the flusher):
+        every call of the view acts for that tenant, and a config naming another is refused."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         clone.tenant_id = check_tenant(tenant_id)
@@ -196,6 +193,10 @@ class TieredSaver(BaseCheckpointSaver[str]):
 
     async def _arun(self, op: Op[Any]) -> Any:
         return await (await self._driver_async()).run(op)
+
+    def _tenant(self, what: str) -> str:
+        """The tenant of a call that has no config (thread-level methods): bound or scoped."""
+        return resolve_tenant(None, self.tenant_id, what)
 
     def _ref(self, config: RunnableConfig, *, need_checkpoint_id: bool = False) -> ThreadRef:
         return parse_config(config, self.tenant_id, need_checkpoint_id=need_checkpoint_id)
@@ -420,15 +421,17 @@ class TieredSaver(BaseCheckpointSaver[str]):
         before_id = configurable_of(before).get("checkpoint_id") if before is not None else None
         if config is None:
             ref: ThreadRef | None = None
+            tenant = self._tenant("list(None)")
             all_namespaces = True
         else:
             ref = self._ref(config)
+            tenant = ref.tenant_id
             all_namespaces = configurable_of(config).get("checkpoint_ns") is None
         found: dict[tuple[str, str, str], tuple[ThreadRef, StoredCheckpoint]] = {}
         partial: dict[tuple[str, str, str], tuple[ThreadRef, StoredCheckpoint]] = {}
         hot_up = True
         try:
-            threads = [ref] if ref else [ThreadRef(self.tenant_id, t) for t in (yield from self._hot.list_threads(self.tenant_id))]
+            threads = [ref] if ref else [ThreadRef(tenant, t) for t in (yield from self._hot.list_threads(tenant))]
             for thread_ref in threads:
                 for s in (yield from self._hot.list_stored(
                     thread_ref,
@@ -450,7 +453,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             try:
                 rows = yield from pg.list_op(
                     self.schema,
-                    self.tenant_id if ref is None else ref.tenant_id,
+                    tenant,
                     None if ref is None else ref.thread_id,
                     None if ref is None or all_namespaces else ref.checkpoint_ns,
                     ref.checkpoint_id if ref else None,
@@ -466,7 +469,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             for row in rows:
                 key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
                 if key not in found:
-                    tref = ThreadRef(self.tenant_id if ref is None else ref.tenant_id, row.thread_id)
+                    tref = ThreadRef(tenant, row.thread_id, tenant_in_config=ref is not None and ref.tenant_in_config)
                     found[key] = (tref, _from_durable(row, self.serde))
         for key, entry in partial.items():
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
@@ -492,98 +495,102 @@ class TieredSaver(BaseCheckpointSaver[str]):
             results.append((yield from self._flush_now(tenant_id, thread_id)))
         return results
 
-    def _with_flush_lock(self, thread_id: str, body: Op[Any]) -> Op[Any]:
+    def _with_flush_lock(self, tenant: str, thread_id: str, body: Op[Any]) -> Op[Any]:
         """Run `body` holding the thread's flush lock: a concurrent flush cannot re-insert rows
         a delete just removed."""
         if not self.durable:
             return (yield from body)
-        token = yield from self._flush.acquire_flush_lock(self.tenant_id, thread_id, wait=True)
+        token = yield from self._flush.acquire_flush_lock(tenant, thread_id, wait=True)
         try:
             return (yield from body)
         finally:
             if token is not None:
-                yield from self._flush.release_flush_lock(self.tenant_id, thread_id, token)
+                yield from self._flush.release_flush_lock(tenant, thread_id, token)
 
     def _delete_thread_op(self, thread_id: str) -> Op[None]:
+        tenant = self._tenant("delete_thread")
         thread_id = check_thread(thread_id)
 
         def body() -> Op[None]:
-            before = yield from self._hot.export_thread(self.tenant_id, thread_id)
+            before = yield from self._hot.export_thread(tenant, thread_id)
             candidates = digests_in_export(before)
-            yield from self._hot.delete_thread(self.tenant_id, [thread_id])
+            yield from self._hot.delete_thread(tenant, [thread_id])
             if self.durable:
-                result = yield from pg.delete_thread_op(self.schema, self.tenant_id, thread_id)
+                result = yield from pg.delete_thread_op(self.schema, tenant, thread_id)
                 candidates |= _ref_digests(result.orphaned_blob_refs)
-            yield from self._collect_blobs([], candidates)
+            yield from self._collect_blobs(tenant, [], candidates)
             return None
 
-        yield from self._with_flush_lock(thread_id, body())
+        yield from self._with_flush_lock(tenant, thread_id, body())
         if self._flusher is not None:
-            self._flusher.forget(self.tenant_id, thread_id)
+            self._flusher.forget(tenant, thread_id)
         return None
 
     def _delete_for_runs_op(self, run_ids: Sequence[str]) -> Op[None]:
+        tenant = self._tenant("delete_for_runs")
         run_ids = [str(r) for r in run_ids]
         if not run_ids:
             return None
-        threads = yield from self._hot.list_threads(self.tenant_id)
-        yield from self._hot.delete_members(self.tenant_id, {t: run_ids for t in threads}, "runs")
+        threads = yield from self._hot.list_threads(tenant)
+        yield from self._hot.delete_members(tenant, {t: run_ids for t in threads}, "runs")
         if self.durable:
-            result = yield from pg.delete_for_runs_op(self.schema, self.tenant_id, run_ids)
-            yield from self._collect_blobs(threads, _ref_digests(result.orphaned_blob_refs))
+            result = yield from pg.delete_for_runs_op(self.schema, tenant, run_ids)
+            yield from self._collect_blobs(tenant, threads, _ref_digests(result.orphaned_blob_refs))
         return None
 
-    def _collect_blobs(self, live_threads: Sequence[str], candidates: set[str]) -> Op[int]:
+    def _collect_blobs(self, tenant: str, live_threads: Sequence[str], candidates: set[str]) -> Op[int]:
         """Delete candidate blobs no longer referenced: first drop `live_threads` from the
         reference sets of digests they no longer use, then let the offloader check the rest."""
         if not candidates:
             return 0
         for thread_id in live_threads:
-            content = yield from self._hot.export_thread(self.tenant_id, thread_id)
+            content = yield from self._hot.export_thread(tenant, thread_id)
             gone = candidates - digests_in_export(content)
             if gone:
-                yield from self._offload.untrack(self.tenant_id, thread_id, gone)
+                yield from self._offload.untrack(tenant, thread_id, gone)
 
         def in_postgres(digests: list[str]) -> Op[set[str]]:
-            return (yield from pg.blob_digests_in_use_op(self.schema, self.tenant_id, digests))
+            return (yield from pg.blob_digests_in_use_op(self.schema, tenant, digests))
 
         deleted = yield from self._offload.collect(
-            self.tenant_id, candidates, in_postgres if self.durable else None
+            tenant, candidates, in_postgres if self.durable else None
         )
         self.metrics.incr("blobs_deleted", deleted)
         return deleted
 
     def _copy_thread_op(self, source_thread_id: str, target_thread_id: str) -> Op[None]:
+        tenant = self._tenant("copy_thread")
         src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
         if self.durable:
-            yield from pg.copy_thread_op(self.schema, self.tenant_id, src, dst)
-        content = yield from self._hot.export_thread(self.tenant_id, src)
-        yield from self._hot.import_thread(self.tenant_id, dst, content, pending=self.durable)
-        tracked = self._offload.track_commands(self.tenant_id, dst, digests_in_export(content))
+            yield from pg.copy_thread_op(self.schema, tenant, src, dst)
+        content = yield from self._hot.export_thread(tenant, src)
+        yield from self._hot.import_thread(tenant, dst, content, pending=self.durable)
+        tracked = self._offload.track_commands(tenant, dst, digests_in_export(content))
         if tracked:
             yield RedisCall(tuple(tracked))
         if self._flusher is not None and content.get("ck"):
-            self._flusher.on_writes(self.tenant_id, dst, urgent=True)
+            self._flusher.on_writes(tenant, dst, urgent=True)
         return None
 
     def _prune_op(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in PRUNE_STRATEGIES:
             raise ConfigError(f"unknown prune strategy {strategy!r}; use one of {PRUNE_STRATEGIES}")
+        tenant = self._tenant("prune")
         threads = [check_thread(t) for t in thread_ids]
         if strategy == "delete":
             for thread_id in threads:
                 yield from self._delete_thread_op(thread_id)
             return None
         for thread_id in threads:
-            yield from self._with_flush_lock(thread_id, self._keep_latest_op(thread_id))
+            yield from self._with_flush_lock(tenant, thread_id, self._keep_latest_op(tenant, thread_id))
         return None
 
-    def _keep_latest_op(self, thread_id: str) -> Op[None]:
+    def _keep_latest_op(self, tenant: str, thread_id: str) -> Op[None]:
         """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
         With a durable tier, the outbox is flushed first so Postgres holds the full history."""
         if self.durable:
-            yield from self._flush.flush_thread(self.tenant_id, thread_id, wait=False)
-        content = yield from self._hot.export_thread(self.tenant_id, thread_id)
+            yield from self._flush.flush_thread(tenant, thread_id, wait=False)
+        content = yield from self._hot.export_thread(tenant, thread_id)
         where = f"Redis thread {thread_id!r}"
         records = {
             member: unpack_checkpoint(raw, decode_refs(content["cv"].get(member))[1], where)
@@ -591,7 +598,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         }
         blobs = dict(content["bl"])
         if self.durable:
-            rows = yield from pg.list_op(self.schema, self.tenant_id, thread_id, None, None, None, None, None)
+            rows = yield from pg.list_op(self.schema, tenant, thread_id, None, None, None, None, None)
             for row in rows:
                 found = _from_durable(row, self.serde)
                 member = K.checkpoint_member(found.checkpoint_ns, found.checkpoint_id)
@@ -606,24 +613,29 @@ class TieredSaver(BaseCheckpointSaver[str]):
         keep = keep_latest(records, has_value)
         drop = [m for m in records if m not in keep]
         candidates = digests_in_export(content)
-        yield from self._hot.delete_members(self.tenant_id, {thread_id: drop}, "members")
+        yield from self._hot.delete_members(tenant, {thread_id: drop}, "members")
         if self.durable:
             kept: dict[tuple[str, str], set[str]] = {}
             for member in keep:
                 ns, checkpoint_id = K.split_checkpoint_member(member)
                 kept.setdefault((thread_id, ns), set()).add(checkpoint_id)
-            result = yield from pg.prune_op(self.schema, self.tenant_id, [thread_id], "keep_latest", kept)
+            result = yield from pg.prune_op(self.schema, tenant, [thread_id], "keep_latest", kept)
             candidates |= _ref_digests(result.orphaned_blob_refs)
-        yield from self._collect_blobs([thread_id], candidates)
+        yield from self._collect_blobs(tenant, [thread_id], candidates)
         return None
 
-    def _prune_older_than_op(self, older_than: timedelta, tenant_id: str | None) -> Op[Any]:
+    def _prune_older_than_op(self, older_than: timedelta, tenant_id: str | None, all_tenants: bool) -> Op[Any]:
         if not self.durable:
             raise ConfigError("prune_older_than applies to the durable tier; this saver has none")
-        result = yield from pg.prune_older_than_op(self.schema, tenant_id, older_than)
-        if tenant_id is not None:
-            view = self.for_tenant(tenant_id)
-            yield from view._collect_blobs([], _ref_digests(result.orphaned_blob_refs))
+        if all_tenants:
+            if tenant_id is not None or self.tenant_id is not None:
+                raise ConfigError("prune_older_than(all_tenants=True) takes no tenant and needs an unbound saver")
+            tenant = None
+        else:
+            tenant = resolve_tenant(None if tenant_id is None else {"tenant_id": tenant_id}, self.tenant_id, "prune_older_than")
+        result = yield from pg.prune_older_than_op(self.schema, tenant, older_than)
+        if tenant is not None:
+            yield from self._collect_blobs(tenant, [], _ref_digests(result.orphaned_blob_refs))
         return result
 
     # ------------------------------------------------------------------ durable-tier API
@@ -642,13 +654,18 @@ class TieredSaver(BaseCheckpointSaver[str]):
     async def aflush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
         return await self._arun(self._flush_op(config))  # type: ignore[no-any-return]
 
-    def prune_older_than(self, older_than: timedelta, tenant_id: str | None = None) -> Any:
-        """Retention for Postgres: drop checkpoints older than `older_than` (per tenant, or all),
-        never a thread's latest one nor a paused run's, and unreferenced values."""
-        return self._run(self._prune_older_than_op(older_than, tenant_id))
+    def prune_older_than(
+        self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False
+    ) -> Any:
+        """Retention for Postgres: drop checkpoints older than `older_than`, never a thread's
+        latest one nor a paused run's, and unreferenced values. Acts for one tenant (given here,
+        bound or scoped) or, only when asked with `all_tenants=True`, for every tenant."""
+        return self._run(self._prune_older_than_op(older_than, tenant_id, all_tenants))
 
-    async def aprune_older_than(self, older_than: timedelta, tenant_id: str | None = None) -> Any:
-        return await self._arun(self._prune_older_than_op(older_than, tenant_id))
+    async def aprune_older_than(
+        self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False
+    ) -> Any:
+        return await self._arun(self._prune_older_than_op(older_than, tenant_id, all_tenants))
 
     # ------------------------------------------------------------------ sync API
 

@@ -12,16 +12,21 @@ import redis
 
 from langgraph_tiered_saver import TieredSaver
 
+TEST_TENANT = "t-test"
+
 
 @pytest.fixture
 def saver_context(redis_url: str, test_database_url: str) -> Iterator[Callable[..., Any]]:
     """Factory of `from_conn_string` contexts, each on its own key prefix and (with
-    `durable=True`) its own Postgres schema, cleaned afterwards. Call `setup()` yourself."""
+    `durable=True`) its own Postgres schema, cleaned afterwards. Call `setup()` yourself.
+    Savers are bound to tenant `TEST_TENANT` unless the test passes `tenant_id` (None: a
+    multi-tenant saver whose calls must carry their tenant)."""
     prefixes: list[str] = []
     schemas: list[str] = []
 
     def make(cls: type[TieredSaver] = TieredSaver, *, durable: bool = False, **options: Any) -> Any:
         prefix = options.pop("key_prefix", None) or f"ltstest-{uuid.uuid4().hex[:10]}"
+        options.setdefault("tenant_id", TEST_TENANT)
         prefixes.append(prefix)
         postgres_url = None
         if durable:

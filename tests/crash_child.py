@@ -9,13 +9,13 @@ import sys
 
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy
+from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import build_graph, initial_input
 
 
 def main(redis_url: str, postgres_url: str, schema: str, prefix: str, thread: str) -> None:
     policy = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0)
-    saver_cm = TieredSaver.from_conn_string(
-        redis_url, postgres_url, schema=schema, key_prefix=prefix, flush_policy=policy
+    saver_cm = TieredSaver.from_conn_string(redis_url, postgres_url, schema=schema, tenant_id=TEST_TENANT, key_prefix=prefix, flush_policy=policy
     )
     saver = saver_cm.__enter__()
     graph = build_graph(saver)

@@ -24,6 +24,7 @@ from typing import Annotated, Any, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from langgraph_tiered_saver import AutoLock, TieredSaver
+from tests._saver_fixtures import TEST_TENANT
 
 NODES = 8
 NODE_SLEEP = 0.04
@@ -64,7 +65,7 @@ def say(*parts: object) -> None:
 
 
 def run(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
-    with TieredSaver.from_conn_string(redis_url, None, key_prefix=prefix) as saver:
+    with TieredSaver.from_conn_string(redis_url, None, tenant_id=TEST_TENANT, key_prefix=prefix) as saver:
         graph = slow_chain(saver)
         cfg = run_config(thread, run_id)
         say("ready")
@@ -76,8 +77,7 @@ def run(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
 
 
 def auto(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
-    with TieredSaver.from_conn_string(
-        redis_url, None, key_prefix=prefix, auto_lock=AutoLock(ttl=5.0, wait=30.0)
+    with TieredSaver.from_conn_string(redis_url, None, tenant_id=TEST_TENANT, key_prefix=prefix, auto_lock=AutoLock(ttl=5.0, wait=30.0)
     ) as saver:
         graph = slow_chain(saver)
         cfg = run_config(thread, run_id)
@@ -88,7 +88,7 @@ def auto(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
 
 
 def stale(redis_url: str, prefix: str, thread: str, run_id: str) -> None:
-    with TieredSaver.from_conn_string(redis_url, None, key_prefix=prefix) as saver:
+    with TieredSaver.from_conn_string(redis_url, None, tenant_id=TEST_TENANT, key_prefix=prefix) as saver:
         graph = slow_chain(saver, nodes=1, sleep=0.0)
         cfg = run_config(thread, run_id)
         outcome = "ok"

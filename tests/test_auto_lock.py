@@ -19,10 +19,11 @@ from langgraph.types import Command, interrupt
 from langgraph_tiered_saver import AutoLock, ConfigError, ThreadLockedError, TieredSaver
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.runlock import run_finished
+from tests._saver_fixtures import TEST_TENANT
 from tests.lock_child import NODES, run_config, slow_chain
 from tests.test_locks import _assert_linear, _history, _runs_in_order
 
-TENANT = "default"
+TENANT = TEST_TENANT
 
 
 def _thread() -> str:

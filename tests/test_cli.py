@@ -20,7 +20,7 @@ def test_cli_inspects_flushes_and_prunes(
 ) -> None:
     with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
         base = ["--redis-url", redis_url, "--postgres-url", test_database_url,
-                "--key-prefix", saver.key_prefix, "--schema", saver.schema]  # fmt: skip
+                "--key-prefix", saver.key_prefix, "--schema", saver.schema, "--tenant", saver.tenant_id]  # fmt: skip
 
         def cli(*args: str) -> Any:
             capsys.readouterr()
@@ -64,7 +64,12 @@ def test_cli_inspects_flushes_and_prunes(
         assert pg_rows(test_database_url, saver.schema, thread) == 1
 
 
-def test_cli_errors_are_one_clear_line(redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_are_one_clear_line(
+    redis_url: str, test_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for command in (["threads"], ["checkpoints", "t1"], ["flush", "--thread", "t1"], ["prune", "--older-than", "1d"]):
+        assert main(["--redis-url", redis_url, "--postgres-url", test_database_url, *command]) == 2
+        assert "error: this command reads or changes one tenant's data: pass --tenant" in capsys.readouterr().err
     assert main(["--redis-url", redis_url, "--postgres-url", "", "worker", "--once"]) == 2
     assert "error: the worker flushes to Postgres" in capsys.readouterr().err
     with pytest.raises(SystemExit):

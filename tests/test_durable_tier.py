@@ -21,6 +21,7 @@ from langgraph.graph import END, START, StateGraph
 from devtools.servers import PrivatePostgres, PrivateRedis
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy, OutboxStatus
+from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import build_graph, comparable, initial_input, resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -272,7 +273,7 @@ def test_redis_wiped_resume_from_postgres(
     import redis as redis_lib
 
     redis_lib.Redis.from_url(server.url).flushall()
-    with TieredSaver.from_conn_string(server.url, test_database_url, schema=schema, key_prefix="wiped") as fresh:
+    with TieredSaver.from_conn_string(server.url, test_database_url, schema=schema, tenant_id=TEST_TENANT, key_prefix="wiped") as fresh:
         graph = build_graph(fresh)
         state = graph.get_state(_cfg(thread))
         assert comparable(state.values) == before == expected_paused

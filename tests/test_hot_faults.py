@@ -21,6 +21,7 @@ from devtools.servers import PrivateRedis
 from langgraph_tiered_saver import TieredSaver, TierUnavailableError
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.flush import FlushPolicy
+from tests._saver_fixtures import TEST_TENANT
 
 pytestmark = pytest.mark.faults
 
@@ -29,7 +30,7 @@ KILL_AT = 3  # node3 kills Redis: checkpoints of steps -1..3 reached Redis, step
 STEPS = NODES + 2  # checkpoints of one run: input, the start, one per node
 # Nothing flushes on its own: what Postgres holds is what the test (or a fallback) put there.
 NO_AUTO_FLUSH = FlushPolicy(quiet_seconds=3600.0, every_n_checkpoints=0, on_close=False)
-TENANT = "default"
+TENANT = TEST_TENANT
 
 
 def _cfg(thread: str) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def private_saver(redis_url: str, postgres_url: str, **options: Any) -> Iterator
     schema = f"lts_{uuid.uuid4().hex[:10]}"
     prefix = f"ltstest-{uuid.uuid4().hex[:10]}"
     try:
-        with TieredSaver.from_conn_string(redis_url, postgres_url, key_prefix=prefix, schema=schema, **options) as saver:
+        with TieredSaver.from_conn_string(redis_url, postgres_url, tenant_id=TEST_TENANT, key_prefix=prefix, schema=schema, **options) as saver:
             saver.setup()
             yield saver
     finally:

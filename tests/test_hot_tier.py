@@ -18,10 +18,12 @@ from langgraph_tiered_saver import (
     ConfigError,
     CorruptDataError,
     InvalidIdError,
+    TenantRequiredError,
     TieredSaver,
     TierUnavailableError,
 )
 from langgraph_tiered_saver import keys as K
+from tests._saver_fixtures import TEST_TENANT
 
 
 def _cfg(thread: str, **extra: Any) -> dict[str, Any]:
@@ -38,7 +40,7 @@ def _put(saver: TieredSaver, thread: str, values: dict[str, Any], new: dict[str,
     return saver.put(cfg, cp, {"source": "loop", "step": 0}, new)
 
 
-def _thread_keys(saver: TieredSaver, thread: str, tenant: str = "default") -> K.ThreadKeys:
+def _thread_keys(saver: TieredSaver, thread: str, tenant: str = TEST_TENANT) -> K.ThreadKeys:
     return K.thread_keys(saver.key_prefix, tenant, thread)
 
 
@@ -164,10 +166,11 @@ def test_ids_that_could_break_the_key_layout_are_rejected(saver: TieredSaver, th
 
 
 def test_bad_tenant_and_namespace(saver: TieredSaver) -> None:
-    with pytest.raises(InvalidIdError, match="tenant_id"):
-        saver.get_tuple(_cfg("t1", tenant_id="acme}{evil"))
-    with pytest.raises(InvalidIdError, match="tenant_id"):
-        saver.for_tenant("a|b")
+    for bad in (0, "", "a\x00b", ["acme"]):
+        with pytest.raises(InvalidIdError, match="tenant_id"):
+            saver.get_tuple(_cfg("t1", tenant_id=bad))
+        with pytest.raises(InvalidIdError, match="tenant_id"):
+            saver.for_tenant(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidIdError, match="checkpoint_ns"):
         saver.get_tuple({"configurable": {"thread_id": "t1", "checkpoint_ns": "a\x00b"}})
 
@@ -193,14 +196,14 @@ def test_corrupt_bytes_give_a_typed_error(saver: TieredSaver, redis_url: str) ->
 
 def test_unreachable_redis_is_a_typed_error() -> None:
     with (
-        TieredSaver.from_conn_string("redis://127.0.0.1:1/0", key_prefix="nowhere") as saver,
+        TieredSaver.from_conn_string("redis://127.0.0.1:1/0", tenant_id=TEST_TENANT, key_prefix="nowhere") as saver,
         pytest.raises(TierUnavailableError, match="redis"),
     ):
         saver.get_tuple(_cfg("t1"))
 
 
 async def test_unreachable_redis_is_a_typed_error_async() -> None:
-    async with TieredSaver.from_conn_string("redis://127.0.0.1:1/0", key_prefix="nowhere") as saver:
+    async with TieredSaver.from_conn_string("redis://127.0.0.1:1/0", tenant_id=TEST_TENANT, key_prefix="nowhere") as saver:
         with pytest.raises(TierUnavailableError, match="redis"):
             await saver.aget_tuple(_cfg("t1"))
 
@@ -210,7 +213,12 @@ def test_decode_responses_client_is_rejected(redis_url: str) -> None:
         TieredSaver(redis.Redis.from_url(redis_url, decode_responses=True))
 
 
-def test_tenants_do_not_share_threads(saver: TieredSaver) -> None:
+def test_tenants_do_not_share_threads(saver_context: Any) -> None:
+    with saver_context(tenant_id=None) as saver:
+        _tenants_do_not_share_threads(saver)
+
+
+def _tenants_do_not_share_threads(saver: TieredSaver) -> None:
     thread = f"t-{uuid.uuid4().hex[:8]}"
     _put(saver, thread, {"owner": "acme"}, {"owner": "1"}, tenant_id="acme")
     _put(saver, thread, {"owner": "globex"}, {"owner": "1"}, tenant_id="globex")
@@ -220,7 +228,9 @@ def test_tenants_do_not_share_threads(saver: TieredSaver) -> None:
     assert acme.checkpoint["channel_values"] == {"owner": "acme"}
     assert globex.checkpoint["channel_values"] == {"owner": "globex"}
     assert acme.config["configurable"]["tenant_id"] == "acme"
-    assert saver.get_tuple(_cfg(thread)) is None  # default tenant has no such thread
+    with pytest.raises(TenantRequiredError):
+        saver.get_tuple(_cfg(thread))  # a multi-tenant saver never picks a default tenant
+    assert saver.for_tenant("initech").get_tuple(_cfg(thread)) is None
     acme_view = saver.for_tenant("acme")
     assert [t.config["configurable"]["thread_id"] for t in acme_view.list(None)] == [thread]
     acme_view.delete_thread(thread)

@@ -21,10 +21,11 @@ import redis
 
 from langgraph_tiered_saver import StaleLockError, ThreadLockedError, TieredSaver
 from langgraph_tiered_saver import keys as K
+from tests._saver_fixtures import TEST_TENANT
 from tests.lock_child import NODES, run_config, slow_chain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TENANT = "default"
+TENANT = TEST_TENANT
 
 
 def _cfg(thread: str) -> dict[str, Any]:

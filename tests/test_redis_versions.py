@@ -18,6 +18,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from devtools.servers import PrivateRedis
 from langgraph_tiered_saver import StaleLockError, TieredSaver
 from langgraph_tiered_saver import keys as K
+from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import build_graph
 from tests.lock_child import slow_chain
 from tests.test_conformance import _run_suite, _SetUp
@@ -48,7 +49,7 @@ def schema(test_database_url: str) -> Iterator[str]:
 
 def _saver(server: PrivateRedis, postgres_url: str, schema: str, **options: Any) -> Any:
     prefix = f"lts62-{uuid.uuid4().hex[:8]}"
-    return TieredSaver.from_conn_string(server.url, postgres_url, key_prefix=prefix, schema=schema, **options)
+    return TieredSaver.from_conn_string(server.url, postgres_url, tenant_id=TEST_TENANT, key_prefix=prefix, schema=schema, **options)
 
 
 async def test_conformance_on_redis_62(redis62: PrivateRedis, test_database_url: str, schema: str) -> None:
@@ -68,8 +69,8 @@ def test_fenced_lock_on_redis_62(redis62: PrivateRedis, test_database_url: str, 
     cfg = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
     prefix = f"lts62-{uuid.uuid4().hex[:8]}"
     with (
-        TieredSaver.from_conn_string(redis62.url, test_database_url, key_prefix=prefix, schema=schema) as a,
-        TieredSaver.from_conn_string(redis62.url, None, key_prefix=prefix, auto_lock=True) as b,
+        TieredSaver.from_conn_string(redis62.url, test_database_url, tenant_id=TEST_TENANT, key_prefix=prefix, schema=schema) as a,
+        TieredSaver.from_conn_string(redis62.url, None, tenant_id=TEST_TENANT, key_prefix=prefix, auto_lock=True) as b,
     ):
         a.setup()
         client = redis.Redis.from_url(redis62.url)

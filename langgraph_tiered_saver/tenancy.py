@@ -1,0 +1,87 @@
+"""Which tenant a call acts for: exactly one, or a `TenantRequiredError`, never a silent default.
+
+A tenant reaches the saver in one of three ways:
+
+1. **Bound**: the saver was built with `tenant_id="acme"`, or is a view `saver.for_tenant("acme")`.
+   Every call acts for that tenant; a config or scope naming another one is refused.
+2. **Carried by the run**: `config["configurable"]["tenant_id"]`. LangGraph copies the run's
+   `configurable` into every task and subgraph run, so puts, writes and reads of a run carry it.
+   It does not carry it everywhere: `graph.get_state(config, subgraphs=True)` builds each
+   subgraph's config from `thread_id` and `checkpoint_ns` only, and thread-level methods
+   (`delete_thread`, `copy_thread`, `prune`, `delete_for_runs`) take no config at all.
+3. **Scoped**: `with tenant_scope("acme"): ...` sets the tenant for everything the block calls in
+   this context. A context variable, so LangGraph's worker threads and asyncio tasks (which copy
+   the context) see it, and concurrent requests of other tenants do not.
+
+An unbound saver with none of the three raises `TenantRequiredError`; two sources that disagree
+raise `TenantMismatchError`. Returned configs carry `tenant_id` only when the caller's did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from .errors import InvalidIdError, TenantMismatchError, TenantRequiredError
+
+MAX_TENANT_ID = 1024
+TENANT_KEY = "tenant_id"
+
+_SCOPE: ContextVar[str | None] = ContextVar("langgraph_tiered_saver_tenant", default=None)
+
+_HOW_TO = (
+    "bind the saver to a tenant (TieredSaver(..., tenant_id='acme') or saver.for_tenant('acme')), "
+    "put configurable.tenant_id in the config, or wrap the call in `with tenant_scope('acme'):`"
+)
+
+
+def check_tenant(value: Any) -> str:
+    """A tenant id is a non-empty string (no NUL: Postgres text cannot hold it). 0, '' and None
+    are refused rather than read as "no tenant", so they can never select a default."""
+    if not isinstance(value, str):
+        raise InvalidIdError(f"tenant_id must be a non-empty string, got {type(value).__name__} {value!r}")
+    if not value:
+        raise InvalidIdError("tenant_id must be a non-empty string, got ''")
+    if len(value) > MAX_TENANT_ID:
+        raise InvalidIdError(f"tenant_id is {len(value)} characters long, the limit is {MAX_TENANT_ID}")
+    if "\x00" in value:
+        raise InvalidIdError(f"tenant_id {value[:60]!r} contains a NUL character")
+    return value
+
+
+@contextmanager
+def tenant_scope(tenant_id: str) -> Iterator[str]:
+    """Act for `tenant_id` in this block (and the threads and tasks it starts with its context)."""
+    token = _SCOPE.set(check_tenant(tenant_id))
+    try:
+        yield tenant_id
+    finally:
+        _SCOPE.reset(token)
+
+
+def scoped_tenant() -> str | None:
+    return _SCOPE.get()
+
+
+def resolve_tenant(configurable: dict[str, Any] | None, bound: str | None, what: str) -> str:
+    """The one tenant a call acts for. `configurable` is the call's config (None for thread-level
+    methods), `bound` the saver's tenant, `what` names the call for the error message."""
+    given = None if configurable is None else configurable.get(TENANT_KEY)
+    scoped = _SCOPE.get()
+    candidates = {
+        source: tenant
+        for source, tenant in (
+            ("config", None if given is None else check_tenant(given)),
+            ("saver", bound),
+            ("tenant_scope", scoped),
+        )
+        if tenant is not None
+    }
+    if not candidates:
+        raise TenantRequiredError(f"{what} has no tenant and the saver is not bound to one: {_HOW_TO}")
+    if len(set(candidates.values())) > 1:
+        sources = ", ".join(f"{source}={tenant!r}" for source, tenant in candidates.items())
+        raise TenantMismatchError(f"{what} names more than one tenant ({sources}); refusing to guess")
+    return next(iter(candidates.values()))
