@@ -7,7 +7,6 @@ around one Lua script); `get_tuple` is one round trip (one Lua script).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -223,7 +222,7 @@ class HotOps:
             raise
         except Exception as exc:
             raise CorruptDataError(f"{where}: stored bytes cannot be deserialized: {exc}") from exc
-        ns_ref = dataclasses.replace(ref, checkpoint_ns=stored.checkpoint_ns, checkpoint_id=None)
+        ns_ref = replace(ref, checkpoint_ns=stored.checkpoint_ns, checkpoint_id=None)
         parent = stored.record.parent_checkpoint_id
         return CheckpointTuple(
             config=ns_ref.config(stored.checkpoint_id),
