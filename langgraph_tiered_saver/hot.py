@@ -23,8 +23,8 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from . import filters, scripts
 from . import keys as K
-from . import scripts
 from ._io import Op, RedisCall, Sleep
 from .codec import (
     EMPTY,
@@ -379,8 +379,7 @@ class HotOps:
         return out
 
     def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:
-        metadata = self.serde.loads_typed(stored.record.metadata)
-        return all(metadata.get(k) == v for k, v in metadata_filter.items())
+        return filters.matches(self.serde.loads_typed(stored.record.metadata), metadata_filter)
 
     def delete_thread(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
         commands: list[tuple[Any, ...]] = []

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .. import filters
 from .._io import Op, PgCall, PgStatement
 from . import sql
 from .audit import dumps_jsonb
@@ -158,8 +159,8 @@ def list_op(
 ) -> Op[list[DurableTuple]]:
     """Checkpoints of a tenant, newest (highest checkpoint_id) first.
 
-    `thread` / `ns` / `checkpoint_id` None mean any; `metadata_filter` is jsonb containment
-    (`metadata @> filter`), which matches LangGraph's equality filter on top-level keys.
+    `thread` / `ns` / `checkpoint_id` None mean any; `metadata_filter` has the meaning
+    `filters` gives it in both tiers (per-key JSON equality, a missing key equal to None).
     `known` (thread, ns, checkpoint id) rows are left out: the caller has them from Redis, so
     a history that is hot costs one cheap query instead of reading every row twice. With a
     `limit`, the newest `limit` rows not known are returned, which is what a merge needs.
@@ -179,8 +180,9 @@ def list_op(
         conditions.append(sql.WHERE_BEFORE)
         params["before"] = before_checkpoint_id
     if metadata_filter:
-        conditions.append(sql.WHERE_METADATA)
-        params["metadata"] = dumps_jsonb(dict(metadata_filter))
+        filter_conditions, filter_params = filters.sql_conditions(metadata_filter)
+        conditions += filter_conditions
+        params.update(filter_params)
     if known:
         conditions.append(sql.WHERE_NOT_KNOWN)
         params["known_thread"], params["known_ns"], params["known_id"] = (list(c) for c in zip(*known, strict=True))

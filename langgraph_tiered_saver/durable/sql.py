@@ -256,7 +256,6 @@ WHERE_THREAD = "AND c.thread_id = %(thread)s"
 WHERE_NS = "AND c.checkpoint_ns = %(ns)s"
 WHERE_CHECKPOINT_ID = "AND c.checkpoint_id = %(checkpoint_id)s"
 WHERE_BEFORE = "AND c.checkpoint_id < %(before)s"
-WHERE_METADATA = "AND c.metadata @> %(metadata)s::jsonb"
 # Rows the caller already has (from Redis): skipped before their columns are read and sent.
 WHERE_NOT_KNOWN = (
     "AND (c.thread_id, c.checkpoint_ns, c.checkpoint_id) NOT IN "
