@@ -6,26 +6,41 @@ generators: `SyncDriver` on `redis.Redis` + `psycopg_pool.ConnectionPool`, `Asyn
 `redis.asyncio.Redis` + `psycopg_pool.AsyncConnectionPool`. The logic therefore cannot drift
 between `put` and `aput` — there is only one copy of it (the h11/h2 model).
 
-An I/O failure is thrown *into* the generator as `TierUnavailableError`, so an operation can
-decide to fall back to the other tier or to let the error propagate.
+Every failure of a request (an unreachable server, a rejected statement, a blob-store error, a
+timeout, even a KeyboardInterrupt or an asyncio cancellation) is thrown *into* the generator, so
+an operation can fall back to the other tier, and its `finally` blocks always run — including
+the cleanup requests they yield (a flush lock released), which the driver executes before the
+error goes on to the caller. Both drivers step operations through one `Stepper`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
+import socket
+import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
 import redis
 import redis.exceptions
 from psycopg_pool import PoolTimeout
 
-from .errors import StaleLockError, ThreadLockedError, TierUnavailableError
+from .breaker import PgBreaker
+from .errors import (
+    PoolExhaustedError,
+    StaleLockError,
+    ThreadLockedError,
+    TieredSaverError,
+    TierUnavailableError,
+)
+from .pgfaults import PgLimits, classify_connect_error, classify_statement_error
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -79,6 +94,9 @@ class PgCall:
     statements: tuple[PgStatement, ...]
     tenant_id: str | None = None
     settings: tuple[tuple[str, str], ...] = field(default=())
+    # seconds this transaction may take (statements, lock waits and the client deadline) when it
+    # differs from the saver's limits; 0 = unbounded (migrations)
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -100,8 +118,42 @@ Request = RedisCall | PgCall | Sleep | BlobIO
 Op = Generator[Request, Any, T]
 
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-_PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 _TENANT_SETTING = "app.tenant_id"
+
+
+class Stepper(Generic[T]):
+    """Steps one operation: the driver executes `request` and reports how it went. A failure
+    is thrown into the operation, which may answer with more requests (fallback, cleanup)."""
+
+    def __init__(self, op: Op[T]) -> None:
+        self._op = op
+        self.done = False
+        self.value: T | None = None
+        self.request: Request | None = self._advance(op.send, None)
+
+    def _advance(self, step: Callable[[Any], Request], arg: Any) -> Request | None:
+        try:
+            return step(arg)
+        except StopIteration as stop:
+            self.done, self.value = True, stop.value
+            return None
+
+    def feed(self, ok: bool, outcome: Any) -> None:
+        self.request = self._advance(self._op.send if ok else self._op.throw, outcome)
+
+
+def _attempt(execute: Callable[[Any], Any], request: Request | None) -> tuple[bool, Any]:
+    try:
+        return True, execute(request)
+    except BaseException as exc:  # thrown into the op, which re-raises what it does not handle
+        return False, exc
+
+
+async def _aattempt(pending: Awaitable[Any]) -> tuple[bool, Any]:
+    try:
+        return True, await pending
+    except BaseException as exc:  # CancelledError included: the op's cleanup still runs
+        return False, exc
 
 
 def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
@@ -114,35 +166,127 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     return exc
 
 
-def _pg_preamble(call: PgCall) -> list[tuple[str, tuple[str, str]]]:
-    settings = list(call.settings)
+@contextlib.contextmanager
+def _redis_errors() -> Iterator[None]:
+    """Redis client exceptions as the saver's typed errors (both drivers)."""
+    try:
+        yield
+    except redis.exceptions.ConnectionError as exc:
+        if "No connection available" in str(exc) or "Too many connections" in str(exc):
+            raise PoolExhaustedError("redis", f"every pooled connection stayed busy ({exc}); "
+                                     "raise max_connections or its wait timeout") from exc
+        raise TierUnavailableError("redis", str(exc)) from exc
+    except _REDIS_DOWN as exc:
+        raise TierUnavailableError("redis", str(exc)) from exc
+    except redis.exceptions.ResponseError as exc:
+        raise _typed_script_error(exc) from exc
+
+
+def _pg_statements(call: PgCall, limits: PgLimits) -> list[tuple[str, Any]]:
+    """One SELECT sets the tenant (row-level security) and the server-side timeouts for this
+    transaction only (`set_config(..., true)`: safe behind PgBouncer), then the statements."""
+    settings = list(_limits_for(call, limits).settings()) + list(call.settings)
     if call.tenant_id is not None:
         settings.insert(0, (_TENANT_SETTING, call.tenant_id))
-    return [("SELECT set_config(%s, %s, true)", s) for s in settings]
+    preamble = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
+    return [(preamble, tuple(v for pair in settings for v in pair))]
+
+
+def _limits_for(call: PgCall, limits: PgLimits) -> PgLimits:
+    if call.timeout is None:
+        return limits
+    return PgLimits(limits.connect_wait, call.timeout, call.timeout, call.timeout + 1.0 if call.timeout else 0.0)
+
+
+class _Deadline:
+    """Client-side bound on one transaction: a server that cannot answer (frozen, SIGSTOPped)
+    cannot enforce statement_timeout, so past `seconds` the connection's socket is shut down,
+    which fails the blocked call; the broken connection then leaves the pool."""
+
+    def __init__(self, conn: Any, seconds: float) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._active = True
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        if seconds > 0:  # 0: unbounded
+            self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if not self._active:
+                return
+            self.fired = True
+            try:
+                sock = socket.socket(fileno=os.dup(self._conn.fileno()))
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            except Exception:  # the connection closed meanwhile: nothing left to unblock
+                pass
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._active = False
+        self._timer.cancel()
+
+
+class _PgGuard:
+    """The Postgres side both drivers share: the circuit breaker, the limits, and turning a
+    failure into the saver's typed error (and the breaker's bookkeeping)."""
+
+    def __init__(self, limits: PgLimits, breaker: PgBreaker) -> None:
+        self.limits = limits
+        self.breaker = breaker
+
+    def failure(self, exc: BaseException, deadline: _Deadline | None, pool: Any, probe: BaseException | None) -> TieredSaverError:
+        if deadline is not None and deadline.fired:
+            err: TieredSaverError = TierUnavailableError(
+                "postgres", f"no answer within {self.limits.deadline:g} s (server frozen or unreachable); "
+                "the connection was dropped"
+            )
+        elif isinstance(exc, PoolTimeout):
+            err = self._pool_timeout(exc, pool, probe)
+        elif isinstance(exc, psycopg.Error):
+            err = classify_statement_error(exc)
+        else:
+            raise exc
+        if type(err) is TierUnavailableError:
+            self.breaker.failed(err)
+        return err
+
+    def _pool_timeout(self, exc: PoolTimeout, pool: Any, probe: BaseException | None) -> TieredSaverError:
+        if probe is None:  # a direct connection works: the pool is just busy
+            stats = pool.get_stats()
+            return PoolExhaustedError(
+                "postgres", f"no pooled connection free within {self.limits.connect_wait:g} s "
+                f"(pool size {stats.get('pool_size')}, max {pool.max_size}); raise the pool's max_size"
+            )
+        return classify_connect_error(probe)
 
 
 class SyncDriver:
-    """Runs operations on blocking clients. Thread-safe: clients and pools are."""
+    """Runs operations on blocking clients. Thread-safe: clients, pools and the breaker are."""
 
     def __init__(
-        self, redis_client: redis.Redis | None, pg_pool: ConnectionPool | None, pg_timeout: float = 2.0
+        self,
+        redis_client: redis.Redis | None,
+        pg_pool: ConnectionPool | None,
+        pg_timeout: float = 2.0,
+        *,
+        limits: PgLimits | None = None,
+        breaker: PgBreaker | None = None,
     ) -> None:
         self.redis = redis_client
         self.pg_pool = pg_pool
-        self.pg_timeout = pg_timeout
+        self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
 
     def run(self, op: Op[T]) -> T:
-        try:
-            request = next(op)
-            while True:
-                try:
-                    result = self._execute(request)
-                except TierUnavailableError as exc:
-                    request = op.throw(exc)
-                    continue
-                request = op.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        step = Stepper(op)
+        while not step.done:
+            step.feed(*_attempt(self._execute, step.request))
+        return step.value  # type: ignore[return-value]
 
     def _execute(self, request: Request) -> Any:
         if isinstance(request, RedisCall):
@@ -157,17 +301,13 @@ class SyncDriver:
     def _redis(self, call: RedisCall) -> Any:
         if self.redis is None:
             raise TierUnavailableError("redis", "the saver has no Redis client")
-        try:
+        with _redis_errors():
             try:
                 return self._redis_once(call)
             except redis.exceptions.NoScriptError:
                 for script in call.scripts:
                     self.redis.script_load(script.source)
                 return self._redis_once(call)
-        except _REDIS_DOWN as exc:
-            raise TierUnavailableError("redis", str(exc)) from exc
-        except redis.exceptions.ResponseError as exc:
-            raise _typed_script_error(exc) from exc
 
     def _redis_once(self, call: RedisCall) -> Any:
         assert self.redis is not None
@@ -181,25 +321,54 @@ class SyncDriver:
     def _pg(self, call: PgCall) -> Any:
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
+        self.pg.breaker.before_call()
+        deadline = None
         try:
-            with (
-                self.pg_pool.connection(timeout=self.pg_timeout) as conn,
-                conn.transaction(),
-                conn.cursor() as cur,
-            ):
-                for sql, params in _pg_preamble(call):
-                    cur.execute(sql, params)
-                results: list[Any] = []
-                for st in call.statements:
-                    if st.many:
-                        cur.executemany(st.sql, st.params)
-                        results.append(cur.rowcount)
-                    else:
-                        cur.execute(st.sql, st.params)
-                        results.append(cur.fetchall() if st.fetch else cur.rowcount)
-                return results
-        except (*_PG_DOWN, PoolTimeout) as exc:
-            raise TierUnavailableError("postgres", str(exc)) from exc
+            with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
+                deadline = _Deadline(conn, _limits_for(call, self.pg.limits).deadline)
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        for sql, params in _pg_statements(call, self.pg.limits):
+                            cur.execute(sql, params)
+                        results = [_run_statement_sync(cur, st) for st in call.statements]
+                finally:
+                    deadline.cancel()
+        except (PoolTimeout, psycopg.Error) as exc:
+            probe = self._probe() if isinstance(exc, PoolTimeout) else None
+            raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
+        self.pg.breaker.succeeded()
+        return results
+
+    def _probe(self) -> BaseException | None:
+        """Why the pool found no connection: connect once directly (None: it works)."""
+        conninfo = self.pg_pool.conninfo if self.pg_pool is not None else None
+        if not isinstance(conninfo, str):
+            return TierUnavailableError("postgres", "no pooled connection could be made")
+        try:
+            psycopg.connect(conninfo, connect_timeout=_probe_seconds(self.pg.limits)).close()
+        except Exception as exc:
+            return exc
+        return None
+
+
+def _probe_seconds(limits: PgLimits) -> int:
+    return max(1, int(limits.connect_wait))
+
+
+def _run_statement_sync(cur: Any, st: PgStatement) -> Any:
+    if st.many:
+        cur.executemany(st.sql, st.params)
+        return cur.rowcount
+    cur.execute(st.sql, st.params)
+    return cur.fetchall() if st.fetch else cur.rowcount
+
+
+async def _run_statement_async(cur: Any, st: PgStatement) -> Any:
+    if st.many:
+        await cur.executemany(st.sql, st.params)
+        return cur.rowcount
+    await cur.execute(st.sql, st.params)
+    return await cur.fetchall() if st.fetch else cur.rowcount
 
 
 class AsyncDriver:
@@ -210,25 +379,21 @@ class AsyncDriver:
         redis_client: redis.asyncio.Redis | None,
         pg_pool: AsyncConnectionPool | None,
         pg_timeout: float = 2.0,
+        *,
+        limits: PgLimits | None = None,
+        breaker: PgBreaker | None = None,
     ) -> None:
         self.redis = redis_client
         self.pg_pool = pg_pool
-        self.pg_timeout = pg_timeout
+        self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
 
     async def run(self, op: Op[T]) -> T:
-        try:
-            request = next(op)
-            while True:
-                try:
-                    result = await self._execute(request)
-                except TierUnavailableError as exc:
-                    request = op.throw(exc)
-                    continue
-                request = op.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+        step = Stepper(op)
+        while not step.done:
+            step.feed(*await _aattempt(self._execute(step.request)))
+        return step.value  # type: ignore[return-value]
 
-    async def _execute(self, request: Request) -> Any:
+    async def _execute(self, request: Request | None) -> Any:
         if isinstance(request, RedisCall):
             return await self._redis(request)
         if isinstance(request, Sleep):
@@ -236,22 +401,19 @@ class AsyncDriver:
             return None
         if isinstance(request, BlobIO):
             return await asyncio.to_thread(request.call)
+        assert isinstance(request, PgCall)
         return await self._pg(request)
 
     async def _redis(self, call: RedisCall) -> Any:
         if self.redis is None:
             raise TierUnavailableError("redis", "the saver has no Redis client")
-        try:
+        with _redis_errors():
             try:
                 return await self._redis_once(call)
             except redis.exceptions.NoScriptError:
                 for script in call.scripts:
                     await self.redis.script_load(script.source)
                 return await self._redis_once(call)
-        except _REDIS_DOWN as exc:
-            raise TierUnavailableError("redis", str(exc)) from exc
-        except redis.exceptions.ResponseError as exc:
-            raise _typed_script_error(exc) from exc
 
     async def _redis_once(self, call: RedisCall) -> Any:
         assert self.redis is not None
@@ -265,19 +427,31 @@ class AsyncDriver:
     async def _pg(self, call: PgCall) -> Any:
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
+        self.pg.breaker.before_call()
+        deadline = None
         try:
-            async with self.pg_pool.connection(timeout=self.pg_timeout) as conn, conn.transaction():
-                cur = conn.cursor()
-                for sql, params in _pg_preamble(call):
-                    await cur.execute(sql, params)
-                results: list[Any] = []
-                for st in call.statements:
-                    if st.many:
-                        await cur.executemany(st.sql, st.params)
-                        results.append(cur.rowcount)
-                    else:
-                        await cur.execute(st.sql, st.params)
-                        results.append(await cur.fetchall() if st.fetch else cur.rowcount)
-                return results
-        except (*_PG_DOWN, PoolTimeout) as exc:
-            raise TierUnavailableError("postgres", str(exc)) from exc
+            async with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
+                deadline = _Deadline(conn, _limits_for(call, self.pg.limits).deadline)
+                try:
+                    async with conn.transaction(), conn.cursor() as cur:
+                        for sql, params in _pg_statements(call, self.pg.limits):
+                            await cur.execute(sql, params)
+                        results = [await _run_statement_async(cur, st) for st in call.statements]
+                finally:
+                    deadline.cancel()
+        except (PoolTimeout, psycopg.Error) as exc:
+            probe = await self._probe() if isinstance(exc, PoolTimeout) else None
+            raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
+        self.pg.breaker.succeeded()
+        return results
+
+    async def _probe(self) -> BaseException | None:
+        conninfo = self.pg_pool.conninfo if self.pg_pool is not None else None
+        if not isinstance(conninfo, str):
+            return TierUnavailableError("postgres", "no pooled connection could be made")
+        try:
+            conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=_probe_seconds(self.pg.limits))
+            await conn.close()
+        except Exception as exc:
+            return exc
+        return None

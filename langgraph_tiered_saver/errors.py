@@ -49,3 +49,37 @@ class TenantRequiredError(ConfigError):
 
 class TenantMismatchError(ConfigError):
     """A call named two different tenants (a bound saver, the config, a tenant scope)."""
+
+
+class PostgresConfigError(TieredSaverError):
+    """Postgres answered, but refuses this saver as configured: fix the configuration, not the
+    network. Not a `TierUnavailableError`, so no fallback masks it."""
+
+    def __init__(self, detail: str, server_message: str = "") -> None:
+        super().__init__(detail + (f" (server said: {server_message})" if server_message else ""))
+        self.server_message = server_message
+
+
+class PostgresAuthError(PostgresConfigError):
+    """Authentication failed (wrong password, unknown role, no pg_hba.conf entry)."""
+
+
+class DatabaseMissingError(PostgresConfigError):
+    """The database named in the connection string does not exist."""
+
+
+class SchemaMissingError(PostgresConfigError):
+    """The saver's tables are not there: `setup()` was not run for this schema."""
+
+
+class PostgresError(TieredSaverError):
+    """Postgres rejected a statement (a constraint, a trigger, a bug): carries the SQLSTATE."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message if sqlstate is None else f"[{sqlstate}] {message}")
+        self.sqlstate = sqlstate
+
+
+class PoolExhaustedError(TierUnavailableError):
+    """Every connection of a pool stayed busy for the whole wait: the server is up, the pool is
+    too small for the load (size it with from_conn_string's pool options)."""

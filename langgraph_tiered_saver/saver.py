@@ -31,6 +31,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from . import keys as K
 from ._io import AsyncDriver, Op, RedisCall, SyncDriver
 from .blobs import BlobStore, parse_pointer
+from .breaker import PgBreaker
 from .codec import encode_typed, unpack_checkpoint
 from .durable import ops as pg
 from .durable.migrations import setup_op
@@ -49,6 +50,7 @@ from .offload import (
     digests_in_export,
     filesystem_blobs,
 )
+from .pgfaults import pg_limits
 from .planning import keep_latest
 from .runlock import AutoLock, RunLocks, auto_lock_policy, ends_run, run_finished, run_marker
 from .tenancy import check_tenant, resolve_tenant
@@ -93,6 +95,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         on_redis_error: str = "raise",
         background_flush: bool = True,
         pg_timeout: float = 2.0,
+        pg_statement_timeout: float = 5.0,
+        pg_lock_timeout: float = 2.0,
         blob_store: BlobStoreFactory | BlobStore | str | None = "filesystem",
         offload_threshold: int = DEFAULT_THRESHOLD,
         auto_lock: AutoLock | bool = False,
@@ -132,8 +136,10 @@ class TieredSaver(BaseCheckpointSaver[str]):
             offloader=self._offload,
         )
         self._flush = FlushOps(self.serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json)
-        self._sync = SyncDriver(redis_client, pg_pool, pg_timeout)
-        self._async = AsyncDriver(aredis_client, apg_pool, pg_timeout)
+        limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
+        breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
+        self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
+        self._async = AsyncDriver(aredis_client, apg_pool, limits=limits, breaker=breaker)
         self._locks = LockOps(key_prefix, int(ttl_seconds * 1000))
         self._fences: dict[tuple[str, str], str] = {}
         policy = auto_lock_policy(auto_lock)
@@ -279,9 +285,10 @@ class TieredSaver(BaseCheckpointSaver[str]):
 
     def _postgres_failed(self, exc: TierUnavailableError, what: str) -> None:
         """Postgres down: the hot tier answers alone. A thread that lives only in Postgres
-        (expired from Redis) is not visible until Postgres is back: logged and counted."""
+        (expired from Redis) is not visible until Postgres is back: counted here, logged once
+        per outage by the circuit breaker (at debug level per call)."""
         self.metrics.incr("postgres_read_errors" if what != "interrupt flush" else "flush_errors")
-        logger.warning("Postgres unavailable during %s, answering from Redis alone: %s", what, exc)
+        logger.debug("Postgres unavailable during %s, answering from Redis alone: %s", what, exc)
 
     def _hot_failed(self, exc: TierUnavailableError, what: str) -> None:
         """Redis is down: re-raise, or (fallback mode with a durable tier) log and go on."""

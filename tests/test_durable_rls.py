@@ -36,7 +36,7 @@ from langgraph_tiered_saver.durable import (
     upsert_batch_op,
 )
 from langgraph_tiered_saver.durable import sql as durable_sql
-from langgraph_tiered_saver.errors import ConfigError
+from langgraph_tiered_saver.errors import ConfigError, PostgresError
 from langgraph_tiered_saver.keys import blob_field
 
 ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -251,5 +251,6 @@ def test_ops_as_app_role_are_tenant_scoped(env: dict[str, Any]) -> None:
     def hijack() -> Any:
         yield hijacked
 
-    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+    with pytest.raises(PostgresError, match="row-level security") as raised:
         app.run(hijack())
+    assert raised.value.sqlstate == "42501"  # insufficient_privilege, with the server's message

@@ -36,7 +36,8 @@ def _migrate_call(schema: str) -> PgCall:
         *(PgStatement(migration_statement(schema, v)) for v in range(1, LATEST_VERSION + 1)),
         PgStatement(sql.render(sql.SELECT_APPLIED_NOW, schema), fetch=True),
     ]
-    return PgCall(tuple(statements))
+    # DDL on a large table and waiting for another process' migration may take long: unbounded
+    return PgCall(tuple(statements), timeout=0)
 
 
 def applied_versions_op(schema: str) -> Op[list[int]]:

@@ -1,0 +1,91 @@
+"""A circuit breaker for Postgres: after an outage is seen, stop waiting on it for a while.
+
+Without it, every call during an outage waits the full connection timeout (the first turn of
+every new thread paid 2 s) and psycopg_pool logs on every call. With it, the first failure opens
+the circuit: calls fail at once with `TierUnavailableError` (the saver answers from Redis, the
+flusher keeps its outbox) until the backoff window passes; then one call probes (half-open). A
+success closes the circuit; a failure reopens it with a doubled window (up to `max_open`).
+One WARNING when an outage starts, one when it ends, never one per call.
+
+Pure state plus an injected clock: the drivers of a saver share one instance (thread-safe).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import TierUnavailableError
+from .metrics import Metrics
+
+logger = logging.getLogger("langgraph_tiered_saver")
+
+
+class PgBreaker:
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        *,
+        first_open: float = 1.0,
+        max_open: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics or Metrics()
+        self.first_open = first_open
+        self.max_open = max_open
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until: float | None = None  # None: closed
+        self._window = first_open
+        self._probing = False
+        self._last_error = ""
+        self._since = 0.0
+
+    @property
+    def is_open(self) -> bool:
+        return self._open_until is not None
+
+    def before_call(self) -> None:
+        """Raise at once while the circuit is open; let one probe through after the window."""
+        with self._lock:
+            if self._open_until is None:
+                return
+            now = self._clock()
+            if now >= self._open_until and not self._probing:
+                self._probing = True
+                return
+            self.metrics.incr("postgres_fast_failures")
+            down_for = now - self._since
+        raise TierUnavailableError(
+            "postgres", f"circuit open for {down_for:.1f} s after: {self._last_error} (not waiting again yet)"
+        )
+
+    def succeeded(self) -> None:
+        with self._lock:
+            if self._open_until is None:
+                return
+            down_for = self._clock() - self._since
+            self._open_until, self._probing, self._window = None, False, self.first_open
+        logger.warning("Postgres is reachable again after %.1f s; circuit closed", down_for)
+
+    def failed(self, exc: TierUnavailableError) -> None:
+        with self._lock:
+            now = self._clock()
+            self._last_error = str(exc)
+            if self._open_until is None:
+                self._since = now
+                self._window = self.first_open
+                started = True
+            else:
+                self._window = min(self.max_open, self._window * 2)
+                started = False
+            self._open_until = now + self._window
+            self._probing = False
+        if started:
+            self.metrics.incr("postgres_outages")
+            logger.warning(
+                "Postgres unavailable, answering from Redis alone and keeping the outbox; "
+                "calls fail fast for %.1f s between probes: %s", self.first_open, exc,
+            )

@@ -1,0 +1,103 @@
+"""What a Postgres failure means, and how long the saver may wait on Postgres. No I/O.
+
+A psycopg error becomes one of the saver's typed errors:
+
+- `TierUnavailableError("postgres", ...)`: the server cannot answer now (down, frozen past the
+  deadline, statement or lock timeout, connection lost). The hot tier goes on; the outbox keeps
+  what must be flushed.
+- `PostgresAuthError` / `DatabaseMissingError` / `SchemaMissingError`: the server answers but
+  refuses this configuration. These are raised to the caller, never taken for an outage.
+- `PostgresError`: a statement was rejected (constraint, trigger): carries the SQLSTATE.
+
+psycopg reports connection failures as `OperationalError` without a SQLSTATE, so those are told
+apart by the server's message (English, the server's default `lc_messages`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+import psycopg.errors
+
+from .errors import (
+    DatabaseMissingError,
+    PostgresAuthError,
+    PostgresError,
+    SchemaMissingError,
+    TieredSaverError,
+    TierUnavailableError,
+)
+
+_AUTH_MARKERS = (
+    "password authentication failed",
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "role \"",  # FATAL: role "x" does not exist
+    "no password supplied",
+)
+_TIMEOUTS = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
+_SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+
+
+@dataclass(frozen=True)
+class PgLimits:
+    """Bounds on every wait for Postgres.
+
+    `connect_wait`: for a pooled connection. `statement_timeout` / `lock_timeout`: set per
+    transaction (`set_config(..., true)`, safe behind PgBouncer), enforced by the server.
+    `deadline`: enforced by the client, for a server that cannot enforce anything (frozen,
+    SIGSTOPped, a half-open TCP connection): past it the connection's socket is shut down, the
+    call fails as `TierUnavailableError`, and the broken connection leaves the pool.
+    """
+
+    connect_wait: float = 2.0
+    statement_timeout: float = 5.0
+    lock_timeout: float = 2.0
+    deadline: float = 6.0
+
+    def settings(self) -> tuple[tuple[str, str], ...]:
+        return (
+            ("statement_timeout", str(int(self.statement_timeout * 1000))),
+            ("lock_timeout", str(int(self.lock_timeout * 1000))),
+        )
+
+
+def pg_limits(connect_wait: float, statement_timeout: float, lock_timeout: float) -> PgLimits:
+    """The saver's limits; the client deadline leaves the server a second to enforce its own."""
+    return PgLimits(connect_wait, statement_timeout, lock_timeout, statement_timeout + 1.0)
+
+
+def classify_connect_error(exc: BaseException) -> TieredSaverError:
+    """A failure to connect: a refused configuration, or an unreachable server."""
+    message = str(exc)
+    if _FATAL_DATABASE in message and "does not exist" in message:
+        return DatabaseMissingError("the Postgres database does not exist", _fatal_line(message))
+    if any(marker in message for marker in _AUTH_MARKERS) and "FATAL" in message:
+        return PostgresAuthError("Postgres refused the credentials", _fatal_line(message))
+    return TierUnavailableError("postgres", message.strip().replace("\n", " | "))
+
+
+def classify_statement_error(exc: psycopg.Error) -> TieredSaverError:
+    """A failure while a transaction ran."""
+    if isinstance(exc, _SCHEMA_MISSING):
+        return SchemaMissingError(
+            "the saver's Postgres tables are missing: run saver.setup() (or the `setup` command) "
+            "for this schema first",
+            str(exc).strip(),
+        )
+    if isinstance(exc, _TIMEOUTS):
+        return TierUnavailableError("postgres", f"timed out: {str(exc).strip()}")
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return classify_connect_error(exc)
+    return PostgresError(str(exc).strip(), exc.sqlstate)
+
+
+_FATAL_DATABASE = "database \""
+
+
+def _fatal_line(message: str) -> str:
+    for line in message.splitlines():
+        if "FATAL" in line:
+            return line[line.index("FATAL") :].strip()
+    return message.strip()
