@@ -7,12 +7,12 @@ I/O), run by `SyncDriver` for `put`, `get_tuple`, ... and by `AsyncDriver` for `
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
-from types import TracebackType
 from typing import Any
 
 import redis
@@ -33,6 +33,7 @@ from ._io import AsyncDriver, Op, RedisCall, SyncDriver
 from .blobs import BlobStore, parse_pointer
 from .breaker import PgBreaker
 from .codec import encode_typed, unpack_checkpoint
+from .connections import Connections, PoolOptions, apg_pool, pg_pool, redis_from_url
 from .durable import ops as pg
 from .durable.migrations import setup_op
 from .durable.roles import check_role_op
@@ -100,13 +101,10 @@ class TieredSaver(BaseCheckpointSaver[str]):
         blob_store: BlobStoreFactory | BlobStore | str | None = "filesystem",
         offload_threshold: int = DEFAULT_THRESHOLD,
         auto_lock: AutoLock | bool = False,
+        pool_options: PoolOptions | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        if redis_client is None and aredis_client is None:
-            raise ConfigError("TieredSaver needs a Redis client (redis_client or aredis_client)")
-        for client in (redis_client, aredis_client):
-            if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
-                raise ConfigError("the Redis client must use decode_responses=False (bytes)")
+        self._conn = Connections(redis_client, aredis_client, pg_pool, apg_pool, pool_options or PoolOptions())
         if ttl_seconds <= 0:
             raise ConfigError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
         if on_redis_error not in ("raise", "fallback"):
@@ -115,14 +113,10 @@ class TieredSaver(BaseCheckpointSaver[str]):
         self.key_prefix = key_prefix
         self.schema = schema
         self.ttl_seconds = ttl_seconds
-        self.durable = pg_pool is not None or apg_pool is not None
+        self.durable = self._conn.durable
         self.on_redis_error = on_redis_error
         self.policy = flush_policy or FlushPolicy()
         self.metrics = Metrics()
-        self._redis = redis_client
-        self._aredis = aredis_client
-        self._pg_pool = pg_pool
-        self._apg_pool = apg_pool
         self._offload = Offloader(
             _blob_factory(blob_store), key_prefix=key_prefix, threshold=offload_threshold,
             collect_garbage=not isinstance(blob_store, BlobStore),
@@ -167,31 +161,13 @@ class TieredSaver(BaseCheckpointSaver[str]):
         return clone
 
     def _driver_sync(self) -> SyncDriver:
-        if self._sync.redis is None:
-            assert self._aredis is not None
-            self._redis = redis.Redis(**_client_kwargs(self._aredis))
-            self._sync.redis = self._redis
-        if self.durable and self._sync.pg_pool is None:
-            assert self._apg_pool is not None
-            conninfo = self._apg_pool.conninfo
-            if not isinstance(conninfo, str):
-                raise ConfigError("give a sync pg_pool too when the async pool's conninfo is a callable")
-            self._pg_pool = ConnectionPool(conninfo, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True)
-            self._sync.pg_pool = self._pg_pool
+        if self._sync.redis is None or (self.durable and self._sync.pg_pool is None):
+            self._sync.redis, self._sync.pg_pool = self._conn.sync_side()
         return self._sync
 
     async def _driver_async(self) -> AsyncDriver:
-        if self._async.redis is None:
-            assert self._redis is not None
-            self._aredis = redis.asyncio.Redis(**_client_kwargs(self._redis))
-            self._async.redis = self._aredis
-        if self.durable and self._async.pg_pool is None:
-            assert self._pg_pool is not None
-            self._apg_pool = AsyncConnectionPool(
-                self._pg_pool.conninfo, min_size=1, max_size=10, kwargs={"autocommit": True}, open=False
-            )
-            await self._apg_pool.open()
-            self._async.pg_pool = self._apg_pool
+        if self._async.redis is None or (self.durable and self._async.pg_pool is None):
+            self._async.redis, self._async.pg_pool = await self._conn.async_side()
         return self._async
 
     def _run(self, op: Op[Any]) -> Any:
@@ -814,19 +790,24 @@ class TieredSaver(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Drain the outbox (per policy) and stop the background flusher."""
-        if self._run_locks is not None:
-            self._run_locks.release_all()
-        if self._flusher is not None:
-            self._flusher.stop(drain=self.policy.on_close)
+        """Drain the outbox (per policy), stop the background flusher, and close the clients
+        and pools the saver created (twins, or all of them under `from_conn_string`)."""
+        try:
+            if self._run_locks is not None:
+                self._run_locks.release_all()
+            if self._flusher is not None:
+                self._flusher.stop(drain=self.policy.on_close)
+        finally:
+            self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
-        if self._run_locks is not None:
-            await self._run_locks.arelease_all()
-        if self._flusher is not None:
-            import asyncio
-
-            await asyncio.to_thread(self._flusher.stop, drain=self.policy.on_close)
+        try:
+            if self._run_locks is not None:
+                await self._run_locks.arelease_all()
+            if self._flusher is not None:
+                await asyncio.to_thread(self._flusher.stop, drain=self.policy.on_close)
+        finally:
+            await self._conn.aclose_owned()
 
     # ------------------------------------------------------------------ versions
 
@@ -868,14 +849,6 @@ def _from_durable(row: Any, serde: SerializerProtocol) -> StoredCheckpoint:
     return StoredCheckpoint(row.checkpoint_ns, row.checkpoint_id, row.record, row.run_id or "", row.blobs, row.writes)
 
 
-def _client_kwargs(client: Any) -> dict[str, Any]:
-    """Connection settings of one client, to build its sync/async twin on the same server."""
-    kwargs = dict(client.connection_pool.connection_kwargs)
-    for key in ("connection_class", "retry", "redis_connect_func", "credential_provider"):
-        kwargs.pop(key, None)
-    return kwargs
-
-
 class _SaverContext:
     """What `from_conn_string` returns: enter it with `with` or `async with`. It owns (and
     closes) the clients and pools it creates; the saver drains its outbox first."""
@@ -886,59 +859,30 @@ class _SaverContext:
         self.cls = cls
         self.redis_url = redis_url
         self.postgres_url = postgres_url
-        self.options = options
+        self.options = dict(options)
+        self.pools = PoolOptions.take(self.options)
         self.saver: TieredSaver | None = None
-        self._owned: list[Any] = []
 
     def __enter__(self) -> TieredSaver:
-        # Sync use: only blocking clients; an async twin is derived lazily if ever needed.
-        sync_client = redis.Redis.from_url(self.redis_url, decode_responses=False)
-        self._owned.append(sync_client)
-        pool = None
-        if self.postgres_url:
-            pool = ConnectionPool(
-                self.postgres_url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=True
-            )
-            self._owned.append(pool)
-        self.saver = self.cls(sync_client, None, pg_pool=pool, **self.options)
+        # Sync use: blocking clients; async twins are built if ever needed (and closed with the saver).
+        client = redis_from_url(self.redis_url, self.pools, asyncio=False)
+        pool = pg_pool(self.postgres_url, self.pools) if self.postgres_url else None
+        self.saver = self.cls(client, None, pg_pool=pool, pool_options=self.pools, **self.options)
+        self.saver._conn.owned[:0] = [r for r in (client, pool) if r is not None]
         return self.saver
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if self.saver is not None:
-                self.saver.close()
-        finally:
-            for resource in reversed(self._owned):
-                resource.close()
+    def __exit__(self, *exc: object) -> None:
+        if self.saver is not None:
+            self.saver.close()
 
     async def __aenter__(self) -> TieredSaver:
-        # Async use: asyncio clients, plus a blocking Redis client for the flusher thread.
-        sync_client = redis.Redis.from_url(self.redis_url, decode_responses=False)
-        async_client = redis.asyncio.Redis.from_url(self.redis_url, decode_responses=False)
-        self._owned += [sync_client, async_client]
-        apool = None
-        if self.postgres_url:
-            apool = AsyncConnectionPool(
-                self.postgres_url, min_size=1, max_size=10, kwargs={"autocommit": True}, open=False
-            )
-            await apool.open()
-            self._owned.append(apool)
-        self.saver = self.cls(sync_client, async_client, apg_pool=apool, **self.options)
+        # Async use: asyncio clients; the flusher thread builds its blocking twins on first flush.
+        client = redis_from_url(self.redis_url, self.pools, asyncio=True)
+        pool = await apg_pool(self.postgres_url, self.pools) if self.postgres_url else None
+        self.saver = self.cls(None, client, apg_pool=pool, pool_options=self.pools, **self.options)
+        self.saver._conn.owned[:0] = [r for r in (client, pool) if r is not None]
         return self.saver
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if self.saver is not None:
-                await self.saver.aclose()
-        finally:
-            if self.saver is not None and self.saver._pg_pool is not None:
-                self.saver._pg_pool.close()  # the lazily created sync twin (background flusher)
-            for resource in reversed(self._owned):
-                if isinstance(resource, (AsyncConnectionPool, redis.asyncio.Redis)):
-                    await (resource.close() if isinstance(resource, AsyncConnectionPool) else resource.aclose())
-                else:
-                    resource.close()
+    async def __aexit__(self, *exc: object) -> None:
+        if self.saver is not None:
+            await self.saver.aclose()

@@ -138,7 +138,7 @@ def test_bound_views_match_postgres_saver(saver_context: Callable[..., Any], off
         saver.for_tenant("acme").delete_thread(thread)
         assert saver.for_tenant("acme").get_tuple(_config(thread)) is None
         assert saver.for_tenant("globex").get_tuple(_config(thread)) is not None  # other tenant untouched
-        with psycopg.connect(saver._pg_pool.conninfo) as conn:
+        with psycopg.connect(saver._conn.pg.conninfo) as conn:
             rows = conn.execute(
                 f"SELECT tenant_id, count(*) FROM {saver.schema}.checkpoints WHERE thread_id = %s GROUP BY 1",
                 (thread,),

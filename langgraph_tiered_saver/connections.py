@@ -1,0 +1,199 @@
+"""Clients and pools: built once here, sized by the user, closed by whoever created them.
+
+The saver runs sync calls on `redis.Redis` + `psycopg_pool.ConnectionPool` and async calls on
+their asyncio twins. A user may give either client (or pool) and the saver builds the other the
+first time it is needed — from the *public* settings of the given one (an allowlist of
+connection settings), never by copying redis-py's internal `connection_kwargs` wholesale: each
+redis-py release adds keys there (8.x: `himport_registry`) that the other client class refuses.
+
+Pools the saver creates:
+
+- Redis: a *blocking* pool (`BlockingConnectionPool`) of `redis_max_connections`: a burst of
+  concurrent runs waits up to `redis_pool_timeout` for a connection instead of failing with
+  "Too many connections" (and a wait past it raises `PoolExhaustedError`, not "unreachable").
+- Postgres: `pg_min_size`..`pg_max_size` connections, recycled after `pg_max_idle` /
+  `pg_max_lifetime`, with `prepare_threshold=None` by default: psycopg then never creates
+  server-side prepared statements, which PgBouncer in transaction mode cannot keep per
+  client (`DuplicatePreparedStatement`). The saver's statements are few and short, so the
+  cost is small (see README, *Locks and faults*); set `pg_prepare_threshold=5` when no pooler
+  sits in front.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+from typing import Any
+
+import redis
+import redis.asyncio
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from .errors import ConfigError
+
+# Settings that mean the same to redis.Redis and redis.asyncio.Redis connections (redis-py 5-8).
+REDIS_SETTINGS = (
+    "host", "port", "path", "db", "username", "password", "credential_provider",
+    "socket_timeout", "socket_connect_timeout", "socket_keepalive", "socket_keepalive_options",
+    "retry_on_timeout", "encoding", "encoding_errors", "decode_responses", "client_name",
+    "health_check_interval", "protocol", "ssl_keyfile", "ssl_certfile", "ssl_cert_reqs",
+    "ssl_ca_certs", "ssl_ca_data", "ssl_check_hostname",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """Sizes of the pools the saver creates (`from_conn_string`, and twins of given clients)."""
+
+    redis_max_connections: int = 64
+    redis_pool_timeout: float = 20.0
+    pg_min_size: int = 1
+    pg_max_size: int = 10
+    pg_max_idle: float = 600.0
+    pg_max_lifetime: float = 3600.0
+    pg_prepare_threshold: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("redis_max_connections", "pg_min_size", "pg_max_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("redis_pool_timeout", "pg_max_idle", "pg_max_lifetime"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
+        if self.pg_min_size > self.pg_max_size:
+            raise ConfigError(f"pg_min_size ({self.pg_min_size}) exceeds pg_max_size ({self.pg_max_size})")
+        threshold = self.pg_prepare_threshold
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0):
+            raise ConfigError(f"pg_prepare_threshold must be None or a whole number >= 0, got {threshold!r}")
+
+    @classmethod
+    def take(cls, options: dict[str, Any]) -> PoolOptions:
+        """Pop the pool options out of `from_conn_string`'s keyword arguments."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{name: options.pop(name) for name in list(options) if name in names})
+
+    def pg_kwargs(self) -> dict[str, Any]:
+        return {
+            "min_size": self.pg_min_size,
+            "max_size": self.pg_max_size,
+            "max_idle": self.pg_max_idle,
+            "max_lifetime": self.pg_max_lifetime,
+            "kwargs": {"autocommit": True, "prepare_threshold": self.pg_prepare_threshold},
+        }
+
+
+def redis_from_url(url: str, options: PoolOptions, *, asyncio: bool) -> Any:
+    """A client on a blocking pool of the configured size."""
+    module: Any = redis.asyncio if asyncio else redis
+    pool = module.BlockingConnectionPool.from_url(
+        url, max_connections=options.redis_max_connections, timeout=options.redis_pool_timeout,
+        decode_responses=False,
+    )  # fmt: skip
+    return module.Redis(connection_pool=pool)
+
+
+def redis_settings(client: Any) -> dict[str, Any]:
+    """The public connection settings of a redis-py client (sync or asyncio)."""
+    pool = client.connection_pool
+    given = pool.connection_kwargs
+    settings = {name: given[name] for name in REDIS_SETTINGS if name in given}
+    settings["connection_class"] = pool.connection_class.__name__
+    return settings
+
+
+def redis_twin(client: Any, options: PoolOptions, *, asyncio: bool) -> Any:
+    """A client of the other kind (sync <-> asyncio) on the same server, with the same settings."""
+    module: Any = redis.asyncio if asyncio else redis
+    settings = redis_settings(client)
+    connection_class = getattr(module.connection, settings.pop("connection_class"), module.Connection)
+    pool = module.BlockingConnectionPool(
+        connection_class=connection_class, max_connections=options.redis_max_connections,
+        timeout=options.redis_pool_timeout, **settings,
+    )  # fmt: skip
+    return module.Redis(connection_pool=pool)
+
+
+def pg_pool(conninfo: str, options: PoolOptions) -> ConnectionPool:
+    return ConnectionPool(conninfo, open=True, **options.pg_kwargs())
+
+
+async def apg_pool(conninfo: str, options: PoolOptions) -> AsyncConnectionPool:
+    pool = AsyncConnectionPool(conninfo, open=False, **options.pg_kwargs())
+    await pool.open()
+    return pool
+
+
+def pool_conninfo(pool: Any) -> str:
+    conninfo = pool.conninfo
+    if not isinstance(conninfo, str):
+        raise ConfigError("give both pools (pg_pool and apg_pool) when a pool's conninfo is a callable")
+    return conninfo
+
+
+class Connections:
+    """The saver's clients and pools, and which of them it created (and so must close)."""
+
+    def __init__(
+        self,
+        redis_client: Any,
+        aredis_client: Any,
+        pg: ConnectionPool | None,
+        apg: AsyncConnectionPool | None,
+        options: PoolOptions,
+    ) -> None:
+        if redis_client is None and aredis_client is None:
+            raise ConfigError("TieredSaver needs a Redis client (redis_client or aredis_client)")
+        for client in (redis_client, aredis_client):
+            if client is not None and not hasattr(client, "connection_pool"):
+                raise ConfigError(f"unsupported Redis client {type(client).__name__}")
+            if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
+                raise ConfigError("the Redis client must use decode_responses=False (bytes)")
+        self.redis, self.aredis, self.pg, self.apg = redis_client, aredis_client, pg, apg
+        self.options = options
+        self.durable = pg is not None or apg is not None
+        self.owned: list[Any] = []
+        self._lock = threading.Lock()
+
+    def sync_side(self) -> tuple[Any, ConnectionPool | None]:
+        """The sync client and pool, built from their async twins on first use."""
+        with self._lock:
+            if self.redis is None:
+                self.redis = redis_twin(self.aredis, self.options, asyncio=False)
+                self.owned.append(self.redis)
+            if self.durable and self.pg is None:
+                self.pg = pg_pool(pool_conninfo(self.apg), self.options)
+                self.owned.append(self.pg)
+        return self.redis, self.pg
+
+    async def async_side(self) -> tuple[Any, AsyncConnectionPool | None]:
+        """The asyncio client and pool; concurrent first calls share one pool (open() is
+        idempotent, so every caller may await it)."""
+        with self._lock:
+            if self.aredis is None:
+                self.aredis = redis_twin(self.redis, self.options, asyncio=True)
+                self.owned.append(self.aredis)
+            if self.durable and self.apg is None:
+                self.apg = AsyncConnectionPool(pool_conninfo(self.pg), open=False, **self.options.pg_kwargs())
+                self.owned.append(self.apg)
+        if self.apg is not None and self.apg in self.owned:
+            await self.apg.open()
+        return self.aredis, self.apg
+
+    def close_sync_owned(self) -> None:
+        """Close what was created here and is closed without an event loop."""
+        for resource in reversed(self.owned):
+            if isinstance(resource, (redis.Redis, ConnectionPool)):
+                resource.close()
+        self.owned = [r for r in self.owned if not isinstance(r, (redis.Redis, ConnectionPool))]
+
+    async def aclose_owned(self) -> None:
+        for resource in reversed(self.owned):
+            if isinstance(resource, AsyncConnectionPool):
+                await resource.close()
+            elif isinstance(resource, redis.asyncio.Redis):
+                await (resource.aclose() if hasattr(resource, "aclose") else resource.close())
+            else:
+                resource.close()
+        self.owned = []
