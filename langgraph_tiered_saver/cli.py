@@ -189,6 +189,7 @@ def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         stop=stop,
         once=args.once,
+        policy=saver.policy,
     )
     print(f"worker stopped after flushing {flushed} thread(s)")
     return 0

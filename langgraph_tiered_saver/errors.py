@@ -40,7 +40,12 @@ class StaleLockError(TieredSaverError):
 
 
 class FlushError(TieredSaverError):
-    """Flushing the outbox to Postgres failed; the entries stay in the outbox and will be retried."""
+    """Flushing the outbox to Postgres failed; the entries stay in the outbox and will be retried.
+    `threads` names the (tenant, thread) pairs that could not be flushed."""
+
+    def __init__(self, message: str, threads: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.threads = threads or []
 
 
 class TenantRequiredError(ConfigError):

@@ -17,14 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
 from .durable.audit import dumps_jsonb
-
-
-def normalize(value: Any) -> Any:
-    """The JSON value Postgres holds for `value` in the metadata column."""
-    return orjson.loads(dumps_jsonb(value))
+from .durable.audit import jsonb_value as normalize
 
 
 def json_equal(a: Any, b: Any) -> bool:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import orjson
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
@@ -27,12 +26,14 @@ from . import keys as K
 from . import scripts
 from ._io import Op, RedisCall, Sleep
 from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_write
-from .durable.audit import to_audit_json
+from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
+from .errors import ConfigError
 from .hot import decode_refs
 
 Mode = Literal["sync", "async", "off"]
+MODES = ("sync", "async", "off")
 OUTBOX_BATCH = 2000
 FLUSH_LOCK_MS = 60_000
 LOCK_POLL_SECONDS = 0.02
@@ -51,6 +52,10 @@ class FlushPolicy:
     - `quiet_seconds`: the end of a run: the thread has had no write for this long.
     - `every_n_checkpoints`: long runs are flushed in the middle too, every N checkpoints.
     - `on_close`: `close()` / leaving the context manager drains this process' outbox.
+    - `max_attempts`, `retry_backoff`, `max_backoff`: a thread whose flush fails is retried
+      after `retry_backoff` seconds, doubling up to `max_backoff`; after `max_attempts`
+      failures in a row it is quarantined (see `flusher.RetryBook`), retried only every
+      `quarantine_retry_seconds`, and never dropped from the outbox.
     """
 
     on_interrupt: Mode = "sync"
@@ -58,6 +63,26 @@ class FlushPolicy:
     quiet_seconds: float = 1.0
     every_n_checkpoints: int = 50
     on_close: bool = True
+    max_attempts: int = 5
+    retry_backoff: float = 0.5
+    max_backoff: float = 30.0
+    quarantine_retry_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        for name in ("on_interrupt", "on_error"):
+            value = getattr(self, name)
+            if value not in MODES:
+                raise ConfigError(f"FlushPolicy.{name} must be one of {MODES}, got {value!r}")
+        for name in ("quiet_seconds", "retry_backoff", "max_backoff", "quarantine_retry_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ConfigError(f"FlushPolicy.{name} must be a number of seconds >= 0, got {value!r}")
+        for name, low in (("every_n_checkpoints", 0), ("max_attempts", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"FlushPolicy.{name} must be a whole number >= {low}, got {value!r}")
+        if not isinstance(self.on_close, bool):
+            raise ConfigError(f"FlushPolicy.on_close must be True or False, got {self.on_close!r}")
 
     def for_writes(self, channels: Sequence[str]) -> Mode:
         """What a batch of pending writes asks for: the most urgent of its triggers."""
@@ -78,12 +103,6 @@ class FlushPolicy:
 def _blob_ref(typed: tuple[str, bytes]) -> str | None:
     """Offloaded values are stored in Postgres as their pointer (`blob_ref`), data NULL."""
     return typed[1].decode() if typed[0].startswith(BLOB_TYPE) else None
-
-
-def json_safe(value: Any) -> Any:
-    """A JSON-compatible copy for JSONB columns (Postgres JSONB cannot hold NUL characters)."""
-    raw = orjson.dumps(value, default=repr, option=orjson.OPT_NON_STR_KEYS)
-    return orjson.loads(raw.replace(b"\\u0000", b""))
 
 
 @dataclass
@@ -148,7 +167,7 @@ class FlushOps:
                 checkpoint.pop("channel_values", None)
                 metadata = self.serde.loads_typed(record.metadata)
                 batch.checkpoints.append(
-                    (ns, checkpoint_id, record, json_safe(checkpoint), json_safe(metadata))
+                    (ns, checkpoint_id, record, jsonb_value(checkpoint), jsonb_value(metadata))
                 )
             elif kind == "b":
                 ns, channel, version = K.split_blob_field(rest)
@@ -265,14 +284,3 @@ class FlushOps:
 def _seconds_since(score_ms: Any) -> float:
     """Age of a dirty-index score (a write time in ms since the epoch)."""
     return max(0.0, (time.time() * 1000 - float(score_ms)) / 1000)
-
-
-def flush_many(flush_ops: FlushOps, threads: Sequence[tuple[str, str]], on_result: Callable[[FlushResult], None] | None = None) -> Op[list[FlushResult]]:
-    """Flush several threads one after the other (each in its own transaction)."""
-    results = []
-    for tenant_id, thread_id in threads:
-        result = yield from flush_ops.flush_thread(tenant_id, thread_id)
-        if on_result is not None:
-            on_result(result)
-        results.append(result)
-    return results

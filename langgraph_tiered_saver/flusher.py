@@ -3,6 +3,13 @@
 Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the thread is the only place
 that decides *when* (per the `FlushPolicy`), so the hot path never waits on Postgres except
 where the policy says "sync" (an interrupt, by default).
+
+Neither may stop silently: a flush that fails for one thread (a value Postgres rejects, a
+trigger, an outage) is contained to that thread, which `RetryBook` retries with backoff and,
+after `max_attempts` failures in a row, quarantines: it stays in the outbox, is logged once at
+ERROR and counted, and is retried only every `quarantine_retry_seconds` or on an explicit
+`flush()`. Every other thread keeps flowing. An error in the loop itself is logged, counted
+(`flusher_loop_errors`) and the loop goes on.
 """
 
 from __future__ import annotations
@@ -11,10 +18,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._io import Op
-from .errors import TieredSaverError
+from .errors import FlushError
 from .flush import FlushOps, FlushPolicy, FlushResult, OutboxStatus
 from .metrics import Metrics
 
@@ -22,6 +30,93 @@ logger = logging.getLogger("langgraph_tiered_saver.flush")
 
 ThreadId = tuple[str, str]
 MAX_BACKOFF = 30.0
+
+
+@dataclass
+class _Trouble:
+    failures: int = 0
+    retry_at: float = 0.0
+    error: str = ""
+    quarantined: bool = False
+
+
+@dataclass(frozen=True)
+class FlusherHealth:
+    """What a health check needs to know about a flusher (background thread or worker)."""
+
+    alive: bool
+    last_success_at: float | None  # time.time() of the last successful flush
+    consecutive_failures: int  # failed flush attempts since the last success, all threads
+    quarantined: tuple[tuple[str, str, str], ...] = field(default=())  # (tenant, thread, error)
+
+
+class RetryBook:
+    """Per-thread failure bookkeeping shared by the background flusher and the worker (no I/O;
+    the clock is passed in). Thread-safe."""
+
+    def __init__(self, policy: FlushPolicy, metrics: Metrics) -> None:
+        self.policy = policy
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._trouble: dict[ThreadId, _Trouble] = {}
+        self.last_success_at: float | None = None
+        self.consecutive_failures = 0
+
+    def failed(self, key: ThreadId, exc: BaseException, now: float) -> float:
+        """Record a failed flush of `key`; returns when to try it again (monotonic seconds)."""
+        with self._lock:
+            trouble = self._trouble.setdefault(key, _Trouble())
+            trouble.failures += 1
+            trouble.error = f"{type(exc).__name__}: {exc}"
+            self.consecutive_failures += 1
+            newly_quarantined = not trouble.quarantined and trouble.failures >= self.policy.max_attempts
+            trouble.quarantined = trouble.quarantined or newly_quarantined
+            if trouble.quarantined:
+                delay = self.policy.quarantine_retry_seconds
+            else:
+                delay = min(self.policy.max_backoff, self.policy.retry_backoff * 2 ** (trouble.failures - 1))
+            trouble.retry_at = now + delay
+            quarantined = sum(t.quarantined for t in self._trouble.values())
+        self.metrics.incr("flush_errors")
+        self.metrics.set_gauge("flush_quarantined_threads", quarantined)
+        if newly_quarantined:
+            self.metrics.incr("flush_quarantines")
+            logger.error(
+                "thread %s/%s quarantined after %d failed flushes: its entries stay in the outbox "
+                "(retried every %.0f s or on flush()); last error: %s",
+                key[0], key[1], trouble.failures, delay, trouble.error,
+                extra={"tenant_id": key[0], "thread_id": key[1]},
+            )
+        elif not trouble.quarantined:
+            logger.warning(
+                "flush of thread %s/%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                key[0], key[1], trouble.failures, self.policy.max_attempts, delay, trouble.error,
+                extra={"tenant_id": key[0], "thread_id": key[1]},
+            )
+        return trouble.retry_at
+
+    def succeeded(self, key: ThreadId) -> None:
+        with self._lock:
+            trouble = self._trouble.pop(key, None)
+            self.last_success_at = time.time()
+            self.consecutive_failures = 0
+            quarantined = sum(t.quarantined for t in self._trouble.values())
+        self.metrics.set_gauge("flush_quarantined_threads", quarantined)
+        if trouble is not None and trouble.quarantined:
+            logger.warning("thread %s/%s flushed again: quarantine lifted", key[0], key[1])
+
+    def waiting(self, key: ThreadId, now: float) -> bool:
+        """Whether `key` failed recently and its next try is not due yet."""
+        with self._lock:
+            trouble = self._trouble.get(key)
+            return trouble is not None and trouble.retry_at > now
+
+    def quarantined(self) -> tuple[tuple[str, str, str], ...]:
+        with self._lock:
+            return tuple((k[0], k[1], t.error) for k, t in sorted(self._trouble.items()) if t.quarantined)
+
+    def health(self, alive: bool) -> FlusherHealth:
+        return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined())
 
 
 class BackgroundFlusher:
@@ -41,11 +136,11 @@ class BackgroundFlusher:
         self._policy = policy
         self._metrics = metrics
         self._adopt_interval = adopt_interval
+        self.book = RetryBook(policy, metrics)
         self._cond = threading.Condition()
         self._due: dict[ThreadId, float] = {}
         self._counts: dict[ThreadId, int] = {}
         self._touched: set[ThreadId] = set()
-        self._backoff = 0.0
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -68,36 +163,42 @@ class BackgroundFlusher:
 
     def forget(self, tenant_id: str, thread_id: str) -> None:
         """The thread was flushed synchronously or deleted: nothing left to schedule."""
+        key = (tenant_id, thread_id)
         with self._cond:
-            self._due.pop((tenant_id, thread_id), None)
-            self._counts.pop((tenant_id, thread_id), None)
+            self._due.pop(key, None)
+            self._counts.pop(key, None)
+        self.book.succeeded(key)
 
     def _schedule(self, key: ThreadId, delay: float) -> None:
-        """Urgent (delay 0) wins; otherwise each write pushes the quiet deadline (debounce)."""
+        """Urgent (delay 0) wins; otherwise each write pushes the quiet deadline (debounce).
+        A thread in backoff keeps its retry time: new writes do not hammer a failing flush."""
         now = time.monotonic()
         current = self._due.get(key)
-        if delay == 0.0:
-            self._due[key] = now if current is None else min(current, now)
-        elif current is None or current > now:
-            self._due[key] = now + delay
+        if not self.book.waiting(key, now):
+            if delay == 0.0:
+                self._due[key] = now if current is None else min(current, now)
+            elif current is None or current > now:
+                self._due[key] = now + delay
         self._touched.add(key)
         self._ensure_started()
         if delay == 0.0:
             self._cond.notify()
 
-    def touched(self) -> set[ThreadId]:
-        with self._cond:
-            return set(self._touched)
+    def health(self) -> FlusherHealth:
+        thread = self._thread
+        alive = not self._stopping and (thread is None or thread.is_alive())
+        return self.book.health(alive)
 
     # ------------------------------------------------------------------ the thread
 
     def _ensure_started(self) -> None:
         if self._thread is None and not self._stopping:
-            self._thread = threading.Thread(target=self._loop, name="tiered-saver-flusher", daemon=True)
+            self._thread = threading.Thread(target=self._supervise, name="tiered-saver-flusher", daemon=True)
             self._thread.start()
 
     def stop(self, drain: bool = True) -> list[FlushResult]:
-        """Stop the thread; with `drain`, flush every thread this process wrote to first."""
+        """Stop the thread; with `drain`, flush every thread this process wrote to (and every
+        quarantined one, once more), then raise one `FlushError` naming those that failed."""
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
@@ -107,9 +208,34 @@ class BackgroundFlusher:
         if not drain:
             return []
         with self._cond:
-            pending = sorted(self._touched | set(self._due))
+            pending = sorted(self._touched | set(self._due) | {(t, th) for t, th, _ in self.book.quarantined()})
             self._due.clear()
-        return [self._flush_one(key, raise_errors=True) for key in pending]
+        results, failed = [], []
+        for key in pending:
+            try:
+                results.append(self._flush(key))
+            except Exception as exc:
+                self.book.failed(key, exc, time.monotonic())
+                failed.append((key, exc))
+        if failed:
+            names = ", ".join(f"{t}/{th} ({type(e).__name__}: {e})" for (t, th), e in failed)
+            raise FlushError(
+                f"{len(failed)} of {len(pending)} threads could not be flushed at close; their "
+                f"entries stay in the Redis outbox for the next flusher: {names}",
+                threads=[key for key, _ in failed],
+            )
+        return results
+
+    def _supervise(self) -> None:
+        """The thread's body: the loop, restarted after anything it did not contain."""
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception:
+                self._metrics.incr("flusher_loop_errors")
+                logger.exception("flusher loop error (contained; the loop goes on)")
+                time.sleep(0.1)
 
     def _loop(self) -> None:
         next_adopt = time.monotonic() + self._adopt_interval
@@ -126,7 +252,7 @@ class BackgroundFlusher:
                 for key in ready:
                     self._due.pop(key, None)
             for key in ready:
-                self._flush_one(key, raise_errors=False)
+                self._flush_contained(key)
             if time.monotonic() >= next_adopt:
                 self._adopt()
                 next_adopt = time.monotonic() + self._adopt_interval
@@ -137,35 +263,35 @@ class BackgroundFlusher:
         try:
             threads = self._run(self._ops.dirty_threads(older_than_ms=quiet_ms))
             record_outbox(self._metrics, self._run(self._ops.outbox_status()))
-        except TieredSaverError as exc:
+        except Exception as exc:
+            self._metrics.incr("flush_errors")
             logger.warning("flusher could not read the outbox index: %s", exc)
             return
+        now = time.monotonic()
         for key in threads:
-            self._flush_one(key, raise_errors=False)
+            if not self.book.waiting(key, now):
+                self._flush_contained(key)
 
-    def _flush_one(self, key: ThreadId, *, raise_errors: bool) -> FlushResult:
+    def _flush(self, key: ThreadId) -> FlushResult:
         started = time.perf_counter()
-        try:
-            result: FlushResult = self._run(self._ops.flush_thread(*key))
-        except TieredSaverError as exc:
-            self._metrics.incr("flush_errors")
-            self._backoff = min(MAX_BACKOFF, max(0.5, self._backoff * 2))
-            logger.warning(
-                "flush of thread %s/%s failed, retrying in %.1fs: %s", key[0], key[1], self._backoff, exc
-            )
-            with self._cond:
-                if not self._stopping:
-                    self._due[key] = time.monotonic() + self._backoff
-            if raise_errors:
-                raise
-            return FlushResult(*key, remaining=-1)
-        self._backoff = 0.0
+        result: FlushResult = self._run(self._ops.flush_thread(*key))
         record_flush(self._metrics, result, time.perf_counter() - started)
+        self.book.succeeded(key)
         with self._cond:
             self._counts.pop(key, None)
             if result.remaining == 0 and key not in self._due:
                 self._touched.discard(key)
         return result
+
+    def _flush_contained(self, key: ThreadId) -> None:
+        """Flush one thread; a failure is this thread's alone: booked and rescheduled."""
+        try:
+            self._flush(key)
+        except Exception as exc:
+            retry_at = self.book.failed(key, exc, time.monotonic())
+            with self._cond:
+                if not self._stopping:
+                    self._due[key] = retry_at
 
 
 def record_outbox(metrics: Metrics, status: OutboxStatus) -> None:
@@ -199,28 +325,40 @@ def worker_loop(
     poll_seconds: float,
     stop: threading.Event,
     once: bool = False,
+    policy: FlushPolicy | None = None,
+    book: RetryBook | None = None,
 ) -> int:
-    """The standalone worker: flush every thread quiet for `quiet_seconds`, until `stop` is set."""
+    """The standalone worker: flush every thread quiet for `quiet_seconds`, until `stop` is set.
+    Failures are contained per thread exactly as in the background flusher (same `RetryBook`)."""
+    book = book or RetryBook(policy or FlushPolicy(), metrics)
     flushed = 0
-    backoff = 0.0
+    idle_backoff = 0.0
     while not stop.is_set():
         try:
             threads = run(ops.dirty_threads(older_than_ms=int(quiet_seconds * 1000)))
-            for key in threads:
-                started = time.perf_counter()
-                result = run(ops.flush_thread(*key))
-                record_flush(metrics, result, time.perf_counter() - started)
-                flushed += 1
             record_outbox(metrics, run(ops.outbox_status()))
-            backoff = 0.0
-        except TieredSaverError as exc:
-            backoff = min(MAX_BACKOFF, max(0.5, backoff * 2))
+            idle_backoff = 0.0
+        except Exception as exc:
+            idle_backoff = min(MAX_BACKOFF, max(0.5, idle_backoff * 2))
             metrics.incr("flush_errors")
-            logger.warning("worker flush failed, retrying in %.1fs: %s", backoff, exc)
+            logger.warning("worker could not read the outbox index, retrying in %.1f s: %s", idle_backoff, exc)
             if once:
                 raise
-            stop.wait(backoff)
+            stop.wait(idle_backoff)
             continue
+        now = time.monotonic()
+        for key in threads:
+            if book.waiting(key, now):
+                continue
+            started = time.perf_counter()
+            try:
+                result = run(ops.flush_thread(*key))
+            except Exception as exc:
+                book.failed(key, exc, time.monotonic())
+                continue
+            book.succeeded(key)
+            record_flush(metrics, result, time.perf_counter() - started)
+            flushed += 1
         if once:
             break
         stop.wait(poll_seconds)

@@ -39,7 +39,7 @@ from .durable.migrations import setup_op
 from .durable.roles import check_role_op
 from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
-from .flusher import BackgroundFlusher, record_flush
+from .flusher import BackgroundFlusher, FlusherHealth, record_flush
 from .hot import HotOps, StoredCheckpoint, decode_refs, encode_refs, stored_to_export
 from .ids import ThreadRef, check_thread, configurable_of, parse_config
 from .locks import LockOps, ThreadLock
@@ -476,6 +476,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         results = []
         for tenant_id, thread_id in threads:
             results.append((yield from self._flush_now(tenant_id, thread_id)))
+            if self._flusher is not None:
+                self._flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
         return results
 
     def _with_flush_lock(self, tenant: str, thread_id: str, body: Op[Any]) -> Op[Any]:
@@ -636,6 +638,11 @@ class TieredSaver(BaseCheckpointSaver[str]):
 
     async def aflush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
         return await self._arun(self._flush_op(config))  # type: ignore[no-any-return]
+
+    def flusher_health(self) -> FlusherHealth | None:
+        """The background flusher's health (None when it is off): alive, last success,
+        failures in a row, quarantined threads with their last error."""
+        return None if self._flusher is None else self._flusher.health()
 
     def prune_older_than(
         self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False

@@ -106,6 +106,12 @@ def dumps_jsonb(value: Any) -> str:
     return _NUL_ESCAPE.sub(r"\1", text)
 
 
+def jsonb_value(value: Any) -> Any:
+    """The JSON value Postgres holds for `value` in a JSONB column (NUL characters dropped from
+    every string and key; a literal backslash-u0000 in the text kept exactly)."""
+    return orjson.loads(dumps_jsonb(value))
+
+
 def _fallback(value: Any) -> Any:
     converted = to_audit_json(value)
     return str(value) if converted is None else converted
