@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import ConfigError
 from .ids import ThreadRef
 from .locks import ThreadLock
+from .options import seconds
 
 if TYPE_CHECKING:
     from .saver import TieredSaver
@@ -57,8 +58,10 @@ class AutoLock:
     idle: float = 120.0
 
     def __post_init__(self) -> None:
-        if self.ttl <= 0 or self.idle <= 0 or (self.wait is not None and self.wait < 0):
-            raise ConfigError(f"auto_lock needs ttl > 0, idle > 0 and wait >= 0 or None, got {self!r}")
+        seconds("AutoLock.ttl", self.ttl, inclusive=False)
+        seconds("AutoLock.idle", self.idle, inclusive=False)
+        if self.wait is not None:
+            seconds("AutoLock.wait", self.wait)
 
 
 def auto_lock_policy(option: AutoLock | bool | None) -> AutoLock | None:

@@ -29,6 +29,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import keys as K
+from . import options as opt
 from ._io import AsyncDriver, Op, RedisCall, SyncDriver
 from .blobs import BlobStore, parse_pointer
 from .breaker import PgBreaker
@@ -36,7 +37,9 @@ from .codec import encode_typed, unpack_checkpoint
 from .connections import Connections, PoolOptions, apg_pool, pg_pool, redis_from_url
 from .durable import ops as pg
 from .durable.migrations import setup_op
+from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
+from .durable.sql import check_schema
 from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, FlusherHealth, record_flush
@@ -59,7 +62,6 @@ from .tenancy import check_tenant, resolve_tenant
 logger = logging.getLogger("langgraph_tiered_saver")
 
 DEFAULT_TTL_SECONDS = 24 * 3600
-PRUNE_STRATEGIES = ("keep_latest", "delete")
 # How long a synchronous flush (an interrupt) waits for the put of the checkpoint its write
 # belongs to, which LangGraph may still have in flight on another thread.
 SYNC_FLUSH_PUT_WAIT_SECONDS = 5.0
@@ -104,11 +106,22 @@ class TieredSaver(BaseCheckpointSaver[str]):
         pool_options: PoolOptions | None = None,
     ) -> None:
         super().__init__(serde=serde)
+        if pool_options is not None and not isinstance(pool_options, PoolOptions):
+            raise ConfigError(f"pool_options must be a PoolOptions, got {pool_options!r}")
+        if flush_policy is not None and not isinstance(flush_policy, FlushPolicy):
+            raise ConfigError(f"flush_policy must be a FlushPolicy, got {flush_policy!r}")
         self._conn = Connections(redis_client, aredis_client, pg_pool, apg_pool, pool_options or PoolOptions())
-        if ttl_seconds <= 0:
-            raise ConfigError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
-        if on_redis_error not in ("raise", "fallback"):
-            raise ConfigError(f"on_redis_error must be 'raise' or 'fallback', got {on_redis_error!r}")
+        ttl_seconds = opt.ttl(ttl_seconds)
+        opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
+        opt.flag("audit_json", audit_json, allow_none=True)
+        opt.flag("background_flush", background_flush)
+        opt.choice("on_redis_error", on_redis_error, ("raise", "fallback"))
+        for name, value in (("pg_timeout", pg_timeout), ("pg_statement_timeout", pg_statement_timeout),
+                            ("pg_lock_timeout", pg_lock_timeout)):  # fmt: skip
+            opt.seconds(name, value, inclusive=False)
+        opt.positive_int("offload_threshold", offload_threshold)
+        opt.key_prefix(key_prefix)
+        check_schema(schema)
         self.tenant_id = None if tenant_id is None else check_tenant(tenant_id)
         self.key_prefix = key_prefix
         self.schema = schema
@@ -513,7 +526,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
 
     def _delete_for_runs_op(self, run_ids: Sequence[str]) -> Op[None]:
         tenant = self._tenant("delete_for_runs")
-        run_ids = [str(r) for r in run_ids]
+        run_ids = opt.id_list("run_ids", run_ids)
         if not run_ids:
             return None
         threads = yield from self._hot.list_threads(tenant)
@@ -558,8 +571,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         return None
 
     def _prune_op(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
-        if strategy not in PRUNE_STRATEGIES:
-            raise ConfigError(f"unknown prune strategy {strategy!r}; use one of {PRUNE_STRATEGIES}")
+        opt.choice("strategy", strategy, PRUNE_STRATEGIES)
+        thread_ids = opt.id_list("thread_ids", thread_ids)
         tenant = self._tenant("prune")
         threads = [check_thread(t) for t in thread_ids]
         if strategy == "delete":

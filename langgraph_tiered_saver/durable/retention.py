@@ -131,7 +131,7 @@ def prune_op(
     if isinstance(thread_ids, str):
         raise TypeError("thread_ids must be a sequence of thread ids, not a str")
     if strategy not in PRUNE_STRATEGIES:
-        raise ValueError(f"unknown prune strategy {strategy!r}; expected one of {PRUNE_STRATEGIES}")
+        raise ConfigError(f"strategy must be one of {PRUNE_STRATEGIES}, got {strategy!r}")
     threads = sorted(set(thread_ids))
     keep = keep or {}
     total = DeleteResult()
