@@ -526,6 +526,29 @@ class PrivatePostgres:
         for lock in (self.data_dir / "postmaster.pid", self.dir / f".s.PGSQL.{self.port}.lock"):
             lock.unlink(missing_ok=True)
 
+    def freeze(self) -> None:
+        """SIGSTOP the postmaster and its backends: sockets stay open, nothing answers (a
+        frozen or partitioned server, which cannot enforce its own timeouts)."""
+        pid = self.pid
+        if pid is None:
+            raise ServerUnavailable("postgres is not running")
+        self._frozen = [pid, *_children(pid)]
+        for p in self._frozen:
+            _signal(p, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for p in getattr(self, "_frozen", []):
+            _signal(p, signal.SIGCONT)
+        self._frozen = []
+
+    def require_password(self, role: str, password: str) -> None:
+        """Create `role` with a password that TCP logins of that role must give (scram)."""
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(password)))
+            conn.execute("SELECT pg_reload_conf()")
+
     def restart(self) -> PrivatePostgres:
         """Stop if running, then start the same cluster (same port, same data)."""
         self.stop()
@@ -533,6 +556,7 @@ class PrivatePostgres:
 
     def close(self) -> None:
         """Stop the cluster and remove its directory."""
+        self.thaw()
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
         _untrack(self)
