@@ -1,10 +1,18 @@
 """langgraph-tiered-saver: a LangGraph checkpointer with a Redis hot tier and a Postgres durable tier."""
 
+from .blobs import BlobStore
+from .connections import PoolOptions
 from .errors import (
     ConfigError,
     CorruptDataError,
+    DatabaseMissingError,
     FlushError,
     InvalidIdError,
+    PoolExhaustedError,
+    PostgresAuthError,
+    PostgresConfigError,
+    PostgresError,
+    SchemaMissingError,
     StaleLockError,
     TenantMismatchError,
     TenantRequiredError,
@@ -12,16 +20,30 @@ from .errors import (
     TieredSaverError,
     TierUnavailableError,
 )
+from .flush import FlushPolicy, FlushResult
+from .flusher import FlusherHealth
+from .offload import filesystem_blobs, s3_blobs
 from .runlock import AutoLock
 from .saver import TieredSaver
 from .tenancy import tenant_scope
 
 __all__ = [
     "AutoLock",
+    "BlobStore",
     "ConfigError",
     "CorruptDataError",
+    "DatabaseMissingError",
     "FlushError",
+    "FlushPolicy",
+    "FlushResult",
+    "FlusherHealth",
     "InvalidIdError",
+    "PoolExhaustedError",
+    "PoolOptions",
+    "PostgresAuthError",
+    "PostgresConfigError",
+    "PostgresError",
+    "SchemaMissingError",
     "StaleLockError",
     "TenantMismatchError",
     "TenantRequiredError",
@@ -29,6 +51,8 @@ __all__ = [
     "TierUnavailableError",
     "TieredSaver",
     "TieredSaverError",
+    "filesystem_blobs",
+    "s3_blobs",
     "tenant_scope",
 ]
 __version__ = "0.1.0"

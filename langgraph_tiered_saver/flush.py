@@ -24,19 +24,19 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 
 from . import keys as K
 from . import scripts
-from ._io import Op, RedisCall, Sleep
+from ._io import Op, RedisCall
 from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_write
 from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
 from .errors import ConfigError
 from .hot import decode_refs
+from .polling import poll
 
 Mode = Literal["sync", "async", "off"]
 MODES = ("sync", "async", "off")
 OUTBOX_BATCH = 2000
 FLUSH_LOCK_MS = 60_000
-LOCK_POLL_SECONDS = 0.02
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
@@ -188,14 +188,12 @@ class FlushOps:
         interleave on one thread). Returns the token, or None when busy and not waiting."""
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + FLUSH_LOCK_MS / 1000
-        while True:
+
+        def attempt() -> Op[str | None]:
             (acquired,) = yield RedisCall((("SET", lock, token, "NX", "PX", FLUSH_LOCK_MS),))
-            if acquired:
-                return token
-            if not wait or time.monotonic() > deadline:
-                return None
-            yield Sleep(LOCK_POLL_SECONDS)
+            return token if acquired else None
+
+        return (yield from poll(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0))
 
     def release_flush_lock(self, tenant_id: str, thread_id: str, token: str) -> Op[None]:
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
@@ -215,15 +213,16 @@ class FlushOps:
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         keys = [*K.script_keys(self.prefix, tenant_id, thread_id), lock]
         token = uuid.uuid4().hex
-        deadline = time.monotonic() + FLUSH_LOCK_MS / 1000
-        while True:
+
+        def attempt() -> Op[tuple[Any, Any] | None]:
             observed, reply = yield self._read_call(keys, token, dirty, member)
-            if reply:
-                break
-            if not wait or time.monotonic() > deadline:
-                result.skipped_locked = True
-                return result
-            yield Sleep(LOCK_POLL_SECONDS)
+            return (observed, reply) if reply else None
+
+        read = yield from poll(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0)
+        if read is None:
+            result.skipped_locked = True
+            return result
+        observed, reply = read
         released = False
         try:
             while True:

@@ -25,7 +25,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from . import filters, scripts
 from . import keys as K
-from ._io import Op, RedisCall, Sleep
+from ._io import Op, RedisCall
 from .codec import (
     EMPTY,
     CheckpointRecord,
@@ -40,6 +40,7 @@ from .codec import (
 )
 from .errors import CorruptDataError
 from .ids import MAX_TASK_ID, ThreadRef, check_field_id
+from .polling import poll
 
 if TYPE_CHECKING:
     from .offload import Offloader
@@ -59,7 +60,6 @@ class StoredCheckpoint:
     writes: list[WriteRecord]
     refs_lost: bool = False  # eviction took its value refs or part of its writes from Redis
 
-CHECKPOINT_POLL_SECONDS = 0.001
 
 
 def now_ms() -> int:
@@ -324,14 +324,12 @@ class HotOps:
         assert ref.checkpoint_id is not None
         ck = K.thread_keys(self.prefix, ref.tenant_id, ref.thread_id).ck
         member = K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def attempt() -> Op[bool | None]:
             (present,) = yield RedisCall((("HEXISTS", ck, member),))
-            if present:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            yield Sleep(CHECKPOINT_POLL_SECONDS)
+            return True if present else None
+
+        return bool((yield from poll(attempt, timeout=timeout)))
 
     def members(self, ref: ThreadRef, all_namespaces: bool) -> Op[list[str]]:
         """Checkpoint members of a thread, newest checkpoint id first."""

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from . import keys as K
 from . import scripts
-from ._io import Op, RedisCall, Sleep
+from ._io import Op, RedisCall
 from .codec import as_str
 from .errors import ThreadLockedError
 from .ids import ThreadRef
+from .polling import poll
 
 if TYPE_CHECKING:
     from .saver import TieredSaver
@@ -55,19 +56,18 @@ class LockOps:
 
     def acquire(self, ref: ThreadRef, ttl_ms: int, *, wait: bool, wait_timeout: float | None) -> Op[LockHandle]:
         token = uuid.uuid4().hex
-        deadline = None if wait_timeout is None else time.monotonic() + wait_timeout
-        while True:
+
+        def attempt() -> Op[LockHandle | None]:
             (fence,) = yield RedisCall(
                 (scripts.LOCK_ACQUIRE.call(self._keys(ref), [token, ttl_ms, self.thread_ttl_ms]),),
                 scripts=(scripts.LOCK_ACQUIRE,),
             )
-            if fence:
-                return LockHandle(ref.tenant_id, ref.thread_id, token, as_str(fence), ttl_ms)
-            if not wait or (deadline is not None and time.monotonic() >= deadline):
-                raise ThreadLockedError(
-                    f"thread {ref.thread_id!r} (tenant {ref.tenant_id!r}) is locked by another holder"
-                )
-            yield Sleep(POLL_SECONDS)
+            return LockHandle(ref.tenant_id, ref.thread_id, token, as_str(fence), ttl_ms) if fence else None
+
+        handle = yield from poll(attempt, timeout=wait_timeout if wait else 0, longest=POLL_SECONDS)
+        if handle is None:
+            raise ThreadLockedError(f"thread {ref.thread_id!r} (tenant {ref.tenant_id!r}) is locked by another holder")
+        return handle
 
     def renew(self, handle: LockHandle) -> Op[bool]:
         key = K.lock_key(self.prefix, handle.tenant_id, handle.thread_id)

@@ -1,0 +1,222 @@
+"""The core ops' failure branches through the scripted driver: no servers, milliseconds each.
+Every real fault kind also has one real-server test (test_hot_faults, test_postgres_faults,
+test_flusher_supervision); these cover the branches exhaustively and deterministically."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from psycopg_pool import ConnectionPool
+
+from langgraph_tiered_saver import FlushPolicy, ThreadLockedError, TieredSaver, TierUnavailableError
+from langgraph_tiered_saver import keys as K
+from langgraph_tiered_saver._io import PgCall, RedisCall
+from langgraph_tiered_saver.breaker import PgBreaker
+from langgraph_tiered_saver.codec import encode_typed
+from langgraph_tiered_saver.errors import (
+    DatabaseMissingError,
+    PostgresAuthError,
+    PostgresError,
+    SchemaMissingError,
+)
+from langgraph_tiered_saver.flush import FlushOps
+from langgraph_tiered_saver.hot import HotOps
+from langgraph_tiered_saver.ids import ThreadRef
+from langgraph_tiered_saver.locks import LockOps
+from langgraph_tiered_saver.pgfaults import classify_connect_error, classify_statement_error
+from langgraph_tiered_saver.scripted import Expect, ScriptedDriver, ScriptError, commands_of
+
+TENANT, THREAD = "acme", "t1"
+REDIS_DOWN = TierUnavailableError("redis", "Connection refused")
+PG_DOWN = TierUnavailableError("postgres", "Connection refused")
+
+
+def _is(*names: str) -> Any:
+    return lambda request: commands_of(request) == list(names)
+
+
+@pytest.fixture
+def saver_factory() -> Iterator[Any]:
+    """Savers whose clients never connect: every request goes to the scripted driver."""
+    made: list[TieredSaver] = []
+
+    def make(**options: Any) -> TieredSaver:
+        pool = ConnectionPool("postgresql://nowhere.invalid/db", open=False) if options.pop("durable", True) else None
+        saver = TieredSaver(redis.Redis(host="nowhere.invalid"), pg_pool=pool, tenant_id=TENANT,
+                            background_flush=False, blob_store=None, **options)  # fmt: skip
+        made.append(saver)
+        return saver
+
+    yield make
+
+
+def _put_args() -> tuple[Any, ...]:
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"a": 1}
+    checkpoint["channel_versions"] = {"a": "1"}
+    return {"configurable": {"thread_id": THREAD, "checkpoint_ns": ""}}, checkpoint, {"step": 0}, {"a": "1"}
+
+
+def test_put_falls_back_to_postgres_when_redis_is_down(saver_factory: Any) -> None:
+    saver = saver_factory(on_redis_error="fallback")
+    driver = ScriptedDriver([
+        Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
+        Expect(PgCall, reply=[1, 1, 1], check=lambda c: c.tenant_id == TENANT, describe="write-through"),
+    ])  # fmt: skip
+    config = driver.run(saver._put_op(*_put_args()))
+    assert config["configurable"]["thread_id"] == THREAD
+    assert saver.metrics.counter("redis_fallbacks") == 1
+    assert saver.metrics.counter("write_through_rows") == 2  # the value and the checkpoint
+
+
+def test_put_raises_when_redis_is_down_and_fallback_is_off(saver_factory: Any) -> None:
+    driver = ScriptedDriver([Expect(RedisCall, error=REDIS_DOWN)])
+    with pytest.raises(TierUnavailableError, match="redis"):
+        driver.run(saver_factory()._put_op(*_put_args()))
+    assert not any(isinstance(r, PgCall) for r in driver.seen)  # never a silent Postgres write
+
+
+def test_a_new_thread_read_answers_from_redis_when_postgres_is_down(saver_factory: Any) -> None:
+    saver = saver_factory()
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[]]), Expect(PgCall, error=PG_DOWN)])
+    assert driver.run(saver._get_tuple_op({"configurable": {"thread_id": THREAD}})) is None
+    assert saver.metrics.counter("postgres_read_errors") == 1
+
+
+def test_a_missing_schema_is_not_masked_by_the_fallback(saver_factory: Any) -> None:
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[]]), Expect(PgCall, error=SchemaMissingError("no tables"))])
+    with pytest.raises(SchemaMissingError):
+        driver.run(saver_factory()._get_tuple_op({"configurable": {"thread_id": THREAD}}))
+
+
+def _flush_ops() -> FlushOps:
+    return FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True)
+
+
+def _blob_entries(n: int, start: int = 0) -> tuple[list[bytes], list[bytes]]:
+    fields = [K.blob_field("", "chan", str(i)) for i in range(start, start + n)]
+    return [f"b\x00{f}".encode() for f in fields], [encode_typed(("json", b'"v"')) for _ in fields]
+
+
+def _outbox(entries: list[bytes], values: list[bytes]) -> list[Any]:
+    return [b"1700000000000", [entries, values]]  # ZSCORE of the dirty index, the locked read
+
+
+def test_a_busy_flush_lock_is_skipped(saver_factory: Any) -> None:
+    driver = ScriptedDriver([Expect(RedisCall, reply=[None, None], check=_is("ZSCORE", "EVALSHA:outbox_read"))])
+    result = driver.run(_flush_ops().flush_thread(TENANT, THREAD))
+    assert result.skipped_locked and driver.slept == 0
+
+
+def test_a_flush_waiting_for_the_lock_gives_up_after_its_timeout() -> None:
+    busy = [Expect(RedisCall, reply=[None, None]) for _ in range(1300)]
+    driver = ScriptedDriver(busy)
+    with pytest.raises(ScriptError, match="unused"):  # it stops polling long before 1,300 tries
+        driver.run(_flush_ops().flush_thread(TENANT, THREAD, wait=True))
+    assert 60.0 <= driver.slept < 61.0  # FLUSH_LOCK_MS of sleeping, backing off to 50 ms polls
+    assert len(driver.seen) < 2 * 1300
+
+
+def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("langgraph_tiered_saver.flush.OUTBOX_BATCH", 2)
+    first, second = _blob_entries(2), _blob_entries(1, start=2)
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=_outbox(*first), check=_is("ZSCORE", "EVALSHA:outbox_read")),
+        Expect(PgCall, reply=[1, 2]),
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:outbox_ack")(c) and c.commands[0][-3] == "0",
+               describe="ack, lock kept"),
+        Expect(RedisCall, reply=_outbox(*second)),
+        Expect(PgCall, reply=[1, 1]),
+        Expect(RedisCall, reply=[0], check=lambda c: c.commands[0][-2] == "1", describe="last ack releases"),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
+    ])  # fmt: skip
+    result = driver.run(_flush_ops().flush_thread(TENANT, THREAD))
+    assert (result.blobs, result.remaining, result.skipped_locked) == (3, 0, False)
+
+
+@pytest.mark.parametrize("error", [PostgresError("refused by a trigger", "P0001"), KeyboardInterrupt()])
+def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) -> None:
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=_outbox(*_blob_entries(1))),
+        Expect(PgCall, error=error),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release"), describe="the finally's release"),
+    ])  # fmt: skip
+    with pytest.raises(type(error)):
+        driver.run(_flush_ops().flush_thread(TENANT, THREAD))
+
+
+def test_waiting_for_a_checkpoint_put_times_out() -> None:
+    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None)
+    ref = ThreadRef(TENANT, THREAD, "", "cp-1")
+    driver = ScriptedDriver([Expect(RedisCall, reply=[0], check=_is("HEXISTS")) for _ in range(5)])
+    assert driver.run(hot.await_checkpoint(ref, timeout=0.01)) is False
+    assert driver.slept == pytest.approx(0.015)  # 1 + 2 + 4 + 8 ms, then the deadline
+    found = ScriptedDriver([Expect(RedisCall, reply=[0]), Expect(RedisCall, reply=[1])])
+    assert found.run(hot.await_checkpoint(ref, timeout=5)) is True
+
+
+def test_a_busy_thread_lock_raises_or_waits() -> None:
+    locks = LockOps("lts", 60_000)
+    ref = ThreadRef(TENANT, THREAD)
+    with pytest.raises(ThreadLockedError):
+        ScriptedDriver([Expect(RedisCall, reply=[None])]).run(locks.acquire(ref, 1000, wait=False, wait_timeout=None))
+    driver = ScriptedDriver([Expect(RedisCall, reply=[None]), Expect(RedisCall, reply=[None]), Expect(RedisCall, reply=[b"7"])])
+    handle = driver.run(locks.acquire(ref, 1000, wait=True, wait_timeout=10))
+    assert handle.fence == "7" and driver.slept == pytest.approx(0.003)
+
+
+def test_the_interrupt_flush_goes_on_when_postgres_is_down(saver_factory: Any) -> None:
+    saver = saver_factory(flush_policy=FlushPolicy(on_interrupt="sync"))
+    config = {"configurable": {"thread_id": THREAD, "checkpoint_ns": "", "checkpoint_id": "cp-1"}}
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[1], describe="put_writes"),
+        Expect(RedisCall, reply=[1], check=_is("HEXISTS"), describe="its checkpoint is there"),
+        Expect(RedisCall, reply=_outbox(*_blob_entries(1))),
+        Expect(PgCall, error=PG_DOWN),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release")),
+    ])  # fmt: skip
+    driver.run(saver._put_writes_op(config, [("__interrupt__", "approve?")], "task-1", ""))
+    assert saver.metrics.counter("flush_errors") == 1
+
+
+def test_the_circuit_breaker_opens_once_probes_and_closes() -> None:
+    now = [100.0]
+    breaker = PgBreaker(first_open=1.0, max_open=4.0, clock=lambda: now[0])
+    breaker.before_call()  # closed: passes
+    breaker.failed(PG_DOWN)
+    with pytest.raises(TierUnavailableError, match="circuit open"):
+        breaker.before_call()
+    now[0] += 1.0
+    breaker.before_call()  # the probe
+    with pytest.raises(TierUnavailableError):
+        breaker.before_call()  # only one probe at a time
+    breaker.failed(PG_DOWN)  # the probe failed: window doubles
+    now[0] += 1.5
+    with pytest.raises(TierUnavailableError):
+        breaker.before_call()
+    now[0] += 0.5
+    breaker.before_call()
+    breaker.succeeded()
+    breaker.before_call()
+    assert breaker.metrics.counter("postgres_outages") == 1
+    assert breaker.metrics.counter("postgres_fast_failures") == 3
+
+
+def test_postgres_errors_are_classified() -> None:
+    import psycopg
+
+    refused = psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused')
+    assert type(classify_connect_error(refused)) is TierUnavailableError
+    auth = psycopg.OperationalError('connection failed: ... FATAL:  password authentication failed for user "app"')
+    assert isinstance(classify_connect_error(auth), PostgresAuthError)
+    db = psycopg.OperationalError('connection failed: ... FATAL:  database "nope" does not exist')
+    assert isinstance(classify_connect_error(db), DatabaseMissingError)
+    assert isinstance(classify_statement_error(psycopg.errors.UndefinedTable("relation x does not exist")), SchemaMissingError)
+    assert type(classify_statement_error(psycopg.errors.QueryCanceled("statement timeout"))) is TierUnavailableError
+    rejected = classify_statement_error(psycopg.errors.CheckViolation("new row violates check"))
+    assert isinstance(rejected, PostgresError)
