@@ -40,6 +40,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 SPIN_SECONDS = 150e-6  # sleep until this close to the deadline, then spin
 CHUNK = 256 * 1024
@@ -441,6 +444,34 @@ class ProxyHost:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------- URLs
+
+_URL_SCHEMES = ("redis://", "rediss://", "postgres://", "postgresql://")
+
+
+def target_of(url: str, default_port: int) -> tuple[str, int]:
+    """(host, port) of a Redis/Postgres URL or a libpq conninfo string."""
+    if url.startswith(_URL_SCHEMES):
+        parts = urlsplit(url)
+        return parts.hostname or "127.0.0.1", parts.port or default_port
+    info = conninfo_to_dict(url)
+    return str(info.get("host") or "127.0.0.1"), int(info.get("port") or default_port)
+
+
+def proxied_url(url: str, port: int) -> str:
+    """`url` (URL or conninfo) pointing at 127.0.0.1:`port`; Postgres without TLS, so the
+    proxy can read its messages."""
+    if url.startswith(_URL_SCHEMES):
+        parts = urlsplit(url)
+        userinfo, at, _ = parts.netloc.rpartition("@")
+        netloc = f"{userinfo}{at}127.0.0.1:{port}"
+        url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        if parts.scheme.startswith("postgres"):
+            return make_conninfo(url, sslmode="disable")
+        return url
+    return make_conninfo(url, host="127.0.0.1", port=str(port), sslmode="disable")
 
 
 # ---------------------------------------------------------------------------- precision

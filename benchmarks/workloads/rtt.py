@@ -28,16 +28,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..data import checkpoint_chain, task_writes
 from ..env import BenchEnv
 from ..graph import CaseGraph, build_case_graph, build_linear_graph, linear_input, run_case
-from ..netem import ProxyCounters, ProxyHost, ping_round_trips
+from ..netem import ProxyCounters, ProxyHost, ping_round_trips, proxied_url, target_of
 from ..savers import SaverFactory, TieredFactory, error_reason
 from ..stats import Result
 from ._common import Context, Subject, Table, merge_config, ms_since, rotated
@@ -57,36 +55,14 @@ def workload_name(kind: str, level: float) -> str:
 # ------------------------------------------------------------------------------ network
 
 
-def _host_port(url: str, default_port: int) -> tuple[str, int]:
-    if url.startswith(("redis://", "rediss://", "postgres://", "postgresql://")):
-        parts = urlsplit(url)
-        return parts.hostname or "127.0.0.1", parts.port or default_port
-    info = conninfo_to_dict(url)
-    return str(info.get("host") or "127.0.0.1"), int(info.get("port") or default_port)
-
-
-def _with_port(url: str, port: int) -> str:
-    """`url` (URL or conninfo) pointing at 127.0.0.1:`port`; Postgres without TLS, so the
-    proxy can read its messages."""
-    if url.startswith(("redis://", "rediss://", "postgres://", "postgresql://")):
-        parts = urlsplit(url)
-        netloc = parts.netloc.rpartition("@")
-        auth = netloc[0] + "@" if netloc[1] else ""
-        url = urlunsplit((parts.scheme, f"{auth}127.0.0.1:{port}", parts.path, parts.query, ""))
-        if parts.scheme.startswith("postgres"):
-            return make_conninfo(url, sslmode="disable")
-        return url
-    return make_conninfo(url, host="127.0.0.1", port=str(port), sslmode="disable")
-
-
 class Network:
     """A pair of proxies (Redis, Postgres) per saver, all in one `ProxyHost`."""
 
     def __init__(self, env: BenchEnv, host: ProxyHost) -> None:
         self.env = env
         self.host = host
-        self.redis_target = _host_port(env.redis_url, 6379)
-        self.pg_target = _host_port(env.pg_url, 5432)
+        self.redis_target = target_of(env.redis_url, 6379)
+        self.pg_target = target_of(env.pg_url, 5432)
         self.index: dict[int, tuple[int, int]] = {}  # id(factory) -> (redis, pg) proxy index
 
     def env_for(self, factory: SaverFactory) -> BenchEnv:
@@ -96,9 +72,9 @@ class Network:
         self.index[id(factory)] = (r.index, p.index)
         return dataclasses.replace(
             self.env,
-            redis_url=_with_port(self.env.redis_url, r.port),
-            redis_aux_url=_with_port(self.env.redis_aux_url, r.port),
-            pg_url=_with_port(self.env.pg_url, p.port),
+            redis_url=proxied_url(self.env.redis_url, r.port),
+            redis_aux_url=proxied_url(self.env.redis_aux_url, r.port),
+            pg_url=proxied_url(self.env.pg_url, p.port),
         )
 
     def counters(self, factory: SaverFactory) -> tuple[ProxyCounters, ProxyCounters]:
@@ -112,7 +88,7 @@ class Network:
 
 def _precision(ctx: Context, host: ProxyHost) -> None:
     """Calibrate the proxy's compensation, then PING straight and through it at each level."""
-    target = _host_port(ctx.env.redis_url, 6379)
+    target = target_of(ctx.env.redis_url, 6379)
     proxy = host.add(target, "redis")
     n = ctx.profile.rtt_pings
     direct = statistics.median(ping_round_trips(target[1], n, target[0]))
