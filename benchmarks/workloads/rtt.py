@@ -46,6 +46,7 @@ LINEAR = "10-node graph run"
 CASE = "case_8842 run"
 MICRO = ("put", "put_writes", "get_tuple")
 CALIBRATION_RTT_MS = 1.0
+CALIBRATION_BATCHES = 5
 
 
 def workload_name(kind: str, level: float) -> str:
@@ -91,10 +92,15 @@ def _precision(ctx: Context, host: ProxyHost) -> None:
     target = target_of(ctx.env.redis_url, 6379)
     proxy = host.add(target, "redis")
     n = ctx.profile.rtt_pings
-    direct = statistics.median(ping_round_trips(target[1], n, target[0]))
     host.set_rtt(CALIBRATION_RTT_MS)
-    through = statistics.median(ping_round_trips(proxy.port, n))
-    compensation = max(0.0, through - direct - CALIBRATION_RTT_MS)
+    ping_round_trips(proxy.port, 50)  # warm-up: threads, connection, caches
+    direct: list[float] = []
+    through: list[float] = []
+    for _ in range(CALIBRATION_BATCHES):  # alternate, so drift hits both alike
+        direct += ping_round_trips(target[1], n // CALIBRATION_BATCHES, target[0])
+        through += ping_round_trips(proxy.port, n // CALIBRATION_BATCHES)
+    extra = statistics.median(through) - statistics.median(direct) - CALIBRATION_RTT_MS
+    compensation = max(0.0, extra)
     host.set_compensation(compensation)
     ctx.notes["netem"] = (
         f"delay proxy compensation {compensation * 1000:.0f} µs per round trip "
