@@ -93,7 +93,7 @@ def _throughput(plt: Any, out: Path, results: list[Result]) -> Path | None:
 
 
 def _rtt(plt: Any, out: Path, results: list[Result]) -> Path | None:
-    """Run time (median, bar to p99) against the emulated RTT, one line per saver."""
+    """Run time against the emulated RTT, one colour per saver: median solid, p99 dashed."""
     rows = _ok(results, "rtt")
     if not rows:
         return None
@@ -112,10 +112,10 @@ def _rtt(plt: Any, out: Path, results: list[Result]) -> Path | None:
             points.sort()
             xs = [p[0] for p in points]
             ys = [p[1] for p in points]
-            up = [p[2] - p[1] for p in points]
-            ax.errorbar(xs, ys, yerr=[[0] * len(up), up], marker="o", capsize=3, label=saver)
+            (line,) = ax.plot(xs, ys, marker="o", label=saver)
+            ax.plot(xs, [p[2] for p in points], linestyle="--", alpha=0.45, color=line.get_color())
         ax.set_xlabel("emulated round-trip time to Redis and Postgres (ms)")
-        ax.set_ylabel("run time (ms): median, bar to p99")
+        ax.set_ylabel("run time (ms): median solid, p99 dashed")
         ax.set_title(kind)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)

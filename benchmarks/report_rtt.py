@@ -114,9 +114,13 @@ def roundtrip_table(results: list[Result]) -> list[str]:
     out = [
         "## Round trips (counted by the proxies; TieredSaver with its background flusher off)",
         "",
+        "A round trip is a client burst (a pipeline or a Lua script is one); a superstep is a "
+        "checkpoint `put` LangGraph makes in the run (counted on an `InMemorySaver`); Postgres "
+        "xact = transactions ended (`ReadyForQuery` idle). Connections were open before counting.",
+        "",
         "| workload | saver | supersteps/run | **Redis RT/superstep** | Redis RT/run | "
-        "Postgres RT/run | Postgres xact/run | then write-behind flush: Redis RT, Postgres RT, "
-        "xact per run |",
+        "Postgres RT/run | Postgres xact/run | write-behind: Redis RT, Postgres RT, xact per run "
+        "(one `flush()` after all runs of the pass) |",
         "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in graphs:
