@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import operator
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Annotated, Any, NamedTuple
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -51,13 +52,14 @@ def build_case_graph(checkpointer: BaseCheckpointSaver[Any]) -> CaseGraph:
     return CaseGraph(build_graph(checkpointer), make_input, resume, "examples.case_8842.graph")
 
 
-def run_case(case: CaseGraph, config: Any) -> Any:
-    """One whole run: invoke, then resume while the graph stops at an interrupt."""
-    out = case.graph.invoke(case.make_input(), config)
+def run_case(case: CaseGraph, config: Any, **invoke_kwargs: Any) -> Any:
+    """One whole run: invoke, then resume while the graph stops at an interrupt.
+    `invoke_kwargs` (e.g. `durability="async"`) go to every `invoke`."""
+    out = case.graph.invoke(case.make_input(), config, **invoke_kwargs)
     for _ in range(MAX_RESUMES):
         if case.resume is None or "__interrupt__" not in out:
             break
-        out = case.graph.invoke(case.resume(), config)
+        out = case.graph.invoke(case.resume(), config, **invoke_kwargs)
     return out
 
 
@@ -156,3 +158,32 @@ def build_chat_graph(checkpointer: BaseCheckpointSaver[Any]) -> Any:
 
 def chat_turn(turn: int) -> ChatState:
     return {"messages": [HumanMessage(f"Turn {turn}: and what about my second order? " * 3)]}
+
+
+# ------------------------------------------------------------------------ linear graph
+
+LINEAR_NODES = 10
+
+
+def _linear_node(i: int) -> Any:  # a node function (StateGraph's node types are overloads)
+    def node(state: ChatState) -> ChatState:
+        return {"messages": [AIMessage(f"step {i}: checked, moving on. " * 4, id=f"m{i}")]}
+
+    return node
+
+
+def build_linear_graph(checkpointer: BaseCheckpointSaver[Any], nodes: int = LINEAR_NODES) -> Any:
+    """`nodes` nodes in a row, each appending a message: the message list grows every step."""
+    builder = StateGraph(ChatState)
+    names = [f"n{i}" for i in range(nodes)]
+    for i, name in enumerate(names):
+        builder.add_node(name, _linear_node(i))
+    builder.add_edge(START, names[0])
+    for a, b in pairwise(names):
+        builder.add_edge(a, b)
+    builder.add_edge(names[-1], END)
+    return builder.compile(checkpointer=checkpointer)
+
+
+def linear_input() -> ChatState:
+    return {"messages": [HumanMessage("I was charged twice, and I can't log in.", id="h0")]}

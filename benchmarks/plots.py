@@ -17,7 +17,11 @@ def plot_all(out: Path, results: list[Result]) -> list[Path]:
     except ImportError:
         return []
     written = []
-    for path in (_put_latency(plt, out, results), _throughput(plt, out, results)):
+    for path in (
+        _put_latency(plt, out, results),
+        _throughput(plt, out, results),
+        _rtt(plt, out, results),
+    ):
         if path is not None:
             written.append(path)
     return written
@@ -83,6 +87,41 @@ def _throughput(plt: Any, out: Path, results: list[Result]) -> Path | None:
         ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "throughput.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _rtt(plt: Any, out: Path, results: list[Result]) -> Path | None:
+    """Run time against the emulated RTT, one colour per saver: median solid, p99 dashed."""
+    rows = _ok(results, "rtt")
+    if not rows:
+        return None
+    kinds = [k for k in dict.fromkeys(r.workload.partition(" @ RTT ")[0] for r in rows)
+             if "run" in k]
+    if not kinds:
+        return None
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 4.5), squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        by_saver: dict[str, list[tuple[float, float, float]]] = {}
+        for r in rows:
+            s = r.summary
+            if r.workload.partition(" @ RTT ")[0] == kind and s is not None:
+                by_saver.setdefault(r.saver, []).append((r.metrics["rtt_ms"], s.median, s.p99))
+        for saver, points in by_saver.items():
+            points.sort()
+            xs = [p[0] for p in points]
+            ys = [p[1] for p in points]
+            (line,) = ax.plot(xs, ys, marker="o", label=saver)
+            ax.plot(xs, [p[2] for p in points], linestyle="--", alpha=0.45, color=line.get_color())
+        ax.set_xlabel("emulated round-trip time to Redis and Postgres (ms)")
+        ax.set_ylabel("run time (ms): median solid, p99 dashed")
+        ax.set_title(kind)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "rtt_runs.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .report_rtt import RTT_GROUPS, markdown_sections
 from .stats import Result
 
 GROUP_TITLES = {
@@ -87,6 +88,7 @@ def markdown(meta: dict[str, Any], savers: list[dict[str, str]], results: list[R
             if any(r.metrics for r in rows):
                 lines += ["", *metrics_table(rows)]
             lines += _not_measured(rows)
+    lines += markdown_sections(results)
     return "\n".join(lines) + "\n"
 
 
@@ -96,8 +98,12 @@ def _ok(rows: Iterable[Result]) -> list[Result]:
 
 def summary_table(results: list[Result]) -> list[str]:
     """Medians: one row per workload, one column per saver that ran anything."""
-    savers = list(dict.fromkeys(r.saver for r in _ok(results)))
-    workloads = list(dict.fromkeys(r.workload for r in results if r.group != "pgload"))
+    savers = list(dict.fromkeys(r.saver for r in _ok(results) if r.group not in RTT_GROUPS))
+    workloads = list(
+        dict.fromkeys(
+            r.workload for r in results if r.group != "pgload" and r.group not in RTT_GROUPS
+        )
+    )
     cells = {(r.workload, r.saver): r for r in _ok(results)}
     out = [
         "## Summary — medians",

@@ -305,8 +305,9 @@ class FloorFactory(SaverFactory):
 class TieredFactory(SaverFactory):
     """`langgraph_tiered_saver.TieredSaver`, with or without its Postgres durable tier."""
 
-    def __init__(self, *, durable: bool) -> None:
+    def __init__(self, *, durable: bool, background_flush: bool = True) -> None:
         self.durable = durable
+        self.background_flush = background_flush  # off: only the hot path talks to the servers
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -335,6 +336,7 @@ class TieredFactory(SaverFactory):
             env.pg_url if self.durable else None,
             key_prefix=env.key_prefix(self.slug, scope),
             schema=env.schema(self.slug, scope, create=False),
+            **({} if self.background_flush else {"background_flush": False}),
         )
 
     @contextmanager

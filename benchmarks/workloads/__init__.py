@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import concurrency, e2e, micro, pgload, storage
+from . import concurrency, e2e, micro, pgload, rtt, storage
 from ._common import FULL, QUICK, Context, Profile, Progress
 
 WORKLOADS: dict[str, Callable[[Context], None]] = {
@@ -18,6 +18,7 @@ WORKLOADS: dict[str, Callable[[Context], None]] = {
     "long": storage.run_long,
     "large": storage.run_large,
     "pgload": pgload.run,
+    "rtt": rtt.run,
 }
 
 __all__ = ["FULL", "QUICK", "WORKLOADS", "Context", "Profile", "Progress"]

@@ -35,6 +35,14 @@ class Profile:
     history: int = 50
     levels: tuple[int, ...] = (1, 16, 64)
     tenants: int = 1000
+    # across the emulated network (workload `rtt`)
+    rtt_levels: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0)
+    rtt_reps: int = 3  # round-robin repetitions; each visits every RTT level and saver
+    rtt_linear_runs: int = 3  # 10-node graph runs per saver, durability mode, level and rep
+    rtt_case_runs: int = 2  # case_8842 runs per saver, level and rep
+    rtt_ops: int = 10  # timed put / put_writes / get_tuple calls per saver, level and rep
+    rtt_pings: int = 300  # PINGs per level for the proxy's precision
+    count_runs: int = 5  # graph runs per saver in the round-trip count
 
 
 QUICK = Profile(
@@ -48,6 +56,13 @@ QUICK = Profile(
     large_ops=2,
     pgload_reps=2,
     pgload_runs=4,
+    rtt_levels=(0.0, 0.5),
+    rtt_reps=2,
+    rtt_linear_runs=3,
+    rtt_case_runs=2,
+    rtt_ops=10,
+    rtt_pings=200,
+    count_runs=3,
 )
 FULL = Profile(
     "full",
@@ -60,6 +75,13 @@ FULL = Profile(
     large_ops=5,
     pgload_reps=5,
     pgload_runs=20,
+    rtt_levels=(0.0, 0.5, 1.0, 2.0),
+    rtt_reps=12,
+    rtt_linear_runs=5,
+    rtt_case_runs=3,
+    rtt_ops=20,
+    rtt_pings=500,
+    count_runs=10,
 )
 
 
