@@ -25,8 +25,12 @@ import threading
 from datetime import timedelta
 from typing import Any
 
+from psycopg_pool import ConnectionPool
+
+from ._io import SyncDriver
+from .durable.migrations import setup_op
 from .durable.ops import list_threads_op
-from .durable.roles import create_app_role_op
+from .durable.roles import check_role_op, create_app_role_op
 from .errors import ConfigError, TenantRequiredError, TieredSaverError
 from .flusher import record_outbox, worker_loop
 from .saver import TieredSaver
@@ -102,7 +106,29 @@ def _jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+POSTGRES_ONLY = ("setup", "create-role")
+
+
+def run_postgres_only(args: argparse.Namespace) -> int:
+    """`setup` and `create-role` touch Postgres alone: no Redis URL needed."""
+    if not args.postgres_url:
+        raise ConfigError(f"{args.command} works on Postgres: pass --postgres-url or set DATABASE_URL")
+    with ConnectionPool(args.postgres_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True) as pool:
+        driver = SyncDriver(None, pool)
+        if args.command == "setup":
+            applied = driver.run(setup_op(args.schema))
+            role = driver.run(check_role_op())
+            _emit({"schema": args.schema, "applied_migrations": applied, "up_to_date": True,
+                   "connected_as": role.name, "warning": role.warning()})  # fmt: skip
+        else:
+            driver.run(create_app_role_op(args.schema, args.name, login=bool(args.password), password=args.password))
+            _emit({"role": args.name, "schema": args.schema, "row_level_security": True})
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.command in POSTGRES_ONLY:
+        return run_postgres_only(args)
     if not args.redis_url:
         raise ConfigError("no Redis URL: pass --redis-url or set REDIS_URL")
     options: dict[str, Any] = {
@@ -112,15 +138,7 @@ def run(args: argparse.Namespace) -> int:
         "background_flush": False,
     }
     with TieredSaver.from_conn_string(args.redis_url, args.postgres_url, **options) as saver:
-        if args.command == "setup":
-            saver.setup()
-            print(f"schema {args.schema!r} is up to date")
-        elif args.command == "create-role":
-            saver._run(
-                create_app_role_op(args.schema, args.name, login=bool(args.password), password=args.password)
-            )
-            print(f"role {args.name!r} can use schema {args.schema!r} under row-level security")
-        elif args.command == "threads":
+        if args.command == "threads":
             _emit(_threads(saver))
         elif args.command == "checkpoints":
             config: dict[str, Any] = {"configurable": {"thread_id": args.thread}}

@@ -25,10 +25,9 @@ def test_cli_inspects_flushes_and_prunes(
         def cli(*args: str) -> Any:
             capsys.readouterr()
             assert main([*base, *args]) == 0
-            out = capsys.readouterr().out
-            return out if args[0] == "setup" else json.loads(out)
+            return json.loads(capsys.readouterr().out)
 
-        assert "is up to date" in cli("setup")
+        assert cli("setup")["up_to_date"] is True
         assert cli("threads") == []
         thread = f"t-{uuid.uuid4().hex[:8]}"
         chain_graph(saver).invoke({"n": 0}, {"configurable": {"thread_id": thread}})
@@ -75,6 +74,26 @@ def test_cli_errors_are_one_clear_line(
     with pytest.raises(SystemExit):
         main(["--redis-url", redis_url, "prune", "--older-than", "soon"])
     assert "use a number and s, m, h or d" in capsys.readouterr().err
+
+
+def test_postgres_only_commands_need_no_redis(
+    test_database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    schema = f"lts_cli_{uuid.uuid4().hex[:8]}"
+    role = f"lts_cli_{uuid.uuid4().hex[:8]}"
+    try:
+        assert main(["--postgres-url", test_database_url, "--schema", schema, "setup"]) == 0
+        assert json.loads(capsys.readouterr().out)["up_to_date"] is True
+        assert main(["--postgres-url", test_database_url, "--schema", schema, "create-role", role]) == 0
+        assert json.loads(capsys.readouterr().out) == {"role": role, "schema": schema, "row_level_security": True}
+    finally:
+        import psycopg
+
+        with psycopg.connect(test_database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+            conn.execute(f'DROP OWNED BY "{role}"')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 
 
 def test_logs_are_one_json_object_per_line() -> None:
