@@ -156,13 +156,21 @@ async def _aattempt(pending: Awaitable[Any]) -> tuple[bool, Any]:
         return False, exc
 
 
+# Error replies that mean "Redis cannot take this now", not "this command is wrong": out of
+# memory (noeviction), a replica, a failover or a load in progress, a cluster without quorum.
+_UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "BUSY")
+
+
 def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
-    """Scripts signal fencing failures with an error reply; give them their typed class."""
+    """Scripts signal fencing failures with an error reply; give them their typed class, and
+    the server's "unavailable" replies theirs."""
     message = str(exc)
     if message.startswith("STALE"):
         return StaleLockError(message)
     if message.startswith("LOCKED"):
         return ThreadLockedError(message)
+    if message.split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
+        return TierUnavailableError("redis", message)
     return exc
 
 

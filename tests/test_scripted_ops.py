@@ -13,7 +13,13 @@ from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg_pool import ConnectionPool
 
-from langgraph_tiered_saver import FlushPolicy, ThreadLockedError, TieredSaver, TierUnavailableError
+from langgraph_tiered_saver import (
+    FlushPolicy,
+    StaleLockError,
+    ThreadLockedError,
+    TieredSaver,
+    TierUnavailableError,
+)
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import PgCall, RedisCall
 from langgraph_tiered_saver.breaker import PgBreaker
@@ -220,3 +226,16 @@ def test_postgres_errors_are_classified() -> None:
     assert type(classify_statement_error(psycopg.errors.QueryCanceled("statement timeout"))) is TierUnavailableError
     rejected = classify_statement_error(psycopg.errors.CheckViolation("new row violates check"))
     assert isinstance(rejected, PostgresError)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [("OOM command not allowed when used memory > 'maxmemory'", TierUnavailableError),
+     ("READONLY You can't write against a read only replica.", TierUnavailableError),
+     ("STALE fencing token 3 is older than 4: the lock was lost", StaleLockError),
+     ("ERR wrong number of arguments", redis.exceptions.ResponseError)],
+)  # fmt: skip
+def test_redis_error_replies_are_typed(reply: str, expected: type) -> None:
+    from langgraph_tiered_saver._io import _typed_script_error
+
+    assert type(_typed_script_error(redis.exceptions.ResponseError(reply))) is expected
