@@ -108,3 +108,18 @@ def comparable(values: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+class LogState(TypedDict, total=False):
+    log: Annotated[list[str], operator.add]
+
+
+def two_step_graph(checkpointer: Any) -> Any:
+    """START -> a -> b -> END, each appending its name: the smallest real run (2 supersteps)."""
+    g = StateGraph(LogState)
+    g.add_node("a", lambda s: {"log": ["a"]})
+    g.add_node("b", lambda s: {"log": ["b"]})
+    g.add_edge(START, "a")
+    g.add_edge("a", "b")
+    g.add_edge("b", END)
+    return g.compile(checkpointer=checkpointer)

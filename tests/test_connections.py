@@ -4,38 +4,23 @@ size, bursts that wait instead of failing, and a clear error when a pool stays b
 from __future__ import annotations
 
 import asyncio
-import operator
 import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import psycopg
 import pytest
 import redis
 import redis.asyncio
-from langgraph.graph import END, START, StateGraph
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from langgraph_tiered_saver import ConfigError, TieredSaver
 from langgraph_tiered_saver.connections import PoolOptions, redis_settings, redis_twin
 from langgraph_tiered_saver.errors import PoolExhaustedError
 from tests._saver_fixtures import TEST_TENANT
-
-
-class S(TypedDict, total=False):
-    log: Annotated[list[str], operator.add]
-
-
-def two_steps(checkpointer: Any) -> Any:
-    g = StateGraph(S)
-    g.add_node("a", lambda s: {"log": ["a"]})
-    g.add_node("b", lambda s: {"log": ["b"]})
-    g.add_edge(START, "a")
-    g.add_edge("a", "b")
-    g.add_edge("b", END)
-    return g.compile(checkpointer=checkpointer)
+from tests.graphs import two_step_graph
 
 
 def _cfg() -> dict[str, Any]:
@@ -67,7 +52,7 @@ def test_a_sync_client_serves_ainvoke(redis_url: str, test_database_url: str) ->
     try:
         saver.setup()
         cfg = _cfg()
-        out = asyncio.run(two_steps(saver).ainvoke({"log": []}, cfg))
+        out = asyncio.run(two_step_graph(saver).ainvoke({"log": []}, cfg))
         assert out["log"] == ["a", "b"]
         assert saver.flush(cfg)[0].checkpoints == 4
     finally:
@@ -85,7 +70,7 @@ async def test_an_async_client_serves_invoke_and_the_flusher(redis_url: str, tes
     try:
         await saver.asetup()
         cfg = _cfg()
-        out = await asyncio.to_thread(two_steps(saver).invoke, {"log": []}, cfg)
+        out = await asyncio.to_thread(two_step_graph(saver).invoke, {"log": []}, cfg)
         assert out["log"] == ["a", "b"]
         deadline = time.monotonic() + 15  # the background flusher (sync twins) drains it
         while time.monotonic() < deadline and saver.metrics.counter("flushed_checkpoints") < 4:
@@ -101,7 +86,7 @@ async def test_500_concurrent_runs_on_one_saver_all_succeed(saver_context: Calla
     """Far more concurrent runs than Redis connections: the blocking pool makes them wait."""
     async with saver_context(durable=True, redis_max_connections=16, pg_max_size=4) as saver:
         await saver.asetup()
-        graph = two_steps(saver)
+        graph = two_step_graph(saver)
         started = time.perf_counter()
         results = await asyncio.gather(
             *(graph.ainvoke({"log": []}, _cfg()) for _ in range(500)), return_exceptions=True
@@ -140,7 +125,7 @@ def test_prepared_statements_are_off_by_default(saver_context: Callable[..., Any
     with saver_context(durable=True) as saver:
         saver.setup()
         cfg = _cfg()
-        graph = two_steps(saver)
+        graph = two_step_graph(saver)
         for _ in range(8):  # more executions than psycopg's default threshold (5)
             graph.invoke({"log": []}, cfg)
             saver.flush(cfg)

@@ -4,15 +4,13 @@ tenants stay apart. Skipped only where the `pgbouncer` binary cannot be found.""
 
 from __future__ import annotations
 
-import operator
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import psycopg
 import pytest
 import redis
-from langgraph.graph import END, START, StateGraph
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -21,6 +19,7 @@ from langgraph_tiered_saver import TieredSaver, tenant_scope
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import SyncDriver
 from langgraph_tiered_saver.durable.roles import create_app_role_op
+from tests.graphs import two_step_graph
 
 pytestmark = pytest.mark.skipif(
     find_pgbouncer() is None, reason="pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)"
@@ -29,18 +28,6 @@ THREADS = 120
 PREPARE: dict[str, Any] = {}  # the default: no server-side prepared statements
 
 
-class S(TypedDict, total=False):
-    log: Annotated[list[str], operator.add]
-
-
-def graph_of(checkpointer: Any) -> Any:
-    g = StateGraph(S)
-    g.add_node("a", lambda s: {"log": ["a"]})
-    g.add_node("b", lambda s: {"log": ["b"]})
-    g.add_edge(START, "a")
-    g.add_edge("a", "b")
-    g.add_edge("b", END)
-    return g.compile(checkpointer=checkpointer)
 
 
 @pytest.fixture
@@ -67,7 +54,7 @@ def test_120_threads_reach_postgres_through_pgbouncer(
         url = bouncer.url(role, str(info["dbname"]))
         prefix = f"ltstest-{uuid.uuid4().hex[:8]}"
         with saver_context(durable=True, postgres_url=url, schema=schema, key_prefix=prefix, tenant_id=None, **PREPARE) as saver:
-            graph = graph_of(saver)
+            graph = two_step_graph(saver)
             threads = [f"t{i:03d}" for i in range(THREADS)]
             for i, thread in enumerate(threads):  # two tenants, many short transactions
                 graph.invoke({"log": []}, {"configurable": {"thread_id": thread, "tenant_id": f"tenant-{i % 2}"}})
