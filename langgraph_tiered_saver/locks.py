@@ -173,7 +173,10 @@ class ThreadLock:
         while not self._stop.wait(self.ttl_ms / 3000):
             if self._idle():
                 logger.info("releasing the lock of idle thread %r", self.ref.thread_id)
-                self.release()
+                try:
+                    self.release()
+                except Exception as exc:  # the lock then expires by its TTL; the loop ends either way
+                    logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc)
                 return
             try:
                 if not self.saver._run(self._ops.renew(self.handle)):
