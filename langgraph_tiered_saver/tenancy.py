@@ -19,6 +19,7 @@ raise `TenantMismatchError`. Returned configs carry `tenant_id` only when the ca
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -26,7 +27,8 @@ from typing import Any
 
 from .errors import InvalidIdError, TenantMismatchError, TenantRequiredError
 
-MAX_TENANT_ID = 1024
+MAX_TENANT_ID = 128
+KEY_SAFE = re.compile(r"[A-Za-z0-9._:@+=/~-]+")
 TENANT_KEY = "tenant_id"
 
 _SCOPE: ContextVar[str | None] = ContextVar("langgraph_tiered_saver_tenant", default=None)
@@ -38,16 +40,21 @@ _HOW_TO = (
 
 
 def check_tenant(value: Any) -> str:
-    """A tenant id is a non-empty string (no NUL: Postgres text cannot hold it). 0, '' and None
-    are refused rather than read as "no tenant", so they can never select a default."""
+    """A tenant id is a non-empty string. 0, '' and None are refused rather than read as "no
+    tenant", so they can never select a default. Until ids are encoded in keys, a tenant id is
+    also limited to key-safe characters: braces or '|' would forge another thread's hash tag."""
     if not isinstance(value, str):
         raise InvalidIdError(f"tenant_id must be a non-empty string, got {type(value).__name__} {value!r}")
     if not value:
         raise InvalidIdError("tenant_id must be a non-empty string, got ''")
     if len(value) > MAX_TENANT_ID:
         raise InvalidIdError(f"tenant_id is {len(value)} characters long, the limit is {MAX_TENANT_ID}")
-    if "\x00" in value:
-        raise InvalidIdError(f"tenant_id {value[:60]!r} contains a NUL character")
+    if not KEY_SAFE.fullmatch(value):
+        bad = sorted({c for c in value if not KEY_SAFE.fullmatch(c)})
+        raise InvalidIdError(
+            f"tenant_id {value[:60]!r} has characters not allowed in ids: {bad!r} "
+            "(allowed: letters, digits and . _ : @ + = / ~ -)"
+        )
     return value
 
 

@@ -166,7 +166,7 @@ def test_ids_that_could_break_the_key_layout_are_rejected(saver: TieredSaver, th
 
 
 def test_bad_tenant_and_namespace(saver: TieredSaver) -> None:
-    for bad in (0, "", "a\x00b", ["acme"]):
+    for bad in (0, "", "a\x00b", ["acme"], "acme}{evil", "a|b"):
         with pytest.raises(InvalidIdError, match="tenant_id"):
             saver.get_tuple(_cfg("t1", tenant_id=bad))
         with pytest.raises(InvalidIdError, match="tenant_id"):
