@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "worker":
             return _worker(saver, args)
         elif args.command == "metrics":
-            record_outbox(saver.metrics, saver._run(saver._flush.outbox_status()))
+            record_outbox(saver.metrics, saver.run_op(saver.core.flush.outbox_status()))
             _emit(saver.metrics.snapshot())
     return 0
 
@@ -176,9 +176,9 @@ def _threads(saver: TieredSaver) -> list[dict[str, Any]]:
     """The tenant's threads from both tiers' indexes (no checkpoint is loaded): whether Redis
     holds it, and what Postgres has of it."""
     tenant = saver._tenant("threads")
-    hot = saver._run(saver._hot.list_threads(tenant))
+    hot = saver.run_op(saver.core.hot.list_threads(tenant))
     in_redis = set(hot)
-    durable = {i.thread_id: i for i in saver._run(list_threads_op(saver.schema, tenant))} if saver.durable else {}
+    durable = {i.thread_id: i for i in saver.run_op(list_threads_op(saver.schema, tenant))} if saver.durable else {}
     out = []
     for thread_id in [*hot, *sorted(set(durable) - in_redis)]:
         info = durable.get(thread_id)
@@ -200,8 +200,8 @@ def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("langgraph_tiered_saver").info("flush worker started")
     flushed = worker_loop(
-        saver._run,
-        saver._flush,
+        saver.run_op,
+        saver.core.flush,
         saver.metrics,
         quiet_seconds=args.quiet_seconds,
         poll_seconds=args.poll_seconds,

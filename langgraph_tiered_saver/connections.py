@@ -30,6 +30,7 @@ import redis
 import redis.asyncio
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from . import options as opt
 from .errors import ConfigError
 
 # Settings that mean the same to redis.Redis and redis.asyncio.Redis connections (redis-py 5-8).
@@ -56,18 +57,13 @@ class PoolOptions:
 
     def __post_init__(self) -> None:
         for name in ("redis_max_connections", "pg_min_size", "pg_max_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a whole number >= 1, got {value!r}")
+            opt.positive_int(name, getattr(self, name))
         for name in ("redis_pool_timeout", "pg_max_idle", "pg_max_lifetime"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ConfigError(f"{name} must be a number of seconds > 0, got {value!r}")
+            opt.seconds(name, getattr(self, name), inclusive=False)
         if self.pg_min_size > self.pg_max_size:
             raise ConfigError(f"pg_min_size ({self.pg_min_size}) exceeds pg_max_size ({self.pg_max_size})")
-        threshold = self.pg_prepare_threshold
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0):
-            raise ConfigError(f"pg_prepare_threshold must be None or a whole number >= 0, got {threshold!r}")
+        if self.pg_prepare_threshold is not None:
+            opt.whole("pg_prepare_threshold", self.pg_prepare_threshold)
 
     @classmethod
     def take(cls, options: dict[str, Any]) -> PoolOptions:
@@ -198,3 +194,41 @@ class Connections:
             else:
                 resource.close()
         self.owned = []
+
+
+class SaverContext:
+    """What `TieredSaver.from_conn_string` returns: enter it with `with` or `async with`. It
+    owns (and closes) the clients and pools it creates; the saver drains its outbox first."""
+
+    def __init__(self, cls: Any, redis_url: str, postgres_url: str | None, options: dict[str, Any]) -> None:
+        self.cls = cls
+        self.redis_url = redis_url
+        self.postgres_url = postgres_url
+        self.options = dict(options)
+        self.pools = PoolOptions.take(self.options)
+        self.saver: Any = None
+
+    def _made(self, saver: Any, client: Any, pool: Any) -> Any:
+        saver._conn.owned[:0] = [r for r in (client, pool) if r is not None]
+        self.saver = saver
+        return saver
+
+    def __enter__(self) -> Any:
+        # Sync use: blocking clients; async twins are built if ever needed (and closed with the saver).
+        client = redis_from_url(self.redis_url, self.pools, asyncio=False)
+        pool = pg_pool(self.postgres_url, self.pools) if self.postgres_url else None
+        return self._made(self.cls(client, None, pg_pool=pool, pool_options=self.pools, **self.options), client, pool)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saver is not None:
+            self.saver.close()
+
+    async def __aenter__(self) -> Any:
+        # Async use: asyncio clients; the flusher thread builds its blocking twins on first flush.
+        client = redis_from_url(self.redis_url, self.pools, asyncio=True)
+        pool = await apg_pool(self.postgres_url, self.pools) if self.postgres_url else None
+        return self._made(self.cls(None, client, apg_pool=pool, pool_options=self.pools, **self.options), client, pool)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.saver is not None:
+            await self.saver.aclose()

@@ -23,15 +23,15 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 
 from . import keys as K
+from . import options as opt
 from . import scripts
 from ._io import Op, RedisCall
 from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_write
 from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
-from .errors import ConfigError
-from .hot import decode_refs
 from .polling import poll
+from .stored import decode_refs
 
 Mode = Literal["sync", "async", "off"]
 MODES = ("sync", "async", "off")
@@ -70,19 +70,12 @@ class FlushPolicy:
 
     def __post_init__(self) -> None:
         for name in ("on_interrupt", "on_error"):
-            value = getattr(self, name)
-            if value not in MODES:
-                raise ConfigError(f"FlushPolicy.{name} must be one of {MODES}, got {value!r}")
+            opt.choice(f"FlushPolicy.{name}", getattr(self, name), MODES)
         for name in ("quiet_seconds", "retry_backoff", "max_backoff", "quarantine_retry_seconds"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-                raise ConfigError(f"FlushPolicy.{name} must be a number of seconds >= 0, got {value!r}")
-        for name, low in (("every_n_checkpoints", 0), ("max_attempts", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"FlushPolicy.{name} must be a whole number >= {low}, got {value!r}")
-        if not isinstance(self.on_close, bool):
-            raise ConfigError(f"FlushPolicy.on_close must be True or False, got {self.on_close!r}")
+            opt.seconds(f"FlushPolicy.{name}", getattr(self, name))
+        opt.whole("FlushPolicy.every_n_checkpoints", self.every_n_checkpoints)
+        opt.positive_int("FlushPolicy.max_attempts", self.max_attempts)
+        opt.flag("FlushPolicy.on_close", self.on_close)
 
     def for_writes(self, channels: Sequence[str]) -> Mode:
         """What a batch of pending writes asks for: the most urgent of its triggers."""

@@ -8,7 +8,7 @@ around one Lua script); `get_tuple` is one round trip (one Lua script).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +41,7 @@ from .codec import (
 from .errors import CorruptDataError
 from .ids import MAX_TASK_ID, ThreadRef, check_field_id
 from .polling import poll
+from .stored import StoredCheckpoint, decode_refs, encode_refs
 
 if TYPE_CHECKING:
     from .offload import Offloader
@@ -48,32 +49,8 @@ if TYPE_CHECKING:
 LIST_BATCH = 64
 
 
-@dataclass(frozen=True, slots=True)
-class StoredCheckpoint:
-    """One checkpoint as stored in a tier: the common currency of both tiers and the flusher."""
-
-    checkpoint_ns: str
-    checkpoint_id: str
-    record: CheckpointRecord
-    run_id: str
-    blobs: dict[str, TypedValue]  # blob field -> value (only the fields the record references)
-    writes: list[WriteRecord]
-    refs_lost: bool = False  # eviction took its value refs or part of its writes from Redis
-
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def encode_refs(run_id: str, fields: Iterable[str]) -> str:
-    """The `cv` value: run id first (for run deletion), then the blob fields of the checkpoint."""
-    return K.REF_SEP.join([run_id, *fields])
-
-
-def decode_refs(raw: Any) -> tuple[str, tuple[str, ...]]:
-    parts = as_str(raw).split(K.REF_SEP) if raw else [""]
-    return parts[0], tuple(parts[1:])
 
 
 def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:
@@ -436,16 +413,3 @@ class HotOps:
         yield RedisCall(tuple(commands), transaction=True, scripts=(scripts.IMPORT,))
         return None
 
-
-def stored_to_export(items: Iterable[StoredCheckpoint]) -> dict[str, dict[str, Any]]:
-    """The import format for checkpoints read from Postgres (re-warming Redis)."""
-    out: dict[str, dict[str, Any]] = {"ck": {}, "cv": {}, "bl": {}, "wr": {}}
-    for s in items:
-        member = K.checkpoint_member(s.checkpoint_ns, s.checkpoint_id)
-        out["ck"][member] = s.record.pack()
-        out["cv"][member] = encode_refs(s.run_id, s.record.blob_fields)
-        for field, typed in s.blobs.items():
-            out["bl"][field] = encode_typed(typed)
-        for w in s.writes:
-            out["wr"][K.write_field(s.checkpoint_ns, s.checkpoint_id, w.task_id, w.idx)] = w.pack()
-    return out

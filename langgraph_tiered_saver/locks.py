@@ -10,14 +10,13 @@ one thread never interleave. Release is compare-and-delete; renewal extends only
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from . import keys as K
 from . import scripts
@@ -27,11 +26,40 @@ from .errors import ThreadLockedError
 from .ids import ThreadRef
 from .polling import poll
 
-if TYPE_CHECKING:
-    from .saver import TieredSaver
-
 logger = logging.getLogger("langgraph_tiered_saver.locks")
 POLL_SECONDS = 0.05
+T = TypeVar("T")
+
+
+class Runner(Protocol):
+    """What runs an op for a lock: the saver's sync and async drivers."""
+
+    def run_op(self, op: Op[T]) -> T: ...
+
+    async def arun_op(self, op: Op[T]) -> T: ...
+
+
+class Fences:
+    """The fencing tokens of the thread locks this process holds: hot-path writes of a locked
+    thread carry its token (see module docstring)."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._tokens)
+
+    def of(self, ref: ThreadRef) -> str:
+        """The token of the lock held on the thread, "" if none."""
+        return self._tokens.get((ref.tenant_id, ref.thread_id), "")
+
+    def hold(self, handle: LockHandle) -> None:
+        self._tokens[(handle.tenant_id, handle.thread_id)] = handle.fence
+
+    def drop(self, handle: LockHandle) -> None:
+        key = (handle.tenant_id, handle.thread_id)
+        if self._tokens.get(key) == handle.fence:  # not a newer holder's token
+            self._tokens.pop(key, None)
 
 
 @dataclass(frozen=True)
@@ -87,18 +115,24 @@ class LockOps:
 class ThreadLock:
     """`with saver.thread_lock(config):` or `async with saver.thread_lock(config):`.
 
-    Renews itself every third of its TTL while held (a thread for sync, a task for async), so
-    long nodes keep it; do not hold it across a human pause — release it when the run
-    returns on an interrupt and take it again to resume.
+    Renews itself every third of its TTL while held, from one daemon thread whichever side took
+    it (the sync driver, on the saver's blocking twin clients for async users), so long nodes
+    keep it; do not hold it across a human pause — release it when the run returns on an
+    interrupt and take it again to resume.
 
     With `idle` set (the saver's automatic run locks), renewal stops and the lock is released
     once nothing has `touch`ed it for that many seconds: a run whose end went unseen does not
     keep its thread locked forever.
+
+    Acquire and release are ops (`acquire_op`, `release_op`), so the automatic run locks take
+    and drop them inside the checkpoint call's own op, on whichever driver runs it.
     """
 
     def __init__(
         self,
-        saver: TieredSaver,
+        runner: Runner,
+        ops: LockOps,
+        fences: Fences,
         ref: ThreadRef,
         ttl: float,
         wait: bool,
@@ -107,7 +141,9 @@ class ThreadLock:
         idle: float | None = None,
         on_release: Callable[[ThreadLock], None] | None = None,
     ) -> None:
-        self.saver = saver
+        self.runner = runner
+        self.ops = ops
+        self.fences = fences
         self.ref = ref
         self.ttl_ms = int(ttl * 1000)
         self.wait = wait
@@ -120,12 +156,6 @@ class ThreadLock:
         self._released = False
         self._guard = threading.Lock()
         self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
-        self._task: asyncio.Task[Any] | None = None
-
-    @property
-    def _ops(self) -> LockOps:
-        return self.saver._locks
 
     def touch(self) -> None:
         """The holder is still at work: postpone the idle release."""
@@ -134,42 +164,36 @@ class ThreadLock:
     def _idle(self) -> bool:
         return self.idle is not None and time.monotonic() - self.last_active >= self.idle
 
-    def _held(self, handle: LockHandle) -> None:
+    def acquire_op(self) -> Op[LockHandle]:
+        handle = yield from self.ops.acquire(self.ref, self.ttl_ms, wait=self.wait, wait_timeout=self.wait_timeout)
         self.handle = handle
         self.last_active = time.monotonic()
-        self.saver._fences[(handle.tenant_id, handle.thread_id)] = handle.fence
+        self.fences.hold(handle)
+        threading.Thread(target=self._renew_loop, args=(handle,), daemon=True, name="tiered-saver-lock").start()
+        return handle
 
-    def _claim_release(self) -> bool:
-        """True for the one caller that gets to release (end of run, idle renewer or `with`)."""
+    def release_op(self) -> Op[None]:
+        """Stop renewing and compare-and-delete the lock (once, whoever calls first)."""
         with self._guard:
             if self._released:
-                return False
+                return None
             self._released = True
-            return True
-
-    def _dropped(self) -> None:
-        handle = self.handle
-        if handle is not None:
-            key = (handle.tenant_id, handle.thread_id)
-            if self.saver._fences.get(key) == handle.fence:  # not a newer holder's token
-                self.saver._fences.pop(key, None)
-        if self.on_release is not None:
-            self.on_release(self)
+        self._stop.set()
+        try:
+            if self.handle is not None and not (yield from self.ops.release(self.handle)):
+                self._lost()
+        finally:
+            if self.handle is not None:
+                self.fences.drop(self.handle)
+            if self.on_release is not None:
+                self.on_release(self)
+        return None
 
     def _lost(self) -> None:
         self.lost = True
         logger.warning("lock of thread %r was lost before release (expired and taken?)", self.ref.thread_id)
 
-    # sync
-    def __enter__(self) -> LockHandle:
-        self._held(self.saver._run(self._ops.acquire(self.ref, self.ttl_ms, wait=self.wait, wait_timeout=self.wait_timeout)))
-        self._renewer = threading.Thread(target=self._renew_loop, daemon=True, name="tiered-saver-lock")
-        self._renewer.start()
-        assert self.handle is not None
-        return self.handle
-
-    def _renew_loop(self) -> None:
-        assert self.handle is not None
+    def _renew_loop(self, handle: LockHandle) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
             if self._idle():
                 logger.info("releasing the lock of idle thread %r", self.ref.thread_id)
@@ -179,64 +203,28 @@ class ThreadLock:
                     logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc)
                 return
             try:
-                if not self.saver._run(self._ops.renew(self.handle)):
-                    self._lost()
-                    return
+                renewed = self.runner.run_op(self.ops.renew(handle))
             except Exception as exc:  # keep trying: a short Redis blip must not drop the lock
                 logger.warning("lock renewal failed: %s", exc)
+                continue
+            if not renewed and not self._stop.is_set():  # not merely released meanwhile
+                self._lost()
+                return
 
     def release(self) -> None:
-        """Stop renewing and compare-and-delete the lock (once, whoever calls first)."""
-        if not self._claim_release():
-            return
-        self._stop.set()
-        if self._renewer is not None and self._renewer is not threading.current_thread():
-            self._renewer.join()
-        try:
-            if self.handle is not None and not self.saver._run(self._ops.release(self.handle)):
-                self._lost()
-        finally:
-            self._dropped()
+        self.runner.run_op(self.release_op())
+
+    async def arelease(self) -> None:
+        await self.runner.arun_op(self.release_op())
+
+    def __enter__(self) -> LockHandle:
+        return self.runner.run_op(self.acquire_op())
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
-    # async
     async def __aenter__(self) -> LockHandle:
-        self._held(await self.saver._arun(self._ops.acquire(self.ref, self.ttl_ms, wait=self.wait, wait_timeout=self.wait_timeout)))
-        self._task = asyncio.create_task(self._arenew_loop())
-        assert self.handle is not None
-        return self.handle
-
-    async def _arenew_loop(self) -> None:
-        assert self.handle is not None
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            if self._idle():
-                logger.info("releasing the lock of idle thread %r", self.ref.thread_id)
-                await self._arelease(from_renewer=True)
-                return
-            try:
-                if not await self.saver._arun(self._ops.renew(self.handle)):
-                    self._lost()
-                    return
-            except Exception as exc:
-                logger.warning("lock renewal failed: %s", exc)
-
-    async def arelease(self) -> None:
-        await self._arelease(from_renewer=False)
-
-    async def _arelease(self, *, from_renewer: bool) -> None:
-        if not self._claim_release():
-            return
-        self._stop.set()  # a lock taken with `with` and released from async code
-        if self._task is not None and not from_renewer:
-            self._task.cancel()
-        try:
-            if self.handle is not None and not await self.saver._arun(self._ops.release(self.handle)):
-                self._lost()
-        finally:
-            self._dropped()
+        return await self.runner.arun_op(self.acquire_op())
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.arelease()

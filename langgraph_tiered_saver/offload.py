@@ -25,7 +25,8 @@ from ._io import BlobIO, Op, RedisCall
 from .blobs import BlobStore, FilesystemBlobStore, load_blob, offload_blob, parse_pointer
 from .blobs.pointer import is_pointer
 from .codec import BLOB_TYPE, TypedValue, WriteRecord, pointer_digest
-from .hot import StoredCheckpoint
+from .errors import ConfigError
+from .stored import StoredCheckpoint
 
 DEFAULT_THRESHOLD = 256 * 1024
 DEFAULT_COMPRESS_THRESHOLD = 64 * 1024
@@ -51,6 +52,20 @@ def s3_blobs(bucket: str, *, prefix: str = "lts-blobs/", **client_options: Any) 
     first = S3BlobStore(bucket, prefix=prefix, **client_options)
     client = first.client  # type: ignore[attr-defined]
     return _cached(lambda tenant: S3BlobStore(bucket, prefix=f"{prefix}{tenant}/", client=client))
+
+
+def blob_factory(option: Any) -> BlobStoreFactory | None:
+    """The `blob_store` option: "filesystem" (per-tenant directories), None (no offload), a
+    factory `tenant -> BlobStore`, or one store shared by every tenant."""
+    if option == "filesystem":
+        return filesystem_blobs()
+    if option is None:
+        return None
+    if isinstance(option, BlobStore):
+        return lambda tenant: option
+    if callable(option):
+        return option  # type: ignore[no-any-return]
+    raise ConfigError(f"blob_store must be 'filesystem', None, a BlobStore or a factory, got {option!r}")
 
 
 def _cached(make: BlobStoreFactory) -> BlobStoreFactory:
@@ -105,8 +120,6 @@ class Offloader:
         if not typed[0].startswith(BLOB_TYPE):
             return typed
         if self.stores is None:
-            from .errors import ConfigError
-
             raise ConfigError("a stored value lives in the blob store, but this saver has none configured")
         data = yield BlobIO(functools.partial(load_blob, self.stores(tenant_id), typed[1]))
         return (typed[0][len(BLOB_TYPE):], data)
@@ -176,19 +189,3 @@ def digests_in_export(content: dict[str, dict[str, Any]]) -> set[str]:
             out.add(digest)
     return out
 
-
-def digests_in_stored(items: Iterable[StoredCheckpoint]) -> set[str]:
-    out: set[str] = set()
-    for s in items:
-        for typed in s.blobs.values():
-            d = pointer_digest(typed)
-            if d:
-                out.add(d)
-        for w in s.writes:
-            d = pointer_digest(w.value)
-            if d:
-                out.add(d)
-    return out
-
-
-__all__ = ["BLOB_TYPE", "Offloader", "filesystem_blobs", "pointer_digest", "s3_blobs"]

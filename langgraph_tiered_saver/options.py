@@ -40,10 +40,14 @@ def choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     return str(value)
 
 
-def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a whole number > 0, got {value!r}")
+def whole(name: str, value: Any, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
     return value
+
+
+def positive_int(name: str, value: Any) -> int:
+    return whole(name, value, minimum=1)
 
 
 def key_prefix(value: Any) -> str:

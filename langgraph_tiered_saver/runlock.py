@@ -22,15 +22,13 @@ import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ._io import Op
 from .errors import ConfigError
 from .ids import ThreadRef
-from .locks import ThreadLock
+from .locks import Fences, LockOps, Runner, ThreadLock
 from .options import seconds
-
-if TYPE_CHECKING:
-    from .saver import TieredSaver
 
 logger = logging.getLogger("langgraph_tiered_saver.runlock")
 
@@ -104,19 +102,16 @@ class _Held:
 
 
 class RunLocks:
-    """The automatic locks this saver holds, one per (tenant, thread)."""
+    """The automatic locks this saver holds, one per (tenant, thread). Taking and releasing
+    them are ops, run inside the checkpoint call that starts or ends the run."""
 
-    def __init__(self, saver: TieredSaver, policy: AutoLock) -> None:
-        self.saver = saver
+    def __init__(self, runner: Runner, ops: LockOps, fences: Fences, policy: AutoLock) -> None:
+        self.runner = runner
+        self.ops = ops
+        self.fences = fences
         self.policy = policy
         self._held: dict[tuple[str, str], _Held] = {}
         self._guard = threading.Lock()
-
-    def _lock(self, ref: ThreadRef) -> ThreadLock:
-        return ThreadLock(
-            self.saver, ref, self.policy.ttl, wait=self.policy.wait != 0, wait_timeout=self.policy.wait,
-            idle=self.policy.idle, on_release=self._forget,
-        )
 
     def _forget(self, lock: ThreadLock) -> None:
         with self._guard:
@@ -125,54 +120,58 @@ class RunLocks:
             if held is not None and held.lock is lock:
                 del self._held[key]
 
-    def _ours(self, ref: ThreadRef, marker: object) -> bool:
-        """This run already holds the thread (a second load by the same loop)."""
-        held = self._held.get((ref.tenant_id, ref.thread_id))
-        return held is not None and held.marker is marker
-
-    def _remember(self, ref: ThreadRef, lock: ThreadLock, marker: object) -> None:
-        with self._guard:
-            self._held[(ref.tenant_id, ref.thread_id)] = _Held(lock, marker)
-
-    def begin(self, ref: ThreadRef, marker: object) -> None:
-        if self._ours(ref, marker):
-            return
-        lock = self._lock(ref)
-        lock.__enter__()
-        self._remember(ref, lock, marker)
-
-    async def abegin(self, ref: ThreadRef, marker: object) -> None:
-        if self._ours(ref, marker):
-            return
-        lock = self._lock(ref)
-        await lock.__aenter__()
-        self._remember(ref, lock, marker)
-
     def held(self, ref: ThreadRef) -> ThreadLock | None:
         entry = self._held.get((ref.tenant_id, ref.thread_id))
         return None if entry is None else entry.lock
 
-    def end(self, ref: ThreadRef) -> None:
+    def begin_op(self, ref: ThreadRef, marker: object) -> Op[None]:
+        """A root run starts (its first `get_tuple`): take the thread, unless this run has it."""
+        held = self._held.get((ref.tenant_id, ref.thread_id))
+        if held is not None and held.marker is marker:
+            return None  # a second load by the same loop
+        p = self.policy
+        lock = ThreadLock(
+            self.runner, self.ops, self.fences, ref, p.ttl, wait=p.wait != 0, wait_timeout=p.wait,
+            idle=p.idle, on_release=self._forget,
+        )
+        yield from lock.acquire_op()
+        with self._guard:
+            self._held[(ref.tenant_id, ref.thread_id)] = _Held(lock, marker)
+        return None
+
+    def progress_op(
+        self,
+        ref: ThreadRef,
+        *,
+        checkpoint: Mapping[str, Any] | None = None,
+        writes: Sequence[tuple[str, Any]] = (),
+        failed: bool = False,
+    ) -> Op[None]:
+        """Note the run's activity, and release its lock if this call was the run's last one
+        (a final root checkpoint, an interrupt or error write, a failed call)."""
+        lock = self.held(ref)
+        if lock is None:
+            return None
+        lock.touch()
+        if not failed:
+            if ref.checkpoint_ns:
+                return None
+            if not (run_finished(checkpoint) if checkpoint is not None else ends_run(writes)):
+                return None
+        yield from lock.release_op()
+        return None
+
+    def end_op(self, ref: ThreadRef) -> Op[None]:
         lock = self.held(ref)
         if lock is not None:
-            lock.release()
+            yield from lock.release_op()
+        return None
 
-    async def aend(self, ref: ThreadRef) -> None:
-        lock = self.held(ref)
-        if lock is not None:
-            await lock.arelease()
-
-    def release_all(self) -> None:
+    def release_all_op(self) -> Op[None]:
         """On close: let go of every run lock still held (runs whose end went unseen)."""
         for entry in list(self._held.values()):
             try:
-                entry.lock.release()
+                yield from entry.lock.release_op()
             except Exception as exc:  # closing must go on; the lock expires with its TTL
                 logger.warning("could not release the run lock of %r: %s", entry.lock.ref.thread_id, exc)
-
-    async def arelease_all(self) -> None:
-        for entry in list(self._held.values()):
-            try:
-                await entry.lock.arelease()
-            except Exception as exc:
-                logger.warning("could not release the run lock of %r: %s", entry.lock.ref.thread_id, exc)
+        return None

@@ -102,7 +102,7 @@ def test_run_holds_the_lock_and_lets_go_at_interrupt_error_and_end(
         assert "__interrupt__" in out
         assert probe.seen == [True, True]  # held in every node of the run
         assert not probe.held()  # the interrupt let it go: the person may resume from anywhere
-        assert not saver._fences
+        assert not saver.core.fences
 
         # another process (a saver without the lock) may write now
         other.put_writes(saver.get_tuple(cfg).config, [("n", 5)], "task-x")  # type: ignore[union-attr]
@@ -115,7 +115,7 @@ def test_run_holds_the_lock_and_lets_go_at_interrupt_error_and_end(
         assert graph.invoke(None, cfg)["n"] == 2  # retry the failed node
         assert probe.seen[-1] is True
         assert not probe.held()  # a final checkpoint ends the run
-        assert saver._run_locks is not None and saver._run_locks.held(saver._ref(cfg)) is None
+        assert saver.core.run_locks is not None and saver.core.run_locks.held(saver._ref(cfg)) is None
 
         # reads outside a run take no lock
         graph.get_state(cfg)
@@ -251,7 +251,7 @@ def test_static_interrupt_is_released_when_idle_or_on_request(saver_context: Cal
         while probe.held() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not probe.held(), "the idle run's lock was not released"
-        assert saver._run_locks is not None and saver._run_locks.held(saver._ref(_cfg(thread))) is None
+        assert saver.core.run_locks is not None and saver.core.run_locks.held(saver._ref(_cfg(thread))) is None
         assert graph.invoke(None, _cfg(thread))["n"] == 3
 
     with saver_context(auto_lock=True) as saver:
@@ -276,7 +276,7 @@ def test_durable_saver_with_auto_lock(saver_context: Callable[..., Any], redis_u
         graph = approval_graph(saver, probe)
         graph.invoke({"n": 0}, cfg)
         assert not probe.held()
-        saver._run(saver._hot.delete_thread(saver.tenant_id, [thread]))  # Redis lost the thread
+        saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))  # Redis lost the thread
         assert graph.invoke(Command(resume=True), cfg)["n"] == 2  # resumed from Postgres, locked
         assert probe.seen == [True, True, True, True]
         assert not probe.held()

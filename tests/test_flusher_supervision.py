@@ -150,7 +150,7 @@ def test_the_worker_loop_survives_a_failing_thread(saver_context: Callable[..., 
         graph.invoke({"n": 0}, _cfg(bad))
         graph.invoke({"n": 0}, _cfg(good))
         flushed = worker_loop(
-            saver._run, saver._flush, saver.metrics, quiet_seconds=0, poll_seconds=0.05,
+            saver.run_op, saver.core.flush, saver.metrics, quiet_seconds=0, poll_seconds=0.05,
             stop=threading.Event(), once=True, policy=policy,
         )  # fmt: skip
         assert flushed == 1  # the good one; the bad one failed, contained

@@ -68,13 +68,18 @@ def _put_args() -> tuple[Any, ...]:
     return {"configurable": {"thread_id": THREAD, "checkpoint_ns": ""}}, checkpoint, {"step": 0}, {"a": "1"}
 
 
+def _put_op(saver: Any) -> Any:
+    cfg, checkpoint, metadata, versions = _put_args()
+    return saver.core.put_op(saver._ref(cfg), cfg, checkpoint, metadata, versions)
+
+
 def test_put_falls_back_to_postgres_when_redis_is_down(saver_factory: Any) -> None:
     saver = saver_factory(on_redis_error="fallback")
     driver = ScriptedDriver([
         Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
         Expect(PgCall, reply=[1, 1, 1], check=lambda c: c.tenant_id == TENANT, describe="write-through"),
     ])  # fmt: skip
-    config = driver.run(saver._put_op(*_put_args()))
+    config = driver.run(_put_op(saver))
     assert config["configurable"]["thread_id"] == THREAD
     assert saver.metrics.counter("redis_fallbacks") == 1
     assert saver.metrics.counter("write_through_rows") == 2  # the value and the checkpoint
@@ -83,21 +88,22 @@ def test_put_falls_back_to_postgres_when_redis_is_down(saver_factory: Any) -> No
 def test_put_raises_when_redis_is_down_and_fallback_is_off(saver_factory: Any) -> None:
     driver = ScriptedDriver([Expect(RedisCall, error=REDIS_DOWN)])
     with pytest.raises(TierUnavailableError, match="redis"):
-        driver.run(saver_factory()._put_op(*_put_args()))
+        driver.run(_put_op(saver_factory()))
     assert not any(isinstance(r, PgCall) for r in driver.seen)  # never a silent Postgres write
 
 
 def test_a_new_thread_read_answers_from_redis_when_postgres_is_down(saver_factory: Any) -> None:
     saver = saver_factory()
     driver = ScriptedDriver([Expect(RedisCall, reply=[[]]), Expect(PgCall, error=PG_DOWN)])
-    assert driver.run(saver._get_tuple_op({"configurable": {"thread_id": THREAD}})) is None
+    assert driver.run(saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None)) is None
     assert saver.metrics.counter("postgres_read_errors") == 1
 
 
 def test_a_missing_schema_is_not_masked_by_the_fallback(saver_factory: Any) -> None:
     driver = ScriptedDriver([Expect(RedisCall, reply=[[]]), Expect(PgCall, error=SchemaMissingError("no tables"))])
     with pytest.raises(SchemaMissingError):
-        driver.run(saver_factory()._get_tuple_op({"configurable": {"thread_id": THREAD}}))
+        saver = saver_factory()
+        driver.run(saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None))
 
 
 def _flush_ops() -> FlushOps:
@@ -186,7 +192,7 @@ def test_the_interrupt_flush_goes_on_when_postgres_is_down(saver_factory: Any) -
         Expect(PgCall, error=PG_DOWN),
         Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release")),
     ])  # fmt: skip
-    driver.run(saver._put_writes_op(config, [("__interrupt__", "approve?")], "task-1", ""))
+    driver.run(saver.core.put_writes_op(saver._ref(config), [("__interrupt__", "approve?")], "task-1", ""))
     assert saver.metrics.counter("flush_errors") == 1
 
 

@@ -1,0 +1,483 @@
+"""The cross-tier operations of the saver, written once as sans-I/O ops (see `_io`).
+
+Each public method returns an op: a generator that yields the Redis, Postgres and blob requests
+of one saver call and returns its result. `TieredSaver` runs the same op on its sync driver for
+`put` and on its async driver for `aput`, so the two never drift apart. Here lives what spans
+the tiers: the hot path with its Postgres fallback, the read cascade Redis -> Postgres ->
+blob store, flushes, deletion with blob garbage collection, pruning, and the automatic run locks
+around the checkpoint calls. Configs are parsed by the caller: ops take `ThreadRef`s.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from langgraph.checkpoint.base import (
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
+
+from . import keys as K
+from . import options as opt
+from ._io import Op, RedisCall
+from .blobs import parse_pointer
+from .codec import encode_typed, unpack_checkpoint
+from .durable import ops as pg
+from .durable.migrations import setup_op
+from .durable.retention import PRUNE_STRATEGIES
+from .durable.roles import check_role_op
+from .errors import ConfigError, TierUnavailableError
+from .flush import FlushOps, FlushPolicy, FlushResult
+from .flusher import BackgroundFlusher, record_flush
+from .hot import HotOps
+from .ids import ThreadRef, check_thread
+from .locks import Fences
+from .metrics import Metrics
+from .offload import Offloader, digests_in_export
+from .planning import keep_latest
+from .runlock import RunLocks
+from .stored import StoredCheckpoint, decode_refs, encode_refs, from_durable, stored_to_export
+
+logger = logging.getLogger("langgraph_tiered_saver")
+T = TypeVar("T")
+
+# How long a synchronous flush (an interrupt) waits for the put of the checkpoint its write
+# belongs to, which LangGraph may still have in flight on another thread.
+SYNC_FLUSH_PUT_WAIT_SECONDS = 5.0
+
+ListKey = tuple[str, str, str]  # thread, namespace, checkpoint id
+
+
+class Core:
+    """The saver's operations over its tiers. Holds settings and the stateless op builders,
+    never a connection; `TieredSaver` views of one deployment (`for_tenant`) share one core."""
+
+    def __init__(
+        self,
+        *,
+        hot: HotOps,
+        flush: FlushOps,
+        offload: Offloader,
+        schema: str,
+        durable: bool,
+        on_redis_error: str,
+        policy: FlushPolicy,
+        metrics: Metrics,
+        fences: Fences,
+    ) -> None:
+        self.hot = hot
+        self.flush = flush
+        self.offload = offload
+        self.schema = schema
+        self.durable = durable
+        self.on_redis_error = on_redis_error
+        self.policy = policy
+        self.metrics = metrics
+        self.fences = fences
+        self.run_locks: RunLocks | None = None  # set by the saver with `auto_lock`
+        self.flusher: BackgroundFlusher | None = None  # set by the saver with `background_flush`
+
+    # ------------------------------------------------------------------ failure policy
+
+    def _postgres_failed(self, exc: TierUnavailableError, what: str) -> None:
+        """Postgres down: the hot tier answers alone. A thread that lives only in Postgres
+        (expired from Redis) is not visible until Postgres is back: counted here, logged once
+        per outage by the circuit breaker (at debug level per call)."""
+        self.metrics.incr("postgres_read_errors" if what != "interrupt flush" else "flush_errors")
+        logger.debug("Postgres unavailable during %s, answering from Redis alone: %s", what, exc)
+
+    def _hot_failed(self, exc: TierUnavailableError, what: str) -> None:
+        """Redis is down: re-raise, or (fallback mode with a durable tier) log and go on."""
+        if self.on_redis_error != "fallback" or not self.durable:
+            raise exc
+        self.metrics.incr("redis_fallbacks")
+        logger.warning("Redis unavailable during %s, using Postgres directly: %s", what, exc)
+
+    # ------------------------------------------------------------------ run locks
+
+    def _in_run(self, ref: ThreadRef, body: Op[T], **progress: Any) -> Op[T]:
+        """Run a checkpoint call inside its run's automatic lock: a failed call ends the run
+        (its lock goes), a run-ending one releases it (see `runlock`)."""
+        if self.run_locks is None:
+            return (yield from body)
+        try:
+            result = yield from body
+        except GeneratorExit:
+            raise
+        except BaseException:
+            try:
+                yield from self.run_locks.progress_op(ref, failed=True)
+            except Exception as exc:  # the call's own error is the one to report
+                logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc)
+            raise
+        if progress:
+            yield from self.run_locks.progress_op(ref, **progress)
+        return result
+
+    def release_run_lock_op(self, ref: ThreadRef) -> Op[None]:
+        if self.run_locks is not None:
+            yield from self.run_locks.end_op(ref)
+        return None
+
+    def close_op(self) -> Op[None]:
+        if self.run_locks is not None:
+            yield from self.run_locks.release_all_op()
+        return None
+
+    # ------------------------------------------------------------------ checkpoint calls
+
+    def setup_op(self) -> Op[None]:
+        if not self.durable:
+            return None
+        yield from setup_op(self.schema)
+        role = yield from check_role_op()
+        if role.superuser or role.bypass_rls:
+            logger.warning(
+                "connected to Postgres as %r, which %s: row-level security does not apply to it. "
+                "Run the saver as the application role (see README, 'Row-level security').",
+                role.name,
+                "is a superuser" if role.superuser else "has BYPASSRLS",
+            )
+        return None
+
+    def put_op(
+        self,
+        ref: ThreadRef,
+        config: Any,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Op[Any]:
+        return (yield from self._in_run(ref, self._put(ref, config, checkpoint, metadata, new_versions), checkpoint=checkpoint))
+
+    def _put(
+        self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
+    ) -> Op[Any]:
+        try:
+            result = yield from self.hot.put(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref))
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "put")
+            p = yield from self.hot.prepare_put(ref, checkpoint, metadata, new_versions, config)
+            entries: list[tuple[str, Any]] = [(f"b\x00{f}", v) for f, v in p.blobs]
+            refs = encode_refs(p.run_id, p.record.blob_fields)
+            entries.append((f"c\x00{p.member}", (p.record.pack(), refs)))
+            yield from self._write_through(ref, entries)
+            return ref.config(checkpoint["id"])
+        if self.flusher is not None:
+            self.flusher.on_checkpoint(ref.tenant_id, ref.thread_id)
+        return result
+
+    def put_writes_op(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
+        return (yield from self._in_run(ref, self._put_writes(ref, writes, task_id, task_path), writes=writes))
+
+    def _put_writes(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
+        if ref.checkpoint_id is None:
+            raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
+        try:
+            yield from self.hot.put_writes(ref, writes, task_id, task_path, self.fences.of(ref))
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "put_writes")
+            records, _digests = yield from self.hot.prepare_writes(ref, writes, task_id, task_path)
+            yield from self._write_through(ref, [(f"w\x00{f}", r.pack()) for f, r in records])
+            return None
+        if not self.durable:
+            return None
+        mode = self.policy.for_writes([channel for channel, _ in writes])
+        if mode == "sync":
+            try:
+                if not (yield from self.hot.await_checkpoint(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)):
+                    logger.warning(
+                        "checkpoint %s of thread %r was not written within %.0f s of its %s write; "
+                        "flushing without it (it stays in the outbox)",
+                        ref.checkpoint_id, ref.thread_id, SYNC_FLUSH_PUT_WAIT_SECONDS, "/".join(c for c, _ in writes),
+                    )
+                yield from self._flush_now(ref.tenant_id, ref.thread_id)
+            except TierUnavailableError as exc:
+                # Postgres down: the agent goes on; the outbox keeps the entries for a retry.
+                self._postgres_failed(exc, "interrupt flush")
+                if self.flusher is not None:
+                    self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)
+        elif self.flusher is not None:
+            self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=mode == "async")
+        return None
+
+    def _write_through(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
+        """Redis is down: write the same rows the flusher would have written, now."""
+        batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
+        yield from pg.upsert_batch_op(self.schema, [batch])
+        self.metrics.incr("write_through_rows", len(entries))
+        return None
+
+    def _flush_now(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+        started = time.perf_counter()
+        result = yield from self.flush.flush_thread(tenant_id, thread_id, wait=True)
+        record_flush(self.metrics, result, time.perf_counter() - started)
+        return result
+
+    def get_tuple_op(self, ref: ThreadRef, run_marker: object | None) -> Op[CheckpointTuple | None]:
+        """`run_marker`: the runtime object of a root graph run this read starts (auto_lock)."""
+        if run_marker is None or self.run_locks is None:
+            return (yield from self._get_tuple(ref))
+        try:
+            yield from self.run_locks.begin_op(ref, run_marker)
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "run lock")
+        return (yield from self._in_run(ref, self._get_tuple(ref)))
+
+    def _get_tuple(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
+        stored: StoredCheckpoint | None = None
+        hot_up = True
+        try:
+            stored = yield from self.hot.get_stored(ref)
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "get_tuple")
+            hot_up = False
+        if stored is not None and (not self.durable or stored.complete):
+            self.metrics.incr("read_hits_redis")
+            return (yield from self._to_tuple(ref, stored))
+        if not self.durable:
+            return None
+        try:
+            durable = yield from pg.get_checkpoint_op(
+                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
+            )
+        except TierUnavailableError as exc:
+            if not hot_up:
+                raise
+            self._postgres_failed(exc, "get_tuple")
+            durable = None
+        if durable is None:
+            return None if stored is None else (yield from self._to_tuple(ref, stored))
+        found = from_durable(durable)
+        self.metrics.incr("read_hits_postgres")
+        if hot_up:
+            # Re-warm: the next read of this checkpoint, and the writes that follow, are hot.
+            yield from self.hot.import_thread(ref.tenant_id, ref.thread_id, stored_to_export([found]), pending=False)
+        return (yield from self._to_tuple(ref, found))
+
+    def _to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint) -> Op[CheckpointTuple]:
+        return self.hot.to_tuple(ref, (yield from self.offload.resolve_stored(ref.tenant_id, stored)))
+
+    def list_op(
+        self,
+        ref: ThreadRef | None,
+        tenant: str,
+        *,
+        all_namespaces: bool,
+        filter: dict[str, Any] | None,
+        before_id: str | None,
+        limit: int | None,
+    ) -> Op[list[CheckpointTuple]]:
+        """`ref` None: every thread of `tenant`."""
+        if limit is not None and limit <= 0:
+            return []
+        found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
+        partial: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
+        hot_up = True
+        try:
+            threads = [ref] if ref else [ThreadRef(tenant, t) for t in (yield from self.hot.list_threads(tenant))]
+            for thread_ref in threads:
+                for s in (yield from self.hot.list_stored(
+                    thread_ref, all_namespaces=all_namespaces, before_id=before_id, metadata_filter=filter, limit=limit,
+                )):
+                    key = (thread_ref.thread_id, s.checkpoint_ns, s.checkpoint_id)
+                    if self.durable and not s.complete:
+                        partial[key] = (thread_ref, s)  # evicted in part: Postgres first
+                    else:
+                        found[key] = (thread_ref, s)
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "list")
+            hot_up = False
+        if self.durable:
+            yield from self._list_durable(ref, tenant, all_namespaces, filter, before_id, limit, found, hot_up)
+        for key, entry in partial.items():
+            found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
+        ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
+        out = []
+        for _, (tref, stored) in ordered[:limit]:
+            out.append((yield from self._to_tuple(tref, stored)))
+        return out
+
+    def _list_durable(
+        self,
+        ref: ThreadRef | None,
+        tenant: str,
+        all_namespaces: bool,
+        filter: dict[str, Any] | None,
+        before_id: str | None,
+        limit: int | None,
+        found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]],
+        hot_up: bool,
+    ) -> Op[None]:
+        """Add the Postgres rows Redis did not answer with to `found`."""
+        try:
+            rows = yield from pg.list_op(
+                self.schema, tenant,
+                None if ref is None else ref.thread_id,
+                None if ref is None or all_namespaces else ref.checkpoint_ns,
+                ref.checkpoint_id if ref else None,
+                before_id, filter, limit, known=list(found),
+            )
+        except TierUnavailableError as exc:
+            if not hot_up:
+                raise
+            self._postgres_failed(exc, "list")
+            return None
+        in_config = ref is not None and ref.tenant_in_config
+        for row in rows:
+            key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
+            if key not in found:
+                found[key] = (ThreadRef(tenant, row.thread_id, tenant_in_config=in_config), from_durable(row))
+        return None
+
+    # ------------------------------------------------------------------ durable-tier calls
+
+    def flush_op(self, ref: ThreadRef | None) -> Op[list[FlushResult]]:
+        """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread."""
+        if not self.durable:
+            return []
+        threads = [(ref.tenant_id, ref.thread_id)] if ref is not None else (yield from self.flush.dirty_threads())
+        results = []
+        for tenant_id, thread_id in threads:
+            results.append((yield from self._flush_now(tenant_id, thread_id)))
+            if self.flusher is not None:
+                self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
+        return results
+
+    def prune_older_than_op(self, tenant: str | None, older_than: timedelta) -> Op[Any]:
+        """Postgres retention for one tenant, or every tenant (`tenant` None)."""
+        if not self.durable:
+            raise ConfigError("prune_older_than applies to the durable tier; this saver has none")
+        result = yield from pg.prune_older_than_op(self.schema, tenant, older_than)
+        if tenant is not None:
+            yield from self._collect_blobs(tenant, [], _ref_digests(result.orphaned_blob_refs))
+        return result
+
+    # ------------------------------------------------------------------ thread-level calls
+
+    def _with_flush_lock(self, tenant: str, thread_id: str, body: Op[T]) -> Op[T]:
+        """Run `body` holding the thread's flush lock: a concurrent flush cannot re-insert rows
+        a delete just removed."""
+        if not self.durable:
+            return (yield from body)
+        token = yield from self.flush.acquire_flush_lock(tenant, thread_id, wait=True)
+        try:
+            return (yield from body)
+        finally:
+            if token is not None:
+                yield from self.flush.release_flush_lock(tenant, thread_id, token)
+
+    def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
+        thread_id = check_thread(thread_id)
+        yield from self._with_flush_lock(tenant, thread_id, self._delete_thread(tenant, thread_id))
+        if self.flusher is not None:
+            self.flusher.forget(tenant, thread_id)
+        return None
+
+    def _delete_thread(self, tenant: str, thread_id: str) -> Op[None]:
+        before = yield from self.hot.export_thread(tenant, thread_id)
+        candidates = digests_in_export(before)
+        yield from self.hot.delete_thread(tenant, [thread_id])
+        if self.durable:
+            result = yield from pg.delete_thread_op(self.schema, tenant, thread_id)
+            candidates |= _ref_digests(result.orphaned_blob_refs)
+        yield from self._collect_blobs(tenant, [], candidates)
+        return None
+
+    def delete_for_runs_op(self, tenant: str, run_ids: Sequence[str]) -> Op[None]:
+        run_ids = opt.id_list("run_ids", run_ids)
+        if not run_ids:
+            return None
+        threads = yield from self.hot.list_threads(tenant)
+        yield from self.hot.delete_members(tenant, {t: run_ids for t in threads}, "runs")
+        if self.durable:
+            result = yield from pg.delete_for_runs_op(self.schema, tenant, run_ids)
+            yield from self._collect_blobs(tenant, threads, _ref_digests(result.orphaned_blob_refs))
+        return None
+
+    def _collect_blobs(self, tenant: str, live_threads: Sequence[str], candidates: set[str]) -> Op[int]:
+        """Delete candidate blobs no longer referenced: first drop `live_threads` from the
+        reference sets of digests they no longer use, then let the offloader check the rest."""
+        if not candidates:
+            return 0
+        for thread_id in live_threads:
+            content = yield from self.hot.export_thread(tenant, thread_id)
+            gone = candidates - digests_in_export(content)
+            if gone:
+                yield from self.offload.untrack(tenant, thread_id, gone)
+
+        def in_postgres(digests: list[str]) -> Op[set[str]]:
+            return (yield from pg.blob_digests_in_use_op(self.schema, tenant, digests))
+
+        deleted = yield from self.offload.collect(tenant, candidates, in_postgres if self.durable else None)
+        self.metrics.incr("blobs_deleted", deleted)
+        return deleted
+
+    def copy_thread_op(self, tenant: str, source_thread_id: str, target_thread_id: str) -> Op[None]:
+        src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
+        if self.durable:
+            yield from pg.copy_thread_op(self.schema, tenant, src, dst)
+        content = yield from self.hot.export_thread(tenant, src)
+        yield from self.hot.import_thread(tenant, dst, content, pending=self.durable)
+        tracked = self.offload.track_commands(tenant, dst, digests_in_export(content))
+        if tracked:
+            yield RedisCall(tuple(tracked))
+        if self.flusher is not None and content.get("ck"):
+            self.flusher.on_writes(tenant, dst, urgent=True)
+        return None
+
+    def prune_op(self, tenant: str, thread_ids: Sequence[str], strategy: str) -> Op[None]:
+        opt.choice("strategy", strategy, PRUNE_STRATEGIES)
+        threads = [check_thread(t) for t in opt.id_list("thread_ids", thread_ids)]
+        for thread_id in threads:
+            if strategy == "delete":
+                yield from self.delete_thread_op(tenant, thread_id)
+            else:
+                yield from self._with_flush_lock(tenant, thread_id, self._keep_latest(tenant, thread_id))
+        return None
+
+    def _keep_latest(self, tenant: str, thread_id: str) -> Op[None]:
+        """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
+        With a durable tier, the outbox is flushed first so Postgres holds the full history."""
+        if self.durable:
+            yield from self.flush.flush_thread(tenant, thread_id, wait=False)
+        content = yield from self.hot.export_thread(tenant, thread_id)
+        where = f"Redis thread {thread_id!r}"
+        records = {
+            member: unpack_checkpoint(raw, decode_refs(content["cv"].get(member))[1], where)
+            for member, raw in content["ck"].items()
+        }
+        blobs = dict(content["bl"])
+        if self.durable:
+            for row in (yield from pg.list_op(self.schema, tenant, thread_id, None, None, None, None, None)):
+                found = from_durable(row)
+                records.setdefault(K.checkpoint_member(found.checkpoint_ns, found.checkpoint_id), found.record)
+                for field, typed in found.blobs.items():
+                    blobs.setdefault(field, encode_typed(typed))
+
+        def has_value(field: str) -> bool:
+            raw = blobs.get(field)
+            return raw is not None and not raw.startswith(b"empty\x00")
+
+        keep = keep_latest(records, has_value)
+        candidates = digests_in_export(content)
+        yield from self.hot.delete_members(tenant, {thread_id: [m for m in records if m not in keep]}, "members")
+        if self.durable:
+            kept: dict[tuple[str, str], set[str]] = {}
+            for member in keep:
+                ns, checkpoint_id = K.split_checkpoint_member(member)
+                kept.setdefault((thread_id, ns), set()).add(checkpoint_id)
+            result = yield from pg.prune_op(self.schema, tenant, [thread_id], "keep_latest", kept)
+            candidates |= _ref_digests(result.orphaned_blob_refs)
+        yield from self._collect_blobs(tenant, [thread_id], candidates)
+        return None
+
+
+def _ref_digests(refs: Sequence[str]) -> set[str]:
+    return {parse_pointer(ref.encode()).digest for ref in refs}
