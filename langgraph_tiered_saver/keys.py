@@ -1,7 +1,12 @@
 """Redis key schema (version 1). Plain functions, no I/O.
 
 Every key of one thread carries the hash tag `{tenant|thread}`, so all of them live in one Redis
-Cluster slot and one Lua script can touch them atomically. A thread is a fixed set of keys (below):
+Cluster slot and one Lua script can touch them atomically. Tenant and thread ids may be any
+text PostgresSaver accepts; in keys they are percent-encoded (`encode_id`): every character
+outside `[A-Za-z0-9._:@+=/~-]` (so `%`, braces, `|`, spaces and all non-ASCII) becomes its
+UTF-8 bytes as `%XX`. The encoding is injective and leaves no brace or bar, so one id can
+neither forge another's hash tag nor share its keys; ids made of the safe characters (all ids
+before the encoding existed) keep the keys they always had. A thread is a fixed set of keys (below):
 every write refreshes the TTL of all of them, so a thread expires whole, never in part.
 
 Inside the keys, members and fields join ids with NUL (`\\x00`), which ids may not contain:
@@ -12,7 +17,7 @@ Inside the keys, members and fields join ids with NUL (`\\x00`), which ids may n
     bl    HASH  ns␀channel␀version -> typed value (one per channel version, never rewritten)
     wi    ZSET  (lex)  ns␀checkpoint_id␀task_id␀idx                       pending-write index
     wr    HASH  same field -> packed write record
-    runs  ZSET  (lex)  run_id␀ns␀checkpoint_id                            for delete_for_runs
+    runs  ZSET  (lex)  run_id␀ns␀checkpoint_id (written by put.lua)       for delete_for_runs
     pend  ZSET  (lex)  c␀<member> | b␀<blob field> | w␀<write field>       the thread's outbox
     meta  HASH  lock owner, fencing token, flush bookkeeping
 
@@ -22,12 +27,52 @@ run deletion across threads) and the `dirty` outbox index the flusher polls.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
+from urllib.parse import quote, unquote
+
+from .errors import InvalidIdError
 
 SCHEMA_VERSION = "v1"
 SEP = "\x00"
 REF_SEP = "\x01"
 THREAD_KEY_NAMES = ("idx", "ck", "cv", "bl", "wi", "wr", "runs", "pend", "meta")
+
+
+# Characters left as they are in keys (the ids accepted before ids were encoded).
+SAFE_ID_CHARACTERS = "._:@+=/~-"
+
+
+def check_id(kind: str, value: Any, max_len: int) -> str:
+    """`value` if it can name a tenant or thread: a non-empty string of at most `max_len`
+    characters and twice as many UTF-8 bytes (ids are part of Postgres primary keys, and a
+    b-tree entry holds at most ~2.7 kB), that Postgres can store (no NUL) and UTF-8 can
+    encode (no lone surrogate)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{kind} must be a string, got {type(value).__name__} {value!r}")
+    if not value:
+        raise InvalidIdError(f"{kind} must not be empty")
+    if len(value) > max_len:
+        raise InvalidIdError(f"{kind} is {len(value)} characters long, the limit is {max_len}")
+    if "\x00" in value:
+        raise InvalidIdError(f"{kind} {value[:60]!r} contains a NUL character, which Postgres text cannot hold")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError as exc:
+        raise InvalidIdError(f"{kind} {value[:60]!r} is not valid unicode: {exc.reason}") from None
+    if size > 2 * max_len:
+        raise InvalidIdError(f"{kind} is {size} bytes long in UTF-8, the limit is {2 * max_len}")
+    return value
+
+
+def encode_id(value: str) -> str:
+    """The key form of a tenant or thread id (see module docstring)."""
+    return quote(value, safe=SAFE_ID_CHARACTERS)
+
+
+def decode_id(value: str) -> str:
+    return unquote(value, errors="strict")
 
 
 class ThreadKeys(NamedTuple):
@@ -43,7 +88,7 @@ class ThreadKeys(NamedTuple):
 
 
 def hash_tag(tenant_id: str, thread_id: str) -> str:
-    return "{" + tenant_id + "|" + thread_id + "}"
+    return "{" + encode_id(tenant_id) + "|" + encode_id(thread_id) + "}"
 
 
 def thread_prefix(prefix: str, tenant_id: str, thread_id: str) -> str:
@@ -62,7 +107,7 @@ def script_keys(prefix: str, tenant_id: str, thread_id: str) -> list[str]:
 
 def tenant_threads_key(prefix: str, tenant_id: str) -> str:
     """ZSET thread_id -> last write time (ms) of one tenant."""
-    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{tenant_id}}}:threads"
+    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:threads"
 
 
 def dirty_key(prefix: str) -> str:
@@ -71,12 +116,12 @@ def dirty_key(prefix: str) -> str:
 
 
 def dirty_member(tenant_id: str, thread_id: str) -> str:
-    return tenant_id + "|" + thread_id
+    return encode_id(tenant_id) + "|" + encode_id(thread_id)
 
 
 def split_dirty_member(member: str) -> tuple[str, str]:
     tenant_id, _, thread_id = member.partition("|")
-    return tenant_id, thread_id
+    return decode_id(tenant_id), decode_id(thread_id)
 
 
 def lock_key(prefix: str, tenant_id: str, thread_id: str, kind: str = "run") -> str:
@@ -110,20 +155,11 @@ def split_write_field(field: str) -> tuple[str, str, str, int]:
     return ns, checkpoint_id, task_id, int(idx)
 
 
-def run_member(run_id: str, ns: str, checkpoint_id: str) -> str:
-    return run_id + SEP + ns + SEP + checkpoint_id
-
-
 def ns_range(ns: str) -> tuple[str, str]:
     """ZRANGEBYLEX bounds covering every checkpoint member of one namespace."""
     return "[" + ns + SEP, "(" + ns + REF_SEP
 
 
-def prefix_range(prefix: str) -> tuple[str, str]:
-    """ZRANGEBYLEX bounds for every member starting with `prefix␀`."""
-    return "[" + prefix + SEP, "(" + prefix + REF_SEP
-
-
 def blob_threads_key(prefix: str, tenant_id: str, digest: str) -> str:
     """SET of the tenant's threads whose Redis data points at one offloaded blob."""
-    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{tenant_id}}}:blob:{digest}"
+    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:blob:{digest}"

@@ -24,9 +24,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .errors import InvalidIdError, TenantMismatchError, TenantRequiredError
+from .errors import ConfigError, InvalidIdError, TenantMismatchError, TenantRequiredError
+from .keys import check_id
 
-MAX_TENANT_ID = 128
+MAX_TENANT_ID = 256
 TENANT_KEY = "tenant_id"
 
 _SCOPE: ContextVar[str | None] = ContextVar("langgraph_tiered_saver_tenant", default=None)
@@ -38,16 +39,11 @@ _HOW_TO = (
 
 
 def check_tenant(value: Any) -> str:
-    """A tenant id is a non-empty string. 0, '' and None are refused rather than read as "no
-    tenant", so they can never select a default. Until ids are encoded in keys, a tenant id is
-    also limited to key-safe characters: braces or '|' would forge another thread's hash tag."""
+    """A tenant id is a non-empty string (any text; keys encode it). 0, '' and None are refused
+    rather than read as "no tenant", so they can never select a default."""
     if not isinstance(value, str):
         raise InvalidIdError(f"tenant_id must be a non-empty string, got {type(value).__name__} {value!r}")
-    if not value:
-        raise InvalidIdError("tenant_id must be a non-empty string, got ''")
-    from .ids import check_key_id  # ids imports this module: imported at call time
-
-    return check_key_id("tenant_id", value, MAX_TENANT_ID)
+    return check_id("tenant_id", value, MAX_TENANT_ID)
 
 
 @contextmanager
@@ -84,3 +80,13 @@ def resolve_tenant(configurable: dict[str, Any] | None, bound: str | None, what:
         sources = ", ".join(f"{source}={tenant!r}" for source, tenant in candidates.items())
         raise TenantMismatchError(f"{what} names more than one tenant ({sources}); refusing to guess")
     return next(iter(candidates.values()))
+
+
+def retention_tenant(given: str | None, bound: str | None, all_tenants: bool) -> str | None:
+    """The tenant `prune_older_than` acts for: one (given, bound or scoped), or every tenant
+    (None) only when asked with `all_tenants=True` on an unbound saver."""
+    if not all_tenants:
+        return resolve_tenant(None if given is None else {TENANT_KEY: given}, bound, "prune_older_than")
+    if given is not None or bound is not None:
+        raise ConfigError("prune_older_than(all_tenants=True) takes no tenant and needs an unbound saver")
+    return None

@@ -154,11 +154,8 @@ def test_bad_config_errors(saver: TieredSaver) -> None:
         saver.prune(["t1"], strategy="everything")
 
 
-@pytest.mark.parametrize(
-    "thread_id",
-    ["a{b}", "a|b", "x" * 300, "", "has space", "tab\there", "new\nline", "ünïcode"],
-)
-def test_ids_that_could_break_the_key_layout_are_rejected(saver: TieredSaver, thread_id: str) -> None:
+@pytest.mark.parametrize("thread_id", ["", "x" * 1025, "😀" * 600, "nul\x00byte", "lone\ud800surrogate"])
+def test_ids_no_tier_can_store_are_rejected(saver: TieredSaver, thread_id: str) -> None:
     with pytest.raises(InvalidIdError):
         saver.put(_cfg(thread_id), empty_checkpoint(), {}, {})
     with pytest.raises(InvalidIdError):
@@ -166,7 +163,7 @@ def test_ids_that_could_break_the_key_layout_are_rejected(saver: TieredSaver, th
 
 
 def test_bad_tenant_and_namespace(saver: TieredSaver) -> None:
-    for bad in (0, "", "a\x00b", ["acme"], "acme}{evil", "a|b"):
+    for bad in (0, "", "a\x00b", ["acme"], "x" * 257):
         with pytest.raises(InvalidIdError, match="tenant_id"):
             saver.get_tuple(_cfg("t1", tenant_id=bad))
         with pytest.raises(InvalidIdError, match="tenant_id"):
