@@ -7,6 +7,7 @@ dependency) so that a corrupt record fails loudly with CorruptDataError.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,3 +110,15 @@ def pointer_digest(typed: TypedValue) -> str | None:
 
 def as_str(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def next_version(current: str | int | None) -> str:
+    """A channel's next version. Versions sort as strings: a zero-padded counter, then a random
+    tiebreak (as LangGraph's own savers)."""
+    if current is None:
+        counter = 0
+    elif isinstance(current, int):
+        counter = current
+    else:
+        counter = int(current.split(".")[0])
+    return f"{counter + 1:032}.{random.random():016}"

@@ -22,16 +22,18 @@ from langgraph.checkpoint.base import (
     CheckpointMetadata,
     CheckpointTuple,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from . import keys as K
 from . import options as opt
 from ._io import Op, RedisCall
-from .blobs import parse_pointer
+from .blobs import BlobStore, parse_pointer
 from .codec import encode_typed, unpack_checkpoint
 from .durable import ops as pg
 from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
+from .durable.sql import check_schema
 from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
@@ -39,7 +41,7 @@ from .hot import HotOps
 from .ids import ThreadRef, check_thread
 from .locks import Fences
 from .metrics import Metrics
-from .offload import Offloader, digests_in_export
+from .offload import Offloader, blob_factory, digests_in_export
 from .planning import keep_latest
 from .runlock import RunLocks
 from .stored import StoredCheckpoint, decode_refs, encode_refs, from_durable, stored_to_export
@@ -82,6 +84,44 @@ class Core:
         self.fences = fences
         self.run_locks: RunLocks | None = None  # set by the saver with `auto_lock`
         self.flusher: BackgroundFlusher | None = None  # set by the saver with `background_flush`
+
+    @classmethod
+    def build(
+        cls,
+        serde: SerializerProtocol,
+        *,
+        key_prefix: str,
+        schema: str,
+        ttl_ms: int,
+        durable: bool,
+        refresh_ttl_on_read: bool,
+        audit_json: bool | None,
+        on_redis_error: str,
+        policy: FlushPolicy,
+        metrics: Metrics,
+        blob_store: Any,
+        offload_threshold: int,
+    ) -> Core:
+        """The core of a saver with these options (checked here)."""
+        opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
+        opt.flag("audit_json", audit_json, allow_none=True)
+        opt.choice("on_redis_error", on_redis_error, ("raise", "fallback"))
+        opt.positive_int("offload_threshold", offload_threshold)
+        opt.key_prefix(key_prefix)
+        check_schema(schema)
+        offload = Offloader(
+            blob_factory(blob_store), key_prefix=key_prefix, threshold=offload_threshold,
+            collect_garbage=not isinstance(blob_store, BlobStore),
+        )
+        hot = HotOps(
+            serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
+            track_outbox=durable, offloader=offload,
+        )
+        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json)
+        return cls(
+            hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
+            policy=policy, metrics=metrics, fences=Fences(),
+        )
 
     # ------------------------------------------------------------------ failure policy
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 
 # Key prefixes become the first part of every Redis key: no hash-tag braces (they would move
 # every key of the deployment into one cluster slot) and no separators of the key layout.
 KEY_PREFIX = re.compile(r"[A-Za-z0-9._-]{1,64}")
-MIN_TTL_SECONDS = 0.001  # PEXPIRE takes milliseconds: a shorter TTL would round to "never expire"
+MIN_TTL_SECONDS = 0.001
+T = TypeVar("T")  # PEXPIRE takes milliseconds: a shorter TTL would round to "never expire"
 
 
 def seconds(name: str, value: Any, *, minimum: float = 0.0, inclusive: bool = True) -> float:
@@ -38,6 +39,13 @@ def choice(name: str, value: Any, allowed: Sequence[str]) -> str:
     if value not in allowed:
         raise ConfigError(f"{name} must be one of {tuple(allowed)}, got {value!r}")
     return str(value)
+
+
+def instance(name: str, value: Any, cls: type[T]) -> T | None:
+    """`value` if it is None or a `cls` (options objects: `FlushPolicy`, `PoolOptions`, ...)."""
+    if value is not None and not isinstance(value, cls):
+        raise ConfigError(f"{name} must be a {cls.__name__}, got {value!r}")
+    return value
 
 
 def whole(name: str, value: Any, *, minimum: int = 0) -> int:

@@ -28,6 +28,7 @@ from .errors import (
     TieredSaverError,
     TierUnavailableError,
 )
+from .options import seconds
 
 _AUTH_MARKERS = (
     "password authentication failed",
@@ -65,6 +66,9 @@ class PgLimits:
 
 def pg_limits(connect_wait: float, statement_timeout: float, lock_timeout: float) -> PgLimits:
     """The saver's limits; the client deadline leaves the server a second to enforce its own."""
+    for name, value in (("pg_timeout", connect_wait), ("pg_statement_timeout", statement_timeout),
+                        ("pg_lock_timeout", lock_timeout)):  # fmt: skip
+        seconds(name, value, inclusive=False)
     return PgLimits(connect_wait, statement_timeout, lock_timeout, statement_timeout + 1.0)
 
 

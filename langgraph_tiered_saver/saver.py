@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -31,20 +30,18 @@ from . import options as opt
 from ._io import AsyncDriver, Op, SyncDriver
 from .blobs import BlobStore
 from .breaker import PgBreaker
+from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core
-from .durable.sql import check_schema
-from .errors import ConfigError
-from .flush import FlushOps, FlushPolicy, FlushResult
+from .flush import FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, FlusherHealth
-from .hot import HotOps
 from .ids import ThreadRef, configurable_of, parse_config
-from .locks import Fences, LockOps, ThreadLock
+from .locks import LockOps, ThreadLock
 from .metrics import Metrics
-from .offload import DEFAULT_THRESHOLD, BlobStoreFactory, Offloader, blob_factory
+from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
 from .pgfaults import pg_limits
 from .runlock import AutoLock, RunLocks, auto_lock_policy, run_marker
-from .tenancy import check_tenant, resolve_tenant
+from .tenancy import check_tenant, resolve_tenant, retention_tenant
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
@@ -91,39 +88,19 @@ class TieredSaver(BaseCheckpointSaver[str]):
         pool_options: PoolOptions | None = None,
     ) -> None:
         super().__init__(serde=serde)
-        if pool_options is not None and not isinstance(pool_options, PoolOptions):
-            raise ConfigError(f"pool_options must be a PoolOptions, got {pool_options!r}")
-        if flush_policy is not None and not isinstance(flush_policy, FlushPolicy):
-            raise ConfigError(f"flush_policy must be a FlushPolicy, got {flush_policy!r}")
-        self._conn = Connections(redis_client, aredis_client, pg_pool, apg_pool, pool_options or PoolOptions())
+        pools = opt.instance("pool_options", pool_options, PoolOptions) or PoolOptions()
+        self._conn = Connections(redis_client, aredis_client, pg_pool, apg_pool, pools)
         ttl_ms = int(opt.ttl(ttl_seconds) * 1000)
-        opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
         opt.flag("background_flush", background_flush)
-        opt.flag("audit_json", audit_json, allow_none=True)
-        opt.choice("on_redis_error", on_redis_error, ("raise", "fallback"))
-        for name, value in (("pg_timeout", pg_timeout), ("pg_statement_timeout", pg_statement_timeout),
-                            ("pg_lock_timeout", pg_lock_timeout)):  # fmt: skip
-            opt.seconds(name, value, inclusive=False)
-        opt.positive_int("offload_threshold", offload_threshold)
-        opt.key_prefix(key_prefix)
-        check_schema(schema)
         self.tenant_id = None if tenant_id is None else check_tenant(tenant_id)
         self.key_prefix, self.schema, self.ttl_seconds = key_prefix, schema, ttl_seconds
         self.durable = self._conn.durable
-        self.policy = flush_policy or FlushPolicy()
+        self.policy = opt.instance("flush_policy", flush_policy, FlushPolicy) or FlushPolicy()
         self.metrics = Metrics()
-        offload = Offloader(
-            blob_factory(blob_store), key_prefix=key_prefix, threshold=offload_threshold,
-            collect_garbage=not isinstance(blob_store, BlobStore),
-        )
-        hot = HotOps(
-            self.serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
-            track_outbox=self.durable, offloader=offload,
-        )
-        self.core = Core(
-            hot=hot, flush=FlushOps(self.serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json),
-            offload=offload, schema=schema, durable=self.durable, on_redis_error=on_redis_error,
-            policy=self.policy, metrics=self.metrics, fences=Fences(),
+        self.core = Core.build(
+            self.serde, key_prefix=key_prefix, schema=schema, ttl_ms=ttl_ms, durable=self.durable,
+            refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
+            policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
@@ -163,8 +140,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             self._async.redis, self._async.pg_pool = await self._conn.async_side()
         return await self._async.run(op)
 
-    def _tenant(self, what: str) -> str:
-        """The tenant of a call that has no config (thread-level methods): bound or scoped."""
+    def _tenant(self, what: str) -> str:  # for calls without a config: bound or scoped
         return resolve_tenant(None, self.tenant_id, what)
 
     def _ref(self, config: RunnableConfig) -> ThreadRef:
@@ -174,12 +150,10 @@ class TieredSaver(BaseCheckpointSaver[str]):
         self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None
     ) -> Op[list[CheckpointTuple]]:
         ref = None if config is None else self._ref(config)
-        return self.core.list_op(
-            ref, ref.tenant_id if ref else self._tenant("list(None)"),
-            all_namespaces=ref is None or configurable_of(config).get("checkpoint_ns") is None,
-            filter=filter, before_id=configurable_of(before).get("checkpoint_id") if before is not None else None,
-            limit=limit,
-        )
+        tenant = ref.tenant_id if ref else self._tenant("list(None)")
+        all_ns = ref is None or configurable_of(config).get("checkpoint_ns") is None
+        before_id = None if before is None else configurable_of(before).get("checkpoint_id")
+        return self.core.list_op(ref, tenant, all_namespaces=all_ns, filter=filter, before_id=before_id, limit=limit)
 
     # ------------------------------------------------------------------ locks and durable tier
 
@@ -219,24 +193,16 @@ class TieredSaver(BaseCheckpointSaver[str]):
         failures in a row, quarantined threads with their last error."""
         return None if self.core.flusher is None else self.core.flusher.health()
 
-    def _retention_tenant(self, tenant_id: str | None, all_tenants: bool) -> str | None:
-        if not all_tenants:
-            given = None if tenant_id is None else {"tenant_id": tenant_id}
-            return resolve_tenant(given, self.tenant_id, "prune_older_than")
-        if tenant_id is not None or self.tenant_id is not None:
-            raise ConfigError("prune_older_than(all_tenants=True) takes no tenant and needs an unbound saver")
-        return None
-
     def prune_older_than(self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False) -> Any:
         """Retention for Postgres: drop checkpoints older than `older_than`, never a thread's
         latest one nor a paused run's, and unreferenced values. Acts for one tenant (given here,
         bound or scoped) or, only when asked with `all_tenants=True`, for every tenant."""
-        return self.run_op(self.core.prune_older_than_op(self._retention_tenant(tenant_id, all_tenants), older_than))
+        return self.run_op(self.core.prune_older_than_op(retention_tenant(tenant_id, self.tenant_id, all_tenants), older_than))
 
     async def aprune_older_than(
         self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False
     ) -> Any:
-        return await self.arun_op(self.core.prune_older_than_op(self._retention_tenant(tenant_id, all_tenants), older_than))
+        return await self.arun_op(self.core.prune_older_than_op(retention_tenant(tenant_id, self.tenant_id, all_tenants), older_than))
 
     # ------------------------------------------------------------------ BaseCheckpointSaver, sync
 
@@ -245,12 +211,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         return self.run_op(self.core.get_tuple_op(self._ref(config), marker))
 
     def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
         yield from self.run_op(self._list(config, filter, before, limit))
 
@@ -283,12 +245,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         return await self.arun_op(self.core.get_tuple_op(self._ref(config), marker))
 
     async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         for item in await self.arun_op(self._list(config, filter, before, limit)):
             yield item
@@ -338,11 +296,4 @@ class TieredSaver(BaseCheckpointSaver[str]):
             await self._conn.aclose_owned()
 
     def get_next_version(self, current: str | None, channel: None) -> str:
-        """Versions sort as strings: zero-padded counter, then a random tiebreak (as upstream)."""
-        if current is None:
-            current_v = 0
-        elif isinstance(current, int):
-            current_v = current
-        else:
-            current_v = int(current.split(".")[0])
-        return f"{current_v + 1:032}.{random.random():016}"
+        return next_version(current)
