@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 T = TypeVar("T")
+R = TypeVar("R")
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -324,13 +326,14 @@ class _PgGuard:
         )
 
 
-class SyncDriver:
-    """Runs operations on blocking clients. Thread-safe: clients, pools and the breaker are."""
+class _Driver(Generic[R, P]):
+    """What both drivers hold: a Redis client, a Postgres pool, and the guard of Postgres calls
+    (limits, circuit breaker, error classification)."""
 
     def __init__(
         self,
-        redis_client: redis.Redis | None,
-        pg_pool: ConnectionPool | None,
+        redis_client: R | None,
+        pg_pool: P | None,
         pg_timeout: float = 2.0,
         *,
         limits: PgLimits | None = None,
@@ -339,6 +342,10 @@ class SyncDriver:
         self.redis = redis_client
         self.pg_pool = pg_pool
         self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
+
+
+class SyncDriver(_Driver[redis.Redis, ConnectionPool]):
+    """Runs operations on blocking clients. Thread-safe: clients, pools and the breaker are."""
 
     def run(self, op: Op[T]) -> T:
         step = Stepper(op)
@@ -438,21 +445,8 @@ async def _run_statement_async(cur: Any, st: PgStatement) -> Any:
     return await cur.fetchall() if st.fetch else cur.rowcount
 
 
-class AsyncDriver:
+class AsyncDriver(_Driver[redis.asyncio.Redis, AsyncConnectionPool]):
     """Runs the same operations on asyncio clients."""
-
-    def __init__(
-        self,
-        redis_client: redis.asyncio.Redis | None,
-        pg_pool: AsyncConnectionPool | None,
-        pg_timeout: float = 2.0,
-        *,
-        limits: PgLimits | None = None,
-        breaker: PgBreaker | None = None,
-    ) -> None:
-        self.redis = redis_client
-        self.pg_pool = pg_pool
-        self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
 
     async def run(self, op: Op[T]) -> T:
         step = Stepper(op)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -54,6 +55,18 @@ T = TypeVar("T")
 SYNC_FLUSH_PUT_WAIT_SECONDS = 5.0
 
 ListKey = tuple[str, str, str]  # thread, namespace, checkpoint id
+
+
+@dataclass(frozen=True, slots=True)
+class ListQuery:
+    """What `list` asks for: one thread (`ref`) or every thread of `tenant` (`ref` None)."""
+
+    ref: ThreadRef | None
+    tenant: str
+    all_namespaces: bool
+    filter: dict[str, Any] | None
+    before_id: str | None
+    limit: int | None
 
 
 class Core:
@@ -304,27 +317,18 @@ class Core:
     def _to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint) -> Op[CheckpointTuple]:
         return self.hot.to_tuple(ref, (yield from self.offload.resolve_stored(ref.tenant_id, stored)))
 
-    def list_op(
-        self,
-        ref: ThreadRef | None,
-        tenant: str,
-        *,
-        all_namespaces: bool,
-        filter: dict[str, Any] | None,
-        before_id: str | None,
-        limit: int | None,
-    ) -> Op[list[CheckpointTuple]]:
-        """`ref` None: every thread of `tenant`."""
-        if limit is not None and limit <= 0:
+    def list_op(self, q: ListQuery) -> Op[list[CheckpointTuple]]:
+        if q.limit is not None and q.limit <= 0:
             return []
         found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         partial: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         hot_up = True
         try:
-            threads = [ref] if ref else [ThreadRef(tenant, t) for t in (yield from self.hot.list_threads(tenant))]
+            threads = [q.ref] if q.ref else [ThreadRef(q.tenant, t) for t in (yield from self.hot.list_threads(q.tenant))]
             for thread_ref in threads:
                 for s in (yield from self.hot.list_stored(
-                    thread_ref, all_namespaces=all_namespaces, before_id=before_id, metadata_filter=filter, limit=limit,
+                    thread_ref, all_namespaces=q.all_namespaces, before_id=q.before_id, metadata_filter=q.filter,
+                    limit=q.limit,
                 )):
                     key = (thread_ref.thread_id, s.checkpoint_ns, s.checkpoint_id)
                     if self.durable and not s.complete:
@@ -335,34 +339,25 @@ class Core:
             self._hot_failed(exc, "list")
             hot_up = False
         if self.durable:
-            yield from self._list_durable(ref, tenant, all_namespaces, filter, before_id, limit, found, hot_up)
+            yield from self._list_durable(q, found, hot_up)
         for key, entry in partial.items():
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
-        for _, (tref, stored) in ordered[:limit]:
+        for _, (tref, stored) in ordered[: q.limit]:
             out.append((yield from self._to_tuple(tref, stored)))
         return out
 
-    def _list_durable(
-        self,
-        ref: ThreadRef | None,
-        tenant: str,
-        all_namespaces: bool,
-        filter: dict[str, Any] | None,
-        before_id: str | None,
-        limit: int | None,
-        found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]],
-        hot_up: bool,
-    ) -> Op[None]:
+    def _list_durable(self, q: ListQuery, found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]], hot_up: bool) -> Op[None]:
         """Add the Postgres rows Redis did not answer with to `found`."""
+        ref = q.ref
         try:
             rows = yield from pg.list_op(
-                self.schema, tenant,
+                self.schema, q.tenant,
                 None if ref is None else ref.thread_id,
-                None if ref is None or all_namespaces else ref.checkpoint_ns,
+                None if ref is None or q.all_namespaces else ref.checkpoint_ns,
                 ref.checkpoint_id if ref else None,
-                before_id, filter, limit, known=list(found),
+                q.before_id, q.filter, q.limit, known=list(found),
             )
         except TierUnavailableError as exc:
             if not hot_up:
@@ -373,7 +368,7 @@ class Core:
         for row in rows:
             key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
             if key not in found:
-                found[key] = (ThreadRef(tenant, row.thread_id, tenant_in_config=in_config), from_durable(row))
+                found[key] = (ThreadRef(q.tenant, row.thread_id, tenant_in_config=in_config), from_durable(row))
         return None
 
     # ------------------------------------------------------------------ durable-tier calls

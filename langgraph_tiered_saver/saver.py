@@ -32,7 +32,7 @@ from .blobs import BlobStore
 from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
-from .core import Core
+from .core import Core, ListQuery
 from .flush import FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, FlusherHealth
 from .ids import ThreadRef, configurable_of, parse_config
@@ -153,7 +153,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         tenant = ref.tenant_id if ref else self._tenant("list(None)")
         all_ns = ref is None or configurable_of(config).get("checkpoint_ns") is None
         before_id = None if before is None else configurable_of(before).get("checkpoint_id")
-        return self.core.list_op(ref, tenant, all_namespaces=all_ns, filter=filter, before_id=before_id, limit=limit)
+        return self.core.list_op(ListQuery(ref, tenant, all_ns, filter, before_id, limit))
 
     # ------------------------------------------------------------------ locks and durable tier
 
