@@ -26,12 +26,13 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
 import redis
+import redis.asyncio
 import redis.exceptions
-from psycopg_pool import PoolTimeout
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from .breaker import PgBreaker
 from .errors import (
@@ -42,10 +43,6 @@ from .errors import (
     TierUnavailableError,
 )
 from .pgfaults import PgLimits, classify_connect_error, classify_statement_error
-
-if TYPE_CHECKING:
-    import redis.asyncio
-    from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 T = TypeVar("T")
 R = TypeVar("R")
