@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import heapq
 import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 import redis
@@ -49,24 +47,18 @@ R = TypeVar("R")
 P = TypeVar("P")
 
 
-@dataclass(frozen=True)
-class LuaScript:
-    """A Lua script shipped in `langgraph_tiered_saver/lua/`, called by SHA (EVALSHA)."""
+class Script(Protocol):
+    """A Lua script as the drivers see it (see `scripts.LuaScript`): its name, source and SHA,
+    to load it again when Redis answers NOSCRIPT."""
 
-    name: str
-    source: str
-    sha: str
+    @property
+    def name(self) -> str: ...
 
-    @classmethod
-    def load(cls, name: str) -> LuaScript:
-        lua = resources.files(__package__) / "lua"
-        source = (lua / f"{name}.lua").read_text()
-        common = (lua / "_common.lua").read_text()
-        full = common + "\n" + source
-        return cls(name, full, hashlib.sha1(full.encode()).hexdigest())
+    @property
+    def source(self) -> str: ...
 
-    def call(self, keys: Sequence[str], args: Sequence[Any]) -> tuple[Any, ...]:
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+    @property
+    def sha(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,7 @@ class RedisCall:
 
     commands: tuple[tuple[Any, ...], ...]
     transaction: bool = False
-    scripts: tuple[LuaScript, ...] = ()
+    scripts: tuple[Script, ...] = ()
 
 
 @dataclass(frozen=True)

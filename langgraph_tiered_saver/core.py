@@ -217,9 +217,9 @@ class Core:
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put")
             p = yield from self.hot.prepare_put(ref, checkpoint, metadata, new_versions, config)
-            entries: list[tuple[str, Any]] = [(f"b\x00{f}", v) for f, v in p.blobs]
+            entries: list[tuple[str, Any]] = [(K.outbox_entry("blob", f), v) for f, v in p.blobs]
             refs = encode_refs(p.run_id, p.record.blob_fields)
-            entries.append((f"c\x00{p.member}", (p.record.pack(), refs)))
+            entries.append((K.outbox_entry("checkpoint", p.member), (p.record.pack(), refs)))
             yield from self._write_through(ref, entries)
             return ref.config(checkpoint["id"])
         if self.flusher is not None:
@@ -237,7 +237,7 @@ class Core:
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put_writes")
             records, _digests = yield from self.hot.prepare_writes(ref, writes, task_id, task_path)
-            yield from self._write_through(ref, [(f"w\x00{f}", r.pack()) for f, r in records])
+            yield from self._write_through(ref, [(K.outbox_entry("write", f), r.pack()) for f, r in records])
             return None
         if not self.durable:
             return None

@@ -150,8 +150,8 @@ class FlushOps:
                     entry, thread_id,
                 )
                 continue
-            kind, rest = entry[0], entry[2:]
-            if kind == "c":
+            kind, rest = K.split_outbox_entry(entry)
+            if kind == K.OUTBOX_KINDS["checkpoint"]:
                 ns, checkpoint_id = K.split_checkpoint_member(rest)
                 run_id, fields = decode_refs(value[1])
                 del run_id
@@ -162,7 +162,7 @@ class FlushOps:
                 batch.checkpoints.append(
                     (ns, checkpoint_id, record, jsonb_value(checkpoint), jsonb_value(metadata))
                 )
-            elif kind == "b":
+            elif kind == K.OUTBOX_KINDS["blob"]:
                 ns, channel, version = K.split_blob_field(rest)
                 typed = decode_typed(value, where)
                 batch.blobs.append(
@@ -190,7 +190,7 @@ class FlushOps:
 
     def release_flush_lock(self, tenant_id: str, thread_id: str, token: str) -> Op[None]:
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
-        yield RedisCall((scripts.LOCK_RELEASE.call([lock], [token]),), scripts=(scripts.LOCK_RELEASE,))
+        yield RedisCall((scripts.LOCK_RELEASE.call({"lock": lock}, {"token": token}),), scripts=(scripts.LOCK_RELEASE,))
         return None
 
     def flush_thread(self, tenant_id: str, thread_id: str, *, wait: bool = False) -> Op[FlushResult]:
@@ -204,7 +204,7 @@ class FlushOps:
         dirty = K.dirty_key(self.prefix)
         member = K.dirty_member(tenant_id, thread_id)
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
-        keys = [*K.script_keys(self.prefix, tenant_id, thread_id), lock]
+        keys = scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
         token = uuid.uuid4().hex
 
         def attempt() -> Op[tuple[Any, Any] | None]:
@@ -233,7 +233,7 @@ class FlushOps:
                 result.writes += len(batch.writes)
                 last = len(entries) < OUTBOX_BATCH
                 (remaining,) = yield RedisCall(
-                    (scripts.OUTBOX_ACK.call(keys, [token, "1" if last else "0", *entries]),),
+                    (scripts.OUTBOX_ACK.call(keys, {"token": token, "release": "1" if last else "0"}, entries),),
                     scripts=(scripts.OUTBOX_ACK,),
                 )
                 released = last
@@ -243,7 +243,7 @@ class FlushOps:
                 _, reply = yield self._read_call(keys, token, dirty, member)
             if result.remaining == 0 and observed is not None:
                 yield RedisCall(
-                    (scripts.DIRTY_CLEAR.call([dirty], [member, observed]),),
+                    (scripts.DIRTY_CLEAR.call({"dirty": dirty}, {"member": member, "observed": observed}),),
                     scripts=(scripts.DIRTY_CLEAR,),
                 )
         finally:
@@ -252,11 +252,11 @@ class FlushOps:
         return result
 
     @staticmethod
-    def _read_call(keys: list[str], token: str, dirty: str, member: str) -> RedisCall:
+    def _read_call(keys: dict[str, str], token: str, dirty: str, member: str) -> RedisCall:
         """The dirty score (a plain command: the index lives in another slot) and the locked
         outbox read, pipelined."""
         return RedisCall(
-            (("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, [OUTBOX_BATCH, token, FLUSH_LOCK_MS])),
+            (("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, {"limit": OUTBOX_BATCH, "token": token, "lock_ttl_ms": FLUSH_LOCK_MS})),
             scripts=(scripts.OUTBOX_READ,),
         )
 

@@ -41,6 +41,7 @@ from .codec import (
 from .errors import CorruptDataError
 from .ids import MAX_TASK_ID, ThreadRef, check_field_id
 from .polling import poll
+from .scripts import LuaScript
 from .stored import StoredCheckpoint, decode_refs, encode_refs
 
 if TYPE_CHECKING:
@@ -90,7 +91,6 @@ class HotOps:
         refresh_on_read: bool,
         track_outbox: bool,
         offloader: Offloader,
-        cluster: bool = False,
     ) -> None:
         self.serde = serde
         self.prefix = key_prefix
@@ -98,7 +98,6 @@ class HotOps:
         self.refresh_on_read = refresh_on_read
         self.track_outbox = track_outbox
         self.offloader = offloader
-        self.cluster = cluster
 
     @property
     def _track(self) -> str:
@@ -106,8 +105,8 @@ class HotOps:
 
     # ----------------------------------------------------------------- encoding (no I/O)
 
-    def keys(self, tenant_id: str, thread_id: str) -> list[str]:
-        return K.script_keys(self.prefix, tenant_id, thread_id)
+    def keys(self, tenant_id: str, thread_id: str, **extra: str) -> dict[str, str]:
+        return scripts.thread_keys(self.prefix, tenant_id, thread_id, **extra)
 
     def encode_put(
         self,
@@ -221,19 +220,13 @@ class HotOps:
         fence: str = "",
     ) -> Op[RunnableConfig]:
         p = yield from self.prepare_put(ref, checkpoint, metadata, new_versions, config)
-        args: list[Any] = [
-            self.ttl_ms,
-            fence,
-            self._track,
-            p.member,
-            p.record.pack(),
-            encode_refs(p.run_id, p.record.blob_fields),
-            p.run_id,
-            *self._mark_args(ref),
-        ]
-        for field, value in p.blobs:
-            args += [field, value]
-        yield self._write_call(ref, scripts.PUT, args, p.digests)
+        args = {
+            "ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, "member": p.member,
+            "record": p.record.pack(), "refs": encode_refs(p.run_id, p.record.blob_fields), "run_id": p.run_id,
+            **self._mark_args(ref),
+        }  # fmt: skip
+        blobs = [item for pair in p.blobs for item in pair]
+        yield self._write_call(ref, scripts.PUT, args, blobs, p.digests)
         return ref.config(checkpoint["id"])
 
     def put_writes(
@@ -247,41 +240,32 @@ class HotOps:
         if not writes:
             return None
         records, digests = yield from self.prepare_writes(ref, writes, task_id, task_path)
-        args: list[Any] = [self.ttl_ms, fence, self._track, *self._mark_args(ref)]
-        for field, record in records:
-            args += [field, record.pack(), "1" if record.idx < 0 else "0"]
-        yield self._write_call(ref, scripts.PUT_WRITES, args, digests)
+        args = {"ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, **self._mark_args(ref)}
+        triples = [item for field, r in records for item in (field, r.pack(), "1" if r.idx < 0 else "0")]
+        yield self._write_call(ref, scripts.PUT_WRITES, args, triples, digests)
         return None
 
-    def _mark_args(self, ref: ThreadRef) -> tuple[int, str, str]:
-        return now_ms(), ref.thread_id, K.dirty_member(ref.tenant_id, ref.thread_id)
+    def _mark_args(self, ref: ThreadRef) -> dict[str, Any]:
+        return {"now_ms": now_ms(), "thread_id": ref.thread_id, "dirty_member": K.dirty_member(ref.tenant_id, ref.thread_id)}
 
     def _write_call(
-        self, ref: ThreadRef, script: Any, args: list[Any], digests: Sequence[str] = ()
+        self, ref: ThreadRef, script: LuaScript, args: dict[str, Any], rest: list[Any], digests: Sequence[str] = ()
     ) -> RedisCall:
-        """One round trip. On a single node: one EVALSHA that also updates the tenant registry
-        and the outbox index (plus, in a MULTI, the reference sets of offloaded blobs). In Redis
-        Cluster those keys are in other slots: a pipeline carries them beside the script."""
-        keys = self.keys(ref.tenant_id, ref.thread_id)
-        ts, thread_id, dirty = args[7:10] if script is scripts.PUT else args[3:6]
-        registry = K.tenant_threads_key(self.prefix, ref.tenant_id)
+        """One round trip: one EVALSHA that also updates the tenant registry and the outbox
+        index (plus, in a MULTI, the reference sets of offloaded blobs)."""
+        keys = self.keys(
+            ref.tenant_id, ref.thread_id,
+            registry=K.tenant_threads_key(self.prefix, ref.tenant_id), dirty=K.dirty_key(self.prefix),
+        )  # fmt: skip
         extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
-        if not self.cluster:
-            call = script.call([*keys, registry, K.dirty_key(self.prefix)], args)
-            return RedisCall((call, *extra), transaction=bool(extra), scripts=(script,))
-        commands: list[tuple[Any, ...]] = [script.call(keys, args), ("ZADD", registry, ts, thread_id)]
-        if self.track_outbox:
-            commands.append(("ZADD", K.dirty_key(self.prefix), ts, dirty))
-        return RedisCall((*commands, *extra), transaction=False, scripts=(script,))
+        return RedisCall((script.call(keys, args, rest), *extra), transaction=bool(extra), scripts=(script,))
 
     def fetch(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[list[StoredCheckpoint]]:
         """The latest checkpoint of `ref`'s namespace (members=None), or the given members."""
         ttl = self.ttl_ms if self.refresh_on_read else 0
-        if members is None:
-            args: list[Any] = [ttl, "latest", ref.checkpoint_ns]
-        else:
-            args = [ttl, "ids", *members]
-        call = scripts.GET.call(self.keys(ref.tenant_id, ref.thread_id), args)
+        args = {"refresh_ttl_ms": ttl, "mode": "latest" if members is None else "ids"}
+        rest = [ref.checkpoint_ns] if members is None else list(members)
+        call = scripts.GET.call(self.keys(ref.tenant_id, ref.thread_id), args, rest)
         (entries,) = yield RedisCall((call,), scripts=(scripts.GET,))
         where = f"Redis thread {ref.thread_id!r}"
         return [parse_entry(entry, where) for entry in entries or ()]
@@ -371,7 +355,7 @@ class HotOps:
     ) -> Op[int]:
         """Delete, per thread, the listed members (mode "members") or runs (mode "runs")."""
         calls = tuple(
-            scripts.DELETE_MEMBERS.call(self.keys(tenant_id, thread_id), [mode, *ids])
+            scripts.DELETE_MEMBERS.call(self.keys(tenant_id, thread_id), {"mode": mode}, ids)
             for thread_id, ids in targets.items()
             if ids
         )
@@ -395,17 +379,18 @@ class HotOps:
         """Write exported (or Postgres-loaded) content into a thread, in one script."""
         if not content.get("ck"):
             return None
-        args: list[Any] = [self.ttl_ms, "1" if pending else "0", "ck", len(content["ck"])]
+        sections: list[Any] = ["ck", len(content["ck"])]
         for member, record in content["ck"].items():
-            args += [member, record, content["cv"].get(member, b"")]
+            sections += [member, record, content["cv"].get(member, b"")]
         for section in ("bl", "wr"):
             items = content.get(section) or {}
-            args += [section, len(items)]
+            sections += [section, len(items)]
             for field, value in items.items():
-                args += [field, value]
+                sections += [field, value]
+        args = {"ttl_ms": self.ttl_ms, "mark_pending": "1" if pending else "0"}
         ts = now_ms()
         commands: list[tuple[Any, ...]] = [
-            scripts.IMPORT.call(self.keys(tenant_id, thread_id), args),
+            scripts.IMPORT.call(self.keys(tenant_id, thread_id), args, sections),
             ("ZADD", K.tenant_threads_key(self.prefix, tenant_id), ts, thread_id),
         ]
         if pending and self.track_outbox:

@@ -100,11 +100,6 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str) -> ThreadKeys:
     return ThreadKeys(*(f"{base}:{name}" for name in THREAD_KEY_NAMES))
 
 
-def script_keys(prefix: str, tenant_id: str, thread_id: str) -> list[str]:
-    """KEYS of every thread script: the nine thread keys, then the run-lock key (fencing)."""
-    return [*thread_keys(prefix, tenant_id, thread_id), lock_key(prefix, tenant_id, thread_id)]
-
-
 def tenant_threads_key(prefix: str, tenant_id: str) -> str:
     """ZSET thread_id -> last write time (ms) of one tenant."""
     return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:threads"
@@ -126,6 +121,21 @@ def split_dirty_member(member: str) -> tuple[str, str]:
 
 def lock_key(prefix: str, tenant_id: str, thread_id: str, kind: str = "run") -> str:
     return f"{thread_prefix(prefix, tenant_id, thread_id)}:lock:{kind}"
+
+
+# The outbox (`pend`) holds one entry per row the flusher must write: kind code, NUL, name.
+OUTBOX_KINDS = {"checkpoint": "c", "blob": "b", "write": "w"}
+
+
+def outbox_entry(kind: str, name: str) -> str:
+    """`kind` is a key of OUTBOX_KINDS; `name` the checkpoint member, blob or write field."""
+    return OUTBOX_KINDS[kind] + SEP + name
+
+
+def split_outbox_entry(entry: str) -> tuple[str, str]:
+    """(kind code, name) of an outbox entry."""
+    code, _, name = entry.partition(SEP)
+    return code, name
 
 
 def checkpoint_member(ns: str, checkpoint_id: str) -> str:

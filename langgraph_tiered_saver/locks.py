@@ -76,18 +76,18 @@ class LockOps:
         self.prefix = key_prefix
         self.thread_ttl_ms = thread_ttl_ms
 
-    def _keys(self, ref: ThreadRef) -> list[str]:
-        return [
-            K.lock_key(self.prefix, ref.tenant_id, ref.thread_id),
-            K.thread_keys(self.prefix, ref.tenant_id, ref.thread_id).meta,
-        ]
+    def _keys(self, ref: ThreadRef) -> dict[str, str]:
+        return {
+            "lock": K.lock_key(self.prefix, ref.tenant_id, ref.thread_id),
+            "meta": K.thread_keys(self.prefix, ref.tenant_id, ref.thread_id).meta,
+        }
 
     def acquire(self, ref: ThreadRef, ttl_ms: int, *, wait: bool, wait_timeout: float | None) -> Op[LockHandle]:
         token = uuid.uuid4().hex
 
         def attempt() -> Op[LockHandle | None]:
             (fence,) = yield RedisCall(
-                (scripts.LOCK_ACQUIRE.call(self._keys(ref), [token, ttl_ms, self.thread_ttl_ms]),),
+                (scripts.LOCK_ACQUIRE.call(self._keys(ref), {"token": token, "ttl_ms": ttl_ms, "thread_ttl_ms": self.thread_ttl_ms}),),
                 scripts=(scripts.LOCK_ACQUIRE,),
             )
             return LockHandle(ref.tenant_id, ref.thread_id, token, as_str(fence), ttl_ms) if fence else None
@@ -100,14 +100,14 @@ class LockOps:
     def renew(self, handle: LockHandle) -> Op[bool]:
         key = K.lock_key(self.prefix, handle.tenant_id, handle.thread_id)
         (ok,) = yield RedisCall(
-            (scripts.LOCK_RENEW.call([key], [handle.token, handle.ttl_ms]),), scripts=(scripts.LOCK_RENEW,)
+            (scripts.LOCK_RENEW.call({"lock": key}, {"token": handle.token, "ttl_ms": handle.ttl_ms}),), scripts=(scripts.LOCK_RENEW,)
         )
         return bool(ok)
 
     def release(self, handle: LockHandle) -> Op[bool]:
         key = K.lock_key(self.prefix, handle.tenant_id, handle.thread_id)
         (ok,) = yield RedisCall(
-            (scripts.LOCK_RELEASE.call([key], [handle.token]),), scripts=(scripts.LOCK_RELEASE,)
+            (scripts.LOCK_RELEASE.call({"lock": key}, {"token": handle.token}),), scripts=(scripts.LOCK_RELEASE,)
         )
         return bool(ok)
 

@@ -1,13 +1,18 @@
--- Shared by every script (prepended when the script is loaded).
--- Thread KEYS, always in this order: 1 idx, 2 ck, 3 cv, 4 bl, 5 wi, 6 wr, 7 runs, 8 pend, 9 meta, 10 lock
-local K_IDX, K_CK, K_CV, K_BL, K_WI, K_WR, K_RUNS, K_PEND, K_META, K_LOCK = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+-- Shared by every script, prepended after the header `scripts.LuaScript.load` generates, which
+-- binds KEY.<name> and ARG.<name> to the script's declared slots, REST (first variadic ARGV),
+-- THREAD_KEYS (the names of a thread's data keys) and OUTBOX (outbox entry kind codes).
 local NUL, SOH = "\0", "\1"
+
+-- An outbox entry: what the flusher must carry to Postgres (see keys.outbox_entry).
+local function outbox(kind, name)
+  return kind .. NUL .. name
+end
 
 -- Refresh the TTL of every key of the thread, so the thread expires whole, never in part.
 local function touch(ttl)
   ttl = tonumber(ttl)
   if ttl and ttl > 0 then
-    for i = 1, 9 do redis.call("PEXPIRE", KEYS[i], ttl) end
+    for _, name in ipairs(THREAD_KEYS) do redis.call("PEXPIRE", KEY[name], ttl) end
   end
 end
 
@@ -15,25 +20,23 @@ end
 -- whose token is older than the newest issued one lost its lock and may not write at all.
 local function check_fence(token)
   if token == "" then
-    if redis.call("EXISTS", KEYS[K_LOCK]) == 1 then
+    if redis.call("EXISTS", KEY.lock) == 1 then
       return "LOCKED thread is locked by another holder; take the lock or wait"
     end
     return nil
   end
-  local current = redis.call("HGET", KEYS[K_META], "fence")
+  local current = redis.call("HGET", KEY.meta, "fence")
   if current and tonumber(current) > tonumber(token) then
     return "STALE fencing token " .. token .. " is older than " .. current .. ": the lock was lost"
   end
   return nil
 end
 
--- Single-node mode: record the thread in its tenant's registry and (durable tier on) in the
--- outbox index, in the same script as the data.
-local function mark_thread(track, now, thread_id, dirty_member)
-  if #KEYS >= 12 then
-    redis.call("ZADD", KEYS[11], now, thread_id)
-    if track then redis.call("ZADD", KEYS[12], now, dirty_member) end
-  end
+-- Record the thread in its tenant's registry and (durable tier on) in the outbox index, in the
+-- same script as the data (scripts with KEY.registry and KEY.dirty, ARG.now_ms ...).
+local function mark_thread(track)
+  redis.call("ZADD", KEY.registry, ARG.now_ms, ARG.thread_id)
+  if track then redis.call("ZADD", KEY.dirty, ARG.now_ms, ARG.dirty_member) end
 end
 
 local function split(s, sep)
@@ -71,26 +74,26 @@ end
 
 -- The checkpoint, its blob values and its writes, as one array (nil if absent).
 local function fetch_checkpoint(member)
-  local record = redis.call("HGET", KEYS[K_CK], member)
+  local record = redis.call("HGET", KEY.ck, member)
   if not record then return nil end
-  local refs = redis.call("HGET", KEYS[K_CV], member)
+  local refs = redis.call("HGET", KEY.cv, member)
   local parts = split(refs or "", SOH)
   local values = {}
   if #parts > 1 then
     local fields = {}
     for i = 2, #parts do fields[#fields + 1] = parts[i] end
-    values = redis.call("HMGET", KEYS[K_BL], unpack(fields))
+    values = redis.call("HMGET", KEY.bl, unpack(fields))
   end
-  local write_fields = lex_prefix(KEYS[K_WI], member)
+  local write_fields = lex_prefix(KEY.wi, member)
   local writes = {}
   -- lost = 1 when eviction took part of what this checkpoint needs (see hot.parse_entry)
   local lost = refs and 0 or 1
   if #write_fields > 0 then
-    writes = redis.call("HMGET", KEYS[K_WR], unpack(write_fields))
+    writes = redis.call("HMGET", KEY.wr, unpack(write_fields))
     for i = 1, #write_fields do
       if not writes[i] then lost = 1 end
     end
-  elseif redis.call("EXISTS", KEYS[K_WR]) == 1 and redis.call("EXISTS", KEYS[K_WI]) == 0 then
+  elseif redis.call("EXISTS", KEY.wr) == 1 and redis.call("EXISTS", KEY.wi) == 0 then
     lost = 1  -- the write index went, the writes did not: which are ours is unknown
   end
   return {member, record, refs, values, writes, lost}
@@ -100,19 +103,19 @@ end
 local function delete_members(members)
   local removed = 0
   for _, member in ipairs(members) do
-    local refs = redis.call("HGET", KEYS[K_CV], member)
+    local refs = redis.call("HGET", KEY.cv, member)
     if refs then
       local run_id = split(refs, SOH)[1]
-      if run_id and run_id ~= "" then redis.call("ZREM", KEYS[K_RUNS], run_id .. NUL .. member) end
+      if run_id and run_id ~= "" then redis.call("ZREM", KEY.runs, run_id .. NUL .. member) end
     end
-    removed = removed + redis.call("ZREM", KEYS[K_IDX], member)
-    redis.call("HDEL", KEYS[K_CK], member)
-    redis.call("HDEL", KEYS[K_CV], member)
-    redis.call("ZREM", KEYS[K_PEND], "c" .. NUL .. member)
-    for _, wf in ipairs(lex_prefix(KEYS[K_WI], member)) do
-      redis.call("HDEL", KEYS[K_WR], wf)
-      redis.call("ZREM", KEYS[K_WI], wf)
-      redis.call("ZREM", KEYS[K_PEND], "w" .. NUL .. wf)
+    removed = removed + redis.call("ZREM", KEY.idx, member)
+    redis.call("HDEL", KEY.ck, member)
+    redis.call("HDEL", KEY.cv, member)
+    redis.call("ZREM", KEY.pend, outbox(OUTBOX.checkpoint, member))
+    for _, wf in ipairs(lex_prefix(KEY.wi, member)) do
+      redis.call("HDEL", KEY.wr, wf)
+      redis.call("ZREM", KEY.wi, wf)
+      redis.call("ZREM", KEY.pend, outbox(OUTBOX.write, wf))
     end
   end
   return removed
@@ -121,15 +124,15 @@ end
 -- Drop blob values no remaining checkpoint references.
 local function gc_blobs()
   local referenced = {}
-  for _, refs in ipairs(redis.call("HVALS", KEYS[K_CV])) do
+  for _, refs in ipairs(redis.call("HVALS", KEY.cv)) do
     local parts = split(refs, SOH)
     for i = 2, #parts do referenced[parts[i]] = true end
   end
   local dropped = 0
-  for _, field in ipairs(redis.call("HKEYS", KEYS[K_BL])) do
+  for _, field in ipairs(redis.call("HKEYS", KEY.bl)) do
     if not referenced[field] then
-      redis.call("HDEL", KEYS[K_BL], field)
-      redis.call("ZREM", KEYS[K_PEND], "b" .. NUL .. field)
+      redis.call("HDEL", KEY.bl, field)
+      redis.call("ZREM", KEY.pend, outbox(OUTBOX.blob, field))
       dropped = dropped + 1
     end
   end

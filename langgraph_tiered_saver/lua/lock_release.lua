@@ -1,5 +1,5 @@
--- KEYS[1] = a lock key. Compare-and-delete: only the holder (same token) may release.
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("DEL", KEYS[1])
+-- Compare-and-delete: only the holder (same token) may release.
+if redis.call("GET", KEY.lock) == ARG.token then
+  return redis.call("DEL", KEY.lock)
 end
 return 0

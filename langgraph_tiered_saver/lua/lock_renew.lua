@@ -1,5 +1,5 @@
--- KEYS[1] = a lock key. Extend it only while we still hold it. ARGV: token, ttl ms.
-if redis.call("GET", KEYS[1]) == ARGV[1] then
-  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+-- Extend the lock only while we still hold it.
+if redis.call("GET", KEY.lock) == ARG.token then
+  return redis.call("PEXPIRE", KEY.lock, ARG.ttl_ms)
 end
 return 0

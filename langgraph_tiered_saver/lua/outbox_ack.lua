@@ -1,9 +1,9 @@
--- Remove flushed outbox entries; returns how many remain (0 = the thread is clean).
--- KEYS[11] = the flush lock. ARGV: lock token, "1" to release the lock (last batch), entries.
-for i = 3, #ARGV, 200 do
-  redis.call("ZREM", KEYS[K_PEND], unpack(ARGV, i, math.min(i + 199, #ARGV)))
+-- Remove flushed outbox entries (REST); returns how many remain (0 = the thread is clean).
+-- ARG.release "1": release the flush lock too (the last batch), if still ours.
+for i = REST, #ARGV, 200 do
+  redis.call("ZREM", KEY.pend, unpack(ARGV, i, math.min(i + 199, #ARGV)))
 end
-if ARGV[2] == "1" and redis.call("GET", KEYS[11]) == ARGV[1] then
-  redis.call("DEL", KEYS[11])
+if ARG.release == "1" and redis.call("GET", KEY.flush_lock) == ARG.token then
+  redis.call("DEL", KEY.flush_lock)
 end
-return redis.call("ZCARD", KEYS[K_PEND])
+return redis.call("ZCARD", KEY.pend)
