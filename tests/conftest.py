@@ -26,6 +26,9 @@ from devtools.servers import (
 
 logger = logging.getLogger(__name__)
 
+# The saver fixtures live in their own module; registered here rather than star-imported.
+pytest_plugins = ["tests._saver_fixtures"]
+
 
 @pytest.fixture(scope="session")
 def server_urls() -> Iterator[ServerURLs]:
@@ -127,5 +130,3 @@ def private_postgres(make_private_postgres: Callable[..., PrivatePostgres]) -> P
     """A started default Postgres cluster that this test may kill or restart."""
     return make_private_postgres()
 
-
-from tests._saver_fixtures import *  # noqa: E402,F403  (saver fixtures)

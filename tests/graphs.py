@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -122,4 +123,37 @@ def two_step_graph(checkpointer: Any) -> Any:
     g.add_edge(START, "a")
     g.add_edge("a", "b")
     g.add_edge("b", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+class Counter(TypedDict, total=False):
+    n: Annotated[int, operator.add]
+    log: Annotated[list[str], operator.add]
+
+
+def chain_graph(
+    checkpointer: Any, nodes: int = 8, *, fail_at: int | None = None, on_node: Callable[[int], None] | None = None
+) -> Any:
+    """`nodes` nodes in a line (the shape of a case_8842 run). Node `fail_at` raises once;
+    `on_node(i)` runs inside node i (a sleep, a kill, a fault)."""
+    g = StateGraph(Counter)
+    failed: list[bool] = []
+
+    def make(i: int) -> Callable[[Counter], dict[str, Any]]:
+        def node(state: Counter) -> dict[str, Any]:
+            if on_node is not None:
+                on_node(i)
+            if i == fail_at and not failed:
+                failed.append(True)
+                raise ValueError(f"node {i} failed")
+            return {"n": 1, "log": [f"node{i}"]}
+
+        return node
+
+    for i in range(nodes):
+        g.add_node(f"node{i}", make(i))
+    g.add_edge(START, "node0")
+    for i in range(nodes - 1):
+        g.add_edge(f"node{i}", f"node{i + 1}")
+    g.add_edge(f"node{nodes - 1}", END)
     return g.compile(checkpointer=checkpointer)

@@ -15,44 +15,23 @@ Redis-only TieredSaver (the lock and the fencing live in Redis):
 
 from __future__ import annotations
 
-import operator
 import sys
 import time
-from collections.abc import Callable
-from typing import Annotated, Any, TypedDict
-
-from langgraph.graph import END, START, StateGraph
+from typing import Any
 
 from langgraph_tiered_saver import AutoLock, TieredSaver
 from tests._saver_fixtures import TEST_TENANT
+from tests.graphs import chain_graph
 
 NODES = 8
 NODE_SLEEP = 0.04
 
 
-class Counter(TypedDict, total=False):
-    n: Annotated[int, operator.add]
-    log: Annotated[list[str], operator.add]
 
 
 def slow_chain(checkpointer: Any, nodes: int = NODES, sleep: float = NODE_SLEEP) -> Any:
     """A linear graph of `nodes` nodes, each sleeping a little (so two runs would overlap)."""
-    g = StateGraph(Counter)
-
-    def make(i: int) -> Callable[[Counter], dict[str, Any]]:
-        def node(state: Counter) -> dict[str, Any]:
-            time.sleep(sleep)
-            return {"n": 1, "log": [f"node{i}"]}
-
-        return node
-
-    for i in range(nodes):
-        g.add_node(f"node{i}", make(i))
-    g.add_edge(START, "node0")
-    for i in range(nodes - 1):
-        g.add_edge(f"node{i}", f"node{i + 1}")
-    g.add_edge(f"node{nodes - 1}", END)
-    return g.compile(checkpointer=checkpointer)
+    return chain_graph(checkpointer, nodes, on_node=lambda i: time.sleep(sleep))
 
 
 def run_config(thread: str, run_id: str) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from langgraph_tiered_saver import AutoLock, ConfigError, ThreadLockedError, Tie
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.runlock import run_finished
 from tests._saver_fixtures import TEST_TENANT
+from tests.helpers import thread_config
 from tests.lock_child import NODES, run_config, slow_chain
 from tests.test_locks import _assert_linear, _history, _runs_in_order
 
@@ -30,8 +31,6 @@ def _thread() -> str:
     return f"t-{uuid.uuid4().hex[:8]}"
 
 
-def _cfg(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
 
 
 class Probe:
@@ -92,7 +91,7 @@ def test_run_holds_the_lock_and_lets_go_at_interrupt_error_and_end(
     saver_context: Callable[..., Any], redis_url: str
 ) -> None:
     thread = _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with saver_context(auto_lock=True) as saver, saver_context(key_prefix=saver.key_prefix) as other:
         probe = Probe(redis_url, saver, thread)
         fail = {"finish": True}
@@ -126,7 +125,7 @@ def test_run_holds_the_lock_and_lets_go_at_interrupt_error_and_end(
 
 def test_writer_outside_the_run_is_refused_while_it_runs(saver_context: Callable[..., Any], redis_url: str) -> None:
     thread = _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with saver_context(auto_lock=AutoLock(wait=0)) as saver, saver_context(key_prefix=saver.key_prefix) as other:
         probe = Probe(redis_url, saver, thread)
         graph = approval_graph(saver, probe)
@@ -195,14 +194,14 @@ async def test_concurrent_async_runs_are_serialised(saver_context: Callable[...,
         outs = await asyncio.gather(*(graph.ainvoke({"n": 0}, run_config(thread, f"run-{i}")) for i in range(3)))
         assert sorted(o["n"] for o in outs) == [NODES, 2 * NODES, 3 * NODES]
         assert not probe.held()
-        history = list(reversed([t async for t in saver.alist(_cfg(thread))]))
+        history = list(reversed([t async for t in saver.alist(thread_config(thread))]))
         _assert_linear(history)
         blocks = _runs_in_order(history)
         assert sorted(blocks) == ["run-0", "run-1", "run-2"], blocks
 
         # interrupt and resume on the async path
         a_graph = approval_graph(saver, probe)
-        cfg = _cfg(_thread())
+        cfg = thread_config(_thread())
         probe2 = Probe(redis_url, saver, cfg["configurable"]["thread_id"])
         await a_graph.ainvoke({"n": 0}, cfg)
         assert not probe2.held()
@@ -234,7 +233,7 @@ def test_subgraph_runs_under_the_parent_lock(saver_context: Callable[..., Any], 
         g.add_edge(START, "sub")
         g.add_edge("sub", "after")
         g.add_edge("after", END)
-        assert g.compile(checkpointer=saver).invoke({"n": 0}, _cfg(thread))["n"] == 2
+        assert g.compile(checkpointer=saver).invoke({"n": 0}, thread_config(thread))["n"] == 2
         assert probe.seen == [True, True]
         assert not probe.held()
 
@@ -245,31 +244,31 @@ def test_static_interrupt_is_released_when_idle_or_on_request(saver_context: Cal
         graph = slow_chain(saver, nodes=3, sleep=0).builder.compile(checkpointer=saver, interrupt_before=["node1"])
         thread = _thread()
         probe = Probe(redis_url, saver, thread)
-        graph.invoke({"n": 0}, _cfg(thread))
+        graph.invoke({"n": 0}, thread_config(thread))
         assert probe.held()
         deadline = time.monotonic() + 5
         while probe.held() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not probe.held(), "the idle run's lock was not released"
-        assert saver.core.run_locks is not None and saver.core.run_locks.held(saver._ref(_cfg(thread))) is None
-        assert graph.invoke(None, _cfg(thread))["n"] == 3
+        assert saver.core.run_locks is not None and saver.core.run_locks.held(saver._ref(thread_config(thread))) is None
+        assert graph.invoke(None, thread_config(thread))["n"] == 3
 
     with saver_context(auto_lock=True) as saver:
         graph = slow_chain(saver, nodes=3, sleep=0).builder.compile(checkpointer=saver, interrupt_before=["node1"])
         thread = _thread()
         probe = Probe(redis_url, saver, thread)
-        graph.invoke({"n": 0}, _cfg(thread))
+        graph.invoke({"n": 0}, thread_config(thread))
         assert probe.held()
-        saver.release_run_lock(_cfg(thread))
+        saver.release_run_lock(thread_config(thread))
         assert not probe.held()
-        assert graph.invoke(None, _cfg(thread))["n"] == 3
+        assert graph.invoke(None, thread_config(thread))["n"] == 3
         assert not probe.held()
 
 
 def test_durable_saver_with_auto_lock(saver_context: Callable[..., Any], redis_url: str) -> None:
     """The interrupt's synchronous flush to Postgres happens under the lock, then it goes."""
     thread = _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with saver_context(durable=True, auto_lock=True) as saver:
         saver.setup()
         probe = Probe(redis_url, saver, thread)

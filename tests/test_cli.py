@@ -12,7 +12,8 @@ import pytest
 
 from langgraph_tiered_saver.cli import main
 from langgraph_tiered_saver.flush import FlushPolicy
-from tests.test_durable_tier import QUIET_OFF, chain_graph, pg_rows
+from tests.graphs import chain_graph
+from tests.helpers import QUIET_OFF, pg_rows
 
 
 def test_cli_inspects_flushes_and_prunes(

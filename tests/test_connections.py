@@ -21,10 +21,7 @@ from langgraph_tiered_saver.connections import PoolOptions, redis_settings, redi
 from langgraph_tiered_saver.errors import PoolExhaustedError
 from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import two_step_graph
-
-
-def _cfg() -> dict[str, Any]:
-    return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+from tests.helpers import thread_config
 
 
 def test_twin_keeps_the_public_settings_and_drops_internal_ones(redis_url: str) -> None:
@@ -51,7 +48,7 @@ def test_a_sync_client_serves_ainvoke(redis_url: str, test_database_url: str) ->
                         schema=f"lts_{uuid.uuid4().hex[:8]}")  # fmt: skip
     try:
         saver.setup()
-        cfg = _cfg()
+        cfg = thread_config()
         out = asyncio.run(two_step_graph(saver).ainvoke({"log": []}, cfg))
         assert out["log"] == ["a", "b"]
         assert saver.flush(cfg)[0].checkpoints == 4
@@ -69,7 +66,7 @@ async def test_an_async_client_serves_invoke_and_the_flusher(redis_url: str, tes
                         schema=f"lts_{uuid.uuid4().hex[:8]}")  # fmt: skip
     try:
         await saver.asetup()
-        cfg = _cfg()
+        cfg = thread_config()
         out = await asyncio.to_thread(two_step_graph(saver).invoke, {"log": []}, cfg)
         assert out["log"] == ["a", "b"]
         deadline = time.monotonic() + 15  # the background flusher (sync twins) drains it
@@ -89,7 +86,7 @@ async def test_500_concurrent_runs_on_one_saver_all_succeed(saver_context: Calla
         graph = two_step_graph(saver)
         started = time.perf_counter()
         results = await asyncio.gather(
-            *(graph.ainvoke({"log": []}, _cfg()) for _ in range(500)), return_exceptions=True
+            *(graph.ainvoke({"log": []}, thread_config()) for _ in range(500)), return_exceptions=True
         )
         elapsed = time.perf_counter() - started
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -107,10 +104,10 @@ def test_a_pool_that_stays_busy_says_so(redis_url: str) -> None:
         held = saver._conn.redis.connection_pool.get_connection("PING")
         try:
             with pytest.raises(PoolExhaustedError, match="every pooled connection stayed busy"):
-                saver.get_tuple(_cfg())
+                saver.get_tuple(thread_config())
         finally:
             saver._conn.redis.connection_pool.release(held)
-        assert saver.get_tuple(_cfg()) is None
+        assert saver.get_tuple(thread_config()) is None
 
 
 def test_a_busy_postgres_pool_is_not_called_unreachable(saver_context: Callable[..., Any]) -> None:
@@ -124,7 +121,7 @@ def test_a_busy_postgres_pool_is_not_called_unreachable(saver_context: Callable[
 def test_prepared_statements_are_off_by_default(saver_context: Callable[..., Any]) -> None:
     with saver_context(durable=True) as saver:
         saver.setup()
-        cfg = _cfg()
+        cfg = thread_config()
         graph = two_step_graph(saver)
         for _ in range(8):  # more executions than psycopg's default threshold (5)
             graph.invoke({"log": []}, cfg)

@@ -9,7 +9,6 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import multiprocessing
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -46,24 +45,20 @@ from langgraph_tiered_saver.durable import (
 from langgraph_tiered_saver.errors import ConfigError
 from langgraph_tiered_saver.keys import blob_field
 
-ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SERDE = JsonPlusSerializer()
 OLD = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
 
 
-def _url_for(dbname: str) -> str:
-    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=dbname)
-
-
 @pytest.fixture(scope="module")
-def db_url() -> Iterator[str]:
+def db_url(postgres_url: str) -> Iterator[str]:
+    """A database of this module's own on the resolved server."""
     name = f"lts_durable_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield _url_for(name)
+        yield psycopg.conninfo.make_conninfo(postgres_url, dbname=name)
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -6,7 +6,6 @@ SQL that has no WHERE clause; with no tenant set it sees nothing at all.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -39,7 +38,6 @@ from langgraph_tiered_saver.durable import sql as durable_sql
 from langgraph_tiered_saver.errors import ConfigError, PostgresError
 from langgraph_tiered_saver.keys import blob_field
 
-ADMIN_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SCHEMA = "lts_rls"
 SERDE = JsonPlusSerializer()
 TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
@@ -69,14 +67,14 @@ def _batch(tenant: str, thread: str) -> FlushBatch:
 
 
 @pytest.fixture(scope="module")
-def env() -> Iterator[dict[str, Any]]:
+def env(postgres_url: str) -> Iterator[dict[str, Any]]:
     suffix = uuid.uuid4().hex[:10]
     dbname, role = f"lts_durable_rls_{suffix}", f"lts_app_{suffix}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{dbname}"')
-    admin_url = psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=dbname)
+    admin_url = psycopg.conninfo.make_conninfo(postgres_url, dbname=dbname)
     app_url = psycopg.conninfo.make_conninfo(
-        ADMIN_URL, dbname=dbname, user=role, password="pw-" + suffix
+        postgres_url, dbname=dbname, user=role, password="pw-" + suffix
     )
     try:
         with ConnectionPool(admin_url, min_size=1, max_size=2, open=True) as admin_pool:
@@ -94,7 +92,7 @@ def env() -> Iterator[dict[str, Any]]:
                     "role": role,
                 }
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
 

@@ -3,7 +3,6 @@ transaction counts. Fault tests run on private servers started by the harness.""
 
 from __future__ import annotations
 
-import operator
 import os
 import subprocess
 import sys
@@ -11,86 +10,44 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any, TypedDict
+from typing import Any
 
 import psycopg
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
 
 from devtools.servers import PrivatePostgres, PrivateRedis
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy, OutboxStatus
 from tests._saver_fixtures import TEST_TENANT
-from tests.graphs import build_graph, comparable, initial_input, resume
+from tests.graphs import build_graph, chain_graph, comparable, initial_input, resume
+from tests.helpers import QUIET_OFF, pg_rows, thread_config, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _cfg(thread: str, **extra: Any) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread, **extra}}
 
 
-def pg_rows(url: str, schema: str, thread: str | None = None, table: str = "checkpoints") -> int:
-    """Rows in a durable table, read as superuser (bypassing RLS) for counting."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        if thread is None:
-            return conn.execute(f'SELECT count(*) FROM "{schema}".{table}').fetchone()[0]  # type: ignore[index]
-        return conn.execute(  # type: ignore[index]
-            f'SELECT count(*) FROM "{schema}".{table} WHERE thread_id = %s', (thread,)
-        ).fetchone()[0]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
-class Counter(TypedDict, total=False):
-    n: Annotated[int, operator.add]
-    log: Annotated[list[str], operator.add]
 
 
-def chain_graph(checkpointer: Any, nodes: int = 8, fail_at: int | None = None) -> Any:
-    """A linear graph of `nodes` nodes (the shape of a case_8842 run), optionally failing once."""
-    g = StateGraph(Counter)
-    failed: list[bool] = []
-
-    def make(i: int) -> Callable[[Counter], dict[str, Any]]:
-        def node(state: Counter) -> dict[str, Any]:
-            if i == fail_at and not failed:
-                failed.append(True)
-                raise ValueError(f"node {i} failed")
-            return {"n": 1, "log": [f"node{i}"]}
-
-        return node
-
-    for i in range(nodes):
-        g.add_node(f"node{i}", make(i))
-    g.add_edge(START, "node0")
-    for i in range(nodes - 1):
-        g.add_edge(f"node{i}", f"node{i + 1}")
-    g.add_edge(f"node{nodes - 1}", END)
-    return g.compile(checkpointer=checkpointer)
 
 
 # ---------------------------------------------------------------- policy: one test per trigger
 
-QUIET_OFF = dict(quiet_seconds=3600.0, every_n_checkpoints=0, on_close=False)
 
 
 def test_no_trigger_means_no_postgres_io(saver_context: Callable[..., Any], test_database_url: str) -> None:
     with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
         saver.setup()
         thread = f"t-{uuid.uuid4().hex[:8]}"
-        chain_graph(saver).invoke({"n": 0}, _cfg(thread))
+        chain_graph(saver).invoke({"n": 0}, thread_config(thread))
         time.sleep(0.5)
         assert pg_rows(test_database_url, saver.schema, thread) == 0
-        assert len(list(saver.list(_cfg(thread)))) == 10
+        assert len(list(saver.list(thread_config(thread)))) == 10
 
 
 def test_quiet_thread_is_flushed_after_the_run(saver_context: Callable[..., Any], test_database_url: str) -> None:
@@ -98,7 +55,7 @@ def test_quiet_thread_is_flushed_after_the_run(saver_context: Callable[..., Any]
     with saver_context(durable=True, flush_policy=policy) as saver:
         saver.setup()
         thread = f"t-{uuid.uuid4().hex[:8]}"
-        chain_graph(saver).invoke({"n": 0}, _cfg(thread))
+        chain_graph(saver).invoke({"n": 0}, thread_config(thread))
         assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread) == 10)
         assert pg_rows(test_database_url, saver.schema, thread, "checkpoint_writes") > 0
         # flush lag: from the thread's last write to its commit, at least the quiet interval
@@ -112,11 +69,11 @@ def test_outbox_status_reports_depth_and_age(saver_context: Callable[..., Any]) 
         saver.setup()
         assert saver.run_op(saver.core.flush.outbox_status()) == OutboxStatus(0, 0.0)
         thread = f"t-{uuid.uuid4().hex[:8]}"
-        chain_graph(saver).invoke({"n": 0}, _cfg(thread))
+        chain_graph(saver).invoke({"n": 0}, thread_config(thread))
         time.sleep(0.3)
         status = saver.run_op(saver.core.flush.outbox_status())
         assert status.depth == 1 and 0.29 <= status.oldest_seconds < 10.0, status
-        (result,) = saver.flush(_cfg(thread))
+        (result,) = saver.flush(thread_config(thread))
         assert result.lag_seconds is not None and result.lag_seconds >= 0.29
         assert saver.run_op(saver.core.flush.outbox_status()) == OutboxStatus(0, 0.0)
 
@@ -125,7 +82,7 @@ def test_interrupt_is_durable_before_the_graph_returns(saver_context: Callable[.
     with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
         saver.setup()
         thread = f"t-{uuid.uuid4().hex[:8]}"
-        result = build_graph(saver).invoke(initial_input(), _cfg(thread))
+        result = build_graph(saver).invoke(initial_input(), thread_config(thread))
         assert "__interrupt__" in result
         # No waiting: the interrupt write was flushed synchronously, with its checkpoint.
         with psycopg.connect(test_database_url, autocommit=True) as conn:
@@ -134,9 +91,9 @@ def test_interrupt_is_durable_before_the_graph_returns(saver_context: Callable[.
                 (thread,),
             ).fetchall()
         assert ("__interrupt__",) in kinds
-        latest = saver.get_tuple(_cfg(thread))
+        latest = saver.get_tuple(thread_config(thread))
         assert latest is not None
-        assert pg_rows(test_database_url, saver.schema, thread) == len(list(saver.list(_cfg(thread))))
+        assert pg_rows(test_database_url, saver.schema, thread) == len(list(saver.list(thread_config(thread))))
 
 
 def test_interrupt_flush_waits_for_its_checkpoint_put(saver_context: Callable[..., Any], test_database_url: str) -> None:
@@ -167,7 +124,7 @@ def test_error_write_triggers_a_flush(saver_context: Callable[..., Any], test_da
         saver.setup()
         thread = f"t-{uuid.uuid4().hex[:8]}"
         with pytest.raises(ValueError):
-            chain_graph(saver, fail_at=3).invoke({"n": 0}, _cfg(thread))
+            chain_graph(saver, fail_at=3).invoke({"n": 0}, thread_config(thread))
         assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread, "checkpoint_writes") > 0)
         with psycopg.connect(test_database_url, autocommit=True) as conn:
             channels = {r[0] for r in conn.execute(
@@ -181,10 +138,10 @@ def test_every_n_checkpoints(saver_context: Callable[..., Any], test_database_ur
     with saver_context(durable=True, flush_policy=policy) as saver:
         saver.setup()
         thread = f"t-{uuid.uuid4().hex[:8]}"
-        chain_graph(saver, nodes=2).invoke({"n": 0}, _cfg(thread))  # 4 checkpoints
+        chain_graph(saver, nodes=2).invoke({"n": 0}, thread_config(thread))  # 4 checkpoints
         assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread) == 4)
         other = f"t-{uuid.uuid4().hex[:8]}"
-        chain_graph(saver, nodes=1).invoke({"n": 0}, _cfg(other))  # 3 checkpoints: below N
+        chain_graph(saver, nodes=1).invoke({"n": 0}, thread_config(other))  # 3 checkpoints: below N
         time.sleep(0.5)
         assert pg_rows(test_database_url, saver.schema, other) == 0
 
@@ -195,9 +152,9 @@ def test_explicit_flush_and_close(saver_context: Callable[..., Any], test_databa
     with saver_context(durable=True, flush_policy=policy) as saver:
         saver.setup()
         schema = saver.schema
-        chain_graph(saver).invoke({"n": 0}, _cfg(thread_a))
-        chain_graph(saver).invoke({"n": 0}, _cfg(thread_b))
-        results = saver.flush(_cfg(thread_a))
+        chain_graph(saver).invoke({"n": 0}, thread_config(thread_a))
+        chain_graph(saver).invoke({"n": 0}, thread_config(thread_b))
+        results = saver.flush(thread_config(thread_a))
         assert [r.checkpoints for r in results] == [10]
         assert pg_rows(test_database_url, schema, thread_a) == 10
         assert pg_rows(test_database_url, schema, thread_b) == 0
@@ -210,11 +167,11 @@ async def test_async_flush_and_close(saver_context: Callable[..., Any], test_dat
     async with saver_context(durable=True, flush_policy=policy) as saver:
         await saver.asetup()
         schema = saver.schema
-        await chain_graph(saver).ainvoke({"n": 0}, _cfg(thread))
+        await chain_graph(saver).ainvoke({"n": 0}, thread_config(thread))
         assert pg_rows(test_database_url, schema, thread) == 0
         await saver.aflush()
         assert pg_rows(test_database_url, schema, thread) == 10
-        await chain_graph(saver).ainvoke({"n": 0}, _cfg(thread))
+        await chain_graph(saver).ainvoke({"n": 0}, thread_config(thread))
     assert pg_rows(test_database_url, schema, thread) == 20
 
 
@@ -235,7 +192,7 @@ def test_crash_before_flush_loses_nothing(saver_context: Callable[..., Any], red
         written = int(proc.stdout.strip())
         assert written > 5
         assert pg_rows(test_database_url, saver.schema, thread) == 0
-        before = build_graph(saver).get_state(_cfg(thread))
+        before = build_graph(saver).get_state(thread_config(thread))
         worker = subprocess.run(
             [sys.executable, "-m", "langgraph_tiered_saver", "--redis-url", redis_url,
              "--postgres-url", test_database_url, "--schema", saver.schema,
@@ -246,7 +203,7 @@ def test_crash_before_flush_loses_nothing(saver_context: Callable[..., Any], red
         assert pg_rows(test_database_url, saver.schema, thread) == written
         # Postgres alone: drop the hot copy and read through the cascade.
         saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))
-        after = build_graph(saver).get_state(_cfg(thread))
+        after = build_graph(saver).get_state(thread_config(thread))
         assert comparable(after.values) == comparable(before.values)
         assert after.next == before.next == ("review",)
 
@@ -260,25 +217,25 @@ def test_redis_wiped_resume_from_postgres(
     server = make_private_redis()
     thread = f"t-{uuid.uuid4().hex[:8]}"
     expected_graph = build_graph(InMemorySaver())
-    expected_graph.invoke(initial_input(), _cfg(thread))
-    expected_paused = comparable(expected_graph.get_state(_cfg(thread)).values)
-    expected_final = comparable(expected_graph.invoke(resume("yes"), _cfg(thread)))
+    expected_graph.invoke(initial_input(), thread_config(thread))
+    expected_paused = comparable(expected_graph.get_state(thread_config(thread)).values)
+    expected_final = comparable(expected_graph.invoke(resume("yes"), thread_config(thread)))
 
     schema = f"lts_{uuid.uuid4().hex[:10]}"
     opts = dict(durable=True, schema=schema, flush_policy=FlushPolicy(**QUIET_OFF))
     with saver_context(**opts) as saver:  # type: ignore[arg-type]
         saver.setup()
-        build_graph(saver).invoke(initial_input(), _cfg(thread))
-        before = comparable(build_graph(saver).get_state(_cfg(thread)).values)
+        build_graph(saver).invoke(initial_input(), thread_config(thread))
+        before = comparable(build_graph(saver).get_state(thread_config(thread)).values)
     import redis as redis_lib
 
     redis_lib.Redis.from_url(server.url).flushall()
     with TieredSaver.from_conn_string(server.url, test_database_url, schema=schema, tenant_id=TEST_TENANT, key_prefix="wiped") as fresh:
         graph = build_graph(fresh)
-        state = graph.get_state(_cfg(thread))
+        state = graph.get_state(thread_config(thread))
         assert comparable(state.values) == before == expected_paused
         assert [m.id for m in state.values["history"]] == [m.id for m in state.values["messages"]]
-        final = graph.invoke(resume("yes"), _cfg(thread))
+        final = graph.invoke(resume("yes"), thread_config(thread))
         assert comparable(final) == expected_final
         assert fresh.metrics.counter("read_hits_postgres") >= 1
 
@@ -293,12 +250,12 @@ def test_postgres_down_mid_run_loses_nothing(
     with saver_context(durable=True, postgres_url=pg.url, flush_policy=policy) as saver:
         saver.setup()
         first = f"t-{uuid.uuid4().hex[:8]}"
-        chain_graph(saver).invoke({"n": 0}, _cfg(first))
+        chain_graph(saver).invoke({"n": 0}, thread_config(first))
         assert wait_for(lambda: pg_rows(pg.url, saver.schema, first) == 10)
         pg.stop()
         threads = [f"t-{uuid.uuid4().hex[:8]}" for _ in range(3)]
         for thread in threads:
-            assert chain_graph(saver).invoke({"n": 0}, _cfg(thread))["n"] == 8
+            assert chain_graph(saver).invoke({"n": 0}, thread_config(thread))["n"] == 8
         assert wait_for(lambda: saver.metrics.counter("flush_errors") >= 1, timeout=15)
         depth = saver.run_op(saver.core.flush.outbox_status()).depth
         assert depth >= 3
@@ -355,14 +312,14 @@ def test_a_run_commits_at_most_two_transactions(
         saver.setup()
     base = _settled_commits(admin, "tiered")
     with saver_context(durable=True, postgres_url=tiered_url, flush_policy=policy, schema=saver.schema) as saver:
-        chain_graph(saver).invoke({"n": 0}, _cfg("run-1"))
+        chain_graph(saver).invoke({"n": 0}, thread_config("run-1"))
     tiered = _settled_commits(admin, "tiered") - base
 
     with PostgresSaver.from_conn_string(official_url) as official:
         official.setup()
     base = _settled_commits(admin, "official")
     with PostgresSaver.from_conn_string(official_url) as official:
-        chain_graph(official).invoke({"n": 0}, _cfg("run-1"))
+        chain_graph(official).invoke({"n": 0}, thread_config("run-1"))
     postgres_only = _settled_commits(admin, "official") - base
     print(f"transactions per 8-node run: TieredSaver {tiered}, PostgresSaver {postgres_only}")
     assert tiered <= 2

@@ -21,14 +21,13 @@ from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.durable.audit import dumps_jsonb, jsonb_value
 from langgraph_tiered_saver.flush import FlushPolicy
 from langgraph_tiered_saver.flusher import worker_loop
-from tests.test_durable_tier import chain_graph, pg_rows, wait_for
+from tests.graphs import chain_graph
+from tests.helpers import pg_rows, thread_config, wait_for
 
 FAST_RETRY = dict(quiet_seconds=0.05, max_attempts=3, retry_backoff=0.05, max_backoff=0.2, quarantine_retry_seconds=3600.0)
 POISON = "ends with \\u0000"  # a literal backslash, then u0000: must survive exactly
 
 
-def _cfg(thread: str, **extra: Any) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread, **extra}}
 
 
 def _pg_metadata(url: str, schema: str, thread: str) -> list[Any]:
@@ -46,10 +45,10 @@ def test_poison_strings_reach_postgres_and_do_not_stop_other_threads(
         saver.setup()
         poisoned = f"poison-{uuid.uuid4().hex[:6]}"
         graph = chain_graph(saver, nodes=2)
-        graph.invoke({"n": 0}, _cfg(poisoned, note=POISON, nul="a\x00b"))
+        graph.invoke({"n": 0}, thread_config(poisoned, note=POISON, nul="a\x00b"))
         healthy = [f"ok-{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
         for thread in healthy:
-            graph.invoke({"n": 0}, _cfg(thread))
+            graph.invoke({"n": 0}, thread_config(thread))
         started = time.monotonic()
         everyone = [poisoned, *healthy]
         assert wait_for(lambda: all(pg_rows(test_database_url, saver.schema, t) == 4 for t in everyone), 15)
@@ -90,10 +89,10 @@ def test_a_postgres_error_quarantines_one_thread_and_the_others_flow(
     _trigger(test_database_url, saver.schema, bad)
     graph = chain_graph(saver, nodes=2)
     caplog.set_level(logging.WARNING, logger="langgraph_tiered_saver")
-    graph.invoke({"n": 0}, _cfg(bad))
+    graph.invoke({"n": 0}, thread_config(bad))
     healthy = [f"ok-{i}-{uuid.uuid4().hex[:6]}" for i in range(5)]
     for thread in healthy:
-        graph.invoke({"n": 0}, _cfg(thread))
+        graph.invoke({"n": 0}, thread_config(thread))
     assert wait_for(lambda: all(pg_rows(test_database_url, saver.schema, t) == 4 for t in healthy), 15)
     assert wait_for(lambda: bool(saver.flusher_health().quarantined), 15)
 
@@ -114,7 +113,7 @@ def test_a_postgres_error_quarantines_one_thread_and_the_others_flow(
     client.close()
 
     late = f"late-{uuid.uuid4().hex[:6]}"
-    graph.invoke({"n": 0}, _cfg(late))  # written after the quarantine: still flows
+    graph.invoke({"n": 0}, thread_config(late))  # written after the quarantine: still flows
     with pytest.raises(FlushError) as raised:
         ctx.__exit__(None, None, None)  # close(): flushes the healthy, names the bad one
     assert raised.value.threads == [(saver.tenant_id, bad)]
@@ -122,7 +121,7 @@ def test_a_postgres_error_quarantines_one_thread_and_the_others_flow(
 
     _drop_trigger(test_database_url, saver.schema)
     with saver_context(durable=True, key_prefix=saver.key_prefix, schema=saver.schema) as again:
-        (result,) = again.flush(_cfg(bad))
+        (result,) = again.flush(thread_config(bad))
         assert result.checkpoints == 4 and pg_rows(test_database_url, saver.schema, bad) == 4
 
 
@@ -131,10 +130,10 @@ def test_explicit_flush_lifts_a_quarantine(saver_context: Callable[..., Any], te
         saver.setup()
         bad = f"bad-{uuid.uuid4().hex[:6]}"
         _trigger(test_database_url, saver.schema, bad)
-        chain_graph(saver, nodes=2).invoke({"n": 0}, _cfg(bad))
+        chain_graph(saver, nodes=2).invoke({"n": 0}, thread_config(bad))
         assert wait_for(lambda: bool(saver.flusher_health().quarantined), 15)
         _drop_trigger(test_database_url, saver.schema)
-        (result,) = saver.flush(_cfg(bad))
+        (result,) = saver.flush(thread_config(bad))
         assert result.checkpoints == 4
         assert saver.flusher_health().quarantined == ()
         assert saver.metrics.snapshot()["gauges"]["flush_quarantined_threads"] == 0
@@ -147,8 +146,8 @@ def test_the_worker_loop_survives_a_failing_thread(saver_context: Callable[..., 
         bad, good = f"bad-{uuid.uuid4().hex[:6]}", f"good-{uuid.uuid4().hex[:6]}"
         _trigger(test_database_url, saver.schema, bad)
         graph = chain_graph(saver, nodes=2)
-        graph.invoke({"n": 0}, _cfg(bad))
-        graph.invoke({"n": 0}, _cfg(good))
+        graph.invoke({"n": 0}, thread_config(bad))
+        graph.invoke({"n": 0}, thread_config(good))
         flushed = worker_loop(
             saver.run_op, saver.core.flush, saver.metrics, quiet_seconds=0, poll_seconds=0.05,
             stop=threading.Event(), once=True, policy=policy,

@@ -11,15 +11,12 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
 from tests.graphs import Flaky, build_graph, comparable, initial_input, resume
-
-
-def _cfg(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
+from tests.helpers import thread_config
 
 
 def scenario(graph: Any, thread: str, durability: str) -> dict[str, Any]:
     """Run to the interrupt, update state, resume, then replay from before the review."""
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     out: dict[str, Any] = {}
     first = graph.invoke(initial_input(), cfg, durability=durability)
     out["interrupt"] = [i.value for i in first["__interrupt__"]]
@@ -42,7 +39,7 @@ def scenario(graph: Any, thread: str, durability: str) -> dict[str, Any]:
 
 
 async def ascenario(graph: Any, thread: str, durability: str) -> dict[str, Any]:
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     out: dict[str, Any] = {}
     first = await graph.ainvoke(initial_input(), cfg, durability=durability)
     out["interrupt"] = [i.value for i in first["__interrupt__"]]
@@ -87,7 +84,7 @@ def test_error_then_resume_after_fix(saver: Any) -> None:
     """A node that raises (no retry) leaves an error write; invoking again resumes from it."""
     flaky = Flaky(1)
     graph = build_graph(saver, flaky=flaky, retry=False)
-    cfg = _cfg(f"t-{uuid.uuid4().hex[:8]}")
+    cfg = thread_config(f"t-{uuid.uuid4().hex[:8]}")
     with pytest.raises(ConnectionError, match="flaky failure 1"):
         graph.invoke(initial_input(), cfg)
     state = graph.get_state(cfg)

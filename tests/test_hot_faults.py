@@ -4,12 +4,11 @@ servers started for the test: Redis killed mid-run with `on_redis_error="fallbac
 
 from __future__ import annotations
 
-import operator
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any, TypedDict
+from typing import Any, TypedDict
 
 import psycopg
 import pytest
@@ -22,6 +21,8 @@ from langgraph_tiered_saver import TieredSaver, TierUnavailableError
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.flush import FlushPolicy
 from tests._saver_fixtures import TEST_TENANT
+from tests.graphs import chain_graph
+from tests.helpers import thread_config
 
 pytestmark = pytest.mark.faults
 
@@ -33,8 +34,6 @@ NO_AUTO_FLUSH = FlushPolicy(quiet_seconds=3600.0, every_n_checkpoints=0, on_clos
 TENANT = TEST_TENANT
 
 
-def _cfg(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
 
 
 @contextmanager
@@ -82,34 +81,12 @@ def hot_keys(saver: TieredSaver, url: str, thread: str) -> dict[str, bool]:
         client.close()
 
 
-class Counter(TypedDict, total=False):
-    n: Annotated[int, operator.add]
-    log: Annotated[list[str], operator.add]
 
 
-def chain_graph(checkpointer: Any, on_node: Callable[[int], None] | None = None) -> Any:
-    """`NODES` nodes in a line (as tests/test_durable_tier.py); `on_node(i)` runs inside node i."""
-    g = StateGraph(Counter)
-
-    def make(i: int) -> Callable[[Counter], dict[str, Any]]:
-        def node(state: Counter) -> dict[str, Any]:
-            if on_node is not None:
-                on_node(i)
-            return {"n": 1, "log": [f"node{i}"]}
-
-        return node
-
-    for i in range(NODES):
-        g.add_node(f"node{i}", make(i))
-    g.add_edge(START, "node0")
-    for i in range(NODES - 1):
-        g.add_edge(f"node{i}", f"node{i + 1}")
-    g.add_edge(f"node{NODES - 1}", END)
-    return g.compile(checkpointer=checkpointer)
 
 
 def expected_after(runs: int) -> dict[str, Any]:
-    graph, cfg = chain_graph(InMemorySaver()), _cfg("expected")
+    graph, cfg = chain_graph(InMemorySaver()), thread_config("expected")
     for _ in range(runs):
         graph.invoke({"n": 0}, cfg)
     return graph.get_state(cfg).values  # type: ignore[no-any-return]
@@ -126,7 +103,7 @@ def killer(saver: TieredSaver, server: PrivateRedis, thread: str, *, flush_first
                 # The private Redis keeps no AOF/RDB: what it holds dies with it. Flushing first
                 # makes the steps before the kill durable, so the test sees exactly what the
                 # fallback path wrote.
-                saver.flush(_cfg(thread))
+                saver.flush(thread_config(thread))
             server.kill()
 
     return on_node
@@ -140,9 +117,9 @@ def test_redis_killed_mid_run_falls_back_to_postgres(
 ) -> None:
     server = make_private_redis()
     thread = f"t-{uuid.uuid4().hex[:8]}"
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with private_saver(server.url, test_database_url, on_redis_error="fallback", flush_policy=NO_AUTO_FLUSH) as saver:
-        graph = chain_graph(saver, killer(saver, server, thread, flush_first=True))
+        graph = chain_graph(saver, on_node=killer(saver, server, thread, flush_first=True))
         result = graph.invoke({"n": 0}, cfg, durability="sync")
         assert server.pid is None  # Redis really is down
         assert result["n"] == NODES
@@ -186,9 +163,9 @@ def test_redis_killed_with_aof_loses_nothing_after_restart(
     With AOF on they survive the crash; after the restart a flush completes Postgres."""
     server = make_private_redis("--appendonly", "yes", "--appendfsync", "always")
     thread = f"t-{uuid.uuid4().hex[:8]}"
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with private_saver(server.url, test_database_url, on_redis_error="fallback", flush_policy=NO_AUTO_FLUSH) as saver:
-        graph = chain_graph(saver, killer(saver, server, thread, flush_first=False))
+        graph = chain_graph(saver, on_node=killer(saver, server, thread, flush_first=False))
         assert graph.invoke({"n": 0}, cfg, durability="sync")["n"] == NODES
         # Written through while Redis was down: the checkpoints after the kill.
         assert sorted(pg_steps(test_database_url, saver.schema, thread)) == list(range(KILL_AT + 1, NODES + 1))
@@ -205,7 +182,7 @@ def test_redis_killed_with_aof_loses_nothing_after_restart(
 def test_redis_killed_mid_run_raises(make_private_redis: Callable[..., PrivateRedis], test_database_url: str) -> None:
     server = make_private_redis()
     thread = f"t-{uuid.uuid4().hex[:8]}"
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with private_saver(server.url, test_database_url, on_redis_error="raise", flush_policy=NO_AUTO_FLUSH) as saver:
         at_kill: dict[str, int] = {}
         kill = killer(saver, server, thread, flush_first=True)
@@ -216,7 +193,7 @@ def test_redis_killed_mid_run_raises(make_private_redis: Callable[..., PrivateRe
                 at_kill.update(pg_snapshot(test_database_url, saver.schema, thread))
 
         with pytest.raises(TierUnavailableError) as info:
-            chain_graph(saver, on_node).invoke({"n": 0}, cfg, durability="sync")
+            chain_graph(saver, on_node=on_node).invoke({"n": 0}, cfg, durability="sync")
         assert info.value.tier == "redis"
         assert server.pid is None
         # Postgres holds what was flushed before the failure (steps -1..3) and nothing after it:
@@ -257,7 +234,7 @@ def test_evicted_thread_is_read_from_postgres(
 ) -> None:
     server = make_private_redis("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru")
     thread = f"t-{uuid.uuid4().hex[:8]}"
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with private_saver(server.url, test_database_url, flush_policy=NO_AUTO_FLUSH) as saver:
         graph = chain_graph(saver)
         graph.invoke({"n": 0}, cfg)
@@ -270,7 +247,7 @@ def test_evicted_thread_is_read_from_postgres(
         try:
             filler = filler_graph(saver)
             for i in range(80):
-                filler.invoke({"payload": b""}, _cfg(f"filler-{i}"))
+                filler.invoke({"payload": b""}, thread_config(f"filler-{i}"))
                 if i >= 20 and not any(hot_keys(saver, server.url, thread).values()):
                     break
             evicted = [name for name, present in hot_keys(saver, server.url, thread).items() if not present]
@@ -299,7 +276,7 @@ def test_one_evicted_key_is_read_from_postgres(
     smaller state. (DEL of one key stands in for the eviction, deterministically.)"""
     server = make_private_redis()
     thread = f"t-{uuid.uuid4().hex[:8]}"
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with private_saver(server.url, test_database_url, flush_policy=NO_AUTO_FLUSH) as saver:
         flaky = {"fail": True}
 
@@ -310,7 +287,7 @@ def test_one_evicted_key_is_read_from_postgres(
                 flaky["fail"] = False
                 raise ValueError("node2 failed")
 
-        graph = chain_graph(saver, on_node)
+        graph = chain_graph(saver, on_node=on_node)
         with pytest.raises(ValueError):
             graph.invoke({"n": 0}, cfg)
         saver.flush(cfg)

@@ -24,17 +24,14 @@ from langgraph_tiered_saver import (
 )
 from langgraph_tiered_saver import keys as K
 from tests._saver_fixtures import TEST_TENANT
-
-
-def _cfg(thread: str, **extra: Any) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread, "checkpoint_ns": "", **extra}}
+from tests.helpers import thread_config
 
 
 def _put(saver: TieredSaver, thread: str, values: dict[str, Any], new: dict[str, Any], parent: Any = None, **extra: Any) -> Any:
     cp = empty_checkpoint()
     cp["channel_values"] = values
     cp["channel_versions"] = {k: v for k, v in new.items()}
-    cfg = _cfg(thread, **extra)
+    cfg = thread_config(thread, **extra)
     if parent:
         cfg["configurable"]["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
     return saver.put(cfg, cp, {"source": "loop", "step": 0}, new)
@@ -74,7 +71,7 @@ def test_unchanged_channel_is_not_rewritten(saver: TieredSaver, redis_url: str) 
     def snapshot() -> int:
         return sum(client.hstrlen(tk.bl, f) for f in client.hkeys(tk.bl))
 
-    graph.invoke({"counter": 0}, _cfg(thread), durability="sync")
+    graph.invoke({"counter": 0}, thread_config(thread), durability="sync")
     fields = [f.decode() for f in client.hkeys(tk.bl)]
     doc_fields = [f for f in fields if K.split_blob_field(f)[1] == "document"]
     counter_fields = [f for f in fields if K.split_blob_field(f)[1] == "counter"]
@@ -82,10 +79,10 @@ def test_unchanged_channel_is_not_rewritten(saver: TieredSaver, redis_url: str) 
     assert len(counter_fields) >= 20
     sizes.append(snapshot())
     # A second run on the thread (4 more checkpoints) adds only counter-sized bytes.
-    graph.invoke({"counter": -2}, _cfg(thread), durability="sync")
+    graph.invoke({"counter": -2}, thread_config(thread), durability="sync")
     sizes.append(snapshot())
     assert sizes[1] - sizes[0] < 2_000, sizes
-    state = graph.get_state(_cfg(thread))
+    state = graph.get_state(thread_config(thread))
     assert len(state.values["document"]) == 100_000
 
 
@@ -98,10 +95,10 @@ def test_put_writes_only_the_new_versions(saver: TieredSaver, redis_url: str) ->
     cp = empty_checkpoint()
     cp["channel_values"] = {"a": "A2", "b": "B1"}
     cp["channel_versions"] = {"a": "2", "b": "1"}
-    cfg = _cfg(thread, checkpoint_id=first["configurable"]["checkpoint_id"])
+    cfg = thread_config(thread, checkpoint_id=first["configurable"]["checkpoint_id"])
     saver.put(cfg, cp, {"source": "loop", "step": 1}, {"a": "2"})
     assert client.hlen(tk.bl) == 3
-    latest = saver.get_tuple(_cfg(thread))
+    latest = saver.get_tuple(thread_config(thread))
     assert latest is not None
     assert latest.checkpoint["channel_values"] == {"a": "A2", "b": "B1"}
 
@@ -120,14 +117,14 @@ def test_thread_expires_whole_never_in_part(saver_context: Callable[..., Any], r
             cp = empty_checkpoint()
             cp["channel_values"] = {"doc": "written once", "n": n}
             cp["channel_versions"] = {"doc": "1", "n": str(n + 1)}
-            cfg = _cfg(thread, checkpoint_id=parent["configurable"]["checkpoint_id"])
+            cfg = thread_config(thread, checkpoint_id=parent["configurable"]["checkpoint_id"])
             parent = saver.put(cfg, cp, {"source": "loop", "step": n}, {"n": str(n + 1)})
             saver.put_writes(parent, [("n", n)], task_id=f"task-{n}")
             n += 1
-        latest = saver.get_tuple(_cfg(thread))
+        latest = saver.get_tuple(thread_config(thread))
         assert latest is not None
         assert latest.checkpoint["channel_values"]["doc"] == "written once"
-        first = list(saver.list(_cfg(thread)))[-1]
+        first = list(saver.list(thread_config(thread)))[-1]
         assert first.checkpoint["channel_values"]["doc"] == "written once"
         tk = _thread_keys(saver, thread)
         ttls = {name: client.pttl(key) for name, key in zip(tk._fields, tk, strict=True)}
@@ -137,7 +134,7 @@ def test_thread_expires_whole_never_in_part(saver_context: Callable[..., Any], r
         assert all(ttls[name] == -2 for name in ("runs", "pend", "meta")), ttls
         time.sleep(2.5)
         assert not any(client.exists(key) for key in tk)
-        assert saver.get_tuple(_cfg(thread)) is None
+        assert saver.get_tuple(thread_config(thread)) is None
 
 
 def test_bad_config_errors(saver: TieredSaver) -> None:
@@ -149,7 +146,7 @@ def test_bad_config_errors(saver: TieredSaver) -> None:
     with pytest.raises(ConfigError, match="dict"):
         saver.get_tuple("thread-1")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="checkpoint_id"):
-        saver.put_writes(_cfg("t1"), [("a", 1)], task_id="t")
+        saver.put_writes(thread_config("t1"), [("a", 1)], task_id="t")
     with pytest.raises(ConfigError, match="strategy"):
         saver.prune(["t1"], strategy="everything")
 
@@ -157,7 +154,7 @@ def test_bad_config_errors(saver: TieredSaver) -> None:
 @pytest.mark.parametrize("thread_id", ["", "x" * 1025, "😀" * 600, "nul\x00byte", "lone\ud800surrogate"])
 def test_ids_no_tier_can_store_are_rejected(saver: TieredSaver, thread_id: str) -> None:
     with pytest.raises(InvalidIdError):
-        saver.put(_cfg(thread_id), empty_checkpoint(), {}, {})
+        saver.put(thread_config(thread_id), empty_checkpoint(), {}, {})
     with pytest.raises(InvalidIdError):
         saver.delete_thread(thread_id)
 
@@ -165,7 +162,7 @@ def test_ids_no_tier_can_store_are_rejected(saver: TieredSaver, thread_id: str) 
 def test_bad_tenant_and_namespace(saver: TieredSaver) -> None:
     for bad in (0, "", "a\x00b", ["acme"], "x" * 257):
         with pytest.raises(InvalidIdError, match="tenant_id"):
-            saver.get_tuple(_cfg("t1", tenant_id=bad))
+            saver.get_tuple(thread_config("t1", tenant_id=bad))
         with pytest.raises(InvalidIdError, match="tenant_id"):
             saver.for_tenant(bad)  # type: ignore[arg-type]
     with pytest.raises(InvalidIdError, match="checkpoint_ns"):
@@ -180,15 +177,15 @@ def test_corrupt_bytes_give_a_typed_error(saver: TieredSaver, redis_url: str) ->
     member = K.checkpoint_member("", stored["configurable"]["checkpoint_id"])
     client.hset(tk.ck, member, b"\xff\x00garbage")
     with pytest.raises(CorruptDataError, match="checkpoint record"):
-        saver.get_tuple(_cfg(thread))
+        saver.get_tuple(thread_config(thread))
     _put(saver, thread + "b", {"a": "A"}, {"a": "1"})
     tkb = _thread_keys(saver, thread + "b")
     client.hset(tkb.bl, K.blob_field("", "a", "1"), b"no-type-tag")
     with pytest.raises(CorruptDataError):
-        saver.get_tuple(_cfg(thread + "b"))
+        saver.get_tuple(thread_config(thread + "b"))
     client.hset(tkb.bl, K.blob_field("", "a", "1"), b"msgpack\x00\xc1\xc1")
     with pytest.raises(CorruptDataError, match="deserialized"):
-        saver.get_tuple(_cfg(thread + "b"))
+        saver.get_tuple(thread_config(thread + "b"))
 
 
 def test_unreachable_redis_is_a_typed_error() -> None:
@@ -196,13 +193,13 @@ def test_unreachable_redis_is_a_typed_error() -> None:
         TieredSaver.from_conn_string("redis://127.0.0.1:1/0", tenant_id=TEST_TENANT, key_prefix="nowhere") as saver,
         pytest.raises(TierUnavailableError, match="redis"),
     ):
-        saver.get_tuple(_cfg("t1"))
+        saver.get_tuple(thread_config("t1"))
 
 
 async def test_unreachable_redis_is_a_typed_error_async() -> None:
     async with TieredSaver.from_conn_string("redis://127.0.0.1:1/0", tenant_id=TEST_TENANT, key_prefix="nowhere") as saver:
         with pytest.raises(TierUnavailableError, match="redis"):
-            await saver.aget_tuple(_cfg("t1"))
+            await saver.aget_tuple(thread_config("t1"))
 
 
 def test_decode_responses_client_is_rejected(redis_url: str) -> None:
@@ -219,20 +216,20 @@ def _tenants_do_not_share_threads(saver: TieredSaver) -> None:
     thread = f"t-{uuid.uuid4().hex[:8]}"
     _put(saver, thread, {"owner": "acme"}, {"owner": "1"}, tenant_id="acme")
     _put(saver, thread, {"owner": "globex"}, {"owner": "1"}, tenant_id="globex")
-    acme = saver.get_tuple(_cfg(thread, tenant_id="acme"))
-    globex = saver.get_tuple(_cfg(thread, tenant_id="globex"))
+    acme = saver.get_tuple(thread_config(thread, tenant_id="acme"))
+    globex = saver.get_tuple(thread_config(thread, tenant_id="globex"))
     assert acme is not None and globex is not None
     assert acme.checkpoint["channel_values"] == {"owner": "acme"}
     assert globex.checkpoint["channel_values"] == {"owner": "globex"}
     assert acme.config["configurable"]["tenant_id"] == "acme"
     with pytest.raises(TenantRequiredError):
-        saver.get_tuple(_cfg(thread))  # a multi-tenant saver never picks a default tenant
-    assert saver.for_tenant("initech").get_tuple(_cfg(thread)) is None
+        saver.get_tuple(thread_config(thread))  # a multi-tenant saver never picks a default tenant
+    assert saver.for_tenant("initech").get_tuple(thread_config(thread)) is None
     acme_view = saver.for_tenant("acme")
     assert [t.config["configurable"]["thread_id"] for t in acme_view.list(None)] == [thread]
     acme_view.delete_thread(thread)
-    assert saver.get_tuple(_cfg(thread, tenant_id="acme")) is None
-    assert saver.get_tuple(_cfg(thread, tenant_id="globex")) is not None
+    assert saver.get_tuple(thread_config(thread, tenant_id="acme")) is None
+    assert saver.get_tuple(thread_config(thread, tenant_id="globex")) is not None
 
 
 def test_calls_from_many_threads_run_in_parallel(saver: TieredSaver) -> None:
@@ -241,7 +238,7 @@ def test_calls_from_many_threads_run_in_parallel(saver: TieredSaver) -> None:
         parent = None
         for step in range(15):
             parent = _put(saver, f"par-{i}", {"step": step}, {"step": str(step + 1)}, parent=parent)
-        return len(list(saver.list(_cfg(f"par-{i}"))))
+        return len(list(saver.list(thread_config(f"par-{i}"))))
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         counts = list(pool.map(work, range(16)))

@@ -19,6 +19,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 
 from langgraph_tiered_saver import keys as K
 from tests.graphs import two_step_graph
+from tests.helpers import thread_config
 
 # Text Postgres can store: no NUL, no lone surrogates (which UTF-8 cannot encode either).
 ids = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1, max_size=40)
@@ -73,8 +74,6 @@ def official(test_database_url: str) -> Iterator[PostgresSaver]:
         yield saver
 
 
-def _cfg(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
 
 
 def test_crafted_ids_work_like_postgres_saver_in_both_tiers(
@@ -83,22 +82,22 @@ def test_crafted_ids_work_like_postgres_saver_in_both_tiers(
     run = uuid.uuid4().hex[:6]
     crafted = [c + run if c else c for c in CRAFTED if len(c) < 1000] + [c for c in CRAFTED if len(c) >= 1000]
     crafted = [c for c in crafted if c]  # "" is no id in either saver
-    expected = {thread: two_step_graph(official).invoke({"log": [thread[:20]]}, _cfg(thread)) for thread in crafted}
+    expected = {thread: two_step_graph(official).invoke({"log": [thread[:20]]}, thread_config(thread)) for thread in crafted}
     with saver_context(durable=True, tenant_id="acme") as saver:
         saver.setup()
         graph = two_step_graph(saver)
         for thread in crafted:
-            assert graph.invoke({"log": [thread[:20]]}, _cfg(thread)) == expected[thread]
+            assert graph.invoke({"log": [thread[:20]]}, thread_config(thread)) == expected[thread]
         saver.flush()
         for thread in crafted:  # Redis forgets them: Postgres answers, under the same ids
             saver.run_op(saver.core.hot.delete_thread("acme", [thread]))
-            assert graph.get_state(_cfg(thread)).values == expected[thread]
-            assert next(iter(graph.get_state_history(_cfg(thread)))).config["configurable"]["thread_id"] == thread
+            assert graph.get_state(thread_config(thread)).values == expected[thread]
+            assert next(iter(graph.get_state_history(thread_config(thread)))).config["configurable"]["thread_id"] == thread
         listed = {t.config["configurable"]["thread_id"] for t in saver.list(None)}
         assert set(crafted) <= listed
         for thread in crafted:
             saver.delete_thread(thread)
-            assert saver.get_tuple(_cfg(thread)) is None
+            assert saver.get_tuple(thread_config(thread)) is None
 
 
 def test_crafted_tenant_and_thread_pairs_stay_apart(saver_context: Callable[..., Any], redis_url: str) -> None:
@@ -116,7 +115,7 @@ def test_crafted_tenant_and_thread_pairs_stay_apart(saver_context: Callable[...,
             assert graph.get_state(cfg).values["log"][0] == f"{tenant}/{thread}"
         victim = saver.for_tenant("a|b")
         saver.for_tenant("a").delete_thread("b|c")
-        assert victim.get_tuple(_cfg("c")) is not None
+        assert victim.get_tuple(thread_config("c")) is not None
         keys = {k.decode() for k in redis.Redis.from_url(redis_url).scan_iter(match=f"{saver.key_prefix}:*")}
         tags = {cluster_tag(k) for k in keys if "{" in k}
         for tenant, thread in pairs[1:]:

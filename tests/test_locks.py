@@ -22,14 +22,13 @@ import redis
 from langgraph_tiered_saver import StaleLockError, ThreadLockedError, TieredSaver
 from langgraph_tiered_saver import keys as K
 from tests._saver_fixtures import TEST_TENANT
+from tests.helpers import thread_config
 from tests.lock_child import NODES, run_config, slow_chain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TENANT = TEST_TENANT
 
 
-def _cfg(thread: str) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread}}
 
 
 def _thread() -> str:
@@ -46,7 +45,7 @@ def _lock_key(saver: TieredSaver, thread: str) -> str:
 
 def _history(saver: TieredSaver, thread: str) -> list[Any]:
     """The thread's checkpoints, oldest first."""
-    return list(reversed(list(saver.list(_cfg(thread)))))
+    return list(reversed(list(saver.list(thread_config(thread)))))
 
 
 def _assert_linear(history: list[Any]) -> None:
@@ -73,7 +72,7 @@ def _runs_in_order(history: list[Any]) -> list[str]:
 
 def test_second_holder_is_refused_or_waits(saver_context: Callable[..., Any], redis_url: str) -> None:
     prefix, thread = _prefix(), _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with saver_context(key_prefix=prefix) as a, saver_context(key_prefix=prefix) as b:
         with a.thread_lock(cfg, timeout=10) as handle:
             r = redis.Redis.from_url(redis_url)
@@ -115,7 +114,7 @@ def test_second_holder_is_refused_or_waits(saver_context: Callable[..., Any], re
 
 def test_writer_without_the_lock_is_refused(saver_context: Callable[..., Any]) -> None:
     prefix, thread = _prefix(), _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with saver_context(key_prefix=prefix) as holder, saver_context(key_prefix=prefix) as other:
         with holder.thread_lock(cfg, timeout=10):
             assert slow_chain(holder, nodes=2, sleep=0).invoke({"n": 0}, cfg)["n"] == 2
@@ -132,7 +131,7 @@ def test_writer_without_the_lock_is_refused(saver_context: Callable[..., Any]) -
 
 def test_lock_is_renewed_while_held(saver_context: Callable[..., Any], redis_url: str) -> None:
     prefix, thread = _prefix(), _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with saver_context(key_prefix=prefix) as saver, saver_context(key_prefix=prefix) as other:
         r = redis.Redis.from_url(redis_url)
         key = _lock_key(saver, thread)
@@ -162,7 +161,7 @@ def test_release_does_not_delete_a_new_holders_lock(saver_context: Callable[...,
     """First holder's lock goes away (as if it expired), a second holder takes it: the first
     holder's writes are fenced off (StaleLockError) and its release leaves the second's lock."""
     prefix, thread = _prefix(), _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     with saver_context(key_prefix=prefix) as a, saver_context(key_prefix=prefix) as b:
         r = redis.Redis.from_url(redis_url)
         key = _lock_key(a, thread)
@@ -189,7 +188,7 @@ def test_release_does_not_delete_a_new_holders_lock(saver_context: Callable[...,
 
 async def test_async_lock(saver_context: Callable[..., Any], redis_url: str) -> None:
     prefix, thread = _prefix(), _thread()
-    cfg = _cfg(thread)
+    cfg = thread_config(thread)
     async with saver_context(key_prefix=prefix) as a, saver_context(key_prefix=prefix) as b:
         r = redis.Redis.from_url(redis_url)
         key = _lock_key(a, thread)
@@ -273,7 +272,7 @@ def test_two_processes_on_one_thread_never_interleave(
         assert [t.metadata["step"] for t in history] == list(range(-1, 2 * per_run - 1))
         assert [t.metadata["source"] for t in history].count("input") == 2
         assert history[per_run].metadata["source"] == "input"
-        assert saver.get_tuple(_cfg(thread)).checkpoint["channel_values"]["n"] == 2 * NODES  # type: ignore[union-attr]
+        assert saver.get_tuple(thread_config(thread)).checkpoint["channel_values"]["n"] == 2 * NODES  # type: ignore[union-attr]
         assert redis.Redis.from_url(redis_url).exists(_lock_key(saver, thread)) == 0
 
 

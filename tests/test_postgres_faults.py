@@ -25,7 +25,7 @@ from langgraph_tiered_saver.errors import (
 )
 from langgraph_tiered_saver.flush import FlushPolicy
 from tests._saver_fixtures import TEST_TENANT
-from tests.test_durable_tier import pg_rows, wait_for
+from tests.helpers import pg_rows, thread_config, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -45,8 +45,6 @@ def ask_graph(checkpointer: Any) -> Any:
     return g.compile(checkpointer=checkpointer)
 
 
-def _cfg() -> dict[str, Any]:
-    return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
 
 
 @pytest.fixture
@@ -67,10 +65,10 @@ def test_a_frozen_postgres_costs_at_most_the_timeout(pg: PrivatePostgres, redis_
     with _saver(redis_url, pg.url, pg_timeout=1.0, pg_statement_timeout=1.0) as saver:
         saver.setup()
         graph = ask_graph(saver)
-        graph.invoke({"log": []}, _cfg())  # warm the pool: its connections now hang on the frozen server
+        graph.invoke({"log": []}, thread_config())  # warm the pool: its connections now hang on the frozen server
         pg.freeze()
         try:
-            cfg = _cfg()
+            cfg = thread_config()
             started = time.monotonic()
             out = graph.invoke({"log": []}, cfg)
             elapsed = time.monotonic() - started
@@ -103,7 +101,7 @@ def test_new_threads_do_not_wait_during_an_outage(
         times = []
         for _ in range(10):
             started = time.monotonic()
-            assert "__interrupt__" in graph.invoke({"log": []}, _cfg())
+            assert "__interrupt__" in graph.invoke({"log": []}, thread_config())
             times.append(time.monotonic() - started)
         later = statistics.median(times[1:])
         print(f"Postgres down: first new thread {times[0]:.2f} s, the next 9 median {later * 1000:.1f} ms")
@@ -130,7 +128,7 @@ def test_a_missing_database_says_so(redis_url: str, postgres_url: str) -> None:
 def test_missing_tables_ask_for_setup(redis_url: str, test_database_url: str) -> None:
     schema = f"never_set_up_{uuid.uuid4().hex[:6]}"
     with _saver(redis_url, test_database_url, schema=schema) as saver, pytest.raises(SchemaMissingError, match=r"setup\(\)"):
-        saver.get_tuple(_cfg())  # a new thread: the cascade asks Postgres, which has no tables
+        saver.get_tuple(thread_config())  # a new thread: the cascade asks Postgres, which has no tables
 
 
 def test_an_unreachable_server_is_unavailable(redis_url: str) -> None:
@@ -140,4 +138,4 @@ def test_an_unreachable_server_is_unavailable(redis_url: str) -> None:
     with _saver(redis_url, url, pg_timeout=0.5) as saver:
         with pytest.raises(TierUnavailableError, match="postgres is unreachable"):
             saver.setup()
-        assert saver.get_tuple(_cfg()) is None  # reads go on from Redis alone
+        assert saver.get_tuple(thread_config()) is None  # reads go on from Redis alone

@@ -27,6 +27,7 @@ from langgraph_tiered_saver import (
     TieredSaver,
     tenant_scope,
 )
+from tests.helpers import thread_config
 
 TENANTS = ("acme", "globex")
 
@@ -115,14 +116,12 @@ def official(test_database_url: str) -> Iterator[PostgresSaver]:
         yield saver
 
 
-def _config(thread: str, **extra: Any) -> dict[str, Any]:
-    return {"configurable": {"thread_id": thread, **extra}}
 
 
 def _reference(official: PostgresSaver, thread_per_tenant: dict[str, str]) -> dict[str, dict[str, Any]]:
     """PostgresSaver has no tenants: each tenant's run gets its own thread there."""
     graph = build(official)
-    return {t: scenario(graph, _config(thread_per_tenant[t]), nullcontext, t) for t in TENANTS}
+    return {t: scenario(graph, thread_config(thread_per_tenant[t]), nullcontext, t) for t in TENANTS}
 
 
 def test_bound_views_match_postgres_saver(saver_context: Callable[..., Any], official: PostgresSaver) -> None:
@@ -130,20 +129,20 @@ def test_bound_views_match_postgres_saver(saver_context: Callable[..., Any], off
     expected = _reference(official, {t: f"{thread}-{t}" for t in TENANTS})
     with saver_context(durable=True, tenant_id=None) as saver:
         saver.setup()
-        got = {t: scenario(build(saver.for_tenant(t)), _config(thread), nullcontext, t) for t in TENANTS}
+        got = {t: scenario(build(saver.for_tenant(t)), thread_config(thread), nullcontext, t) for t in TENANTS}
         assert got == expected
         assert got["acme"]["with_subgraphs"]["tasks"][0][2]["next"] == ("ask",)  # not an empty state
 
         saver.flush()
         saver.for_tenant("acme").delete_thread(thread)
-        assert saver.for_tenant("acme").get_tuple(_config(thread)) is None
-        assert saver.for_tenant("globex").get_tuple(_config(thread)) is not None  # other tenant untouched
+        assert saver.for_tenant("acme").get_tuple(thread_config(thread)) is None
+        assert saver.for_tenant("globex").get_tuple(thread_config(thread)) is not None  # other tenant untouched
         with psycopg.connect(saver._conn.pg.conninfo) as conn:
             rows = conn.execute(
                 f"SELECT tenant_id, count(*) FROM {saver.schema}.checkpoints WHERE thread_id = %s GROUP BY 1",
                 (thread,),
             ).fetchall()
-        globex_checkpoints = len(list(saver.for_tenant("globex").list(_config(thread))))
+        globex_checkpoints = len(list(saver.for_tenant("globex").list(thread_config(thread))))
         assert dict(rows) == {"globex": globex_checkpoints}  # acme's rows are gone, globex's all there
 
 
@@ -156,7 +155,7 @@ def test_tenant_from_the_config_with_a_scope_for_subgraph_state(
         saver.setup()
         graph = build(saver)
         got = {
-            t: scenario(graph, _config(thread, tenant_id=t), lambda t=t: tenant_scope(t), t)  # type: ignore[misc]
+            t: scenario(graph, thread_config(thread, tenant_id=t), lambda t=t: tenant_scope(t), t)  # type: ignore[misc]
             for t in TENANTS
         }
         # the caller passed tenant_id, so returned configs carry it: one key more than upstream
@@ -181,13 +180,13 @@ def test_a_call_without_a_tenant_raises_instead_of_using_a_default(saver_context
     with saver_context(durable=True, tenant_id=None) as saver:
         saver.setup()
         graph = build(saver)
-        graph.invoke({"log": ["input"]}, _config(thread, tenant_id="acme"))
+        graph.invoke({"log": ["input"]}, thread_config(thread, tenant_id="acme"))
         # LangGraph builds subgraph configs from thread_id and checkpoint_ns only: the
         # subgraph's state cannot be read without a tenant, and says so
         with pytest.raises(TenantRequiredError, match="tenant_scope"):
-            graph.get_state(_config(thread, tenant_id="acme"), subgraphs=True)
+            graph.get_state(thread_config(thread, tenant_id="acme"), subgraphs=True)
         with pytest.raises(TenantRequiredError):
-            graph.get_state(_config(thread))
+            graph.get_state(thread_config(thread))
         for call in (
             lambda: saver.delete_thread(thread),
             lambda: saver.delete_for_runs(["r1"]),
@@ -198,11 +197,11 @@ def test_a_call_without_a_tenant_raises_instead_of_using_a_default(saver_context
         ):
             with pytest.raises(TenantRequiredError):
                 call()
-        assert graph.get_state(_config(thread, tenant_id="acme")).next == ("sub",)  # nothing deleted
+        assert graph.get_state(thread_config(thread, tenant_id="acme")).next == ("sub",)  # nothing deleted
 
         with tenant_scope("acme"):
             saver.delete_thread(thread)
-        assert graph.get_state(_config(thread, tenant_id="acme")).values == {}
+        assert graph.get_state(thread_config(thread, tenant_id="acme")).values == {}
 
 
 async def test_scope_reaches_async_calls_and_is_per_task(saver_context: Callable[..., Any]) -> None:
@@ -213,7 +212,7 @@ async def test_scope_reaches_async_calls_and_is_per_task(saver_context: Callable
 
         async def run(tenant: str) -> Any:
             with tenant_scope(tenant):
-                cfg = _config("shared-thread")
+                cfg = thread_config("shared-thread")
                 await graph.ainvoke({"log": [f"input:{tenant}"]}, cfg)
                 await asyncio.sleep(0)
                 return (await graph.aget_state(cfg, subgraphs=True)).values["log"]
@@ -225,10 +224,10 @@ async def test_scope_reaches_async_calls_and_is_per_task(saver_context: Callable
 def test_sources_that_disagree_are_refused(saver_context: Callable[..., Any]) -> None:
     with saver_context(tenant_id="acme") as saver:
         with pytest.raises(TenantMismatchError, match="config='globex', saver='acme'"):
-            saver.get_tuple(_config("t1", tenant_id="globex"))
+            saver.get_tuple(thread_config("t1", tenant_id="globex"))
         with tenant_scope("globex"), pytest.raises(TenantMismatchError):
             saver.delete_thread("t1")
-        assert saver.get_tuple(_config("t1", tenant_id="acme")) is None  # the same tenant is fine
+        assert saver.get_tuple(thread_config("t1", tenant_id="acme")) is None  # the same tenant is fine
         with pytest.raises(InvalidIdError):
             saver.for_tenant("")
 
@@ -240,8 +239,8 @@ def test_bound_saver_returns_configs_like_postgres_saver(
     with saver_context(tenant_id="acme") as saver:
         for checkpointer in (saver, official):
             graph = build(checkpointer)
-            graph.invoke({"log": ["input"]}, _config(f"{thread}-{id(checkpointer)}"))
-            snap = graph.get_state(_config(f"{thread}-{id(checkpointer)}"))
+            graph.invoke({"log": ["input"]}, thread_config(f"{thread}-{id(checkpointer)}"))
+            snap = graph.get_state(thread_config(f"{thread}-{id(checkpointer)}"))
             assert _keys(snap.config) == ["checkpoint_id", "checkpoint_ns", "thread_id"]
             assert _keys(snap.parent_config) == ["checkpoint_id", "checkpoint_ns", "thread_id"]
         assert isinstance(saver, TieredSaver)
