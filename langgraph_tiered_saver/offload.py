@@ -2,8 +2,9 @@
 
 A serialized value larger than `threshold` bytes is stored by content hash and replaced by
 `("lts-blob+<type>", pointer)`; reads resolve pointers before deserializing. Blob stores are
-per tenant (`root/<tenant>/...`, `prefix<tenant>/...`): a digest never names another tenant's
-data, and garbage collection only has to look at one tenant's references.
+per tenant (`root/<tenant>/...`, `prefix<tenant>/...` with the tenant encoded by
+`tenant_component`, never a raw path): a digest never names another tenant's data, and garbage
+collection only has to look at one tenant's references.
 
 Garbage collection after a delete or prune: a blob is deleted only when no Postgres row and no
 live Redis thread of the tenant references it. Redis references are tracked in a per-tenant
@@ -24,6 +25,7 @@ from . import keys as K
 from ._io import BlobIO, Op, RedisCall
 from .blobs import BlobStore, FilesystemBlobStore, load_blob, offload_blob, parse_pointer
 from .blobs.pointer import is_pointer
+from .blobs.tenant_key import tenant_component
 from .codec import BLOB_TYPE, TypedValue, WriteRecord, pointer_digest
 from .hot import StoredCheckpoint
 
@@ -41,7 +43,7 @@ def default_blob_dir() -> Path:
 def filesystem_blobs(root: str | Path | None = None) -> BlobStoreFactory:
     """Per-tenant filesystem stores under `root` (default: `default_blob_dir()`)."""
     base = Path(root) if root is not None else default_blob_dir()
-    return _cached(lambda tenant: FilesystemBlobStore(base / tenant))
+    return _cached(lambda tenant: FilesystemBlobStore(base / tenant_component(tenant)))
 
 
 def s3_blobs(bucket: str, *, prefix: str = "lts-blobs/", **client_options: Any) -> BlobStoreFactory:
@@ -50,7 +52,9 @@ def s3_blobs(bucket: str, *, prefix: str = "lts-blobs/", **client_options: Any) 
 
     first = S3BlobStore(bucket, prefix=prefix, **client_options)
     client = first.client  # type: ignore[attr-defined]
-    return _cached(lambda tenant: S3BlobStore(bucket, prefix=f"{prefix}{tenant}/", client=client))
+    return _cached(
+        lambda tenant: S3BlobStore(bucket, prefix=f"{prefix}{tenant_component(tenant)}/", client=client)
+    )
 
 
 def _cached(make: BlobStoreFactory) -> BlobStoreFactory:

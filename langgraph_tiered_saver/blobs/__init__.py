@@ -23,6 +23,7 @@ from .filesystem import FilesystemBlobStore
 from .memory import InMemoryBlobStore
 from .offload import load_blob, offload_blob
 from .pointer import POINTER_PREFIX, BlobPointer, is_pointer, make_pointer, parse_pointer
+from .tenant_key import tenant_component
 
 if TYPE_CHECKING:
     from .s3 import S3BlobStore
@@ -47,6 +48,7 @@ __all__ = [
     "maybe_compress",
     "offload_blob",
     "parse_pointer",
+    "tenant_component",
     "validate_digest",
 ]
 
