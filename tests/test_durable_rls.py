@@ -17,6 +17,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg_pool import ConnectionPool
 
 from langgraph_tiered_saver._io import PgCall, SyncDriver
+from langgraph_tiered_saver.blobs import digest_of
 from langgraph_tiered_saver.codec import CheckpointRecord, WriteRecord
 from langgraph_tiered_saver.durable import (
     BlobRow,
@@ -254,3 +255,39 @@ def test_ops_as_app_role_are_tenant_scoped(env: dict[str, Any]) -> None:
     with pytest.raises(PostgresError, match="row-level security") as raised:
         app.run(hijack())
     assert raised.value.sqlstate == "42501"  # insufficient_privilege, with the server's message
+
+
+def _offloaded_batch(tenant: str, thread: str, blob_digest: str, write_digest: str) -> FlushBatch:
+    """A checkpoint whose channel value and pending write live in the blob store."""
+    from langgraph_tiered_saver.blobs import make_pointer
+    from langgraph_tiered_saver.codec import BLOB_TYPE
+
+    batch = FlushBatch(tenant, thread)
+    record = CheckpointRecord(
+        SERDE.dumps_typed({"id": "c1"}), SERDE.dumps_typed({}), None, (blob_field("", "big", "1"),)
+    )
+    batch.checkpoints.append(CheckpointRow("", "c1", record, {"id": "c1"}, {"step": 0}))
+    blob_ref = make_pointer(blob_digest, 10, False).decode()
+    batch.blobs.append(BlobRow("", "big", "1", (BLOB_TYPE + "bytes", blob_ref.encode()), None, blob_ref))
+    write_ref = make_pointer(write_digest, 10, False).decode()
+    write = WriteRecord("task", 0, "big", (BLOB_TYPE + "bytes", write_ref.encode()), "")
+    batch.writes.append(WriteRow("", "c1", write, None, write_ref))
+    return batch
+
+
+def test_blob_gc_in_use_check_is_per_tenant_for_every_role(env: dict[str, Any]) -> None:
+    """A digest only another tenant references is not in use for this one: the superuser (who
+    bypasses row-level security) and the application role give the same answer."""
+    from langgraph_tiered_saver.durable.ops import blob_digests_in_use_op
+
+    shared, a_only, b_only, b_write, nobody = (digest_of(n.encode()) for n in "sabwn")
+    env["admin"].run(upsert_batch_op(SCHEMA, [
+        _offloaded_batch("gc_a", "t", shared, a_only),
+        _offloaded_batch("gc_b", "t", shared, b_only),
+        _offloaded_batch("gc_b", "u", b_only, b_write),
+    ]))  # fmt: skip
+    asked = [shared, a_only, b_only, b_write, nobody]
+    expected = {"gc_a": {shared, a_only}, "gc_b": {shared, b_only, b_write}, "gc_c": set()}
+    for tenant, in_use in expected.items():
+        for driver in ("admin", "app"):
+            assert env[driver].run(blob_digests_in_use_op(SCHEMA, tenant, asked)) == in_use, (tenant, driver)

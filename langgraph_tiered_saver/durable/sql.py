@@ -499,11 +499,15 @@ ORDER BY tenant_id, thread_id
 """
 
 # Which of some blob digests a tenant's rows still point at (blob GC). Pointers are
-# `lts-blob:v1:<digest>:<size>:<flag>`, so the digest is the third ':'-separated part.
+# `lts-blob:v1:<digest>:<size>:<flag>`, so the digest is the third ':'-separated part. The
+# explicit tenant filter makes the answer the same for a role that bypasses row-level security
+# (a superuser would otherwise keep a blob alive for another tenant's reference).
 BLOB_DIGESTS_IN_USE = """
 SELECT split_part(blob_ref, ':', 3) FROM {s}.checkpoint_blobs
-WHERE blob_ref IS NOT NULL AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
+WHERE tenant_id = %(tenant)s AND blob_ref IS NOT NULL
+AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
 UNION
 SELECT split_part(blob_ref, ':', 3) FROM {s}.checkpoint_writes
-WHERE blob_ref IS NOT NULL AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
+WHERE tenant_id = %(tenant)s AND blob_ref IS NOT NULL
+AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
 """
