@@ -291,3 +291,33 @@ def test_blob_gc_in_use_check_is_per_tenant_for_every_role(env: dict[str, Any]) 
     for tenant, in_use in expected.items():
         for driver in ("admin", "app"):
             assert env[driver].run(blob_digests_in_use_op(SCHEMA, tenant, asked)) == in_use, (tenant, driver)
+
+
+def test_blob_chunks_are_tenant_scoped_for_the_app_role(env: dict[str, Any]) -> None:
+    """The Postgres blob store as the application role: another tenant's blob is missing, cannot
+    be deleted, and raw SQL sees only the tenant's own chunks; a chunk claiming another tenant
+    is refused by the policy."""
+    from langgraph_tiered_saver.blobs import BlobMissingError, PgBlobStore
+
+    app, admin = env["app"], env["admin"]
+    secret = os.urandom(3 * 1024 * 1024)
+    digest = digest_of(secret)
+    app.run(PgBlobStore(SCHEMA, "tenant_b").put_op(digest, secret))
+    thief = PgBlobStore(SCHEMA, "tenant_a")
+    assert app.run(thief.exists_op(digest)) is False
+    with pytest.raises(BlobMissingError):
+        app.run(thief.get_op(digest))
+    app.run(thief.delete_op([digest]))
+    assert app.run(thief.digests_op()) == []
+    assert admin.run(PgBlobStore(SCHEMA, "tenant_b").get_op(digest)) == secret
+    with psycopg.connect(env["app_url"]) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SELECT set_config('app.tenant_id', 'tenant_a', true)")
+            assert conn.execute(f"SELECT count(*) FROM {SCHEMA}.blob_chunks").fetchone() == (0,)
+            assert conn.execute(f"DELETE FROM {SCHEMA}.blob_chunks").rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', 'tenant_a', true)")
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.blob_chunks VALUES ('tenant_b', %s, 0, '\\x00')", ("0" * 64,)
+            )
+    assert _count(admin, "blob_chunks", "tenant_b") == 3
