@@ -51,8 +51,8 @@ from .offload import (
     DEFAULT_THRESHOLD,
     BlobStoreFactory,
     Offloader,
+    blob_factory,
     digests_in_export,
-    filesystem_blobs,
 )
 from .pgfaults import pg_limits
 from .planning import keep_latest
@@ -100,7 +100,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         pg_timeout: float = 2.0,
         pg_statement_timeout: float = 5.0,
         pg_lock_timeout: float = 2.0,
-        blob_store: BlobStoreFactory | BlobStore | str | None = "filesystem",
+        blob_store: BlobStoreFactory | BlobStore | str | None = "auto",
         offload_threshold: int = DEFAULT_THRESHOLD,
         auto_lock: AutoLock | bool = False,
         pool_options: PoolOptions | None = None,
@@ -131,7 +131,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         self.policy = flush_policy or FlushPolicy()
         self.metrics = Metrics()
         self._offload = Offloader(
-            _blob_factory(blob_store), key_prefix=key_prefix, threshold=offload_threshold,
+            blob_factory(blob_store, schema=schema, durable=self.durable), key_prefix=key_prefix,
+            threshold=offload_threshold,
             collect_garbage=not isinstance(blob_store, BlobStore),
         )
         self._hot = HotOps(
@@ -840,19 +841,6 @@ class TieredSaver(BaseCheckpointSaver[str]):
         else:
             current_v = int(current.split(".")[0])
         return f"{current_v + 1:032}.{random.random():016}"
-
-
-def _blob_factory(option: Any) -> BlobStoreFactory | None:
-    """"filesystem" (default): per-tenant directories; None: no offload; a factory; a store."""
-    if option == "filesystem":
-        return filesystem_blobs()
-    if option is None:
-        return None
-    if isinstance(option, BlobStore):
-        return lambda tenant: option
-    if callable(option):
-        return option  # type: ignore[no-any-return]
-    raise ConfigError(f"blob_store must be 'filesystem', None, a BlobStore or a factory, got {option!r}")
 
 
 def _ref_digests(refs: Sequence[str]) -> set[str]:

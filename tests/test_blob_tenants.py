@@ -11,10 +11,19 @@ from typing import Any
 
 import pytest
 
-from langgraph_tiered_saver.blobs import BlobMissingError, digest_of, tenant_component
+from langgraph_tiered_saver._io import SyncDriver
+from langgraph_tiered_saver.blobs import BlobMissingError, PgBlobStore, digest_of, tenant_component
 from langgraph_tiered_saver.blobs.tenant_key import MAX_COMPONENT
 from langgraph_tiered_saver.offload import filesystem_blobs, s3_blobs
-from tests.test_blob_stores import DUMMY_CREDENTIALS, moto_endpoint, s3_bucket, s3_client  # noqa: F401
+from tests.test_blob_stores import (  # noqa: F401 (fixtures)
+    DUMMY_CREDENTIALS,
+    DrivenStore,
+    moto_endpoint,
+    pg_blob_schema,
+    run_sql,
+    s3_bucket,
+    s3_client,
+)
 
 VICTIM = "victim"
 ADVERSARIAL = [
@@ -73,3 +82,12 @@ def test_s3_tenants_stay_under_their_own_prefix(
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
     assert all(k.startswith("p/") and k.count("/") == 2 for k in keys)
     assert len({k.split("/")[1] for k in keys}) == 1 + len(ADVERSARIAL)
+
+
+def test_postgres_tenants_stay_in_their_own_rows(
+    pg_blob_schema: tuple[SyncDriver, str],  # noqa: F811
+) -> None:
+    driver, schema = pg_blob_schema
+    _isolation(lambda tenant: DrivenStore(driver, PgBlobStore(schema, tenant)))
+    rows = run_sql(driver, f'SELECT DISTINCT tenant_id FROM "{schema}".blob_chunks', fetch=True)
+    assert sorted(t for (t,) in rows) == sorted([VICTIM, *ADVERSARIAL])
