@@ -188,3 +188,17 @@ def test_small_threshold_offloads_writes_too(saver_context: Callable[..., Any], 
         tup = saver.get_tuple(cfg)
         assert tup is not None and tup.pending_writes == [("task-1", "output", "z" * 5000)]
         assert len(list(FilesystemBlobStore(tmp_path / tenant_component(saver.tenant_id)).list_digests())) == 1
+
+
+def test_postgres_down_keeps_large_values_inline(saver_context: Callable[..., Any], redis_url: str) -> None:
+    """The hot tier keeps working through a Postgres outage: a value the blob store cannot take
+    stays inline in Redis instead of failing the run."""
+    dead = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=1"
+    options = {"postgres_url": dead, "pg_timeout": 0.5, "background_flush": False}
+    with saver_context(durable=True, **options) as saver:
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        payload = "q" * 300_000
+        tool_graph(saver, payload).invoke({"log": []}, {"configurable": {"thread_id": thread}})
+        state = tool_graph(saver, payload).get_state({"configurable": {"thread_id": thread}})
+        assert state.values["output"] == payload
+        assert thread_memory(redis.Redis.from_url(redis_url), saver, thread) > 300_000
