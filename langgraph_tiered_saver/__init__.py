@@ -22,7 +22,7 @@ from .errors import (
 )
 from .flush import FlushPolicy, FlushResult
 from .flusher import FlusherHealth
-from .offload import filesystem_blobs, s3_blobs
+from .offload import filesystem_blobs, postgres_blobs, s3_blobs
 from .runlock import AutoLock
 from .saver import TieredSaver
 from .tenancy import tenant_scope
@@ -52,6 +52,7 @@ __all__ = [
     "TieredSaver",
     "TieredSaverError",
     "filesystem_blobs",
+    "postgres_blobs",
     "s3_blobs",
     "tenant_scope",
 ]

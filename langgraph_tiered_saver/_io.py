@@ -76,6 +76,7 @@ class PgStatement:
     params: Any = None
     many: bool = False  # executemany over `params` (a sequence of parameter tuples)
     fetch: bool = False  # return the rows (else the row count)
+    binary: bool = False  # results in binary format (bytea: raw bytes, not hex text twice the size)
 
 
 @dataclass(frozen=True)
@@ -422,7 +423,7 @@ def _run_statement_sync(cur: Any, st: PgStatement) -> Any:
     if st.many:
         cur.executemany(st.sql, st.params)
         return cur.rowcount
-    cur.execute(st.sql, st.params)
+    cur.execute(st.sql, st.params, binary=st.binary or None)
     return cur.fetchall() if st.fetch else cur.rowcount
 
 
@@ -430,7 +431,7 @@ async def _run_statement_async(cur: Any, st: PgStatement) -> Any:
     if st.many:
         await cur.executemany(st.sql, st.params)
         return cur.rowcount
-    await cur.execute(st.sql, st.params)
+    await cur.execute(st.sql, st.params, binary=st.binary or None)
     return await cur.fetchall() if st.fetch else cur.rowcount
 
 

@@ -123,7 +123,7 @@ class Core:
         opt.key_prefix(key_prefix)
         check_schema(schema)
         offload = Offloader(
-            blob_factory(blob_store), key_prefix=key_prefix, threshold=offload_threshold,
+            blob_factory(blob_store, schema=schema, durable=durable), key_prefix=key_prefix, threshold=offload_threshold,
             collect_garbage=not isinstance(blob_store, BlobStore),
         )
         hot = HotOps(

@@ -2,8 +2,9 @@
 
 A serialized value larger than `threshold` bytes is stored by content hash and replaced by
 `("lts-blob+<type>", pointer)`; reads resolve pointers before deserializing. Blob stores are
-per tenant (`root/<tenant>/...`, `prefix<tenant>/...`): a digest never names another tenant's
-data, and garbage collection only has to look at one tenant's references.
+per tenant (`root/<tenant>/...`, `prefix<tenant>/...` with the tenant encoded by
+`tenant_component`, never a raw path): a digest never names another tenant's data, and garbage
+collection only has to look at one tenant's references.
 
 Garbage collection after a delete or prune: a blob is deleted only when no Postgres row and no
 live Redis thread of the tenant references it. Redis references are tracked in a per-tenant
@@ -12,7 +13,7 @@ set per digest, written in the same round trip as the value's pointer.
 
 from __future__ import annotations
 
-import functools
+import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -21,16 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from . import keys as K
-from ._io import BlobIO, Op, RedisCall
-from .blobs import BlobStore, FilesystemBlobStore, load_blob, offload_blob, parse_pointer
+from ._io import Op, RedisCall
+from .blobs import BlobStore, FilesystemBlobStore, parse_pointer
+from .blobs.ops import BlobOps, as_ops, load_op, offload_op
 from .blobs.pointer import is_pointer
+from .blobs.postgres import PgBlobStore
+from .blobs.tenant_key import tenant_component
 from .codec import BLOB_TYPE, TypedValue, WriteRecord, pointer_digest
-from .errors import ConfigError
+from .errors import ConfigError, TierUnavailableError
 from .stored import StoredCheckpoint
+
+logger = logging.getLogger("langgraph_tiered_saver")
 
 DEFAULT_THRESHOLD = 256 * 1024
 DEFAULT_COMPRESS_THRESHOLD = 64 * 1024
-BlobStoreFactory = Callable[[str], BlobStore]
+BlobStoreFactory = Callable[[str], BlobStore | BlobOps]
 
 
 def default_blob_dir() -> Path:
@@ -42,7 +48,7 @@ def default_blob_dir() -> Path:
 def filesystem_blobs(root: str | Path | None = None) -> BlobStoreFactory:
     """Per-tenant filesystem stores under `root` (default: `default_blob_dir()`)."""
     base = Path(root) if root is not None else default_blob_dir()
-    return _cached(lambda tenant: FilesystemBlobStore(base / tenant))
+    return _cached(lambda tenant: FilesystemBlobStore(base / tenant_component(tenant)))
 
 
 def s3_blobs(bucket: str, *, prefix: str = "lts-blobs/", **client_options: Any) -> BlobStoreFactory:
@@ -51,28 +57,51 @@ def s3_blobs(bucket: str, *, prefix: str = "lts-blobs/", **client_options: Any) 
 
     first = S3BlobStore(bucket, prefix=prefix, **client_options)
     client = first.client  # type: ignore[attr-defined]
-    return _cached(lambda tenant: S3BlobStore(bucket, prefix=f"{prefix}{tenant}/", client=client))
+    return _cached(
+        lambda tenant: S3BlobStore(bucket, prefix=f"{prefix}{tenant_component(tenant)}/", client=client)
+    )
 
 
-def blob_factory(option: Any) -> BlobStoreFactory | None:
-    """The `blob_store` option: "filesystem" (per-tenant directories), None (no offload), a
-    factory `tenant -> BlobStore`, or one store shared by every tenant."""
+def postgres_blobs(schema: str = "langgraph_tiered") -> BlobStoreFactory:
+    """Per-tenant stores in the saver's Postgres schema (table `blob_chunks`): every replica
+    reads them, through the saver's own pools. `schema` must be the saver's."""
+    return _cached(lambda tenant: PgBlobStore(schema, tenant))
+
+
+def blob_factory(option: object, *, schema: str, durable: bool) -> BlobStoreFactory | None:
+    """The saver's `blob_store` option as a factory (None: values stay inline).
+
+    "auto" (default): the Postgres store when the saver has Postgres, else no offload (a
+    Redis-only saver keeps large values in Redis, which every replica reads). "postgres": the
+    Postgres store, or a ConfigError without Postgres. "filesystem": directories on this
+    machine only (`default_blob_dir()`). A `BlobStore` serves every tenant; a callable is a
+    factory `tenant -> store`.
+    """
+    if option == "auto":
+        return postgres_blobs(schema) if durable else None
+    if option == "postgres":
+        if not durable:
+            raise ConfigError("blob_store='postgres' needs the durable tier (pg_pool or postgres_url)")
+        return postgres_blobs(schema)
     if option == "filesystem":
         return filesystem_blobs()
     if option is None:
         return None
     if isinstance(option, BlobStore):
         return lambda tenant: option
-    if callable(option):
+    if callable(option) and not isinstance(option, str):
         return option  # type: ignore[no-any-return]
-    raise ConfigError(f"blob_store must be 'filesystem', None, a BlobStore or a factory, got {option!r}")
+    raise ConfigError(
+        "blob_store must be 'auto', 'postgres', 'filesystem', None, a BlobStore or a factory, "
+        f"got {option!r}"
+    )
 
 
 def _cached(make: BlobStoreFactory) -> BlobStoreFactory:
     lock = threading.Lock()
-    stores: dict[str, BlobStore] = {}
+    stores: dict[str, BlobStore | BlobOps] = {}
 
-    def get(tenant: str) -> BlobStore:
+    def get(tenant: str) -> BlobStore | BlobOps:
         with lock:
             if tenant not in stores:
                 stores[tenant] = make(tenant)
@@ -107,21 +136,30 @@ class Offloader:
         self.threshold = threshold
         self.compress_threshold = compress_threshold
 
+    def _ops(self, tenant_id: str) -> BlobOps:
+        if self.stores is None:
+            raise ConfigError("a stored value lives in the blob store, but this saver has none configured")
+        return as_ops(self.stores(tenant_id))
+
     def offload(self, tenant_id: str, typed: TypedValue) -> Op[TypedValue]:
-        """The value itself, or a pointer to where the store now keeps it."""
+        """The value itself, or a pointer to where the store now keeps it. A store that is
+        down (Postgres, S3) leaves the value inline: the hot tier keeps working through an
+        outage, at the cost of Redis memory, and the flush stores the value in its row."""
         if self.stores is None or len(typed[1]) <= self.threshold:
             return typed
-        store = self.stores(tenant_id)
-        call = functools.partial(offload_blob, store, typed[1], compress_threshold=self.compress_threshold)
-        pointer = yield BlobIO(call)
+        try:
+            pointer = yield from offload_op(
+                self._ops(tenant_id), typed[1], compress_threshold=self.compress_threshold
+            )
+        except TierUnavailableError as exc:
+            logger.warning("blob store unavailable, keeping a %d-byte value inline: %s", len(typed[1]), exc)
+            return typed
         return (BLOB_TYPE + typed[0], pointer)
 
     def resolve(self, tenant_id: str, typed: TypedValue) -> Op[TypedValue]:
         if not typed[0].startswith(BLOB_TYPE):
             return typed
-        if self.stores is None:
-            raise ConfigError("a stored value lives in the blob store, but this saver has none configured")
-        data = yield BlobIO(functools.partial(load_blob, self.stores(tenant_id), typed[1]))
+        data = yield from load_op(self._ops(tenant_id), typed[1])
         return (typed[0][len(BLOB_TYPE):], data)
 
     def resolve_stored(self, tenant_id: str, stored: StoredCheckpoint) -> Op[StoredCheckpoint]:
@@ -168,9 +206,7 @@ class Offloader:
         if in_postgres is not None and unreferenced:
             used = yield from in_postgres(unreferenced)
             unreferenced = [d for d in unreferenced if d not in used]
-        store = self.stores(tenant_id)
-        for digest in unreferenced:
-            yield BlobIO(functools.partial(store.delete, digest))
+        yield from self._ops(tenant_id).delete_op(unreferenced)
         return len(unreferenced)
 
 
@@ -189,3 +225,12 @@ def digests_in_export(content: dict[str, dict[str, Any]]) -> set[str]:
             out.add(digest)
     return out
 
+__all__ = [
+    "BLOB_TYPE",
+    "Offloader",
+    "blob_factory",
+    "filesystem_blobs",
+    "pointer_digest",
+    "postgres_blobs",
+    "s3_blobs",
+]

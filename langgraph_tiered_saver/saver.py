@@ -82,7 +82,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         pg_timeout: float = 2.0,
         pg_statement_timeout: float = 5.0,
         pg_lock_timeout: float = 2.0,
-        blob_store: BlobStoreFactory | BlobStore | str | None = "filesystem",
+        blob_store: BlobStoreFactory | BlobStore | str | None = "auto",
         offload_threshold: int = DEFAULT_THRESHOLD,
         auto_lock: AutoLock | bool = False,
         pool_options: PoolOptions | None = None,

@@ -1,7 +1,8 @@
 """Blob tier: one behavioural suite run against every store, plus the pure helpers.
 
 The S3 store runs against a real S3 HTTP endpoint on loopback: moto's server mode in a child
-process (no in-process patching of boto3), with a fresh bucket per test.
+process (no in-process patching of boto3), with a fresh bucket per test. The Postgres store runs
+on the test database (a schema per test), its operations driven by a real `SyncDriver`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 
 import pytest
 
+from langgraph_tiered_saver._io import Op, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.blobs import (
     BlobMissingError,
     BlobPointer,
     BlobStore,
     FilesystemBlobStore,
     InMemoryBlobStore,
+    PgBlobStore,
     digest_of,
     is_pointer,
     load_blob,
@@ -162,12 +165,78 @@ def _memory_harness() -> Harness:
     return Harness(store, lambda: sum(1 for _ in store.list_digests()), None)
 
 
-@pytest.fixture(params=["memory", "filesystem", "s3"])
+class DrivenStore:
+    """A `PgBlobStore` behind the blocking `BlobStore` methods: each call runs its operation on
+    a real driver (the saver does the same through its own drivers)."""
+
+    def __init__(self, driver: SyncDriver, store: PgBlobStore) -> None:
+        self.driver = driver
+        self.ops = store
+
+    def put(self, digest: str, data: bytes) -> None:
+        self.driver.run(self.ops.put_op(digest, data))
+
+    def get(self, digest: str) -> bytes:
+        data: bytes = self.driver.run(self.ops.get_op(digest))
+        return data
+
+    def delete(self, digest: str) -> None:
+        self.driver.run(self.ops.delete_op([digest]))
+
+    def exists(self, digest: str) -> bool:
+        return bool(self.driver.run(self.ops.exists_op(digest)))
+
+    def list_digests(self) -> Iterator[str]:
+        return iter(self.driver.run(self.ops.digests_op()))
+
+
+def run_sql(driver: SyncDriver, text: str, params: Any = None, fetch: bool = False) -> Any:
+    def op() -> Op[Any]:
+        (result,) = yield PgCall((PgStatement(text, params, fetch=fetch),))
+        return result
+
+    return driver.run(op())
+
+
+@pytest.fixture
+def pg_blob_schema(test_database_url: str) -> Iterator[tuple[SyncDriver, str]]:
+    """A driver on the test database (as its owner: RLS does not bind it) and a fresh schema."""
+    from psycopg_pool import ConnectionPool
+
+    from langgraph_tiered_saver.durable import setup_op
+
+    schema = f"lts_blobs_{uuid.uuid4().hex[:10]}"
+    with ConnectionPool(test_database_url, min_size=1, max_size=8, open=True) as pool:
+        driver = SyncDriver(None, pool)
+        driver.run(setup_op(schema))
+        try:
+            yield driver, schema
+        finally:
+            run_sql(driver, f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _postgres_harness(driver: SyncDriver, schema: str) -> Harness:
+    store = DrivenStore(driver, PgBlobStore(schema, "t-blobs"))
+    table = f'"{schema}".blob_chunks'
+
+    def count() -> int:
+        return int(run_sql(driver, f"SELECT count(*) FROM {table} WHERE chunk = 0", fetch=True)[0][0])
+
+    def tamper(digest: str, data: bytes) -> None:
+        run_sql(driver, f"DELETE FROM {table} WHERE digest = %s", (digest,))
+        run_sql(driver, f"INSERT INTO {table} VALUES ('t-blobs', %s, 0, %s)", (digest, data))
+
+    return Harness(store, count, tamper)
+
+
+@pytest.fixture(params=["memory", "filesystem", "s3", "postgres"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
     if request.param == "memory":
         return _memory_harness()
     if request.param == "filesystem":
         return _filesystem_harness(tmp_path / "blobs")
+    if request.param == "postgres":
+        return _postgres_harness(*request.getfixturevalue("pg_blob_schema"))
     return _s3_harness(
         request.getfixturevalue("moto_endpoint"),
         request.getfixturevalue("s3_client"),
@@ -523,3 +592,26 @@ def test_zstd_frame_without_declared_size_needs_a_cap() -> None:
     with pytest.raises(CorruptDataError):
         decompress(frame)
     assert decompress(frame, max_size=len(data)) == data
+
+
+def test_postgres_blob_is_chunked_and_a_lost_chunk_is_corruption(
+    pg_blob_schema: tuple[SyncDriver, str],
+) -> None:
+    from langgraph_tiered_saver.blobs.postgres import CHUNK_SIZE
+
+    driver, schema = pg_blob_schema
+    store = DrivenStore(driver, PgBlobStore(schema, "t-chunks"))
+    data = os.urandom(CHUNK_SIZE * 2 + CHUNK_SIZE // 2)
+    digest = digest_of(data)
+    store.put(digest, data)
+    sizes = run_sql(
+        driver, f'SELECT chunk, length(data) FROM "{schema}".blob_chunks ORDER BY chunk', fetch=True
+    )
+    assert sizes == [(0, CHUNK_SIZE), (1, CHUNK_SIZE), (2, CHUNK_SIZE // 2)]
+    assert store.get(digest) == data
+    run_sql(driver, f'DELETE FROM "{schema}".blob_chunks WHERE chunk = 1')
+    with pytest.raises(CorruptDataError) as info:
+        store.get(digest)
+    assert not isinstance(info.value, BlobMissingError)
+    store.delete(digest)
+    assert run_sql(driver, f'SELECT count(*) FROM "{schema}".blob_chunks', fetch=True) == [(0,)]

@@ -42,6 +42,8 @@ from langgraph_tiered_saver.durable import (
     to_audit_json,
     upsert_batch_op,
 )
+from langgraph_tiered_saver.durable import sql as durable_sql
+from langgraph_tiered_saver.durable.migrations import migration_statement
 from langgraph_tiered_saver.errors import ConfigError
 from langgraph_tiered_saver.keys import blob_field
 
@@ -179,9 +181,9 @@ def _one(call: PgCall) -> Any:
 def test_setup_is_idempotent_and_enables_rls(driver: SyncDriver) -> None:
     name = f"lts_{uuid.uuid4().hex[:10]}"
     assert driver.run(applied_versions_op(name)) == []
-    assert driver.run(setup_op(name)) == [1]
+    assert driver.run(setup_op(name)) == [1, 2]
     assert driver.run(setup_op(name)) == []
-    assert driver.run(applied_versions_op(name)) == [1]
+    assert driver.run(applied_versions_op(name)) == [1, 2]
     check = PgStatement(
         "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
         "WHERE relnamespace = %s::regnamespace AND relkind = 'r' ORDER BY relname",
@@ -190,6 +192,7 @@ def test_setup_is_idempotent_and_enables_rls(driver: SyncDriver) -> None:
     )
     (tables,) = driver.run(_one(PgCall((check,))))
     assert tables == [
+        ("blob_chunks", True, True),
         ("checkpoint_blobs", True, True),
         ("checkpoint_writes", True, True),
         ("checkpoints", True, True),
@@ -212,6 +215,20 @@ def test_setup_is_idempotent_and_enables_rls(driver: SyncDriver) -> None:
             "checkpoint_writes_audit_idx"} <= {i for (i,) in indexes}  # fmt: skip
 
 
+def test_setup_upgrades_a_version_1_schema(driver: SyncDriver) -> None:
+    """A schema made by a release with one migration gets the blob-store table, nothing else."""
+    name = f"lts_{uuid.uuid4().hex[:10]}"
+    statements = (
+        PgStatement(durable_sql.render(durable_sql.CREATE_SCHEMA, name)),
+        PgStatement(durable_sql.render(durable_sql.CREATE_MIGRATIONS_TABLE, name)),
+        PgStatement(migration_statement(name, 1)),
+    )
+    driver.run(_one(PgCall(statements)))
+    assert driver.run(applied_versions_op(name)) == [1]
+    assert driver.run(setup_op(name)) == [2]
+    assert driver.run(applied_versions_op(name)) == [1, 2]
+
+
 def test_setup_rejects_unsafe_schema_names(driver: SyncDriver) -> None:
     for bad in ('x"; DROP TABLE y; --', "Upper", "1abc", "", "a" * 64):
         with pytest.raises(ConfigError):
@@ -229,15 +246,15 @@ def test_concurrent_setup_from_processes(db_url: str, driver: SyncDriver) -> Non
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as procs:
         results = procs.map(_setup_in_process, [(db_url, name)] * 4)
-    assert sorted(results) == [[], [], [], [1]]
-    assert driver.run(applied_versions_op(name)) == [1]
+    assert sorted(results) == [[], [], [], [1, 2]]
+    assert driver.run(applied_versions_op(name)) == [1, 2]
 
 
 def test_concurrent_setup_from_threads(db_url: str, driver: SyncDriver) -> None:
     name = f"lts_{uuid.uuid4().hex[:10]}"
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         results = list(ex.map(_setup_in_process, [(db_url, name)] * 8))
-    assert sorted(results) == [[]] * 7 + [[1]]
+    assert sorted(results) == [[]] * 7 + [[1, 2]]
 
 
 # --- flush and read ------------------------------------------------------------------------------
@@ -607,7 +624,7 @@ async def test_async_driver_smoke(db_url: str) -> None:
     name = f"lts_{uuid.uuid4().hex[:10]}"
     async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as apool:
         adriver = AsyncDriver(None, apool)
-        assert await adriver.run(setup_op(name)) == [1]
+        assert await adriver.run(setup_op(name)) == [1, 2]
         t = _three_step_thread()
         assert await adriver.run(upsert_batch_op(name, [t.batch])) == RowCounts(3, 4, 4)
         got = await adriver.run(get_checkpoint_op(name, "acme", "t1", "", None))

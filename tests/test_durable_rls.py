@@ -6,6 +6,7 @@ SQL that has no WHERE clause; with no tenant set it sees nothing at all.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg_pool import ConnectionPool
 
 from langgraph_tiered_saver._io import PgCall, SyncDriver
+from langgraph_tiered_saver.blobs import digest_of
 from langgraph_tiered_saver.codec import CheckpointRecord, WriteRecord
 from langgraph_tiered_saver.durable import (
     BlobRow,
@@ -252,3 +254,69 @@ def test_ops_as_app_role_are_tenant_scoped(env: dict[str, Any]) -> None:
     with pytest.raises(PostgresError, match="row-level security") as raised:
         app.run(hijack())
     assert raised.value.sqlstate == "42501"  # insufficient_privilege, with the server's message
+
+
+def _offloaded_batch(tenant: str, thread: str, blob_digest: str, write_digest: str) -> FlushBatch:
+    """A checkpoint whose channel value and pending write live in the blob store."""
+    from langgraph_tiered_saver.blobs import make_pointer
+    from langgraph_tiered_saver.codec import BLOB_TYPE
+
+    batch = FlushBatch(tenant, thread)
+    record = CheckpointRecord(
+        SERDE.dumps_typed({"id": "c1"}), SERDE.dumps_typed({}), None, (blob_field("", "big", "1"),)
+    )
+    batch.checkpoints.append(CheckpointRow("", "c1", record, {"id": "c1"}, {"step": 0}))
+    blob_ref = make_pointer(blob_digest, 10, False).decode()
+    batch.blobs.append(BlobRow("", "big", "1", (BLOB_TYPE + "bytes", blob_ref.encode()), None, blob_ref))
+    write_ref = make_pointer(write_digest, 10, False).decode()
+    write = WriteRecord("task", 0, "big", (BLOB_TYPE + "bytes", write_ref.encode()), "")
+    batch.writes.append(WriteRow("", "c1", write, None, write_ref))
+    return batch
+
+
+def test_blob_gc_in_use_check_is_per_tenant_for_every_role(env: dict[str, Any]) -> None:
+    """A digest only another tenant references is not in use for this one: the superuser (who
+    bypasses row-level security) and the application role give the same answer."""
+    from langgraph_tiered_saver.durable.ops import blob_digests_in_use_op
+
+    shared, a_only, b_only, b_write, nobody = (digest_of(n.encode()) for n in "sabwn")
+    env["admin"].run(upsert_batch_op(SCHEMA, [
+        _offloaded_batch("gc_a", "t", shared, a_only),
+        _offloaded_batch("gc_b", "t", shared, b_only),
+        _offloaded_batch("gc_b", "u", b_only, b_write),
+    ]))  # fmt: skip
+    asked = [shared, a_only, b_only, b_write, nobody]
+    expected = {"gc_a": {shared, a_only}, "gc_b": {shared, b_only, b_write}, "gc_c": set()}
+    for tenant, in_use in expected.items():
+        for driver in ("admin", "app"):
+            assert env[driver].run(blob_digests_in_use_op(SCHEMA, tenant, asked)) == in_use, (tenant, driver)
+
+
+def test_blob_chunks_are_tenant_scoped_for_the_app_role(env: dict[str, Any]) -> None:
+    """The Postgres blob store as the application role: another tenant's blob is missing, cannot
+    be deleted, and raw SQL sees only the tenant's own chunks; a chunk claiming another tenant
+    is refused by the policy."""
+    from langgraph_tiered_saver.blobs import BlobMissingError, PgBlobStore
+
+    app, admin = env["app"], env["admin"]
+    secret = os.urandom(3 * 1024 * 1024)
+    digest = digest_of(secret)
+    app.run(PgBlobStore(SCHEMA, "tenant_b").put_op(digest, secret))
+    thief = PgBlobStore(SCHEMA, "tenant_a")
+    assert app.run(thief.exists_op(digest)) is False
+    with pytest.raises(BlobMissingError):
+        app.run(thief.get_op(digest))
+    app.run(thief.delete_op([digest]))
+    assert app.run(thief.digests_op()) == []
+    assert admin.run(PgBlobStore(SCHEMA, "tenant_b").get_op(digest)) == secret
+    with psycopg.connect(env["app_url"]) as conn:
+        with conn.transaction(force_rollback=True):
+            conn.execute("SELECT set_config('app.tenant_id', 'tenant_a', true)")
+            assert conn.execute(f"SELECT count(*) FROM {SCHEMA}.blob_chunks").fetchone() == (0,)
+            assert conn.execute(f"DELETE FROM {SCHEMA}.blob_chunks").rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege), conn.transaction():
+            conn.execute("SELECT set_config('app.tenant_id', 'tenant_a', true)")
+            conn.execute(
+                f"INSERT INTO {SCHEMA}.blob_chunks VALUES ('tenant_b', %s, 0, '\\x00')", ("0" * 64,)
+            )
+    assert _count(admin, "blob_chunks", "tenant_b") == 3

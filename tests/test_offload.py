@@ -1,4 +1,5 @@
-"""Oversized values go to the blob store: a 5 MB tool output with the filesystem and S3 stores."""
+"""Oversized values go to the blob store: a 5 MB tool output with the default (Postgres),
+filesystem and S3 stores."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
 from langgraph_tiered_saver import keys as K
-from langgraph_tiered_saver.blobs import FilesystemBlobStore
+from langgraph_tiered_saver.blobs import FilesystemBlobStore, tenant_component
 from langgraph_tiered_saver.offload import filesystem_blobs, s3_blobs
 from tests.test_blob_stores import moto_endpoint, s3_bucket, s3_client  # noqa: F401 (fixtures)
 
@@ -81,10 +82,54 @@ def run_offload_scenario(saver: Any, redis_url: str, digests: Callable[[], set[s
     assert digests() == set()
 
 
+def pg_digests(saver: Any) -> set[str]:
+    """The saver's tenant's digests in its Postgres blob store."""
+    from langgraph_tiered_saver.blobs import PgBlobStore
+
+    return set(saver.run_op(PgBlobStore(saver.schema, saver.tenant_id).digests_op()))
+
+
+def test_five_mb_tool_output_postgres_by_default(saver_context: Callable[..., Any], redis_url: str) -> None:
+    with saver_context(durable=True) as saver:
+        saver.setup()
+        run_offload_scenario(saver, redis_url, lambda: pg_digests(saver))
+
+
+async def test_five_mb_tool_output_postgres_async(saver_context: Callable[..., Any]) -> None:
+    """The async driver runs the same store on its own pool."""
+    payload = "a" * 300_000 + uuid.uuid4().hex
+    async with saver_context(durable=True) as saver:
+        await saver.asetup()
+        graph = tool_graph(saver, payload)
+        cfg = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+        await graph.ainvoke({"log": []}, cfg)
+        assert (await graph.aget_state(cfg)).values["output"] == payload
+        assert len(pg_digests(saver)) == 1
+        await saver.adelete_thread(cfg["configurable"]["thread_id"])
+        assert pg_digests(saver) == set()
+
+
+def test_redis_only_saver_keeps_values_inline_by_default(saver_context: Callable[..., Any], redis_url: str) -> None:
+    with saver_context() as saver:
+        assert saver.core.offload.stores is None
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        tool_graph(saver, "y" * 300_000).invoke({"log": []}, {"configurable": {"thread_id": thread}})
+        assert thread_memory(redis.Redis.from_url(redis_url), saver, thread) > 300_000
+
+
+def test_blob_store_option_is_checked(saver_context: Callable[..., Any]) -> None:
+    from langgraph_tiered_saver.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="durable tier"):
+        saver_context(blob_store="postgres").__enter__()
+    with pytest.raises(ConfigError, match="blob_store"):
+        saver_context(blob_store="s3").__enter__()
+
+
 def test_five_mb_tool_output_filesystem(saver_context: Callable[..., Any], redis_url: str, tmp_path: Path) -> None:
     with saver_context(durable=True, blob_store=filesystem_blobs(tmp_path)) as saver:
         saver.setup()
-        store = FilesystemBlobStore(tmp_path / saver.tenant_id)
+        store = FilesystemBlobStore(tmp_path / tenant_component(saver.tenant_id))
         run_offload_scenario(saver, redis_url, lambda: set(store.list_digests()))
 
 
@@ -111,7 +156,7 @@ def test_blob_shared_by_a_copy_survives_deleting_the_source(
     payload = "x" * 400_000 + uuid.uuid4().hex
     with saver_context(durable=True, blob_store=filesystem_blobs(tmp_path)) as saver:
         saver.setup()
-        store = FilesystemBlobStore(tmp_path / saver.tenant_id)
+        store = FilesystemBlobStore(tmp_path / tenant_component(saver.tenant_id))
         src, dst = f"src-{uuid.uuid4().hex[:6]}", f"dst-{uuid.uuid4().hex[:6]}"
         tool_graph(saver, payload).invoke({"log": []}, {"configurable": {"thread_id": src}})
         saver.copy_thread(src, dst)
@@ -142,4 +187,18 @@ def test_small_threshold_offloads_writes_too(saver_context: Callable[..., Any], 
         saver.put_writes(cfg, [("output", "z" * 5000)], task_id="task-1")
         tup = saver.get_tuple(cfg)
         assert tup is not None and tup.pending_writes == [("task-1", "output", "z" * 5000)]
-        assert len(list(FilesystemBlobStore(tmp_path / saver.tenant_id).list_digests())) == 1
+        assert len(list(FilesystemBlobStore(tmp_path / tenant_component(saver.tenant_id)).list_digests())) == 1
+
+
+def test_postgres_down_keeps_large_values_inline(saver_context: Callable[..., Any], redis_url: str) -> None:
+    """The hot tier keeps working through a Postgres outage: a value the blob store cannot take
+    stays inline in Redis instead of failing the run."""
+    dead = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=1"
+    options = {"postgres_url": dead, "pg_timeout": 0.5, "background_flush": False}
+    with saver_context(durable=True, **options) as saver:
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        payload = "q" * 300_000
+        tool_graph(saver, payload).invoke({"log": []}, {"configurable": {"thread_id": thread}})
+        state = tool_graph(saver, payload).get_state({"configurable": {"thread_id": thread}})
+        assert state.values["output"] == payload
+        assert thread_memory(redis.Redis.from_url(redis_url), saver, thread) > 300_000

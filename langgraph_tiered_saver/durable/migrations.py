@@ -15,7 +15,7 @@ from .._io import Op, PgCall, PgStatement
 from . import sql
 
 # Position + 1 is the version number.
-MIGRATIONS: tuple[str, ...] = (sql.MIGRATION_1_TABLES,)
+MIGRATIONS: tuple[str, ...] = (sql.MIGRATION_1_TABLES, sql.MIGRATION_2_BLOB_CHUNKS)
 LATEST_VERSION = len(MIGRATIONS)
 _DOLLAR_TAG = "$lts_migration$"
 

@@ -221,7 +221,9 @@ def blob_digests_in_use_op(schema: str, tenant: str, digests: Sequence[str]) -> 
     if not digests:
         return set()
     statement = PgStatement(
-        sql.render(sql.BLOB_DIGESTS_IN_USE, schema), {"digests": list(digests)}, fetch=True
+        sql.render(sql.BLOB_DIGESTS_IN_USE, schema),
+        {"tenant": tenant, "digests": list(digests)},
+        fetch=True,
     )
     (rows,) = yield PgCall((statement,), tenant_id=tenant)
     return {row[0] for row in rows}

@@ -40,7 +40,7 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', s, r);
     EXECUTE format(
         'GRANT SELECT, INSERT, UPDATE, DELETE ON %I.checkpoints, %I.checkpoint_blobs, '
-        '%I.checkpoint_writes TO %I', s, s, s, r);
+        '%I.checkpoint_writes, %I.blob_chunks TO %I', s, s, s, s, r);
     EXECUTE format('GRANT SELECT ON %I.schema_migrations TO %I', s, r);
 END
 $lts_role$

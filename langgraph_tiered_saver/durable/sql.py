@@ -185,6 +185,20 @@ CREATE INDEX checkpoint_writes_ref_idx ON {s}.checkpoint_writes (tenant_id, blob
     for table in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 )
 
+# The blob store every replica reads (blobs/postgres.py): a blob's bytes in 1 MiB chunks, so no
+# single value nears bytea's 1 GB limit or makes the server hold a whole blob in one datum.
+# STORAGE EXTERNAL: offloaded values are zstd frames or incompressible, pglz would only cost.
+MIGRATION_2_BLOB_CHUNKS = """
+CREATE TABLE {s}.blob_chunks (
+    tenant_id text NOT NULL CHECK (tenant_id <> ''),
+    digest text NOT NULL CHECK (digest ~ '^[0-9a-f]{64}$'),
+    chunk integer NOT NULL CHECK (chunk >= 0),
+    data bytea NOT NULL,
+    PRIMARY KEY (tenant_id, digest, chunk)
+);
+ALTER TABLE {s}.blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
+""" + _RLS.replace("{table}", "blob_chunks")
+
 # --- flush (upsert) ------------------------------------------------------------------------------
 
 INSERT_BLOBS = """
@@ -499,11 +513,46 @@ ORDER BY tenant_id, thread_id
 """
 
 # Which of some blob digests a tenant's rows still point at (blob GC). Pointers are
-# `lts-blob:v1:<digest>:<size>:<flag>`, so the digest is the third ':'-separated part.
+# `lts-blob:v1:<digest>:<size>:<flag>`, so the digest is the third ':'-separated part. The
+# explicit tenant filter makes the answer the same for a role that bypasses row-level security
+# (a superuser would otherwise keep a blob alive for another tenant's reference).
 BLOB_DIGESTS_IN_USE = """
 SELECT split_part(blob_ref, ':', 3) FROM {s}.checkpoint_blobs
-WHERE blob_ref IS NOT NULL AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
+WHERE tenant_id = %(tenant)s AND blob_ref IS NOT NULL
+AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
 UNION
 SELECT split_part(blob_ref, ':', 3) FROM {s}.checkpoint_writes
-WHERE blob_ref IS NOT NULL AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
+WHERE tenant_id = %(tenant)s AND blob_ref IS NOT NULL
+AND split_part(blob_ref, ':', 3) = ANY(%(digests)s)
 """
+
+# --- blob store ----------------------------------------------------------------------------------
+# Chunk 0 exists exactly when the blob does: a put inserts all chunks in one transaction, a delete
+# removes them in one statement.
+
+BLOB_EXISTS = """
+SELECT EXISTS (SELECT 1 FROM {s}.blob_chunks WHERE tenant_id = %s AND digest = %s AND chunk = 0)
+"""
+# Params: (lock class, key). Writers of one digest take turns, so the NOT EXISTS of the insert
+# sees a finished blob and never mixes two writers' chunks.
+LOCK_BLOB = "SELECT pg_advisory_xact_lock(%s, %s)"
+INSERT_BLOB_CHUNKS = """
+INSERT INTO {s}.blob_chunks (tenant_id, digest, chunk, data)
+SELECT %(tenant)s, %(digest)s, c.n - 1, c.data
+FROM unnest(%(chunks)b::bytea[]) WITH ORDINALITY AS c(data, n)
+WHERE NOT EXISTS (
+    SELECT 1 FROM {s}.blob_chunks WHERE tenant_id = %(tenant)s AND digest = %(digest)s
+)
+"""
+SELECT_BLOB_CHUNKS = """
+SELECT chunk, data FROM {s}.blob_chunks WHERE tenant_id = %s AND digest = %s ORDER BY chunk
+"""
+DELETE_BLOBS = "DELETE FROM {s}.blob_chunks WHERE tenant_id = %s AND digest = ANY(%s)"
+SELECT_BLOB_DIGESTS = """
+SELECT digest FROM {s}.blob_chunks WHERE tenant_id = %s AND chunk = 0 ORDER BY digest
+"""
+
+
+def blob_lock(schema: str, tenant_id: str, digest: str) -> tuple[int, int]:
+    """(int4, int4) advisory-lock key of one tenant's blob (a key space of its own)."""
+    return _int4(f"lts-blob:{check_schema(schema)}".encode()), _int4(f"{tenant_id}|{digest}".encode())
