@@ -7,6 +7,7 @@ from ._io import LuaScript
 PUT = LuaScript.load("put")
 PUT_WRITES = LuaScript.load("put_writes")
 GET = LuaScript.load("get")
+WRITES = LuaScript.load("writes")
 DELETE_MEMBERS = LuaScript.load("delete_members")
 IMPORT = LuaScript.load("import")
 OUTBOX_READ = LuaScript.load("outbox_read")
