@@ -45,6 +45,7 @@ from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, FlusherHealth, record_flush
 from .hot import HotOps, StoredCheckpoint, decode_refs, encode_refs, stored_to_export
 from .ids import ThreadRef, check_thread, configurable_of, parse_config
+from .legacy import LegacyReads
 from .locks import LockOps, ThreadLock
 from .metrics import Metrics
 from .offload import (
@@ -143,6 +144,10 @@ class TieredSaver(BaseCheckpointSaver[str]):
             offloader=self._offload,
         )
         self._flush = FlushOps(self.serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json)
+        self._legacy = LegacyReads(  # checkpoint format < 4: sends migrated on read (legacy.py)
+            self._hot, self._offload, self.serde, schema=schema, durable=self.durable,
+            first_version=lambda: self.get_next_version(None, None), on_hot_error=self._hot_failed,
+        )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
         self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
@@ -382,7 +387,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
             hot_up = False
         if stored is not None and (not self.durable or _complete(stored)):
             self.metrics.incr("read_hits_redis")
-            return self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, stored)))
+            hit = self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, stored)))
+            return (yield from self._legacy.migrate_one(ref.tenant_id, hit, hot=hot_up))  # legacy
         if not self.durable:
             return None
         try:
@@ -397,13 +403,15 @@ class TieredSaver(BaseCheckpointSaver[str]):
         if durable is None:
             if stored is None:
                 return None
-            return self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, stored)))
+            hit = self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, stored)))
+            return (yield from self._legacy.migrate_one(ref.tenant_id, hit, hot=hot_up))  # legacy
         found = _from_durable(durable, self.serde)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
             # Re-warm: the next read of this checkpoint, and the writes that follow, are hot.
             yield from self._hot.import_thread(ref.tenant_id, ref.thread_id, stored_to_export([found]), pending=False)
-        return self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, found)))
+        hit = self._hot.to_tuple(ref, (yield from self._offload.resolve_stored(ref.tenant_id, found)))
+        return (yield from self._legacy.migrate_one(ref.tenant_id, hit, hot=hot_up))  # legacy
 
     def _list_op(
         self,
@@ -476,6 +484,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         for _, (tref, stored) in ordered:
             resolved = yield from self._offload.resolve_stored(tref.tenant_id, stored)
             out.append(self._hot.to_tuple(tref, resolved))
+        out = yield from self._legacy.migrate(tenant, out, hot=hot_up)  # legacy
         return out
 
     def _flush_op(self, config: RunnableConfig | None) -> Op[list[FlushResult]]:
