@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypedDict
 
+import psycopg
 import pytest
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple
@@ -24,10 +25,14 @@ from langgraph.checkpoint.serde.types import TASKS
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
+from devtools.servers import PrivateRedis
+from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.durable import ops as pg_ops
 from langgraph_tiered_saver.flush import FlushPolicy
 from langgraph_tiered_saver.hot import HotOps
 from langgraph_tiered_saver.legacy import apply_sends, parent_key
+from langgraph_tiered_saver.offload import filesystem_blobs
+from tests._saver_fixtures import TEST_TENANT
 from tests.conftest import delete_keys
 
 NO_AUTO_FLUSH = FlushPolicy(quiet_seconds=3600.0, every_n_checkpoints=0, on_close=False)
@@ -334,6 +339,32 @@ def test_list_fetches_all_parents_at_once(
         assert (calls.redis, calls.postgres) == (2, 1)
 
 
+def test_list_across_threads_migrates_each_from_its_own_thread(
+    saver_context: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+    reference: tuple[str, list[Step], dict[str, Any]],
+) -> None:
+    """`list(None)`: two threads with the same checkpoint ids; each tuple gets the sends of its
+    own thread's parent, all parents fetched at once."""
+    thread, steps, expected = reference
+    other = f"{thread}-other"
+    with saver_context() as saver:
+        write_history(saver, thread, steps)
+        write_history(saver, other, steps[:2])
+        calls = Calls(monkeypatch)
+        listed = [view(t) for t in saver.list(None)]
+        assert calls.redis == 1
+    mine = [v for v in listed if v is not None and v["config"][0] == thread]
+    assert mine == expected["list all namespaces"]
+    theirs = [v for v in listed if v is not None and v["config"][0] == other]
+    assert [v["checkpoint"] for v in theirs] == [
+        v["checkpoint"]
+        for v in expected["list all namespaces"]
+        if v["config"][2] in {steps[0]["checkpoint"]["id"], steps[1]["checkpoint"]["id"]}
+        and v["config"][1] == ""
+    ]
+
+
 def test_current_checkpoints_cost_no_lookup(
     saver_context: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -456,3 +487,50 @@ def test_old_send_run_resumes_as_on_postgres_saver(
         saver.flush()
         delete_keys(redis_url, saver.key_prefix)
         assert resume(saver, cold) == expected
+
+
+def test_offloaded_sends_match_postgres_saver(
+    saver_context: Callable[..., Any],
+    redis_url: str,
+    tmp_path: Any,
+    reference: tuple[str, list[Step], dict[str, Any]],
+) -> None:
+    """Every value (the sends included) in the blob store: pointers are resolved, both tiers."""
+    thread, steps, expected = reference
+    blobs = filesystem_blobs(tmp_path)
+    opts = dict(durable=True, flush_policy=NO_AUTO_FLUSH, blob_store=blobs, offload_threshold=1)
+    with saver_context(**opts) as saver:
+        saver.setup()
+        write_history(saver, thread, steps)
+        assert any(tmp_path.rglob("*"))
+        assert_same(reads(saver, thread, steps), expected)
+        saver.flush()
+        delete_keys(redis_url, saver.key_prefix)
+        assert_same(reads(saver, thread, steps), expected)
+
+
+@pytest.mark.faults
+def test_redis_down_fallback_reads_parents_from_postgres(
+    make_private_redis: Callable[..., PrivateRedis],
+    test_database_url: str,
+    reference: tuple[str, list[Step], dict[str, Any]],
+) -> None:
+    """`on_redis_error="fallback"` with Redis down (a private server, killed): checkpoints and
+    their parents' writes come from Postgres alone."""
+    thread, steps, expected = reference
+    server = make_private_redis()
+    schema = f"lts_{uuid.uuid4().hex[:10]}"
+    opts: dict[str, Any] = dict(
+        tenant_id=TEST_TENANT, schema=schema, flush_policy=NO_AUTO_FLUSH, on_redis_error="fallback"
+    )
+    try:
+        with TieredSaver.from_conn_string(server.url, test_database_url, **opts) as saver:
+            saver.setup()
+            write_history(saver, thread, steps)
+            saver.flush()
+            server.kill()
+            assert_same(reads(saver, thread, steps), expected)
+            assert saver.metrics.counter("redis_fallbacks") > 0
+    finally:
+        with psycopg.connect(test_database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
