@@ -29,7 +29,7 @@ from . import keys as K
 from . import options as opt
 from ._io import Op, RedisCall
 from .blobs import BlobStore, parse_pointer
-from .codec import encode_typed, unpack_checkpoint
+from .codec import encode_typed, next_version, unpack_checkpoint
 from .durable import ops as pg
 from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
@@ -40,6 +40,7 @@ from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .hot import HotOps
 from .ids import ThreadRef, check_thread
+from .legacy import LegacyReads
 from .locks import Fences
 from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
@@ -95,6 +96,7 @@ class Core:
         self.policy = policy
         self.metrics = metrics
         self.fences = fences
+        self.legacy: LegacyReads | None = None  # checkpoint format < 4: sends migrated on read
         self.run_locks: RunLocks | None = None  # set by the saver with `auto_lock`
         self.flusher: BackgroundFlusher | None = None  # set by the saver with `background_flush`
 
@@ -131,10 +133,15 @@ class Core:
             track_outbox=durable, offloader=offload,
         )
         flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json)
-        return cls(
+        core = cls(
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
             policy=policy, metrics=metrics, fences=Fences(),
         )
+        core.legacy = LegacyReads(
+            hot, offload, serde, schema=schema, durable=durable,
+            first_version=lambda: next_version(None), on_hot_error=core._hot_failed,
+        )
+        return core
 
     # ------------------------------------------------------------------ failure policy
 
@@ -293,7 +300,7 @@ class Core:
             hot_up = False
         if stored is not None and (not self.durable or stored.complete):
             self.metrics.incr("read_hits_redis")
-            return (yield from self._to_tuple(ref, stored))
+            return (yield from self._to_tuple(ref, stored, hot_up))
         if not self.durable:
             return None
         try:
@@ -306,16 +313,19 @@ class Core:
             self._postgres_failed(exc, "get_tuple")
             durable = None
         if durable is None:
-            return None if stored is None else (yield from self._to_tuple(ref, stored))
+            return None if stored is None else (yield from self._to_tuple(ref, stored, hot_up))
         found = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
             # Re-warm: the next read of this checkpoint, and the writes that follow, are hot.
             yield from self.hot.import_thread(ref.tenant_id, ref.thread_id, stored_to_export([found]), pending=False)
-        return (yield from self._to_tuple(ref, found))
+        return (yield from self._to_tuple(ref, found, hot_up))
 
-    def _to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint) -> Op[CheckpointTuple]:
-        return self.hot.to_tuple(ref, (yield from self.offload.resolve_stored(ref.tenant_id, stored)))
+    def _to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
+        """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
+        format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
+        found = self.hot.to_tuple(ref, (yield from self.offload.resolve_stored(ref.tenant_id, stored)))
+        return found if self.legacy is None else (yield from self.legacy.migrate_one(ref.tenant_id, found, hot=hot_up))
 
     def list_op(self, q: ListQuery) -> Op[list[CheckpointTuple]]:
         if q.limit is not None and q.limit <= 0:
@@ -345,8 +355,8 @@ class Core:
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
         for _, (tref, stored) in ordered[: q.limit]:
-            out.append((yield from self._to_tuple(tref, stored)))
-        return out
+            out.append(self.hot.to_tuple(tref, (yield from self.offload.resolve_stored(tref.tenant_id, stored))))
+        return out if self.legacy is None else (yield from self.legacy.migrate(q.tenant, out, hot=hot_up))
 
     def _list_durable(self, q: ListQuery, found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]], hot_up: bool) -> Op[None]:
         """Add the Postgres rows Redis did not answer with to `found`."""

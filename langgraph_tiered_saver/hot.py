@@ -277,6 +277,28 @@ class HotOps:
         found = yield from self.fetch(ref, members)
         return found[0] if found else None
 
+    def fetch_writes(
+        self, tenant_id: str, members_by_thread: Mapping[str, Sequence[str]]
+    ) -> Op[dict[tuple[str, str], list[WriteRecord] | None]]:
+        """Pending writes of checkpoints (thread -> members), without their channel values, in
+        one round trip. A checkpoint Redis does not hold whole (absent, or some of its writes
+        evicted) maps to None: only the durable tier can answer for it."""
+        threads = [(t, list(m)) for t, m in members_by_thread.items() if m]
+        if not threads:
+            return {}
+        calls = tuple(scripts.WRITES.call(self.keys(tenant_id, t), {}, members) for t, members in threads)
+        replies = yield RedisCall(calls, scripts=(scripts.WRITES,))
+        out: dict[tuple[str, str], list[WriteRecord] | None] = {}
+        for (thread_id, members), reply in zip(threads, replies, strict=True):
+            where = f"Redis thread {thread_id!r}"
+            for member, (present, raw_writes, lost) in zip(members, reply, strict=True):
+                if not int(present) or int(lost):
+                    out[(thread_id, member)] = None
+                    continue
+                writes = [unpack_write(raw, where) for raw in raw_writes or () if raw is not None]
+                out[(thread_id, member)] = sorted(writes, key=WriteRecord.sort_key)
+        return out
+
     def await_checkpoint(self, ref: ThreadRef, timeout: float) -> Op[bool]:
         """Wait until the checkpoint `ref` names is in Redis. LangGraph submits a step's
         checkpoint and its tasks' writes to background threads concurrently, so an interrupt

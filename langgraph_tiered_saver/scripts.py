@@ -69,6 +69,7 @@ PUT_WRITES = LuaScript.load(
     rest="field, record, overwrite",
 )  # fmt: skip
 GET = LuaScript.load("get", THREAD_KEYS, ("refresh_ttl_ms", "mode"), rest="namespace | member")
+WRITES = LuaScript.load("writes", THREAD_KEYS, (), rest="member")
 DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="id")
 IMPORT = LuaScript.load("import", THREAD_KEYS, ("ttl_ms", "mark_pending"), rest="section, n, item")
 OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms"))

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import filters
 from .._io import Op, PgCall, PgStatement
+from ..codec import WriteRecord
 from . import sql
 from .audit import dumps_jsonb
 from .records import (
@@ -26,6 +27,7 @@ from .records import (
     WriteRow,
     created_at,
     fields_to_pairs,
+    loaded_value,
     stored_value,
     tuple_from_row,
 )
@@ -190,6 +192,27 @@ def list_op(
     return [tuple_from_row(r) for r in rows]
 
 
+def channel_writes_op(
+    schema: str, tenant: str, checkpoints: Sequence[tuple[str, str, str]], channel: str
+) -> Op[dict[tuple[str, str, str], list[WriteRecord]]]:
+    """The writes to `channel` of some (thread, ns, checkpoint id) checkpoints, in one query,
+    each list sorted by (task_path, task_id, idx); checkpoints without any are left out."""
+    if not checkpoints:
+        return {}
+    threads, namespaces, ids = (list(c) for c in zip(*checkpoints, strict=True))
+    params = {"tenant": tenant, "threads": threads, "ns": namespaces, "ids": ids, "channel": channel}
+    statement = PgStatement(sql.render(sql.SELECT_CHANNEL_WRITES, schema), params, fetch=True)
+    (rows,) = yield PgCall((statement,), tenant_id=tenant)
+    out: dict[tuple[str, str, str], list[WriteRecord]] = defaultdict(list)
+    for thread, ns, cid, task_id, idx, ch, type_, data, task_path, ref in rows:
+        where = f"postgres checkpoint {thread}/{ns!r}/{cid} write"
+        value = loaded_value(type_.encode(), data, None if ref is None else ref.encode(), where)
+        out[(thread, ns, cid)].append(WriteRecord(task_id, int(idx), ch, value, task_path))
+    for writes in out.values():
+        writes.sort(key=WriteRecord.sort_key)
+    return dict(out)
+
+
 def list_threads_op(schema: str, tenant: str) -> Op[list[ThreadInfo]]:
     """The tenant's threads in Postgres, with checkpoint count and latest activity."""
     call = PgCall(
@@ -204,6 +227,7 @@ def list_threads_op(schema: str, tenant: str) -> Op[list[ThreadInfo]]:
 
 
 __all__ = [
+    "channel_writes_op",
     "copy_thread_op",
     "delete_for_runs_op",
     "delete_thread_op",

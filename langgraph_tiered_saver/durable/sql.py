@@ -276,6 +276,18 @@ WHERE_NOT_KNOWN = (
     "(SELECT * FROM unnest(%(known_thread)s::text[], %(known_ns)s::text[], %(known_id)s::text[]))"
 )
 
+# Writes to one channel of some checkpoints, given as parallel arrays (legacy.py reads the TASKS
+# writes of the parents of checkpoints written before format 4 with it).
+SELECT_CHANNEL_WRITES = """
+SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx, w.channel, w.type, w.data,
+    w.task_path, w.blob_ref
+FROM unnest(%(threads)s::text[], %(ns)s::text[], %(ids)s::text[]) AS p(thread_id, checkpoint_ns, checkpoint_id)
+JOIN {s}.checkpoint_writes w
+    ON w.tenant_id = %(tenant)s AND w.thread_id = p.thread_id
+    AND w.checkpoint_ns = p.checkpoint_ns AND w.checkpoint_id = p.checkpoint_id
+WHERE w.channel = %(channel)s
+"""
+
 
 @lru_cache(maxsize=256)
 def select_tuples(schema: str, conditions: tuple[str, ...]) -> str:

@@ -72,6 +72,22 @@ local function lex_prefix(key, prefix)
   return redis.call("ZRANGEBYLEX", key, "[" .. prefix .. NUL, "(" .. prefix .. SOH)
 end
 
+-- The write records of a checkpoint, and 1 when eviction took part of them (else 0).
+local function member_writes(member)
+  local write_fields = lex_prefix(KEY.wi, member)
+  if #write_fields > 0 then
+    local writes = redis.call("HMGET", KEY.wr, unpack(write_fields))
+    for i = 1, #write_fields do
+      if not writes[i] then return writes, 1 end
+    end
+    return writes, 0
+  end
+  if redis.call("EXISTS", KEY.wr) == 1 and redis.call("EXISTS", KEY.wi) == 0 then
+    return {}, 1  -- the write index went, the writes did not: which are ours is unknown
+  end
+  return {}, 0
+end
+
 -- The checkpoint, its blob values and its writes, as one array (nil if absent).
 local function fetch_checkpoint(member)
   local record = redis.call("HGET", KEY.ck, member)
@@ -84,18 +100,9 @@ local function fetch_checkpoint(member)
     for i = 2, #parts do fields[#fields + 1] = parts[i] end
     values = redis.call("HMGET", KEY.bl, unpack(fields))
   end
-  local write_fields = lex_prefix(KEY.wi, member)
-  local writes = {}
+  local writes, writes_lost = member_writes(member)
   -- lost = 1 when eviction took part of what this checkpoint needs (see hot.parse_entry)
-  local lost = refs and 0 or 1
-  if #write_fields > 0 then
-    writes = redis.call("HMGET", KEY.wr, unpack(write_fields))
-    for i = 1, #write_fields do
-      if not writes[i] then lost = 1 end
-    end
-  elseif redis.call("EXISTS", KEY.wr) == 1 and redis.call("EXISTS", KEY.wi) == 0 then
-    lost = 1  -- the write index went, the writes did not: which are ours is unknown
-  end
+  local lost = (refs and writes_lost == 0) and 0 or 1
   return {member, record, refs, values, writes, lost}
 end
 
