@@ -537,7 +537,10 @@ class PrivatePostgres:
             _signal(p, signal.SIGSTOP)
 
     def thaw(self) -> None:
-        for p in getattr(self, "_frozen", []):
+        # As root the postmaster runs under `runuser`, which stops itself when its child stops
+        # (job control) and would never reap it: continue the wrapper too.
+        wrapper = [self._proc.pid] if self._proc is not None else []
+        for p in [*getattr(self, "_frozen", []), *wrapper]:
             _signal(p, signal.SIGCONT)
         self._frozen = []
 

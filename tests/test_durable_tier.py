@@ -246,7 +246,9 @@ def test_postgres_down_mid_run_loses_nothing(
     """Postgres stops mid-run: the graph keeps running on Redis, the outbox grows, and after a
     restart the flusher drains it: every checkpoint reaches Postgres."""
     pg = make_private_postgres()
-    policy = FlushPolicy(quiet_seconds=0.2, every_n_checkpoints=0, on_close=False)
+    policy = FlushPolicy(
+        quiet_seconds=0.2, every_n_checkpoints=0, on_close=False, retry_backoff=0.1, max_backoff=0.5, max_attempts=100
+    )
     with saver_context(durable=True, postgres_url=pg.url, flush_policy=policy) as saver:
         saver.setup()
         first = f"t-{uuid.uuid4().hex[:8]}"
@@ -282,12 +284,12 @@ def _xact_commits(admin_url: str, dbname: str) -> int:
 
 def _settled_commits(admin_url: str, dbname: str) -> int:
     """Backends flush their statistics when they exit; wait until the count has not moved for
-    a second. (Readings run in the admin database, so they do not count themselves.)"""
+    half a second. (Readings run in the admin database, so they do not count themselves.)"""
     readings = [_xact_commits(admin_url, dbname)]
-    for _ in range(60):
-        time.sleep(0.25)
+    for _ in range(150):
+        time.sleep(0.1)
         readings.append(_xact_commits(admin_url, dbname))
-        if len(readings) >= 5 and len(set(readings[-5:])) == 1:
+        if len(readings) >= 6 and len(set(readings[-6:])) == 1:
             break
     return readings[-1]
 

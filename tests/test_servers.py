@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable
 
@@ -67,11 +66,6 @@ def test_throwaway_when_nothing_else(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not redis_answers(urls.redis_url)
     assert not postgres_answers(urls.postgres_url, timeout=1)
 
-
-def test_free_port_is_bindable() -> None:
-    port = free_port()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", port))
 
 
 @pytest.mark.faults
@@ -180,19 +174,6 @@ def test_database_names_are_validated(postgres_url: str) -> None:
         create_database(postgres_url, 'x"; DROP DATABASE postgres; --')
 
 
-def test_test_database_is_separate(test_database_url: str, postgres_url: str) -> None:
-    with psycopg.connect(test_database_url) as conn:
-        row = conn.execute("SELECT current_database()").fetchone()
-    assert row is not None
-    assert row[0].startswith("lts_test_") or test_database_url == postgres_url
-
-
-def test_key_prefix_is_unique(key_prefix: str, redis_url: str) -> None:
-    assert key_prefix.startswith("ltstest-")
-    client = redis.Redis.from_url(redis_url)
-    client.set(f"{key_prefix}:probe", "1")
-    assert client.exists(f"{key_prefix}:probe") == 1
-    client.close()
 
 
 def test_cli_env_prints_urls(
