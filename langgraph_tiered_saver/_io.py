@@ -42,6 +42,8 @@ from .errors import (
 )
 from .pgfaults import PgLimits, classify_connect_error, classify_statement_error
 
+# The Postgres setting row-level security reads the call's tenant from (see durable.sql).
+TENANT_SETTING = "app.tenant_id"
 T = TypeVar("T")
 R = TypeVar("R")
 P = TypeVar("P")
@@ -111,7 +113,6 @@ Request = RedisCall | PgCall | Sleep | BlobIO
 Op = Generator[Request, Any, T]
 
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-_TENANT_SETTING = "app.tenant_id"
 
 
 class Stepper(Generic[T]):
@@ -188,7 +189,7 @@ def _pg_statements(call: PgCall, limits: PgLimits) -> list[tuple[str, Any]]:
     transaction only (`set_config(..., true)`: safe behind PgBouncer), then the statements."""
     settings = list(_limits_for(call, limits).settings()) + list(call.settings)
     if call.tenant_id is not None:
-        settings.insert(0, (_TENANT_SETTING, call.tenant_id))
+        settings.insert(0, (TENANT_SETTING, call.tenant_id))
     preamble = "SELECT " + ", ".join("set_config(%s, %s, true)" for _ in settings)
     return [(preamble, tuple(v for pair in settings for v in pair))]
 

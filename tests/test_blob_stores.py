@@ -203,7 +203,7 @@ def pg_blob_schema(test_database_url: str) -> Iterator[tuple[SyncDriver, str]]:
     """A driver on the test database (as its owner: RLS does not bind it) and a fresh schema."""
     from psycopg_pool import ConnectionPool
 
-    from langgraph_tiered_saver.durable import setup_op
+    from langgraph_tiered_saver.durable.migrations import setup_op
 
     schema = f"lts_blobs_{uuid.uuid4().hex[:10]}"
     with ConnectionPool(test_database_url, min_size=1, max_size=8, open=True) as pool:

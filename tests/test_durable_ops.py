@@ -22,28 +22,33 @@ from pydantic import BaseModel
 
 from langgraph_tiered_saver._io import AsyncDriver, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.codec import CheckpointRecord, TypedValue, WriteRecord
-from langgraph_tiered_saver.durable import (
+from langgraph_tiered_saver.durable import sql as durable_sql
+from langgraph_tiered_saver.durable.audit import dumps_jsonb, to_audit_json
+from langgraph_tiered_saver.durable.migrations import (
+    applied_versions_op,
+    migration_statement,
+    setup_op,
+)
+from langgraph_tiered_saver.durable.ops import (
+    get_checkpoint_op,
+    list_op,
+    list_threads_op,
+    upsert_batch_op,
+)
+from langgraph_tiered_saver.durable.records import (
     BlobRow,
     CheckpointRow,
     FlushBatch,
     RowCounts,
     WriteRow,
-    applied_versions_op,
+)
+from langgraph_tiered_saver.durable.retention import (
     copy_thread_op,
     delete_for_runs_op,
     delete_thread_op,
-    dumps_jsonb,
-    get_checkpoint_op,
-    list_op,
-    list_threads_op,
     prune_older_than_op,
     prune_op,
-    setup_op,
-    to_audit_json,
-    upsert_batch_op,
 )
-from langgraph_tiered_saver.durable import sql as durable_sql
-from langgraph_tiered_saver.durable.migrations import migration_statement
 from langgraph_tiered_saver.errors import ConfigError
 from langgraph_tiered_saver.keys import blob_field
 

@@ -19,24 +19,22 @@ from psycopg_pool import ConnectionPool
 from langgraph_tiered_saver._io import PgCall, SyncDriver
 from langgraph_tiered_saver.blobs import digest_of
 from langgraph_tiered_saver.codec import CheckpointRecord, WriteRecord
-from langgraph_tiered_saver.durable import (
-    BlobRow,
-    CheckpointRow,
-    FlushBatch,
-    WriteRow,
-    check_role_op,
-    create_app_role_op,
-    delete_for_runs_op,
-    delete_thread_op,
+from langgraph_tiered_saver.durable import sql as durable_sql
+from langgraph_tiered_saver.durable.migrations import setup_op
+from langgraph_tiered_saver.durable.ops import (
     get_checkpoint_op,
     list_op,
     list_threads_op,
-    prune_older_than_op,
-    prune_op,
-    setup_op,
     upsert_batch_op,
 )
-from langgraph_tiered_saver.durable import sql as durable_sql
+from langgraph_tiered_saver.durable.records import BlobRow, CheckpointRow, FlushBatch, WriteRow
+from langgraph_tiered_saver.durable.retention import (
+    delete_for_runs_op,
+    delete_thread_op,
+    prune_older_than_op,
+    prune_op,
+)
+from langgraph_tiered_saver.durable.roles import check_role_op, create_app_role_op
 from langgraph_tiered_saver.errors import ConfigError, PostgresError
 from langgraph_tiered_saver.keys import blob_field
 

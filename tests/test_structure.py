@@ -13,6 +13,11 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _ancestors(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts))]
+
+
 def import_graph() -> dict[str, set[str]]:
     """module -> package modules it imports (at run time or for type checking alike)."""
     modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
@@ -26,7 +31,8 @@ def import_graph() -> dict[str, set[str]]:
             target = ".".join(base + ([node.module] if node.module else []))
             submodules = {f"{target}.{a.name}" for a in node.names} & modules.keys()
             found = submodules if len(submodules) == len(node.names) else submodules | {target}
-            # importing from an enclosing package is how Python always starts a module
+            # importing `a.b.c` runs `a.b` (its __init__) first, unless the importer is inside it
+            found |= {p for m in found for p in _ancestors(m)}
             graph[name] |= {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
     return graph
 

@@ -18,13 +18,10 @@ import zlib
 from collections.abc import Iterable
 from functools import lru_cache
 
+from .._io import TENANT_SETTING
 from ..errors import ConfigError
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-TENANT_SETTING = "app.tenant_id"
-INTERRUPT_CHANNEL = "__interrupt__"
-# Metadata key LangGraph writes while a DeltaChannel has updates since its last snapshot.
-DELTA_COUNTERS_KEY = "counters_since_delta_snapshot"
 
 
 def check_schema(schema: str) -> str:
@@ -113,9 +110,9 @@ _RLS = """
 ALTER TABLE {s}.{table} ENABLE ROW LEVEL SECURITY;
 ALTER TABLE {s}.{table} FORCE ROW LEVEL SECURITY;
 CREATE POLICY tenant_isolation ON {s}.{table}
-    USING (tenant_id = current_setting('app.tenant_id', true))
-    WITH CHECK (tenant_id = current_setting('app.tenant_id', true));
-"""
+    USING (tenant_id = current_setting('{setting}', true))
+    WITH CHECK (tenant_id = current_setting('{setting}', true));
+""".replace("{setting}", TENANT_SETTING)
 
 MIGRATION_1_TABLES = """
 CREATE TABLE {s}.checkpoints (
