@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "worker":
             return _worker(saver, args)
         elif args.command == "metrics":
-            record_outbox(saver.metrics, saver.run_op(saver.core.flush.outbox_status()))
+            record_outbox(saver.metrics, saver.run_op(saver.core.flush.outbox_status_op()))
             _emit(saver.metrics.snapshot())
     return 0
 
@@ -176,7 +176,7 @@ def _threads(saver: TieredSaver) -> list[dict[str, Any]]:
     """The tenant's threads from both tiers' indexes (no checkpoint is loaded): whether Redis
     holds it, and what Postgres has of it."""
     tenant = saver._tenant("threads")
-    hot = saver.run_op(saver.core.hot.list_threads(tenant))
+    hot = saver.run_op(saver.core.hot.list_threads_op(tenant))
     in_redis = set(hot)
     durable = {i.thread_id: i for i in saver.run_op(list_threads_op(saver.schema, tenant))} if saver.durable else {}
     out = []

@@ -161,7 +161,7 @@ class Core:
 
     # ------------------------------------------------------------------ run locks
 
-    def _in_run(self, ref: ThreadRef, body: Op[T], **progress: Any) -> Op[T]:
+    def _in_run_op(self, ref: ThreadRef, body: Op[T], **progress: Any) -> Op[T]:
         """Run a checkpoint call inside its run's automatic lock: a failed call ends the run
         (its lock goes), a run-ending one releases it (see `runlock`)."""
         if self.run_locks is None:
@@ -214,50 +214,50 @@ class Core:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Op[Any]:
-        return (yield from self._in_run(ref, self._put(ref, config, checkpoint, metadata, new_versions), checkpoint=checkpoint))
+        return (yield from self._in_run_op(ref, self._put_op(ref, config, checkpoint, metadata, new_versions), checkpoint=checkpoint))
 
-    def _put(
+    def _put_op(
         self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> Op[Any]:
         try:
-            result = yield from self.hot.put(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref))
+            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref))
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put")
-            p = yield from self.hot.prepare_put(ref, checkpoint, metadata, new_versions, config)
+            p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
             entries: list[tuple[str, Any]] = [(K.outbox_entry("blob", f), v) for f, v in p.blobs]
             refs = encode_refs(p.run_id, p.record.blob_fields)
             entries.append((K.outbox_entry("checkpoint", p.member), (p.record.pack(), refs)))
-            yield from self._write_through(ref, entries)
+            yield from self._write_through_op(ref, entries)
             return ref.config(checkpoint["id"])
         if self.flusher is not None:
             self.flusher.on_checkpoint(ref.tenant_id, ref.thread_id)
         return result
 
     def put_writes_op(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
-        return (yield from self._in_run(ref, self._put_writes(ref, writes, task_id, task_path), writes=writes))
+        return (yield from self._in_run_op(ref, self._put_writes_op(ref, writes, task_id, task_path), writes=writes))
 
-    def _put_writes(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
+    def _put_writes_op(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
         if ref.checkpoint_id is None:
             raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
         try:
-            yield from self.hot.put_writes(ref, writes, task_id, task_path, self.fences.of(ref))
+            yield from self.hot.put_writes_op(ref, writes, task_id, task_path, self.fences.of(ref))
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put_writes")
-            records, _digests = yield from self.hot.prepare_writes(ref, writes, task_id, task_path)
-            yield from self._write_through(ref, [(K.outbox_entry("write", f), r.pack()) for f, r in records])
+            records, _digests = yield from self.hot.prepare_writes_op(ref, writes, task_id, task_path)
+            yield from self._write_through_op(ref, [(K.outbox_entry("write", f), r.pack()) for f, r in records])
             return None
         if not self.durable:
             return None
         mode = self.policy.for_writes([channel for channel, _ in writes])
         if mode == "sync":
             try:
-                if not (yield from self.hot.await_checkpoint(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)):
+                if not (yield from self.hot.await_checkpoint_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)):
                     logger.warning(
                         "checkpoint %s of thread %r was not written within %.0f s of its %s write; "
                         "flushing without it (it stays in the outbox)",
                         ref.checkpoint_id, ref.thread_id, SYNC_FLUSH_PUT_WAIT_SECONDS, "/".join(c for c, _ in writes),
                     )
-                yield from self._flush_now(ref.tenant_id, ref.thread_id)
+                yield from self._flush_now_op(ref.tenant_id, ref.thread_id)
             except TierUnavailableError as exc:
                 # Postgres down: the agent goes on; the outbox keeps the entries for a retry.
                 self._postgres_failed(exc, "interrupt flush")
@@ -267,40 +267,40 @@ class Core:
             self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=mode == "async")
         return None
 
-    def _write_through(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
+    def _write_through_op(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
         """Redis is down: write the same rows the flusher would have written, now."""
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
         yield from pg.upsert_batch_op(self.schema, [batch])
         self.metrics.incr("write_through_rows", len(entries))
         return None
 
-    def _flush_now(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+    def _flush_now_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
         started = time.perf_counter()
-        result = yield from self.flush.flush_thread(tenant_id, thread_id, wait=True)
+        result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True)
         record_flush(self.metrics, result, time.perf_counter() - started)
         return result
 
     def get_tuple_op(self, ref: ThreadRef, run_marker: object | None) -> Op[CheckpointTuple | None]:
         """`run_marker`: the runtime object of a root graph run this read starts (auto_lock)."""
         if run_marker is None or self.run_locks is None:
-            return (yield from self._get_tuple(ref))
+            return (yield from self._get_tuple_op(ref))
         try:
             yield from self.run_locks.begin_op(ref, run_marker)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "run lock")
-        return (yield from self._in_run(ref, self._get_tuple(ref)))
+        return (yield from self._in_run_op(ref, self._get_tuple_op(ref)))
 
-    def _get_tuple(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
+    def _get_tuple_op(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
         stored: StoredCheckpoint | None = None
         hot_up = True
         try:
-            stored = yield from self.hot.get_stored(ref)
+            stored = yield from self.hot.get_stored_op(ref)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "get_tuple")
             hot_up = False
         if stored is not None and (not self.durable or stored.complete):
             self.metrics.incr("read_hits_redis")
-            return (yield from self._to_tuple(ref, stored, hot_up))
+            return (yield from self._to_tuple_op(ref, stored, hot_up))
         if not self.durable:
             return None
         try:
@@ -313,19 +313,19 @@ class Core:
             self._postgres_failed(exc, "get_tuple")
             durable = None
         if durable is None:
-            return None if stored is None else (yield from self._to_tuple(ref, stored, hot_up))
+            return None if stored is None else (yield from self._to_tuple_op(ref, stored, hot_up))
         found = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
             # Re-warm: the next read of this checkpoint, and the writes that follow, are hot.
-            yield from self.hot.import_thread(ref.tenant_id, ref.thread_id, stored_to_export([found]), pending=False)
-        return (yield from self._to_tuple(ref, found, hot_up))
+            yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export([found]), pending=False)
+        return (yield from self._to_tuple_op(ref, found, hot_up))
 
-    def _to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
+    def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
-        found = self.hot.to_tuple(ref, (yield from self.offload.resolve_stored(ref.tenant_id, stored)))
-        return found if self.legacy is None else (yield from self.legacy.migrate_one(ref.tenant_id, found, hot=hot_up))
+        found = self.hot.to_tuple(ref, (yield from self.offload.resolve_stored_op(ref.tenant_id, stored)))
+        return found if self.legacy is None else (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
 
     def list_op(self, q: ListQuery) -> Op[list[CheckpointTuple]]:
         if q.limit is not None and q.limit <= 0:
@@ -334,9 +334,9 @@ class Core:
         partial: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         hot_up = True
         try:
-            threads = [q.ref] if q.ref else [ThreadRef(q.tenant, t) for t in (yield from self.hot.list_threads(q.tenant))]
+            threads = [q.ref] if q.ref else [ThreadRef(q.tenant, t) for t in (yield from self.hot.list_threads_op(q.tenant))]
             for thread_ref in threads:
-                for s in (yield from self.hot.list_stored(
+                for s in (yield from self.hot.list_stored_op(
                     thread_ref, all_namespaces=q.all_namespaces, before_id=q.before_id, metadata_filter=q.filter,
                     limit=q.limit,
                 )):
@@ -349,16 +349,16 @@ class Core:
             self._hot_failed(exc, "list")
             hot_up = False
         if self.durable:
-            yield from self._list_durable(q, found, hot_up)
+            yield from self._list_durable_op(q, found, hot_up)
         for key, entry in partial.items():
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
         for _, (tref, stored) in ordered[: q.limit]:
-            out.append(self.hot.to_tuple(tref, (yield from self.offload.resolve_stored(tref.tenant_id, stored))))
-        return out if self.legacy is None else (yield from self.legacy.migrate(q.tenant, out, hot=hot_up))
+            out.append(self.hot.to_tuple(tref, (yield from self.offload.resolve_stored_op(tref.tenant_id, stored))))
+        return out if self.legacy is None else (yield from self.legacy.migrate_op(q.tenant, out, hot=hot_up))
 
-    def _list_durable(self, q: ListQuery, found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]], hot_up: bool) -> Op[None]:
+    def _list_durable_op(self, q: ListQuery, found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]], hot_up: bool) -> Op[None]:
         """Add the Postgres rows Redis did not answer with to `found`."""
         ref = q.ref
         try:
@@ -387,10 +387,10 @@ class Core:
         """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread."""
         if not self.durable:
             return []
-        threads = [(ref.tenant_id, ref.thread_id)] if ref is not None else (yield from self.flush.dirty_threads())
+        threads = [(ref.tenant_id, ref.thread_id)] if ref is not None else (yield from self.flush.dirty_threads_op())
         results = []
         for tenant_id, thread_id in threads:
-            results.append((yield from self._flush_now(tenant_id, thread_id)))
+            results.append((yield from self._flush_now_op(tenant_id, thread_id)))
             if self.flusher is not None:
                 self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
         return results
@@ -401,66 +401,66 @@ class Core:
             raise ConfigError("prune_older_than applies to the durable tier; this saver has none")
         result = yield from pg.prune_older_than_op(self.schema, tenant, older_than)
         if tenant is not None:
-            yield from self._collect_blobs(tenant, [], _ref_digests(result.orphaned_blob_refs))
+            yield from self._collect_blobs_op(tenant, [], _ref_digests(result.orphaned_blob_refs))
         return result
 
     # ------------------------------------------------------------------ thread-level calls
 
-    def _with_flush_lock(self, tenant: str, thread_id: str, body: Op[T]) -> Op[T]:
+    def _with_flush_lock_op(self, tenant: str, thread_id: str, body: Op[T]) -> Op[T]:
         """Run `body` holding the thread's flush lock: a concurrent flush cannot re-insert rows
         a delete just removed."""
         if not self.durable:
             return (yield from body)
-        token = yield from self.flush.acquire_flush_lock(tenant, thread_id, wait=True)
+        token = yield from self.flush.acquire_flush_lock_op(tenant, thread_id, wait=True)
         try:
             return (yield from body)
         finally:
             if token is not None:
-                yield from self.flush.release_flush_lock(tenant, thread_id, token)
+                yield from self.flush.release_flush_lock_op(tenant, thread_id, token)
 
     def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
         thread_id = check_thread(thread_id)
-        yield from self._with_flush_lock(tenant, thread_id, self._delete_thread(tenant, thread_id))
+        yield from self._with_flush_lock_op(tenant, thread_id, self._delete_thread_op(tenant, thread_id))
         if self.flusher is not None:
             self.flusher.forget(tenant, thread_id)
         return None
 
-    def _delete_thread(self, tenant: str, thread_id: str) -> Op[None]:
-        before = yield from self.hot.export_thread(tenant, thread_id)
+    def _delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
+        before = yield from self.hot.export_thread_op(tenant, thread_id)
         candidates = digests_in_export(before)
-        yield from self.hot.delete_thread(tenant, [thread_id])
+        yield from self.hot.delete_thread_op(tenant, [thread_id])
         if self.durable:
             result = yield from pg.delete_thread_op(self.schema, tenant, thread_id)
             candidates |= _ref_digests(result.orphaned_blob_refs)
-        yield from self._collect_blobs(tenant, [], candidates)
+        yield from self._collect_blobs_op(tenant, [], candidates)
         return None
 
     def delete_for_runs_op(self, tenant: str, run_ids: Sequence[str]) -> Op[None]:
         run_ids = opt.id_list("run_ids", run_ids)
         if not run_ids:
             return None
-        threads = yield from self.hot.list_threads(tenant)
-        yield from self.hot.delete_members(tenant, {t: run_ids for t in threads}, "runs")
+        threads = yield from self.hot.list_threads_op(tenant)
+        yield from self.hot.delete_members_op(tenant, {t: run_ids for t in threads}, "runs")
         if self.durable:
             result = yield from pg.delete_for_runs_op(self.schema, tenant, run_ids)
-            yield from self._collect_blobs(tenant, threads, _ref_digests(result.orphaned_blob_refs))
+            yield from self._collect_blobs_op(tenant, threads, _ref_digests(result.orphaned_blob_refs))
         return None
 
-    def _collect_blobs(self, tenant: str, live_threads: Sequence[str], candidates: set[str]) -> Op[int]:
+    def _collect_blobs_op(self, tenant: str, live_threads: Sequence[str], candidates: set[str]) -> Op[int]:
         """Delete candidate blobs no longer referenced: first drop `live_threads` from the
         reference sets of digests they no longer use, then let the offloader check the rest."""
         if not candidates:
             return 0
         for thread_id in live_threads:
-            content = yield from self.hot.export_thread(tenant, thread_id)
+            content = yield from self.hot.export_thread_op(tenant, thread_id)
             gone = candidates - digests_in_export(content)
             if gone:
-                yield from self.offload.untrack(tenant, thread_id, gone)
+                yield from self.offload.untrack_op(tenant, thread_id, gone)
 
         def in_postgres(digests: list[str]) -> Op[set[str]]:
             return (yield from pg.blob_digests_in_use_op(self.schema, tenant, digests))
 
-        deleted = yield from self.offload.collect(tenant, candidates, in_postgres if self.durable else None)
+        deleted = yield from self.offload.collect_op(tenant, candidates, in_postgres if self.durable else None)
         self.metrics.incr("blobs_deleted", deleted)
         return deleted
 
@@ -468,8 +468,8 @@ class Core:
         src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
         if self.durable:
             yield from pg.copy_thread_op(self.schema, tenant, src, dst)
-        content = yield from self.hot.export_thread(tenant, src)
-        yield from self.hot.import_thread(tenant, dst, content, pending=self.durable)
+        content = yield from self.hot.export_thread_op(tenant, src)
+        yield from self.hot.import_thread_op(tenant, dst, content, pending=self.durable)
         tracked = self.offload.track_commands(tenant, dst, digests_in_export(content))
         if tracked:
             yield RedisCall(tuple(tracked))
@@ -484,15 +484,15 @@ class Core:
             if strategy == "delete":
                 yield from self.delete_thread_op(tenant, thread_id)
             else:
-                yield from self._with_flush_lock(tenant, thread_id, self._keep_latest(tenant, thread_id))
+                yield from self._with_flush_lock_op(tenant, thread_id, self._keep_latest_op(tenant, thread_id))
         return None
 
-    def _keep_latest(self, tenant: str, thread_id: str) -> Op[None]:
+    def _keep_latest_op(self, tenant: str, thread_id: str) -> Op[None]:
         """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
         With a durable tier, the outbox is flushed first so Postgres holds the full history."""
         if self.durable:
-            yield from self.flush.flush_thread(tenant, thread_id, wait=False)
-        content = yield from self.hot.export_thread(tenant, thread_id)
+            yield from self.flush.flush_thread_op(tenant, thread_id, wait=False)
+        content = yield from self.hot.export_thread_op(tenant, thread_id)
         where = f"Redis thread {thread_id!r}"
         records = {
             member: unpack_checkpoint(raw, decode_refs(content["cv"].get(member))[1], where)
@@ -512,7 +512,7 @@ class Core:
 
         keep = keep_latest(records, has_value)
         candidates = digests_in_export(content)
-        yield from self.hot.delete_members(tenant, {thread_id: [m for m in records if m not in keep]}, "members")
+        yield from self.hot.delete_members_op(tenant, {thread_id: [m for m in records if m not in keep]}, "members")
         if self.durable:
             kept: dict[tuple[str, str], set[str]] = {}
             for member in keep:
@@ -520,7 +520,7 @@ class Core:
                 kept.setdefault((thread_id, ns), set()).add(checkpoint_id)
             result = yield from pg.prune_op(self.schema, tenant, [thread_id], "keep_latest", kept)
             candidates |= _ref_digests(result.orphaned_blob_refs)
-        yield from self._collect_blobs(tenant, [thread_id], candidates)
+        yield from self._collect_blobs_op(tenant, [thread_id], candidates)
         return None
 
 

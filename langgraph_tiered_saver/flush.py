@@ -30,7 +30,7 @@ from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_wr
 from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
-from .polling import poll
+from .polling import poll_op
 from .stored import decode_refs
 
 Mode = Literal["sync", "async", "off"]
@@ -176,7 +176,7 @@ class FlushOps:
                 )
         return batch
 
-    def acquire_flush_lock(self, tenant_id: str, thread_id: str, *, wait: bool) -> Op[str | None]:
+    def acquire_flush_lock_op(self, tenant_id: str, thread_id: str, *, wait: bool) -> Op[str | None]:
         """Take the thread's flush lock (so two flushers, or a flush and a delete, never
         interleave on one thread). Returns the token, or None when busy and not waiting."""
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
@@ -186,14 +186,14 @@ class FlushOps:
             (acquired,) = yield RedisCall((("SET", lock, token, "NX", "PX", FLUSH_LOCK_MS),))
             return token if acquired else None
 
-        return (yield from poll(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0))
+        return (yield from poll_op(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0))
 
-    def release_flush_lock(self, tenant_id: str, thread_id: str, token: str) -> Op[None]:
+    def release_flush_lock_op(self, tenant_id: str, thread_id: str, token: str) -> Op[None]:
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         yield RedisCall((scripts.LOCK_RELEASE.call({"lock": lock}, {"token": token}),), scripts=(scripts.LOCK_RELEASE,))
         return None
 
-    def flush_thread(self, tenant_id: str, thread_id: str, *, wait: bool = False) -> Op[FlushResult]:
+    def flush_thread_op(self, tenant_id: str, thread_id: str, *, wait: bool = False) -> Op[FlushResult]:
         """Flush one thread completely (in batches), under the thread's flush lock. With `wait`,
         wait for a concurrent flusher to finish instead of skipping (a sync flush must see its
         own writes in Postgres).
@@ -211,7 +211,7 @@ class FlushOps:
             observed, reply = yield self._read_call(keys, token, dirty, member)
             return (observed, reply) if reply else None
 
-        read = yield from poll(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0)
+        read = yield from poll_op(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0)
         if read is None:
             result.skipped_locked = True
             return result
@@ -248,7 +248,7 @@ class FlushOps:
                 )
         finally:
             if not released:
-                yield from self.release_flush_lock(tenant_id, thread_id, token)
+                yield from self.release_flush_lock_op(tenant_id, thread_id, token)
         return result
 
     @staticmethod
@@ -260,13 +260,13 @@ class FlushOps:
             scripts=(scripts.OUTBOX_READ,),
         )
 
-    def dirty_threads(self, older_than_ms: int | None = None, limit: int = 500) -> Op[list[tuple[str, str]]]:
+    def dirty_threads_op(self, older_than_ms: int | None = None, limit: int = 500) -> Op[list[tuple[str, str]]]:
         """Threads with outbox entries, oldest write first; only those quiet for `older_than_ms`."""
         upper: Any = "+inf" if older_than_ms is None else int(time.time() * 1000) - older_than_ms
         (raw,) = yield RedisCall((("ZRANGEBYSCORE", K.dirty_key(self.prefix), "-inf", upper, "LIMIT", 0, limit),))
         return [K.split_dirty_member(as_str(m)) for m in raw]
 
-    def outbox_status(self) -> Op[OutboxStatus]:
+    def outbox_status_op(self) -> Op[OutboxStatus]:
         """Depth of the outbox index and the age of its oldest entry, in one round trip."""
         dirty = K.dirty_key(self.prefix)
         depth, oldest = yield RedisCall((("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")))

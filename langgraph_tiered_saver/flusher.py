@@ -261,8 +261,8 @@ class BackgroundFlusher:
         """Also flush quiet threads nobody is flushing (a crashed process' outbox)."""
         quiet_ms = int(max(self._policy.quiet_seconds, self._adopt_interval) * 1000)
         try:
-            threads = self._run(self._ops.dirty_threads(older_than_ms=quiet_ms))
-            record_outbox(self._metrics, self._run(self._ops.outbox_status()))
+            threads = self._run(self._ops.dirty_threads_op(older_than_ms=quiet_ms))
+            record_outbox(self._metrics, self._run(self._ops.outbox_status_op()))
         except Exception as exc:
             self._metrics.incr("flush_errors")
             logger.warning("flusher could not read the outbox index: %s", exc)
@@ -274,7 +274,7 @@ class BackgroundFlusher:
 
     def _flush(self, key: ThreadId) -> FlushResult:
         started = time.perf_counter()
-        result: FlushResult = self._run(self._ops.flush_thread(*key))
+        result: FlushResult = self._run(self._ops.flush_thread_op(*key))
         record_flush(self._metrics, result, time.perf_counter() - started)
         self.book.succeeded(key)
         with self._cond:
@@ -335,8 +335,8 @@ def worker_loop(
     idle_backoff = 0.0
     while not stop.is_set():
         try:
-            threads = run(ops.dirty_threads(older_than_ms=int(quiet_seconds * 1000)))
-            record_outbox(metrics, run(ops.outbox_status()))
+            threads = run(ops.dirty_threads_op(older_than_ms=int(quiet_seconds * 1000)))
+            record_outbox(metrics, run(ops.outbox_status_op()))
             idle_backoff = 0.0
         except Exception as exc:
             idle_backoff = min(MAX_BACKOFF, max(0.5, idle_backoff * 2))
@@ -352,7 +352,7 @@ def worker_loop(
                 continue
             started = time.perf_counter()
             try:
-                result = run(ops.flush_thread(*key))
+                result = run(ops.flush_thread_op(*key))
             except Exception as exc:
                 book.failed(key, exc, time.monotonic())
                 continue

@@ -40,7 +40,7 @@ from .codec import (
 )
 from .errors import CorruptDataError
 from .ids import MAX_TASK_ID, ThreadRef, check_field_id
-from .polling import poll
+from .polling import poll_op
 from .scripts import LuaScript
 from .stored import StoredCheckpoint, decode_refs, encode_refs
 
@@ -148,7 +148,7 @@ class HotOps:
             out.append((K.write_field(ref.checkpoint_ns, ref.checkpoint_id, task_id, idx), record))
         return out
 
-    def prepare_put(
+    def prepare_put_op(
         self,
         ref: ThreadRef,
         checkpoint: Checkpoint,
@@ -161,19 +161,19 @@ class HotOps:
         blobs: list[tuple[str, bytes]] = []
         digests: list[str] = []
         for field, value in typed:
-            stored = yield from self.offloader.offload(ref.tenant_id, value)
+            stored = yield from self.offloader.offload_op(ref.tenant_id, value)
             if stored is not value:
                 digests.append(pointer_digest(stored) or "")
             blobs.append((field, encode_typed(stored)))
         return PreparedPut(member, record, run_id, blobs, digests)
 
-    def prepare_writes(
+    def prepare_writes_op(
         self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
     ) -> Op[tuple[list[tuple[str, WriteRecord]], list[str]]]:
         out: list[tuple[str, WriteRecord]] = []
         digests: list[str] = []
         for field, record in self.encode_writes(ref, writes, task_id, task_path):
-            stored = yield from self.offloader.offload(ref.tenant_id, record.value)
+            stored = yield from self.offloader.offload_op(ref.tenant_id, record.value)
             if stored is not record.value:
                 digests.append(pointer_digest(stored) or "")
                 record = replace(record, value=stored)
@@ -210,7 +210,7 @@ class HotOps:
 
     # ----------------------------------------------------------------- operations
 
-    def put(
+    def put_op(
         self,
         ref: ThreadRef,
         checkpoint: Checkpoint,
@@ -219,7 +219,7 @@ class HotOps:
         config: RunnableConfig,
         fence: str = "",
     ) -> Op[RunnableConfig]:
-        p = yield from self.prepare_put(ref, checkpoint, metadata, new_versions, config)
+        p = yield from self.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
         args = {
             "ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, "member": p.member,
             "record": p.record.pack(), "refs": encode_refs(p.run_id, p.record.blob_fields), "run_id": p.run_id,
@@ -229,7 +229,7 @@ class HotOps:
         yield self._write_call(ref, scripts.PUT, args, blobs, p.digests)
         return ref.config(checkpoint["id"])
 
-    def put_writes(
+    def put_writes_op(
         self,
         ref: ThreadRef,
         writes: Sequence[tuple[str, Any]],
@@ -239,7 +239,7 @@ class HotOps:
     ) -> Op[None]:
         if not writes:
             return None
-        records, digests = yield from self.prepare_writes(ref, writes, task_id, task_path)
+        records, digests = yield from self.prepare_writes_op(ref, writes, task_id, task_path)
         args = {"ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, **self._mark_args(ref)}
         triples = [item for field, r in records for item in (field, r.pack(), "1" if r.idx < 0 else "0")]
         yield self._write_call(ref, scripts.PUT_WRITES, args, triples, digests)
@@ -260,7 +260,7 @@ class HotOps:
         extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
         return RedisCall((script.call(keys, args, rest), *extra), transaction=bool(extra), scripts=(script,))
 
-    def fetch(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[list[StoredCheckpoint]]:
+    def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[list[StoredCheckpoint]]:
         """The latest checkpoint of `ref`'s namespace (members=None), or the given members."""
         ttl = self.ttl_ms if self.refresh_on_read else 0
         args = {"refresh_ttl_ms": ttl, "mode": "latest" if members is None else "ids"}
@@ -270,14 +270,14 @@ class HotOps:
         where = f"Redis thread {ref.thread_id!r}"
         return [parse_entry(entry, where) for entry in entries or ()]
 
-    def get_stored(self, ref: ThreadRef) -> Op[StoredCheckpoint | None]:
+    def get_stored_op(self, ref: ThreadRef) -> Op[StoredCheckpoint | None]:
         members = None if ref.checkpoint_id is None else [
             K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
         ]
-        found = yield from self.fetch(ref, members)
+        found = yield from self.fetch_op(ref, members)
         return found[0] if found else None
 
-    def fetch_writes(
+    def fetch_writes_op(
         self, tenant_id: str, members_by_thread: Mapping[str, Sequence[str]]
     ) -> Op[dict[tuple[str, str], list[WriteRecord] | None]]:
         """Pending writes of checkpoints (thread -> members), without their channel values, in
@@ -299,7 +299,7 @@ class HotOps:
                 out[(thread_id, member)] = sorted(writes, key=WriteRecord.sort_key)
         return out
 
-    def await_checkpoint(self, ref: ThreadRef, timeout: float) -> Op[bool]:
+    def await_checkpoint_op(self, ref: ThreadRef, timeout: float) -> Op[bool]:
         """Wait until the checkpoint `ref` names is in Redis. LangGraph submits a step's
         checkpoint and its tasks' writes to background threads concurrently, so an interrupt
         write can arrive before the put of the checkpoint it belongs to: a flush that must make
@@ -312,9 +312,9 @@ class HotOps:
             (present,) = yield RedisCall((("HEXISTS", ck, member),))
             return True if present else None
 
-        return bool((yield from poll(attempt, timeout=timeout)))
+        return bool((yield from poll_op(attempt, timeout=timeout)))
 
-    def members(self, ref: ThreadRef, all_namespaces: bool) -> Op[list[str]]:
+    def members_op(self, ref: ThreadRef, all_namespaces: bool) -> Op[list[str]]:
         """Checkpoint members of a thread, newest checkpoint id first."""
         idx = K.thread_keys(self.prefix, ref.tenant_id, ref.thread_id).idx
         if all_namespaces:
@@ -327,13 +327,13 @@ class HotOps:
         members.sort(key=lambda m: K.split_checkpoint_member(m)[::-1], reverse=True)
         return members
 
-    def list_threads(self, tenant_id: str) -> Op[list[str]]:
+    def list_threads_op(self, tenant_id: str) -> Op[list[str]]:
         """Threads of a tenant known to Redis, most recently written first."""
         key = K.tenant_threads_key(self.prefix, tenant_id)
         (raw,) = yield RedisCall((("ZREVRANGE", key, 0, -1),))
         return [as_str(t) for t in raw]
 
-    def list_stored(
+    def list_stored_op(
         self,
         ref: ThreadRef,
         *,
@@ -343,14 +343,14 @@ class HotOps:
         limit: int | None,
     ) -> Op[list[StoredCheckpoint]]:
         """Checkpoints of one thread, newest first, with `before`, metadata filter and limit."""
-        members = yield from self.members(ref, all_namespaces)
+        members = yield from self.members_op(ref, all_namespaces)
         if ref.checkpoint_id is not None:
             members = [m for m in members if K.split_checkpoint_member(m)[1] == ref.checkpoint_id]
         if before_id is not None:
             members = [m for m in members if K.split_checkpoint_member(m)[1] < before_id]
         out: list[StoredCheckpoint] = []
         for start in range(0, len(members), LIST_BATCH):
-            batch = yield from self.fetch(ref, members[start : start + LIST_BATCH])
+            batch = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
             for stored in batch:
                 if metadata_filter and not self.matches(stored, metadata_filter):
                     continue
@@ -362,7 +362,7 @@ class HotOps:
     def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:
         return filters.matches(self.serde.loads_typed(stored.record.metadata), metadata_filter)
 
-    def delete_thread(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
+    def delete_thread_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
         commands: list[tuple[Any, ...]] = []
         for thread_id in thread_ids:
             commands.append(("DEL", *K.thread_keys(self.prefix, tenant_id, thread_id)))
@@ -372,7 +372,7 @@ class HotOps:
             yield RedisCall(tuple(commands))
         return None
 
-    def delete_members(
+    def delete_members_op(
         self, tenant_id: str, targets: Mapping[str, Sequence[str]], mode: str
     ) -> Op[int]:
         """Delete, per thread, the listed members (mode "members") or runs (mode "runs")."""
@@ -386,7 +386,7 @@ class HotOps:
         replies = yield RedisCall(calls, scripts=(scripts.DELETE_MEMBERS,))
         return sum(int(reply[0]) for reply in replies)
 
-    def export_thread(self, tenant_id: str, thread_id: str) -> Op[dict[str, dict[str, bytes]]]:
+    def export_thread_op(self, tenant_id: str, thread_id: str) -> Op[dict[str, dict[str, bytes]]]:
         """Every checkpoint record, refs, blob and write of one thread (copy_thread, prune)."""
         tk = K.thread_keys(self.prefix, tenant_id, thread_id)
         replies = yield RedisCall(
@@ -395,7 +395,7 @@ class HotOps:
         names = ("ck", "cv", "bl", "wr")
         return {name: {as_str(k): v for k, v in reply.items()} for name, reply in zip(names, replies, strict=True)}
 
-    def import_thread(
+    def import_thread_op(
         self, tenant_id: str, thread_id: str, content: Mapping[str, Mapping[str, Any]], *, pending: bool
     ) -> Op[None]:
         """Write exported (or Postgres-loaded) content into a thread, in one script."""

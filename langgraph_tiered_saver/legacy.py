@@ -96,12 +96,12 @@ class LegacyReads:
         self.first_version = first_version
         self.on_hot_error = on_hot_error  # the saver's policy for a Redis failure: raise, or go on
 
-    def migrate_one(self, tenant_id: str, t: CheckpointTuple, *, hot: bool) -> Op[CheckpointTuple]:
+    def migrate_one_op(self, tenant_id: str, t: CheckpointTuple, *, hot: bool) -> Op[CheckpointTuple]:
         """`migrate` for get_tuple."""
-        (out,) = yield from self.migrate(tenant_id, [t], hot=hot)
+        (out,) = yield from self.migrate_op(tenant_id, [t], hot=hot)
         return out
 
-    def migrate(
+    def migrate_op(
         self, tenant_id: str, tuples: Sequence[CheckpointTuple], *, hot: bool
     ) -> Op[list[CheckpointTuple]]:
         """The tuples with older-format ones migrated. `hot` False: Redis is known to be down
@@ -110,16 +110,16 @@ class LegacyReads:
         needed = sorted({k for k in keys if k is not None})
         if not needed:
             return list(tuples)
-        writes = yield from self.parent_task_writes(tenant_id, needed, hot=hot)
+        writes = yield from self.parent_task_writes_op(tenant_id, needed, hot=hot)
         sends: dict[ParentKey, list[Any]] = {}
         for key in needed:
-            sends[key] = yield from self._load(tenant_id, key, writes.get(key, []))
+            sends[key] = yield from self._load_op(tenant_id, key, writes.get(key, []))
         return [
             t if key is None else apply_sends(t, sends[key], self.first_version)
             for t, key in zip(tuples, keys, strict=True)
         ]
 
-    def parent_task_writes(
+    def parent_task_writes_op(
         self, tenant_id: str, parents: Sequence[ParentKey], *, hot: bool
     ) -> Op[dict[ParentKey, list[WriteRecord]]]:
         """TASKS writes of the parents: from Redis (one round trip), then, for the parents Redis
@@ -131,7 +131,7 @@ class LegacyReads:
             for thread_id, ns, checkpoint_id in parents:
                 by_thread[thread_id].append(K.checkpoint_member(ns, checkpoint_id))
             try:
-                stored = yield from self.hot.fetch_writes(tenant_id, by_thread)
+                stored = yield from self.hot.fetch_writes_op(tenant_id, by_thread)
             except TierUnavailableError as exc:
                 self.on_hot_error(exc, "legacy checkpoint read")
                 stored = {}
@@ -148,11 +148,11 @@ class LegacyReads:
                 found[key] = rows.get(key, [])
         return found
 
-    def _load(self, tenant_id: str, key: ParentKey, writes: Sequence[WriteRecord]) -> Op[list[Any]]:
+    def _load_op(self, tenant_id: str, key: ParentKey, writes: Sequence[WriteRecord]) -> Op[list[Any]]:
         """The sends themselves: offloaded values fetched, then deserialized."""
         out = []
         for w in writes:
-            typed = yield from self.offloader.resolve(tenant_id, w.value)
+            typed = yield from self.offloader.resolve_op(tenant_id, w.value)
             try:
                 out.append(self.serde.loads_typed(typed))
             except Exception as exc:

@@ -24,7 +24,7 @@ from ._io import Op, RedisCall
 from .codec import as_str
 from .errors import ThreadLockedError
 from .ids import ThreadRef
-from .polling import poll
+from .polling import poll_op
 
 logger = logging.getLogger("langgraph_tiered_saver.locks")
 POLL_SECONDS = 0.05
@@ -82,7 +82,7 @@ class LockOps:
             "meta": K.thread_keys(self.prefix, ref.tenant_id, ref.thread_id).meta,
         }
 
-    def acquire(self, ref: ThreadRef, ttl_ms: int, *, wait: bool, wait_timeout: float | None) -> Op[LockHandle]:
+    def acquire_op(self, ref: ThreadRef, ttl_ms: int, *, wait: bool, wait_timeout: float | None) -> Op[LockHandle]:
         token = uuid.uuid4().hex
 
         def attempt() -> Op[LockHandle | None]:
@@ -92,19 +92,19 @@ class LockOps:
             )
             return LockHandle(ref.tenant_id, ref.thread_id, token, as_str(fence), ttl_ms) if fence else None
 
-        handle = yield from poll(attempt, timeout=wait_timeout if wait else 0, longest=POLL_SECONDS)
+        handle = yield from poll_op(attempt, timeout=wait_timeout if wait else 0, longest=POLL_SECONDS)
         if handle is None:
             raise ThreadLockedError(f"thread {ref.thread_id!r} (tenant {ref.tenant_id!r}) is locked by another holder")
         return handle
 
-    def renew(self, handle: LockHandle) -> Op[bool]:
+    def renew_op(self, handle: LockHandle) -> Op[bool]:
         key = K.lock_key(self.prefix, handle.tenant_id, handle.thread_id)
         (ok,) = yield RedisCall(
             (scripts.LOCK_RENEW.call({"lock": key}, {"token": handle.token, "ttl_ms": handle.ttl_ms}),), scripts=(scripts.LOCK_RENEW,)
         )
         return bool(ok)
 
-    def release(self, handle: LockHandle) -> Op[bool]:
+    def release_op(self, handle: LockHandle) -> Op[bool]:
         key = K.lock_key(self.prefix, handle.tenant_id, handle.thread_id)
         (ok,) = yield RedisCall(
             (scripts.LOCK_RELEASE.call({"lock": key}, {"token": handle.token}),), scripts=(scripts.LOCK_RELEASE,)
@@ -165,7 +165,7 @@ class ThreadLock:
         return self.idle is not None and time.monotonic() - self.last_active >= self.idle
 
     def acquire_op(self) -> Op[LockHandle]:
-        handle = yield from self.ops.acquire(self.ref, self.ttl_ms, wait=self.wait, wait_timeout=self.wait_timeout)
+        handle = yield from self.ops.acquire_op(self.ref, self.ttl_ms, wait=self.wait, wait_timeout=self.wait_timeout)
         self.handle = handle
         self.last_active = time.monotonic()
         self.fences.hold(handle)
@@ -180,7 +180,7 @@ class ThreadLock:
             self._released = True
         self._stop.set()
         try:
-            if self.handle is not None and not (yield from self.ops.release(self.handle)):
+            if self.handle is not None and not (yield from self.ops.release_op(self.handle)):
                 self._lost()
         finally:
             if self.handle is not None:
@@ -203,7 +203,7 @@ class ThreadLock:
                     logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc)
                 return
             try:
-                renewed = self.runner.run_op(self.ops.renew(handle))
+                renewed = self.runner.run_op(self.ops.renew_op(handle))
             except Exception as exc:  # keep trying: a short Redis blip must not drop the lock
                 logger.warning("lock renewal failed: %s", exc)
                 continue

@@ -141,7 +141,7 @@ class Offloader:
             raise ConfigError("a stored value lives in the blob store, but this saver has none configured")
         return as_ops(self.stores(tenant_id))
 
-    def offload(self, tenant_id: str, typed: TypedValue) -> Op[TypedValue]:
+    def offload_op(self, tenant_id: str, typed: TypedValue) -> Op[TypedValue]:
         """The value itself, or a pointer to where the store now keeps it. A store that is
         down (Postgres, S3) leaves the value inline: the hot tier keeps working through an
         outage, at the cost of Redis memory, and the flush stores the value in its row."""
@@ -156,23 +156,23 @@ class Offloader:
             return typed
         return (BLOB_TYPE + typed[0], pointer)
 
-    def resolve(self, tenant_id: str, typed: TypedValue) -> Op[TypedValue]:
+    def resolve_op(self, tenant_id: str, typed: TypedValue) -> Op[TypedValue]:
         if not typed[0].startswith(BLOB_TYPE):
             return typed
         data = yield from load_op(self._ops(tenant_id), typed[1])
         return (typed[0][len(BLOB_TYPE):], data)
 
-    def resolve_stored(self, tenant_id: str, stored: StoredCheckpoint) -> Op[StoredCheckpoint]:
+    def resolve_stored_op(self, tenant_id: str, stored: StoredCheckpoint) -> Op[StoredCheckpoint]:
         if not any(t[0].startswith(BLOB_TYPE) for t in stored.blobs.values()) and not any(
             w.value[0].startswith(BLOB_TYPE) for w in stored.writes
         ):
             return stored
         blobs = {}
         for field, typed in stored.blobs.items():
-            blobs[field] = yield from self.resolve(tenant_id, typed)
+            blobs[field] = yield from self.resolve_op(tenant_id, typed)
         writes: list[WriteRecord] = []
         for w in stored.writes:
-            writes.append(replace(w, value=(yield from self.resolve(tenant_id, w.value))))
+            writes.append(replace(w, value=(yield from self.resolve_op(tenant_id, w.value))))
         return replace(stored, blobs=blobs, writes=writes)
 
     # ------------------------------------------------------------------ reference tracking
@@ -180,11 +180,11 @@ class Offloader:
     def track_commands(self, tenant_id: str, thread_id: str, digests: Iterable[str]) -> list[tuple[Any, ...]]:
         return [("SADD", K.blob_threads_key(self.prefix, tenant_id, d), thread_id) for d in set(digests)]
 
-    def untrack(self, tenant_id: str, thread_id: str, digests: Iterable[str]) -> Op[None]:
+    def untrack_op(self, tenant_id: str, thread_id: str, digests: Iterable[str]) -> Op[None]:
         yield RedisCall(tuple(("SREM", K.blob_threads_key(self.prefix, tenant_id, d), thread_id) for d in digests))
         return None
 
-    def collect(self, tenant_id: str, candidates: Iterable[str], in_postgres: Callable[[list[str]], Op[set[str]]] | None) -> Op[int]:
+    def collect_op(self, tenant_id: str, candidates: Iterable[str], in_postgres: Callable[[list[str]], Op[set[str]]] | None) -> Op[int]:
         """Delete candidate blobs nothing references any more; returns how many were deleted."""
         candidates = sorted(set(candidates))
         if self.stores is None or not candidates or not self.collect_garbage:

@@ -17,7 +17,7 @@ from ._io import Op, Sleep
 T = TypeVar("T")
 
 
-def poll(
+def poll_op(
     attempt: Callable[[], Op[T | None]], *, timeout: float | None, first: float = 0.001, longest: float = 0.05
 ) -> Op[T | None]:
     """Run `attempt` until it returns something other than None; None once `timeout` seconds

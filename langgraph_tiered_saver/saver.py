@@ -146,7 +146,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
     def _ref(self, config: RunnableConfig) -> ThreadRef:
         return parse_config(config, self.tenant_id)
 
-    def _list(
+    def _list_op(
         self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None
     ) -> Op[list[CheckpointTuple]]:
         ref = None if config is None else self._ref(config)
@@ -214,7 +214,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None, limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        yield from self.run_op(self._list(config, filter, before, limit))
+        yield from self.run_op(self._list_op(config, filter, before, limit))
 
     def put(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
@@ -248,7 +248,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None, limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        for item in await self.arun_op(self._list(config, filter, before, limit)):
+        for item in await self.arun_op(self._list_op(config, filter, before, limit)):
             yield item
 
     async def aput(

@@ -275,7 +275,7 @@ def test_durable_saver_with_auto_lock(saver_context: Callable[..., Any], redis_u
         graph = approval_graph(saver, probe)
         graph.invoke({"n": 0}, cfg)
         assert not probe.held()
-        saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))  # Redis lost the thread
+        saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [thread]))  # Redis lost the thread
         assert graph.invoke(Command(resume=True), cfg)["n"] == 2  # resumed from Postgres, locked
         assert probe.seen == [True, True, True, True]
         assert not probe.held()

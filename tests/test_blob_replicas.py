@@ -60,7 +60,7 @@ def test_two_processes_share_5mb_values_and_gc_keeps_shared_blobs(
         assert payload_graph(saver, "").get_state(cfg(c)).values["output"] == mine
         assert len(_digests(saver)) == 2  # c shares a's blob
 
-        saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [c]))  # c now lives in Postgres only
+        saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [c]))  # c now lives in Postgres only
         saver.delete_thread(a)  # c's Postgres rows still reference the blob
         assert len(_digests(saver)) == 2
         assert payload_graph(saver, "").get_state(cfg(c)).values["output"] == mine

@@ -54,7 +54,7 @@ def test_cli_inspects_flushes_and_prunes(
         assert (listed["in_redis"], listed["postgres_checkpoints"]) == (True, 10)
         assert listed["latest_postgres_checkpoint"] == checkpoints[0]["checkpoint_id"]
         assert listed["last_flushed_at"] is not None
-        saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))  # gone from Redis (TTL)
+        saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [thread]))  # gone from Redis (TTL)
         (listed,) = cli("threads")
         assert (listed["thread_id"], listed["in_redis"], listed["postgres_checkpoints"]) == (thread, False, 10)
 

@@ -67,15 +67,15 @@ def test_quiet_thread_is_flushed_after_the_run(saver_context: Callable[..., Any]
 def test_outbox_status_reports_depth_and_age(saver_context: Callable[..., Any]) -> None:
     with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
         saver.setup()
-        assert saver.run_op(saver.core.flush.outbox_status()) == OutboxStatus(0, 0.0)
+        assert saver.run_op(saver.core.flush.outbox_status_op()) == OutboxStatus(0, 0.0)
         thread = f"t-{uuid.uuid4().hex[:8]}"
         chain_graph(saver).invoke({"n": 0}, thread_config(thread))
         time.sleep(0.3)
-        status = saver.run_op(saver.core.flush.outbox_status())
+        status = saver.run_op(saver.core.flush.outbox_status_op())
         assert status.depth == 1 and 0.29 <= status.oldest_seconds < 10.0, status
         (result,) = saver.flush(thread_config(thread))
         assert result.lag_seconds is not None and result.lag_seconds >= 0.29
-        assert saver.run_op(saver.core.flush.outbox_status()) == OutboxStatus(0, 0.0)
+        assert saver.run_op(saver.core.flush.outbox_status_op()) == OutboxStatus(0, 0.0)
 
 
 def test_interrupt_is_durable_before_the_graph_returns(saver_context: Callable[..., Any], test_database_url: str) -> None:
@@ -202,7 +202,7 @@ def test_crash_before_flush_loses_nothing(saver_context: Callable[..., Any], red
         assert worker.returncode == 0, worker.stderr
         assert pg_rows(test_database_url, saver.schema, thread) == written
         # Postgres alone: drop the hot copy and read through the cascade.
-        saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))
+        saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [thread]))
         after = build_graph(saver).get_state(thread_config(thread))
         assert comparable(after.values) == comparable(before.values)
         assert after.next == before.next == ("review",)
@@ -259,13 +259,13 @@ def test_postgres_down_mid_run_loses_nothing(
         for thread in threads:
             assert chain_graph(saver).invoke({"n": 0}, thread_config(thread))["n"] == 8
         assert wait_for(lambda: saver.metrics.counter("flush_errors") >= 1, timeout=15)
-        depth = saver.run_op(saver.core.flush.outbox_status()).depth
+        depth = saver.run_op(saver.core.flush.outbox_status_op()).depth
         assert depth >= 3
         pg.start()
         # the background flusher retries with backoff (its pool reconnects after the restart)
         # and drains the outbox by itself
         assert wait_for(lambda: all(pg_rows(pg.url, saver.schema, t) == 10 for t in threads), timeout=60)
-        assert wait_for(lambda: saver.run_op(saver.core.flush.outbox_status()).depth == 0, timeout=10)
+        assert wait_for(lambda: saver.run_op(saver.core.flush.outbox_status_op()).depth == 0, timeout=10)
 
 
 # ---------------------------------------------------------------- transaction counts

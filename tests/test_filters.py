@@ -74,7 +74,7 @@ def test_filters_answer_alike_in_both_tiers_and_like_in_memory_saver(
         _write(saver, thread)
         assert {repr(f): _steps(saver, thread, f) for f in FILTERS} == expected  # Redis
         saver.flush()
-        saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))  # only Postgres has them now
+        saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [thread]))  # only Postgres has them now
         assert {repr(f): _steps(saver, thread, f) for f in FILTERS} == expected  # Postgres
 
 

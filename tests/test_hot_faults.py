@@ -172,9 +172,9 @@ def test_redis_killed_with_aof_loses_nothing_after_restart(
         server.start()
         saver.flush()
         assert sorted(pg_steps(test_database_url, saver.schema, thread)) == list(range(-1, NODES + 1))
-        assert saver.run_op(saver.core.flush.outbox_status()).depth == 0
+        assert saver.run_op(saver.core.flush.outbox_status_op()).depth == 0
         # Postgres alone restores the final state.
-        saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))
+        saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [thread]))
         assert graph.get_state(cfg).values == expected_after(1)
         assert saver.metrics.counter("read_hits_postgres") > 0
 

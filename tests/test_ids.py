@@ -90,7 +90,7 @@ def test_crafted_ids_work_like_postgres_saver_in_both_tiers(
             assert graph.invoke({"log": [thread[:20]]}, thread_config(thread)) == expected[thread]
         saver.flush()
         for thread in crafted:  # Redis forgets them: Postgres answers, under the same ids
-            saver.run_op(saver.core.hot.delete_thread("acme", [thread]))
+            saver.run_op(saver.core.hot.delete_thread_op("acme", [thread]))
             assert graph.get_state(thread_config(thread)).values == expected[thread]
             assert next(iter(graph.get_state_history(thread_config(thread)))).config["configurable"]["thread_id"] == thread
         listed = {t.config["configurable"]["thread_id"] for t in saver.list(None)}

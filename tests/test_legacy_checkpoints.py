@@ -307,7 +307,7 @@ class Calls:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.redis = 0
         self.postgres = 0
-        fetch_writes, channel_writes_op = HotOps.fetch_writes, pg_ops.channel_writes_op
+        fetch_writes, channel_writes_op = HotOps.fetch_writes_op, pg_ops.channel_writes_op
 
         def counted_fetch(hot: HotOps, *args: Any) -> Any:
             self.redis += 1
@@ -317,7 +317,7 @@ class Calls:
             self.postgres += 1
             return (yield from channel_writes_op(*args))
 
-        monkeypatch.setattr(HotOps, "fetch_writes", counted_fetch)
+        monkeypatch.setattr(HotOps, "fetch_writes_op", counted_fetch)
         monkeypatch.setattr(pg_ops, "channel_writes_op", counted_select)
 
 

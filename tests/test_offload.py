@@ -74,7 +74,7 @@ def run_offload_scenario(saver: Any, redis_url: str, digests: Callable[[], set[s
     assert replayed["log"][-1] == f"finish:no:{len(payload)}"
     # Postgres alone (Redis copy dropped) still restores the value through the pointer.
     saver.flush()
-    saver.run_op(saver.core.hot.delete_thread(saver.tenant_id, [thread]))
+    saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [thread]))
     assert graph.get_state(cfg).values["output"] == payload
     assert thread_memory(client, saver, thread) < 1024 * 1024
 

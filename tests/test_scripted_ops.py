@@ -121,7 +121,7 @@ def _outbox(entries: list[bytes], values: list[bytes]) -> list[Any]:
 
 def test_a_busy_flush_lock_is_skipped(saver_factory: Any) -> None:
     driver = ScriptedDriver([Expect(RedisCall, reply=[None, None], check=_is("ZSCORE", "EVALSHA:outbox_read"))])
-    result = driver.run(_flush_ops().flush_thread(TENANT, THREAD))
+    result = driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
     assert result.skipped_locked and driver.slept == 0
 
 
@@ -129,7 +129,7 @@ def test_a_flush_waiting_for_the_lock_gives_up_after_its_timeout() -> None:
     busy = [Expect(RedisCall, reply=[None, None]) for _ in range(1300)]
     driver = ScriptedDriver(busy)
     with pytest.raises(ScriptError, match="unused"):  # it stops polling long before 1,300 tries
-        driver.run(_flush_ops().flush_thread(TENANT, THREAD, wait=True))
+        driver.run(_flush_ops().flush_thread_op(TENANT, THREAD, wait=True))
     assert 60.0 <= driver.slept < 61.0  # FLUSH_LOCK_MS of sleeping, backing off to 50 ms polls
     assert len(driver.seen) < 2 * 1300
 
@@ -147,7 +147,7 @@ def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> No
         Expect(RedisCall, reply=[0], check=lambda c: c.commands[0][-2] == "1", describe="last ack releases"),
         Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
     ])  # fmt: skip
-    result = driver.run(_flush_ops().flush_thread(TENANT, THREAD))
+    result = driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
     assert (result.blobs, result.remaining, result.skipped_locked) == (3, 0, False)
 
 
@@ -159,26 +159,26 @@ def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) 
         Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release"), describe="the finally's release"),
     ])  # fmt: skip
     with pytest.raises(type(error)):
-        driver.run(_flush_ops().flush_thread(TENANT, THREAD))
+        driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
 
 
 def test_waiting_for_a_checkpoint_put_times_out() -> None:
     hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None)
     ref = ThreadRef(TENANT, THREAD, "", "cp-1")
     driver = ScriptedDriver([Expect(RedisCall, reply=[0], check=_is("HEXISTS")) for _ in range(5)])
-    assert driver.run(hot.await_checkpoint(ref, timeout=0.01)) is False
+    assert driver.run(hot.await_checkpoint_op(ref, timeout=0.01)) is False
     assert driver.slept == pytest.approx(0.015)  # 1 + 2 + 4 + 8 ms, then the deadline
     found = ScriptedDriver([Expect(RedisCall, reply=[0]), Expect(RedisCall, reply=[1])])
-    assert found.run(hot.await_checkpoint(ref, timeout=5)) is True
+    assert found.run(hot.await_checkpoint_op(ref, timeout=5)) is True
 
 
 def test_a_busy_thread_lock_raises_or_waits() -> None:
     locks = LockOps("lts", 60_000)
     ref = ThreadRef(TENANT, THREAD)
     with pytest.raises(ThreadLockedError):
-        ScriptedDriver([Expect(RedisCall, reply=[None])]).run(locks.acquire(ref, 1000, wait=False, wait_timeout=None))
+        ScriptedDriver([Expect(RedisCall, reply=[None])]).run(locks.acquire_op(ref, 1000, wait=False, wait_timeout=None))
     driver = ScriptedDriver([Expect(RedisCall, reply=[None]), Expect(RedisCall, reply=[None]), Expect(RedisCall, reply=[b"7"])])
-    handle = driver.run(locks.acquire(ref, 1000, wait=True, wait_timeout=10))
+    handle = driver.run(locks.acquire_op(ref, 1000, wait=True, wait_timeout=10))
     assert handle.fence == "7" and driver.slept == pytest.approx(0.003)
 
 
