@@ -9,8 +9,8 @@ import sys
 
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy
-from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import build_graph, initial_input
+from tests.helpers import TEST_TENANT
 
 
 def main(redis_url: str, postgres_url: str, schema: str, prefix: str, thread: str) -> None:

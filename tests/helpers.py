@@ -9,6 +9,8 @@ from typing import Any
 
 import psycopg
 
+TEST_TENANT = "t-test"  # the tenant the `saver_context` savers are bound to
+
 # A FlushPolicy that never flushes on its own: the test decides when (flush(), close()).
 QUIET_OFF: dict[str, Any] = dict(quiet_seconds=3600.0, every_n_checkpoints=0, on_close=False)
 

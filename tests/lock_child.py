@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from langgraph_tiered_saver import AutoLock, TieredSaver
-from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import chain_graph
+from tests.helpers import TEST_TENANT
 
 NODES = 8
 NODE_SLEEP = 0.04

@@ -19,8 +19,7 @@ from langgraph.types import Command, interrupt
 from langgraph_tiered_saver import AutoLock, ConfigError, ThreadLockedError, TieredSaver
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.runlock import run_finished
-from tests._saver_fixtures import TEST_TENANT
-from tests.helpers import thread_config
+from tests.helpers import TEST_TENANT, thread_config
 from tests.lock_child import NODES, run_config, slow_chain
 from tests.test_locks import _assert_linear, _history, _runs_in_order
 

@@ -8,21 +8,17 @@ on the test database (a schema per test), its operations driven by a real `SyncD
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from langgraph_tiered_saver._io import Op, PgCall, PgStatement, SyncDriver
+from devtools.servers import free_port
+from langgraph_tiered_saver._io import SyncDriver
 from langgraph_tiered_saver.blobs import (
     BlobMissingError,
     BlobPointer,
@@ -45,82 +41,7 @@ from langgraph_tiered_saver.errors import (
     InvalidIdError,
     TierUnavailableError,
 )
-
-DUMMY_CREDENTIALS = {
-    "aws_access_key_id": "testing",
-    "aws_secret_access_key": "testing",
-    "region_name": "us-east-1",
-}
-
-
-# --------------------------------------------------------------------------- moto server
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False  # exited: most likely lost the race for the port
-        try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=1):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """`http://127.0.0.1:<port>` of a moto S3 server running in a child process."""
-    pytest.importorskip("boto3")
-    pytest.importorskip("moto.server")
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    for _attempt in range(3):
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            if _wait_http(url, proc, timeout=30):
-                yield url
-                return
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    pytest.fail("moto server did not start on loopback")
-
-
-@pytest.fixture
-def s3_client(moto_endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client("s3", endpoint_url=moto_endpoint, **DUMMY_CREDENTIALS)
-
-
-@pytest.fixture
-def s3_bucket(s3_client: Any) -> Iterator[str]:
-    name = f"lts-test-{uuid.uuid4().hex[:16]}"
-    s3_client.create_bucket(Bucket=name)
-    yield name
-    for page in s3_client.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for item in page.get("Contents", ()):
-            s3_client.delete_object(Bucket=name, Key=item["Key"])
-    s3_client.delete_bucket(Bucket=name)
-
+from tests.fixtures import DUMMY_CREDENTIALS, DrivenStore, run_sql
 
 # --------------------------------------------------------------------------- store harness
 
@@ -163,56 +84,6 @@ def _s3_harness(endpoint: str, client: Any, bucket: str) -> Harness:
 def _memory_harness() -> Harness:
     store = InMemoryBlobStore()
     return Harness(store, lambda: sum(1 for _ in store.list_digests()), None)
-
-
-class DrivenStore:
-    """A `PgBlobStore` behind the blocking `BlobStore` methods: each call runs its operation on
-    a real driver (the saver does the same through its own drivers)."""
-
-    def __init__(self, driver: SyncDriver, store: PgBlobStore) -> None:
-        self.driver = driver
-        self.ops = store
-
-    def put(self, digest: str, data: bytes) -> None:
-        self.driver.run(self.ops.put_op(digest, data))
-
-    def get(self, digest: str) -> bytes:
-        data: bytes = self.driver.run(self.ops.get_op(digest))
-        return data
-
-    def delete(self, digest: str) -> None:
-        self.driver.run(self.ops.delete_op([digest]))
-
-    def exists(self, digest: str) -> bool:
-        return bool(self.driver.run(self.ops.exists_op(digest)))
-
-    def list_digests(self) -> Iterator[str]:
-        return iter(self.driver.run(self.ops.digests_op()))
-
-
-def run_sql(driver: SyncDriver, text: str, params: Any = None, fetch: bool = False) -> Any:
-    def op() -> Op[Any]:
-        (result,) = yield PgCall((PgStatement(text, params, fetch=fetch),))
-        return result
-
-    return driver.run(op())
-
-
-@pytest.fixture
-def pg_blob_schema(test_database_url: str) -> Iterator[tuple[SyncDriver, str]]:
-    """A driver on the test database (as its owner: RLS does not bind it) and a fresh schema."""
-    from psycopg_pool import ConnectionPool
-
-    from langgraph_tiered_saver.durable.migrations import setup_op
-
-    schema = f"lts_blobs_{uuid.uuid4().hex[:10]}"
-    with ConnectionPool(test_database_url, min_size=1, max_size=8, open=True) as pool:
-        driver = SyncDriver(None, pool)
-        driver.run(setup_op(schema))
-        try:
-            yield driver, schema
-        finally:
-            run_sql(driver, f'DROP SCHEMA "{schema}" CASCADE')
 
 
 def _postgres_harness(driver: SyncDriver, schema: str) -> Harness:
@@ -477,7 +348,7 @@ def test_s3_unreachable_is_a_tier_error() -> None:
 
     store = S3BlobStore(
         "bucket",
-        endpoint_url=f"http://127.0.0.1:{_free_port()}",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
         config=Config(connect_timeout=1, read_timeout=1, retries={"max_attempts": 1}),
         **DUMMY_CREDENTIALS,
     )

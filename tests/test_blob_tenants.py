@@ -15,15 +15,7 @@ from langgraph_tiered_saver._io import SyncDriver
 from langgraph_tiered_saver.blobs import BlobMissingError, PgBlobStore, digest_of, tenant_component
 from langgraph_tiered_saver.blobs.tenant_key import MAX_COMPONENT
 from langgraph_tiered_saver.offload import filesystem_blobs, s3_blobs
-from tests.test_blob_stores import (  # noqa: F401 (fixtures)
-    DUMMY_CREDENTIALS,
-    DrivenStore,
-    moto_endpoint,
-    pg_blob_schema,
-    run_sql,
-    s3_bucket,
-    s3_client,
-)
+from tests.fixtures import DUMMY_CREDENTIALS, DrivenStore, run_sql
 
 VICTIM = "victim"
 ADVERSARIAL = [
@@ -76,7 +68,7 @@ def test_filesystem_tenants_stay_under_their_own_directory(tmp_path: Path) -> No
 
 
 def test_s3_tenants_stay_under_their_own_prefix(
-    moto_endpoint: str, s3_client: Any, s3_bucket: str  # noqa: F811
+    moto_endpoint: str, s3_client: Any, s3_bucket: str
 ) -> None:
     _isolation(s3_blobs(s3_bucket, prefix="p/", endpoint_url=moto_endpoint, **DUMMY_CREDENTIALS))
     keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]]
@@ -85,7 +77,7 @@ def test_s3_tenants_stay_under_their_own_prefix(
 
 
 def test_postgres_tenants_stay_in_their_own_rows(
-    pg_blob_schema: tuple[SyncDriver, str],  # noqa: F811
+    pg_blob_schema: tuple[SyncDriver, str],
 ) -> None:
     driver, schema = pg_blob_schema
     _isolation(lambda tenant: DrivenStore(driver, PgBlobStore(schema, tenant)))

@@ -19,9 +19,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from langgraph_tiered_saver import ConfigError, TieredSaver
 from langgraph_tiered_saver.connections import PoolOptions, redis_settings, redis_twin
 from langgraph_tiered_saver.errors import PoolExhaustedError
-from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import two_step_graph
-from tests.helpers import thread_config
+from tests.helpers import TEST_TENANT, thread_config
 
 
 def test_twin_keeps_the_public_settings_and_drops_internal_ones(redis_url: str) -> None:

@@ -19,9 +19,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from devtools.servers import PrivatePostgres, PrivateRedis
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy, OutboxStatus
-from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import build_graph, chain_graph, comparable, initial_input, resume
-from tests.helpers import QUIET_OFF, pg_rows, thread_config, wait_for
+from tests.helpers import QUIET_OFF, TEST_TENANT, pg_rows, thread_config, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -23,8 +23,7 @@ from langgraph_tiered_saver import (
     TierUnavailableError,
 )
 from langgraph_tiered_saver import keys as K
-from tests._saver_fixtures import TEST_TENANT
-from tests.helpers import thread_config
+from tests.helpers import TEST_TENANT, thread_config
 
 
 def _put(saver: TieredSaver, thread: str, values: dict[str, Any], new: dict[str, Any], parent: Any = None, **extra: Any) -> Any:

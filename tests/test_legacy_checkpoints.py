@@ -32,8 +32,8 @@ from langgraph_tiered_saver.flush import FlushPolicy
 from langgraph_tiered_saver.hot import HotOps
 from langgraph_tiered_saver.legacy import apply_sends, parent_key
 from langgraph_tiered_saver.offload import filesystem_blobs
-from tests._saver_fixtures import TEST_TENANT
-from tests.conftest import delete_keys
+from tests.fixtures import delete_keys
+from tests.helpers import TEST_TENANT
 
 NO_AUTO_FLUSH = FlushPolicy(quiet_seconds=3600.0, every_n_checkpoints=0, on_close=False)
 SUB_NS = "child:7c1e"

@@ -21,8 +21,7 @@ import redis
 
 from langgraph_tiered_saver import StaleLockError, ThreadLockedError, TieredSaver
 from langgraph_tiered_saver import keys as K
-from tests._saver_fixtures import TEST_TENANT
-from tests.helpers import thread_config
+from tests.helpers import TEST_TENANT, thread_config
 from tests.lock_child import NODES, run_config, slow_chain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -19,7 +19,6 @@ from langgraph.types import Command, interrupt
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.blobs import FilesystemBlobStore, tenant_component
 from langgraph_tiered_saver.offload import filesystem_blobs, s3_blobs
-from tests.test_blob_stores import moto_endpoint, s3_bucket, s3_client  # noqa: F401 (fixtures)
 
 FIVE_MB = 5 * 1024 * 1024
 
@@ -134,7 +133,7 @@ def test_five_mb_tool_output_filesystem(saver_context: Callable[..., Any], redis
 
 
 def test_five_mb_tool_output_s3(
-    saver_context: Callable[..., Any], redis_url: str, moto_endpoint: str, s3_bucket: str  # noqa: F811
+    saver_context: Callable[..., Any], redis_url: str, moto_endpoint: str, s3_bucket: str
 ) -> None:
     factory = s3_blobs(
         s3_bucket,

@@ -11,7 +11,7 @@ import redis
 from langgraph.checkpoint.base import empty_checkpoint
 
 from langgraph_tiered_saver import AutoLock, ConfigError, TieredSaver
-from tests._saver_fixtures import TEST_TENANT
+from tests.helpers import TEST_TENANT
 
 BAD_OPTIONS = [
     ("ttl_seconds", "1h"),

@@ -24,8 +24,7 @@ from langgraph_tiered_saver.errors import (
     SchemaMissingError,
 )
 from langgraph_tiered_saver.flush import FlushPolicy
-from tests._saver_fixtures import TEST_TENANT
-from tests.helpers import pg_rows, thread_config, wait_for
+from tests.helpers import TEST_TENANT, pg_rows, thread_config, wait_for
 
 pytestmark = pytest.mark.faults
 

@@ -18,8 +18,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 from devtools.servers import PrivateRedis
 from langgraph_tiered_saver import StaleLockError, TieredSaver
 from langgraph_tiered_saver import keys as K
-from tests._saver_fixtures import TEST_TENANT
 from tests.graphs import build_graph
+from tests.helpers import TEST_TENANT
 from tests.lock_child import slow_chain
 from tests.test_conformance import _run_suite, _SetUp
 from tests.test_graphs import scenario
