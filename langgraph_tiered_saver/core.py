@@ -132,7 +132,7 @@ class Core:
             serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
             track_outbox=durable, offloader=offload,
         )
-        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json)
+        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms)
         core = cls(
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
             policy=policy, metrics=metrics, fences=Fences(),
@@ -317,8 +317,15 @@ class Core:
         found = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
-            # Re-warm: the next read of this checkpoint, and the writes that follow, are hot.
-            yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export([found]), pending=False)
+            # Re-warm: the next read of this checkpoint, and the writes that follow, are hot. A
+            # checkpoint read by id may be an old one: the namespace's latest goes in with it, or
+            # Redis would hold the old one alone and take it for the latest.
+            warm = [found]
+            if ref.checkpoint_id is not None:
+                latest = yield from pg.get_checkpoint_op(self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, None)
+                if latest is not None and latest.checkpoint_id != found.checkpoint_id:
+                    warm.append(from_durable(latest))
+            yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export(warm), pending=False)
         return (yield from self._to_tuple_op(ref, found, hot_up))
 
     def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:

@@ -28,7 +28,7 @@ from . import scripts
 from ._io import Op, RedisCall
 from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_write
 from .durable.audit import jsonb_value, to_audit_json
-from .durable.ops import FlushBatch, upsert_batch_op
+from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
 from .polling import poll_op
 from .stored import decode_refs
@@ -36,6 +36,8 @@ from .stored import decode_refs
 Mode = Literal["sync", "async", "off"]
 MODES = ("sync", "async", "off")
 OUTBOX_BATCH = 2000
+# A checkpoint some of whose channel values Redis lost: (entry, namespace, id, missing fields).
+Unsure = tuple[str, str, str, list[str]]
 FLUSH_LOCK_MS = 60_000
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
@@ -107,6 +109,8 @@ class FlushResult:
     writes: int = 0
     skipped_locked: bool = False
     remaining: int = 0
+    # outbox entries whose data Redis no longer held (evicted): reported, never written half
+    lost: int = 0
     # seconds from the thread's last hot write (as the outbox index saw it) to its commit in
     # Postgres: how far the durable tier was behind for this thread
     lag_seconds: float | None = None
@@ -121,8 +125,11 @@ class OutboxStatus:
 class FlushOps:
     """Builds the flush of one thread: read outbox, upsert to Postgres, acknowledge."""
 
-    def __init__(self, serde: SerializerProtocol, *, key_prefix: str, schema: str, audit_json: bool | None) -> None:
+    def __init__(
+        self, serde: SerializerProtocol, *, key_prefix: str, schema: str, audit_json: bool | None, ttl_ms: int
+    ) -> None:
         self.serde = serde
+        self.ttl_ms = ttl_ms  # given back to a thread's keys once its outbox is empty
         self.prefix = key_prefix
         self.schema = schema
         # A readable JSON copy of encrypted values would defeat the encryption: off by default.
@@ -140,14 +147,23 @@ class FlushOps:
         self, tenant_id: str, thread_id: str, entries: Sequence[Any], values: Sequence[Any]
     ) -> FlushBatch:
         """Decode outbox entries into rows (entries whose data is gone are skipped)."""
+        return self._decode(tenant_id, thread_id, entries, values)[0]
+
+    def _decode(
+        self, tenant_id: str, thread_id: str, entries: Sequence[Any], values: Sequence[Any]
+    ) -> tuple[FlushBatch, list[Unsure]]:
+        """The rows of outbox entries, and the checkpoints some of whose values Redis lost."""
         where = f"outbox of thread {thread_id!r}"
         batch = FlushBatch(tenant_id, thread_id, [], [], [])
+        unsure: list[Unsure] = []
         for raw_entry, value in zip(entries, values, strict=True):
             entry = as_str(raw_entry)
             if not value:
-                logger.warning(
-                    "outbox entry %r of thread %r has no data left in Redis (evicted?): not flushed",
-                    entry, thread_id,
+                logger.error(
+                    "outbox entry %r of thread %s/%s lost: Redis no longer holds all of its data "
+                    "(evicted before its flush: use a volatile-* maxmemory-policy, see README); "
+                    "not written to Postgres",
+                    entry, tenant_id, thread_id,
                 )
                 continue
             kind, rest = K.split_outbox_entry(entry)
@@ -155,6 +171,9 @@ class FlushOps:
                 ns, checkpoint_id = K.split_checkpoint_member(rest)
                 run_id, fields = decode_refs(value[1])
                 del run_id
+                missing = [as_str(f) for f in value[2]] if len(value) > 2 else []
+                if missing:
+                    unsure.append((entry, ns, checkpoint_id, missing))
                 record = unpack_checkpoint(value[0], fields, where)
                 checkpoint = dict(self.serde.loads_typed(record.checkpoint))
                 checkpoint.pop("channel_values", None)
@@ -174,7 +193,27 @@ class FlushOps:
                 batch.writes.append(
                     WriteRow(ns, checkpoint_id, write, self._audit(write.value), _blob_ref(write.value))
                 )
-        return batch
+        return batch, unsure
+
+    def _settle_op(self, batch: FlushBatch, unsure: list[Unsure]) -> Op[int]:
+        """Drop from `batch` the checkpoints whose missing values Postgres does not hold either
+        (their rows would not read back): reported at ERROR, counted, never written half."""
+        if not unsure:
+            return 0
+        in_batch = {K.blob_field(b[0], b[1], b[2]) for b in batch.blobs}
+        wanted = sorted({f for *_, missing in unsure for f in missing} - in_batch)
+        present = yield from blob_fields_present_op(self.schema, batch.tenant_id, batch.thread_id, wanted)
+        lost = {(ns, cid) for _, ns, cid, missing in unsure if not set(missing) <= present | in_batch}
+        if lost:
+            for ns, cid in sorted(lost):
+                logger.error(
+                    "checkpoint %r (ns %r) of thread %s/%s lost: Redis no longer holds all of its "
+                    "channel values and Postgres does not have them (evicted before the flush: use a "
+                    "volatile-* maxmemory-policy, see README); not written to Postgres",
+                    cid, ns, batch.tenant_id, batch.thread_id,
+                )
+            batch.checkpoints = [c for c in batch.checkpoints if (c[0], c[1]) not in lost]
+        return len(lost)
 
     def acquire_flush_lock_op(self, tenant_id: str, thread_id: str, *, wait: bool) -> Op[str | None]:
         """Take the thread's flush lock (so two flushers, or a flush and a delete, never
@@ -219,11 +258,12 @@ class FlushOps:
         released = False
         try:
             while True:
-                entries, values = reply
+                entries, versions, values = reply
                 if not entries:
                     result.remaining = 0
                     break
-                batch = self.build_batch(tenant_id, thread_id, entries, values)
+                batch, unsure = self._decode(tenant_id, thread_id, entries, values)
+                result.lost += yield from self._settle_op(batch, unsure)
                 if batch.checkpoints or batch.blobs or batch.writes:
                     yield from upsert_batch_op(self.schema, [batch])
                     if observed is not None:
@@ -231,11 +271,11 @@ class FlushOps:
                 result.checkpoints += len(batch.checkpoints)
                 result.blobs += len(batch.blobs)
                 result.writes += len(batch.writes)
+                result.lost += sum(1 for value in values if not value)
                 last = len(entries) < OUTBOX_BATCH
-                (remaining,) = yield RedisCall(
-                    (scripts.OUTBOX_ACK.call(keys, {"token": token, "release": "1" if last else "0"}, entries),),
-                    scripts=(scripts.OUTBOX_ACK,),
-                )
+                ack = {"token": token, "release": "1" if last else "0", "ttl_ms": self.ttl_ms}
+                acked = [item for pair in zip(entries, versions, strict=True) for item in pair]
+                (remaining,) = yield RedisCall((scripts.OUTBOX_ACK.call(keys, ack, acked),), scripts=(scripts.OUTBOX_ACK,))
                 released = last
                 result.remaining = int(remaining)
                 if result.remaining == 0 or last:

@@ -307,6 +307,8 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     metrics.incr("flushed_checkpoints", result.checkpoints)
     metrics.incr("flushed_writes", result.writes)
     metrics.incr("flushed_blobs", result.blobs)
+    if result.lost:
+        metrics.incr("outbox_entries_lost", result.lost)
     metrics.observe("flush_seconds", seconds)
     if result.lag_seconds is not None:
         metrics.observe("flush_lag_seconds", result.lag_seconds)

@@ -19,6 +19,7 @@ from langgraph_tiered_saver import (
     ThreadLockedError,
     TieredSaver,
     TierUnavailableError,
+    scripts,
 )
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import PgCall, RedisCall
@@ -107,7 +108,7 @@ def test_a_missing_schema_is_not_masked_by_the_fallback(saver_factory: Any) -> N
 
 
 def _flush_ops() -> FlushOps:
-    return FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True)
+    return FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True, ttl_ms=60_000)
 
 
 def _blob_entries(n: int, start: int = 0) -> tuple[list[bytes], list[bytes]]:
@@ -116,7 +117,8 @@ def _blob_entries(n: int, start: int = 0) -> tuple[list[bytes], list[bytes]]:
 
 
 def _outbox(entries: list[bytes], values: list[bytes]) -> list[Any]:
-    return [b"1700000000000", [entries, values]]  # ZSCORE of the dirty index, the locked read
+    versions = [b"1"] * len(entries)
+    return [b"1700000000000", [entries, versions, values]]  # ZSCORE of the dirty index, the locked read
 
 
 def test_a_busy_flush_lock_is_skipped(saver_factory: Any) -> None:
@@ -134,17 +136,23 @@ def test_a_flush_waiting_for_the_lock_gives_up_after_its_timeout() -> None:
     assert len(driver.seen) < 2 * 1300
 
 
+def _ack_arg(call: RedisCall, name: str) -> Any:
+    """The named ARGV slot of the outbox_ack script in `call`."""
+    command = call.commands[0]
+    return command[3 + int(command[2]) + scripts.OUTBOX_ACK.argv.index(name)]
+
+
 def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("langgraph_tiered_saver.flush.OUTBOX_BATCH", 2)
     first, second = _blob_entries(2), _blob_entries(1, start=2)
     driver = ScriptedDriver([
         Expect(RedisCall, reply=_outbox(*first), check=_is("ZSCORE", "EVALSHA:outbox_read")),
         Expect(PgCall, reply=[1, 2]),
-        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:outbox_ack")(c) and c.commands[0][-3] == "0",
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:outbox_ack")(c) and _ack_arg(c, "release") == "0",
                describe="ack, lock kept"),
         Expect(RedisCall, reply=_outbox(*second)),
         Expect(PgCall, reply=[1, 1]),
-        Expect(RedisCall, reply=[0], check=lambda c: c.commands[0][-2] == "1", describe="last ack releases"),
+        Expect(RedisCall, reply=[0], check=lambda c: _ack_arg(c, "release") == "1", describe="last ack releases"),
         Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
     ])  # fmt: skip
     result = driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))

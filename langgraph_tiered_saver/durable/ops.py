@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .. import filters
+from .. import keys as K
 from .._io import Op, PgCall, PgStatement
 from ..codec import WriteRecord
 from . import sql
@@ -238,6 +239,21 @@ __all__ = [
     "prune_op",
     "upsert_batch_op",
 ]
+
+
+def blob_fields_present_op(schema: str, tenant: str, thread: str, fields: Sequence[str]) -> Op[set[str]]:
+    """Which of the thread's blob fields (`keys.blob_field`) Postgres holds: a checkpoint whose
+    values Redis lost may still be complete with the ones an earlier flush wrote."""
+    if not fields:
+        return set()
+    parts = [K.split_blob_field(f) for f in fields]
+    params = {
+        "tenant": tenant, "thread": thread,
+        "ns": [p[0] for p in parts], "channel": [p[1] for p in parts], "version": [p[2] for p in parts],
+    }  # fmt: skip
+    statement = PgStatement(sql.render(sql.BLOB_FIELDS_PRESENT, schema), params, fetch=True)
+    (rows,) = yield PgCall((statement,), tenant_id=tenant)
+    return {K.blob_field(*row) for row in rows}
 
 
 def blob_digests_in_use_op(schema: str, tenant: str, digests: Sequence[str]) -> Op[set[str]]:

@@ -525,6 +525,14 @@ ORDER BY tenant_id, thread_id
 # `lts-blob:v1:<digest>:<size>:<flag>`, so the digest is the third ':'-separated part. The
 # explicit tenant filter makes the answer the same for a role that bypasses row-level security
 # (a superuser would otherwise keep a blob alive for another tenant's reference).
+# Which channel values of a thread Postgres holds, of those given as parallel arrays.
+BLOB_FIELDS_PRESENT = """
+SELECT b.checkpoint_ns, b.channel, b.version FROM {s}.checkpoint_blobs b
+JOIN unnest(%(ns)s::text[], %(channel)s::text[], %(version)s::text[]) AS f(ns, channel, version)
+  ON b.checkpoint_ns = f.ns AND b.channel = f.channel AND b.version = f.version
+WHERE b.tenant_id = %(tenant)s AND b.thread_id = %(thread)s
+"""
+
 BLOB_DIGESTS_IN_USE = """
 SELECT split_part(blob_ref, ':', 3) FROM {s}.checkpoint_blobs
 WHERE tenant_id = %(tenant)s AND blob_ref IS NOT NULL

@@ -8,12 +8,36 @@ local function outbox(kind, name)
   return kind .. NUL .. name
 end
 
--- Refresh the TTL of every key of the thread, so the thread expires whole, never in part.
+-- Refresh the TTL of every key of the thread, so the thread expires whole, never in part. A
+-- thread with outbox entries (not yet in Postgres) does not expire at all: its keys lose their
+-- TTL until the flush that empties the outbox gives it back (outbox_ack.lua). Unflushed data
+-- is therefore never lost to expiry, and under a volatile-* eviction policy never evicted.
 local function touch(ttl)
   ttl = tonumber(ttl)
-  if ttl and ttl > 0 then
+  if not ttl or ttl <= 0 then return end
+  if redis.call("ZCARD", KEY.pend) > 0 then
+    for _, name in ipairs(THREAD_KEYS) do redis.call("PERSIST", KEY[name]) end
+  else
     for _, name in ipairs(THREAD_KEYS) do redis.call("PEXPIRE", KEY[name], ttl) end
   end
+end
+
+-- Add outbox entries, all under one new version of the thread's outbox: an entry written again
+-- (a special write replaced) gets a newer version, and a flush acknowledges an entry only at
+-- the version it read (compare-and-acknowledge, outbox_ack.lua).
+local function add_to_outbox(entries)
+  if #entries == 0 then return end
+  local version = redis.call("HINCRBY", KEY.meta, "outbox_version", 1)
+  local args = {}
+  for i = 1, #entries do
+    args[#args + 1] = version
+    args[#args + 1] = entries[i]
+    if #args >= 400 then
+      redis.call("ZADD", KEY.pend, unpack(args))
+      args = {}
+    end
+  end
+  if #args > 0 then redis.call("ZADD", KEY.pend, unpack(args)) end
 end
 
 -- Fencing: a writer without a token may not write while someone holds the thread lock; a writer

@@ -31,6 +31,6 @@ while i <= #ARGV do
     end
   end
 end
-if #pend > 0 then zadd_lex(KEY.pend, pend) end
+if #pend > 0 then add_to_outbox(pend) end
 touch(ARG.ttl_ms)
 return 1

@@ -1,9 +1,15 @@
--- Remove flushed outbox entries (REST); returns how many remain (0 = the thread is clean).
+-- Remove flushed outbox entries, each only at the version the flush read (REST: entry, version
+-- pairs): an entry written again since (a replaced special write) stays for the next flush.
+-- Returns how many entries remain (0 = the thread is clean; its keys get their TTL back).
 -- ARG.release "1": release the flush lock too (the last batch), if still ours.
-for i = REST, #ARGV, 200 do
-  redis.call("ZREM", KEY.pend, unpack(ARGV, i, math.min(i + 199, #ARGV)))
+for i = REST, #ARGV, 2 do
+  if redis.call("ZSCORE", KEY.pend, ARGV[i]) == ARGV[i + 1] then
+    redis.call("ZREM", KEY.pend, ARGV[i])
+  end
 end
 if ARG.release == "1" and redis.call("GET", KEY.flush_lock) == ARG.token then
   redis.call("DEL", KEY.flush_lock)
 end
-return redis.call("ZCARD", KEY.pend)
+local remaining = redis.call("ZCARD", KEY.pend)
+if remaining == 0 then touch(ARG.ttl_ms) end
+return remaining

@@ -17,7 +17,7 @@ for i = REST, #ARGV, 2 do
   pend[#pend + 1] = outbox(OUTBOX.blob, ARGV[i])
 end
 if #blob_args > 0 then redis.call("HSET", KEY.bl, unpack(blob_args)) end
-if track then zadd_lex(KEY.pend, pend) end
+if track then add_to_outbox(pend) end
 touch(ARG.ttl_ms)
 mark_thread(track)
 return 1

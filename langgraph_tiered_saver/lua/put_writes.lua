@@ -22,7 +22,7 @@ for i = REST, #ARGV, 3 do
 end
 if #index > 0 then
   zadd_lex(KEY.wi, index)
-  if track then zadd_lex(KEY.pend, pend) end
+  if track then add_to_outbox(pend) end
 end
 touch(ARG.ttl_ms)
 mark_thread(track)
