@@ -46,6 +46,7 @@ from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
 from .planning import keep_latest
 from .runlock import RunLocks
+from .sentinel import Epoch
 from .stored import StoredCheckpoint, decode_refs, encode_refs, from_durable, stored_to_export
 
 logger = logging.getLogger("langgraph_tiered_saver")
@@ -99,6 +100,9 @@ class Core:
         self.legacy: LegacyReads | None = None  # checkpoint format < 4: sends migrated on read
         self.run_locks: RunLocks | None = None  # set by the saver with `auto_lock`
         self.flusher: BackgroundFlusher | None = None  # set by the saver with `background_flush`
+        # threads this process wrote through to Postgres while Redis was down: their Redis copy,
+        # if Redis comes back with it (persistence, failover), is older than Postgres
+        self.written_through: set[tuple[str, str]] = set()
 
     @classmethod
     def build(
@@ -131,6 +135,7 @@ class Core:
         hot = HotOps(
             serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
             track_outbox=durable, offloader=offload,
+            epoch=Epoch(key_prefix, durable=durable, on_lost=lambda: metrics.incr("redis_data_lost")),
         )
         flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms)
         core = cls(
@@ -219,6 +224,7 @@ class Core:
     def _put_op(
         self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> Op[Any]:
+        yield from self._recover_op(ref)
         try:
             result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref))
         except TierUnavailableError as exc:
@@ -239,6 +245,7 @@ class Core:
     def _put_writes_op(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
         if ref.checkpoint_id is None:
             raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
+        yield from self._recover_op(ref)
         try:
             yield from self.hot.put_writes_op(ref, writes, task_id, task_path, self.fences.of(ref))
         except TierUnavailableError as exc:
@@ -269,9 +276,32 @@ class Core:
 
     def _write_through_op(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
         """Redis is down: write the same rows the flusher would have written, now."""
+        self.written_through.add((ref.tenant_id, ref.thread_id))
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
         yield from pg.upsert_batch_op(self.schema, [batch])
         self.metrics.incr("write_through_rows", len(entries))
+        return None
+
+    def _recover_op(self, ref: ThreadRef) -> Op[None]:
+        """Redis answers again for a thread written through to Postgres meanwhile: its Redis copy
+        (back from AOF or a replica) predates those writes and must not answer as the latest.
+        Flush what it still holds (older checkpoints never displace Postgres' newer latest), then
+        drop it, so the thread is read from Postgres and re-warmed from there."""
+        key = (ref.tenant_id, ref.thread_id)
+        if key not in self.written_through:
+            return None
+        try:
+            if self.durable:
+                yield from self.flush.flush_thread_op(*key, wait=True)
+            yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
+        except TierUnavailableError:
+            return None  # still down: the next call tries again
+        self.written_through.discard(key)
+        self.metrics.incr("redis_stale_threads_dropped")
+        logger.warning(
+            "thread %s/%s was written through to Postgres while Redis was down: its older Redis copy "
+            "was flushed and dropped, the thread now reads from Postgres", ref.tenant_id, ref.thread_id,
+        )
         return None
 
     def _flush_now_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
@@ -291,6 +321,7 @@ class Core:
         return (yield from self._in_run_op(ref, self._get_tuple_op(ref)))
 
     def _get_tuple_op(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
+        yield from self._recover_op(ref)
         stored: StoredCheckpoint | None = None
         hot_up = True
         try:
@@ -337,6 +368,8 @@ class Core:
     def list_op(self, q: ListQuery) -> Op[list[CheckpointTuple]]:
         if q.limit is not None and q.limit <= 0:
             return []
+        if q.ref is not None:
+            yield from self._recover_op(q.ref)
         found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         partial: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         hot_up = True

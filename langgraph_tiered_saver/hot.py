@@ -42,6 +42,7 @@ from .errors import CorruptDataError
 from .ids import MAX_TASK_ID, ThreadRef, check_field_id
 from .polling import poll_op
 from .scripts import LuaScript
+from .sentinel import Epoch
 from .stored import StoredCheckpoint, decode_refs, encode_refs
 
 if TYPE_CHECKING:
@@ -91,6 +92,7 @@ class HotOps:
         refresh_on_read: bool,
         track_outbox: bool,
         offloader: Offloader,
+        epoch: Epoch,
     ) -> None:
         self.serde = serde
         self.prefix = key_prefix
@@ -98,6 +100,7 @@ class HotOps:
         self.refresh_on_read = refresh_on_read
         self.track_outbox = track_outbox
         self.offloader = offloader
+        self.epoch = epoch
 
     @property
     def _track(self) -> str:
@@ -226,7 +229,7 @@ class HotOps:
             **self._mark_args(ref),
         }  # fmt: skip
         blobs = [item for pair in p.blobs for item in pair]
-        yield self._write_call(ref, scripts.PUT, args, blobs, p.digests)
+        yield from self._write_op(ref, scripts.PUT, args, blobs, p.digests)
         return ref.config(checkpoint["id"])
 
     def put_writes_op(
@@ -242,23 +245,29 @@ class HotOps:
         records, digests = yield from self.prepare_writes_op(ref, writes, task_id, task_path)
         args = {"ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, **self._mark_args(ref)}
         triples = [item for field, r in records for item in (field, r.pack(), "1" if r.idx < 0 else "0")]
-        yield self._write_call(ref, scripts.PUT_WRITES, args, triples, digests)
+        yield from self._write_op(ref, scripts.PUT_WRITES, args, triples, digests)
         return None
 
     def _mark_args(self, ref: ThreadRef) -> dict[str, Any]:
         return {"now_ms": now_ms(), "thread_id": ref.thread_id, "dirty_member": K.dirty_member(ref.tenant_id, ref.thread_id)}
 
-    def _write_call(
+    def _write_op(
         self, ref: ThreadRef, script: LuaScript, args: dict[str, Any], rest: list[Any], digests: Sequence[str] = ()
-    ) -> RedisCall:
+    ) -> Op[None]:
         """One round trip: one EVALSHA that also updates the tenant registry and the outbox
-        index (plus, in a MULTI, the reference sets of offloaded blobs)."""
+        index (plus, in a MULTI, the reference sets of offloaded blobs) and compares the epoch
+        (a second round trip only on a process' first write, or after Redis lost data)."""
+        args = {**args, "epoch": (yield from self.epoch.known_op())}
         keys = self.keys(
             ref.tenant_id, ref.thread_id,
             registry=K.tenant_threads_key(self.prefix, ref.tenant_id), dirty=K.dirty_key(self.prefix),
+            epoch=self.epoch.key,
         )  # fmt: skip
         extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
-        return RedisCall((script.call(keys, args, rest), *extra), transaction=bool(extra), scripts=(script,))
+        replies = yield RedisCall((script.call(keys, args, rest), *extra), transaction=bool(extra), scripts=(script,))
+        if not int(replies[0]):
+            yield from self.epoch.lost_op()
+        return None
 
     def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[list[StoredCheckpoint]]:
         """The latest checkpoint of `ref`'s namespace (members=None), or the given members."""

@@ -110,6 +110,11 @@ def dirty_key(prefix: str) -> str:
     return f"{prefix}:{SCHEMA_VERSION}:dirty"
 
 
+def epoch_key(prefix: str) -> str:
+    """A random token set once per deployment (no TTL): gone or changed = Redis lost data."""
+    return f"{prefix}:{SCHEMA_VERSION}:epoch"
+
+
 def dirty_member(tenant_id: str, thread_id: str) -> str:
     return encode_id(tenant_id) + "|" + encode_id(thread_id)
 

@@ -59,13 +59,14 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str, **extra: str) -> di
     return {**names, "lock": K.lock_key(prefix, tenant_id, thread_id), **extra}
 
 
-_WRITE_MARK = ("now_ms", "thread_id", "dirty_member")  # tenant registry and outbox index entries
+# tenant registry and outbox index entries, and the epoch the writer knows (sentinel.py)
+_WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch")
 PUT = LuaScript.load(
-    "put", (*THREAD_KEYS, "registry", "dirty"),
+    "put", (*THREAD_KEYS, "registry", "dirty", "epoch"),
     ("ttl_ms", "fence", "track", "member", "record", "refs", "run_id", *_WRITE_MARK), rest="field, value",
 )  # fmt: skip
 PUT_WRITES = LuaScript.load(
-    "put_writes", (*THREAD_KEYS, "registry", "dirty"), ("ttl_ms", "fence", "track", *_WRITE_MARK),
+    "put_writes", (*THREAD_KEYS, "registry", "dirty", "epoch"), ("ttl_ms", "fence", "track", *_WRITE_MARK),
     rest="field, record, overwrite",
 )  # fmt: skip
 GET = LuaScript.load("get", THREAD_KEYS, ("refresh_ttl_ms", "mode"), rest="namespace | member")

@@ -12,12 +12,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from langgraph.checkpoint.base import empty_checkpoint
 
-from devtools.servers import PrivatePostgres
-from langgraph_tiered_saver import FlushPolicy
+from devtools.servers import PrivatePostgres, PrivateRedis
+from langgraph_tiered_saver import FlushPolicy, TieredSaver
 from langgraph_tiered_saver import flush as flush_module
 from langgraph_tiered_saver import keys as K
 from tests.graphs import chain_graph, two_step_graph
@@ -159,3 +160,58 @@ def test_a_special_write_replaced_during_a_flush_is_flushed_again(
         _forget_in_redis(saver, thread)
         latest = saver.get_tuple(thread_config(thread))
         assert latest is not None and latest.pending_writes == [("ask", "__interrupt__", "question v2")]
+
+
+def test_redis_restarted_empty_is_reported_not_passed_over(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 10.6: a Redis restarted without persistence lost the unflushed window with no
+    log line, and the thread silently went on from its last flushed checkpoint."""
+    server = make_private_redis()
+    schema = f"lts_{uuid.uuid4().hex[:10]}"
+    with TieredSaver.from_conn_string(
+        server.url, test_database_url, tenant_id=TEST_TENANT, schema=schema, flush_policy=MANUAL,
+        background_flush=False,
+    ) as saver:  # fmt: skip
+        saver.setup()
+        graph, cfg = two_step_graph(saver), thread_config()
+        graph.invoke({"log": ["run1"]}, cfg)
+        saver.flush(cfg)
+        graph.invoke({"log": ["run2"]}, cfg)  # not flushed: only Redis has it
+        server.restart()  # no persistence: empty
+        caplog.set_level(logging.ERROR, logger="langgraph_tiered_saver")
+        out = graph.invoke({"log": ["run3"]}, cfg)
+        assert out["log"] == ["run1", "a", "b", "run3", "a", "b"]  # run 2 is gone ...
+        assert saver.metrics.counter("redis_data_lost") == 1  # ... and that is said, once
+        assert [r for r in caplog.records if "Redis lost data" in r.getMessage()]
+        graph.invoke({"log": ["run4"]}, cfg)
+        assert saver.metrics.counter("redis_data_lost") == 1
+    with psycopg.connect(test_database_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_redis_back_with_old_data_after_a_fallback_does_not_answer_as_latest(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str
+) -> None:
+    """Issue 10.2: run 1 in Redis, Redis stops, run 2 is written through to Postgres, Redis comes
+    back with run 1 (AOF): `get_state` returned run 1 and run 3 forked from it."""
+    server = make_private_redis("--appendonly", "yes", "--appendfsync", "always")
+    schema = f"lts_{uuid.uuid4().hex[:10]}"
+    with TieredSaver.from_conn_string(
+        server.url, test_database_url, tenant_id=TEST_TENANT, schema=schema, flush_policy=MANUAL,
+        background_flush=False, on_redis_error="fallback",
+    ) as saver:  # fmt: skip
+        saver.setup()
+        graph, cfg = two_step_graph(saver), thread_config()
+        graph.invoke({"log": ["run1"]}, cfg)  # Redis only: not flushed
+        server.stop()
+        graph.invoke({"log": ["run2"]}, cfg)  # written through to Postgres
+        after_run2 = graph.get_state(cfg)
+        server.restart()  # back, with run 1 from its AOF
+        assert graph.get_state(cfg).values == after_run2.values
+        assert saver.metrics.counter("redis_stale_threads_dropped") == 1
+        assert graph.invoke({"log": ["run3"]}, cfg)["log"] == [*after_run2.values["log"], "run3", "a", "b"]
+        ids = {t.checkpoint["id"] for t in saver.list(cfg)}
+        assert len(ids) == len(list(graph.get_state_history(cfg)))  # run 1's checkpoints kept too
+    with psycopg.connect(test_database_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -4,6 +4,7 @@ test_flusher_supervision); these cover the branches exhaustively and determinist
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,7 @@ def saver_factory() -> Iterator[Any]:
         pool = ConnectionPool("postgresql://nowhere.invalid/db", open=False) if options.pop("durable", True) else None
         saver = TieredSaver(redis.Redis(host="nowhere.invalid"), pg_pool=pool, tenant_id=TENANT,
                             background_flush=False, blob_store=None, **options)  # fmt: skip
+        saver.core.hot.epoch.value = "epoch-1"  # as after the process' first write
         made.append(saver)
         return saver
 
@@ -171,7 +173,7 @@ def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) 
 
 
 def test_waiting_for_a_checkpoint_put_times_out() -> None:
-    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None)
+    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None)
     ref = ThreadRef(TENANT, THREAD, "", "cp-1")
     driver = ScriptedDriver([Expect(RedisCall, reply=[0], check=_is("HEXISTS")) for _ in range(5)])
     assert driver.run(hot.await_checkpoint_op(ref, timeout=0.01)) is False
@@ -202,6 +204,45 @@ def test_the_interrupt_flush_goes_on_when_postgres_is_down(saver_factory: Any) -
     ])  # fmt: skip
     driver.run(saver.core.put_writes_op(saver._ref(config), [("__interrupt__", "approve?")], "task-1", ""))
     assert saver.metrics.counter("flush_errors") == 1
+
+
+def test_a_write_that_sees_another_epoch_reports_the_loss_once(
+    saver_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    saver = saver_factory()
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:put"), describe="put: Redis holds no epoch-1"),
+        Expect(RedisCall, reply=[None, b"epoch-2"], check=_is("SET", "GET"), describe="adopt the current epoch"),
+    ])  # fmt: skip
+    next_put = ScriptedDriver([Expect(RedisCall, reply=[1], check=_is("EVALSHA:put"), describe="same epoch now")])
+    with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver"):
+        driver.run(_put_op(saver))
+        next_put.run(_put_op(saver))
+    assert saver.metrics.counter("redis_data_lost") == 1
+    assert saver.core.hot.epoch.value == "epoch-2" and saver.core.hot.epoch.lost_at is not None
+    assert [r.levelname for r in caplog.records if "Redis lost data" in r.getMessage()] == ["ERROR"]
+
+
+@pytest.mark.parametrize(("policy", "warned"), [(b"allkeys-lru", True), (b"volatile-lru", False), (None, False)])
+def test_the_first_write_learns_the_epoch_and_checks_the_eviction_policy(
+    saver_factory: Any, caplog: pytest.LogCaptureFixture, policy: bytes | None, warned: bool
+) -> None:
+    saver = saver_factory()
+    saver.core.hot.epoch.value = None  # a process' first write
+    config_reply: Expect = (
+        Expect(RedisCall, reply=[[b"maxmemory-policy", policy]], check=_is("CONFIG"))
+        if policy is not None
+        else Expect(RedisCall, error=redis.exceptions.ResponseError("unknown command 'CONFIG'"), check=_is("CONFIG"))
+    )
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[True, b"epoch-1"], check=_is("SET", "GET"), describe="set the epoch if new"),
+        config_reply,
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:put")(c) and "epoch-1" in c.commands[0]),
+    ])  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="langgraph_tiered_saver"):
+        driver.run(_put_op(saver))
+    assert any("maxmemory-policy" in r.getMessage() for r in caplog.records) is warned
+    assert saver.metrics.counter("redis_data_lost") == 0
 
 
 def test_the_circuit_breaker_opens_once_probes_and_closes() -> None:

@@ -63,6 +63,11 @@ local function mark_thread(track)
   if track then redis.call("ZADD", KEY.dirty, ARG.now_ms, ARG.dirty_member) end
 end
 
+-- 1 when Redis still holds the epoch the writer knows, 0 when it lost data since (sentinel.py).
+local function same_epoch()
+  return redis.call("GET", KEY.epoch) == ARG.epoch and 1 or 0
+end
+
 local function split(s, sep)
   local out = {}
   if not s or s == "" then return out end

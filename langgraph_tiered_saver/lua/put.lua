@@ -20,4 +20,4 @@ if #blob_args > 0 then redis.call("HSET", KEY.bl, unpack(blob_args)) end
 if track then add_to_outbox(pend) end
 touch(ARG.ttl_ms)
 mark_thread(track)
-return 1
+return same_epoch()

@@ -26,4 +26,4 @@ if #index > 0 then
 end
 touch(ARG.ttl_ms)
 mark_thread(track)
-return 1
+return same_epoch()

@@ -1,0 +1,91 @@
+"""Knowing when Redis lost data: an epoch key, and the eviction policy check.
+
+A deployment's Redis holds one key without TTL, `<prefix>:v1:epoch`, set once to a random
+token. Each process learns the token on its first write; every `put`/`put_writes` script then
+compares it with the one the process knows (same round trip, no extra cost). A different or
+missing token means Redis restarted empty, was flushed, or failed over to a replica without
+the data: whatever was not flushed yet is gone. That is reported once per process and event
+(ERROR log, `redis_data_lost` counter, `Epoch.lost_at`), never passed
+over silently; the process then adopts the current token.
+
+The same first call checks `maxmemory-policy`: under an `allkeys-*` policy Redis may evict a
+thread that is not flushed yet (its keys keep no TTL until then, so `volatile-*` policies and
+`noeviction` never do).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from . import keys as K
+from ._io import Op, RedisCall
+from .codec import as_str
+
+logger = logging.getLogger("langgraph_tiered_saver")
+
+UNSAFE_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+
+class Epoch:
+    """The epoch this process knows, and what to do when Redis shows another."""
+
+    def __init__(self, key_prefix: str, *, durable: bool, on_lost: Callable[[], None]) -> None:
+        self.key = K.epoch_key(key_prefix)
+        self.durable = durable
+        self.on_lost = on_lost
+        self.value: str | None = None
+        self.lost_at: float | None = None
+
+    def known_op(self) -> Op[str]:
+        """The current epoch (set it if this is the deployment's first write)."""
+        if self.value is None:
+            self.value = yield from self._adopt_op()
+            yield from self._check_policy_op()
+        return self.value
+
+    def lost_op(self) -> Op[None]:
+        """A write script saw another epoch: report the loss once, adopt the current epoch."""
+        previous = self.value
+        current = yield from self._adopt_op()
+        if current == previous:
+            return None  # another call of this process adopted it already
+        self.value = current
+        self.lost_at = time.time()
+        self.on_lost()
+        logger.error(
+            "Redis lost data (epoch %s is gone; now %s): it restarted empty, was flushed or failed "
+            "over without its data. Checkpoints not yet flushed to Postgres are lost; threads "
+            "continue from their last flushed checkpoint.",
+            previous, current,
+        )
+        return None
+
+    def _adopt_op(self) -> Op[str]:
+        _, current = yield RedisCall((("SET", self.key, uuid.uuid4().hex, "NX"), ("GET", self.key)))
+        return as_str(current)
+
+    def _check_policy_op(self) -> Op[None]:
+        try:
+            (reply,) = yield RedisCall((("CONFIG", "GET", "maxmemory-policy"),))
+        except Exception as exc:  # managed Redis often refuses CONFIG: nothing to check then
+            logger.debug("cannot read maxmemory-policy: %s", exc)
+            return None
+        policy = _config_value(reply)
+        if self.durable and policy in UNSAFE_POLICIES:
+            logger.warning(
+                "Redis maxmemory-policy is %s: it may evict a thread before its flush (lost, and "
+                "reported). Use volatile-lru or noeviction: unflushed threads keep no TTL, so "
+                "volatile-* policies never evict them.",
+                policy,
+            )
+        return None
+
+
+def _config_value(reply: Any) -> str | None:
+    """CONFIG GET answers a flat list (RESP2) or a map (RESP3)."""
+    values = list(reply.values()) if isinstance(reply, dict) else list(reply or [])[1::2]
+    return as_str(values[0]) if values else None
