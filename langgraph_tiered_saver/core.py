@@ -46,7 +46,7 @@ from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
 from .planning import keep_latest
 from .runlock import RunLocks
-from .sentinel import Epoch
+from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, decode_refs, encode_refs, from_durable, stored_to_export
 
 logger = logging.getLogger("langgraph_tiered_saver")
@@ -120,6 +120,8 @@ class Core:
         metrics: Metrics,
         blob_store: Any,
         offload_threshold: int,
+        hot_durability: str = "memory",
+        hot_durability_timeout: float = 1.0,
     ) -> Core:
         """The core of a saver with these options (checked here)."""
         opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
@@ -136,6 +138,7 @@ class Core:
             serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
             track_outbox=durable, offloader=offload,
             epoch=Epoch(key_prefix, durable=durable, on_lost=lambda: metrics.incr("redis_data_lost")),
+            durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
         flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms)
         core = cls(

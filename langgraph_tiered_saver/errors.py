@@ -88,3 +88,8 @@ class PostgresError(TieredSaverError):
 class PoolExhaustedError(TierUnavailableError):
     """Every connection of a pool stayed busy for the whole wait: the server is up, the pool is
     too small for the load (size it with from_conn_string's pool options)."""
+
+
+class HotDurabilityError(TieredSaverError):
+    """A write reached Redis, but Redis could not confirm it durable as `hot_durability` asks
+    (fsynced to the AOF, or copied to a replica) within `hot_durability_timeout`."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+import redis.exceptions
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -38,11 +39,11 @@ from .codec import (
     unpack_checkpoint,
     unpack_write,
 )
-from .errors import CorruptDataError
+from .errors import CorruptDataError, HotDurabilityError
 from .ids import MAX_TASK_ID, ThreadRef, check_field_id
 from .polling import poll_op
 from .scripts import LuaScript
-from .sentinel import Epoch
+from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, decode_refs, encode_refs
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class HotOps:
         track_outbox: bool,
         offloader: Offloader,
         epoch: Epoch,
+        durability: HotDurability | None = None,
     ) -> None:
         self.serde = serde
         self.prefix = key_prefix
@@ -101,6 +103,7 @@ class HotOps:
         self.track_outbox = track_outbox
         self.offloader = offloader
         self.epoch = epoch
+        self.durability = durability
 
     @property
     def _track(self) -> str:
@@ -264,10 +267,28 @@ class HotOps:
             epoch=self.epoch.key,
         )  # fmt: skip
         extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
-        replies = yield RedisCall((script.call(keys, args, rest), *extra), transaction=bool(extra), scripts=(script,))
+        wait = self.durability.command() if self.durability is not None else None
+        commands = (script.call(keys, args, rest), *extra)
+        if wait is None or extra:  # WAIT/WAITAOF cannot run inside MULTI: after it, on its own
+            replies = yield RedisCall(commands, transaction=bool(extra), scripts=(script,))
+            confirmed = None if wait is None else (yield from self._wait_op(wait, (wait,)))
+        else:  # the wait rides in the same round trip
+            replies = yield from self._wait_op(wait, (*commands, wait), script)
+            confirmed = replies[-1]
+        if self.durability is not None:
+            self.durability.check(confirmed)
         if not int(replies[0]):
             yield from self.epoch.lost_op()
         return None
+
+    def _wait_op(self, wait: tuple[Any, ...], commands: tuple[Any, ...], script: LuaScript | None = None) -> Op[Any]:
+        """Run `commands` ending with the durability wait; a server that cannot wait (WAITAOF
+        without `appendonly yes`, an old server) is a typed error, not a raw reply."""
+        try:
+            replies = yield RedisCall(commands, scripts=(script,) if script else ())
+        except redis.exceptions.ResponseError as exc:
+            raise HotDurabilityError(f"Redis cannot confirm {wait[0]} durability: {exc}") from exc
+        return replies if script else replies[0]
 
     def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[list[StoredCheckpoint]]:
         """The latest checkpoint of `ref`'s namespace (members=None), or the given members."""

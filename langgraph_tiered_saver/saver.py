@@ -86,6 +86,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         offload_threshold: int = DEFAULT_THRESHOLD,
         auto_lock: AutoLock | bool = False,
         pool_options: PoolOptions | None = None,
+        hot_durability: str = "memory",
+        hot_durability_timeout: float = 1.0,
     ) -> None:
         super().__init__(serde=serde)
         pools = opt.instance("pool_options", pool_options, PoolOptions) or PoolOptions()
@@ -101,6 +103,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             self.serde, key_prefix=key_prefix, schema=schema, ttl_ms=ttl_ms, durable=self.durable,
             refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
             policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
+            hot_durability=hot_durability, hot_durability_timeout=hot_durability_timeout,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
@@ -126,8 +129,6 @@ class TieredSaver(BaseCheckpointSaver[str]):
         clone.__dict__.update(self.__dict__)
         clone.tenant_id = check_tenant(tenant_id)
         return clone
-
-    # ------------------------------------------------------------------ running ops
 
     def run_op(self, op: Op[T]) -> T:
         """Run one op on the sync driver (its clients built from the async ones if need be)."""
@@ -272,8 +273,6 @@ class TieredSaver(BaseCheckpointSaver[str]):
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self.arun_op(self.core.prune_op(self._tenant("prune"), thread_ids, strategy))
-
-    # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
         """Release run locks, drain the outbox (per policy), stop the background flusher, and

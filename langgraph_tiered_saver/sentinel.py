@@ -1,4 +1,5 @@
-"""Knowing when Redis lost data: an epoch key, and the eviction policy check.
+"""Knowing when Redis lost data (an epoch key, the eviction policy check), and the option to
+not lose it (`HotDurability`).
 
 A deployment's Redis holds one key without TTL, `<prefix>:v1:epoch`, set once to a random
 token. Each process learns the token on its first write; every `put`/`put_writes` script then
@@ -24,6 +25,7 @@ from typing import Any
 from . import keys as K
 from ._io import Op, RedisCall
 from .codec import as_str
+from .errors import ConfigError, HotDurabilityError
 
 logger = logging.getLogger("langgraph_tiered_saver")
 
@@ -89,3 +91,34 @@ def _config_value(reply: Any) -> str | None:
     """CONFIG GET answers a flat list (RESP2) or a map (RESP3)."""
     values = list(reply.values()) if isinstance(reply, dict) else list(reply or [])[1::2]
     return as_str(values[0]) if values else None
+
+
+class HotDurability:
+    """`hot_durability`: what a write waits for before it returns, in the same round trip.
+
+    "memory" (default): nothing; Redis acknowledged it in memory (what `appendfsync everysec`
+    or a replica then keep is up to the server's settings). "aof": `WAITAOF 1 0` — the write is
+    fsynced to this server's append-only file (Redis >= 7.2, Valkey >= 8, `appendonly yes`).
+    "replica": `WAIT 1` — at least one replica has it (survives a failover).
+    """
+
+    def __init__(self, mode: str, timeout: float) -> None:
+        self.mode = mode
+        self.timeout_ms = max(1, int(timeout * 1000))
+
+    @classmethod
+    def of(cls, mode: str, timeout: float) -> HotDurability | None:
+        if mode not in ("memory", "aof", "replica"):
+            raise ConfigError(f"hot_durability must be 'memory', 'aof' or 'replica', got {mode!r}")
+        return None if mode == "memory" else cls(mode, timeout)
+
+    def command(self) -> tuple[Any, ...]:
+        if self.mode == "aof":
+            return ("WAITAOF", 1, 0, self.timeout_ms)
+        return ("WAIT", 1, self.timeout_ms)
+
+    def check(self, reply: Any) -> None:
+        confirmed = int(reply[0]) if isinstance(reply, (list, tuple)) else int(reply)
+        if confirmed < 1:
+            what = "fsynced to the AOF" if self.mode == "aof" else "copied to a replica"
+            raise HotDurabilityError(f"Redis did not confirm the write {what} within {self.timeout_ms} ms")
