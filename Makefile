@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-dev-$(HASH)
 DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
 PYTEST_ARGS ?=
 
-.PHONY: install install-demo test lint demo bench bench-full worker clean
+.PHONY: install install-demo test lint demo bench bench-full worker soak clean
 
 install: $(STAMP)
 
@@ -31,6 +31,10 @@ $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
 
 test: $(STAMP)
 	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+# The model-based consistency test at length (tests/test_consistency_model.py); prints its figures.
+soak: $(STAMP)
+	LTS_SOAK_EXAMPLES=$${LTS_SOAK_EXAMPLES:-300} $(PY) -m pytest -q -s -p no:randomly tests/test_consistency_model.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check langgraph_tiered_saver devtools tests examples benchmarks

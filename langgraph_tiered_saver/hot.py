@@ -278,7 +278,7 @@ class HotOps:
         if self.durability is not None:
             self.durability.check(confirmed)
         if not int(replies[0]):
-            yield from self.epoch.lost_op()
+            yield from self.epoch.lost_op(args["epoch"])
         return None
 
     def _wait_op(self, wait: tuple[Any, ...], commands: tuple[Any, ...], script: LuaScript | None = None) -> Op[Any]:

@@ -17,6 +17,7 @@ thread that is not flushed yet (its keys keep no TTL until then, so `volatile-*`
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,8 @@ class Epoch:
         self.on_lost = on_lost
         self.value: str | None = None
         self.lost_at: float | None = None
+        self._guard = threading.Lock()
+        self._adopting = False
 
     def known_op(self) -> Op[str]:
         """The current epoch (set it if this is the deployment's first write)."""
@@ -49,12 +52,18 @@ class Epoch:
             yield from self._check_policy_op()
         return self.value
 
-    def lost_op(self) -> Op[None]:
-        """A write script saw another epoch: report the loss once, adopt the current epoch."""
-        previous = self.value
-        current = yield from self._adopt_op()
-        if current == previous:
-            return None  # another call of this process adopted it already
+    def lost_op(self, used: str) -> Op[None]:
+        """A write script that ran with epoch `used` saw another: report the loss once (the
+        step's concurrent writes all see it; the first one reports), adopt the current epoch."""
+        with self._guard:
+            if self.value != used or self._adopting:
+                return None
+            self._adopting = True
+        try:
+            current = yield from self._adopt_op()
+        finally:
+            with self._guard:
+                self._adopting = False
         self.value = current
         self.lost_at = time.time()
         self.on_lost()
@@ -62,7 +71,7 @@ class Epoch:
             "Redis lost data (epoch %s is gone; now %s): it restarted empty, was flushed or failed "
             "over without its data. Checkpoints not yet flushed to Postgres are lost; threads "
             "continue from their last flushed checkpoint.",
-            previous, current,
+            used, current,
         )
         return None
 
