@@ -258,7 +258,14 @@ class FlushOps:
         released = False
         try:
             while True:
-                entries, versions, values = reply
+                entries, versions, values, outbox_lost = reply
+                if int(outbox_lost):
+                    result.lost += 1
+                    logger.error(
+                        "the outbox of thread %s/%s was lost: Redis evicted it before its flush "
+                        "(use a volatile-* maxmemory-policy, see README); its unflushed checkpoints "
+                        "never reach Postgres", tenant_id, thread_id,
+                    )
                 if not entries:
                     result.remaining = 0
                     break

@@ -215,3 +215,19 @@ def test_redis_back_with_old_data_after_a_fallback_does_not_answer_as_latest(
         assert len(ids) == len(list(graph.get_state_history(cfg)))  # run 1's checkpoints kept too
     with psycopg.connect(test_database_url, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_an_evicted_outbox_is_reported(durable: Any, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Under an allkeys-* policy Redis may evict a dirty thread's outbox itself: the thread's
+    meta remembers that it had unflushed entries, so the flush reports the loss (once)."""
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    two_step_graph(durable).invoke({"log": []}, thread_config(thread))
+    client = redis.Redis.from_url(redis_url)
+    client.delete(K.thread_keys(durable.key_prefix, TEST_TENANT, thread).pend)  # what LRU would do
+    client.close()
+    caplog.set_level(logging.ERROR, logger="langgraph_tiered_saver")
+    (result,) = durable.flush(thread_config(thread))
+    assert result.lost == 1 and result.checkpoints == 0
+    assert [r for r in caplog.records if "outbox of thread" in r.getMessage()]
+    (again,) = durable.flush(thread_config(thread))
+    assert again.lost == 0  # reported once

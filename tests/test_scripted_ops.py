@@ -120,7 +120,7 @@ def _blob_entries(n: int, start: int = 0) -> tuple[list[bytes], list[bytes]]:
 
 def _outbox(entries: list[bytes], values: list[bytes]) -> list[Any]:
     versions = [b"1"] * len(entries)
-    return [b"1700000000000", [entries, versions, values]]  # ZSCORE of the dirty index, the locked read
+    return [b"1700000000000", [entries, versions, values, 0]]  # ZSCORE of the dirty index, the locked read
 
 
 def test_a_busy_flush_lock_is_skipped(saver_factory: Any) -> None:

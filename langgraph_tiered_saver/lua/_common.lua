@@ -28,6 +28,7 @@ end
 local function add_to_outbox(entries)
   if #entries == 0 then return end
   local version = redis.call("HINCRBY", KEY.meta, "outbox_version", 1)
+  redis.call("HSET", KEY.meta, "unflushed", "1")  -- survives an evicted outbox: see outbox_read
   local args = {}
   for i = 1, #entries do
     args[#args + 1] = version

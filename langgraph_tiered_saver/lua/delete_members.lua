@@ -12,4 +12,5 @@ else
 end
 local removed = delete_members(members)
 local dropped = gc_blobs()
+if redis.call("ZCARD", KEY.pend) == 0 then redis.call("HDEL", KEY.meta, "unflushed") end
 return {removed, dropped}

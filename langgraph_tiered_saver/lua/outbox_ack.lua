@@ -11,5 +11,8 @@ if ARG.release == "1" and redis.call("GET", KEY.flush_lock) == ARG.token then
   redis.call("DEL", KEY.flush_lock)
 end
 local remaining = redis.call("ZCARD", KEY.pend)
-if remaining == 0 then touch(ARG.ttl_ms) end
+if remaining == 0 then
+  redis.call("HDEL", KEY.meta, "unflushed")
+  touch(ARG.ttl_ms)
+end
 return remaining

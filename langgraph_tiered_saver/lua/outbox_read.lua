@@ -1,6 +1,6 @@
 -- Take the thread's flush lock and read up to ARG.limit outbox entries of this thread with
 -- their versions and values, in one round trip. Returns false when another flusher holds the
--- lock; else {entries, versions, values}, where a value is false when the entry's data is gone.
+-- lock; else {entries, versions, values, outbox_lost}, where a value is false when the entry's data is gone.
 -- A checkpoint's value is {record, refs, missing}: `missing` lists the channel values it
 -- references that Redis no longer holds (the flusher checks Postgres for them before writing
 -- the row: a row that would not read back is never written). Re-running with the same token
@@ -34,4 +34,11 @@ for i = 1, #scored, 2 do
     values[n] = redis.call("HGET", KEY.wr, rest) or false
   end
 end
-return {entries, versions, values}
+-- No entries although the thread's meta says some are unflushed: the outbox itself was evicted
+-- (allkeys-* policy). Reported once (4th element 1), then forgotten.
+local outbox_lost = 0
+if #entries == 0 and redis.call("HGET", KEY.meta, "unflushed") then
+  redis.call("HDEL", KEY.meta, "unflushed")
+  outbox_lost = 1
+end
+return {entries, versions, values, outbox_lost}
