@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-import redis
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from devtools.servers import delete_keys
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -128,24 +129,6 @@ class BenchEnv:
                     conn.execute(
                         sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
                     )
-
-
-def delete_keys(url: str, pattern: str) -> int:
-    """UNLINK every key matching `pattern` (SCAN, never FLUSH*). Returns how many."""
-    client = redis.Redis.from_url(url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                deleted += client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += client.unlink(*batch)
-    finally:
-        client.close()
-    return deleted
 
 
 def _try_create_database(admin_url: str, db_name: str) -> bool:

