@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .hot import HotOps
 from .ids import ThreadRef, check_thread
+from .known import NEW, KnownThreads
 from .legacy import LegacyReads
 from .locks import Fences
 from .metrics import Metrics
@@ -134,10 +135,11 @@ class Core:
             blob_factory(blob_store, schema=schema, durable=durable), key_prefix=key_prefix, threshold=offload_threshold,
             collect_garbage=not isinstance(blob_store, BlobStore),
         )
+        epoch = Epoch(key_prefix, durable=durable, on_lost=lambda: metrics.incr("redis_data_lost"))
         hot = HotOps(
             serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
-            track_outbox=durable, offloader=offload,
-            epoch=Epoch(key_prefix, durable=durable, on_lost=lambda: metrics.incr("redis_data_lost")),
+            track_outbox=durable, offloader=offload, epoch=epoch,
+            known=KnownThreads(key_prefix, schema, epoch, metrics, enabled=durable),
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
         flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms)
@@ -150,6 +152,19 @@ class Core:
             first_version=lambda: next_version(None), on_hot_error=core._hot_failed,
         )
         return core
+
+    def attach(self, run: Callable[[Op[Any]], Any], *, background_flush: bool) -> None:
+        """Start-on-use background threads, given the saver's sync op runner: the flusher
+        (durable tier with `background_flush`) and the known-threads warden (known.py)."""
+        if self.durable and background_flush:
+            self.flusher = BackgroundFlusher(run, self.flush, self.policy, self.metrics)
+        self.hot.known.attach(run)
+
+    def stop_background(self, *, drain: bool) -> None:
+        """Stop the background threads; `drain`: flush first (see BackgroundFlusher.stop)."""
+        self.hot.known.stop()
+        if self.flusher is not None:
+            self.flusher.stop(drain=drain)
 
     # ------------------------------------------------------------------ failure policy
 
@@ -283,6 +298,11 @@ class Core:
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
         yield from pg.upsert_batch_op(self.schema, [batch])
         self.metrics.incr("write_through_rows", len(entries))
+        try:  # after the commit: whoever sees the new count finds the rows (known.py)
+            yield from pg.count_write_through_op(self.schema)
+        except Exception as exc:  # e.g. migration 3 not applied: then nobody trusts a registry
+            self.metrics.incr("known_threads_errors")
+            logger.warning("could not count a write-through in Postgres (run setup()): %s", exc)
         return None
 
     def _recover_op(self, ref: ThreadRef) -> Op[None]:
@@ -296,7 +316,7 @@ class Core:
         try:
             if self.durable:
                 yield from self.flush.flush_thread_op(*key, wait=True)
-            yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
+            yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id], unregister=False)
         except TierUnavailableError:
             return None  # still down: the next call tries again
         self.written_through.discard(key)
@@ -326,9 +346,9 @@ class Core:
     def _get_tuple_op(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
         yield from self._recover_op(ref)
         stored: StoredCheckpoint | None = None
-        hot_up = True
+        hot_up, status = True, ""
         try:
-            stored = yield from self.hot.get_stored_op(ref)
+            stored, status = yield from self.hot.get_stored_op(ref)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "get_tuple")
             hot_up = False
@@ -337,6 +357,10 @@ class Core:
             return (yield from self._to_tuple_op(ref, stored, hot_up))
         if not self.durable:
             return None
+        if stored is None and hot_up:
+            self.hot.known.missed(ref.tenant_id, status)
+            if status == NEW:  # no tier holds it: no Postgres round trip (known.py)
+                return None
         try:
             durable = yield from pg.get_checkpoint_op(
                 self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
@@ -471,10 +495,12 @@ class Core:
     def _delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
         before = yield from self.hot.export_thread_op(tenant, thread_id)
         candidates = digests_in_export(before)
-        yield from self.hot.delete_thread_op(tenant, [thread_id])
+        yield from self.hot.delete_thread_op(tenant, [thread_id], unregister=False)
         if self.durable:
             result = yield from pg.delete_thread_op(self.schema, tenant, thread_id)
             candidates |= _ref_digests(result.orphaned_blob_refs)
+        # only now: a registered thread may be in Postgres, so it leaves the registry last
+        yield from self.hot.unregister_op(tenant, [thread_id])
         yield from self._collect_blobs_op(tenant, [], candidates)
         return None
 
@@ -509,7 +535,8 @@ class Core:
 
     def copy_thread_op(self, tenant: str, source_thread_id: str, target_thread_id: str) -> Op[None]:
         src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
-        if self.durable:
+        if self.durable:  # registered before it exists in Postgres (known.py)
+            yield from self.hot.register_op(tenant, dst)
             yield from pg.copy_thread_op(self.schema, tenant, src, dst)
         content = yield from self.hot.export_thread_op(tenant, src)
         yield from self.hot.import_thread_op(tenant, dst, content, pending=self.durable)

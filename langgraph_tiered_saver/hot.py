@@ -47,6 +47,7 @@ from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, decode_refs, encode_refs
 
 if TYPE_CHECKING:
+    from .known import KnownThreads
     from .offload import Offloader
 
 LIST_BATCH = 64
@@ -94,6 +95,7 @@ class HotOps:
         track_outbox: bool,
         offloader: Offloader,
         epoch: Epoch,
+        known: KnownThreads,
         durability: HotDurability | None = None,
     ) -> None:
         self.serde = serde
@@ -103,6 +105,7 @@ class HotOps:
         self.track_outbox = track_outbox
         self.offloader = offloader
         self.epoch = epoch
+        self.known = known
         self.durability = durability
 
     @property
@@ -252,7 +255,9 @@ class HotOps:
         return None
 
     def _mark_args(self, ref: ThreadRef) -> dict[str, Any]:
-        return {"now_ms": now_ms(), "thread_id": ref.thread_id, "dirty_member": K.dirty_member(ref.tenant_id, ref.thread_id)}
+        return {
+            "now_ms": now_ms(), "thread_id": ref.thread_id, "dirty_member": K.dirty_member(ref.tenant_id, ref.thread_id),
+        }  # fmt: skip
 
     def _write_op(
         self, ref: ThreadRef, script: LuaScript, args: dict[str, Any], rest: list[Any], digests: Sequence[str] = ()
@@ -260,11 +265,12 @@ class HotOps:
         """One round trip: one EVALSHA that also updates the tenant registry and the outbox
         index (plus, in a MULTI, the reference sets of offloaded blobs) and compares the epoch
         (a second round trip only on a process' first write, or after Redis lost data)."""
-        args = {**args, "epoch": (yield from self.epoch.known_op())}
+        args = {**args, "epoch": (yield from self.epoch.known_op()), "trust": self.known.trust_arg()}
         keys = self.keys(
             ref.tenant_id, ref.thread_id,
             registry=K.tenant_threads_key(self.prefix, ref.tenant_id), dirty=K.dirty_key(self.prefix),
-            epoch=self.epoch.key,
+            epoch=self.epoch.key, known=K.known_key(self.prefix, ref.tenant_id),
+            write_through=K.write_through_key(self.prefix),
         )  # fmt: skip
         extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
         wait = self.durability.command() if self.durability is not None else None
@@ -290,22 +296,28 @@ class HotOps:
             raise HotDurabilityError(f"Redis cannot confirm {wait[0]} durability: {exc}") from exc
         return replies if script else replies[0]
 
-    def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[list[StoredCheckpoint]]:
-        """The latest checkpoint of `ref`'s namespace (members=None), or the given members."""
+    def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[tuple[list[StoredCheckpoint], str]]:
+        """The latest checkpoint of `ref`'s namespace (members=None), or the given members, and
+        get.lua's status: "hit", or what a miss means for the durable tier (known.py)."""
         ttl = self.ttl_ms if self.refresh_on_read else 0
-        args = {"refresh_ttl_ms": ttl, "mode": "latest" if members is None else "ids"}
+        args = {
+            "refresh_ttl_ms": ttl, "mode": "latest" if members is None else "ids", "thread_id": ref.thread_id,
+            "trust": self.known.trust_arg(),
+        }  # fmt: skip
         rest = [ref.checkpoint_ns] if members is None else list(members)
-        call = scripts.GET.call(self.keys(ref.tenant_id, ref.thread_id), args, rest)
-        (entries,) = yield RedisCall((call,), scripts=(scripts.GET,))
+        keys = self.keys(ref.tenant_id, ref.thread_id, **self.known.read_keys(ref.tenant_id))
+        call = scripts.GET.call(keys, args, rest)
+        ((status, entries),) = yield RedisCall((call,), scripts=(scripts.GET,))
         where = f"Redis thread {ref.thread_id!r}"
-        return [parse_entry(entry, where) for entry in entries or ()]
+        return [parse_entry(entry, where) for entry in entries or ()], as_str(status)
 
-    def get_stored_op(self, ref: ThreadRef) -> Op[StoredCheckpoint | None]:
+    def get_stored_op(self, ref: ThreadRef) -> Op[tuple[StoredCheckpoint | None, str]]:
+        """The checkpoint `ref` names (its namespace's latest without an id), and the status."""
         members = None if ref.checkpoint_id is None else [
             K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
         ]
-        found = yield from self.fetch_op(ref, members)
-        return found[0] if found else None
+        found, status = yield from self.fetch_op(ref, members)
+        return (found[0] if found else None), status
 
     def fetch_writes_op(
         self, tenant_id: str, members_by_thread: Mapping[str, Sequence[str]]
@@ -380,7 +392,7 @@ class HotOps:
             members = [m for m in members if K.split_checkpoint_member(m)[1] < before_id]
         out: list[StoredCheckpoint] = []
         for start in range(0, len(members), LIST_BATCH):
-            batch = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
+            batch, _ = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
             for stored in batch:
                 if metadata_filter and not self.matches(stored, metadata_filter):
                     continue
@@ -392,14 +404,27 @@ class HotOps:
     def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:
         return filters.matches(self.serde.loads_typed(stored.record.metadata), metadata_filter)
 
-    def delete_thread_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
+    def delete_thread_op(self, tenant_id: str, thread_ids: Sequence[str], *, unregister: bool = True) -> Op[None]:
+        """Drop threads from Redis; `unregister=False` keeps them in the tenant's registry, for
+        threads Postgres still holds (known.py: the registry must list every one of those)."""
         commands: list[tuple[Any, ...]] = []
         for thread_id in thread_ids:
             commands.append(("DEL", *K.thread_keys(self.prefix, tenant_id, thread_id)))
-            commands.append(("ZREM", K.tenant_threads_key(self.prefix, tenant_id), thread_id))
             commands.append(("ZREM", K.dirty_key(self.prefix), K.dirty_member(tenant_id, thread_id)))
+        if unregister and thread_ids:
+            commands.append(("ZREM", K.tenant_threads_key(self.prefix, tenant_id), *thread_ids))
         if commands:
             yield RedisCall(tuple(commands))
+        return None
+
+    def register_op(self, tenant_id: str, thread_id: str) -> Op[None]:
+        """List a thread in its tenant's registry (before it reaches Postgres past Redis)."""
+        yield RedisCall((("ZADD", K.tenant_threads_key(self.prefix, tenant_id), now_ms(), thread_id),))
+        return None
+
+    def unregister_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
+        if thread_ids:
+            yield RedisCall((("ZREM", K.tenant_threads_key(self.prefix, tenant_id), *thread_ids),))
         return None
 
     def delete_members_op(

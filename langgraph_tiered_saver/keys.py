@@ -21,8 +21,10 @@ Inside the keys, members and fields join ids with NUL (`\\x00`), which ids may n
     pend  ZSET  (lex)  c␀<member> | b␀<blob field> | w␀<write field>       the thread's outbox
     meta  HASH  lock owner, fencing token, flush bookkeeping
 
-Two keys are per deployment rather than per thread: the tenant's thread registry (for listing and
-run deletion across threads) and the `dirty` outbox index the flusher polls.
+Beside them, per tenant: the thread registry (every thread written through Redis, kept past
+the threads' TTL: listing, run deletion across threads, and knowing a new thread without asking
+Postgres) and its `known` mark (known.py). Per deployment: the `dirty` outbox index the flusher
+polls, the `epoch` (sentinel.py) and the write-through count last seen in Postgres.
 """
 
 from __future__ import annotations
@@ -103,6 +105,17 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str) -> ThreadKeys:
 def tenant_threads_key(prefix: str, tenant_id: str) -> str:
     """ZSET thread_id -> last write time (ms) of one tenant."""
     return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:threads"
+
+
+def known_key(prefix: str, tenant_id: str) -> str:
+    """STRING: the token (epoch/write-through count) under which the tenant's registry was
+    found complete, i.e. holding every thread Postgres has (known.py)."""
+    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:known"
+
+
+def write_through_key(prefix: str) -> str:
+    """STRING: the highest write-through count of Postgres that Redis has seen (known.py)."""
+    return f"{prefix}:{SCHEMA_VERSION}:write_through"
 
 
 def dirty_key(prefix: str) -> str:

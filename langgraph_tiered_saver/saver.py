@@ -34,7 +34,7 @@ from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
 from .flush import FlushPolicy, FlushResult
-from .flusher import BackgroundFlusher, FlusherHealth
+from .flusher import FlusherHealth
 from .ids import ThreadRef, configurable_of, parse_config
 from .locks import LockOps, ThreadLock
 from .metrics import Metrics
@@ -113,8 +113,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         policy = auto_lock_policy(auto_lock)
         if policy is not None:
             self.core.run_locks = RunLocks(self, self._locks, self.core.fences, policy)
-        if self.durable and background_flush:
-            self.core.flusher = BackgroundFlusher(self.run_op, self.core.flush, self.policy, self.metrics)
+        self.core.attach(self.run_op, background_flush=background_flush)
 
     @classmethod
     def from_conn_string(cls, redis_url: str, postgres_url: str | None = None, **options: Any) -> SaverContext:
@@ -280,8 +279,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         try:
             if self.core.run_locks is not None:
                 self.run_op(self.core.close_op())
-            if self.core.flusher is not None:
-                self.core.flusher.stop(drain=self.policy.on_close)
+            self.core.stop_background(drain=self.policy.on_close)
         finally:
             self._conn.close_sync_owned()
 
@@ -289,8 +287,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         try:
             if self.core.run_locks is not None:
                 await self.arun_op(self.core.close_op())
-            if self.core.flusher is not None:
-                await asyncio.to_thread(self.core.flusher.stop, drain=self.policy.on_close)
+            await asyncio.to_thread(self.core.stop_background, drain=self.policy.on_close)
         finally:
             await self._conn.aclose_owned()
 

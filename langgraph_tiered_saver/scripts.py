@@ -59,17 +59,22 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str, **extra: str) -> di
     return {**names, "lock": K.lock_key(prefix, tenant_id, thread_id), **extra}
 
 
-# tenant registry and outbox index entries, and the epoch the writer knows (sentinel.py)
-_WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch")
+# tenant registry and outbox index entries, the epoch the writer knows (sentinel.py), and
+# whether the registry may mark a new thread "born" (known.py)
+_WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch", "trust")
+_WRITE_KEYS = (*THREAD_KEYS, "registry", "dirty", "epoch", "known", "write_through")
+# what tells a miss of a new thread from one Postgres may answer (known.py)
+_KNOWN_KEYS = ("registry", "known", "epoch", "write_through")
 PUT = LuaScript.load(
-    "put", (*THREAD_KEYS, "registry", "dirty", "epoch"),
-    ("ttl_ms", "fence", "track", "member", "record", "refs", "run_id", *_WRITE_MARK), rest="field, value",
+    "put", _WRITE_KEYS, ("ttl_ms", "fence", "track", "member", "record", "refs", "run_id", *_WRITE_MARK),
+    rest="field, value",
 )  # fmt: skip
 PUT_WRITES = LuaScript.load(
-    "put_writes", (*THREAD_KEYS, "registry", "dirty", "epoch"), ("ttl_ms", "fence", "track", *_WRITE_MARK),
-    rest="field, record, overwrite",
-)  # fmt: skip
-GET = LuaScript.load("get", THREAD_KEYS, ("refresh_ttl_ms", "mode"), rest="namespace | member")
+    "put_writes", _WRITE_KEYS, ("ttl_ms", "fence", "track", *_WRITE_MARK), rest="field, record, overwrite"
+)
+GET = LuaScript.load(
+    "get", (*THREAD_KEYS, *_KNOWN_KEYS), ("refresh_ttl_ms", "mode", "thread_id", "trust"), rest="namespace | member"
+)
 WRITES = LuaScript.load("writes", THREAD_KEYS, (), rest="member")
 DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="id")
 IMPORT = LuaScript.load("import", THREAD_KEYS, ("ttl_ms", "mark_pending"), rest="section, n, item")
@@ -81,3 +86,5 @@ DIRTY_CLEAR = LuaScript.load("dirty_clear", ("dirty",), ("member", "observed"))
 LOCK_ACQUIRE = LuaScript.load("lock_acquire", ("lock", "meta"), ("token", "ttl_ms", "thread_ttl_ms"))
 LOCK_RENEW = LuaScript.load("lock_renew", ("lock",), ("token", "ttl_ms"))
 LOCK_RELEASE = LuaScript.load("lock_release", ("lock",), ("token",))
+KNOWN_SEEN = LuaScript.load("known_seen", ("write_through",), ("count",))
+KNOWN_COMPLETE = LuaScript.load("known_complete", ("known", "epoch", "write_through"), ("token",))

@@ -11,7 +11,7 @@ over silently; the process then adopts the current token.
 
 The same first call checks `maxmemory-policy`: under an `allkeys-*` policy Redis may evict a
 thread that is not flushed yet (its keys keep no TTL until then, so `volatile-*` policies and
-`noeviction` never do).
+`noeviction` never do), or a tenant's thread registry (then known.py does not rely on it).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ class Epoch:
         self.on_lost = on_lost
         self.value: str | None = None
         self.lost_at: float | None = None
+        # whether the eviction policy keeps keys without TTL (None: not checked, or unreadable)
+        self.policy_safe: bool | None = None
         self._guard = threading.Lock()
         self._adopting = False
 
@@ -86,6 +88,7 @@ class Epoch:
             logger.debug("cannot read maxmemory-policy: %s", exc)
             return None
         policy = _config_value(reply)
+        self.policy_safe = policy is not None and policy not in UNSAFE_POLICIES
         if self.durable and policy in UNSAFE_POLICIES:
             logger.warning(
                 "Redis maxmemory-policy is %s: it may evict a thread before its flush (lost, and "

@@ -25,6 +25,7 @@ from langgraph_tiered_saver.codec import CheckpointRecord, TypedValue, WriteReco
 from langgraph_tiered_saver.durable import sql as durable_sql
 from langgraph_tiered_saver.durable.audit import dumps_jsonb, to_audit_json
 from langgraph_tiered_saver.durable.migrations import (
+    LATEST_VERSION,
     applied_versions_op,
     migration_statement,
     setup_op,
@@ -54,6 +55,8 @@ from langgraph_tiered_saver.keys import blob_field
 
 SERDE = JsonPlusSerializer()
 OLD = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+
+ALL_VERSIONS = list(range(1, LATEST_VERSION + 1))
 
 
 @pytest.fixture(scope="module")
@@ -186,9 +189,9 @@ def _one(call: PgCall) -> Any:
 def test_setup_is_idempotent_and_enables_rls(driver: SyncDriver) -> None:
     name = f"lts_{uuid.uuid4().hex[:10]}"
     assert driver.run(applied_versions_op(name)) == []
-    assert driver.run(setup_op(name)) == [1, 2]
+    assert driver.run(setup_op(name)) == ALL_VERSIONS
     assert driver.run(setup_op(name)) == []
-    assert driver.run(applied_versions_op(name)) == [1, 2]
+    assert driver.run(applied_versions_op(name)) == ALL_VERSIONS
     check = PgStatement(
         "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
         "WHERE relnamespace = %s::regnamespace AND relkind = 'r' ORDER BY relname",
@@ -230,8 +233,8 @@ def test_setup_upgrades_a_version_1_schema(driver: SyncDriver) -> None:
     )
     driver.run(_one(PgCall(statements)))
     assert driver.run(applied_versions_op(name)) == [1]
-    assert driver.run(setup_op(name)) == [2]
-    assert driver.run(applied_versions_op(name)) == [1, 2]
+    assert driver.run(setup_op(name)) == ALL_VERSIONS[1:]
+    assert driver.run(applied_versions_op(name)) == ALL_VERSIONS
 
 
 def test_setup_rejects_unsafe_schema_names(driver: SyncDriver) -> None:
@@ -251,15 +254,15 @@ def test_concurrent_setup_from_processes(db_url: str, driver: SyncDriver) -> Non
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(4) as procs:
         results = procs.map(_setup_in_process, [(db_url, name)] * 4)
-    assert sorted(results) == [[], [], [], [1, 2]]
-    assert driver.run(applied_versions_op(name)) == [1, 2]
+    assert sorted(results) == [[], [], [], ALL_VERSIONS]
+    assert driver.run(applied_versions_op(name)) == ALL_VERSIONS
 
 
 def test_concurrent_setup_from_threads(db_url: str, driver: SyncDriver) -> None:
     name = f"lts_{uuid.uuid4().hex[:10]}"
     with concurrent.futures.ThreadPoolExecutor(8) as ex:
         results = list(ex.map(_setup_in_process, [(db_url, name)] * 8))
-    assert sorted(results) == [[]] * 7 + [[1, 2]]
+    assert sorted(results) == [[]] * 7 + [ALL_VERSIONS]
 
 
 # --- flush and read ------------------------------------------------------------------------------
@@ -629,7 +632,7 @@ async def test_async_driver_smoke(db_url: str) -> None:
     name = f"lts_{uuid.uuid4().hex[:10]}"
     async with AsyncConnectionPool(db_url, min_size=1, max_size=2, open=False) as apool:
         adriver = AsyncDriver(None, apool)
-        assert await adriver.run(setup_op(name)) == [1, 2]
+        assert await adriver.run(setup_op(name)) == ALL_VERSIONS
         t = _three_step_thread()
         assert await adriver.run(upsert_batch_op(name, [t.batch])) == RowCounts(3, 4, 4)
         got = await adriver.run(get_checkpoint_op(name, "acme", "t1", "", None))

@@ -58,6 +58,7 @@ def saver_factory() -> Iterator[Any]:
         saver = TieredSaver(redis.Redis(host="nowhere.invalid"), pg_pool=pool, tenant_id=TENANT,
                             background_flush=False, blob_store=None, **options)  # fmt: skip
         saver.core.hot.epoch.value = "epoch-1"  # as after the process' first write
+        saver.core.hot.known._warden = None  # no background polls: trust is set by the test
         made.append(saver)
         return saver
 
@@ -81,6 +82,7 @@ def test_put_falls_back_to_postgres_when_redis_is_down(saver_factory: Any) -> No
     driver = ScriptedDriver([
         Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
         Expect(PgCall, reply=[1, 1, 1], check=lambda c: c.tenant_id == TENANT, describe="write-through"),
+        Expect(PgCall, reply=[[(1,)]], check=lambda c: "nextval" in c.statements[0].sql, describe="counted"),
     ])  # fmt: skip
     config = driver.run(_put_op(saver))
     assert config["configurable"]["thread_id"] == THREAD
@@ -97,13 +99,147 @@ def test_put_raises_when_redis_is_down_and_fallback_is_off(saver_factory: Any) -
 
 def test_a_new_thread_read_answers_from_redis_when_postgres_is_down(saver_factory: Any) -> None:
     saver = saver_factory()
-    driver = ScriptedDriver([Expect(RedisCall, reply=[[]]), Expect(PgCall, error=PG_DOWN)])
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"untrusted", []]]), Expect(PgCall, error=PG_DOWN)])
     assert driver.run(saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None)) is None
     assert saver.metrics.counter("postgres_read_errors") == 1
 
 
+def _trusting(saver: Any) -> Any:
+    """As after a successful poll of the write-through count under a safe eviction policy."""
+    known = saver.core.hot.known
+    known.epoch.policy_safe = True
+    known._fresh_until = float("inf")
+    return known
+
+
+def _get_latest(saver: Any) -> Any:
+    return saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None)
+
+
+def _trust_arg(request: Any) -> str:
+    command = request.commands[0]
+    return str(command[3 + int(command[2]) + scripts.GET.argv.index("trust")])
+
+
+def test_a_new_thread_read_asks_postgres_nothing_when_the_registry_knows(saver_factory: Any) -> None:
+    saver = saver_factory()
+    _trusting(saver)
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"new", []]], check=lambda r: _trust_arg(r) == "1")])
+    assert driver.run(_get_latest(saver)) is None  # the script holds no PgCall: none was made
+    assert saver.metrics.counter("read_misses_new") == 1
+
+
+@pytest.mark.parametrize("status", [b"cold", b"incomplete", b"evicted", b"untrusted"])
+def test_a_miss_the_registry_cannot_vouch_for_asks_postgres(saver_factory: Any, status: bytes) -> None:
+    saver = saver_factory()
+    known = _trusting(saver)
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[status, []]]), Expect(PgCall, reply=[[]], describe="lookup")])
+    assert driver.run(_get_latest(saver)) is None
+    assert saver.metrics.counter(f"read_misses_{status.decode()}") == 1
+    assert known.take_wanted() == ([TENANT] if status == b"incomplete" else [])  # a rebuild is due
+
+
+@pytest.mark.parametrize(("policy_safe", "fresh"), [(True, False), (False, True), (None, True)])
+def test_the_registry_is_not_trusted_without_a_recent_poll_and_a_safe_policy(
+    saver_factory: Any, policy_safe: bool | None, fresh: bool
+) -> None:
+    saver = saver_factory()
+    known = _trusting(saver)
+    known.epoch.policy_safe = policy_safe
+    known._fresh_until = float("inf") if fresh else 0.0
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[[b"untrusted", []]], check=lambda r: _trust_arg(r) == "0"),
+        Expect(PgCall, reply=[[]], describe="lookup"),
+    ])  # fmt: skip
+    assert driver.run(_get_latest(saver)) is None
+
+
+def test_a_poll_carries_the_write_through_count_into_redis_and_grants_trust(saver_factory: Any) -> None:
+    saver = saver_factory()
+    known = saver.core.hot.known
+    known.epoch.policy_safe = True
+    assert not known.trusted()
+    driver = ScriptedDriver([
+        Expect(PgCall, reply=[[(7, True)]], check=lambda c: "last_value" in c.statements[0].sql),
+        Expect(RedisCall, reply=[1], check=lambda r: commands_of(r) == ["EVALSHA:known_seen"] and r.commands[0][-1] == 7),
+    ])  # fmt: skip
+    driver.run(known.poll_op())
+    assert known.trusted()
+    assert saver.metrics.counter("write_throughs_seen") == 1
+
+
+def test_a_failed_poll_grants_no_trust(saver_factory: Any) -> None:
+    saver = saver_factory()
+    known = saver.core.hot.known
+    known.epoch.policy_safe = True
+    with pytest.raises(TierUnavailableError):
+        ScriptedDriver([Expect(PgCall, error=PG_DOWN)]).run(known.poll_op())
+    assert not known.trusted()
+
+
+def test_a_rebuild_copies_postgres_thread_ids_then_marks_the_registry_complete(saver_factory: Any) -> None:
+    saver = saver_factory()
+    known = saver.core.hot.known
+    registry = K.tenant_threads_key("lts", TENANT)
+    page = [f"t{i:04d}" for i in range(2000)]
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[b"epoch-1", b"3"], check=_is("GET", "GET")),
+        Expect(PgCall, reply=[[(t,) for t in page]], check=lambda c: c.tenant_id == TENANT),
+        Expect(RedisCall, reply=[4000], check=lambda r: r.commands[0][:3] == ("ZADD", registry, "NX")),
+        Expect(PgCall, reply=[[("t9999",)]], check=lambda c: c.statements[0].params[1] == "t1999"),
+        Expect(RedisCall, reply=[1], check=lambda r: r.commands[0][-2:] == (0, "t9999")),
+        Expect(PgCall, reply=[[]]),
+        Expect(RedisCall, reply=[1], check=lambda r: commands_of(r) == ["EVALSHA:known_complete"]
+               and r.commands[0][-1] == "epoch-1/3"),
+    ])  # fmt: skip
+    assert driver.run(known.rebuild_op(TENANT)) is True
+    assert saver.metrics.counter("registry_rebuilds") == 1
+
+
+def test_a_rebuild_does_not_mark_when_the_token_moved_or_redis_has_no_epoch(saver_factory: Any) -> None:
+    known = saver_factory().core.hot.known
+    moved = ScriptedDriver([
+        Expect(RedisCall, reply=[b"epoch-1", None]), Expect(PgCall, reply=[[]]),
+        Expect(RedisCall, reply=[0], check=lambda r: r.commands[0][-1] == "epoch-1/0"),
+    ])  # fmt: skip
+    assert moved.run(known.rebuild_op(TENANT)) is False
+    assert ScriptedDriver([Expect(RedisCall, reply=[None, None])]).run(known.rebuild_op(TENANT)) is False
+
+
+def test_a_write_through_that_cannot_be_counted_is_logged_and_still_written(
+    saver_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    saver = saver_factory(on_redis_error="fallback")
+    driver = ScriptedDriver([
+        Expect(RedisCall, error=REDIS_DOWN), Expect(PgCall, reply=[1, 1, 1], describe="write-through"),
+        Expect(PgCall, error=PostgresError("relation does not exist", sqlstate="42P01")),
+    ])  # fmt: skip
+    driver.run(_put_op(saver))
+    assert saver.metrics.counter("write_through_rows") == 2
+    assert saver.metrics.counter("known_threads_errors") == 1
+    assert "could not count a write-through" in caplog.text
+
+
+def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory: Any) -> None:
+    saver = saver_factory()
+    registry = K.tenant_threads_key("lts", TENANT)
+    unregisters = lambda r: any(c[:2] == ("ZREM", registry) for c in r.commands)  # noqa: E731
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[b"token"], describe="flush lock"),
+        Expect(RedisCall, reply=[{}, {}, {}, {}], describe="export"),
+        Expect(RedisCall, reply=[1, 1], check=lambda r: not unregisters(r), describe="delete keys"),
+        Expect(PgCall, error=PG_DOWN, describe="delete rows"),
+        Expect(RedisCall, reply=[1], describe="flush lock release"),
+    ])  # fmt: skip
+    with pytest.raises(TierUnavailableError):
+        driver.run(saver.core.delete_thread_op(TENANT, THREAD))
+    assert not any(isinstance(r, RedisCall) and unregisters(r) for r in driver.seen)
+
+
 def test_a_missing_schema_is_not_masked_by_the_fallback(saver_factory: Any) -> None:
-    driver = ScriptedDriver([Expect(RedisCall, reply=[[]]), Expect(PgCall, error=SchemaMissingError("no tables"))])
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[[b"untrusted", []]]), Expect(PgCall, error=SchemaMissingError("no tables")),
+    ])  # fmt: skip
     with pytest.raises(SchemaMissingError):
         saver = saver_factory()
         driver.run(saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None))
@@ -173,7 +309,7 @@ def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) 
 
 
 def test_waiting_for_a_checkpoint_put_times_out() -> None:
-    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None)
+    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None, known=None)
     ref = ThreadRef(TENANT, THREAD, "", "cp-1")
     driver = ScriptedDriver([Expect(RedisCall, reply=[0], check=_is("HEXISTS")) for _ in range(5)])
     assert driver.run(hot.await_checkpoint_op(ref, timeout=0.01)) is False

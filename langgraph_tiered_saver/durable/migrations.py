@@ -15,7 +15,11 @@ from .._io import Op, PgCall, PgStatement
 from . import sql
 
 # Position + 1 is the version number.
-MIGRATIONS: tuple[str, ...] = (sql.MIGRATION_1_TABLES, sql.MIGRATION_2_BLOB_CHUNKS)
+MIGRATIONS: tuple[str, ...] = (
+    sql.MIGRATION_1_TABLES,
+    sql.MIGRATION_2_BLOB_CHUNKS,
+    sql.MIGRATION_3_WRITE_THROUGH_COUNTER,
+)
 LATEST_VERSION = len(MIGRATIONS)
 _DOLLAR_TAG = "$lts_migration$"
 

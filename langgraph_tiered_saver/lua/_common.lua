@@ -57,9 +57,41 @@ local function check_fence(token)
   return nil
 end
 
+-- The token under which a tenant's registry counts as complete (known.py): Redis' epoch and the
+-- write-through count it has seen. nil while Redis holds no epoch (it lost data, nobody wrote).
+local function known_token()
+  local epoch = redis.call("GET", KEY.epoch)
+  if not epoch then return nil end
+  return epoch .. "/" .. (redis.call("GET", KEY.write_through) or "0")
+end
+
+-- The thread's status when Redis holds none of what was asked (get.lua, known.py): "new" when
+-- no tier can hold it (born in Redis, or absent from a complete registry), "cold" when Postgres
+-- may (registered), "incomplete" when the registry is not known to be complete, "untrusted"
+-- when the process may not rely on it (ARG.trust).
+local function miss_status()
+  if ARG.trust ~= "1" then return "untrusted" end
+  local token = known_token()
+  if not token then return "incomplete" end
+  if redis.call("HGET", KEY.meta, "born") == token and redis.call("EXISTS", KEY.idx) == 1 then
+    return "new"
+  end
+  if redis.call("ZSCORE", KEY.registry, ARG.thread_id) then return "cold" end
+  if redis.call("GET", KEY.known) == token then return "new" end
+  return "incomplete"
+end
+
 -- Record the thread in its tenant's registry and (durable tier on) in the outbox index, in the
--- same script as the data (scripts with KEY.registry and KEY.dirty, ARG.now_ms ...).
+-- same script as the data (scripts with KEY.registry and KEY.dirty, ARG.now_ms ...). A thread
+-- first written while its tenant's registry is complete is "born" in Redis: Redis holds all of
+-- it, so a miss in it needs no Postgres lookup either. Call it before touch() (meta's TTL).
 local function mark_thread(track)
+  if ARG.trust == "1" and not redis.call("ZSCORE", KEY.registry, ARG.thread_id) then
+    local token = known_token()
+    if token and redis.call("GET", KEY.known) == token then
+      redis.call("HSET", KEY.meta, "born", token)
+    end
+  end
   redis.call("ZADD", KEY.registry, ARG.now_ms, ARG.thread_id)
   if track then redis.call("ZADD", KEY.dirty, ARG.now_ms, ARG.dirty_member) end
 end

@@ -1,16 +1,26 @@
 -- Fetch checkpoints with their blob values and writes in one round trip.
 -- ARG.refresh_ttl_ms: 0 = no refresh. ARG.mode "latest": REST is the namespace; "ids": REST
--- are the checkpoint members.
+-- are the checkpoint members. Returns {status, entries}: status "hit", or when nothing was
+-- found whether Postgres may hold it (miss_status; "evicted": Redis lost part of it).
 local out = {}
+local evicted = false  -- indexed but gone: eviction took part of the thread
 if ARG.mode == "latest" then
   local ns = ARGV[REST]
   local latest = redis.call("ZREVRANGEBYLEX", KEY.idx, "(" .. ns .. SOH, "[" .. ns .. NUL, "LIMIT", 0, 1)
-  if latest[1] then out[1] = fetch_checkpoint(latest[1]) end
+  if latest[1] then
+    out[1] = fetch_checkpoint(latest[1])
+    evicted = out[1] == nil
+  end
 else
   for i = REST, #ARGV do
     local entry = fetch_checkpoint(ARGV[i])
-    if entry then out[#out + 1] = entry end
+    if entry then
+      out[#out + 1] = entry
+    elseif redis.call("ZSCORE", KEY.idx, ARGV[i]) then
+      evicted = true
+    end
   end
 end
-if #out > 0 then touch(ARG.refresh_ttl_ms) end
-return out
+if #out == 0 then return {evicted and "evicted" or miss_status(), out} end
+touch(ARG.refresh_ttl_ms)
+return {"hit", out}

@@ -18,6 +18,6 @@ for i = REST, #ARGV, 2 do
 end
 if #blob_args > 0 then redis.call("HSET", KEY.bl, unpack(blob_args)) end
 if track then add_to_outbox(pend) end
-touch(ARG.ttl_ms)
 mark_thread(track)
+touch(ARG.ttl_ms)
 return same_epoch()

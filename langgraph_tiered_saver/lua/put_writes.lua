@@ -24,6 +24,6 @@ if #index > 0 then
   zadd_lex(KEY.wi, index)
   if track then add_to_outbox(pend) end
 end
-touch(ARG.ttl_ms)
 mark_thread(track)
+touch(ARG.ttl_ms)
 return same_epoch()

@@ -1,0 +1,205 @@
+"""Knowing a new thread without asking Postgres.
+
+The first read of a thread Redis does not hold must tell a new thread (start fresh) from a cold
+one (expired from Redis, flushed to Postgres). Asking Postgres costs a transaction on the hot
+path of every new thread. The tenant's registry in Redis (`keys.tenant_threads_key`) holds every
+thread written through Redis, past the threads' TTL, so it can answer alone once it is
+*complete*: it holds every thread Postgres holds. Its mark (`keys.known_key`) says under which
+token it was found complete; the token changes whenever completeness may have broken:
+
+- Redis lost data (restarted empty, flushed, failed over without it): the epoch changes
+  (sentinel.py), and the registry went with the data.
+- A thread reached Postgres past Redis (a write-through during a Redis outage, `Core`): the
+  deployment's write-through counter in Postgres moves. Every process polls it in the
+  background (every `poll_seconds`) and raises Redis' copy (`known_seen.lua`).
+
+A tenant whose registry is not complete under the current token is rebuilt in the background
+from Postgres' thread ids, then marked complete under the token read before the copy, if that
+token is still current (`known_complete.lua`); meanwhile its misses ask Postgres as before.
+`get.lua` classifies a miss: "new" (not registered in a complete registry, or "born": first
+written while it was complete, so Redis holds all of it) needs no lookup; "cold" (registered),
+"incomplete" (a rebuild is due), "evicted" and "untrusted" ask Postgres. A process trusts the registry only while its last poll
+succeeded within `trust_seconds` and Redis' eviction policy cannot drop keys without a TTL
+(noeviction, volatile-*); otherwise every miss asks Postgres.
+
+The one window: a write-through by another process is seen within one poll interval. A process
+that reads a thread in that interval, from a Redis that the writer could not reach, takes it
+for new; the README states it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import keys as K
+from . import scripts
+from ._io import Op, RedisCall
+from .codec import as_str
+from .durable import ops as pg
+from .metrics import Metrics
+from .sentinel import Epoch
+
+logger = logging.getLogger("langgraph_tiered_saver")
+
+POLL_SECONDS = 2.0
+REBUILD_PAGE = 2000
+# statuses of a miss in get.lua (lua/_common.lua miss_status)
+NEW, INCOMPLETE = "new", "incomplete"
+
+
+class KnownThreads:
+    """The registry's keys and token for the scripts, whether this process may trust it, and
+    the ops that keep it complete. Shared by a saver's sync and async calls; no I/O here."""
+
+    def __init__(
+        self, key_prefix: str, schema: str, epoch: Epoch, metrics: Metrics, *, enabled: bool,
+        poll_seconds: float = POLL_SECONDS,
+    ) -> None:  # fmt: skip
+        self.prefix = key_prefix
+        self.schema = schema
+        self.epoch = epoch
+        self.metrics = metrics
+        self.enabled = enabled
+        self.poll_seconds = poll_seconds
+        self.trust_seconds = 3 * poll_seconds
+        self._fresh_until = 0.0
+        self._lock = threading.Lock()
+        self._wanted: set[str] = set()  # tenants whose registry should be rebuilt
+        self._warden: Warden | None = None
+
+    # ------------------------------------------------------------------ used by the scripts
+
+    def trusted(self) -> bool:
+        return self.enabled and self.epoch.policy_safe is True and time.monotonic() < self._fresh_until
+
+    def trust_arg(self) -> str:
+        """ARG.trust of the scripts (and the background thread's start, on first use)."""
+        if self._warden is not None and not self._warden.started:
+            self._warden.ensure_started()
+        return "1" if self.trusted() else "0"
+
+    def read_keys(self, tenant_id: str) -> dict[str, str]:
+        """KEYS a read needs to classify a miss (scripts._KNOWN_KEYS)."""
+        return {
+            "registry": K.tenant_threads_key(self.prefix, tenant_id), "known": K.known_key(self.prefix, tenant_id),
+            "epoch": self.epoch.key, "write_through": K.write_through_key(self.prefix),
+        }  # fmt: skip
+
+    def missed(self, tenant_id: str, status: str) -> None:
+        """A read found nothing in Redis; `status` is get.lua's verdict."""
+        self.metrics.incr(f"read_misses_{status}")
+        if status == INCOMPLETE:
+            with self._lock:
+                self._wanted.add(tenant_id)
+
+    # ------------------------------------------------------------------ the background ops
+
+    def poll_op(self) -> Op[None]:
+        """Carry Postgres' write-through count into Redis; on success, trust the registry for
+        `trust_seconds` (the first poll also learns the epoch and checks the eviction policy)."""
+        yield from self.epoch.known_op()
+        count = yield from pg.write_through_count_op(self.schema)
+        self.metrics.incr("registry_polls")  # one small Postgres transaction each
+        call = scripts.KNOWN_SEEN.call({"write_through": K.write_through_key(self.prefix)}, {"count": count})
+        (raised,) = yield RedisCall((call,), scripts=(scripts.KNOWN_SEEN,))
+        if int(raised):
+            self.metrics.incr("write_throughs_seen")
+            logger.info("Postgres counts %d write-throughs: every tenant's thread registry is rebuilt", count)
+        self._fresh_until = time.monotonic() + self.trust_seconds
+        return None
+
+    def rebuild_op(self, tenant_id: str) -> Op[bool]:
+        """Copy the tenant's Postgres thread ids into its registry, then mark it complete under
+        the token read first (False: the token moved meanwhile; the next miss asks again)."""
+        keys = self.read_keys(tenant_id)
+        epoch, seen = yield RedisCall((("GET", keys["epoch"]), ("GET", keys["write_through"])))
+        if epoch is None:
+            return False  # Redis lost data and nobody wrote since: the next write sets an epoch
+        token = as_str(epoch) + "/" + (as_str(seen) if seen is not None else "0")
+        after, copied = "", 0
+        while True:
+            page = yield from pg.thread_ids_page_op(self.schema, tenant_id, after, REBUILD_PAGE)
+            if not page:
+                break
+            args = [item for thread_id in page for item in (0, thread_id)]
+            yield RedisCall((("ZADD", keys["registry"], "NX", *args),))
+            copied += len(page)
+            after = page[-1]
+        mark = {k: keys[k] for k in ("known", "epoch", "write_through")}
+        (marked,) = yield RedisCall(
+            (scripts.KNOWN_COMPLETE.call(mark, {"token": token}),), scripts=(scripts.KNOWN_COMPLETE,)
+        )
+        if int(marked):
+            self.metrics.incr("registry_rebuilds")
+            logger.info("thread registry of tenant %r complete (%d threads in Postgres)", tenant_id, copied)
+        return bool(int(marked))
+
+    def take_wanted(self) -> list[str]:
+        with self._lock:
+            wanted, self._wanted = sorted(self._wanted), set()
+        return wanted
+
+    # ------------------------------------------------------------------ the thread
+
+    def attach(self, run: Callable[[Op[Any]], Any]) -> None:
+        """Give the background thread its (sync) op runner; it starts on first use."""
+        if self.enabled:
+            self._warden = Warden(self, run)
+
+    def stop(self) -> None:
+        if self._warden is not None:
+            self._warden.stop()
+
+
+class Warden:
+    """A daemon thread: polls the write-through count, rebuilds the registries asked for. Any
+    failure is contained, logged once per kind of trouble and counted; trust lapses by itself."""
+
+    def __init__(self, known: KnownThreads, run: Callable[[Op[Any]], Any]) -> None:
+        self.known = known
+        self.run = run
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._guard = threading.Lock()
+        self._last_error = ""
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def ensure_started(self) -> None:
+        with self._guard:
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._loop, name="tiered-saver-known-threads", daemon=True)
+                self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._guard:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._step(self.known.poll_op(), "poll the write-through count")
+            if self.known.trusted():
+                for tenant_id in self.known.take_wanted():
+                    self._step(self.known.rebuild_op(tenant_id), f"rebuild the registry of {tenant_id!r}")
+            self._stop.wait(self.known.poll_seconds)
+
+    def _step(self, op: Op[Any], what: str) -> None:
+        try:
+            self.run(op)
+        except Exception as exc:
+            self.known.metrics.incr("known_threads_errors")
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._last_error:  # one line per kind of trouble, not one per poll
+                logger.warning("could not %s (new threads ask Postgres until it works): %s", what, error)
+            self._last_error = error
+        else:
+            self._last_error = ""
