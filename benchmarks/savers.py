@@ -307,7 +307,9 @@ class TieredFactory(SaverFactory):
 
     def __init__(self, *, durable: bool, background_flush: bool = True) -> None:
         self.durable = durable
-        self.background_flush = background_flush  # off: only the hot path talks to the servers
+        # off: only the hot path talks to the servers (the flusher is off, and the registry of
+        # known threads is polled once, when the saver starts, instead of every 2 s)
+        self.background_flush = background_flush
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -336,7 +338,7 @@ class TieredFactory(SaverFactory):
             env.pg_url if self.durable else None,
             key_prefix=env.key_prefix(self.slug, scope),
             schema=env.schema(self.slug, scope, create=False),
-            **({} if self.background_flush else {"background_flush": False}),
+            **({} if self.background_flush else {"background_flush": False, "registry_poll_seconds": 3600.0}),
         )
 
     @contextmanager

@@ -123,6 +123,7 @@ class Core:
         offload_threshold: int,
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
+        registry_poll_seconds: float = 2.0,
     ) -> Core:
         """The core of a saver with these options (checked here)."""
         opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
@@ -139,7 +140,10 @@ class Core:
         hot = HotOps(
             serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
             track_outbox=durable, offloader=offload, epoch=epoch,
-            known=KnownThreads(key_prefix, schema, epoch, metrics, enabled=durable),
+            known=KnownThreads(
+                key_prefix, schema, epoch, metrics, enabled=durable,
+                poll_seconds=opt.seconds("registry_poll_seconds", registry_poll_seconds, inclusive=False),
+            ),
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
         flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms)

@@ -48,7 +48,7 @@ logger = logging.getLogger("langgraph_tiered_saver")
 POLL_SECONDS = 2.0
 REBUILD_PAGE = 2000
 # statuses of a miss in get.lua (lua/_common.lua miss_status)
-NEW, INCOMPLETE = "new", "incomplete"
+NEW, INCOMPLETE, UNTRUSTED = "new", "incomplete", "untrusted"
 
 
 class KnownThreads:
@@ -92,9 +92,11 @@ class KnownThreads:
     def missed(self, tenant_id: str, status: str) -> None:
         """A read found nothing in Redis; `status` is get.lua's verdict."""
         self.metrics.incr(f"read_misses_{status}")
-        if status == INCOMPLETE:
+        if status in (INCOMPLETE, UNTRUSTED):  # a rebuild checks the mark first: cheap if complete
             with self._lock:
                 self._wanted.add(tenant_id)
+            if self._warden is not None:
+                self._warden.wake()  # rebuild now, not at the next poll
 
     # ------------------------------------------------------------------ the background ops
 
@@ -116,10 +118,12 @@ class KnownThreads:
         """Copy the tenant's Postgres thread ids into its registry, then mark it complete under
         the token read first (False: the token moved meanwhile; the next miss asks again)."""
         keys = self.read_keys(tenant_id)
-        epoch, seen = yield RedisCall((("GET", keys["epoch"]), ("GET", keys["write_through"])))
+        epoch, seen, mark = yield RedisCall(tuple(("GET", keys[k]) for k in ("epoch", "write_through", "known")))
         if epoch is None:
             return False  # Redis lost data and nobody wrote since: the next write sets an epoch
         token = as_str(epoch) + "/" + (as_str(seen) if seen is not None else "0")
+        if mark is not None and as_str(mark) == token:
+            return True  # complete already
         after, copied = "", 0
         while True:
             page = yield from pg.thread_ids_page_op(self.schema, tenant_id, after, REBUILD_PAGE)
@@ -163,6 +167,7 @@ class Warden:
         self.known = known
         self.run = run
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
         self._last_error = ""
@@ -177,20 +182,28 @@ class Warden:
                 self._thread = threading.Thread(target=self._loop, name="tiered-saver-known-threads", daemon=True)
                 self._thread.start()
 
+    def wake(self) -> None:
+        self._wake.set()
+
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         with self._guard:
             thread = self._thread
         if thread is not None:
             thread.join(timeout=10)
 
     def _loop(self) -> None:
+        next_poll = 0.0
         while not self._stop.is_set():
-            self._step(self.known.poll_op(), "poll the write-through count")
+            if time.monotonic() >= next_poll:
+                self._step(self.known.poll_op(), "poll the write-through count")
+                next_poll = time.monotonic() + self.known.poll_seconds
             if self.known.trusted():
                 for tenant_id in self.known.take_wanted():
                     self._step(self.known.rebuild_op(tenant_id), f"rebuild the registry of {tenant_id!r}")
-            self._stop.wait(self.known.poll_seconds)
+            self._wake.wait(max(0.0, next_poll - time.monotonic()))
+            self._wake.clear()
 
     def _step(self, op: Op[Any], what: str) -> None:
         try:

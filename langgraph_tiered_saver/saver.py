@@ -88,6 +88,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         pool_options: PoolOptions | None = None,
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
+        registry_poll_seconds: float = 2.0,
     ) -> None:
         super().__init__(serde=serde)
         pools = opt.instance("pool_options", pool_options, PoolOptions) or PoolOptions()
@@ -104,6 +105,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
             policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
             hot_durability=hot_durability, hot_durability_timeout=hot_durability_timeout,
+            registry_poll_seconds=registry_poll_seconds,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
