@@ -176,11 +176,11 @@ def _threads(saver: TieredSaver) -> list[dict[str, Any]]:
     """The tenant's threads from both tiers' indexes (no checkpoint is loaded): whether Redis
     holds it, and what Postgres has of it."""
     tenant = saver._tenant("threads")
-    hot = saver.run_op(saver.core.hot.list_threads_op(tenant))
-    in_redis = set(hot)
+    hot = saver.run_op(saver.core.hot.list_threads_op(tenant))  # known: may have expired since
+    in_redis = saver.run_op(saver.core.hot.held_op(tenant, hot))
     durable = {i.thread_id: i for i in saver.run_op(list_threads_op(saver.schema, tenant))} if saver.durable else {}
     out = []
-    for thread_id in [*hot, *sorted(set(durable) - in_redis)]:
+    for thread_id in [*hot, *sorted(set(durable) - set(hot))]:
         info = durable.get(thread_id)
         out.append({
             "thread_id": thread_id,

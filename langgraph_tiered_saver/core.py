@@ -320,7 +320,7 @@ class Core:
         try:
             if self.durable:
                 yield from self.flush.flush_thread_op(*key, wait=True)
-            yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id], unregister=False)
+            yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
         except TierUnavailableError:
             return None  # still down: the next call tries again
         self.written_through.discard(key)
@@ -499,7 +499,7 @@ class Core:
     def _delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
         before = yield from self.hot.export_thread_op(tenant, thread_id)
         candidates = digests_in_export(before)
-        yield from self.hot.delete_thread_op(tenant, [thread_id], unregister=False)
+        yield from self.hot.delete_thread_op(tenant, [thread_id])
         if self.durable:
             result = yield from pg.delete_thread_op(self.schema, tenant, thread_id)
             candidates |= _ref_digests(result.orphaned_blob_refs)

@@ -375,6 +375,13 @@ class HotOps:
         (raw,) = yield RedisCall((("ZREVRANGE", key, 0, -1),))
         return [as_str(t) for t in raw]
 
+    def held_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[set[str]]:
+        """Which of the threads Redis holds now (registered ones may have expired)."""
+        if not thread_ids:
+            return set()
+        replies = yield RedisCall(tuple(("EXISTS", K.thread_keys(self.prefix, tenant_id, t).idx) for t in thread_ids))
+        return {t for t, n in zip(thread_ids, replies, strict=True) if int(n)}
+
     def list_stored_op(
         self,
         ref: ThreadRef,
@@ -404,15 +411,13 @@ class HotOps:
     def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:
         return filters.matches(self.serde.loads_typed(stored.record.metadata), metadata_filter)
 
-    def delete_thread_op(self, tenant_id: str, thread_ids: Sequence[str], *, unregister: bool = True) -> Op[None]:
-        """Drop threads from Redis; `unregister=False` keeps them in the tenant's registry, for
-        threads Postgres still holds (known.py: the registry must list every one of those)."""
+    def delete_thread_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
+        """Drop threads' keys from Redis. They stay in the tenant's registry (known.py: it must
+        list every thread Postgres may hold); `unregister_op` drops them from it."""
         commands: list[tuple[Any, ...]] = []
         for thread_id in thread_ids:
             commands.append(("DEL", *K.thread_keys(self.prefix, tenant_id, thread_id)))
             commands.append(("ZREM", K.dirty_key(self.prefix), K.dirty_member(tenant_id, thread_id)))
-        if unregister and thread_ids:
-            commands.append(("ZREM", K.tenant_threads_key(self.prefix, tenant_id), *thread_ids))
         if commands:
             yield RedisCall(tuple(commands))
         return None

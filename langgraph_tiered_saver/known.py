@@ -127,6 +127,7 @@ class KnownThreads:
         after, copied = "", 0
         while True:
             page = yield from pg.thread_ids_page_op(self.schema, tenant_id, after, REBUILD_PAGE)
+            self.metrics.incr("registry_scan_pages")  # one small Postgres transaction each
             if not page:
                 break
             args = [item for thread_id in page for item in (0, thread_id)]
