@@ -14,8 +14,9 @@ The proxy also counts, per connection, what an RTT costs the client:
   a Lua script is one round trip, N commands sent one after the other are N. This is exact for
   request/response clients such as redis-py and psycopg (a connection is used by one caller at
   a time). A Postgres `Terminate` message (sent on close, never answered) is not counted.
-* `transactions` (Postgres only): `ReadyForQuery` messages with status idle, except the one
-  ending the startup handshake: each marks the end of a transaction (explicit, or the implicit
+* `transactions` (Postgres only): `ReadyForQuery` messages with status idle that follow a
+  `CommandComplete` or an error (so neither the one ending the startup handshake nor a bare `Sync`, such as
+  a pipeline's opening one): each marks the end of a transaction (explicit, or the implicit
   one of an autocommit statement), so this equals `xact_commit + xact_rollback` of
   `pg_stat_database` for that traffic. TLS traffic cannot be parsed: use `sslmode=disable`.
 * `connections`, `bytes_up`, `bytes_down`.
@@ -91,6 +92,9 @@ class _PgReplyParser:
         self.ready_seen = 0
         self.idle_ready = 0
         self.opaque = False  # TLS: cannot be parsed
+        # a command completed since the last ReadyForQuery: an idle one without any (a pipeline's
+        # opening Sync) ended no transaction
+        self.completed = False
 
     def feed(self, data: bytes) -> int:
         """Consume `data`; returns how many transactions ended in it."""
@@ -112,11 +116,14 @@ class _PgReplyParser:
             if len(self.buf) < 1 + length:
                 break
             self.startup = False
-            if kind == b"Z":
+            if kind in (b"C", b"E"):  # CommandComplete, or ErrorResponse (a rollback follows)
+                self.completed = True
+            elif kind == b"Z":
                 status = self.buf[5:6]
                 self.ready_seen += 1
-                if status == b"I" and self.ready_seen > 1:
+                if status == b"I" and self.ready_seen > 1 and self.completed:
                     ended += 1
+                self.completed = False
             del self.buf[: 1 + length]
         return ended
 
