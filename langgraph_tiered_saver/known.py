@@ -195,14 +195,21 @@ class Warden:
             thread.join(timeout=10)
 
     def _loop(self) -> None:
+        """The thread's body: never ends but on stop(). Each step's failure is contained in
+        `_step`; anything else is logged, counted, and the loop goes on."""
         next_poll = 0.0
         while not self._stop.is_set():
-            if time.monotonic() >= next_poll:
-                self._step(self.known.poll_op(), "poll the write-through count")
+            try:
+                if time.monotonic() >= next_poll:
+                    self._step(self.known.poll_op(), "poll the write-through count")
+                    next_poll = time.monotonic() + self.known.poll_seconds
+                if self.known.trusted():
+                    for tenant_id in self.known.take_wanted():
+                        self._step(self.known.rebuild_op(tenant_id), f"rebuild the registry of {tenant_id!r}")
+            except Exception:
+                self.known.metrics.incr("known_threads_errors")
+                logger.exception("known-threads loop error (contained; the loop goes on)")
                 next_poll = time.monotonic() + self.known.poll_seconds
-            if self.known.trusted():
-                for tenant_id in self.known.take_wanted():
-                    self._step(self.known.rebuild_op(tenant_id), f"rebuild the registry of {tenant_id!r}")
             self._wake.wait(max(0.0, next_poll - time.monotonic()))
             self._wake.clear()
 

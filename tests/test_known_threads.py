@@ -177,3 +177,27 @@ def test_a_deleted_thread_starts_anew_and_a_copy_of_a_cold_thread_is_found(known
     counter = PgCounter(known_saver)
     assert known_saver.get_tuple(config) is None
     assert counter.calls == 0  # unregistered after Postgres dropped it: known to be new
+
+
+def test_the_background_thread_survives_failures_and_trust_lapses_meanwhile(known_saver: TieredSaver) -> None:
+    known = known_saver.core.hot.known
+    known.poll_seconds, known.trust_seconds = 0.05, 0.15
+    driver = known_saver._sync
+    working = driver._pg
+    failing = {"on": False}
+
+    def pg(call: Any) -> Any:
+        if failing["on"] and threading.current_thread().name == "tiered-saver-known-threads":
+            raise RuntimeError("Postgres said no")
+        return working(call)
+
+    driver._pg = pg  # type: ignore[method-assign]
+    assert known_saver.get_tuple(thread_config()) is None  # starts the thread
+    assert wait_for(known.trusted)
+    failing["on"] = True
+    errors = known_saver.metrics.counter("known_threads_errors")
+    assert wait_for(lambda: known_saver.metrics.counter("known_threads_errors") >= errors + 3)
+    assert wait_for(lambda: not known.trusted())  # no poll: no trust, misses ask Postgres
+    assert known._warden is not None and known._warden._thread is not None and known._warden._thread.is_alive()
+    failing["on"] = False
+    assert wait_for(known.trusted)  # back by itself
