@@ -6,7 +6,7 @@
     python -m langgraph_tiered_saver checkpoints case_8842 --tenant acme
     python -m langgraph_tiered_saver flush [--thread ID]
     python -m langgraph_tiered_saver prune --older-than 30d [--tenant acme]
-    python -m langgraph_tiered_saver worker [--quiet-seconds 1] [--poll-seconds 0.5]
+    python -m langgraph_tiered_saver worker [--quiet-seconds 1] [--poll-seconds 0.5] [--workers N]
 
 Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL.
 """
@@ -32,8 +32,9 @@ from .durable.migrations import setup_op
 from .durable.ops import list_threads_op
 from .durable.roles import check_role_op, create_app_role_op
 from .errors import ConfigError, TenantRequiredError, TieredSaverError
-from .flusher import record_outbox, worker_loop
+from .flusher import record_outbox
 from .saver import TieredSaver
+from .workers import run_workers
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -76,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--quiet-seconds", type=float, default=1.0)
     worker.add_argument("--poll-seconds", type=float, default=0.5)
     worker.add_argument("--once", action="store_true", help="flush what is due, then exit")
+    worker.add_argument("--workers", type=int, default=1, help="worker threads in this process (workers.py)")
+    worker.add_argument("--lease-seconds", type=float, default=30.0,
+                        help="membership and per-thread flush lease: a dead worker's work moves after this")
     sub.add_parser("metrics", help="outbox depth and the saver's counters")
     return parser
 
@@ -199,13 +203,18 @@ def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     logging.getLogger("langgraph_tiered_saver").info("flush worker started")
-    flushed = worker_loop(
+    if args.workers < 1 or args.lease_seconds <= 0:
+        raise ConfigError("--workers must be at least 1 and --lease-seconds positive")
+    flushed = run_workers(
         saver.run_op,
         saver.core.flush,
         saver.metrics,
+        prefix=args.key_prefix,
+        count=args.workers,
+        lease_seconds=args.lease_seconds,
+        stop=stop,
         quiet_seconds=args.quiet_seconds,
         poll_seconds=args.poll_seconds,
-        stop=stop,
         once=args.once,
         policy=saver.policy,
     )
