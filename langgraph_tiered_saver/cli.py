@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="apply the Postgres migrations")
+    setup = sub.add_parser("setup", help="apply the Postgres migrations")
+    setup.add_argument("--partitions", type=int, default=None,
+                       help="a new schema: hash-partition the tables by tenant into N partitions")
     role = sub.add_parser("create-role", help="create the application role (NOSUPERUSER NOBYPASSRLS)")
     role.add_argument("name")
     role.add_argument("--password")
@@ -120,7 +122,7 @@ def run_postgres_only(args: argparse.Namespace) -> int:
     with ConnectionPool(args.postgres_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True) as pool:
         driver = SyncDriver(None, pool)
         if args.command == "setup":
-            applied = driver.run(setup_op(args.schema))
+            applied = driver.run(setup_op(args.schema, args.partitions))
             role = driver.run(check_role_op())
             _emit({"schema": args.schema, "applied_migrations": applied, "up_to_date": True,
                    "connected_as": role.name, "warning": role.warning()})  # fmt: skip

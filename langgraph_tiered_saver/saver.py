@@ -176,12 +176,13 @@ class TieredSaver(BaseCheckpointSaver[str]):
     async def arelease_run_lock(self, config: RunnableConfig) -> None:
         await self.arun_op(self.core.release_run_lock_op(self._ref(config)))
 
-    def setup(self) -> None:
-        """Apply the Postgres migrations (idempotent, safe from many processes at once)."""
-        self.run_op(self.core.setup_op())
+    def setup(self, *, partitions: int | None = None) -> None:
+        """Apply the Postgres migrations (idempotent, safe from many processes at once).
+        `partitions=N`: a new schema's tables are hash-partitioned by tenant (durable.migrations)."""
+        self.run_op(self.core.setup_op(partitions))
 
-    async def asetup(self) -> None:
-        await self.arun_op(self.core.setup_op())
+    async def asetup(self, *, partitions: int | None = None) -> None:
+        await self.arun_op(self.core.setup_op(partitions))
 
     def flush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
         """Carry the outbox to Postgres now: one thread (`config`), or every dirty thread."""
