@@ -177,8 +177,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         await self.arun_op(self.core.release_run_lock_op(self._ref(config)))
 
     def setup(self, *, partitions: int | None = None) -> None:
-        """Apply the Postgres migrations (idempotent, safe from many processes at once).
-        `partitions=N`: a new schema's tables are hash-partitioned by tenant (durable.migrations)."""
+        """Apply the Postgres migrations (idempotent, concurrent-safe); `partitions`: durable.migrations."""
         self.run_op(self.core.setup_op(partitions))
 
     async def asetup(self, *, partitions: int | None = None) -> None:
