@@ -8,7 +8,9 @@ round ends when the outbox index is empty. Rounds run the worker counts in rotat
 
 Two rates per round: **flush window** = checkpoints / (last flush transaction's start - first
 one's), read from Postgres' `flushed_at` (what the workers achieve, process start excluded);
-**wall** = checkpoints / (outbox empty - workers launched), start-up included.
+**wall** = checkpoints / (outbox empty - workers launched), start-up included. And
+**flushes per thread**: thread flushes the workers made / threads (1.00: no thread was flushed
+twice; a lost race for a lease is not a flush).
 
     python -m benchmarks.flush_workers [--threads 300] [--steps 20] [--rounds 2] [--mode processes|threads|both]
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import statistics
 import subprocess
@@ -61,9 +64,9 @@ def launch(env: BenchEnv, schema: str, prefix: str, mode: str, count: int) -> li
             env.pg_url, "--schema", schema, "--key-prefix", prefix, "worker", "--quiet-seconds", "0",
             "--poll-seconds", "0.05", "--lease-seconds", "30"]  # fmt: skip
     if mode == "threads":
-        return [subprocess.Popen([*base, "--workers", str(count)], cwd=ROOT, stdout=subprocess.DEVNULL,
+        return [subprocess.Popen([*base, "--workers", str(count)], cwd=ROOT, stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL)]  # fmt: skip
-    return [subprocess.Popen(base, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
+    return [subprocess.Popen(base, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) for _ in range(count)]
 
 
 def one_round(env: BenchEnv, mode: str, count: int, label: str, threads: int, steps: int) -> dict[str, Any]:
@@ -82,9 +85,10 @@ def one_round(env: BenchEnv, mode: str, count: int, label: str, threads: int, st
     finally:
         for w in workers:
             w.send_signal(signal.SIGTERM)
-        for w in workers:
-            w.wait(30)
+        outputs = [w.communicate(timeout=30)[0].decode() for w in workers]
         client.close()
+    # each worker ends with "worker stopped after flushing N thread(s)": N counts thread flushes
+    flushes = sum(int(m) for out in outputs for m in re.findall(r"after flushing (\d+) thread", out))
     with psycopg.connect(env.pg_url) as conn:
         rows, window = conn.execute(
             f'SELECT count(*), extract(epoch FROM max(flushed_at) - min(flushed_at)) FROM "{schema}".checkpoints'
@@ -92,7 +96,8 @@ def one_round(env: BenchEnv, mode: str, count: int, label: str, threads: int, st
     if rows != written:
         raise RuntimeError(f"{label}: {rows} checkpoints in Postgres, {written} written")
     return {"mode": mode, "workers": count, "checkpoints": written, "wall_s": wall, "window_s": float(window),
-            "window_rate": written / float(window), "wall_rate": written / wall}  # fmt: skip
+            "window_rate": written / float(window), "wall_rate": written / wall,
+            "flushes_per_thread": flushes / threads}  # fmt: skip
 
 
 def main() -> None:
@@ -113,29 +118,40 @@ def main() -> None:
                     result = one_round(env, mode, count, f"{mode[0]}{count}r{r}", args.threads, args.steps)
                     print(json.dumps(result), flush=True)
                     results.append(result)
+    text = render(results, vars(args), machine)
+    print(text)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "flush_workers.md").write_text(text)
+    (RESULTS / "flush_workers.json").write_text(json.dumps({"machine": machine, "args": vars(args), "rounds": results}, indent=2))
+
+
+def render(results: list[dict[str, Any]], args: dict[str, Any], machine: dict[str, Any]) -> str:
+    """The Markdown table of a run (medians, and the range over rounds)."""
+    modes = [m for m in ("processes", "threads") if any(x["mode"] == m for x in results)]
     lines = [
-        f"# Flush workers: {args.threads} threads x {args.steps} steps ({args.threads * args.steps} checkpoints, "
-        f"as many writes and channel values) per round, {args.rounds} rounds, medians",
+        f"# Flush workers: {args['threads']} threads x {args['steps']} steps ({args['threads'] * args['steps']:,} "
+        f"checkpoints, as many writes and channel values) per round, {args['rounds']} rounds",
         "",
-        f"`python -m benchmarks.flush_workers --threads {args.threads} --steps {args.steps} --rounds {args.rounds}"
-        f" --mode {args.mode}`; git {machine.get('git_commit')}, {machine.get('cpu')}, {machine.get('cores')} cores.",
+        f"`python -m benchmarks.flush_workers --threads {args['threads']} --steps {args['steps']} --rounds "
+        f"{args['rounds']} --mode {args['mode']}`; git {machine.get('git_commit')}, {machine.get('cpu')}, "
+        f"{machine.get('cores')} cores shared by Redis, Postgres and the workers.",
         "",
-        "| workers | mode | checkpoints/s (flush window) | checkpoints/s (wall, start-up included) | vs 1 worker |",
-        "|---:|---|---:|---:|---:|",
+        "| workers | mode | checkpoints/s, flush window: median (min-max) | checkpoints/s, wall incl. start-up "
+        "| vs 1 worker | flushes per thread (max) |",
+        "|---:|---|---:|---:|---:|---:|",
     ]
     for mode in modes:
         base = None
         for count in COUNTS:
             mine = [x for x in results if x["mode"] == mode and x["workers"] == count]
-            window = statistics.median(x["window_rate"] for x in mine)
+            rates = [x["window_rate"] for x in mine]
+            window = statistics.median(rates)
             wall = statistics.median(x["wall_rate"] for x in mine)
             base = base or window
-            lines.append(f"| {count} | {mode} | {window:,.0f} | {wall:,.0f} | {window / base:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "flush_workers.md").write_text(text)
-    (RESULTS / "flush_workers.json").write_text(json.dumps({"machine": machine, "args": vars(args), "rounds": results}, indent=2))
+            redundancy = max(x.get("flushes_per_thread", float("nan")) for x in mine)
+            lines.append(f"| {count} | {mode} | {window:,.0f} ({min(rates):,.0f}-{max(rates):,.0f}) | {wall:,.0f} "
+                         f"| {window / base:.2f}x | {redundancy:.2f} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
