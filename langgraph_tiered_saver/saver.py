@@ -40,7 +40,7 @@ from .locks import LockOps, ThreadLock
 from .metrics import Metrics
 from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
 from .pgfaults import pg_limits
-from .runlock import AutoLock, RunLocks, auto_lock_policy, run_marker
+from .runlock import AutoLock, RunLocks, auto_lock_policy, in_graph_run, run_marker
 from .tenancy import check_tenant, resolve_tenant, retention_tenant
 
 logger = logging.getLogger("langgraph_tiered_saver")
@@ -89,6 +89,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
         registry_poll_seconds: float = 2.0,
+        write_hold_seconds: float = 0.02,
     ) -> None:
         super().__init__(serde=serde)
         pools = opt.instance("pool_options", pool_options, PoolOptions) or PoolOptions()
@@ -105,7 +106,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
             refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
             policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
             hot_durability=hot_durability, hot_durability_timeout=hot_durability_timeout,
-            registry_poll_seconds=registry_poll_seconds,
+            registry_poll_seconds=registry_poll_seconds, write_hold_seconds=write_hold_seconds,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
@@ -226,7 +227,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
     def put_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        self.run_op(self.core.put_writes_op(self._ref(config), writes, task_id, task_path))
+        self.run_op(self.core.put_writes_op(self._ref(config), writes, task_id, task_path, in_graph_run(config)))
 
     def delete_thread(self, thread_id: str) -> None:
         self.run_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
@@ -261,7 +262,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        await self.arun_op(self.core.put_writes_op(self._ref(config), writes, task_id, task_path))
+        await self.arun_op(self.core.put_writes_op(self._ref(config), writes, task_id, task_path, in_graph_run(config)))
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self.arun_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
