@@ -11,7 +11,9 @@ Two kinds of lease divide the work, both in Redis, both timed by the Redis clock
   `<prefix>:<version>:flush_workers` at each poll. The live members, sorted by id, give each
   worker an index i of n, and a thread belongs to share i when crc32(tenant|thread) % n == i.
   A worker flushes its own share first, so n workers take disjoint threads in the steady state
-  instead of racing for the same oldest ones (each lost race is a wasted round trip). A worker
+  instead of racing for the same oldest ones (each lost race is a wasted round trip); during
+  a pass it renews its membership every `SHARE_REFRESH_SECONDS` and skips threads that have
+  left its share (a worker that claimed before the others joined, as at every start-up). A worker
   killed with SIGKILL stops renewing; `lease` seconds later the others re-divide the threads
   among themselves, and its in-flight thread's flush lease has lapsed by then too.
 
@@ -48,6 +50,9 @@ from .metrics import Metrics
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
 DIRTY_PAGE = 500  # threads a worker asks the outbox index for per poll, per live worker
+# How often a worker renews its membership during a pass at most: a worker that claimed its
+# threads before others joined (every start-up) drops theirs within this.
+SHARE_REFRESH_SECONDS = 0.25
 
 
 def workers_key(prefix: str) -> str:
@@ -98,24 +103,26 @@ class Roster:
 
     def members_op(self) -> Op[list[str]]:
         """The workers whose membership lease has not lapsed (for operators and tests)."""
-        (scored,) = yield RedisCall((("ZRANGE", self.key, 0, -1, "WITHSCORES"),))
-        (clock,) = yield RedisCall((("TIME",),))
+        scored, clock = yield RedisCall((("ZRANGE", self.key, 0, -1, "WITHSCORES"), ("TIME",)))
         now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
         return sorted(as_str(m) for m, expiry in scored if float(expiry) > now_ms)
 
 
-def claim_op(ops: FlushOps, share: Share | None, *, quiet_ms: int, steal_after_ms: int) -> Op[list[ThreadId]]:
-    """The threads this worker should flush now: its share's due threads, oldest first; when none
-    is due, the overdue threads of any share, newest first (see module docstring)."""
+def claim_op(
+    ops: FlushOps, share: Share | None, *, quiet_ms: int, steal_after_ms: int
+) -> Op[tuple[list[ThreadId], bool]]:
+    """The threads this worker should flush now, and whether they are stolen: its share's due
+    threads, oldest first; when none is due, the overdue threads of any share, newest first
+    (see module docstring)."""
     count = share.count if share else 1
     due: list[ThreadId] = yield from ops.dirty_threads_op(older_than_ms=quiet_ms, limit=DIRTY_PAGE * count)
     if share is None or share.count == 1:
-        return due
+        return due, False
     mine = [key for key in due if share.owns(key)]
     if mine or not due:
-        return mine
+        return mine, False
     overdue: list[ThreadId] = yield from ops.dirty_threads_op(older_than_ms=quiet_ms + steal_after_ms, limit=DIRTY_PAGE)
-    return overdue[::-1]
+    return overdue[::-1], True
 
 
 def worker_loop(
@@ -144,7 +151,7 @@ def worker_loop(
         while not stop.is_set():
             try:
                 share = run(roster.heartbeat_op()) if roster else None
-                threads = run(claim_op(ops, share, quiet_ms=quiet_ms, steal_after_ms=lease.ms))
+                threads, stolen = run(claim_op(ops, share, quiet_ms=quiet_ms, steal_after_ms=lease.ms))
                 record_outbox(metrics, run(ops.outbox_status_op()))
                 idle_backoff = 0.0
             except Exception as exc:
@@ -156,9 +163,21 @@ def worker_loop(
                 stop.wait(idle_backoff)
                 continue
             done = 0
+            beat = time.monotonic()
+            refresh = min(SHARE_REFRESH_SECONDS, lease.ms / 3000)
             for key in threads:
                 if stop.is_set():
                     break
+                if roster is not None and time.monotonic() - beat >= refresh:
+                    try:
+                        share = run(roster.heartbeat_op())
+                    except Exception as exc:
+                        metrics.incr("flush_errors")
+                        logger.warning("worker could not renew its membership, ending this pass: %s", exc)
+                        break
+                    beat = time.monotonic()
+                if share is not None and not stolen and not share.owns(key):
+                    continue  # the workers changed since the claim: the thread is another's now
                 if book.waiting(key, time.monotonic()):
                     continue
                 started = time.perf_counter()

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator
@@ -24,7 +25,7 @@ from langgraph_tiered_saver._io import Op, PgCall, RedisCall, Request
 from langgraph_tiered_saver.codec import as_str
 from langgraph_tiered_saver.flush import FlushLease, FlushPolicy
 from langgraph_tiered_saver.saver import TieredSaver
-from langgraph_tiered_saver.workers import Roster, Share, claim_op, share_of
+from langgraph_tiered_saver.workers import Roster, Share, claim_op, share_of, worker_loop
 from tests.graphs import chain_graph
 from tests.helpers import TEST_TENANT, pg_rows, thread_config, wait_for
 
@@ -59,7 +60,9 @@ def test_live_workers_split_the_due_threads_into_disjoint_shares(saver_context: 
         shares = [saver.run_op(r.heartbeat_op()) for r in rosters]
         assert shares == [Share(0, 3), Share(1, 3), Share(2, 3)]
         assert saver.run_op(rosters[0].members_op()) == ["worker-0", "worker-1", "worker-2"]
-        claimed = [saver.run_op(claim_op(saver.core.flush, s, quiet_ms=0, steal_after_ms=60_000)) for s in shares]
+        claims = [saver.run_op(claim_op(saver.core.flush, s, quiet_ms=0, steal_after_ms=60_000)) for s in shares]
+        assert not any(stolen for _, stolen in claims)
+        claimed = [threads for threads, _ in claims]
         every = {(TEST_TENANT, t) for t in threads}
         assert set().union(*map(set, claimed)) == every
         assert sum(len(c) for c in claimed) == len(every)  # disjoint
@@ -79,10 +82,37 @@ def test_an_idle_worker_takes_only_overdue_threads_of_other_shares(saver_context
         _write_threads(saver, theirs)
         idle = Share(0, 2)  # owns none of them
         ops = saver.core.flush
-        assert saver.run_op(claim_op(ops, idle, quiet_ms=0, steal_after_ms=60_000)) == []
+        assert saver.run_op(claim_op(ops, idle, quiet_ms=0, steal_after_ms=60_000)) == ([], True)
         time.sleep(0.3)
-        stolen = saver.run_op(claim_op(ops, idle, quiet_ms=0, steal_after_ms=200))
-        assert sorted(t for _, t in stolen) == sorted(theirs)
+        stolen, is_stolen = saver.run_op(claim_op(ops, idle, quiet_ms=0, steal_after_ms=200))
+        assert is_stolen and sorted(t for _, t in stolen) == sorted(theirs)
+
+
+def test_a_worker_drops_threads_that_left_its_share_during_a_pass(
+    saver_context: Callable[..., Any], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker A claims every due thread while alone; B joins right after (as at every start-up).
+    A renews its membership during the pass and flushes only what stays its share."""
+    monkeypatch.setattr("langgraph_tiered_saver.workers.SHARE_REFRESH_SECONDS", 0.0)
+    with saver_context(durable=True, background_flush=False, flush_policy=MANUAL) as saver:
+        saver.setup()
+        threads = [f"mid-{i}" for i in range(20)]
+        _write_threads(saver, threads)
+        a, b = (Roster(saver.key_prefix, f"worker-{n}", 10_000) for n in "ab")
+        ran: list[Any] = []
+
+        def run(op: Op[Any]) -> Any:
+            ran.append(result := saver.run_op(op))
+            if len(ran) == 2:  # A's heartbeat (alone), then its claim: now B joins
+                assert len(result[0]) == len(threads)
+                saver.run_op(b.heartbeat_op())
+            return result
+
+        flushed = worker_loop(run, saver.core.flush, saver.metrics, quiet_seconds=0, poll_seconds=0.05,
+                              stop=threading.Event(), once=True, roster=a)  # fmt: skip
+        mine = {t for t in threads if share_of(TEST_TENANT, t, 2) == 0}
+        assert 0 < flushed == len(mine) < len(threads)
+        assert _dirty(redis_url, saver.key_prefix) == {K.dirty_member(TEST_TENANT, t) for t in set(threads) - mine}
 
 
 def _execute(saver: TieredSaver, request: Request) -> Any:

@@ -282,6 +282,9 @@ READ_PATHS: dict[str, tuple[Callable[[str, str], Op[Any]], str, str]] = {
 }  # fmt: skip
 
 
+BACKWARD = ("latest", "list before/limit")
+
+
 def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", []):
@@ -314,6 +317,9 @@ def test_each_read_path_uses_its_index(env: dict[str, Any], schema: str, path: s
     assert base == {"checkpoints", "checkpoint_blobs", "checkpoint_writes"}, scans
     checkpoints_index = {i for rel, i in scans.items() if rel.startswith("checkpoints")}
     assert len(checkpoints_index) == 1 and re.fullmatch(index, checkpoints_index.pop() or ""), scans
+    if path in BACKWARD:  # newest first straight from the primary key: no sort of the thread's rows
+        (scan,) = [n for n in nodes if n.get("Relation Name", "").startswith("checkpoints")]
+        assert scan.get("Scan Direction") == "Backward" and not [n for n in nodes if n["Node Type"] == "Sort"], plan
     for rel, used in scans.items():
         if not rel.startswith("checkpoints"):
             assert (used or "").endswith("_pkey"), scans
