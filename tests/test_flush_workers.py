@@ -274,3 +274,32 @@ def test_a_worker_killed_mid_flush_is_taken_over_and_nothing_is_lost(
         }
         assert f"{TEST_TENANT}/{slow}:" in flushed_by_survivor  # the takeover
         assert pg_rows(test_database_url, schema) == CHECKPOINTS_PER_THREAD * len(threads)
+
+
+def test_a_flush_whose_lease_lapsed_between_batches_stops_and_leaves_the_new_holder_alone(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("langgraph_tiered_saver.flush.OUTBOX_BATCH", 3)
+    with saver_context(durable=True, background_flush=False, flush_policy=MANUAL) as saver:
+        saver.setup()
+        thread = f"between-{uuid.uuid4().hex[:6]}"
+        _write_threads(saver, [thread])
+        ops = saver.core.flush
+        lock = K.lock_key(saver.key_prefix, TEST_TENANT, thread, "flush")
+        client = redis.Redis.from_url(redis_url)
+        try:
+            a = ops.flush_thread_op(TEST_TENANT, thread, lease=FlushLease("worker-a", 300))
+            request = _step_until(saver, a, PgCall)  # A: first batch read
+            request = a.send(_execute(saver, request))  # A: upsert; next its first ack
+            request = a.send(_execute(saver, request))  # A: ack (lease kept); next its second read
+            assert wait_for(lambda: client.get(lock) is None, 5)  # A stalls past its lease
+            b = ops.flush_thread_op(TEST_TENANT, thread, lease=FlushLease("worker-b", 30_000))
+            b_upsert = _step_until(saver, b, PgCall)
+            b_token = client.get(lock)
+            a_result = _finish(saver, a, request)  # A's second read finds B's lease: A stops
+            assert a_result.remaining > 0 and client.get(lock) == b_token
+            assert _finish(saver, b, b_upsert).remaining == 0
+        finally:
+            client.close()
+        assert pg_rows(test_database_url, saver.schema, thread) == CHECKPOINTS_PER_THREAD
+        assert _dirty(redis_url, saver.key_prefix) == set()
