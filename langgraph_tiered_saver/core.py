@@ -29,7 +29,7 @@ from . import keys as K
 from . import options as opt
 from ._io import Op, RedisCall
 from .blobs import BlobStore, parse_pointer
-from .codec import encode_typed, next_version, unpack_checkpoint
+from .codec import next_version
 from .durable import ops as pg
 from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
@@ -38,6 +38,7 @@ from .durable.sql import check_schema
 from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
+from .history import PruneReport, latest_per_namespace, prune_thread_op
 from .hot import HotOps
 from .ids import ThreadRef, check_thread
 from .known import NEW, KnownThreads
@@ -45,10 +46,9 @@ from .legacy import LegacyReads
 from .locks import Fences
 from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
-from .planning import keep_latest
 from .runlock import RunLocks
 from .sentinel import Epoch, HotDurability
-from .stored import StoredCheckpoint, decode_refs, encode_refs, from_durable, stored_to_export
+from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
@@ -564,37 +564,8 @@ class Core:
     def _keep_latest_op(self, tenant: str, thread_id: str) -> Op[None]:
         """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
         With a durable tier, the outbox is flushed first so Postgres holds the full history."""
-        if self.durable:
-            yield from self.flush.flush_thread_op(tenant, thread_id, wait=False)
-        content = yield from self.hot.export_thread_op(tenant, thread_id)
-        where = f"Redis thread {thread_id!r}"
-        records = {
-            member: unpack_checkpoint(raw, decode_refs(content["cv"].get(member))[1], where)
-            for member, raw in content["ck"].items()
-        }
-        blobs = dict(content["bl"])
-        if self.durable:
-            for row in (yield from pg.list_op(self.schema, tenant, thread_id, None, None, None, None, None)):
-                found = from_durable(row)
-                records.setdefault(K.checkpoint_member(found.checkpoint_ns, found.checkpoint_id), found.record)
-                for field, typed in found.blobs.items():
-                    blobs.setdefault(field, encode_typed(typed))
-
-        def has_value(field: str) -> bool:
-            raw = blobs.get(field)
-            return raw is not None and not raw.startswith(b"empty\x00")
-
-        keep = keep_latest(records, has_value)
-        candidates = digests_in_export(content)
-        yield from self.hot.delete_members_op(tenant, {thread_id: [m for m in records if m not in keep]}, "members")
-        if self.durable:
-            kept: dict[tuple[str, str], set[str]] = {}
-            for member in keep:
-                ns, checkpoint_id = K.split_checkpoint_member(member)
-                kept.setdefault((thread_id, ns), set()).add(checkpoint_id)
-            result = yield from pg.prune_op(self.schema, tenant, [thread_id], "keep_latest", kept)
-            candidates |= _ref_digests(result.orphaned_blob_refs)
-        yield from self._collect_blobs_op(tenant, [thread_id], candidates)
+        keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
+        yield from prune_thread_op(self, tenant, thread_id, keep, dry_run=False, report=PruneReport(False))
         return None
 
 

@@ -38,6 +38,10 @@ class Runner(Protocol):
 
     async def arun_op(self, op: Op[T]) -> T: ...
 
+    def observed(self, name: str, op: Op[T], ref: ThreadRef) -> Op[T]:
+        """`op` timed and traced as `name` (see `telemetry`): lock waits and refusals show."""
+        ...
+
 
 class Fences:
     """The fencing tokens of the thread locks this process holds: hot-path writes of a locked
@@ -218,13 +222,13 @@ class ThreadLock:
         await self.runner.arun_op(self.release_op())
 
     def __enter__(self) -> LockHandle:
-        return self.runner.run_op(self.acquire_op())
+        return self.runner.run_op(self.runner.observed("lock", self.acquire_op(), self.ref))
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
     async def __aenter__(self) -> LockHandle:
-        return await self.runner.arun_op(self.acquire_op())
+        return await self.runner.arun_op(self.runner.observed("lock", self.acquire_op(), self.ref))
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.arelease()
