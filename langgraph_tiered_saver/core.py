@@ -46,6 +46,7 @@ from .legacy import LegacyReads
 from .locks import Fences
 from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
+from .planning import keep_with_ancestors
 from .runlock import RunLocks
 from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
@@ -565,7 +566,7 @@ class Core:
         """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
         With a durable tier, the outbox is flushed first so Postgres holds the full history."""
         keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
-        yield from prune_thread_op(self, tenant, thread_id, keep, dry_run=False, report=PruneReport(False))
+        yield from prune_thread_op(self, tenant, thread_id, keep, keep_with_ancestors, dry_run=False, report=PruneReport(False))
         return None
 
 

@@ -30,7 +30,6 @@ from .durable import sql
 from .durable.roles import check_role_op
 from .errors import ConfigError
 from .offload import digests_in_export
-from .planning import keep_with_ancestors
 from .stored import decode_refs, from_durable
 
 # `core` below is the `core.Core` that imports this module (typed Any: no import cycle)
@@ -38,6 +37,8 @@ Core = Any
 # (records, has_value, paused members) -> members to keep (before ancestors are added)
 Chooser = Callable[[Mapping[str, CheckpointRecord], set[str]], set[str]]
 Progress = Callable[[int, int, str, str], None]  # (done, total, tenant, thread)
+# (records, seeds, has_value) -> seeds plus the ancestors their DeltaChannels need
+Extend = Callable[[Mapping[str, CheckpointRecord], set[str], Callable[[str], bool]], set[str]]
 
 
 @dataclass
@@ -66,6 +67,26 @@ def latest_per_namespace(records: Mapping[str, CheckpointRecord], keep_last: int
     return keep
 
 
+def metadata_ancestors(serde: Any) -> Extend:
+    """The durable tier's rule (sql.DELETE_CHECKPOINTS): follow parents while a checkpoint's
+    metadata carries `counters_since_delta_snapshot` (DeltaChannel counters), up to the snapshot.
+    Unlike `planning.keep_with_ancestors` it does not take an empty channel for a delta one."""
+
+    def extend(records: Mapping[str, CheckpointRecord], seeds: set[str], has_value: Callable[[str], bool]) -> set[str]:
+        keep = set(seeds)
+        for member in seeds:
+            ns, record = K.split_checkpoint_member(member)[0], records[member]
+            while "counters_since_delta_snapshot" in (serde.loads_typed(record.metadata) or {}):
+                parent = K.checkpoint_member(ns, record.parent_checkpoint_id or "")
+                if record.parent_checkpoint_id is None or parent not in records:
+                    break
+                keep.add(parent)
+                record = records[parent]
+        return keep
+
+    return extend
+
+
 def retention_chooser(serde: Any, older_than: dt.timedelta | None, keep_last: int | None) -> Chooser:
     """Keep the newest `keep_last` (default 1) per namespace, paused runs, and, with
     `older_than`, everything newer than now - older_than."""
@@ -84,7 +105,9 @@ def retention_chooser(serde: Any, older_than: dt.timedelta | None, keep_last: in
     return choose
 
 
-def prune_thread_op(core: Core, tenant: str, thread: str, choose: Chooser, *, dry_run: bool, report: PruneReport) -> Op[None]:
+def prune_thread_op(
+    core: Core, tenant: str, thread: str, choose: Chooser, extend: Extend, *, dry_run: bool, report: PruneReport
+) -> Op[None]:
     """Prune one thread in both tiers (the caller holds its flush lock unless `dry_run`)."""
     if core.durable and not dry_run:  # Postgres must hold the whole history first
         yield from core.flush.flush_thread_op(tenant, thread, wait=False)
@@ -118,7 +141,7 @@ def prune_thread_op(core: Core, tenant: str, thread: str, choose: Chooser, *, dr
         raw = blobs.get(blob_field)
         return raw is not None and not raw.startswith(b"empty\x00")
 
-    keep = keep_with_ancestors(records, choose(records, paused), has_value)
+    keep = extend(records, choose(records, paused), has_value)
     drop = [m for m in records if m not in keep]
     report.threads += 1
     report.kept += len(keep)
@@ -187,13 +210,14 @@ def retention_op(
     if older_than is not None and (not isinstance(older_than, dt.timedelta) or older_than < dt.timedelta(0)):
         raise ConfigError(f"older_than must be a timedelta >= 0, got {older_than!r}")
     choose = retention_chooser(serde, older_than, keep_last)
-    return (yield from prune_history_op(core, tenant, choose, dry_run=dry_run, progress=progress))
+    return (yield from prune_history_op(core, tenant, choose, metadata_ancestors(serde), dry_run=dry_run, progress=progress))
 
 
 def prune_history_op(
     core: Core,
     tenant: str | None,
     choose: Chooser,
+    extend: Extend,
     *,
     dry_run: bool,
     progress: Progress | None = None,
@@ -207,7 +231,7 @@ def prune_history_op(
     for t in tenants:
         work.extend((t, thread) for thread in (yield from threads_of_op(core, t)))
     for done, (t, thread) in enumerate(work, 1):
-        body = prune_thread_op(core, t, thread, choose, dry_run=dry_run, report=report)
+        body = prune_thread_op(core, t, thread, choose, extend, dry_run=dry_run, report=report)
         yield from (body if dry_run else core._with_flush_lock_op(t, thread, body))
         if progress is not None:
             progress(done, len(work), t, thread)
