@@ -108,9 +108,9 @@ def retention_chooser(serde: Any, older_than: dt.timedelta | None, keep_last: in
 def prune_thread_op(
     core: Core, tenant: str, thread: str, choose: Chooser, extend: Extend, *, dry_run: bool, report: PruneReport
 ) -> Op[None]:
-    """Prune one thread in both tiers (the caller holds its flush lock unless `dry_run`)."""
-    if core.durable and not dry_run:  # Postgres must hold the whole history first
-        yield from core.flush.flush_thread_op(tenant, thread, wait=False)
+    """Prune one thread in both tiers (the caller holds its flush lock unless `dry_run`).
+    Nothing is flushed first: the records are read from both tiers, and dropping a Redis
+    checkpoint drops its outbox entry with it, so what is kept and unflushed stays due."""
     content = yield from core.hot.export_thread_op(tenant, thread)
     where = f"Redis thread {thread!r}"
     records = {

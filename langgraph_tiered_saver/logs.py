@@ -32,7 +32,12 @@ class JsonLogFormatter(logging.Formatter):
 
 
 def configure(level: int) -> None:
-    """JSON lines on stderr for the command-line tool and the worker."""
+    """JSON lines on stderr for the package's loggers (the command-line tool and the worker).
+    The root logger is left alone, so an embedding application keeps its own setup."""
+    package = logging.getLogger("langgraph_tiered_saver")
+    for old in [h for h in package.handlers if isinstance(h.formatter, JsonLogFormatter)]:
+        package.removeHandler(old)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonLogFormatter())
-    logging.basicConfig(level=level, handlers=[handler], force=True)
+    package.addHandler(handler)
+    package.setLevel(level)
