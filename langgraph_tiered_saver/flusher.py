@@ -104,7 +104,8 @@ class RetryBook:
             quarantined = sum(t.quarantined for t in self._trouble.values())
         self.metrics.set_gauge("flush_quarantined_threads", quarantined)
         if trouble is not None and trouble.quarantined:
-            logger.warning("thread %s/%s flushed again: quarantine lifted", key[0], key[1])
+            logger.warning("thread %s/%s flushed again: quarantine lifted", key[0], key[1],
+                           extra={"tenant_id": key[0], "thread_id": key[1]})
 
     def waiting(self, key: ThreadId, now: float) -> bool:
         """Whether `key` failed recently and its next try is not due yet."""
@@ -318,6 +319,7 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     logger.debug(
         "flushed thread %s/%s: %d checkpoints, %d writes, %d values in %.1f ms",
         result.tenant_id, result.thread_id, result.checkpoints, result.writes, result.blobs, seconds * 1000,
+        extra={"tenant_id": result.tenant_id, "thread_id": result.thread_id},
     )
 
 

@@ -31,6 +31,8 @@ except ImportError:  # pragma: no cover - exercised where the extra is absent
 
 T = TypeVar("T")
 TRACER_NAME = "langgraph_tiered_saver"
+# one proxy for the process: it follows the provider the application sets, whenever it does
+_TRACER = otel_trace.get_tracer(TRACER_NAME) if otel_trace is not None else None
 _DB_SYSTEM = {"redis": "redis", "postgres": "postgresql"}
 
 
@@ -48,7 +50,7 @@ class _Spans:
     """The op's span and its children; every method is a no-op without OpenTelemetry."""
 
     def __init__(self, name: str, tenant: str | None, thread: str | None) -> None:
-        self._tracer = otel_trace.get_tracer(TRACER_NAME) if otel_trace is not None else None
+        self._tracer = _TRACER
         self._span: Any = None
         self.tiers: set[str] = set()
         if self._tracer is not None:

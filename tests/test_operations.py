@@ -175,3 +175,38 @@ def test_cli_worker_once_and_threads_filter(
         assert main([*base, "worker", "--once", "--quiet-seconds", "0", "--retention", "30d"]) == 0
         assert json.loads(capsys.readouterr().out) == {"stopped": True, "flushed_threads": 1}
         assert pg_rows(test_database_url, saver.schema, thread) == 3
+
+
+def test_worker_retention_sweeps_and_survives_a_failing_sweep(saver_context: Callable[..., Any], caplog: pytest.LogCaptureFixture) -> None:
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        config = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+        chain_graph(saver, 3).invoke({"n": 0}, config)
+        sweep = WorkerOptions(once=True, quiet_seconds=3600, retention=lambda: saver.prune_history(keep_last=1))
+        Worker(saver, sweep).run(threading.Event())
+        assert saver.metrics.counter("retention_sweeps") == 1
+        assert len(list(saver.list(config))) == 1
+
+        def broken() -> None:
+            raise RuntimeError("sweep failed")
+
+        with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver.worker"):
+            Worker(saver, WorkerOptions(once=True, quiet_seconds=3600, retention=broken)).run(threading.Event())
+        assert saver.metrics.counter("worker_retention_errors") == 1
+        assert any("worker retention failed" in r.getMessage() for r in caplog.records)
+
+
+def test_cli_prune_reports_progress_on_stderr(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        for i in range(3):
+            chain_graph(saver, 1).invoke({"n": 0}, {"configurable": {"thread_id": f"p{i}"}})
+        capsys.readouterr()
+        assert main(["--redis-url", redis_url, "--postgres-url", test_database_url, "--key-prefix", saver.key_prefix,
+                     "--schema", saver.schema, "--tenant", saver.tenant_id, "prune", "--keep-last", "1"]) == 0  # fmt: skip
+        captured = capsys.readouterr()
+        assert json.loads(captured.out)["checkpoints"] == 3 * 2  # 3 checkpoints per thread, 1 kept
+        lines = [json.loads(line) for line in captured.err.splitlines() if line.startswith('{"progress"')]
+        assert lines[-1] == {"progress": "prune", "done": 3, "total": 3}
