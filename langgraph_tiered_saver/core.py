@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -30,6 +31,7 @@ from . import options as opt
 from ._io import Op, RedisCall
 from .blobs import BlobStore, parse_pointer
 from .codec import next_version
+from .combine import Held, WriteCombiner
 from .durable import ops as pg
 from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
@@ -102,6 +104,7 @@ class Core:
         self.legacy: LegacyReads | None = None  # checkpoint format < 4: sends migrated on read
         self.run_locks: RunLocks | None = None  # set by the saver with `auto_lock`
         self.flusher: BackgroundFlusher | None = None  # set by the saver with `background_flush`
+        self.combiner: WriteCombiner | None = None  # a step's writes ride with its put (combine.py)
         # threads this process wrote through to Postgres while Redis was down: their Redis copy,
         # if Redis comes back with it (persistence, failover), is older than Postgres
         self.written_through: set[tuple[str, str]] = set()
@@ -125,6 +128,7 @@ class Core:
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
         registry_poll_seconds: float = 2.0,
+        write_hold_seconds: float = 0.02,
     ) -> Core:
         """The core of a saver with these options (checked here)."""
         opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
@@ -152,6 +156,8 @@ class Core:
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
             policy=policy, metrics=metrics, fences=Fences(),
         )
+        if opt.seconds("write_hold_seconds", write_hold_seconds) > 0:
+            core.combiner = WriteCombiner(write_hold_seconds, metrics)
         core.legacy = LegacyReads(
             hot, offload, serde, schema=schema, durable=durable,
             first_version=lambda: next_version(None), on_hot_error=core._hot_failed,
@@ -164,9 +170,14 @@ class Core:
         if self.durable and background_flush:
             self.flusher = BackgroundFlusher(run, self.flush, self.policy, self.metrics)
         self.hot.known.attach(run)
+        if self.combiner is not None:
+            self.combiner.attach(lambda held: run(self._send_held_op([held])))
 
     def stop_background(self, *, drain: bool) -> None:
-        """Stop the background threads; `drain`: flush first (see BackgroundFlusher.stop)."""
+        """Stop the background threads (held writes are sent first); `drain`: flush the
+        outbox then (see BackgroundFlusher.stop)."""
+        if self.combiner is not None:
+            self.combiner.stop()
         self.hot.known.stop()
         if self.flusher is not None:
             self.flusher.stop(drain=drain)
@@ -209,6 +220,7 @@ class Core:
         return result
 
     def release_run_lock_op(self, ref: ThreadRef) -> Op[None]:
+        yield from self._drain_op(ref.tenant_id, ref.thread_id)  # under the run's lock (fence)
         if self.run_locks is not None:
             yield from self.run_locks.end_op(ref)
         return None
@@ -248,12 +260,14 @@ class Core:
         self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> Op[Any]:
         yield from self._recover_op(ref)
+        carried = self.combiner.closed_by(ref, checkpoint["id"]) if self.combiner is not None else []
         try:
-            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref))
+            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref), carried)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put")
             p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
-            entries: list[tuple[str, Any]] = [(K.outbox_entry("blob", f), v) for f, v in p.blobs]
+            entries: list[tuple[str, Any]] = _write_entries([r for held in carried for r in held.records])
+            entries += [(K.outbox_entry("blob", f), v) for f, v in p.blobs]
             refs = encode_refs(p.run_id, p.record.blob_fields)
             entries.append((K.outbox_entry("checkpoint", p.member), (p.record.pack(), refs)))
             yield from self._write_through_op(ref, entries)
@@ -262,21 +276,27 @@ class Core:
             self.flusher.on_checkpoint(ref.tenant_id, ref.thread_id)
         return result
 
-    def put_writes_op(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
-        return (yield from self._in_run_op(ref, self._put_writes_op(ref, writes, task_id, task_path), writes=writes))
+    def put_writes_op(
+        self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str, in_run: bool = False
+    ) -> Op[None]:
+        """`in_run`: the call comes from a graph run, whose next put may carry the writes
+        (combine.py); a direct call writes at once, so that a refusal reaches its caller."""
+        body = self._put_writes_op(ref, writes, task_id, task_path, in_run)
+        return (yield from self._in_run_op(ref, body, writes=writes))
 
-    def _put_writes_op(self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str) -> Op[None]:
+    def _put_writes_op(
+        self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str, in_run: bool
+    ) -> Op[None]:
         if ref.checkpoint_id is None:
             raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
         yield from self._recover_op(ref)
-        try:
-            yield from self.hot.put_writes_op(ref, writes, task_id, task_path, self.fences.of(ref))
-        except TierUnavailableError as exc:
-            self._hot_failed(exc, "put_writes")
-            records, _digests = yield from self.hot.prepare_writes_op(ref, writes, task_id, task_path)
-            yield from self._write_through_op(ref, [(K.outbox_entry("write", f), r.pack()) for f, r in records])
-            return None
-        if not self.durable:
+        records, digests = yield from self.hot.prepare_writes_op(ref, writes, task_id, task_path)
+        special = any(channel in WRITES_IDX_MAP for channel, _ in writes)
+        if in_run and self.combiner is not None and not special and self.combiner.hold(ref, records, digests):
+            return None  # the put closing this step carries them (combine.py)
+        held = self.combiner.take(ref.tenant_id, ref.thread_id) if self.combiner is not None and special else []
+        held.append(Held(ref, list(records), list(digests)))
+        if not (yield from self._send_held_op(held, notify=False)) or not self.durable:
             return None
         mode = self.policy.for_writes([channel for channel, _ in writes])
         if mode == "sync":
@@ -295,6 +315,32 @@ class Core:
                     self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)
         elif self.flusher is not None:
             self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=mode == "async")
+        return None
+
+    def _send_held_op(self, held: Sequence[Held], *, notify: bool = True) -> Op[bool]:
+        """Write pending writes now (Redis, or Postgres in fallback); False: written through.
+        `notify`: tell the flusher (the put_writes path decides that itself)."""
+        if not held:
+            return True
+        ref = held[0].ref
+        records = [r for h in held for r in h.records]
+        try:
+            yield from self.hot.write_records_op(ref, records, [d for h in held for d in h.digests], self.fences.of(ref))
+        except TierUnavailableError as exc:
+            self._hot_failed(exc, "put_writes")
+            yield from self._write_through_op(ref, _write_entries(records))
+            return False
+        if notify and self.flusher is not None:
+            self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=False)
+        return True
+
+    def _drain_op(self, tenant_id: str, thread_id: str | None = None, ns: str | None = None) -> Op[None]:
+        """Send the writes held for a thread (namespace), or for all threads (`thread_id`
+        None): a read, flush or deletion must find them in Redis."""
+        if self.combiner is None:
+            return None
+        for held in self.combiner.take(tenant_id, thread_id, ns):
+            yield from self._send_held_op([held])
         return None
 
     def _write_through_op(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
@@ -333,6 +379,7 @@ class Core:
         return None
 
     def _flush_now_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+        yield from self._drain_op(tenant_id, thread_id)
         started = time.perf_counter()
         result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True)
         record_flush(self.metrics, result, time.perf_counter() - started)
@@ -350,6 +397,7 @@ class Core:
 
     def _get_tuple_op(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
         yield from self._recover_op(ref)
+        yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
         hot_up, status = True, ""
         try:
@@ -402,6 +450,7 @@ class Core:
             return []
         if q.ref is not None:
             yield from self._recover_op(q.ref)
+        yield from self._drain_op(q.tenant, q.ref.thread_id if q.ref else None)
         found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         partial: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         hot_up = True
@@ -498,6 +547,7 @@ class Core:
         return None
 
     def _delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
+        yield from self._drain_op(tenant, thread_id)
         before = yield from self.hot.export_thread_op(tenant, thread_id)
         candidates = digests_in_export(before)
         yield from self.hot.delete_thread_op(tenant, [thread_id])
@@ -540,6 +590,7 @@ class Core:
 
     def copy_thread_op(self, tenant: str, source_thread_id: str, target_thread_id: str) -> Op[None]:
         src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
+        yield from self._drain_op(tenant, src)
         if self.durable:  # registered before it exists in Postgres (known.py)
             yield from self.hot.register_op(tenant, dst)
             yield from pg.copy_thread_op(self.schema, tenant, src, dst)
@@ -563,11 +614,16 @@ class Core:
         return None
 
     def _keep_latest_op(self, tenant: str, thread_id: str) -> Op[None]:
-        """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
-        With a durable tier, the outbox is flushed first so Postgres holds the full history."""
+        """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers
+        (see `history.prune_thread_op`)."""
         keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
         yield from prune_thread_op(self, tenant, thread_id, keep, keep_with_ancestors, dry_run=False, report=PruneReport(False))
         return None
+
+
+def _write_entries(records: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Outbox entries (with their packed values) of write records, for a write-through."""
+    return [(K.outbox_entry("write", field), record.pack()) for field, record in records]
 
 
 def _ref_digests(refs: Sequence[str]) -> set[str]:

@@ -111,6 +111,7 @@ def prune_thread_op(
     """Prune one thread in both tiers (the caller holds its flush lock unless `dry_run`).
     Nothing is flushed first: the records are read from both tiers, and dropping a Redis
     checkpoint drops its outbox entry with it, so what is kept and unflushed stays due."""
+    yield from core._drain_op(tenant, thread)  # writes this process holds back belong to it
     content = yield from core.hot.export_thread_op(tenant, thread)
     where = f"Redis thread {thread!r}"
     records = {

@@ -47,6 +47,7 @@ from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, decode_refs, encode_refs
 
 if TYPE_CHECKING:
+    from .combine import Held
     from .known import KnownThreads
     from .offload import Offloader
 
@@ -227,7 +228,10 @@ class HotOps:
         new_versions: ChannelVersions,
         config: RunnableConfig,
         fence: str = "",
+        carried: Sequence[Held] = (),
     ) -> Op[RunnableConfig]:
+        """Store a checkpoint, and in the same round trip the `carried` writes of the step it
+        closes (combine.py)."""
         p = yield from self.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
         args = {
             "ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, "member": p.member,
@@ -235,7 +239,8 @@ class HotOps:
             **self._mark_args(ref),
         }  # fmt: skip
         blobs = [item for pair in p.blobs for item in pair]
-        yield from self._write_op(ref, scripts.PUT, args, blobs, p.digests)
+        calls = [*self._writes_calls(ref, _held_records(carried), fence), (scripts.PUT, args, blobs)]
+        yield from self._write_op(ref, calls, [*_held_digests(carried), *p.digests])
         return ref.config(checkpoint["id"])
 
     def put_writes_op(
@@ -245,14 +250,30 @@ class HotOps:
         task_id: str,
         task_path: str,
         fence: str = "",
+        carried: Sequence[Held] = (),
     ) -> Op[None]:
-        if not writes:
-            return None
+        """Store a task's writes (with writes held for the thread, `carried`, ahead of them)."""
         records, digests = yield from self.prepare_writes_op(ref, writes, task_id, task_path)
+        yield from self.write_records_op(ref, [*_held_records(carried), *records], [*_held_digests(carried), *digests], fence)
+        return None
+
+    def write_records_op(
+        self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], digests: Sequence[str], fence: str = ""
+    ) -> Op[None]:
+        """Store prepared write records (one put_writes script)."""
+        calls = self._writes_calls(ref, records, fence)
+        if calls:
+            yield from self._write_op(ref, calls, digests)
+        return None
+
+    def _writes_calls(
+        self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], fence: str
+    ) -> list[tuple[LuaScript, dict[str, Any], list[Any]]]:
+        if not records:
+            return []
         args = {"ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, **self._mark_args(ref)}
         triples = [item for field, r in records for item in (field, r.pack(), "1" if r.idx < 0 else "0")]
-        yield from self._write_op(ref, scripts.PUT_WRITES, args, triples, digests)
-        return None
+        return [(scripts.PUT_WRITES, args, triples)]
 
     def _mark_args(self, ref: ThreadRef) -> dict[str, Any]:
         return {
@@ -260,12 +281,13 @@ class HotOps:
         }  # fmt: skip
 
     def _write_op(
-        self, ref: ThreadRef, script: LuaScript, args: dict[str, Any], rest: list[Any], digests: Sequence[str] = ()
+        self, ref: ThreadRef, calls: Sequence[tuple[LuaScript, dict[str, Any], list[Any]]], digests: Sequence[str] = ()
     ) -> Op[None]:
-        """One round trip: one EVALSHA that also updates the tenant registry and the outbox
-        index (plus, in a MULTI, the reference sets of offloaded blobs) and compares the epoch
-        (a second round trip only on a process' first write, or after Redis lost data)."""
-        args = {**args, "epoch": (yield from self.epoch.known_op()), "trust": self.known.trust_arg()}
+        """One round trip: the scripts (a put, its step's writes before it) that also update
+        the tenant registry and the outbox index (plus, in a MULTI, the reference sets of
+        offloaded blobs) and compare the epoch (a second round trip only on a process' first
+        write, or after Redis lost data)."""
+        shared = {"epoch": (yield from self.epoch.known_op()), "trust": self.known.trust_arg()}
         keys = self.keys(
             ref.tenant_id, ref.thread_id,
             registry=K.tenant_threads_key(self.prefix, ref.tenant_id), dirty=K.dirty_key(self.prefix),
@@ -274,27 +296,28 @@ class HotOps:
         )  # fmt: skip
         extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
         wait = self.durability.command() if self.durability is not None else None
-        commands = (script.call(keys, args, rest), *extra)
-        if wait is None or extra:  # WAIT/WAITAOF cannot run inside MULTI: after it, on its own
-            replies = yield RedisCall(commands, transaction=bool(extra), scripts=(script,))
+        used = tuple({script.name: script for script, _, _ in calls}.values())
+        commands = (*(script.call(keys, {**args, **shared}, rest) for script, args, rest in calls), *extra)
+        if wait is None or len(commands) > 1:  # WAIT/WAITAOF cannot run inside MULTI: after it
+            replies = yield RedisCall(commands, transaction=len(commands) > 1, scripts=used)
             confirmed = None if wait is None else (yield from self._wait_op(wait, (wait,)))
         else:  # the wait rides in the same round trip
-            replies = yield from self._wait_op(wait, (*commands, wait), script)
+            replies = yield from self._wait_op(wait, (*commands, wait), used)
             confirmed = replies[-1]
         if self.durability is not None:
             self.durability.check(confirmed)
-        if not int(replies[0]):
-            yield from self.epoch.lost_op(args["epoch"])
+        if not all(int(reply) for reply in replies[: len(calls)]):
+            yield from self.epoch.lost_op(shared["epoch"])
         return None
 
-    def _wait_op(self, wait: tuple[Any, ...], commands: tuple[Any, ...], script: LuaScript | None = None) -> Op[Any]:
+    def _wait_op(self, wait: tuple[Any, ...], commands: tuple[Any, ...], used: tuple[LuaScript, ...] = ()) -> Op[Any]:
         """Run `commands` ending with the durability wait; a server that cannot wait (WAITAOF
         without `appendonly yes`, an old server) is a typed error, not a raw reply."""
         try:
-            replies = yield RedisCall(commands, scripts=(script,) if script else ())
+            replies = yield RedisCall(commands, scripts=used)
         except redis.exceptions.ResponseError as exc:
             raise HotDurabilityError(f"Redis cannot confirm {wait[0]} durability: {exc}") from exc
-        return replies if script else replies[0]
+        return replies if used else replies[0]
 
     def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[tuple[list[StoredCheckpoint], str]]:
         """The latest checkpoint of `ref`'s namespace (members=None), or the given members, and
@@ -480,3 +503,10 @@ class HotOps:
         yield RedisCall(tuple(commands), transaction=True, scripts=(scripts.IMPORT,))
         return None
 
+
+def _held_records(held: Sequence[Held]) -> list[tuple[str, WriteRecord]]:
+    return [record for h in held for record in h.records]
+
+
+def _held_digests(held: Sequence[Held]) -> list[str]:
+    return [digest for h in held for digest in h.digests]

@@ -80,6 +80,12 @@ def run_marker(config: Mapping[str, Any]) -> object | None:
     return configurable.get(RUNTIME_KEY)
 
 
+def in_graph_run(config: Mapping[str, Any]) -> bool:
+    """The call comes from a LangGraph run (its loop passes the run's runtime along), not from
+    code calling the saver directly."""
+    return RUNTIME_KEY in (config.get("configurable") or {})
+
+
 def run_finished(checkpoint: Mapping[str, Any]) -> bool:
     """True when the checkpoint's last step triggered no further node."""
     updated: Iterable[str] | None = checkpoint.get("updated_channels")

@@ -39,7 +39,7 @@ from .locks import LockOps, ThreadLock
 from .metrics import Metrics
 from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
 from .pgfaults import pg_limits
-from .runlock import AutoLock, RunLocks, auto_lock_policy, run_marker
+from .runlock import AutoLock, RunLocks, auto_lock_policy, in_graph_run, run_marker
 from .telemetry import observed_op
 from .tenancy import check_tenant, resolve_tenant
 
@@ -89,6 +89,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
         registry_poll_seconds: float = 2.0,
+        write_hold_seconds: float = 0.02,
         metrics_tenant_label: bool = False,
     ) -> None:
         super().__init__(serde=serde)
@@ -107,7 +108,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
             refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
             policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
             hot_durability=hot_durability, hot_durability_timeout=hot_durability_timeout,
-            registry_poll_seconds=registry_poll_seconds,
+            registry_poll_seconds=registry_poll_seconds, write_hold_seconds=write_hold_seconds,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
@@ -213,7 +214,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         ref = self._ref(config)
-        self.run_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path), ref))
+        self.run_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
 
     def delete_thread(self, thread_id: str) -> None:
         self.run_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
@@ -251,7 +252,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         ref = self._ref(config)
-        await self.arun_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path), ref))
+        await self.arun_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self.arun_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))

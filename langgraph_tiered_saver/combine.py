@@ -1,0 +1,178 @@
+"""Carrying a step's pending writes in the round trip of the step's checkpoint.
+
+LangGraph saves each finished task's writes (`put_writes`) as the task ends, then the step's
+checkpoint (`put`) once every task of the step is done; with `durability="sync"` the next step
+starts only after that `put`. Sent on their own, the writes cost a second Redis round trip per
+step, and its Python work competes with the graph for the interpreter.
+
+So regular writes for the thread's *open* checkpoint (the newest one put, whose step is running,
+or a newer one whose put has not come yet) are held here, for at most `hold_seconds`, and the
+`put` that closes their step carries them: the same pipeline, one round trip, before that `put`
+returns. LangGraph's promise holds: a step's writes are in Redis before the next step starts.
+Never held: special writes (an interrupt, an error: they are flushed at once, and take what is
+held for the thread along), and writes for an older checkpoint (its step closed already). A
+holding that no `put` takes within `hold_seconds` (a long parallel sibling, a run that stopped)
+is sent on its own by a background thread, as is everything at `close()`. What a crash of the
+process can take: held writes, at most `hold_seconds` old, whose tasks then run again on resume.
+Reads, flushes and deletions of a thread send its held writes first (`Core`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .codec import WriteRecord
+from .ids import ThreadRef
+from .metrics import Metrics
+
+logger = logging.getLogger("langgraph_tiered_saver")
+
+HeldKey = tuple[str, str, str, str]  # tenant, thread, namespace, checkpoint id
+
+
+@dataclass
+class Held:
+    """Writes for one checkpoint waiting for the put that closes its step."""
+
+    ref: ThreadRef  # the thread, namespace and checkpoint the writes belong to
+    records: list[tuple[str, WriteRecord]] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    due: float = 0.0  # monotonic time by which it is sent, taken or not
+
+
+class WriteCombiner:
+    """Held writes per checkpoint (thread-safe, no I/O): `hold` from put_writes, `closed_by`
+    from put, `take` from every other call that must see them, `take_due` for the sender."""
+
+    def __init__(self, hold_seconds: float, metrics: Metrics) -> None:
+        self.hold_seconds = hold_seconds
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._held: dict[HeldKey, Held] = {}
+        self._open: dict[tuple[str, str, str], str] = {}  # newest checkpoint id put, per namespace
+        self._sender: Sender | None = None
+
+    def hold(self, ref: ThreadRef, records: list[tuple[str, WriteRecord]], digests: list[str]) -> bool:
+        """Keep these writes for the put closing their step; False: send them now (they are
+        for a checkpoint older than the open one: its step is closed)."""
+        assert ref.checkpoint_id is not None
+        with self._lock:
+            open_id = self._open.get((ref.tenant_id, ref.thread_id, ref.checkpoint_ns))
+            if open_id is not None and ref.checkpoint_id < open_id:
+                return False
+            key = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id)
+            held = self._held.get(key)
+            if held is None:
+                held = self._held[key] = Held(ref, due=time.monotonic() + self.hold_seconds)
+            held.records.extend(records)
+            held.digests.extend(digests)
+        self.metrics.incr("writes_held")
+        if self._sender is not None:
+            self._sender.wake()
+        return True
+
+    def closed_by(self, ref: ThreadRef, checkpoint_id: str) -> list[Held]:
+        """A put of `checkpoint_id` in ref's namespace: it is the open checkpoint now; it takes
+        the writes of the checkpoints before it (its parent's: the step it closes)."""
+        namespace = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
+        with self._lock:
+            if checkpoint_id > self._open.get(namespace, ""):
+                self._open[namespace] = checkpoint_id
+            keys = [k for k in self._held if k[:3] == namespace and k[3] < checkpoint_id]
+            return [self._held.pop(k) for k in keys]
+
+    def take(self, tenant_id: str, thread_id: str | None = None, ns: str | None = None) -> list[Held]:
+        """What is held for a tenant, thread or thread namespace (None: any): a read, flush,
+        deletion or special write needs it in Redis."""
+        with self._lock:
+            keys = [
+                k for k in self._held
+                if k[0] == tenant_id and thread_id in (None, k[1]) and ns in (None, k[2])
+            ]  # fmt: skip
+            return [self._held.pop(k) for k in keys]
+
+    def take_due(self, now: float) -> list[Held]:
+        with self._lock:
+            keys = [k for k, held in self._held.items() if held.due <= now]
+            return [self._held.pop(k) for k in keys]
+
+    def take_all(self) -> list[Held]:
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+            self._open.clear()
+        return held
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            return min((h.due for h in self._held.values()), default=None)
+
+    # ------------------------------------------------------------------ the background sender
+
+    def attach(self, send: Callable[[Held], Any]) -> None:
+        """`send(held)` writes one holding to Redis (or Postgres, as its put_writes would)."""
+        self._sender = Sender(self, send)
+
+    def stop(self) -> None:
+        """Stop the sender and send whatever is still held."""
+        if self._sender is not None:
+            self._sender.stop()
+        for held in self.take_all():
+            if self._sender is not None:
+                self._sender.send_contained(held)
+
+
+class Sender:
+    """A daemon thread sending holdings no put took in time; a failure is logged with the
+    thread, counted, and the loop goes on (a write lost that way is named, never silent)."""
+
+    def __init__(self, combiner: WriteCombiner, send: Callable[[Held], Any]) -> None:
+        self.combiner = combiner
+        self.send = send
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        if self._thread is None:
+            with self._guard:
+                if self._thread is None and not self._stop.is_set():
+                    self._thread = threading.Thread(target=self._loop, name="tiered-saver-write-sender", daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for held in self.combiner.take_due(time.monotonic()):
+                    self.send_contained(held)
+                due = self.combiner.next_due()
+            except Exception:
+                self.combiner.metrics.incr("write_sender_errors")
+                logger.exception("write sender loop error (contained; the loop goes on)")
+                due = None
+            self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+            self._wake.clear()
+
+    def send_contained(self, held: Held) -> None:
+        try:
+            self.send(held)
+            self.combiner.metrics.incr("writes_sent_alone")
+        except Exception as exc:
+            self.combiner.metrics.incr("write_sender_errors")
+            logger.error(
+                "could not write %d held pending writes of thread %s/%s (their tasks run again on "
+                "resume): %s", len(held.records), held.ref.tenant_id, held.ref.thread_id, exc,
+            )
