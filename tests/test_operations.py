@@ -210,3 +210,30 @@ def test_cli_prune_reports_progress_on_stderr(
         assert json.loads(captured.out)["checkpoints"] == 3 * 2  # 3 checkpoints per thread, 1 kept
         lines = [json.loads(line) for line in captured.err.splitlines() if line.startswith('{"progress"')]
         assert lines[-1] == {"progress": "prune", "done": 3, "total": 3}
+
+
+def test_cli_prune_draws_a_bar_on_a_terminal(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str
+) -> None:
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        chain_graph(saver, 1).invoke({"n": 0}, {"configurable": {"thread_id": "bar"}})
+        controller, terminal = pty.openpty()
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "langgraph_tiered_saver", "--redis-url", redis_url, "--postgres-url",
+                 test_database_url, "--key-prefix", saver.key_prefix, "--schema", saver.schema, "--tenant",
+                 saver.tenant_id, "prune", "--keep-last", "1", "--dry-run"],
+                stdout=subprocess.PIPE, stderr=terminal, timeout=60, check=True,
+            )  # fmt: skip
+            drawn = os.read(controller, 4096).decode()
+        finally:
+            os.close(controller)
+            os.close(terminal)
+        assert json.loads(out.stdout)["dry_run"] is True
+        assert "\rprune [" + "#" * 30 + "] 1/1" in drawn
