@@ -237,3 +237,98 @@ def test_cli_prune_draws_a_bar_on_a_terminal(
             os.close(terminal)
         assert json.loads(out.stdout)["dry_run"] is True
         assert "\rprune [" + "#" * 30 + "] 1/1" in drawn
+
+
+def test_cli_worker_serves_http_until_sigterm(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        chain_graph(saver, 1).invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "langgraph_tiered_saver", "--redis-url", redis_url, "--postgres-url",
+             test_database_url, "--key-prefix", saver.key_prefix, "--schema", saver.schema, "worker",
+             "--quiet-seconds", "0", "--poll-seconds", "0.1", "--http", f"127.0.0.1:{port}", "--summary-seconds", "0.2"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread) == 3, timeout=20)
+            assert wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=10)
+            assert "lts_flushes_total 1.0" in get(f"http://127.0.0.1:{port}/metrics")[1]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+        assert proc.returncode == 0, err
+        assert json.loads(out) == {"stopped": True, "flushed_threads": 1}
+        logged = [json.loads(line) for line in err.splitlines()]
+        summaries = [entry for entry in logged if entry["msg"].startswith("worker summary")]
+        assert summaries[-1]["outbox_depth"] == 0
+        assert sum(entry["flushed_checkpoints"] for entry in summaries) == 3
+        assert all(entry["ts"].endswith("Z") for entry in logged)
+
+
+def test_cli_rejects_malformed_options(capsys: pytest.CaptureFixture[str]) -> None:
+    for args, message in (
+        (["threads", "--filter", "{"], "not JSON"),
+        (["threads", "--filter", "[1]"], "must be a JSON object"),
+        (["prune", "--keep-last", "0"], "use a whole number >= 1"),
+        (["worker", "--http", "localhost"], "use [HOST]:PORT"),
+    ):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--redis-url", "redis://127.0.0.1:1/0", *args])
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_prune_every_tenant(saver_context: Callable[..., Any]) -> None:
+    with saver_context(durable=True, tenant_id=None, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        for tenant in ("acme", "globex"):
+            view = saver.for_tenant(tenant)
+            chain_graph(view, 2).invoke({"n": 0}, {"configurable": {"thread_id": "t"}})
+            view.flush({"configurable": {"thread_id": "t"}})
+        report = saver.prune_history(keep_last=1, all_tenants=True, dry_run=True)
+        assert (report.tenants, report.threads, report.checkpoints) == (["acme", "globex"], 2, 2 * 3)
+        with pytest.raises(ConfigError, match="takes no tenant"):
+            saver.for_tenant("acme").prune_history(keep_last=1, all_tenants=True)
+    with saver_context(tenant_id=None) as redis_only, pytest.raises(ConfigError, match="this saver has none"):
+        redis_only.prune_history(keep_last=1, all_tenants=True)
+
+
+def test_without_optional_packages(tmp_path: Any) -> None:
+    """No opentelemetry: calls run untraced; no prometheus_client: /metrics says what to install."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['opentelemetry'] = None\n"
+        "sys.modules['prometheus_client'] = None\n"
+        "from langgraph_tiered_saver import telemetry, ConfigError\n"
+        "from langgraph_tiered_saver.metrics import Metrics\n"
+        "from langgraph_tiered_saver.endpoints import prometheus_text\n"
+        "assert telemetry.otel_trace is None\n"
+        "def op():\n"
+        "    got = yield telemetry.RedisCall((('PING',),))\n"
+        "    return got\n"
+        "m = Metrics(); g = telemetry.observed_op(m, 'put', op())\n"
+        "g.send(None)\n"
+        "try:\n"
+        "    g.send('PONG')\n"
+        "except StopIteration as stop:\n"
+        "    assert stop.value == 'PONG'\n"
+        "assert m.snapshot()['series']['op_seconds'][0]['count'] == 1\n"
+        "try:\n"
+        "    prometheus_text(m, lambda: None)\n"
+        "except ConfigError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pip install 'langgraph-tiered-saver[prometheus]'" in out.stdout
