@@ -261,6 +261,8 @@ def test_cli_worker_serves_http_until_sigterm(
             assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread) == 3, timeout=20)
             assert wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=10)
             assert "lts_flushes_total 1.0" in get(f"http://127.0.0.1:{port}/metrics")[1]
+            assert wait_for(lambda: "lts_outbox_depth 0.0" in get(f"http://127.0.0.1:{port}/metrics")[1], timeout=10)
+            time.sleep(0.5)  # at least two periodic summary lines
         finally:
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=20)
@@ -268,7 +270,7 @@ def test_cli_worker_serves_http_until_sigterm(
         assert json.loads(out) == {"stopped": True, "flushed_threads": 1}
         logged = [json.loads(line) for line in err.splitlines()]
         summaries = [entry for entry in logged if entry["msg"].startswith("worker summary")]
-        assert summaries[-1]["outbox_depth"] == 0
+        assert len(summaries) >= 3 and summaries[-1]["outbox_depth"] == 0, summaries
         assert sum(entry["flushed_checkpoints"] for entry in summaries) == 3
         assert all(entry["ts"].endswith("Z") for entry in logged)
 
