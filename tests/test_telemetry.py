@@ -102,3 +102,20 @@ def test_tenant_label_is_opt_in() -> None:
 
     assert Metrics().labels("acme", op="put") == (("op", "put"),)
     assert Metrics(tenant_label=True).labels("acme", op="put") == (("op", "put"), ("tenant", "acme"))
+
+
+def test_blob_store_latency_and_errors_are_scraped(saver_context: Callable[..., Any], tmp_path: Any) -> None:
+    from langgraph_tiered_saver import filesystem_blobs
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    big = {"n": 0, "log": ["x" * 4096]}
+    with saver_context(blob_store=filesystem_blobs(tmp_path / "ok"), offload_threshold=1024) as good:
+        chain_graph(good, 1).invoke(big, {"configurable": {"thread_id": "big"}})
+        assert scrape(good)["lts_request_seconds_count"][(("op", "put"), ("tier", "blob"))] >= 1
+    with saver_context(blob_store=filesystem_blobs(blocker / "blobs"), offload_threshold=1024) as broken:
+        with pytest.raises(NotADirectoryError):  # a local store's error is the caller's (only an outage keeps values inline)
+            chain_graph(broken, 1).invoke(big, {"configurable": {"thread_id": "big"}})
+        samples = scrape(broken)
+    assert samples["lts_request_errors_total"][(("error", "NotADirectoryError"), ("op", "put"), ("tier", "blob"))] == 1
+    assert samples["lts_op_errors_total"][(("error", "NotADirectoryError"), ("op", "put"))] == 1
