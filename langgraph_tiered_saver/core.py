@@ -46,6 +46,7 @@ from .ids import ThreadRef, check_thread
 from .known import NEW, KnownThreads
 from .legacy import LegacyReads
 from .locks import Fences
+from .logs import fields
 from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
 from .planning import keep_with_ancestors
@@ -213,7 +214,7 @@ class Core:
             try:
                 yield from self.run_locks.progress_op(ref, failed=True)
             except Exception as exc:  # the call's own error is the one to report
-                logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc)
+                logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc, extra=fields(ref))
             raise
         if progress:
             yield from self.run_locks.progress_op(ref, **progress)
@@ -306,6 +307,7 @@ class Core:
                         "checkpoint %s of thread %r was not written within %.0f s of its %s write; "
                         "flushing without it (it stays in the outbox)",
                         ref.checkpoint_id, ref.thread_id, SYNC_FLUSH_PUT_WAIT_SECONDS, "/".join(c for c, _ in writes),
+                        extra=fields(ref),
                     )
                 yield from self._flush_now_op(ref.tenant_id, ref.thread_id)
             except TierUnavailableError as exc:
@@ -375,6 +377,7 @@ class Core:
         logger.warning(
             "thread %s/%s was written through to Postgres while Redis was down: its older Redis copy "
             "was flushed and dropped, the thread now reads from Postgres", ref.tenant_id, ref.thread_id,
+            extra=fields(ref),
         )
         return None
 

@@ -31,6 +31,11 @@ class JsonLogFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def fields(ref: Any) -> dict[str, str]:
+    """`extra=` for a log line about one thread (anything with tenant_id and thread_id)."""
+    return {"tenant_id": ref.tenant_id, "thread_id": ref.thread_id}
+
+
 def configure(level: int) -> None:
     """JSON lines on stderr for the package's loggers (the command-line tool and the worker).
     The root logger is left alone, so an embedding application keeps its own setup."""

@@ -334,3 +334,15 @@ def test_without_optional_packages(tmp_path: Any) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "pip install 'langgraph-tiered-saver[prometheus]'" in out.stdout
+
+
+def test_log_lines_carry_tenant_and_thread_as_fields(caplog: pytest.LogCaptureFixture) -> None:
+    from langgraph_tiered_saver.flusher import RetryBook
+    from langgraph_tiered_saver.logs import JsonLogFormatter
+
+    book = RetryBook(FlushPolicy(max_attempts=1), Metrics())
+    with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver.flush"):
+        book.failed(("acme", "case 8842"), RuntimeError("trigger said no"), 0.0)
+    entry = json.loads(JsonLogFormatter().format(caplog.records[-1]))
+    assert (entry["level"], entry["tenant_id"], entry["thread_id"]) == ("ERROR", "acme", "case 8842")
+    assert "quarantined" in entry["msg"] and entry["ts"].endswith("Z")
