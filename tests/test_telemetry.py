@@ -119,3 +119,21 @@ def test_blob_store_latency_and_errors_are_scraped(saver_context: Callable[..., 
         samples = scrape(broken)
     assert samples["lts_request_errors_total"][(("error", "NotADirectoryError"), ("op", "put"), ("tier", "blob"))] == 1
     assert samples["lts_op_errors_total"][(("error", "NotADirectoryError"), ("op", "put"))] == 1
+
+
+def test_lock_waits_are_scraped(saver_context: Callable[..., Any]) -> None:
+    import threading
+    import time
+
+    with saver_context() as saver:
+        config = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+        first = saver.thread_lock(config)
+        first.__enter__()
+        threading.Timer(0.3, first.release).start()
+        started = time.monotonic()
+        with saver.thread_lock(config, wait=True, wait_timeout=5):
+            waited = time.monotonic() - started
+        samples = scrape(saver)
+    assert waited >= 0.25
+    assert samples["lts_request_seconds_count"][(("op", "lock"), ("tier", "wait"))] >= 1
+    assert samples["lts_request_seconds_sum"][(("op", "lock"), ("tier", "wait"))] >= 0.2
