@@ -87,8 +87,8 @@ def one_round(env: BenchEnv, mode: str, count: int, label: str, threads: int, st
             w.send_signal(signal.SIGTERM)
         outputs = [w.communicate(timeout=30)[0].decode() for w in workers]
         client.close()
-    # each worker ends with "worker stopped after flushing N thread(s)": N counts thread flushes
-    flushes = sum(int(m) for out in outputs for m in re.findall(r"after flushing (\d+) thread", out))
+    # each worker ends by printing {"stopped": true, "flushed_threads": N}: N counts thread flushes
+    flushes = sum(int(m) for out in outputs for m in re.findall(r'"flushed_threads": (\d+)', out))
     with psycopg.connect(env.pg_url) as conn:
         rows, window = conn.execute(
             f'SELECT count(*), extract(epoch FROM max(flushed_at) - min(flushed_at)) FROM "{schema}".checkpoints'

@@ -691,7 +691,8 @@ def resolve_servers(*, allow_docker: bool = True) -> Iterator[ServerURLs]:
         redis_url, redis_origin = _resolve_one(stack, "redis", find_existing_redis(), allow_docker)
         pg_url, pg_origin = _resolve_one(stack, "postgres", find_existing_postgres(), allow_docker)
         origin = {"redis": redis_origin, "postgres": pg_origin}
-        logger.info("servers: redis=%s (%s) postgres=%s (%s)", *_masked(redis_url, pg_url), origin)
+        masked_redis, masked_pg = _masked(redis_url, pg_url)
+        logger.info("servers: redis=%s (%s) postgres=%s (%s)", masked_redis, redis_origin, masked_pg, pg_origin)
         yield ServerURLs(redis_url=redis_url, postgres_url=pg_url, origin=origin)
 
 

@@ -1,22 +1,25 @@
 """Command-line tool: schema setup, application role, inspection, flush, retention, worker.
 
-    python -m langgraph_tiered_saver setup
+    python -m langgraph_tiered_saver setup [--partitions 16]
     python -m langgraph_tiered_saver create-role app_user --password secret
     python -m langgraph_tiered_saver threads --tenant acme
     python -m langgraph_tiered_saver checkpoints case_8842 --tenant acme
     python -m langgraph_tiered_saver flush [--thread ID]
-    python -m langgraph_tiered_saver prune --older-than 30d [--tenant acme]
-    python -m langgraph_tiered_saver worker [--quiet-seconds 1] [--poll-seconds 0.5] [--workers N]
+    python -m langgraph_tiered_saver prune --older-than 30d [--keep-last 5] [--dry-run] (--tenant acme | --all-tenants)
+    python -m langgraph_tiered_saver worker [--http :9464] [--retention 30d] [--workers 4]
 
-Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL.
+Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL. Output is JSON on
+stdout; logs and progress go to stderr. Exit codes: 0 done, 2 bad usage or configuration (a
+missing tenant, a malformed URL), 3 a server unreachable, 4 a server refused (authentication,
+missing database or schema, a rejected statement).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import json
-import logging
 import os
 import re
 import signal
@@ -24,17 +27,28 @@ import sys
 import threading
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
+from . import __version__, logs
 from ._io import SyncDriver
 from .durable.migrations import setup_op
-from .durable.ops import list_threads_op
 from .durable.roles import check_role_op, create_app_role_op
-from .errors import ConfigError, TenantRequiredError, TieredSaverError
+from .errors import (
+    ConfigError,
+    PostgresAuthError,
+    PostgresConfigError,
+    PostgresError,
+    TenantRequiredError,
+    TieredSaverError,
+    TierUnavailableError,
+)
 from .flusher import record_outbox
+from .pgfaults import classify_connect_error
 from .saver import TieredSaver
-from .workers import run_workers
+from .worker import Worker, WorkerOptions
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -50,6 +64,7 @@ def parse_duration(text: str) -> timedelta:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="langgraph-tiered-saver", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"langgraph-tiered-saver {__version__}")
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     parser.add_argument("--postgres-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--key-prefix", default="lts")
@@ -65,40 +80,61 @@ def build_parser() -> argparse.ArgumentParser:
     role = sub.add_parser("create-role", help="create the application role (NOSUPERUSER NOBYPASSRLS)")
     role.add_argument("name")
     role.add_argument("--password")
-    sub.add_parser("threads", help="list a tenant's threads (both tiers)")
+    threads = sub.add_parser("threads", help="list a tenant's threads (both tiers)")
+    threads.add_argument("--filter", type=_json_object, help='metadata filter as JSON, e.g. {"source": "input"}')
     cps = sub.add_parser("checkpoints", help="list a thread's checkpoints, newest first")
     cps.add_argument("thread")
     cps.add_argument("--ns", default=None)
     cps.add_argument("--limit", type=int, default=20)
     flush = sub.add_parser("flush", help="carry the outbox to Postgres now")
     flush.add_argument("--thread")
-    prune = sub.add_parser("prune", help="retention: drop old checkpoints from Postgres")
-    prune.add_argument("--older-than", type=parse_duration, required=True)
-    prune.add_argument("--all-tenants", action="store_true")
+    prune = sub.add_parser("prune", help="retention: drop old checkpoints from Redis and Postgres")
+    _retention_args(prune, "--older-than", "--keep-last")
+    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    prune.add_argument("--all-tenants", action="store_true", help="every tenant Postgres knows (a BYPASSRLS role)")
     worker = sub.add_parser("worker", help="run the standalone flush worker")
     worker.add_argument("--quiet-seconds", type=float, default=1.0)
     worker.add_argument("--poll-seconds", type=float, default=0.5)
     worker.add_argument("--once", action="store_true", help="flush what is due, then exit")
-    worker.add_argument("--workers", type=int, default=1, help="worker threads in this process (workers.py)")
+    worker.add_argument("--workers", type=int, default=1, help="flush loops in this process, sharing the work (fleet.py)")
     worker.add_argument("--lease-seconds", type=float, default=30.0,
                         help="membership and per-thread flush lease: a dead worker's work moves after this")
+    worker.add_argument("--http", type=_host_port, help="serve /metrics and /healthz on [HOST]:PORT")
+    worker.add_argument("--max-outbox-age", type=float, default=300.0, help="/healthz fails past this many seconds")
+    worker.add_argument("--summary-seconds", type=float, default=60.0, help="one summary log line this often")
+    _retention_args(worker, "--retention", "--retention-keep-last")
+    worker.add_argument("--retention-every", type=parse_duration, default=timedelta(hours=1))
+    worker.add_argument("--all-tenants", action="store_true", help="retention for every tenant")
     sub.add_parser("metrics", help="outbox depth and the saver's counters")
     return parser
 
 
-class JsonLogFormatter(logging.Formatter):
-    """One JSON object per line (structured logs for the worker and the commands)."""
+def _retention_args(parser: argparse.ArgumentParser, older: str, keep: str) -> None:
+    parser.add_argument(older, type=parse_duration, help="drop checkpoints older than this (30d, 12h)")
+    parser.add_argument(keep, type=_positive_int, help="keep the N newest of each thread's namespace")
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": self.formatTime(record),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number >= 1")
+    return int(text)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("the filter must be a JSON object")
+    return value
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: use [HOST]:PORT, e.g. :9464 or 0.0.0.0:9464")
+    return host or "127.0.0.1", int(port)
 
 
 def _emit(obj: Any) -> None:
@@ -106,20 +142,39 @@ def _emit(obj: Any) -> None:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Result objects print as JSON objects (their fields), anything else as its text."""
+    """Result objects print as JSON objects (their fields), times as ISO-8601, else text."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
+    if isinstance(obj, dt.datetime):
+        return obj.isoformat()
     return str(obj)
 
 
+EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 2, 3, 4
 POSTGRES_ONLY = ("setup", "create-role")
+_SCHEMES = {"redis": ("redis", "rediss", "unix"), "postgres": ("postgresql", "postgres")}
+
+
+def check_url(kind: str, url: str) -> str:
+    """A URL of the right scheme, or a one-line ConfigError (before any connection attempt)."""
+    scheme = urlsplit(url).scheme
+    if scheme not in _SCHEMES[kind]:
+        allowed = ", ".join(f"{s}://" for s in _SCHEMES[kind])
+        shown = url.split("@")[-1] if "@" in url else url  # no password in the message
+        raise ConfigError(f"--{kind}-url {shown!r}: expected {allowed}")
+    return url
 
 
 def run_postgres_only(args: argparse.Namespace) -> int:
     """`setup` and `create-role` touch Postgres alone: no Redis URL needed."""
     if not args.postgres_url:
         raise ConfigError(f"{args.command} works on Postgres: pass --postgres-url or set DATABASE_URL")
-    with ConnectionPool(args.postgres_url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True) as pool:
+    url = check_url("postgres", args.postgres_url)
+    try:  # one direct attempt first: a clear reason now instead of a pool's timeout
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        raise classify_connect_error(exc) from exc
+    with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True) as pool:
         driver = SyncDriver(None, pool)
         if args.command == "setup":
             applied = driver.run(setup_op(args.schema, args.partitions))
@@ -137,39 +192,24 @@ def run(args: argparse.Namespace) -> int:
         return run_postgres_only(args)
     if not args.redis_url:
         raise ConfigError("no Redis URL: pass --redis-url or set REDIS_URL")
+    redis_url = check_url("redis", args.redis_url)
+    postgres_url = check_url("postgres", args.postgres_url) if args.postgres_url else None
     options: dict[str, Any] = {
         "key_prefix": args.key_prefix,
         "schema": args.schema,
         "tenant_id": args.tenant,
         "background_flush": False,
     }
-    with TieredSaver.from_conn_string(args.redis_url, args.postgres_url, **options) as saver:
+    with TieredSaver.from_conn_string(redis_url, postgres_url, **options) as saver:
         if args.command == "threads":
-            _emit(_threads(saver))
+            _emit(saver.list_threads(filter=args.filter))
         elif args.command == "checkpoints":
-            config: dict[str, Any] = {"configurable": {"thread_id": args.thread}}
-            if args.ns is not None:
-                config["configurable"]["checkpoint_ns"] = args.ns
-            _emit(
-                [
-                    {
-                        "checkpoint_id": t.checkpoint["id"],
-                        "ns": t.config["configurable"]["checkpoint_ns"],
-                        "ts": t.checkpoint["ts"],
-                        "step": t.metadata.get("step"),
-                        "source": t.metadata.get("source"),
-                        "channels": sorted(t.checkpoint["channel_values"]),
-                        "pending_writes": len(t.pending_writes or []),
-                    }
-                    for t in saver.list(config, limit=args.limit)  # type: ignore[arg-type]
-                ]
-            )
+            _emit(_checkpoints(saver, args))
         elif args.command == "flush":
-            config = {"configurable": {"thread_id": args.thread}} if args.thread else None  # type: ignore[assignment]
-            results = saver.flush(config)  # type: ignore[arg-type]
-            _emit(results)
+            config = {"configurable": {"thread_id": args.thread}} if args.thread else None
+            _emit(saver.flush(config))  # type: ignore[arg-type]
         elif args.command == "prune":
-            _emit(saver.prune_older_than(args.older_than, all_tenants=True) if args.all_tenants else saver.prune_older_than(args.older_than))
+            _emit(_prune(saver, args, args.older_than, args.keep_last, dry_run=args.dry_run, progress=_progress()))
         elif args.command == "worker":
             return _worker(saver, args)
         elif args.command == "metrics":
@@ -178,69 +218,91 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _threads(saver: TieredSaver) -> list[dict[str, Any]]:
-    """The tenant's threads from both tiers' indexes (no checkpoint is loaded): whether Redis
-    holds it, and what Postgres has of it."""
-    tenant = saver._tenant("threads")
-    hot = saver.run_op(saver.core.hot.list_threads_op(tenant))  # known: may have expired since
-    in_redis = saver.run_op(saver.core.hot.held_op(tenant, hot))
-    durable = {i.thread_id: i for i in saver.run_op(list_threads_op(saver.schema, tenant))} if saver.durable else {}
-    out = []
-    for thread_id in [*hot, *sorted(set(durable) - set(hot))]:
-        info = durable.get(thread_id)
-        out.append({
-            "thread_id": thread_id,
-            "in_redis": thread_id in in_redis,
-            "postgres_checkpoints": info.checkpoints if info else 0,
-            "latest_postgres_checkpoint": info.latest_checkpoint_id if info else None,
-            "last_flushed_at": info.last_flushed_at if info else None,
-        })
-    return out
+def _checkpoints(saver: TieredSaver, args: argparse.Namespace) -> list[dict[str, Any]]:
+    config: dict[str, Any] = {"configurable": {"thread_id": args.thread}}
+    if args.ns is not None:
+        config["configurable"]["checkpoint_ns"] = args.ns
+    return [
+        {
+            "checkpoint_id": t.checkpoint["id"],
+            "ns": t.config["configurable"]["checkpoint_ns"],
+            "ts": t.checkpoint["ts"],
+            "step": t.metadata.get("step"),
+            "source": t.metadata.get("source"),
+            "channels": sorted(t.checkpoint["channel_values"]),
+            "pending_writes": len(t.pending_writes or []),
+        }
+        for t in saver.list(config, limit=args.limit)  # type: ignore[arg-type]
+    ]
+
+
+def _prune(saver: TieredSaver, args: argparse.Namespace, older_than: Any, keep_last: Any, **how: Any) -> Any:
+    if older_than is None and keep_last is None:
+        raise ConfigError(f"{args.command}: give an age (e.g. 30d), a number to keep, or both")
+    return saver.prune_history(older_than=older_than, keep_last=keep_last, all_tenants=args.all_tenants, **how)
+
+
+def _progress() -> Any:
+    """Progress on stderr: a bar on a terminal, a line every 5 % otherwise."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int, tenant: str, thread: str) -> None:
+        if tty:
+            filled = int(30 * done / total)
+            print(f"\rprune [{'#' * filled}{'.' * (30 - filled)}] {done}/{total}", end="\n" if done == total else "",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        elif done == total or done % max(1, total // 20) == 0:
+            print(json.dumps({"progress": "prune", "done": done, "total": total}), file=sys.stderr, flush=True)
+
+    return show
 
 
 def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:
     if not saver.durable:
         raise ConfigError("the worker flushes to Postgres: pass --postgres-url or set DATABASE_URL")
+    retention = None
+    if args.retention is not None or args.retention_keep_last is not None:
+        if not args.all_tenants and args.tenant is None:  # fail now, not at the first sweep
+            raise TenantRequiredError("worker --retention")
+        retention = lambda: _prune(saver, args, args.retention, args.retention_keep_last)  # noqa: E731
+    options = WorkerOptions(
+        quiet_seconds=args.quiet_seconds, poll_seconds=args.poll_seconds, once=args.once, http=args.http,
+        max_outbox_age=args.max_outbox_age, summary_seconds=args.summary_seconds, retention=retention,
+        retention_every=args.retention_every.total_seconds(), workers=args.workers, lease_seconds=args.lease_seconds,
+    )  # fmt: skip
+    worker = Worker(saver, options)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    logging.getLogger("langgraph_tiered_saver").info("flush worker started")
-    if args.workers < 1 or args.lease_seconds <= 0:
-        raise ConfigError("--workers must be at least 1 and --lease-seconds positive")
-    flushed = run_workers(
-        saver.run_op,
-        saver.core.flush,
-        saver.metrics,
-        prefix=args.key_prefix,
-        count=args.workers,
-        lease_seconds=args.lease_seconds,
-        stop=stop,
-        quiet_seconds=args.quiet_seconds,
-        poll_seconds=args.poll_seconds,
-        once=args.once,
-        policy=saver.policy,
-    )
-    print(f"worker stopped after flushing {flushed} thread(s)")
+    flushed = worker.run(stop)
+    _emit({"stopped": True, "flushed_threads": flushed})
     return 0
+
+
+def exit_code(exc: TieredSaverError) -> int:
+    if isinstance(exc, (PostgresAuthError, PostgresConfigError, PostgresError)):
+        return EXIT_REFUSED
+    if isinstance(exc, TierUnavailableError):
+        return EXIT_UNREACHABLE
+    return EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonLogFormatter())
-    logging.basicConfig(
-        level=logging.INFO if args.verbose or args.command == "worker" else logging.WARNING,
-        handlers=[handler],
-    )
+    logs.configure(logging_level(args))
     try:
         return run(args)
     except TenantRequiredError:
         print("error: this command reads or changes one tenant's data: pass --tenant TENANT"
-              + (" (or --all-tenants)" if args.command == "prune" else ""), file=sys.stderr)
-        return 2
+              + (" (or --all-tenants)" if args.command in ("prune", "worker") else ""), file=sys.stderr)
+        return EXIT_USAGE
     except TieredSaverError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exit_code(exc)
+
+
+def logging_level(args: argparse.Namespace) -> int:
+    return 20 if args.verbose or args.command == "worker" else 30  # INFO, WARNING
 
 
 if __name__ == "__main__":

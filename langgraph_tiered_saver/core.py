@@ -30,7 +30,7 @@ from . import keys as K
 from . import options as opt
 from ._io import Op, RedisCall
 from .blobs import BlobStore, parse_pointer
-from .codec import encode_typed, next_version, unpack_checkpoint
+from .codec import next_version
 from .combine import Held, WriteCombiner
 from .durable import ops as pg
 from .durable.migrations import setup_op
@@ -40,17 +40,19 @@ from .durable.sql import check_schema
 from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
+from .history import PruneReport, latest_per_namespace, prune_thread_op
 from .hot import HotOps
 from .ids import ThreadRef, check_thread
 from .known import NEW, KnownThreads
 from .legacy import LegacyReads
 from .locks import Fences
+from .logs import fields
 from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
-from .planning import keep_latest
+from .planning import keep_with_ancestors
 from .runlock import RunLocks
 from .sentinel import Epoch, HotDurability
-from .stored import StoredCheckpoint, decode_refs, encode_refs, from_durable, stored_to_export
+from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
@@ -212,7 +214,7 @@ class Core:
             try:
                 yield from self.run_locks.progress_op(ref, failed=True)
             except Exception as exc:  # the call's own error is the one to report
-                logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc)
+                logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc, extra=fields(ref))
             raise
         if progress:
             yield from self.run_locks.progress_op(ref, **progress)
@@ -305,6 +307,7 @@ class Core:
                         "checkpoint %s of thread %r was not written within %.0f s of its %s write; "
                         "flushing without it (it stays in the outbox)",
                         ref.checkpoint_id, ref.thread_id, SYNC_FLUSH_PUT_WAIT_SECONDS, "/".join(c for c, _ in writes),
+                        extra=fields(ref),
                     )
                 yield from self._flush_now_op(ref.tenant_id, ref.thread_id)
             except TierUnavailableError as exc:
@@ -374,6 +377,7 @@ class Core:
         logger.warning(
             "thread %s/%s was written through to Postgres while Redis was down: its older Redis copy "
             "was flushed and dropped, the thread now reads from Postgres", ref.tenant_id, ref.thread_id,
+            extra=fields(ref),
         )
         return None
 
@@ -613,40 +617,10 @@ class Core:
         return None
 
     def _keep_latest_op(self, tenant: str, thread_id: str) -> Op[None]:
-        """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers.
-        With a durable tier, the outbox is flushed first so Postgres holds the full history."""
-        yield from self._drain_op(tenant, thread_id)
-        if self.durable:
-            yield from self.flush.flush_thread_op(tenant, thread_id, wait=False)
-        content = yield from self.hot.export_thread_op(tenant, thread_id)
-        where = f"Redis thread {thread_id!r}"
-        records = {
-            member: unpack_checkpoint(raw, decode_refs(content["cv"].get(member))[1], where)
-            for member, raw in content["ck"].items()
-        }
-        blobs = dict(content["bl"])
-        if self.durable:
-            for row in (yield from pg.list_op(self.schema, tenant, thread_id, None, None, None, None, None)):
-                found = from_durable(row)
-                records.setdefault(K.checkpoint_member(found.checkpoint_ns, found.checkpoint_id), found.record)
-                for field, typed in found.blobs.items():
-                    blobs.setdefault(field, encode_typed(typed))
-
-        def has_value(field: str) -> bool:
-            raw = blobs.get(field)
-            return raw is not None and not raw.startswith(b"empty\x00")
-
-        keep = keep_latest(records, has_value)
-        candidates = digests_in_export(content)
-        yield from self.hot.delete_members_op(tenant, {thread_id: [m for m in records if m not in keep]}, "members")
-        if self.durable:
-            kept: dict[tuple[str, str], set[str]] = {}
-            for member in keep:
-                ns, checkpoint_id = K.split_checkpoint_member(member)
-                kept.setdefault((thread_id, ns), set()).add(checkpoint_id)
-            result = yield from pg.prune_op(self.schema, tenant, [thread_id], "keep_latest", kept)
-            candidates |= _ref_digests(result.orphaned_blob_refs)
-        yield from self._collect_blobs_op(tenant, [thread_id], candidates)
+        """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers
+        (see `history.prune_thread_op`)."""
+        keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
+        yield from prune_thread_op(self, tenant, thread_id, keep, keep_with_ancestors, dry_run=False, report=PruneReport(False))
         return None
 
 

@@ -30,6 +30,7 @@ from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_wr
 from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
+from .logs import fields
 from .polling import poll_op
 from .stored import decode_refs
 
@@ -188,7 +189,7 @@ class FlushOps:
                     "outbox entry %r of thread %s/%s lost: Redis no longer holds all of its data "
                     "(evicted before its flush: use a volatile-* maxmemory-policy, see README); "
                     "not written to Postgres",
-                    entry, tenant_id, thread_id,
+                    entry, tenant_id, thread_id, extra={"tenant_id": tenant_id, "thread_id": thread_id},
                 )
                 continue
             kind, rest = K.split_outbox_entry(entry)
@@ -235,7 +236,7 @@ class FlushOps:
                     "checkpoint %r (ns %r) of thread %s/%s lost: Redis no longer holds all of its "
                     "channel values and Postgres does not have them (evicted before the flush: use a "
                     "volatile-* maxmemory-policy, see README); not written to Postgres",
-                    cid, ns, batch.tenant_id, batch.thread_id,
+                    cid, ns, batch.tenant_id, batch.thread_id, extra=fields(batch),
                 )
             batch.checkpoints = [c for c in batch.checkpoints if (c[0], c[1]) not in lost]
         return len(lost)
@@ -292,6 +293,7 @@ class FlushOps:
                         "the outbox of thread %s/%s was lost: Redis evicted it before its flush "
                         "(use a volatile-* maxmemory-policy, see README); its unflushed checkpoints "
                         "never reach Postgres", tenant_id, thread_id,
+                        extra={"tenant_id": tenant_id, "thread_id": thread_id},
                     )
                 if not entries:
                     result.remaining = 0

@@ -1,5 +1,5 @@
 """Where flushes run: a background thread inside the saver (here), or standalone workers
-(workers.py, which share this module's bookkeeping).
+(fleet.py, which share this module's bookkeeping).
 
 Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the thread is the only place
 that decides *when* (per the `FlushPolicy`), so the hot path never waits on Postgres except
@@ -26,6 +26,7 @@ from ._io import Op
 from .errors import FlushError
 from .flush import FlushOps, FlushPolicy, FlushResult, OutboxStatus
 from .metrics import Metrics
+from .telemetry import observed_op
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
@@ -104,7 +105,8 @@ class RetryBook:
             quarantined = sum(t.quarantined for t in self._trouble.values())
         self.metrics.set_gauge("flush_quarantined_threads", quarantined)
         if trouble is not None and trouble.quarantined:
-            logger.warning("thread %s/%s flushed again: quarantine lifted", key[0], key[1])
+            logger.warning("thread %s/%s flushed again: quarantine lifted", key[0], key[1],
+                           extra={"tenant_id": key[0], "thread_id": key[1]})
 
     def waiting(self, key: ThreadId, now: float) -> bool:
         """Whether `key` failed recently and its next try is not due yet."""
@@ -275,7 +277,7 @@ class BackgroundFlusher:
 
     def _flush(self, key: ThreadId) -> FlushResult:
         started = time.perf_counter()
-        result: FlushResult = self._run(self._ops.flush_thread_op(*key))
+        result: FlushResult = self._run(observed_op(self._metrics, "flush", self._ops.flush_thread_op(*key), *key))
         record_flush(self._metrics, result, time.perf_counter() - started)
         self.book.succeeded(key)
         with self._cond:
@@ -298,6 +300,7 @@ class BackgroundFlusher:
 def record_outbox(metrics: Metrics, status: OutboxStatus) -> None:
     metrics.set_gauge("outbox_depth", status.depth)
     metrics.set_gauge("outbox_oldest_seconds", status.oldest_seconds)
+    metrics.set_gauge("outbox_checked_at", time.time())  # the loop's heartbeat (health checks)
 
 
 def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
@@ -313,8 +316,10 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     metrics.observe("flush_seconds", seconds)
     if result.lag_seconds is not None:
         metrics.observe("flush_lag_seconds", result.lag_seconds)
-    logger.info(
+        metrics.histogram("flush_lag_seconds", (), result.lag_seconds)
+    logger.debug(
         "flushed thread %s/%s: %d checkpoints, %d writes, %d values in %.1f ms",
         result.tenant_id, result.thread_id, result.checkpoints, result.writes, result.blobs, seconds * 1000,
+        extra={"tenant_id": result.tenant_id, "thread_id": result.thread_id},
     )
 

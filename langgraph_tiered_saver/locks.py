@@ -38,6 +38,10 @@ class Runner(Protocol):
 
     async def arun_op(self, op: Op[T]) -> T: ...
 
+    def observed(self, name: str, op: Op[T], ref: ThreadRef) -> Op[T]:
+        """`op` timed and traced as `name` (see `telemetry`): lock waits and refusals show."""
+        ...
+
 
 class Fences:
     """The fencing tokens of the thread locks this process holds: hot-path writes of a locked
@@ -189,23 +193,27 @@ class ThreadLock:
                 self.on_release(self)
         return None
 
+    def _fields(self) -> dict[str, str]:
+        """Tenant and thread as log fields (see `logs`)."""
+        return {"tenant_id": self.ref.tenant_id, "thread_id": self.ref.thread_id}
+
     def _lost(self) -> None:
         self.lost = True
-        logger.warning("lock of thread %r was lost before release (expired and taken?)", self.ref.thread_id)
+        logger.warning("lock of thread %r was lost before release (expired and taken?)", self.ref.thread_id, extra=self._fields())
 
     def _renew_loop(self, handle: LockHandle) -> None:
         while not self._stop.wait(self.ttl_ms / 3000):
             if self._idle():
-                logger.info("releasing the lock of idle thread %r", self.ref.thread_id)
+                logger.info("releasing the lock of idle thread %r", self.ref.thread_id, extra=self._fields())
                 try:
                     self.release()
                 except Exception as exc:  # the lock then expires by its TTL; the loop ends either way
-                    logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc)
+                    logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc, extra=self._fields())
                 return
             try:
                 renewed = self.runner.run_op(self.ops.renew_op(handle))
             except Exception as exc:  # keep trying: a short Redis blip must not drop the lock
-                logger.warning("lock renewal failed: %s", exc)
+                logger.warning("lock renewal failed: %s", exc, extra=self._fields())
                 continue
             if not renewed and not self._stop.is_set():  # not merely released meanwhile
                 self._lost()
@@ -218,13 +226,13 @@ class ThreadLock:
         await self.runner.arun_op(self.release_op())
 
     def __enter__(self) -> LockHandle:
-        return self.runner.run_op(self.acquire_op())
+        return self.runner.run_op(self.runner.observed("lock", self.acquire_op(), self.ref))
 
     def __exit__(self, *exc: Any) -> None:
         self.release()
 
     async def __aenter__(self) -> LockHandle:
-        return await self.runner.arun_op(self.acquire_op())
+        return await self.runner.arun_op(self.runner.observed("lock", self.acquire_op(), self.ref))
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.arelease()

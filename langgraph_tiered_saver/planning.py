@@ -1,8 +1,8 @@
 """Pure planning functions (no I/O): which checkpoints a prune keeps, which outbox entries to flush.
 
-`keep_latest` must stay DeltaChannel-safe: a DeltaChannel stores only an empty marker in
+`keep_with_ancestors` keeps prunes DeltaChannel-safe: a DeltaChannel stores only an empty marker in
 non-snapshot steps and is rebuilt by walking ancestors' writes back to the nearest stored value
-(see `BaseCheckpointSaver.prune`). So besides the latest checkpoint of each namespace we keep
+(see `BaseCheckpointSaver.prune`). So besides each checkpoint a prune keeps, we keep
 every ancestor up to the one that holds a stored value for each of its channels.
 """
 
@@ -14,21 +14,13 @@ from . import keys as K
 from .codec import CheckpointRecord
 
 
-def keep_latest(
-    records: Mapping[str, CheckpointRecord], has_value: Callable[[str], bool]
+def keep_with_ancestors(
+    records: Mapping[str, CheckpointRecord], seeds: set[str], has_value: Callable[[str], bool]
 ) -> set[str]:
-    """Members to keep: the latest of each namespace plus the ancestors its channels need.
-
-    `records` maps checkpoint member -> record; `has_value(blob_field)` says whether that channel
-    version holds a stored (non-empty) value.
-    """
-    latest: dict[str, str] = {}
-    for member in records:
-        ns, checkpoint_id = K.split_checkpoint_member(member)
-        if ns not in latest or checkpoint_id > K.split_checkpoint_member(latest[ns])[1]:
-            latest[ns] = member
+    """`seeds` plus, for each, the ancestors up to a stored value of each of its channels."""
     keep: set[str] = set()
-    for ns, member in latest.items():
+    for member in sorted(seeds):
+        ns = K.split_checkpoint_member(member)[0]
         keep.add(member)
         missing = {K.split_blob_field(f)[1] for f in records[member].blob_fields if not has_value(f)}
         current = records[member].parent_checkpoint_id

@@ -28,6 +28,7 @@ from ._io import Op
 from .errors import ConfigError
 from .ids import ThreadRef
 from .locks import Fences, LockOps, Runner, ThreadLock
+from .logs import fields
 from .options import seconds
 
 logger = logging.getLogger("langgraph_tiered_saver.runlock")
@@ -179,5 +180,6 @@ class RunLocks:
             try:
                 yield from entry.lock.release_op()
             except Exception as exc:  # closing must go on; the lock expires with its TTL
-                logger.warning("could not release the run lock of %r: %s", entry.lock.ref.thread_id, exc)
+                logger.warning("could not release the run lock of %r: %s", entry.lock.ref.thread_id, exc,
+                               extra=fields(entry.lock.ref))
         return None

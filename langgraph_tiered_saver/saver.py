@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, Sequence
-from datetime import timedelta
 from typing import Any, TypeVar
 
 import redis
@@ -28,20 +27,21 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import options as opt
 from ._io import AsyncDriver, Op, SyncDriver
+from .admin import OperatorAPI
 from .blobs import BlobStore
 from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
-from .flush import FlushPolicy, FlushResult
-from .flusher import FlusherHealth
+from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
 from .locks import LockOps, ThreadLock
 from .metrics import Metrics
 from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
 from .pgfaults import pg_limits
 from .runlock import AutoLock, RunLocks, auto_lock_policy, in_graph_run, run_marker
-from .tenancy import check_tenant, resolve_tenant, retention_tenant
+from .telemetry import observed_op
+from .tenancy import check_tenant, resolve_tenant
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
@@ -49,7 +49,7 @@ T = TypeVar("T")
 DEFAULT_TTL_SECONDS = 24 * 3600
 
 
-class TieredSaver(BaseCheckpointSaver[str]):
+class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     """Checkpointer with a Redis hot tier (every write, one round trip, TTL) and a Postgres
     durable tier fed by write-behind flushes (see `FlushPolicy`).
 
@@ -90,6 +90,7 @@ class TieredSaver(BaseCheckpointSaver[str]):
         hot_durability_timeout: float = 1.0,
         registry_poll_seconds: float = 2.0,
         write_hold_seconds: float = 0.02,
+        metrics_tenant_label: bool = False,
     ) -> None:
         super().__init__(serde=serde)
         pools = opt.instance("pool_options", pool_options, PoolOptions) or PoolOptions()
@@ -100,7 +101,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
         self.key_prefix, self.schema, self.ttl_seconds = key_prefix, schema, ttl_seconds
         self.durable = self._conn.durable
         self.policy = opt.instance("flush_policy", flush_policy, FlushPolicy) or FlushPolicy()
-        self.metrics = Metrics()
+        opt.flag("metrics_tenant_label", metrics_tenant_label)
+        self.metrics = Metrics(tenant_label=metrics_tenant_label)
         self.core = Core.build(
             self.serde, key_prefix=key_prefix, schema=schema, ttl_ms=ttl_ms, durable=self.durable,
             refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
@@ -156,7 +158,12 @@ class TieredSaver(BaseCheckpointSaver[str]):
         tenant = ref.tenant_id if ref else self._tenant("list(None)")
         all_ns = ref is None or configurable_of(config).get("checkpoint_ns") is None
         before_id = None if before is None else configurable_of(before).get("checkpoint_id")
-        return self.core.list_op(ListQuery(ref, tenant, all_ns, filter, before_id, limit))
+        op = self.core.list_op(ListQuery(ref, tenant, all_ns, filter, before_id, limit))
+        return observed_op(self.metrics, "list", op, tenant, ref.thread_id if ref else None)
+
+    def observed(self, name: str, op: Op[T], ref: ThreadRef) -> Op[T]:
+        """The call timed by tier and traced (see `telemetry`)."""
+        return observed_op(self.metrics, name, op, ref.tenant_id, ref.thread_id)
 
     # ------------------------------------------------------------------ locks and durable tier
 
@@ -184,34 +191,12 @@ class TieredSaver(BaseCheckpointSaver[str]):
     async def asetup(self, *, partitions: int | None = None) -> None:
         await self.arun_op(self.core.setup_op(partitions))
 
-    def flush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
-        """Carry the outbox to Postgres now: one thread (`config`), or every dirty thread."""
-        return self.run_op(self.core.flush_op(None if config is None else self._ref(config)))
-
-    async def aflush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
-        return await self.arun_op(self.core.flush_op(None if config is None else self._ref(config)))
-
-    def flusher_health(self) -> FlusherHealth | None:
-        """The background flusher's health (None when it is off): alive, last success,
-        failures in a row, quarantined threads with their last error."""
-        return None if self.core.flusher is None else self.core.flusher.health()
-
-    def prune_older_than(self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False) -> Any:
-        """Retention for Postgres: drop checkpoints older than `older_than`, never a thread's
-        latest one nor a paused run's, and unreferenced values. Acts for one tenant (given here,
-        bound or scoped) or, only when asked with `all_tenants=True`, for every tenant."""
-        return self.run_op(self.core.prune_older_than_op(retention_tenant(tenant_id, self.tenant_id, all_tenants), older_than))
-
-    async def aprune_older_than(
-        self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False
-    ) -> Any:
-        return await self.arun_op(self.core.prune_older_than_op(retention_tenant(tenant_id, self.tenant_id, all_tenants), older_than))
-
     # ------------------------------------------------------------------ BaseCheckpointSaver, sync
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         marker = None if self.core.run_locks is None else run_marker(config)
-        return self.run_op(self.core.get_tuple_op(self._ref(config), marker))
+        ref = self._ref(config)
+        return self.run_op(self.observed("get_tuple", self.core.get_tuple_op(ref, marker), ref))
 
     def list(
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -222,12 +207,14 @@ class TieredSaver(BaseCheckpointSaver[str]):
     def put(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> RunnableConfig:
-        return self.run_op(self.core.put_op(self._ref(config), config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+        ref = self._ref(config)
+        return self.run_op(self.observed("put", self.core.put_op(ref, config, checkpoint, metadata, new_versions), ref))  # type: ignore[no-any-return]
 
     def put_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        self.run_op(self.core.put_writes_op(self._ref(config), writes, task_id, task_path, in_graph_run(config)))
+        ref = self._ref(config)
+        self.run_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
 
     def delete_thread(self, thread_id: str) -> None:
         self.run_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
@@ -245,7 +232,8 @@ class TieredSaver(BaseCheckpointSaver[str]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         marker = None if self.core.run_locks is None else run_marker(config)
-        return await self.arun_op(self.core.get_tuple_op(self._ref(config), marker))
+        ref = self._ref(config)
+        return await self.arun_op(self.observed("get_tuple", self.core.get_tuple_op(ref, marker), ref))
 
     async def alist(
         self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
@@ -257,12 +245,14 @@ class TieredSaver(BaseCheckpointSaver[str]):
     async def aput(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> RunnableConfig:
-        return await self.arun_op(self.core.put_op(self._ref(config), config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+        ref = self._ref(config)
+        return await self.arun_op(self.observed("put", self.core.put_op(ref, config, checkpoint, metadata, new_versions), ref))  # type: ignore[no-any-return]
 
     async def aput_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
-        await self.arun_op(self.core.put_writes_op(self._ref(config), writes, task_id, task_path, in_graph_run(config)))
+        ref = self._ref(config)
+        await self.arun_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self.arun_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))

@@ -59,8 +59,14 @@ def test_cli_inspects_flushes_and_prunes(
         assert (listed["thread_id"], listed["in_redis"], listed["postgres_checkpoints"]) == (thread, False, 10)
 
         assert cli("prune", "--older-than", "30d")["checkpoints"] == 0  # nothing that old
+        dry = cli("prune", "--older-than", "0s", "--keep-last", "3", "--dry-run")
+        assert (dry["dry_run"], dry["checkpoints"], dry["kept"]) == (True, 7, 3)
+        assert pg_rows(test_database_url, saver.schema, thread) == 10  # a dry run deletes nothing
+        pruned = cli("prune", "--older-than", "0s", "--keep-last", "3")
+        assert (pruned["checkpoints"], pruned["postgres_checkpoints"]) == (7, 7)
+        assert pg_rows(test_database_url, saver.schema, thread) == 3
         pruned = cli("prune", "--older-than", "0s")
-        assert pruned["checkpoints"] == 9  # all but the latest, which a thread always keeps
+        assert pruned["checkpoints"] == 2  # all but the latest, which a thread always keeps
         assert pg_rows(test_database_url, saver.schema, thread) == 1
 
 
@@ -100,9 +106,13 @@ def test_postgres_only_commands_need_no_redis(
 def test_logs_are_one_json_object_per_line() -> None:
     import logging
 
-    from langgraph_tiered_saver.cli import JsonLogFormatter
+    from langgraph_tiered_saver.logs import JsonLogFormatter
 
     record = logging.LogRecord("lts", logging.WARNING, __file__, 1, 'thread "%s" said %s', ("a\nb", '{"x": 1}'), None)
     line = JsonLogFormatter().format(record)
     assert "\n" not in line
     assert json.loads(line)["msg"] == 'thread "a\nb" said {"x": 1}'
+    record.created = 0.25
+    record.tenant_id, record.thread_id = "acme", "case_8842"  # as logging sets `extra=`
+    entry = json.loads(JsonLogFormatter().format(record))
+    assert (entry["ts"], entry["tenant_id"], entry["thread_id"]) == ("1970-01-01T00:00:00.250Z", "acme", "case_8842")

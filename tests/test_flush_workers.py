@@ -23,9 +23,9 @@ import redis
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import Op, PgCall, RedisCall, Request
 from langgraph_tiered_saver.codec import as_str
+from langgraph_tiered_saver.fleet import Roster, Share, claim_op, share_of, worker_loop
 from langgraph_tiered_saver.flush import FlushLease, FlushPolicy
 from langgraph_tiered_saver.saver import TieredSaver
-from langgraph_tiered_saver.workers import Roster, Share, claim_op, share_of, worker_loop
 from tests.graphs import chain_graph
 from tests.helpers import TEST_TENANT, pg_rows, thread_config, wait_for
 
@@ -93,7 +93,7 @@ def test_a_worker_drops_threads_that_left_its_share_during_a_pass(
 ) -> None:
     """Worker A claims every due thread while alone; B joins right after (as at every start-up).
     A renews its membership during the pass and flushes only what stays its share."""
-    monkeypatch.setattr("langgraph_tiered_saver.workers.SHARE_REFRESH_SECONDS", 0.0)
+    monkeypatch.setattr("langgraph_tiered_saver.fleet.SHARE_REFRESH_SECONDS", 0.0)
     with saver_context(durable=True, background_flush=False, flush_policy=MANUAL) as saver:
         saver.setup()
         threads = [f"mid-{i}" for i in range(20)]
@@ -250,6 +250,9 @@ def test_a_worker_killed_mid_flush_is_taken_over_and_nothing_is_lost(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'").fetchone()[0] > 0, 10)  # type: ignore[index]
             os.kill(victim.pid, signal.SIGKILL)  # mid-flush: inside the thread's transaction
             victim.wait(10)
+            # never acknowledged: still in the outbox, so whoever empties it now is the survivor
+            # (the test's saver has no background flusher)
+            assert K.dirty_member(TEST_TENANT, slow) in _dirty(redis_url, saver.key_prefix)
 
             def all_flushed() -> bool:
                 return all(pg_rows(test_database_url, schema, t) == CHECKPOINTS_PER_THREAD for t in threads)
@@ -267,39 +270,5 @@ def test_a_worker_killed_mid_flush_is_taken_over_and_nothing_is_lost(
                     worker.send_signal(signal.SIGTERM)
             outputs = [w.communicate(timeout=30) for w in workers]
         assert survivor.returncode == 0, outputs
-        _, survivor_log = outputs[workers.index(survivor)]
-        flushed_by_survivor = {
-            json.loads(line)["msg"].split()[2] for line in survivor_log.splitlines()
-            if line.startswith("{") and json.loads(line)["msg"].startswith("flushed thread ")
-        }
-        assert f"{TEST_TENANT}/{slow}:" in flushed_by_survivor  # the takeover
+        assert json.loads(outputs[workers.index(survivor)][0])["flushed_threads"] > 0
         assert pg_rows(test_database_url, schema) == CHECKPOINTS_PER_THREAD * len(threads)
-
-
-def test_a_flush_whose_lease_lapsed_between_batches_stops_and_leaves_the_new_holder_alone(
-    saver_context: Callable[..., Any], redis_url: str, test_database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr("langgraph_tiered_saver.flush.OUTBOX_BATCH", 3)
-    with saver_context(durable=True, background_flush=False, flush_policy=MANUAL) as saver:
-        saver.setup()
-        thread = f"between-{uuid.uuid4().hex[:6]}"
-        _write_threads(saver, [thread])
-        ops = saver.core.flush
-        lock = K.lock_key(saver.key_prefix, TEST_TENANT, thread, "flush")
-        client = redis.Redis.from_url(redis_url)
-        try:
-            a = ops.flush_thread_op(TEST_TENANT, thread, lease=FlushLease("worker-a", 300))
-            request = _step_until(saver, a, PgCall)  # A: first batch read
-            request = a.send(_execute(saver, request))  # A: upsert; next its first ack
-            request = a.send(_execute(saver, request))  # A: ack (lease kept); next its second read
-            assert wait_for(lambda: client.get(lock) is None, 5)  # A stalls past its lease
-            b = ops.flush_thread_op(TEST_TENANT, thread, lease=FlushLease("worker-b", 30_000))
-            b_upsert = _step_until(saver, b, PgCall)
-            b_token = client.get(lock)
-            a_result = _finish(saver, a, request)  # A's second read finds B's lease: A stops
-            assert a_result.remaining > 0 and client.get(lock) == b_token
-            assert _finish(saver, b, b_upsert).remaining == 0
-        finally:
-            client.close()
-        assert pg_rows(test_database_url, saver.schema, thread) == CHECKPOINTS_PER_THREAD
-        assert _dirty(redis_url, saver.key_prefix) == set()

@@ -1,4 +1,5 @@
-"""Standalone flush workers: one or many, sharing one outbox (issue 14, "many flush workers").
+"""The flush loops of standalone workers: one or many, sharing one outbox (issue 14, "many
+flush workers"). worker.py runs them in a worker process, beside its endpoints and summary.
 
 Two kinds of lease divide the work, both in Redis, both timed by the Redis clock:
 
@@ -46,6 +47,7 @@ from .codec import as_str
 from .flush import DEFAULT_LEASE, FlushLease, FlushOps, FlushPolicy
 from .flusher import MAX_BACKOFF, RetryBook, ThreadId, record_flush, record_outbox
 from .metrics import Metrics
+from .telemetry import observed_op
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
@@ -182,7 +184,7 @@ def worker_loop(
                     continue
                 started = time.perf_counter()
                 try:
-                    result = run(ops.flush_thread_op(*key, lease=lease))
+                    result = run(observed_op(metrics, "flush", ops.flush_thread_op(*key, lease=lease), *key))
                 except Exception as exc:
                     book.failed(key, exc, time.monotonic())
                     continue

@@ -1,0 +1,48 @@
+"""Structured logs: one JSON object per line, ISO-8601 UTC timestamps, and the fields a call
+passes with `extra=` (tenant_id, thread_id, counts) as fields of their own, so a log pipeline
+filters on them instead of parsing message text."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from typing import Any
+
+# attributes every LogRecord has: anything else came from `extra=` and becomes a field
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """`{"ts": "2026-11-25T08:44:16.123Z", "level": ..., "logger": ..., "msg": ..., <extra>}`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def fields(ref: Any) -> dict[str, str]:
+    """`extra=` for a log line about one thread (anything with tenant_id and thread_id)."""
+    return {"tenant_id": ref.tenant_id, "thread_id": ref.thread_id}
+
+
+def configure(level: int) -> None:
+    """JSON lines on stderr for the package's loggers (the command-line tool and the worker).
+    The root logger is left alone, so an embedding application keeps its own setup."""
+    package = logging.getLogger("langgraph_tiered_saver")
+    for old in [h for h in package.handlers if isinstance(h.formatter, JsonLogFormatter)]:
+        package.removeHandler(old)
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLogFormatter())
+    package.addHandler(handler)
+    package.setLevel(level)
