@@ -1,12 +1,12 @@
 """Command-line tool: schema setup, application role, inspection, flush, retention, worker.
 
-    python -m langgraph_tiered_saver setup
+    python -m langgraph_tiered_saver setup [--partitions 16]
     python -m langgraph_tiered_saver create-role app_user --password secret
     python -m langgraph_tiered_saver threads --tenant acme
     python -m langgraph_tiered_saver checkpoints case_8842 --tenant acme
     python -m langgraph_tiered_saver flush [--thread ID]
     python -m langgraph_tiered_saver prune --older-than 30d [--keep-last 5] [--dry-run] (--tenant acme | --all-tenants)
-    python -m langgraph_tiered_saver worker [--http :9464] [--retention 30d]
+    python -m langgraph_tiered_saver worker [--http :9464] [--retention 30d] [--workers 4]
 
 Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL. Output is JSON on
 stdout; logs and progress go to stderr. Exit codes: 0 done, 2 bad usage or configuration (a
@@ -74,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("setup", help="apply the Postgres migrations")
+    setup = sub.add_parser("setup", help="apply the Postgres migrations")
+    setup.add_argument("--partitions", type=int, default=None,
+                       help="a new schema: hash-partition the tables by tenant into N partitions")
     role = sub.add_parser("create-role", help="create the application role (NOSUPERUSER NOBYPASSRLS)")
     role.add_argument("name")
     role.add_argument("--password")
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--quiet-seconds", type=float, default=1.0)
     worker.add_argument("--poll-seconds", type=float, default=0.5)
     worker.add_argument("--once", action="store_true", help="flush what is due, then exit")
+    worker.add_argument("--workers", type=int, default=1, help="flush loops in this process, sharing the work (fleet.py)")
+    worker.add_argument("--lease-seconds", type=float, default=30.0,
+                        help="membership and per-thread flush lease: a dead worker's work moves after this")
     worker.add_argument("--http", type=_host_port, help="serve /metrics and /healthz on [HOST]:PORT")
     worker.add_argument("--max-outbox-age", type=float, default=300.0, help="/healthz fails past this many seconds")
     worker.add_argument("--summary-seconds", type=float, default=60.0, help="one summary log line this often")
@@ -172,7 +177,7 @@ def run_postgres_only(args: argparse.Namespace) -> int:
     with ConnectionPool(url, min_size=1, max_size=1, kwargs={"autocommit": True}, open=True) as pool:
         driver = SyncDriver(None, pool)
         if args.command == "setup":
-            applied = driver.run(setup_op(args.schema))
+            applied = driver.run(setup_op(args.schema, args.partitions))
             role = driver.run(check_role_op())
             _emit({"schema": args.schema, "applied_migrations": applied, "up_to_date": True,
                    "connected_as": role.name, "warning": role.warning()})  # fmt: skip
@@ -263,7 +268,7 @@ def _worker(saver: TieredSaver, args: argparse.Namespace) -> int:
     options = WorkerOptions(
         quiet_seconds=args.quiet_seconds, poll_seconds=args.poll_seconds, once=args.once, http=args.http,
         max_outbox_age=args.max_outbox_age, summary_seconds=args.summary_seconds, retention=retention,
-        retention_every=args.retention_every.total_seconds(),
+        retention_every=args.retention_every.total_seconds(), workers=args.workers, lease_seconds=args.lease_seconds,
     )  # fmt: skip
     worker = Worker(saver, options)
     stop = threading.Event()

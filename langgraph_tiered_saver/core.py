@@ -233,10 +233,10 @@ class Core:
 
     # ------------------------------------------------------------------ checkpoint calls
 
-    def setup_op(self) -> Op[None]:
+    def setup_op(self, partitions: int | None = None) -> Op[None]:
         if not self.durable:
             return None
-        yield from setup_op(self.schema)
+        yield from setup_op(self.schema, partitions)
         role = yield from check_role_op()
         if role.superuser or role.bypass_rls:
             logger.warning(

@@ -39,7 +39,7 @@ MODES = ("sync", "async", "off")
 OUTBOX_BATCH = 2000
 # A checkpoint some of whose channel values Redis lost: (entry, namespace, id, missing fields).
 Unsure = tuple[str, str, str, list[str]]
-FLUSH_LOCK_MS = 60_000
+FLUSH_LOCK_MS = 60_000  # a flush lease's default length (see FlushLease)
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
@@ -99,6 +99,31 @@ class FlushPolicy:
 def _blob_ref(typed: tuple[str, bytes]) -> str | None:
     """Offloaded values are stored in Postgres as their pointer (`blob_ref`), data NULL."""
     return typed[1].decode() if typed[0].startswith(BLOB_TYPE) else None
+
+
+@dataclass(frozen=True)
+class FlushLease:
+    """How a flusher holds a thread while it flushes it: the thread's flush lock, a lease.
+
+    The lease is taken by the locked outbox read and renewed by every further batch read, so a
+    long flush keeps it while it makes progress; a flusher that dies mid-flush (SIGKILL, a lost
+    host) holds it at most `ms` more, then the next flusher takes the thread over and writes
+    the unacknowledged entries again (idempotent upserts). `holder` names the flusher in the
+    lock's value (`holder/random`), so `GET` on a lock tells an operator who holds it.
+    """
+
+    holder: str = ""
+    ms: int = FLUSH_LOCK_MS
+
+    def __post_init__(self) -> None:
+        opt.positive_int("FlushLease.ms", self.ms)
+
+    def new_token(self) -> str:
+        random = uuid.uuid4().hex
+        return f"{self.holder}/{random}" if self.holder else random
+
+
+DEFAULT_LEASE = FlushLease()
 
 
 @dataclass
@@ -233,10 +258,12 @@ class FlushOps:
         yield RedisCall((scripts.LOCK_RELEASE.call({"lock": lock}, {"token": token}),), scripts=(scripts.LOCK_RELEASE,))
         return None
 
-    def flush_thread_op(self, tenant_id: str, thread_id: str, *, wait: bool = False) -> Op[FlushResult]:
-        """Flush one thread completely (in batches), under the thread's flush lock. With `wait`,
-        wait for a concurrent flusher to finish instead of skipping (a sync flush must see its
-        own writes in Postgres).
+    def flush_thread_op(
+        self, tenant_id: str, thread_id: str, *, wait: bool = False, lease: FlushLease = DEFAULT_LEASE
+    ) -> Op[FlushResult]:
+        """Flush one thread completely (in batches), under the thread's flush lease (`lease`).
+        With `wait`, wait for a concurrent flusher to finish instead of skipping (a sync flush
+        must see its own writes in Postgres).
 
         Three Redis round trips in the common case: take the lock and read the outbox (with the
         dirty score beside it), acknowledge and release, clear the dirty mark."""
@@ -245,13 +272,13 @@ class FlushOps:
         member = K.dirty_member(tenant_id, thread_id)
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         keys = scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
-        token = uuid.uuid4().hex
+        token = lease.new_token()
 
         def attempt() -> Op[tuple[Any, Any] | None]:
-            observed, reply = yield self._read_call(keys, token, dirty, member)
+            observed, reply = yield self._read_call(keys, token, dirty, member, lease.ms)
             return (observed, reply) if reply else None
 
-        read = yield from poll_op(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0)
+        read = yield from poll_op(attempt, timeout=lease.ms / 1000 if wait else 0)
         if read is None:
             result.skipped_locked = True
             return result
@@ -289,7 +316,14 @@ class FlushOps:
                 result.remaining = int(remaining)
                 if result.remaining == 0 or last:
                     break
-                _, reply = yield self._read_call(keys, token, dirty, member)
+                _, reply = yield self._read_call(keys, token, dirty, member, lease.ms)
+                if not reply:  # the lease lapsed between batches and another flusher has it now
+                    released = True  # not ours to release; `remaining` stays what the last ack saw
+                    logger.warning(
+                        "flush lease of thread %s/%s lapsed mid-flush (a batch took over %d ms); "
+                        "its holder goes on", tenant_id, thread_id, lease.ms,
+                    )
+                    break
             if result.remaining == 0 and observed is not None:
                 yield RedisCall(
                     (scripts.DIRTY_CLEAR.call({"dirty": dirty}, {"member": member, "observed": observed}),),
@@ -301,11 +335,11 @@ class FlushOps:
         return result
 
     @staticmethod
-    def _read_call(keys: dict[str, str], token: str, dirty: str, member: str) -> RedisCall:
+    def _read_call(keys: dict[str, str], token: str, dirty: str, member: str, lease_ms: int) -> RedisCall:
         """The dirty score (a plain command: the index lives in another slot) and the locked
-        outbox read, pipelined."""
+        outbox read (taking or renewing the lease), pipelined."""
         return RedisCall(
-            (("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, {"limit": OUTBOX_BATCH, "token": token, "lock_ttl_ms": FLUSH_LOCK_MS})),
+            (("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, {"limit": OUTBOX_BATCH, "token": token, "lock_ttl_ms": lease_ms})),
             scripts=(scripts.OUTBOX_READ,),
         )
 

@@ -1,4 +1,5 @@
-"""Where flushes run: a background thread inside the saver, or the standalone worker loop.
+"""Where flushes run: a background thread inside the saver (here), or standalone workers
+(fleet.py, which share this module's bookkeeping).
 
 Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the thread is the only place
 that decides *when* (per the `FlushPolicy`), so the hot path never waits on Postgres except
@@ -322,51 +323,3 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
         extra={"tenant_id": result.tenant_id, "thread_id": result.thread_id},
     )
 
-
-def worker_loop(
-    run: Callable[[Op[Any]], Any],
-    ops: FlushOps,
-    metrics: Metrics,
-    *,
-    quiet_seconds: float,
-    poll_seconds: float,
-    stop: threading.Event,
-    once: bool = False,
-    policy: FlushPolicy | None = None,
-    book: RetryBook | None = None,
-) -> int:
-    """The standalone worker: flush every thread quiet for `quiet_seconds`, until `stop` is set.
-    Failures are contained per thread exactly as in the background flusher (same `RetryBook`)."""
-    book = book or RetryBook(policy or FlushPolicy(), metrics)
-    flushed = 0
-    idle_backoff = 0.0
-    while not stop.is_set():
-        try:
-            threads = run(ops.dirty_threads_op(older_than_ms=int(quiet_seconds * 1000)))
-            record_outbox(metrics, run(ops.outbox_status_op()))
-            idle_backoff = 0.0
-        except Exception as exc:
-            idle_backoff = min(MAX_BACKOFF, max(0.5, idle_backoff * 2))
-            metrics.incr("flush_errors")
-            logger.warning("worker could not read the outbox index, retrying in %.1f s: %s", idle_backoff, exc)
-            if once:
-                raise
-            stop.wait(idle_backoff)
-            continue
-        now = time.monotonic()
-        for key in threads:
-            if book.waiting(key, now):
-                continue
-            started = time.perf_counter()
-            try:
-                result = run(observed_op(metrics, "flush", ops.flush_thread_op(*key), *key))
-            except Exception as exc:
-                book.failed(key, exc, time.monotonic())
-                continue
-            book.succeeded(key)
-            record_flush(metrics, result, time.perf_counter() - started)
-            flushed += 1
-        if once:
-            break
-        stop.wait(poll_seconds)
-    return flushed

@@ -184,12 +184,12 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     async def arelease_run_lock(self, config: RunnableConfig) -> None:
         await self.arun_op(self.core.release_run_lock_op(self._ref(config)))
 
-    def setup(self) -> None:
-        """Apply the Postgres migrations (idempotent, safe from many processes at once)."""
-        self.run_op(self.core.setup_op())
+    def setup(self, *, partitions: int | None = None) -> None:
+        """Apply the Postgres migrations (idempotent, concurrent-safe); `partitions`: durable.migrations."""
+        self.run_op(self.core.setup_op(partitions))
 
-    async def asetup(self) -> None:
-        await self.arun_op(self.core.setup_op())
+    async def asetup(self, *, partitions: int | None = None) -> None:
+        await self.arun_op(self.core.setup_op(partitions))
 
     # ------------------------------------------------------------------ BaseCheckpointSaver, sync
 

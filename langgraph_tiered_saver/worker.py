@@ -1,7 +1,8 @@
-"""The standalone worker process around `flusher.worker_loop`: its /metrics and /healthz
-endpoints, a periodic summary log line (instead of one line per flushed thread), and the
-retention sweeper (`--retention 30d`). The loop itself is the one the background flusher's
-bookkeeping shares (`RetryBook`)."""
+"""The standalone worker process around the flush loops of `fleet.py` (one, or `workers` of
+them sharing the outbox by leases): its /metrics and /healthz endpoints, a periodic summary log
+line (instead of one line per flushed thread), and the retention sweeper (`--retention 30d`).
+The loops share one `RetryBook` (thread-safe), the background flusher's bookkeeping, so health
+covers them all."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from . import options as opt
 from .endpoints import HealthReport, HealthRules, OpsServer, check_health, prometheus_text
-from .flusher import FlusherHealth, RetryBook, worker_loop
+from .fleet import run_workers
+from .flusher import FlusherHealth, RetryBook
 
 logger = logging.getLogger("langgraph_tiered_saver.worker")
 
@@ -30,6 +33,12 @@ class WorkerOptions:
     summary_seconds: float = 60.0
     retention: Callable[[], Any] | None = None  # one retention sweep (see cli)
     retention_every: float = 3600.0
+    workers: int = 1  # flush loops in this process (fleet.py)
+    lease_seconds: float = 30.0  # membership and per-thread flush lease (fleet.py)
+
+    def __post_init__(self) -> None:
+        opt.positive_int("workers", self.workers)
+        opt.seconds("lease_seconds", self.lease_seconds, minimum=0.001)
 
 
 class Worker:
@@ -61,10 +70,11 @@ class Worker:
         self.running = True
         logger.info("flush worker started", extra={"http_port": self.server.port if self.server else None})
         try:
-            flushed: int = worker_loop(
-                self.saver.run_op, self.saver.core.flush, self.metrics,
+            flushed = run_workers(
+                self.saver.run_op, self.saver.core.flush, self.metrics, prefix=self.saver.key_prefix,
+                count=self.options.workers, lease_seconds=self.options.lease_seconds, stop=stop,
                 quiet_seconds=self.options.quiet_seconds, poll_seconds=self.options.poll_seconds,
-                stop=stop, once=self.options.once, book=self.book,
+                once=self.options.once, book=self.book,
             )  # fmt: skip
         finally:
             self.running = False

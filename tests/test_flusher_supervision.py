@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from langgraph_tiered_saver import ConfigError, FlushError
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.durable.audit import dumps_jsonb, jsonb_value
+from langgraph_tiered_saver.fleet import worker_loop
 from langgraph_tiered_saver.flush import FlushPolicy
-from langgraph_tiered_saver.flusher import worker_loop
 from tests.graphs import chain_graph
 from tests.helpers import pg_rows, thread_config, wait_for
 

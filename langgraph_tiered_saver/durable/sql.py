@@ -203,6 +203,26 @@ MIGRATION_3_WRITE_THROUGH_COUNTER = """
 CREATE SEQUENCE {s}.write_through_count;
 """
 
+# --- partitioned layout (migrations.py) ----------------------------------------------------------
+# A schema set up with `partitions=N` gets every tenant table hash-partitioned by tenant_id: the
+# same migrations, each CREATE TABLE followed by its N partitions, and row-level security
+# enabled, forced and given the tenant policy on every partition too (a query through the parent
+# is checked against the parent's policy, one that names a partition directly against the
+# partition's own). Indexes created on the parent cascade to every partition.
+
+PARTITION_BY_TENANT = " PARTITION BY HASH (tenant_id)"
+CREATE_PARTITION = """
+CREATE TABLE {s}.{partition} PARTITION OF {s}.{table} FOR VALUES WITH (MODULUS {n}, REMAINDER {i});"""
+PARTITION_RLS = _RLS
+# The partition count of a schema's checkpoints table; no row when it is not partitioned.
+# Param: the table as text ('"schema".checkpoints').
+SCHEMA_PARTITIONS = """
+SELECT count(i.inhrelid) FROM pg_partitioned_table p
+LEFT JOIN pg_inherits i ON i.inhparent = p.partrelid
+WHERE p.partrelid = to_regclass(%s)
+GROUP BY p.partrelid
+"""
+
 # --- flush (upsert) ------------------------------------------------------------------------------
 
 INSERT_BLOBS = """
@@ -242,7 +262,9 @@ UPSERT_SPECIAL_WRITES = (
 
 # --- reads ---------------------------------------------------------------------------------------
 # One statement returns checkpoints with their blobs and writes (one snapshot: a concurrent prune
-# cannot remove a blob between reading a checkpoint and reading its values). Blob and write
+# cannot remove a blob between reading a checkpoint and reading its values). The value and write
+# lookups name the tenant as a parameter, not through `c`, so that in a schema partitioned by
+# tenant the planner prunes them to the tenant's partition too (tests/test_partitioned_schema.py). Blob and write
 # columns travel as bytea arrays, as in langgraph-checkpoint-postgres.
 
 SELECT_TUPLES = """
@@ -253,7 +275,7 @@ SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.
             convert_to(b.type, 'UTF8'), b.data, convert_to(b.blob_ref, 'UTF8')])
         FROM jsonb_array_elements(c.blob_fields) AS f
         JOIN {s}.checkpoint_blobs b
-            ON b.tenant_id = c.tenant_id AND b.thread_id = c.thread_id
+            ON b.tenant_id = %(tenant)s AND b.thread_id = c.thread_id
             AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0
             AND b.version = f ->> 1
     ) AS blobs,
@@ -262,7 +284,7 @@ SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.
             convert_to(w.channel, 'UTF8'), convert_to(w.type, 'UTF8'), w.data,
             convert_to(w.task_path, 'UTF8'), convert_to(w.blob_ref, 'UTF8')])
         FROM {s}.checkpoint_writes w
-        WHERE w.tenant_id = c.tenant_id AND w.thread_id = c.thread_id
+        WHERE w.tenant_id = %(tenant)s AND w.thread_id = c.thread_id
             AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
     ) AS writes
 FROM {s}.checkpoints c

@@ -1,13 +1,14 @@
--- Take the thread's flush lock and read up to ARG.limit outbox entries of this thread with
--- their versions and values, in one round trip. Returns false when another flusher holds the
--- lock; else {entries, versions, values, outbox_lost}, where a value is false when the entry's data is gone.
+-- Take the thread's flush lease (its flush lock) and read up to ARG.limit outbox entries of this
+-- thread with their versions and values, in one round trip. Returns false when another flusher
+-- holds the lease; else {entries, versions, values, outbox_lost}, where a value is false when the entry's data is gone.
 -- A checkpoint's value is {record, refs, missing}: `missing` lists the channel values it
 -- references that Redis no longer holds (the flusher checks Postgres for them before writing
 -- the row: a row that would not read back is never written). Re-running with the same token
--- (a retry after the script cache was flushed) finds the lock already ours.
-if not redis.call("SET", KEY.flush_lock, ARG.token, "NX", "PX", ARG.lock_ttl_ms)
-    and redis.call("GET", KEY.flush_lock) ~= ARG.token then
-  return false
+-- (the next batch, or a retry after the script cache was flushed) finds the lease ours and
+-- renews it for ARG.lock_ttl_ms: a flush keeps its lease while it makes progress.
+if not redis.call("SET", KEY.flush_lock, ARG.token, "NX", "PX", ARG.lock_ttl_ms) then
+  if redis.call("GET", KEY.flush_lock) ~= ARG.token then return false end
+  redis.call("PEXPIRE", KEY.flush_lock, ARG.lock_ttl_ms)
 end
 local scored = redis.call("ZRANGE", KEY.pend, 0, tonumber(ARG.limit) - 1, "WITHSCORES")
 local entries, versions, values = {}, {}, {}
