@@ -39,6 +39,7 @@ class PgCounter:
 def known_saver(saver_context: Callable[..., Any]) -> Iterator[TieredSaver]:
     with saver_context(durable=True, flush_policy=_policy()) as saver:
         saver.setup()
+        saver.core.hot.known._warden = None  # the tests poll and rebuild by hand (no race with it)
         yield saver
 
 
@@ -115,6 +116,7 @@ def test_a_registry_lost_or_older_than_the_feature_is_rebuilt_from_postgres(
 
 def test_the_background_thread_polls_and_rebuilds_by_itself(known_saver: TieredSaver, redis_url: str) -> None:
     known = known_saver.core.hot.known
+    known.attach(known_saver.run_op)  # this test is about the background thread
     known.poll_seconds = 0.05
     config = _flushed_thread(known_saver)
     rebuilds = known_saver.metrics.counter("registry_rebuilds")
@@ -181,6 +183,7 @@ def test_a_deleted_thread_starts_anew_and_a_copy_of_a_cold_thread_is_found(known
 
 def test_the_background_thread_survives_failures_and_trust_lapses_meanwhile(known_saver: TieredSaver) -> None:
     known = known_saver.core.hot.known
+    known.attach(known_saver.run_op)  # this test is about the background thread
     known.poll_seconds, known.trust_seconds = 0.05, 0.15
     driver = known_saver._sync
     working = driver._pg
