@@ -60,6 +60,9 @@ class PutArgs:
     new_versions: ChannelVersions
 
 
+CURRENT_FORMAT = 4
+
+
 def checkpoint_chain(
     saver: BaseCheckpointSaver[Any], n: int, *, document: Callable[[], str] | None = None
 ) -> list[PutArgs]:
@@ -84,6 +87,10 @@ def checkpoint_chain(
         if document is not None:
             values["document"] = document()
         checkpoint = empty_checkpoint()  # carries every key the installed version expects
+        # The format LangGraph's loop writes (langgraph.pregel._checkpoint.empty_checkpoint);
+        # base.empty_checkpoint still says 2, and an older format makes every saver that migrates
+        # on read (PostgresSaver, TieredSaver) look up the parent's TASKS writes as well.
+        checkpoint["v"] = CURRENT_FORMAT
         checkpoint["id"] = str(uuid6(clock_seq=step))
         checkpoint["ts"] = datetime.now(timezone.utc).isoformat()
         checkpoint["channel_values"] = values
