@@ -34,7 +34,7 @@ test: $(STAMP)
 
 # The model-based consistency test at length (tests/test_consistency_model.py); prints its figures.
 soak: $(STAMP)
-	LTS_SOAK_EXAMPLES=$${LTS_SOAK_EXAMPLES:-300} $(PY) -m pytest -q -s -p no:randomly tests/test_consistency_model.py
+	LTS_SOAK_EXAMPLES=$${LTS_SOAK_EXAMPLES:-300} $(PY) -m pytest -q -s -p no:randomly --timeout=0 tests/test_consistency_model.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check langgraph_tiered_saver devtools tests examples benchmarks

@@ -1,7 +1,10 @@
 """A stateful, model-based test of the tiers (issue 10): hypothesis interleaves graph runs,
 reads of old checkpoints by id, flushes, expiry and eviction of clean threads (deleting keys
-the way a TTL or a volatile-* LRU policy would), eviction of any key (as allkeys-lru would),
-and Redis restarting empty. After every step it checks against a reference model:
+the way a TTL or a volatile-* LRU policy would), Redis restarting empty, a real Postgres outage
+(its private server stopped while a run goes on and a flush is tried) and a real Redis outage
+under `on_redis_error="fallback"` (the private server stopped while a run is written through to
+Postgres, then started again with its AOF: back with its older copy of the thread). After every
+step it checks against a reference model:
 
 - the latest checkpoint of every thread is the model's (it never regresses);
 - every checkpoint whose put returned is readable by id, unless its loss was reported;
@@ -16,11 +19,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 from hypothesis import HealthCheck, settings
@@ -34,15 +35,17 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from devtools.servers import PrivateRedis
-from langgraph_tiered_saver import FlushPolicy, TieredSaver
+from devtools.servers import PrivatePostgres, PrivateRedis
+from langgraph_tiered_saver import FlushPolicy, TieredSaver, TierUnavailableError
 from langgraph_tiered_saver import keys as K
 from tests.graphs import two_step_graph
-from tests.helpers import QUIET_OFF, TEST_TENANT
+from tests.helpers import QUIET_OFF, TEST_TENANT, wait_for
 
 SOAK_EXAMPLES = int(os.environ.get("LTS_SOAK_EXAMPLES", "0"))
 THREADS = 3
 DATA_KEYS = ("idx", "ck", "cv", "bl", "wi", "wr")
+# Server outages per example (each costs a server stop and start, about a second)
+OUTAGES_PER_EXAMPLE = 1
 
 
 @dataclass
@@ -59,6 +62,9 @@ class Figures:
     examples: int = 0
     steps: int = 0
     faults: int = 0
+    postgres_outages: int = 0
+    redis_outages: int = 0  # with fallback; dirty: the thread had unflushed runs in Redis
+    redis_outages_dirty: int = 0
     checkpoints: int = 0
     losses_reported: int = 0
     losses_unreported: int = 0
@@ -68,18 +74,19 @@ FIGURES = Figures()
 
 
 class TieredModel(RuleBasedStateMachine):
-    redis_url = ""
-    postgres_url = ""
+    redis_server: PrivateRedis
+    postgres_server: PrivatePostgres
     schema = ""
 
     @initialize()
     def start(self) -> None:
         FIGURES.examples += 1
         self.prefix = f"m-{uuid.uuid4().hex[:8]}"
-        self.client = redis.Redis.from_url(self.redis_url)
+        self.client = redis.Redis.from_url(self.redis_server.url)
         self.context = TieredSaver.from_conn_string(
-            self.redis_url, self.postgres_url, tenant_id=TEST_TENANT, key_prefix=self.prefix, schema=self.schema,
-            flush_policy=FlushPolicy(**QUIET_OFF), background_flush=False,  # type: ignore[arg-type]
+            self.redis_server.url, self.postgres_server.url, tenant_id=TEST_TENANT, key_prefix=self.prefix,
+            schema=self.schema, flush_policy=FlushPolicy(**QUIET_OFF), background_flush=False,  # type: ignore[arg-type]
+            on_redis_error="fallback",
         )  # fmt: skip
         self.saver = self.context.__enter__()
         self.graph = two_step_graph(self.saver)
@@ -88,6 +95,7 @@ class TieredModel(RuleBasedStateMachine):
         self.runs = 0
         self.restarted_since_write = False
         self.expected_reports = 0
+        self.postgres_outages = self.redis_outages = 0
 
     def teardown(self) -> None:
         self.context.__exit__(None, None, None)
@@ -101,31 +109,115 @@ class TieredModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ rules
 
+    def _history_ids(self, thread: str) -> set[str]:
+        return {s.config["configurable"]["checkpoint_id"] for s in self.graph.get_state_history(self._cfg(thread))}
+
+    def _record(self, thread: str, tag: str) -> None:
+        """The model after a run of `thread` (tagged `tag`) that returned."""
+        model = self.threads[thread]
+        model.log = [*model.log, tag, "a", "b"]
+        ids = self._history_ids(thread)
+        FIGURES.checkpoints += len(ids - model.ids)
+        model.ids |= ids
+        model.dirty = True
+
+    def _next_tag(self) -> str:
+        self.runs += 1
+        return f"r{self.runs - 1}"
+
     @rule(i=st.integers(0, THREADS - 1))
     def run(self, i: int) -> None:
         thread = f"{self.prefix}-t{i}"
-        model = self.threads[thread]
-        tag = f"r{self.runs}"
-        self.runs += 1
+        tag = self._next_tag()
         out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
         if self.restarted_since_write:  # this write found the epoch gone: reported, once
             self.expected_reports += 1
             self.restarted_since_write = False
         assert self.saver.metrics.counter("redis_data_lost") == self.expected_reports
-        model.log = [*model.log, tag, "a", "b"]
-        assert out["log"] == model.log
-        ids = {s.config["configurable"]["checkpoint_id"] for s in self.graph.get_state_history(self._cfg(thread))}
-        FIGURES.checkpoints += len(ids - model.ids)
-        model.ids |= ids
-        model.dirty = True
+        assert out["log"] == [*self.threads[thread].log, tag, "a", "b"]
+        self._record(thread, tag)
+        FIGURES.steps += 1
+
+    def _flushed(self) -> None:
+        for model in self.threads.values():
+            model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
+
+    @precondition(lambda self: self.runs > 0 and self.postgres_outages < OUTAGES_PER_EXAMPLE)
+    @rule(i=st.integers(0, THREADS - 1))
+    def postgres_outage(self, i: int) -> None:
+        """Postgres stops: a run of a thread Redis holds goes on (one Redis does not hold
+        fails with a typed error instead of starting over), a flush fails with a typed error and
+        keeps the outbox, and after the restart a flush carries everything over."""
+        self.postgres_outages += 1
+        thread = f"{self.prefix}-t{i}"
+        held = bool(self.client.exists(K.thread_keys(self.prefix, TEST_TENANT, thread).idx))
+        tag = self._next_tag()
+        self.postgres_server.stop()
+        try:
+            try:
+                out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
+                assert out["log"] == [*self.threads[thread].log, tag, "a", "b"]
+                ran = True
+            except TierUnavailableError:
+                assert not held, "a thread Redis holds must not need Postgres to go on"
+                ran = False
+            with pytest.raises(TierUnavailableError):
+                self.saver.flush()
+        finally:
+            self.postgres_server.start()
+        if self.restarted_since_write and ran:
+            self.expected_reports += 1
+            self.restarted_since_write = False
+        # the saver's breaker lets a probe through within its window: flush until it does
+        assert wait_for(self._flush_succeeds, timeout=30, interval=0.2)
+        if ran:
+            self._record(thread, tag)
+        self._flushed()
+        FIGURES.faults += 1
+        FIGURES.postgres_outages += 1
+        FIGURES.steps += 1
+
+    def _flush_succeeds(self) -> bool:
+        try:
+            results = self.saver.flush()
+        except TierUnavailableError:
+            return False
+        assert all(result.lost == 0 for result in results)
+        return True
+
+    @precondition(lambda self: self.runs > 0 and self.redis_outages < OUTAGES_PER_EXAMPLE)
+    @rule(i=st.integers(0, THREADS - 1))
+    def redis_outage_with_fallback(self, i: int) -> None:
+        """Redis stops: a run is written through to Postgres, going on from what Postgres
+        holds (the thread's unflushed runs are in the stopped Redis); Redis comes back from its
+        AOF with its older copy, which must never answer as the latest again: the run written
+        through is the latest, and the older copy's unflushed checkpoints are kept (flushed)."""
+        self.redis_outages += 1
+        thread = f"{self.prefix}-t{i}"
+        model = self.threads[thread]
+        tag = self._next_tag()
+        self.redis_server.stop()
+        try:
+            out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
+        finally:
+            self.redis_server.start()
+        assert out["log"] == [*model.flushed_log, tag, "a", "b"]
+        assert self.saver.metrics.counter("redis_fallbacks") >= 1
+        model.log = list(model.flushed_log)
+        self._record(thread, tag)
+        # written through to Postgres; what Redis held unflushed is flushed when the saver next
+        # meets the thread (the invariants' reads): nothing of it stays unflushed
+        FIGURES.redis_outages_dirty += model.dirty
+        model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
+        FIGURES.faults += 1
+        FIGURES.redis_outages += 1
         FIGURES.steps += 1
 
     @rule()
     def flush(self) -> None:
         for result in self.saver.flush():
             assert result.lost == 0  # nothing here loses data before its flush
-        for model in self.threads.values():
-            model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
+        self._flushed()
         FIGURES.steps += 1
 
     @rule(i=st.integers(0, THREADS - 1), data=st.data())
@@ -203,18 +295,21 @@ class TieredModel(RuleBasedStateMachine):
 
 
 @pytest.fixture
-def model_env(test_database_url: str, make_private_redis: Any) -> Iterator[tuple[str, str, str]]:
-    server: PrivateRedis = make_private_redis("--maxmemory-policy", "volatile-lru")
-    schema = f"lts_model_{uuid.uuid4().hex[:8]}"
-    with TieredSaver.from_conn_string(server.url, test_database_url, tenant_id=TEST_TENANT, schema=schema) as saver:
+def model_env(make_private_redis: Any, make_private_postgres: Any) -> tuple[PrivateRedis, PrivatePostgres, str]:
+    """Private servers the model may stop: Redis with an fsynced AOF (it comes back with what it
+    held) and volatile-lru, Postgres with the schema set up."""
+    redis_server: PrivateRedis = make_private_redis(
+        "--maxmemory-policy", "volatile-lru", "--appendonly", "yes", "--appendfsync", "always"
+    )
+    postgres_server: PrivatePostgres = make_private_postgres()
+    schema = "lts_model"
+    with TieredSaver.from_conn_string(redis_server.url, postgres_server.url, tenant_id=TEST_TENANT, schema=schema) as saver:
         saver.setup()
-    yield server.url, test_database_url, schema
-    with psycopg.connect(test_database_url, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    return redis_server, postgres_server, schema
 
 
-def test_the_tiers_agree_with_the_model(model_env: tuple[str, str, str]) -> None:
-    TieredModel.redis_url, TieredModel.postgres_url, TieredModel.schema = model_env
+def test_the_tiers_agree_with_the_model(model_env: tuple[PrivateRedis, PrivatePostgres, str]) -> None:
+    TieredModel.redis_server, TieredModel.postgres_server, TieredModel.schema = model_env
     examples = SOAK_EXAMPLES or 12
     run_state_machine_as_test(
         TieredModel,
@@ -225,7 +320,9 @@ def test_the_tiers_agree_with_the_model(model_env: tuple[str, str, str]) -> None
     )  # fmt: skip
     print(
         f"\nmodel-based test: {FIGURES.examples} examples, {FIGURES.steps} steps, {FIGURES.faults} faults "
-        f"(expiry, eviction, Redis restarts), {FIGURES.checkpoints} checkpoints, "
+        f"(expiry, eviction, Redis restarts; {FIGURES.postgres_outages} Postgres outages, "
+        f"{FIGURES.redis_outages} Redis outages with fallback, {FIGURES.redis_outages_dirty} of a thread with unflushed "
+        f"runs), {FIGURES.checkpoints} checkpoints, "
         f"{FIGURES.losses_reported} threads' unflushed runs lost with a reported Redis loss, "
         f"{FIGURES.losses_unreported} unreported losses"
     )
