@@ -164,6 +164,16 @@ def epoch_key(prefix: str, shard: int | None = None) -> str:
     return f"{shard_prefix(prefix, shard)}:epoch"
 
 
+def dirty_keys(prefix: str) -> list[str]:
+    """Every shard's outbox index (a deployment-wide reader reads them all)."""
+    return [dirty_key(prefix, shard) for shard in range(SHARDS)]
+
+
+def tenant_threads_keys(prefix: str, tenant_id: str) -> list[str]:
+    """Every shard's slice of a tenant's registry."""
+    return [tenant_threads_key(prefix, tenant_id, shard) for shard in range(SHARDS)]
+
+
 def legacy_v1_dirty_key(prefix: str) -> str:
     """The outbox index of schema v1 (see module docstring)."""
     return f"{prefix}:v1:dirty"
