@@ -34,6 +34,7 @@ from .codec import next_version
 from .combine import Held, WriteCombiner
 from .durable import ops as pg
 from .durable.migrations import setup_op
+from .upgrade import legacy_check_op
 from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
 from .durable.sql import check_schema
@@ -236,6 +237,7 @@ class Core:
     def setup_op(self, partitions: int | None = None) -> Op[None]:
         if not self.durable:
             return None
+        yield from legacy_check_op(self.hot.prefix)  # unflushed threads of key schema v1?
         yield from setup_op(self.schema, partitions)
         role = yield from check_role_op()
         if role.superuser or role.bypass_rls:

@@ -111,7 +111,7 @@ def shard_of(tenant_id: str, thread_id: str) -> int:
 
 
 def shard_tag(shard: int) -> str:
-    return "{s%04d}" % shard
+    return f"{{s{shard:04d}}}"
 
 
 def shard_prefix(prefix: str, shard: int) -> str:

@@ -34,8 +34,8 @@ from .blobs import BlobStore
 from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
-from .errors import ConfigError
 from .core import Core, ListQuery
+from .errors import ConfigError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
 from .locks import LockOps, ThreadLock

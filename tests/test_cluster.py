@@ -21,7 +21,6 @@ from redis.crc import key_slot
 
 from devtools.servers import PrivateRedisCluster
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import RedisCall, SyncDriver
 from langgraph_tiered_saver.errors import ConfigError
 from tests.graphs import build_graph, chain_graph, comparable, initial_input, resume
@@ -212,7 +211,7 @@ def test_a_reshard_while_graphs_run_loses_nothing(
                 try:
                     out = graph.invoke({"n": 0}, thread_config(thread))
                     runs[thread] = out["n"]
-                except Exception as exc:  # noqa: BLE001 - what the graph saw, reported below
+                except Exception as exc:
                     errors.append(f"{thread}: {type(exc).__name__}: {exc}")
                 i += 1
 
@@ -248,7 +247,7 @@ async def test_a_reshard_while_async_graphs_run_loses_nothing(
                 try:
                     out = await graph.ainvoke({"n": 0}, thread_config(thread))
                     runs[thread] = out["n"]
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     errors.append(f"{thread}: {type(exc).__name__}: {exc}")
                 i += 1
 
