@@ -100,7 +100,7 @@ def is_cluster(client: Any) -> bool:
 
 
 def cluster_transactions_supported(client: Any) -> bool:
-    """Whether redis-py runs MULTI/EXEC on a cluster (a single-slot transaction): redis-py >= 6."""
+    """Whether redis-py runs MULTI/EXEC on a cluster (a single-slot transaction): redis-py >= 6.1."""
     import inspect
 
     pipeline_class = type(client.pipeline())
@@ -204,7 +204,7 @@ class Connections:
                     raise ConfigError("the Redis client must use decode_responses=False (bytes)")
                 if not cluster_transactions_supported(client):
                     raise ConfigError(
-                        f"Redis Cluster needs redis-py >= 6 (MULTI/EXEC in a cluster pipeline); this is {redis.__version__}"
+                        f"Redis Cluster needs redis-py >= 6.1 (MULTI/EXEC in a cluster pipeline); this is {redis.__version__}"
                     )
                 continue
             if not hasattr(client, "connection_pool"):

@@ -34,7 +34,6 @@ from .codec import next_version
 from .combine import Held, WriteCombiner
 from .durable import ops as pg
 from .durable.migrations import setup_op
-from .upgrade import legacy_check_op
 from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
 from .durable.sql import check_schema
@@ -54,6 +53,7 @@ from .planning import keep_with_ancestors
 from .runlock import RunLocks
 from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
+from .upgrade import legacy_check_op
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")

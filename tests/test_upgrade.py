@@ -11,7 +11,6 @@ import pytest
 import redis
 
 from langgraph_tiered_saver import FlushPolicy, LegacyKeysError
-from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.cli import main
 from langgraph_tiered_saver.codec import as_str
 from tests.graphs import chain_graph
