@@ -342,12 +342,15 @@ class FlushOps:
             scripts=(scripts.OUTBOX_READ,),
         )
 
-    def dirty_threads_op(self, older_than_ms: int | None = None, limit: int = 500) -> Op[list[tuple[str, str]]]:
-        """Threads with outbox entries, oldest write first; only those quiet for `older_than_ms`."""
+    def dirty_threads_op(
+        self, older_than_ms: int | None = None, limit: int = 500, shards: Sequence[int] | None = None
+    ) -> Op[list[tuple[str, str]]]:
+        """Threads with outbox entries, oldest write first; only those quiet for `older_than_ms`;
+        from every shard's outbox index (one pipeline), or only from `shards`'."""
         upper: Any = "+inf" if older_than_ms is None else int(time.time() * 1000) - older_than_ms
         replies = yield RedisCall(tuple(
             ("ZRANGEBYSCORE", K.dirty_key(self.prefix, shard), "-inf", upper, "LIMIT", 0, limit, "WITHSCORES")
-            for shard in range(K.SHARDS)
+            for shard in (range(K.SHARDS) if shards is None else shards)
         ))  # fmt: skip
         scored = sorted((float(score), as_str(m)) for reply in replies for m, score in reply)
         return [K.split_dirty_member(m) for _, m in scored[:limit]]

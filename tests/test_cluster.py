@@ -19,7 +19,7 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.crc import key_slot
 
-from devtools.servers import PrivateRedisCluster
+from devtools.servers import PrivateRedisCluster, ServerUnavailable
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._io import RedisCall, SyncDriver
 from langgraph_tiered_saver.errors import ConfigError
@@ -265,3 +265,39 @@ async def test_a_reshard_while_async_graphs_run_loses_nothing(
         assert pg_rows(test_database_url, saver.schema) == listed
         print(f"\nreshard (async): {len(runs)} runs of {NODES} nodes during {3 * RESHARD_SLOTS} slot moves "
               f"in {figures.get('seconds', 0):.1f} s, 0 errors")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- a node down
+
+
+def test_a_node_down_is_tier_unavailable_sync_and_async() -> None:
+    """A master killed (no replica to fail over to): calls whose slot it served raise
+    TierUnavailableError, the saver's "Redis is down" error, sync and async; never a raw
+    redis-py cluster exception. An own cluster: this one is broken on purpose."""
+    from langgraph_tiered_saver.errors import TierUnavailableError
+
+    try:
+        cluster = PrivateRedisCluster(3)
+    except ServerUnavailable as exc:
+        pytest.skip(f"no Redis Cluster: {exc}")
+    try:
+        cluster.start()
+        client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+        saver = TieredSaver(client, tenant_id=TEST_TENANT, key_prefix="ltscl-down")
+        graph = chain_graph(saver, nodes=2)
+        graph.invoke({"n": 0}, thread_config("before"))
+        cluster.nodes[2].kill()
+        with pytest.raises(TierUnavailableError):
+            for i in range(64):  # some thread's shard lives on the dead node
+                graph.invoke({"n": 0}, thread_config(f"down-{i}"))
+
+        async def async_side() -> None:
+            with pytest.raises(TierUnavailableError):
+                for i in range(64):
+                    await graph.ainvoke({"n": 0}, thread_config(f"adown-{i}"))
+
+        asyncio.run(async_side())
+        saver.close()
+        client.close()
+    finally:
+        cluster.close()
