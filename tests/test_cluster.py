@@ -112,6 +112,19 @@ def test_cluster_clients_are_accepted_and_their_twins_built(redis_cluster: Priva
         TieredSaver(redis.cluster.RedisCluster(host="127.0.0.1", port=port, decode_responses=True))
 
 
+def test_a_redis_py_without_cluster_transactions_is_refused(
+    redis_cluster: PrivateRedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py < 6.1 has no MULTI/EXEC in cluster pipelines: refused, not run without atomicity."""
+    monkeypatch.setattr("langgraph_tiered_saver.connections.cluster_transactions_supported", lambda client: False)
+    client = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    try:
+        with pytest.raises(ConfigError, match=r"redis-py >= 6\.1"):
+            TieredSaver(client)
+    finally:
+        client.close()
+
+
 async def _aget(saver: TieredSaver, cfg: dict[str, Any]) -> Any:
     return await saver.aget_tuple(cfg)
 
