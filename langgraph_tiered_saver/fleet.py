@@ -43,7 +43,7 @@ from typing import Any
 from . import keys as K
 from . import scripts
 from ._io import Op, RedisCall
-from .codec import as_str
+from .codec import as_str, scored
 from .flush import DEFAULT_LEASE, FlushLease, FlushOps, FlushPolicy
 from .flusher import MAX_BACKOFF, RetryBook, ThreadId, record_flush, record_outbox
 from .metrics import Metrics
@@ -111,9 +111,9 @@ class Roster:
 
     def members_op(self) -> Op[list[str]]:
         """The workers whose membership lease has not lapsed (for operators and tests)."""
-        scored, clock = yield RedisCall((("ZRANGE", self.key, 0, -1, "WITHSCORES"), ("TIME",)))
+        members, clock = yield RedisCall((("ZRANGE", self.key, 0, -1, "WITHSCORES"), ("TIME",)))
         now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
-        return sorted(as_str(m) for m, expiry in scored if float(expiry) > now_ms)
+        return sorted(as_str(m) for m, expiry in scored(members) if float(expiry) > now_ms)
 
 
 def claim_op(

@@ -26,7 +26,7 @@ from . import keys as K
 from . import options as opt
 from . import scripts
 from ._io import Op, RedisCall
-from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_write
+from .codec import BLOB_TYPE, as_str, decode_typed, scored, unpack_checkpoint, unpack_write
 from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
@@ -352,8 +352,8 @@ class FlushOps:
             ("ZRANGEBYSCORE", K.dirty_key(self.prefix, shard), "-inf", upper, "LIMIT", 0, limit, "WITHSCORES")
             for shard in (range(K.SHARDS) if shards is None else shards)
         ))  # fmt: skip
-        scored = sorted((float(score), as_str(m)) for reply in replies for m, score in reply)
-        return [K.split_dirty_member(m) for _, m in scored[:limit]]
+        due = sorted((score, as_str(m)) for reply in replies for m, score in scored(reply))
+        return [K.split_dirty_member(m) for _, m in due[:limit]]
 
     def outbox_status_op(self) -> Op[OutboxStatus]:
         """Depth of the outbox index and the age of its oldest entry, in one round trip."""
@@ -363,7 +363,7 @@ class FlushOps:
             commands += [("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")]
         replies = yield RedisCall(tuple(commands))
         depth = sum(int(n) for n in replies[0::2])
-        scores = [float(oldest[0][1]) for oldest in replies[1::2] if oldest]
+        scores = [score for oldest in replies[1::2] for _, score in scored(oldest)]
         return OutboxStatus(depth, _seconds_since(min(scores)) if scores else 0.0)
 
 

@@ -36,6 +36,7 @@ from .codec import (
     decode_typed,
     encode_typed,
     pointer_digest,
+    scored,
     unpack_checkpoint,
     unpack_write,
 )
@@ -399,9 +400,9 @@ class HotOps:
         replies = yield RedisCall(
             tuple(("ZRANGE", K.tenant_threads_key(self.prefix, tenant_id, s), 0, -1, "WITHSCORES") for s in range(K.SHARDS))
         )
-        scored = [(float(score), as_str(t)) for reply in replies for t, score in reply]
-        scored.sort(reverse=True)  # as ZREVRANGE: newest first, ties in reverse lex order
-        return [t for _, t in scored]
+        scored_threads = [(score, as_str(t)) for reply in replies for t, score in scored(reply)]
+        scored_threads.sort(reverse=True)  # as ZREVRANGE: newest first, ties in reverse lex order
+        return [t for _, t in scored_threads]
 
     def held_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[set[str]]:
         """Which of the threads Redis holds now (registered ones may have expired)."""
