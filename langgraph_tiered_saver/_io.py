@@ -36,6 +36,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from .breaker import PgBreaker
 from .errors import (
+    ConfigError,
     PoolExhaustedError,
     StaleLockError,
     ThreadLockedError,
@@ -168,6 +169,11 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     """Scripts signal fencing failures with an error reply; give them their typed class, and
     the server's "unavailable" replies theirs."""
     message = str(exc)
+    if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)) or message.startswith(("MOVED ", "ASK ")):
+        return ConfigError(
+            f"the Redis server is a Redis Cluster node (it answered MOVED/ASK: {message}); connect with a cluster "
+            "client: redis.cluster.RedisCluster, a redis+cluster:// URL or from_conn_string(..., redis_cluster=True)"
+        )
     if message.startswith("STALE"):
         return StaleLockError(message)
     if message.startswith("LOCKED"):

@@ -86,6 +86,8 @@ def test_every_script_and_transaction_touches_one_slot(
             slots = {key_slot(k.encode()) for command in call.commands for k in _keys_of(command)}
             assert len(slots) == 1, call.commands
     assert scripts > 20 and transactions > 0
+    tracked = [c for call in calls if call.transaction for c in call.commands if c[0] == "SADD"]
+    assert tracked  # an offloaded blob's reference rode in a put's MULTI, in the thread's slot
 
 
 # ----------------------------------------------------------------------------- clients and options
@@ -123,6 +125,15 @@ def test_a_redis_py_without_cluster_transactions_is_refused(
             TieredSaver(client)
     finally:
         client.close()
+
+
+def test_a_plain_url_at_a_cluster_node_says_to_use_a_cluster_client(redis_cluster: PrivateRedisCluster) -> None:
+    """Before: a raw MovedError. Now a ConfigError naming the cluster URL and option."""
+    url = f"redis://127.0.0.1:{redis_cluster.nodes[0].port}"
+    context = TieredSaver.from_conn_string(url, tenant_id=TEST_TENANT, key_prefix="ltscl-plain")
+    with context as saver, pytest.raises(ConfigError, match=r"redis\+cluster://"):
+        for i in range(16):  # some thread's shard lives on another node
+            chain_graph(saver, nodes=1).invoke({"n": 0}, thread_config(f"plain-{i}"))
 
 
 async def _aget(saver: TieredSaver, cfg: dict[str, Any]) -> Any:
