@@ -116,9 +116,12 @@ def test_a_registry_lost_or_older_than_the_feature_is_rebuilt_from_postgres(
 
 def test_the_background_thread_polls_and_rebuilds_by_itself(known_saver: TieredSaver, redis_url: str) -> None:
     known = known_saver.core.hot.known
-    known.attach(known_saver.run_op)  # this test is about the background thread
-    known.poll_seconds = 0.05
     config = _flushed_thread(known_saver)
+    # this test is about the background thread: attached only now, so no rebuild the run above
+    # asked for can land between the deletion below and the counter it reads (a rebuild reads
+    # and marks all 1024 shards: a window wide enough to hit)
+    known.attach(known_saver.run_op)
+    known.poll_seconds = 0.05
     rebuilds = known_saver.metrics.counter("registry_rebuilds")
     _raw(redis_url).delete(*_known_keys(known_saver))
     assert known_saver.get_tuple(thread_config()) is None  # "incomplete": a rebuild is asked
