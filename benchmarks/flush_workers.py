@@ -79,7 +79,7 @@ def one_round(env: BenchEnv, mode: str, count: int, label: str, threads: int, st
     started = time.perf_counter()
     workers = launch(env, schema, prefix, mode, count)
     try:
-        while client.zcard(K.dirty_key(prefix)) > 0:
+        while sum(client.zcard(k) for k in K.dirty_keys(prefix)) > 0:
             time.sleep(0.02)
         wall = time.perf_counter() - started
     finally:

@@ -109,7 +109,7 @@ def main() -> None:
                 for _ in pool.map(run, threads):
                     pass
             written = time.perf_counter() - started
-            while client.zcard(K.dirty_key(prefix)) > 0:
+            while sum(client.zcard(k) for k in K.dirty_keys(prefix)) > 0:
                 time.sleep(0.1)
             drained = time.perf_counter() - started - written
             for w in workers:

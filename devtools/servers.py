@@ -284,6 +284,139 @@ class PrivateRedis:
         self.close()
 
 
+def find_redis_cli() -> str:
+    """`redis-cli` from PATH, else beside the redis-server found (cluster creation, reshard)."""
+    found = shutil.which("redis-cli")
+    if found:
+        return found
+    beside = Path(find_redis_server()).with_name("redis-cli")
+    if os.access(beside, os.X_OK):
+        return str(beside)
+    raise ServerUnavailable("no redis-cli on PATH nor beside redis-server (needed to create a cluster)")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A free port p <= 55535 whose cluster bus port (p + 10000) is free too."""
+    import random
+
+    for _ in range(1000):
+        port = random.randint(20000, 55535)
+        if _port_free(port) and _port_free(port + 10000):
+            return port
+    raise ServerUnavailable("no free port pair for a cluster node")
+
+
+class PrivateRedisCluster:
+    """A Redis Cluster of `masters` private redis-servers (no replicas), each on its own port and
+    dir, created with `redis-cli --cluster create`; stopped by PID only, like `PrivateRedis`."""
+
+    def __init__(self, masters: int = 3, *, args: Sequence[str] = (), startup_timeout: float = 30.0) -> None:
+        self.cli = find_redis_cli()
+        self.startup_timeout = startup_timeout
+        self.nodes = [
+            PrivateRedis(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                          "--cluster-config-file", "nodes.conf", "--appendonly", "no", *args],
+                         port=free_cluster_port())
+            for _ in range(masters)
+        ]  # fmt: skip
+        _track(self)
+
+    def __repr__(self) -> str:
+        return f"PrivateRedisCluster(ports={[n.port for n in self.nodes]})"
+
+    @property
+    def url(self) -> str:
+        """A cluster URL (`redis+cluster://`) on the first node, which from_conn_string takes."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{n.port}" for n in self.nodes]
+
+    def redis_cli(self, *args: str, timeout: float = 120.0) -> str:
+        done = subprocess.run([self.cli, *args], capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            raise ServerUnavailable(f"redis-cli {' '.join(args)} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return done.stdout
+
+    def start(self) -> PrivateRedisCluster:
+        for node in self.nodes:
+            node.start()
+        self.redis_cli("--cluster", "create", *self.addresses, "--cluster-replicas", "0", "--cluster-yes")
+        deadline = time.monotonic() + self.startup_timeout
+        while not self.healthy():
+            if time.monotonic() > deadline:
+                raise ServerUnavailable(f"cluster {self.addresses} did not reach state ok")
+            time.sleep(0.1)
+        return self
+
+    def healthy(self) -> bool:
+        """Every node says cluster_state:ok and sees every slot assigned."""
+        for node in self.nodes:
+            client = redis.Redis(port=node.port, socket_timeout=2)
+            try:
+                info = client.execute_command("CLUSTER", "INFO")
+            except (redis.RedisError, OSError):
+                return False
+            finally:
+                client.close()
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "cluster_state:ok" not in text or "cluster_slots_assigned:16384" not in text:
+                return False
+        return True
+
+    def node_ids(self) -> list[str]:
+        out = []
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            try:
+                out.append(client.execute_command("CLUSTER", "MYID").decode())
+            finally:
+                client.close()
+        return out
+
+    def reshard(self, source: int, target: int, slots: int, timeout: float = 300.0) -> str:
+        """Move `slots` slots (and their keys) from node `source` to node `target` (indexes)."""
+        ids = self.node_ids()
+        return self.redis_cli(
+            "--cluster", "reshard", self.addresses[0], "--cluster-from", ids[source], "--cluster-to", ids[target],
+            "--cluster-slots", str(slots), "--cluster-yes", "--cluster-pipeline", "100", timeout=timeout,
+        )  # fmt: skip
+
+    def flushall(self) -> None:
+        """Wipe every node (FLUSHALL each), the way a restart without persistence would."""
+        for node in self.nodes:
+            client = redis.Redis(port=node.port)
+            try:
+                client.flushall()
+            finally:
+                client.close()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+        _untrack(self)
+
+    def __enter__(self) -> PrivateRedisCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 # --------------------------------------------------------------------------- Postgres
 
 

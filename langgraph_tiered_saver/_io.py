@@ -29,11 +29,14 @@ from typing import Any, Generic, Protocol, TypeVar
 import psycopg
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 import redis.exceptions
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from .breaker import PgBreaker
 from .errors import (
+    ConfigError,
     PoolExhaustedError,
     StaleLockError,
     ThreadLockedError,
@@ -112,7 +115,14 @@ class BlobIO:
 Request = RedisCall | PgCall | Sleep | BlobIO
 Op = Generator[Request, Any, T]
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+# A cluster that cannot serve a slot now (CLUSTERDOWN, TRYAGAIN past redis-py's retries, a node
+# gone, its routing retries exhausted) is an unavailable tier, like a single server that is down.
+_CLUSTER_DOWN = tuple(
+    getattr(redis.exceptions, name)
+    for name in ("ClusterDownError", "TryAgainError", "ClusterError", "SlotNotCoveredError", "MasterDownError")
+    if hasattr(redis.exceptions, name)
+)
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError, *_CLUSTER_DOWN)
 
 
 class Stepper(Generic[T]):
@@ -159,6 +169,11 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     """Scripts signal fencing failures with an error reply; give them their typed class, and
     the server's "unavailable" replies theirs."""
     message = str(exc)
+    if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)) or message.startswith(("MOVED ", "ASK ")):
+        return ConfigError(
+            f"the Redis server is a Redis Cluster node (it answered MOVED/ASK: {message}); connect with a cluster "
+            "client: redis.cluster.RedisCluster, a redis+cluster:// URL or from_conn_string(..., redis_cluster=True)"
+        )
     if message.startswith("STALE"):
         return StaleLockError(message)
     if message.startswith("LOCKED"):
@@ -335,7 +350,7 @@ class _Driver(Generic[R, P]):
         self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
 
 
-class SyncDriver(_Driver[redis.Redis, ConnectionPool]):
+class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionPool]):
     """Runs operations on blocking clients. Thread-safe: clients, pools and the breaker are."""
 
     def run(self, op: Op[T]) -> T:
@@ -461,7 +476,7 @@ async def _start_async(cur: Any, st: PgStatement) -> Any:
 
 
 
-class AsyncDriver(_Driver[redis.asyncio.Redis, AsyncConnectionPool]):
+class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster", AsyncConnectionPool]):
     """Runs the same operations on asyncio clients."""
 
     async def run(self, op: Op[T]) -> T:

@@ -7,6 +7,7 @@
     python -m langgraph_tiered_saver flush [--thread ID]
     python -m langgraph_tiered_saver prune --older-than 30d [--keep-last 5] [--dry-run] (--tenant acme | --all-tenants)
     python -m langgraph_tiered_saver worker [--http :9464] [--retention 30d] [--workers 4]
+    python -m langgraph_tiered_saver migrate-redis   (key schema v1 -> v2; old savers stopped)
 
 Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL. Output is JSON on
 stdout; logs and progress go to stderr. Exit codes: 0 done, 2 bad usage or configuration (a
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--retention-every", type=parse_duration, default=timedelta(hours=1))
     worker.add_argument("--all-tenants", action="store_true", help="retention for every tenant")
     sub.add_parser("metrics", help="outbox depth and the saver's counters")
+    sub.add_parser("migrate-redis", help="move Redis keys of schema v1 to v2 (stop the old savers first)")
     return parser
 
 
@@ -152,7 +154,9 @@ def _jsonable(obj: Any) -> Any:
 
 EXIT_USAGE, EXIT_UNREACHABLE, EXIT_REFUSED = 2, 3, 4
 POSTGRES_ONLY = ("setup", "create-role")
-_SCHEMES = {"redis": ("redis", "rediss", "unix"), "postgres": ("postgresql", "postgres")}
+_SCHEMES = {
+    "redis": ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"), "postgres": ("postgresql", "postgres"),
+}  # fmt: skip
 
 
 def check_url(kind: str, url: str) -> str:
@@ -193,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.redis_url:
         raise ConfigError("no Redis URL: pass --redis-url or set REDIS_URL")
     redis_url = check_url("redis", args.redis_url)
+    if args.command == "migrate-redis":
+        return _migrate_redis(redis_url, args.key_prefix)
     postgres_url = check_url("postgres", args.postgres_url) if args.postgres_url else None
     options: dict[str, Any] = {
         "key_prefix": args.key_prefix,
@@ -215,6 +221,24 @@ def run(args: argparse.Namespace) -> int:
         elif args.command == "metrics":
             record_outbox(saver.metrics, saver.run_op(saver.core.flush.outbox_status_op()))
             _emit(saver.metrics.snapshot())
+    return 0
+
+
+def _migrate_redis(redis_url: str, prefix: str) -> int:
+    """Schema v1 never ran on a cluster: the keys to move live on one server."""
+    import redis
+
+    from .upgrade import migrate_v1
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        try:
+            counts = migrate_v1(client, prefix)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise TierUnavailableError("redis", str(exc)) from exc
+    finally:
+        client.close()
+    _emit({"key_prefix": prefix, "schema": "v2", **counts})
     return 0
 
 

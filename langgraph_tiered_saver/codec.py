@@ -108,6 +108,15 @@ def pointer_digest(typed: TypedValue) -> str | None:
     return parse_pointer(typed[1]).digest
 
 
+def scored(reply: Any) -> list[tuple[Any, float]]:
+    """(member, score) pairs of a raw ZRANGE ... WITHSCORES reply: redis-py 5 leaves a command
+    sent with execute_command flat (`[m1, s1, m2, s2]`), newer versions pair it."""
+    items = list(reply or ())
+    if items and not isinstance(items[0], (list, tuple)):
+        return [(items[i], float(items[i + 1])) for i in range(0, len(items), 2)]
+    return [(member, float(score)) for member, score in items]
+
+
 def as_str(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 

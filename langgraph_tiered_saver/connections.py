@@ -28,6 +28,8 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import options as opt
@@ -54,6 +56,7 @@ class PoolOptions:
     pg_max_idle: float = 600.0
     pg_max_lifetime: float = 3600.0
     pg_prepare_threshold: int | None = None
+    redis_cluster: bool = False  # the URL names a Redis Cluster node (also: `redis+cluster://`)
 
     def __post_init__(self) -> None:
         for name in ("redis_max_connections", "pg_min_size", "pg_max_size"):
@@ -81,8 +84,43 @@ class PoolOptions:
         }
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def cluster_url(url: str, options: PoolOptions) -> str | None:
+    """The plain redis:// URL of a cluster node when `url` names a cluster, else None."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in CLUSTER_SCHEMES:
+        return CLUSTER_SCHEMES[scheme.lower()] + "://" + rest
+    return url if options.redis_cluster else None
+
+
+def is_cluster(client: Any) -> bool:
+    return isinstance(client, (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster))
+
+
+def cluster_transactions_supported(client: Any) -> bool:
+    """Whether redis-py runs MULTI/EXEC on a cluster (a single-slot transaction): redis-py >= 6.1."""
+    import inspect
+
+    pipeline_class = type(client.pipeline())
+    return "transaction" in inspect.signature(pipeline_class.__init__).parameters
+
+
+def _cluster_kwargs(client: Any) -> dict[str, Any]:
+    manager = getattr(client, "nodes_manager", None)
+    given = getattr(client, "connection_kwargs", None) or getattr(manager, "connection_kwargs", None) or {}
+    return dict(given)
+
+
 def redis_from_url(url: str, options: PoolOptions, *, asyncio: bool) -> Any:
-    """A client on a blocking pool of the configured size."""
+    """A client on a blocking pool of the configured size (a RedisCluster for a cluster URL)."""
+    node_url = cluster_url(url, options)
+    if node_url is not None:
+        cluster: Any = redis.asyncio.cluster if asyncio else redis.cluster
+        return cluster.RedisCluster.from_url(
+            node_url, max_connections=options.redis_max_connections, decode_responses=False
+        )
     module: Any = redis.asyncio if asyncio else redis
     pool = module.BlockingConnectionPool.from_url(
         url, max_connections=options.redis_max_connections, timeout=options.redis_pool_timeout,
@@ -93,6 +131,9 @@ def redis_from_url(url: str, options: PoolOptions, *, asyncio: bool) -> Any:
 
 def redis_settings(client: Any) -> dict[str, Any]:
     """The public connection settings of a redis-py client (sync or asyncio)."""
+    if is_cluster(client):
+        given = _cluster_kwargs(client)
+        return {name: given[name] for name in REDIS_SETTINGS if name in given and name not in ("host", "port", "db")}
     pool = client.connection_pool
     given = pool.connection_kwargs
     settings = {name: given[name] for name in REDIS_SETTINGS if name in given}
@@ -102,6 +143,16 @@ def redis_settings(client: Any) -> dict[str, Any]:
 
 def redis_twin(client: Any, options: PoolOptions, *, asyncio: bool) -> Any:
     """A client of the other kind (sync <-> asyncio) on the same server, with the same settings."""
+    if is_cluster(client):
+        # the known nodes, else the startup nodes (an asyncio client learns the others lazily)
+        nodes = list(client.get_nodes()) or list(client.nodes_manager.startup_nodes.values())
+        if not nodes:
+            raise ConfigError("the Redis Cluster client names no node to build its twin from")
+        host, port = nodes[0].host, nodes[0].port
+        cluster: Any = redis.asyncio.cluster if asyncio else redis.cluster
+        return cluster.RedisCluster(
+            host=host, port=port, max_connections=options.redis_max_connections, **redis_settings(client)
+        )
     module: Any = redis.asyncio if asyncio else redis
     settings = redis_settings(client)
     connection_class = getattr(module.connection, settings.pop("connection_class"), module.Connection)
@@ -129,6 +180,9 @@ def pool_conninfo(pool: Any) -> str:
     return conninfo
 
 
+_SYNC_CLOSED = (redis.Redis, redis.cluster.RedisCluster, ConnectionPool)
+
+
 class Connections:
     """The saver's clients and pools, and which of them it created (and so must close)."""
 
@@ -143,10 +197,21 @@ class Connections:
         if redis_client is None and aredis_client is None:
             raise ConfigError("TieredSaver needs a Redis client (redis_client or aredis_client)")
         for client in (redis_client, aredis_client):
-            if client is not None and not hasattr(client, "connection_pool"):
+            if client is None:
+                continue
+            if is_cluster(client):
+                if _cluster_kwargs(client).get("decode_responses"):
+                    raise ConfigError("the Redis client must use decode_responses=False (bytes)")
+                if not cluster_transactions_supported(client):
+                    raise ConfigError(
+                        f"Redis Cluster needs redis-py >= 6.1 (MULTI/EXEC in a cluster pipeline); this is {redis.__version__}"
+                    )
+                continue
+            if not hasattr(client, "connection_pool"):
                 raise ConfigError(f"unsupported Redis client {type(client).__name__}")
-            if client is not None and client.connection_pool.connection_kwargs.get("decode_responses"):
+            if client.connection_pool.connection_kwargs.get("decode_responses"):
                 raise ConfigError("the Redis client must use decode_responses=False (bytes)")
+        self.cluster = is_cluster(redis_client if redis_client is not None else aredis_client)
         self.redis, self.aredis, self.pg, self.apg = redis_client, aredis_client, pg, apg
         self.options = options
         self.durable = pg is not None or apg is not None
@@ -181,15 +246,15 @@ class Connections:
     def close_sync_owned(self) -> None:
         """Close what was created here and is closed without an event loop."""
         for resource in reversed(self.owned):
-            if isinstance(resource, (redis.Redis, ConnectionPool)):
+            if isinstance(resource, _SYNC_CLOSED):
                 resource.close()
-        self.owned = [r for r in self.owned if not isinstance(r, (redis.Redis, ConnectionPool))]
+        self.owned = [r for r in self.owned if not isinstance(r, _SYNC_CLOSED)]
 
     async def aclose_owned(self) -> None:
         for resource in reversed(self.owned):
             if isinstance(resource, AsyncConnectionPool):
                 await resource.close()
-            elif isinstance(resource, redis.asyncio.Redis):
+            elif isinstance(resource, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
                 await (resource.aclose() if hasattr(resource, "aclose") else resource.close())
             else:
                 resource.close()

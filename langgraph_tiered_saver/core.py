@@ -53,6 +53,7 @@ from .planning import keep_with_ancestors
 from .runlock import RunLocks
 from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
+from .upgrade import legacy_check_op
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
@@ -236,6 +237,7 @@ class Core:
     def setup_op(self, partitions: int | None = None) -> Op[None]:
         if not self.durable:
             return None
+        yield from legacy_check_op(self.hot.prefix)  # unflushed threads of key schema v1?
         yield from setup_op(self.schema, partitions)
         role = yield from check_role_op()
         if role.superuser or role.bypass_rls:

@@ -93,3 +93,9 @@ class PoolExhaustedError(TierUnavailableError):
 class HotDurabilityError(TieredSaverError):
     """A write reached Redis, but Redis could not confirm it durable as `hot_durability` asks
     (fsynced to the AOF, or copied to a replica) within `hot_durability_timeout`."""
+
+
+class LegacyKeysError(ConfigError):
+    """Redis holds unflushed data under the key schema of an older version (v1, before Redis
+    Cluster support): this version would not see it. Drain it with the old version, or move the
+    keys with `python -m langgraph_tiered_saver migrate-redis` (see README, "Redis Cluster")."""

@@ -10,7 +10,8 @@ Two kinds of lease divide the work, both in Redis, both timed by the Redis clock
   one never acknowledged (upserts are idempotent; acknowledgement compares versions).
 - A **membership lease per worker** (`Roster`): every worker renews its entry in the sorted set
   `<prefix>:<version>:flush_workers` at each poll. The live members, sorted by id, give each
-  worker an index i of n, and a thread belongs to share i when crc32(tenant|thread) % n == i.
+  worker an index i of n, and a thread belongs to share i when its shard (keys.py) % n == i: a
+  worker polls only its shards' outbox indexes (1024 / n of them), all of them only to steal.
   A worker flushes its own share first, so n workers take disjoint threads in the steady state
   instead of racing for the same oldest ones (each lost race is a wasted round trip); during
   a pass it renews its membership every `SHARE_REFRESH_SECONDS` and skips threads that have
@@ -35,7 +36,6 @@ import socket
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +43,7 @@ from typing import Any
 from . import keys as K
 from . import scripts
 from ._io import Op, RedisCall
-from .codec import as_str
+from .codec import as_str, scored
 from .flush import DEFAULT_LEASE, FlushLease, FlushOps, FlushPolicy
 from .flusher import MAX_BACKOFF, RetryBook, ThreadId, record_flush, record_outbox
 from .metrics import Metrics
@@ -68,8 +68,14 @@ def new_worker_id() -> str:
 
 
 def share_of(tenant_id: str, thread_id: str, count: int) -> int:
-    """The share a thread belongs to among `count` workers (CRC-32: the same in every process)."""
-    return zlib.crc32(K.dirty_member(tenant_id, thread_id).encode()) % count
+    """The share a thread belongs to among `count` workers: its shard's (the same in every
+    process), so a share is a set of shards."""
+    return K.shard_of(tenant_id, thread_id) % count
+
+
+def shards_of(share: Share) -> list[int]:
+    """The shards whose outbox indexes a share's worker polls."""
+    return [shard for shard in range(K.SHARDS) if shard % share.count == share.index]
 
 
 @dataclass(frozen=True)
@@ -105,9 +111,9 @@ class Roster:
 
     def members_op(self) -> Op[list[str]]:
         """The workers whose membership lease has not lapsed (for operators and tests)."""
-        scored, clock = yield RedisCall((("ZRANGE", self.key, 0, -1, "WITHSCORES"), ("TIME",)))
+        members, clock = yield RedisCall((("ZRANGE", self.key, 0, -1, "WITHSCORES"), ("TIME",)))
         now_ms = int(clock[0]) * 1000 + int(clock[1]) // 1000
-        return sorted(as_str(m) for m, expiry in scored if float(expiry) > now_ms)
+        return sorted(as_str(m) for m, expiry in scored(members) if float(expiry) > now_ms)
 
 
 def claim_op(
@@ -116,12 +122,10 @@ def claim_op(
     """The threads this worker should flush now, and whether they are stolen: its share's due
     threads, oldest first; when none is due, the overdue threads of any share, newest first
     (see module docstring)."""
-    count = share.count if share else 1
-    due: list[ThreadId] = yield from ops.dirty_threads_op(older_than_ms=quiet_ms, limit=DIRTY_PAGE * count)
     if share is None or share.count == 1:
-        return due, False
-    mine = [key for key in due if share.owns(key)]
-    if mine or not due:
+        return (yield from ops.dirty_threads_op(older_than_ms=quiet_ms, limit=DIRTY_PAGE)), False
+    mine: list[ThreadId] = yield from ops.dirty_threads_op(older_than_ms=quiet_ms, limit=DIRTY_PAGE, shards=shards_of(share))
+    if mine:
         return mine, False
     overdue: list[ThreadId] = yield from ops.dirty_threads_op(older_than_ms=quiet_ms + steal_after_ms, limit=DIRTY_PAGE)
     return overdue[::-1], True

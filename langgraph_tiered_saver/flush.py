@@ -26,7 +26,7 @@ from . import keys as K
 from . import options as opt
 from . import scripts
 from ._io import Op, RedisCall
-from .codec import BLOB_TYPE, as_str, decode_typed, unpack_checkpoint, unpack_write
+from .codec import BLOB_TYPE, as_str, decode_typed, scored, unpack_checkpoint, unpack_write
 from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
@@ -268,7 +268,7 @@ class FlushOps:
         Three Redis round trips in the common case: take the lock and read the outbox (with the
         dirty score beside it), acknowledge and release, clear the dirty mark."""
         result = FlushResult(tenant_id, thread_id)
-        dirty = K.dirty_key(self.prefix)
+        dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
         member = K.dirty_member(tenant_id, thread_id)
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         keys = scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
@@ -336,24 +336,35 @@ class FlushOps:
 
     @staticmethod
     def _read_call(keys: dict[str, str], token: str, dirty: str, member: str, lease_ms: int) -> RedisCall:
-        """The dirty score (a plain command: the index lives in another slot) and the locked
-        outbox read (taking or renewing the lease), pipelined."""
+        """The dirty score (the shard's index, in the thread's slot) and the locked outbox read (taking or renewing the lease), pipelined."""
         return RedisCall(
             (("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, {"limit": OUTBOX_BATCH, "token": token, "lock_ttl_ms": lease_ms})),
             scripts=(scripts.OUTBOX_READ,),
         )
 
-    def dirty_threads_op(self, older_than_ms: int | None = None, limit: int = 500) -> Op[list[tuple[str, str]]]:
-        """Threads with outbox entries, oldest write first; only those quiet for `older_than_ms`."""
+    def dirty_threads_op(
+        self, older_than_ms: int | None = None, limit: int = 500, shards: Sequence[int] | None = None
+    ) -> Op[list[tuple[str, str]]]:
+        """Threads with outbox entries, oldest write first; only those quiet for `older_than_ms`;
+        from every shard's outbox index (one pipeline), or only from `shards`'."""
         upper: Any = "+inf" if older_than_ms is None else int(time.time() * 1000) - older_than_ms
-        (raw,) = yield RedisCall((("ZRANGEBYSCORE", K.dirty_key(self.prefix), "-inf", upper, "LIMIT", 0, limit),))
-        return [K.split_dirty_member(as_str(m)) for m in raw]
+        replies = yield RedisCall(tuple(
+            ("ZRANGEBYSCORE", K.dirty_key(self.prefix, shard), "-inf", upper, "LIMIT", 0, limit, "WITHSCORES")
+            for shard in (range(K.SHARDS) if shards is None else shards)
+        ))  # fmt: skip
+        due = sorted((score, as_str(m)) for reply in replies for m, score in scored(reply))
+        return [K.split_dirty_member(m) for _, m in due[:limit]]
 
     def outbox_status_op(self) -> Op[OutboxStatus]:
         """Depth of the outbox index and the age of its oldest entry, in one round trip."""
-        dirty = K.dirty_key(self.prefix)
-        depth, oldest = yield RedisCall((("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")))
-        return OutboxStatus(int(depth), _seconds_since(oldest[0][1]) if oldest else 0.0)
+        commands: list[tuple[Any, ...]] = []
+        for shard in range(K.SHARDS):
+            dirty = K.dirty_key(self.prefix, shard)
+            commands += [("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")]
+        replies = yield RedisCall(tuple(commands))
+        depth = sum(int(n) for n in replies[0::2])
+        scores = [score for oldest in replies[1::2] for _, score in scored(oldest)]
+        return OutboxStatus(depth, _seconds_since(min(scores)) if scores else 0.0)
 
 
 def _seconds_since(score_ms: Any) -> float:

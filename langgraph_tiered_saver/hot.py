@@ -36,6 +36,7 @@ from .codec import (
     decode_typed,
     encode_typed,
     pointer_digest,
+    scored,
     unpack_checkpoint,
     unpack_write,
 )
@@ -288,11 +289,12 @@ class HotOps:
         offloaded blobs) and compare the epoch (a second round trip only on a process' first
         write, or after Redis lost data)."""
         shared = {"epoch": (yield from self.epoch.known_op()), "trust": self.known.trust_arg()}
+        shard = K.shard_of(ref.tenant_id, ref.thread_id)
         keys = self.keys(
             ref.tenant_id, ref.thread_id,
-            registry=K.tenant_threads_key(self.prefix, ref.tenant_id), dirty=K.dirty_key(self.prefix),
-            epoch=self.epoch.key, known=K.known_key(self.prefix, ref.tenant_id),
-            write_through=K.write_through_key(self.prefix),
+            registry=K.tenant_threads_key(self.prefix, ref.tenant_id, shard), dirty=K.dirty_key(self.prefix, shard),
+            epoch=K.epoch_key(self.prefix, shard), known=K.known_key(self.prefix, ref.tenant_id, shard),
+            write_through=K.write_through_key(self.prefix, shard),
         )  # fmt: skip
         extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
         wait = self.durability.command() if self.durability is not None else None
@@ -328,7 +330,7 @@ class HotOps:
             "trust": self.known.trust_arg(),
         }  # fmt: skip
         rest = [ref.checkpoint_ns] if members is None else list(members)
-        keys = self.keys(ref.tenant_id, ref.thread_id, **self.known.read_keys(ref.tenant_id))
+        keys = self.keys(ref.tenant_id, ref.thread_id, **self.known.read_keys(ref.tenant_id, K.shard_of(ref.tenant_id, ref.thread_id)))
         call = scripts.GET.call(keys, args, rest)
         ((status, entries),) = yield RedisCall((call,), scripts=(scripts.GET,))
         where = f"Redis thread {ref.thread_id!r}"
@@ -393,10 +395,14 @@ class HotOps:
         return members
 
     def list_threads_op(self, tenant_id: str) -> Op[list[str]]:
-        """Threads of a tenant known to Redis, most recently written first."""
-        key = K.tenant_threads_key(self.prefix, tenant_id)
-        (raw,) = yield RedisCall((("ZREVRANGE", key, 0, -1),))
-        return [as_str(t) for t in raw]
+        """Threads of a tenant known to Redis, most recently written first (every shard's slice
+        of its registry, in one pipeline)."""
+        replies = yield RedisCall(
+            tuple(("ZRANGE", K.tenant_threads_key(self.prefix, tenant_id, s), 0, -1, "WITHSCORES") for s in range(K.SHARDS))
+        )
+        scored_threads = [(score, as_str(t)) for reply in replies for t, score in scored(reply)]
+        scored_threads.sort(reverse=True)  # as ZREVRANGE: newest first, ties in reverse lex order
+        return [t for _, t in scored_threads]
 
     def held_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[set[str]]:
         """Which of the threads Redis holds now (registered ones may have expired)."""
@@ -440,19 +446,23 @@ class HotOps:
         commands: list[tuple[Any, ...]] = []
         for thread_id in thread_ids:
             commands.append(("DEL", *K.thread_keys(self.prefix, tenant_id, thread_id)))
-            commands.append(("ZREM", K.dirty_key(self.prefix), K.dirty_member(tenant_id, thread_id)))
+            shard = K.shard_of(tenant_id, thread_id)
+            commands.append(("ZREM", K.dirty_key(self.prefix, shard), K.dirty_member(tenant_id, thread_id)))
         if commands:
             yield RedisCall(tuple(commands))
         return None
 
     def register_op(self, tenant_id: str, thread_id: str) -> Op[None]:
         """List a thread in its tenant's registry (before it reaches Postgres past Redis)."""
-        yield RedisCall((("ZADD", K.tenant_threads_key(self.prefix, tenant_id), now_ms(), thread_id),))
+        key = K.tenant_threads_key(self.prefix, tenant_id, K.shard_of(tenant_id, thread_id))
+        yield RedisCall((("ZADD", key, now_ms(), thread_id),))
         return None
 
     def unregister_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
         if thread_ids:
-            yield RedisCall((("ZREM", K.tenant_threads_key(self.prefix, tenant_id), *thread_ids),))
+            yield RedisCall(tuple(
+                ("ZREM", K.tenant_threads_key(self.prefix, tenant_id, K.shard_of(tenant_id, t)), t) for t in thread_ids
+            ))  # fmt: skip
         return None
 
     def delete_members_op(
@@ -494,12 +504,13 @@ class HotOps:
                 sections += [field, value]
         args = {"ttl_ms": self.ttl_ms, "mark_pending": "1" if pending else "0"}
         ts = now_ms()
+        shard = K.shard_of(tenant_id, thread_id)
         commands: list[tuple[Any, ...]] = [
             scripts.IMPORT.call(self.keys(tenant_id, thread_id), args, sections),
-            ("ZADD", K.tenant_threads_key(self.prefix, tenant_id), ts, thread_id),
+            ("ZADD", K.tenant_threads_key(self.prefix, tenant_id, shard), ts, thread_id),
         ]
         if pending and self.track_outbox:
-            commands.append(("ZADD", K.dirty_key(self.prefix), ts, K.dirty_member(tenant_id, thread_id)))
+            commands.append(("ZADD", K.dirty_key(self.prefix, shard), ts, K.dirty_member(tenant_id, thread_id)))
         yield RedisCall(tuple(commands), transaction=True, scripts=(scripts.IMPORT,))
         return None
 

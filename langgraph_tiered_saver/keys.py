@@ -1,13 +1,28 @@
-"""Redis key schema (version 1). Plain functions, no I/O.
+"""Redis key schema (version 2). Plain functions, no I/O.
 
-Every key of one thread carries the hash tag `{tenant|thread}`, so all of them live in one Redis
-Cluster slot and one Lua script can touch them atomically. Tenant and thread ids may be any
-text PostgresSaver accepts; in keys they are percent-encoded (`encode_id`): every character
-outside `[A-Za-z0-9._:@+=/~-]` (so `%`, braces, `|`, spaces and all non-ASCII) becomes its
-UTF-8 bytes as `%XX`. The encoding is injective and leaves no brace or bar, so one id can
-neither forge another's hash tag nor share its keys; ids made of the safe characters (all ids
-before the encoding existed) keep the keys they always had. A thread is a fixed set of keys (below):
-every write refreshes the TTL of all of them, so a thread expires whole, never in part.
+Every key lives in one of `SHARDS` (1024) shards. A thread's shard is the CRC32 of its encoded
+`tenant|thread` modulo `SHARDS` (`shard_of`); every key of the thread carries the shard's hash
+tag `{s0042}`, so all of them live in one Redis Cluster slot and one Lua script can touch them
+atomically. The deployment-wide indexes are sharded with the same tags: each shard has its own
+slice of the outbox index (`dirty`), of each tenant's thread registry and of its `known` mark,
+and its own copy of the epoch and of the write-through count. A script therefore touches
+exactly one slot, on a single Redis and on a Cluster alike (one code path). Readers that need
+the deployment-wide view (flush polling, a tenant's threads, the CLI) read all shards,
+pipelined (a cluster pipeline splits them by node).
+
+Tenant and thread ids may be any text PostgresSaver accepts; in keys they are percent-encoded
+(`encode_id`) and stay outside the hash tag: every character outside `[A-Za-z0-9._:@+=/~-]`
+(so `%`, braces, `|`, spaces and all non-ASCII) becomes its UTF-8 bytes as `%XX`. The encoding
+is injective and leaves no brace or bar, so one id can neither forge a hash tag nor share
+another's keys. A thread is a fixed set of keys (below): every write refreshes the TTL of all of
+them, so a thread expires whole, never in part.
+
+    <prefix>:v2:{s0042}:t:<tenant>|<thread>:<name>     the thread's keys
+    <prefix>:v2:{s0042}:dirty                          the shard's outbox index
+    <prefix>:v2:{s0042}:tenant:<tenant>:threads        the shard's slice of a tenant's registry
+    <prefix>:v2:{s0042}:tenant:<tenant>:known          ... and its completeness mark (known.py)
+    <prefix>:v2:{s0042}:epoch, :write_through          the shard's copies (sentinel.py, known.py)
+    <prefix>:v2:epoch                                  the deployment's epoch (copied to shards)
 
 Inside the keys, members and fields join ids with NUL (`\\x00`), which ids may not contain:
 
@@ -21,20 +36,21 @@ Inside the keys, members and fields join ids with NUL (`\\x00`), which ids may n
     pend  ZSET  (lex)  c␀<member> | b␀<blob field> | w␀<write field>       the thread's outbox
     meta  HASH  lock owner, fencing token, flush bookkeeping
 
-Beside them, per tenant: the thread registry (every thread written through Redis, kept past
-the threads' TTL: listing, run deletion across threads, and knowing a new thread without asking
-Postgres) and its `known` mark (known.py). Per deployment: the `dirty` outbox index the flusher
-polls, the `epoch` (sentinel.py) and the write-through count last seen in Postgres.
+Schema v1 (before Redis Cluster support) tagged each thread `{tenant|thread}` and kept the
+indexes unsharded; `legacy_v1_dirty_key` names its outbox index, which `setup()` checks
+(`cli migrate-redis` moves v1 keys over).
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from .errors import InvalidIdError
 
-SCHEMA_VERSION = "v1"
+SCHEMA_VERSION = "v2"
+SHARDS = 1024
 SEP = "\x00"
 REF_SEP = "\x01"
 THREAD_KEY_NAMES = ("idx", "ck", "cv", "bl", "wi", "wr", "runs", "pend", "meta")
@@ -89,12 +105,27 @@ class ThreadKeys(NamedTuple):
     meta: str
 
 
+def shard_of(tenant_id: str, thread_id: str) -> int:
+    """The shard of a thread: CRC32 of its encoded `tenant|thread`, modulo SHARDS."""
+    return zlib.crc32(dirty_member(tenant_id, thread_id).encode()) % SHARDS
+
+
+def shard_tag(shard: int) -> str:
+    return f"{{s{shard:04d}}}"
+
+
+def shard_prefix(prefix: str, shard: int) -> str:
+    return f"{prefix}:{SCHEMA_VERSION}:{shard_tag(shard)}"
+
+
 def hash_tag(tenant_id: str, thread_id: str) -> str:
-    return "{" + encode_id(tenant_id) + "|" + encode_id(thread_id) + "}"
+    """The hash tag of a thread's keys (its shard's)."""
+    return shard_tag(shard_of(tenant_id, thread_id))
 
 
 def thread_prefix(prefix: str, tenant_id: str, thread_id: str) -> str:
-    return f"{prefix}:{SCHEMA_VERSION}:{hash_tag(tenant_id, thread_id)}"
+    shard = shard_of(tenant_id, thread_id)
+    return f"{shard_prefix(prefix, shard)}:t:{dirty_member(tenant_id, thread_id)}"
 
 
 def thread_keys(prefix: str, tenant_id: str, thread_id: str) -> ThreadKeys:
@@ -102,30 +133,50 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str) -> ThreadKeys:
     return ThreadKeys(*(f"{base}:{name}" for name in THREAD_KEY_NAMES))
 
 
-def tenant_threads_key(prefix: str, tenant_id: str) -> str:
-    """ZSET thread_id -> last write time (ms) of one tenant."""
-    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:threads"
+def tenant_threads_key(prefix: str, tenant_id: str, shard: int) -> str:
+    """ZSET thread_id -> last write time (ms): the tenant's threads in one shard."""
+    return f"{shard_prefix(prefix, shard)}:tenant:{encode_id(tenant_id)}:threads"
 
 
-def known_key(prefix: str, tenant_id: str) -> str:
-    """STRING: the token (epoch/write-through count) under which the tenant's registry was
-    found complete, i.e. holding every thread Postgres has (known.py)."""
-    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:known"
+def known_key(prefix: str, tenant_id: str, shard: int) -> str:
+    """STRING: the token (the shard's epoch/write-through count) under which the shard's slice of
+    the tenant's registry was found complete, i.e. holding every thread of the shard Postgres
+    has (known.py)."""
+    return f"{shard_prefix(prefix, shard)}:tenant:{encode_id(tenant_id)}:known"
 
 
-def write_through_key(prefix: str) -> str:
-    """STRING: the highest write-through count of Postgres that Redis has seen (known.py)."""
-    return f"{prefix}:{SCHEMA_VERSION}:write_through"
+def write_through_key(prefix: str, shard: int) -> str:
+    """STRING: the highest write-through count of Postgres that Redis has seen (known.py), one
+    copy per shard."""
+    return f"{shard_prefix(prefix, shard)}:write_through"
 
 
-def dirty_key(prefix: str) -> str:
-    """ZSET `tenant|thread` -> time (ms) the thread's outbox is due for flushing."""
-    return f"{prefix}:{SCHEMA_VERSION}:dirty"
+def dirty_key(prefix: str, shard: int) -> str:
+    """ZSET `tenant|thread` -> time (ms) the thread's outbox is due for flushing (one shard's)."""
+    return f"{shard_prefix(prefix, shard)}:dirty"
 
 
-def epoch_key(prefix: str) -> str:
-    """A random token set once per deployment (no TTL): gone or changed = Redis lost data."""
-    return f"{prefix}:{SCHEMA_VERSION}:epoch"
+def epoch_key(prefix: str, shard: int | None = None) -> str:
+    """A random token set once per deployment (no TTL): gone or changed = Redis lost data. The
+    deployment's value (shard None) and each shard's copy, which the scripts compare."""
+    if shard is None:
+        return f"{prefix}:{SCHEMA_VERSION}:epoch"
+    return f"{shard_prefix(prefix, shard)}:epoch"
+
+
+def dirty_keys(prefix: str) -> list[str]:
+    """Every shard's outbox index (a deployment-wide reader reads them all)."""
+    return [dirty_key(prefix, shard) for shard in range(SHARDS)]
+
+
+def tenant_threads_keys(prefix: str, tenant_id: str) -> list[str]:
+    """Every shard's slice of a tenant's registry."""
+    return [tenant_threads_key(prefix, tenant_id, shard) for shard in range(SHARDS)]
+
+
+def legacy_v1_dirty_key(prefix: str) -> str:
+    """The outbox index of schema v1 (see module docstring)."""
+    return f"{prefix}:v1:dirty"
 
 
 def dirty_member(tenant_id: str, thread_id: str) -> str:
@@ -188,6 +239,6 @@ def ns_range(ns: str) -> tuple[str, str]:
     return "[" + ns + SEP, "(" + ns + REF_SEP
 
 
-def blob_threads_key(prefix: str, tenant_id: str, digest: str) -> str:
-    """SET of the tenant's threads whose Redis data points at one offloaded blob."""
-    return f"{prefix}:{SCHEMA_VERSION}:tenant:{{{encode_id(tenant_id)}}}:blob:{digest}"
+def blob_threads_key(prefix: str, tenant_id: str, digest: str, shard: int) -> str:
+    """SET of the tenant's threads (of one shard) whose Redis data points at an offloaded blob."""
+    return f"{shard_prefix(prefix, shard)}:tenant:{encode_id(tenant_id)}:blob:{digest}"

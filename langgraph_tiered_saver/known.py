@@ -2,10 +2,12 @@
 
 The first read of a thread Redis does not hold must tell a new thread (start fresh) from a cold
 one (expired from Redis, flushed to Postgres). Asking Postgres costs a transaction on the hot
-path of every new thread. The tenant's registry in Redis (`keys.tenant_threads_key`) holds every
-thread written through Redis, past the threads' TTL, so it can answer alone once it is
-*complete*: it holds every thread Postgres holds. Its mark (`keys.known_key`) says under which
-token it was found complete; the token changes whenever completeness may have broken:
+path of every new thread. The tenant's registry in Redis (`keys.tenant_threads_key`, one slice
+per shard) holds every thread written through Redis, past the threads' TTL, so it can answer
+alone once it is *complete*: it holds every thread Postgres holds. Each slice's mark
+(`keys.known_key`) says under which token (the shard's copies of the epoch and the
+write-through count) it was found complete; the token changes whenever completeness may have
+broken:
 
 - Redis lost data (restarted empty, flushed, failed over without it): the epoch changes
   (sentinel.py), and the registry went with the data.
@@ -70,6 +72,7 @@ class KnownThreads:
         self._lock = threading.Lock()
         self._wanted: set[str] = set()  # tenants whose registry should be rebuilt
         self._warden: Warden | None = None
+        self._pushed: int | None = None  # the write-through count last copied into every shard
 
     # ------------------------------------------------------------------ used by the scripts
 
@@ -82,11 +85,12 @@ class KnownThreads:
             self._warden.ensure_started()
         return "1" if self.trusted() else "0"
 
-    def read_keys(self, tenant_id: str) -> dict[str, str]:
-        """KEYS a read needs to classify a miss (scripts._KNOWN_KEYS)."""
+    def read_keys(self, tenant_id: str, shard: int) -> dict[str, str]:
+        """KEYS a read in `shard` needs to classify a miss (scripts._KNOWN_KEYS)."""
         return {
-            "registry": K.tenant_threads_key(self.prefix, tenant_id), "known": K.known_key(self.prefix, tenant_id),
-            "epoch": self.epoch.key, "write_through": K.write_through_key(self.prefix),
+            "registry": K.tenant_threads_key(self.prefix, tenant_id, shard),
+            "known": K.known_key(self.prefix, tenant_id, shard),
+            "epoch": K.epoch_key(self.prefix, shard), "write_through": K.write_through_key(self.prefix, shard),
         }  # fmt: skip
 
     def missed(self, tenant_id: str, status: str) -> None:
@@ -106,9 +110,16 @@ class KnownThreads:
         yield from self.epoch.known_op()
         count = yield from pg.write_through_count_op(self.schema)
         self.metrics.incr("registry_polls")  # one small Postgres transaction each
-        call = scripts.KNOWN_SEEN.call({"write_through": K.write_through_key(self.prefix)}, {"count": count})
-        (raised,) = yield RedisCall((call,), scripts=(scripts.KNOWN_SEEN,))
-        if int(raised):
+        raised = 0
+        if count != self._pushed:  # a shard that lost its copy also lost its epoch: token moved
+            calls = tuple(
+                scripts.KNOWN_SEEN.call({"write_through": K.write_through_key(self.prefix, shard)}, {"count": count})
+                for shard in range(K.SHARDS)
+            )
+            replies = yield RedisCall(calls, scripts=(scripts.KNOWN_SEEN,))
+            raised = sum(int(r) for r in replies)
+            self._pushed = count
+        if raised:
             self.metrics.incr("write_throughs_seen")
             logger.info("Postgres counts %d write-throughs: every tenant's thread registry is rebuilt", count)
         self._fresh_until = time.monotonic() + self.trust_seconds
@@ -117,27 +128,42 @@ class KnownThreads:
     def rebuild_op(self, tenant_id: str) -> Op[bool]:
         """Copy the tenant's Postgres thread ids into its registry, then mark it complete under
         the token read first (False: the token moved meanwhile; the next miss asks again)."""
-        keys = self.read_keys(tenant_id)
-        epoch, seen, mark = yield RedisCall(tuple(("GET", keys[k]) for k in ("epoch", "write_through", "known")))
-        if epoch is None:
-            return False  # Redis lost data and nobody wrote since: the next write sets an epoch
-        token = as_str(epoch) + "/" + (as_str(seen) if seen is not None else "0")
-        if mark is not None and as_str(mark) == token:
-            return True  # complete already
+        shards = range(K.SHARDS)
+        keys = [self.read_keys(tenant_id, shard) for shard in shards]
+        read = yield RedisCall(tuple(("GET", k[name]) for k in keys for name in ("epoch", "write_through", "known")))
+        tokens: dict[int, str] = {}
+        complete = True
+        for shard in shards:
+            epoch, seen, mark = read[3 * shard : 3 * shard + 3]
+            if epoch is None:
+                complete = False  # the shard lost data and nobody wrote since: a write sets it
+                continue
+            token = as_str(epoch) + "/" + (as_str(seen) if seen is not None else "0")
+            if mark is None or as_str(mark) != token:
+                tokens[shard] = token
+        if not tokens:
+            return complete  # complete already
         after, copied = "", 0
         while True:
             page = yield from pg.thread_ids_page_op(self.schema, tenant_id, after, REBUILD_PAGE)
             self.metrics.incr("registry_scan_pages")  # one small Postgres transaction each
             if not page:
                 break
-            args = [item for thread_id in page for item in (0, thread_id)]
-            yield RedisCall((("ZADD", keys["registry"], "NX", *args),))
+            by_shard: dict[int, list[Any]] = {}
+            for thread_id in page:
+                shard = K.shard_of(tenant_id, thread_id)
+                if shard in tokens:
+                    by_shard.setdefault(shard, []).extend((0, thread_id))
+            if by_shard:
+                yield RedisCall(tuple(("ZADD", keys[s]["registry"], "NX", *args) for s, args in by_shard.items()))
             copied += len(page)
             after = page[-1]
-        mark = {k: keys[k] for k in ("known", "epoch", "write_through")}
-        (marked,) = yield RedisCall(
-            (scripts.KNOWN_COMPLETE.call(mark, {"token": token}),), scripts=(scripts.KNOWN_COMPLETE,)
+        calls = tuple(
+            scripts.KNOWN_COMPLETE.call({k: keys[s][k] for k in ("known", "epoch", "write_through")}, {"token": token})
+            for s, token in tokens.items()
         )
+        replies = yield RedisCall(calls, scripts=(scripts.KNOWN_COMPLETE,))
+        marked = complete and all(int(r) for r in replies)
         if int(marked):
             self.metrics.incr("registry_rebuilds")
             logger.info("thread registry of tenant %r complete (%d threads in Postgres)", tenant_id, copied)

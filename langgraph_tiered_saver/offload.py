@@ -178,10 +178,12 @@ class Offloader:
     # ------------------------------------------------------------------ reference tracking
 
     def track_commands(self, tenant_id: str, thread_id: str, digests: Iterable[str]) -> list[tuple[Any, ...]]:
-        return [("SADD", K.blob_threads_key(self.prefix, tenant_id, d), thread_id) for d in set(digests)]
+        shard = K.shard_of(tenant_id, thread_id)
+        return [("SADD", K.blob_threads_key(self.prefix, tenant_id, d, shard), thread_id) for d in sorted(set(digests))]
 
     def untrack_op(self, tenant_id: str, thread_id: str, digests: Iterable[str]) -> Op[None]:
-        yield RedisCall(tuple(("SREM", K.blob_threads_key(self.prefix, tenant_id, d), thread_id) for d in digests))
+        shard = K.shard_of(tenant_id, thread_id)
+        yield RedisCall(tuple(("SREM", K.blob_threads_key(self.prefix, tenant_id, d, shard), thread_id) for d in digests))
         return None
 
     def collect_op(self, tenant_id: str, candidates: Iterable[str], in_postgres: Callable[[list[str]], Op[set[str]]] | None) -> Op[int]:
@@ -189,10 +191,11 @@ class Offloader:
         candidates = sorted(set(candidates))
         if self.stores is None or not candidates or not self.collect_garbage:
             return 0
-        keys = [K.blob_threads_key(self.prefix, tenant_id, d) for d in candidates]
-        members = yield RedisCall(tuple(("SMEMBERS", k) for k in keys))
+        # a digest's referencing threads are spread over the shards: read every shard's set
+        keys = [(d, K.blob_threads_key(self.prefix, tenant_id, d, s)) for d in candidates for s in range(K.SHARDS)]
+        members = yield RedisCall(tuple(("SMEMBERS", k) for _, k in keys))
         live: set[str] = set()
-        for digest, key, threads in zip(candidates, keys, members, strict=True):
+        for (digest, key), threads in zip(keys, members, strict=True):
             for raw in threads:
                 thread_id = raw.decode() if isinstance(raw, bytes) else raw
                 (exists,) = yield RedisCall(

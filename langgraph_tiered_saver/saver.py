@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
@@ -33,6 +35,7 @@ from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
+from .errors import ConfigError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
 from .locks import LockOps, ThreadLock
@@ -64,8 +67,8 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
 
     def __init__(
         self,
-        redis_client: redis.Redis | None = None,
-        aredis_client: redis.asyncio.Redis | None = None,
+        redis_client: redis.Redis | redis.cluster.RedisCluster | None = None,
+        aredis_client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None = None,
         *,
         pg_pool: ConnectionPool | None = None,
         apg_pool: AsyncConnectionPool | None = None,
@@ -95,6 +98,13 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         super().__init__(serde=serde)
         pools = opt.instance("pool_options", pool_options, PoolOptions) or PoolOptions()
         self._conn = Connections(redis_client, aredis_client, pg_pool, apg_pool, pools)
+        if self._conn.cluster and hot_durability != "memory":
+            # WAIT / WAITAOF confirm the writes of the connection they run on; a cluster client
+            # sends them to whichever node it picks, not the one that took the write.
+            raise ConfigError(
+                f"hot_durability={hot_durability!r} is not supported on Redis Cluster (WAIT/WAITAOF would run on "
+                "another node than the write); use 'memory' and the cluster's own replication"
+            )
         ttl_ms = int(opt.ttl(ttl_seconds) * 1000)
         opt.flag("background_flush", background_flush)
         self.tenant_id = None if tenant_id is None else check_tenant(tenant_id)

@@ -1,8 +1,8 @@
 """Knowing when Redis lost data (an epoch key, the eviction policy check), and the option to
 not lose it (`HotDurability`).
 
-A deployment's Redis holds one key without TTL, `<prefix>:v1:epoch`, set once to a random
-token. Each process learns the token on its first write; every `put`/`put_writes` script then
+A deployment's Redis holds one key without TTL, `<prefix>:v2:epoch`, set once to a random
+token, and a copy of it in each shard (keys.py), which the scripts of that shard compare. Each process learns the token on its first write; every `put`/`put_writes` script then
 compares it with the one the process knows (same round trip, no extra cost). A different or
 missing token means Redis restarted empty, was flushed, or failed over to a replica without
 the data: whatever was not flushed yet is gone. That is reported once per process and event
@@ -37,6 +37,7 @@ class Epoch:
     """The epoch this process knows, and what to do when Redis shows another."""
 
     def __init__(self, key_prefix: str, *, durable: bool, on_lost: Callable[[], None]) -> None:
+        self.prefix = key_prefix
         self.key = K.epoch_key(key_prefix)
         self.durable = durable
         self.on_lost = on_lost
@@ -78,8 +79,12 @@ class Epoch:
         return None
 
     def _adopt_op(self) -> Op[str]:
+        """Set the deployment's epoch if there is none, then copy it into every shard (a shard
+        that lost its copy, its node wiped, shows the loss to the next write there)."""
         _, current = yield RedisCall((("SET", self.key, uuid.uuid4().hex, "NX"), ("GET", self.key)))
-        return as_str(current)
+        value = as_str(current)
+        yield RedisCall(tuple(("SET", K.epoch_key(self.prefix, shard), value) for shard in range(K.SHARDS)))
+        return value
 
     def _check_policy_op(self) -> Op[None]:
         try:

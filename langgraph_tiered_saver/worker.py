@@ -65,7 +65,10 @@ class Worker:
 
     def run(self, stop: threading.Event) -> int:
         side = [self._every(self.options.summary_seconds, self._summary, stop, "summary")]
-        if self.options.retention is not None:
+        # With --once the sweep runs after the flush pass, not beside it: a sweep takes each
+        # thread's flush lease, and the one pass would skip a thread the sweep holds.
+        sweep_after = self.options.retention is not None and self.options.once
+        if self.options.retention is not None and not sweep_after:
             side.append(self._every(self.options.retention_every, self._sweep, stop, "retention", at_start=True))
         self.running = True
         logger.info("flush worker started", extra={"http_port": self.server.port if self.server else None})
@@ -76,6 +79,8 @@ class Worker:
                 quiet_seconds=self.options.quiet_seconds, poll_seconds=self.options.poll_seconds,
                 once=self.options.once, book=self.book,
             )  # fmt: skip
+            if sweep_after:
+                self._contained(self._sweep, "retention")
         finally:
             self.running = False
             stop.set()

@@ -27,6 +27,8 @@ from psycopg_pool import ConnectionPool
 from devtools.servers import (
     PrivatePostgres,
     PrivateRedis,
+    PrivateRedisCluster,
+    ServerUnavailable,
     ServerURLs,
     create_database,
     delete_keys,
@@ -302,3 +304,41 @@ def pg_blob_schema(test_database_url: str) -> Iterator[tuple[SyncDriver, str]]:
             run_sql(driver, f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@pytest.fixture(scope="module")
+def redis_cluster() -> Iterator[PrivateRedisCluster]:
+    """A 3-master Redis Cluster on private ports for the module (stopped by PID at its end);
+    skipped, saying why, where redis-server or redis-cli is missing."""
+    try:
+        cluster = PrivateRedisCluster(3)
+    except ServerUnavailable as exc:
+        pytest.skip(f"no Redis Cluster: {exc}")
+    try:
+        cluster.start()
+    except ServerUnavailable as exc:
+        cluster.close()
+        pytest.skip(f"no Redis Cluster: {exc}")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture
+def cluster_saver_context(redis_cluster: PrivateRedisCluster, test_database_url: str) -> Iterator[Callable[..., Any]]:
+    """`saver_context` on the private cluster (`redis+cluster://` URL): own key prefix and schema."""
+    schemas: list[str] = []
+
+    def make(cls: type[TieredSaver] = TieredSaver, *, durable: bool = False, **options: Any) -> Any:
+        options.setdefault("key_prefix", f"ltscl-{uuid.uuid4().hex[:10]}")
+        options.setdefault("tenant_id", TEST_TENANT)
+        postgres_url = None
+        if durable:
+            schemas.append(options.setdefault("schema", f"lts_{uuid.uuid4().hex[:10]}"))
+            postgres_url = test_database_url
+        return cls.from_conn_string(redis_cluster.url, postgres_url, **options)
+
+    yield make
+    if schemas:
+        with psycopg.connect(test_database_url, autocommit=True) as conn:
+            for schema in schemas:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -44,7 +44,10 @@ def _write_threads(saver: TieredSaver, threads: list[str]) -> None:
 def _dirty(redis_url: str, prefix: str) -> set[str]:
     client = redis.Redis.from_url(redis_url)
     try:
-        return {as_str(m) for m in client.zrange(K.dirty_key(prefix), 0, -1)}
+        pipe = client.pipeline(transaction=False)
+        for key in K.dirty_keys(prefix):
+            pipe.zrange(key, 0, -1)
+        return {as_str(m) for members in pipe.execute() for m in members}
     finally:
         client.close()
 

@@ -101,9 +101,14 @@ def test_a_postgres_error_quarantines_one_thread_and_the_others_flow(
     ((tenant, thread, error),) = health.quarantined
     assert (tenant, thread) == (saver.tenant_id, bad) and "refused by a trigger" in error
     assert saver.metrics.counter("flush_errors") >= 3
+
+    def quarantine_logs() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno == logging.ERROR and "quarantined" in r.getMessage()]
+
+    # the flusher thread counts and logs right after it records the quarantine (seen above)
+    assert wait_for(lambda: bool(quarantine_logs()), 5)
     assert saver.metrics.counter("flush_quarantines") == 1
-    quarantine_logs = [r for r in caplog.records if r.levelno == logging.ERROR and "quarantined" in r.getMessage()]
-    assert len(quarantine_logs) == 1 and bad in quarantine_logs[0].getMessage()
+    assert len(quarantine_logs()) == 1 and bad in quarantine_logs()[0].getMessage()
     assert pg_rows(test_database_url, saver.schema, bad) == 0
     import redis
 

@@ -33,7 +33,7 @@ def all_keys(tenant: str, thread: str) -> set[str]:
     return {
         *K.thread_keys("p", tenant, thread),
         K.lock_key("p", tenant, thread),
-        K.tenant_threads_key("p", tenant) + "#" + thread,  # a registry entry: key plus member
+        K.tenant_threads_key("p", tenant, K.shard_of(tenant, thread)) + "#" + thread,  # a registry entry
         "dirty#" + K.dirty_member(tenant, thread),
     }
 
@@ -51,9 +51,11 @@ def test_two_different_ids_never_share_a_key(t1: str, th1: str, t2: str, th2: st
     if (t1, th1) == (t2, th2):
         return
     assert not all_keys(t1, th1) & all_keys(t2, th2)
+    shard = K.shard_of(t1, th1)
     tags = {cluster_tag(k) for k in K.thread_keys("p", t1, th1)} | {cluster_tag(K.lock_key("p", t1, th1))}
-    assert tags == {K.encode_id(t1) + "|" + K.encode_id(th1)}  # one slot, and nothing forged
-    assert cluster_tag(K.thread_keys("p", t1, th1).idx) != cluster_tag(K.thread_keys("p", t2, th2).idx)
+    tags |= {cluster_tag(k) for k in (K.tenant_threads_key("p", t1, shard), K.dirty_key("p", shard))}
+    tags |= {cluster_tag(k) for k in (K.known_key("p", t1, shard), K.epoch_key("p", shard))}
+    assert tags == {f"s{shard:04d}"}  # one slot with its shard's indexes, and nothing forged
 
 
 @settings(max_examples=400, deadline=None)
@@ -63,8 +65,12 @@ def test_ids_round_trip_through_the_outbox_index(tenant: str, thread: str) -> No
     assert K.decode_id(K.encode_id(thread)) == thread
 
 
-def test_ids_accepted_before_keep_their_keys() -> None:
-    assert K.thread_keys("lts", "acme", "user:42/a.b@c+d=e~f-g_h").idx == "lts:v1:{acme|user:42/a.b@c+d=e~f-g_h}:idx"
+def test_safe_ids_stay_readable_in_keys_outside_the_shard_tag() -> None:
+    shard = K.shard_of("acme", "user:42/a.b@c+d=e~f-g_h")
+    assert K.thread_keys("lts", "acme", "user:42/a.b@c+d=e~f-g_h").idx == (
+        f"lts:v2:{{s{shard:04d}}}:t:acme|user:42/a.b@c+d=e~f-g_h:idx"
+    )
+    assert 0 <= shard < K.SHARDS
 
 
 @pytest.fixture
@@ -118,5 +124,6 @@ def test_crafted_tenant_and_thread_pairs_stay_apart(saver_context: Callable[...,
         assert victim.get_tuple(thread_config("c")) is not None
         keys = {k.decode() for k in redis.Redis.from_url(redis_url).scan_iter(match=f"{saver.key_prefix}:*")}
         tags = {cluster_tag(k) for k in keys if "{" in k}
+        assert all(re.fullmatch(r"s\d{4}", tag) for tag in tags)  # no id forged a tag
         for tenant, thread in pairs[1:]:
-            assert K.encode_id(tenant) + "|" + K.encode_id(thread) in tags
+            assert K.thread_keys(saver.key_prefix, tenant, thread).idx in keys

@@ -100,7 +100,7 @@ def test_a_registry_lost_or_older_than_the_feature_is_rebuilt_from_postgres(
 ) -> None:
     config = _flushed_thread(known_saver)
     client = _raw(redis_url)
-    client.delete(K.tenant_threads_key(known_saver.key_prefix, TEST_TENANT), K.known_key(known_saver.key_prefix, TEST_TENANT))
+    client.delete(*K.tenant_threads_keys(known_saver.key_prefix, TEST_TENANT), *_known_keys(known_saver))
     _poll(known_saver)
     graph = chain_graph(known_saver, nodes=3)
     assert graph.get_state(config).values["n"] == 3  # "incomplete": asked Postgres
@@ -116,11 +116,14 @@ def test_a_registry_lost_or_older_than_the_feature_is_rebuilt_from_postgres(
 
 def test_the_background_thread_polls_and_rebuilds_by_itself(known_saver: TieredSaver, redis_url: str) -> None:
     known = known_saver.core.hot.known
-    known.attach(known_saver.run_op)  # this test is about the background thread
-    known.poll_seconds = 0.05
     config = _flushed_thread(known_saver)
+    # this test is about the background thread: attached only now, so no rebuild the run above
+    # asked for can land between the deletion below and the counter it reads (a rebuild reads
+    # and marks all 1024 shards: a window wide enough to hit)
+    known.attach(known_saver.run_op)
+    known.poll_seconds = 0.05
     rebuilds = known_saver.metrics.counter("registry_rebuilds")
-    _raw(redis_url).delete(K.known_key(known_saver.key_prefix, TEST_TENANT))
+    _raw(redis_url).delete(*_known_keys(known_saver))
     assert known_saver.get_tuple(thread_config()) is None  # "incomplete": a rebuild is asked
     assert wait_for(lambda: known_saver.metrics.counter("registry_rebuilds") > rebuilds)
     assert wait_for(known.trusted)
@@ -204,3 +207,8 @@ def test_the_background_thread_survives_failures_and_trust_lapses_meanwhile(know
     assert known._warden is not None and known._warden._thread is not None and known._warden._thread.is_alive()
     failing["on"] = False
     assert wait_for(known.trusted)  # back by itself
+
+
+def _known_keys(saver: TieredSaver) -> list[str]:
+    """The tenant's known marks, one per shard (keys.py)."""
+    return [K.known_key(saver.key_prefix, TEST_TENANT, shard) for shard in range(K.SHARDS)]

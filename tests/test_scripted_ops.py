@@ -48,6 +48,14 @@ def _is(*names: str) -> Any:
     return lambda request: commands_of(request) == list(names)
 
 
+def _copy_epoch(value: str) -> Expect:
+    """The epoch copied into every shard (sentinel.py), one pipeline."""
+    return Expect(
+        RedisCall, reply=[True] * K.SHARDS, describe="copy the epoch into every shard",
+        check=lambda r: commands_of(r) == ["SET"] * K.SHARDS and {c[2] for c in r.commands} == {value},
+    )  # fmt: skip
+
+
 @pytest.fixture
 def saver_factory() -> Iterator[Any]:
     """Savers whose clients never connect: every request goes to the scripted driver."""
@@ -162,10 +170,14 @@ def test_a_poll_carries_the_write_through_count_into_redis_and_grants_trust(save
     assert not known.trusted()
     driver = ScriptedDriver([
         Expect(PgCall, reply=[[(7, True)]], check=lambda c: "last_value" in c.statements[0].sql),
-        Expect(RedisCall, reply=[1], check=lambda r: commands_of(r) == ["EVALSHA:known_seen"] and r.commands[0][-1] == 7),
+        Expect(RedisCall, reply=[1] * K.SHARDS, describe="every shard's copy",
+               check=lambda r: commands_of(r) == ["EVALSHA:known_seen"] * K.SHARDS and r.commands[0][-1] == 7),
     ])  # fmt: skip
     driver.run(known.poll_op())
     assert known.trusted()
+    assert saver.metrics.counter("write_throughs_seen") == 1
+    # the same count again: no Redis round trip (only a changed count is copied to the shards)
+    ScriptedDriver([Expect(PgCall, reply=[[(7, True)]])]).run(known.poll_op())
     assert saver.metrics.counter("write_throughs_seen") == 1
 
 
@@ -181,17 +193,20 @@ def test_a_failed_poll_grants_no_trust(saver_factory: Any) -> None:
 def test_a_rebuild_copies_postgres_thread_ids_then_marks_the_registry_complete(saver_factory: Any) -> None:
     saver = saver_factory()
     known = saver.core.hot.known
-    registry = K.tenant_threads_key("lts", TENANT)
     page = [f"t{i:04d}" for i in range(2000)]
+    registries = {K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, t)) for t in page}
+    last = K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, "t9999"))
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[b"epoch-1", b"3", b"epoch-1/2"], check=_is("GET", "GET", "GET")),
+        Expect(RedisCall, reply=[b"epoch-1", b"3", b"epoch-1/2"] * K.SHARDS, check=_is(*["GET"] * 3 * K.SHARDS)),
         Expect(PgCall, reply=[[(t,) for t in page]], check=lambda c: c.tenant_id == TENANT),
-        Expect(RedisCall, reply=[4000], check=lambda r: r.commands[0][:3] == ("ZADD", registry, "NX")),
+        Expect(RedisCall, reply=[1] * len(registries), check=lambda r: {c[1] for c in r.commands} == registries
+               and all(c[0::2][:2] == ("ZADD", "NX") for c in r.commands)
+               and sum(len(c) - 3 for c in r.commands) == 4000),
         Expect(PgCall, reply=[[("t9999",)]], check=lambda c: c.statements[0].params[1] == "t1999"),
-        Expect(RedisCall, reply=[1], check=lambda r: r.commands[0][-2:] == (0, "t9999")),
+        Expect(RedisCall, reply=[1], check=lambda r: r.commands == (("ZADD", last, "NX", 0, "t9999"),)),
         Expect(PgCall, reply=[[]]),
-        Expect(RedisCall, reply=[1], check=lambda r: commands_of(r) == ["EVALSHA:known_complete"]
-               and r.commands[0][-1] == "epoch-1/3"),
+        Expect(RedisCall, reply=[1] * K.SHARDS, check=lambda r: commands_of(r) == ["EVALSHA:known_complete"] * K.SHARDS
+               and all(c[-1] == "epoch-1/3" for c in r.commands)),
     ])  # fmt: skip
     assert driver.run(known.rebuild_op(TENANT)) is True
     assert saver.metrics.counter("registry_rebuilds") == 1
@@ -200,12 +215,13 @@ def test_a_rebuild_copies_postgres_thread_ids_then_marks_the_registry_complete(s
 def test_a_rebuild_does_not_mark_when_the_token_moved_or_redis_has_no_epoch(saver_factory: Any) -> None:
     known = saver_factory().core.hot.known
     moved = ScriptedDriver([
-        Expect(RedisCall, reply=[b"epoch-1", None, None]), Expect(PgCall, reply=[[]]),
-        Expect(RedisCall, reply=[0], check=lambda r: r.commands[0][-1] == "epoch-1/0"),
+        Expect(RedisCall, reply=[b"epoch-1", None, None] * K.SHARDS), Expect(PgCall, reply=[[]]),
+        Expect(RedisCall, reply=[1] * (K.SHARDS - 1) + [0], check=lambda r: r.commands[0][-1] == "epoch-1/0"),
     ])  # fmt: skip
     assert moved.run(known.rebuild_op(TENANT)) is False
-    assert ScriptedDriver([Expect(RedisCall, reply=[None, None, None])]).run(known.rebuild_op(TENANT)) is False
-    complete = ScriptedDriver([Expect(RedisCall, reply=[b"epoch-1", b"2", b"epoch-1/2"])])
+    no_epoch = ScriptedDriver([Expect(RedisCall, reply=[None, None, None] * K.SHARDS)])
+    assert no_epoch.run(known.rebuild_op(TENANT)) is False
+    complete = ScriptedDriver([Expect(RedisCall, reply=[b"epoch-1", b"2", b"epoch-1/2"] * K.SHARDS)])
     assert complete.run(known.rebuild_op(TENANT)) is True  # marked already: no scan
 
 
@@ -225,7 +241,7 @@ def test_a_write_through_that_cannot_be_counted_is_logged_and_still_written(
 
 def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory: Any) -> None:
     saver = saver_factory()
-    registry = K.tenant_threads_key("lts", TENANT)
+    registry = K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, THREAD))
     unregisters = lambda r: any(c[:2] == ("ZREM", registry) for c in r.commands)  # noqa: E731
     driver = ScriptedDriver([
         Expect(RedisCall, reply=[b"token"], describe="flush lock"),
@@ -352,6 +368,7 @@ def test_a_write_that_sees_another_epoch_reports_the_loss_once(
     driver = ScriptedDriver([
         Expect(RedisCall, reply=[0], check=_is("EVALSHA:put"), describe="put: Redis holds no epoch-1"),
         Expect(RedisCall, reply=[None, b"epoch-2"], check=_is("SET", "GET"), describe="adopt the current epoch"),
+        _copy_epoch("epoch-2"),
     ])  # fmt: skip
     next_put = ScriptedDriver([Expect(RedisCall, reply=[1], check=_is("EVALSHA:put"), describe="same epoch now")])
     with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver"):
@@ -375,6 +392,7 @@ def test_the_first_write_learns_the_epoch_and_checks_the_eviction_policy(
     )
     driver = ScriptedDriver([
         Expect(RedisCall, reply=[True, b"epoch-1"], check=_is("SET", "GET"), describe="set the epoch if new"),
+        _copy_epoch("epoch-1"),
         config_reply,
         Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:put")(c) and "epoch-1" in c.commands[0]),
     ])  # fmt: skip
