@@ -350,6 +350,7 @@ class Core:
     def _write_through_op(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
         """Redis is down: write the same rows the flusher would have written, now."""
         self.written_through.add((ref.tenant_id, ref.thread_id))
+        self.hot.known.wrote_through()  # before the commit: this process never reads it as new
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
         yield from pg.upsert_batch_op(self.schema, [batch])
         self.metrics.incr("write_through_rows", len(entries))
@@ -358,6 +359,7 @@ class Core:
         except Exception as exc:  # e.g. migration 3 not applied: then nobody trusts a registry
             self.metrics.incr("known_threads_errors")
             logger.warning("could not count a write-through in Postgres (run setup()): %s", exc)
+        self.hot.known.wrote_through()  # and after it: a poll begun before the count moved earns no trust
         return None
 
     def _recover_op(self, ref: ThreadRef) -> Op[None]:

@@ -24,7 +24,9 @@ written while it was complete, so Redis holds all of it) needs no lookup; "cold"
 succeeded within `trust_seconds` and Redis' eviction policy cannot drop keys without a TTL
 (noeviction, volatile-*); otherwise every miss asks Postgres.
 
-The one window: a write-through by another process is seen within one poll interval. A process
+The process that writes a thread through stops trusting the registry at once, until a poll has
+carried the new count into Redis (`wrote_through`). The one window: a write-through by another
+process is seen within one poll interval. A process
 that reads a thread in that interval, from a Redis that the writer could not reach, takes it
 for new; the README states it.
 """
@@ -73,6 +75,7 @@ class KnownThreads:
         self._wanted: set[str] = set()  # tenants whose registry should be rebuilt
         self._warden: Warden | None = None
         self._pushed: int | None = None  # the write-through count last copied into every shard
+        self._generation = 0  # moved by wrote_through(): a poll begun before it earns no trust
 
     # ------------------------------------------------------------------ used by the scripts
 
@@ -93,6 +96,16 @@ class KnownThreads:
             "epoch": K.epoch_key(self.prefix, shard), "write_through": K.write_through_key(self.prefix, shard),
         }  # fmt: skip
 
+    def wrote_through(self) -> None:
+        """This process writes a thread through to Postgres (Redis is down): until a poll that
+        began after this has carried the new count into Redis, Redis' registry may lack the
+        thread, so no miss is trusted (the marks' token moves with that poll)."""
+        with self._lock:
+            self._generation += 1
+            self._fresh_until = 0.0
+        if self._warden is not None:
+            self._warden.wake()
+
     def missed(self, tenant_id: str, status: str) -> None:
         """A read found nothing in Redis; `status` is get.lua's verdict."""
         self.metrics.incr(f"read_misses_{status}")
@@ -107,6 +120,7 @@ class KnownThreads:
     def poll_op(self) -> Op[None]:
         """Carry Postgres' write-through count into Redis; on success, trust the registry for
         `trust_seconds` (the first poll also learns the epoch and checks the eviction policy)."""
+        generation = self._generation
         yield from self.epoch.known_op()
         count = yield from pg.write_through_count_op(self.schema)
         self.metrics.incr("registry_polls")  # one small Postgres transaction each
@@ -122,7 +136,9 @@ class KnownThreads:
         if raised:
             self.metrics.incr("write_throughs_seen")
             logger.info("Postgres counts %d write-throughs: every tenant's thread registry is rebuilt", count)
-        self._fresh_until = time.monotonic() + self.trust_seconds
+        with self._lock:
+            if generation == self._generation:  # no write-through of ours since it began
+                self._fresh_until = time.monotonic() + self.trust_seconds
         return None
 
     def rebuild_op(self, tenant_id: str) -> Op[bool]:
