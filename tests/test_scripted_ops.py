@@ -181,6 +181,24 @@ def test_a_poll_carries_the_write_through_count_into_redis_and_grants_trust(save
     assert saver.metrics.counter("write_throughs_seen") == 1
 
 
+def test_a_poll_begun_before_a_write_through_of_this_process_grants_no_trust(saver_factory: Any) -> None:
+    """The count this poll reads may predate the write-through: only a later poll trusts."""
+    saver = saver_factory()
+    known = saver.core.hot.known
+    known.epoch.policy_safe = True
+    ScriptedDriver([Expect(PgCall, reply=[[(7, True)]]), Expect(RedisCall, reply=[1] * K.SHARDS)]).run(known.poll_op())
+    assert known.trusted()
+
+    def write_through_meanwhile(call: Any) -> bool:
+        known.wrote_through()
+        return True
+
+    ScriptedDriver([Expect(PgCall, reply=[[(7, True)]], check=write_through_meanwhile)]).run(known.poll_op())
+    assert not known.trusted()
+    ScriptedDriver([Expect(PgCall, reply=[[(8, True)]]), Expect(RedisCall, reply=[1] * K.SHARDS)]).run(known.poll_op())
+    assert known.trusted()
+
+
 def test_a_failed_poll_grants_no_trust(saver_factory: Any) -> None:
     saver = saver_factory()
     known = saver.core.hot.known
