@@ -11,14 +11,17 @@ ends) drain the outbox. Reported:
 - Redis memory per thread: MEMORY USAGE of every key of 200 sampled threads (after the flush);
 - Postgres rows and bytes per thread (`pg_total_relation_size` of each table, indexes included).
 
-    python -m benchmarks.soak [--tenants 1000] [--threads 10] [--steps 20] [--workers 2] [--writers 4]
+    python -m benchmarks.soak [--tenants 1000] [--threads 10] [--steps 20] [--workers 2] [--writers 4] [--cluster]
 
-Not on Redis Cluster: the cluster support (issue 14.1) lives on another branch.
+`--cluster`: on a private 3-master Redis Cluster (devtools.servers.PrivateRedisCluster, on this
+machine's cores like everything else) instead of the benchmark's single Redis; results go to
+`soak_cluster.md` / `.json`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import signal
@@ -31,9 +34,11 @@ from typing import Any
 
 import psycopg
 import redis
+from redis.cluster import RedisCluster
 
 from benchmarks.env import BenchEnv
 from benchmarks.machine import machine_info
+from devtools.servers import PrivateRedisCluster
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.flush import FlushPolicy
@@ -45,14 +50,14 @@ TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes")
 SAMPLE = 200
 
 
-def _workers(env: BenchEnv, schema: str, prefix: str, count: int) -> list[subprocess.Popen[bytes]]:
-    command = [sys.executable, "-m", "langgraph_tiered_saver", "--redis-url", env.redis_url, "--postgres-url",
+def _workers(env: BenchEnv, redis_url: str, schema: str, prefix: str, count: int) -> list[subprocess.Popen[bytes]]:
+    command = [sys.executable, "-m", "langgraph_tiered_saver", "--redis-url", redis_url, "--postgres-url",
                env.pg_url, "--schema", schema, "--key-prefix", prefix, "worker", "--quiet-seconds", "1",
                "--poll-seconds", "0.2"]  # fmt: skip
     return [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(count)]
 
 
-def _redis_bytes_per_thread(client: redis.Redis, prefix: str, threads: list[tuple[str, str]]) -> float:
+def _redis_bytes_per_thread(client: Any, prefix: str, threads: list[tuple[str, str]]) -> float:
     sample = random.Random(14).sample(threads, min(SAMPLE, len(threads)))
     total = 0
     for tenant, thread in sample:
@@ -88,17 +93,30 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="checkpoints per thread (>= 3)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--writers", type=int, default=4)
+    parser.add_argument("--cluster", action="store_true", help="on a private 3-master Redis Cluster")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        redis_url = None
+        if args.cluster:
+            redis_url = stack.enter_context(PrivateRedisCluster(3)).url
+        _soak(args, redis_url)
+
+
+def _soak(args: argparse.Namespace, cluster_url: str | None) -> None:
     policy = FlushPolicy(on_interrupt="off", on_error="off", every_n_checkpoints=0, on_close=False)
     threads = [(f"tenant-{t}", f"thread-{n}") for t in range(args.tenants) for n in range(args.threads)]
     with BenchEnv.create() as env:
         machine = machine_info(env)
         schema, prefix = env.schema("soak", "soak"), env.key_prefix("soak", "soak")
-        client = redis.Redis.from_url(env.redis_url)
-        with TieredSaver.from_conn_string(env.redis_url, env.pg_url, schema=schema, key_prefix=prefix,
+        redis_url = cluster_url or env.redis_url
+        client: Any = (
+            RedisCluster.from_url(cluster_url.replace("redis+cluster://", "redis://"))
+            if cluster_url else redis.Redis.from_url(env.redis_url)
+        )  # fmt: skip
+        with TieredSaver.from_conn_string(redis_url, env.pg_url, schema=schema, key_prefix=prefix,
                                           background_flush=False, flush_policy=policy) as saver:  # fmt: skip
             saver.setup()
-            workers = _workers(env, schema, prefix, args.workers)
+            workers = _workers(env, redis_url, schema, prefix, args.workers)
             graph = chain_graph(saver, nodes=args.steps - 2)
 
             def run(item: tuple[str, str]) -> None:
@@ -127,11 +145,13 @@ def main() -> None:
     pg = result["postgres"]
     lag = pg["lag"]
     text = "\n".join([
-        f"# Soak: {args.tenants} tenants x {args.threads} threads x {args.steps} checkpoints, {args.workers} workers",
+        f"# Soak: {args.tenants} tenants x {args.threads} threads x {args.steps} checkpoints, {args.workers} workers"
+        + (" (Redis Cluster)" if cluster_url else ""),
         "",
         f"`python -m benchmarks.soak --tenants {args.tenants} --threads {args.threads} --steps {args.steps} "
-        f"--workers {args.workers} --writers {args.writers}`; git {machine.get('git_commit')}, {machine.get('cpu')}, "
-        f"{machine.get('cores')} cores shared by Redis, Postgres, writers and workers; single Redis (not a cluster).",
+        f"--workers {args.workers} --writers {args.writers}{' --cluster' if cluster_url else ''}`; git {machine.get('git_commit')}, {machine.get('cpu')}, "
+        f"{machine.get('cores')} cores shared by Redis, Postgres, writers and workers; "
+        + ("a private 3-master Redis Cluster (`--cluster`)." if cluster_url else "single Redis (not a cluster)."),
         "",
         "| measure | value |",
         "|---|---:|",
@@ -145,8 +165,9 @@ def main() -> None:
     ]) + "\n"  # fmt: skip
     print(text)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "soak.md").write_text(text)
-    (RESULTS / "soak.json").write_text(json.dumps({"machine": machine, **result}, indent=2, default=str))
+    name = "soak_cluster" if cluster_url else "soak"
+    (RESULTS / f"{name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine, **result}, indent=2, default=str))
 
 
 if __name__ == "__main__":

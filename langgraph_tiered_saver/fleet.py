@@ -11,7 +11,7 @@ Two kinds of lease divide the work, both in Redis, both timed by the Redis clock
 - A **membership lease per worker** (`Roster`): every worker renews its entry in the sorted set
   `<prefix>:<version>:flush_workers` at each poll. The live members, sorted by id, give each
   worker an index i of n, and a thread belongs to share i when its shard (keys.py) % n == i: a
-  worker polls only its shards' outbox indexes (1024 / n of them), all of them only to steal.
+  worker polls only its shards' outbox indexes (256 / n of them), all of them only to steal.
   A worker flushes its own share first, so n workers take disjoint threads in the steady state
   instead of racing for the same oldest ones (each lost race is a wasted round trip); during
   a pass it renews its membership every `SHARE_REFRESH_SECONDS` and skips threads that have

@@ -1,6 +1,6 @@
 """Redis key schema (version 2). Plain functions, no I/O.
 
-Every key lives in one of `SHARDS` (1024) shards. A thread's shard is the CRC32 of its encoded
+Every key lives in one of `SHARDS` (256) shards. A thread's shard is the CRC32 of its encoded
 `tenant|thread` modulo `SHARDS` (`shard_of`); every key of the thread carries the shard's hash
 tag `{s0042}`, so all of them live in one Redis Cluster slot and one Lua script can touch them
 atomically. The deployment-wide indexes are sharded with the same tags: each shard has its own
@@ -50,7 +50,7 @@ from urllib.parse import quote, unquote
 from .errors import InvalidIdError
 
 SCHEMA_VERSION = "v2"
-SHARDS = 1024
+SHARDS = 256
 SEP = "\x00"
 REF_SEP = "\x01"
 THREAD_KEY_NAMES = ("idx", "ck", "cv", "bl", "wi", "wr", "runs", "pend", "meta")

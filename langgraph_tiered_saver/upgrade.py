@@ -1,5 +1,5 @@
 """The upgrade from Redis key schema v1 (one hash tag per thread, unsharded indexes) to v2
-(keys.py: 1024 slot-tagged shards).
+(keys.py: 256 slot-tagged shards).
 
 `legacy_check_op` runs in `setup()`: a v1 outbox index with entries means checkpoints this
 version would never flush, so setup stops with `LegacyKeysError` and tells the operator what to
