@@ -195,6 +195,7 @@ class TieredModel(RuleBasedStateMachine):
         self.redis_outages += 1
         thread = f"{self.prefix}-t{i}"
         model = self.threads[thread]
+        had_unflushed_runs = model.dirty
         tag = self._next_tag()
         self.redis_server.stop()
         try:
@@ -207,7 +208,7 @@ class TieredModel(RuleBasedStateMachine):
         self._record(thread, tag)
         # written through to Postgres; what Redis held unflushed is flushed when the saver next
         # meets the thread (the invariants' reads): nothing of it stays unflushed
-        FIGURES.redis_outages_dirty += model.dirty
+        FIGURES.redis_outages_dirty += had_unflushed_runs
         model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
         FIGURES.faults += 1
         FIGURES.redis_outages += 1
