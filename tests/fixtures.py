@@ -304,14 +304,20 @@ def pg_blob_schema(test_database_url: str) -> Iterator[tuple[SyncDriver, str]]:
             run_sql(driver, f'DROP SCHEMA "{schema}" CASCADE')
 
 
+def private_cluster_or_skip(masters: int = 3) -> PrivateRedisCluster:
+    """A (not yet started) private Redis Cluster, or the test skipped, saying why, where
+    redis-server or redis-cli is missing."""
+    try:
+        return PrivateRedisCluster(masters)
+    except ServerUnavailable as exc:
+        pytest.skip(f"no Redis Cluster: {exc}")
+
+
 @pytest.fixture(scope="module")
 def redis_cluster() -> Iterator[PrivateRedisCluster]:
     """A 3-master Redis Cluster on private ports for the module (stopped by PID at its end);
     skipped, saying why, where redis-server or redis-cli is missing."""
-    try:
-        cluster = PrivateRedisCluster(3)
-    except ServerUnavailable as exc:
-        pytest.skip(f"no Redis Cluster: {exc}")
+    cluster = private_cluster_or_skip()
     try:
         cluster.start()
     except ServerUnavailable as exc:

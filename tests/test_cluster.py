@@ -19,10 +19,11 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.crc import key_slot
 
-from devtools.servers import PrivateRedisCluster, ServerUnavailable
+from devtools.servers import PrivateRedisCluster
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._io import RedisCall, SyncDriver
 from langgraph_tiered_saver.errors import ConfigError
+from tests.fixtures import private_cluster_or_skip
 from tests.graphs import build_graph, chain_graph, comparable, initial_input, resume
 from tests.helpers import TEST_TENANT, pg_rows, thread_config
 from tests.test_conformance import SyncAdapter, _run_suite, _SetUp
@@ -300,10 +301,7 @@ def test_a_node_down_is_tier_unavailable_sync_and_async() -> None:
     redis-py cluster exception. An own cluster: this one is broken on purpose."""
     from langgraph_tiered_saver.errors import TierUnavailableError
 
-    try:
-        cluster = PrivateRedisCluster(3)
-    except ServerUnavailable as exc:
-        pytest.skip(f"no Redis Cluster: {exc}")
+    cluster = private_cluster_or_skip()
     try:
         cluster.start()
         client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
