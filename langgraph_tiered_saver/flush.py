@@ -358,8 +358,7 @@ class FlushOps:
     def outbox_status_op(self) -> Op[OutboxStatus]:
         """Depth of the outbox index and the age of its oldest entry, in one round trip."""
         commands: list[tuple[Any, ...]] = []
-        for shard in range(K.SHARDS):
-            dirty = K.dirty_key(self.prefix, shard)
+        for dirty in K.dirty_keys(self.prefix):
             commands += [("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")]
         replies = yield RedisCall(tuple(commands))
         depth = sum(int(n) for n in replies[0::2])

@@ -398,7 +398,7 @@ class HotOps:
         """Threads of a tenant known to Redis, most recently written first (every shard's slice
         of its registry, in one pipeline)."""
         replies = yield RedisCall(
-            tuple(("ZRANGE", K.tenant_threads_key(self.prefix, tenant_id, s), 0, -1, "WITHSCORES") for s in range(K.SHARDS))
+            tuple(("ZRANGE", key, 0, -1, "WITHSCORES") for key in K.tenant_threads_keys(self.prefix, tenant_id))
         )
         scored_threads = [(score, as_str(t)) for reply in replies for t, score in scored(reply)]
         scored_threads.sort(reverse=True)  # as ZREVRANGE: newest first, ties in reverse lex order

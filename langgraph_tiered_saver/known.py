@@ -26,9 +26,8 @@ succeeded within `trust_seconds` and Redis' eviction policy cannot drop keys wit
 
 The process that writes a thread through stops trusting the registry at once, until a poll has
 carried the new count into Redis (`wrote_through`). The one window: a write-through by another
-process is seen within one poll interval. A process
-that reads a thread in that interval, from a Redis that the writer could not reach, takes it
-for new; the README states it.
+process is seen within one poll interval. A process that reads a thread in that interval, from a
+Redis that the writer could not reach, takes it for new; the README states it.
 """
 
 from __future__ import annotations
