@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -42,8 +42,8 @@ from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .history import PruneReport, latest_per_namespace, prune_thread_op
 from .hot import HotOps
+from .hotwatch import HotWatch
 from .ids import ThreadRef, check_thread
-from .known import NEW, KnownThreads
 from .legacy import LegacyReads
 from .locks import Fences
 from .logs import fields
@@ -110,6 +110,7 @@ class Core:
         # threads this process wrote through to Postgres while Redis was down: their Redis copy,
         # if Redis comes back with it (persistence, failover), is older than Postgres
         self.written_through: set[tuple[str, str]] = set()
+        self._stale_reported = ""  # the generation whose first stale thread was logged as an ERROR
 
     @classmethod
     def build(
@@ -129,8 +130,9 @@ class Core:
         offload_threshold: int,
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
-        registry_poll_seconds: float = 2.0,
+        redis_check_seconds: float = 2.0,
         write_hold_seconds: float = 0.02,
+        cluster: bool = False,
     ) -> Core:
         """The core of a saver with these options (checked here)."""
         opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
@@ -147,9 +149,9 @@ class Core:
         hot = HotOps(
             serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
             track_outbox=durable, offloader=offload, epoch=epoch,
-            known=KnownThreads(
-                key_prefix, schema, epoch, metrics, enabled=durable,
-                poll_seconds=opt.seconds("registry_poll_seconds", registry_poll_seconds, inclusive=False),
+            watch=HotWatch(
+                key_prefix, metrics, enabled=durable, cluster=cluster,
+                check_seconds=opt.seconds("redis_check_seconds", redis_check_seconds, inclusive=False),
             ),
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
@@ -168,10 +170,10 @@ class Core:
 
     def attach(self, run: Callable[[Op[Any]], Any], *, background_flush: bool) -> None:
         """Start-on-use background threads, given the saver's sync op runner: the flusher
-        (durable tier with `background_flush`) and the known-threads warden (known.py)."""
+        (durable tier with `background_flush`) and the check of the Redis server (hotwatch.py)."""
         if self.durable and background_flush:
             self.flusher = BackgroundFlusher(run, self.flush, self.policy, self.metrics)
-        self.hot.known.attach(run)
+        self.hot.watch.attach(run)
         if self.combiner is not None:
             self.combiner.attach(lambda held: run(self._send_held_op([held])))
 
@@ -180,7 +182,7 @@ class Core:
         outbox then (see BackgroundFlusher.stop)."""
         if self.combiner is not None:
             self.combiner.stop()
-        self.hot.known.stop()
+        self.hot.watch.stop()
         if self.flusher is not None:
             self.flusher.stop(drain=drain)
 
@@ -350,16 +352,9 @@ class Core:
     def _write_through_op(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
         """Redis is down: write the same rows the flusher would have written, now."""
         self.written_through.add((ref.tenant_id, ref.thread_id))
-        self.hot.known.wrote_through()  # before the commit: this process never reads it as new
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
         yield from pg.upsert_batch_op(self.schema, [batch])
         self.metrics.incr("write_through_rows", len(entries))
-        try:  # after the commit: whoever sees the new count finds the rows (known.py)
-            yield from pg.count_write_through_op(self.schema)
-        except Exception as exc:  # e.g. migration 3 not applied: then nobody trusts a registry
-            self.metrics.incr("known_threads_errors")
-            logger.warning("could not count a write-through in Postgres (run setup()): %s", exc)
-        self.hot.known.wrote_through()  # and after it: a poll begun before the count moved earns no trust
         return None
 
     def _recover_op(self, ref: ThreadRef) -> Op[None]:
@@ -403,13 +398,20 @@ class Core:
         return (yield from self._in_run_op(ref, self._get_tuple_op(ref)))
 
     def _get_tuple_op(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
+        """Redis answers what it holds and can vouch for; anything else is Postgres' to answer
+        (a miss, a copy evicted in part, one that may be older than Postgres), and a Postgres
+        that cannot answer is an error, never "no such thread"."""
         yield from self._recover_op(ref)
         yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
-        hot_up, status = True, ""
+        hot_up, status, generation = True, "", ""
         try:
-            stored, status = yield from self.hot.get_stored_op(ref)
+            stored, status, generation = yield from self.hot.get_stored_op(ref)
+            if stored is not None and status == "unverified" and self.durable:
+                stored = yield from self._verified_op(ref, stored, generation)
         except TierUnavailableError as exc:
+            if exc.tier != "redis":
+                raise
             self._hot_failed(exc, "get_tuple")
             hot_up = False
         if stored is not None and (not self.durable or stored.complete):
@@ -418,18 +420,14 @@ class Core:
         if not self.durable:
             return None
         if stored is None and hot_up:
-            self.hot.known.missed(ref.tenant_id, status)
-            if status == NEW:  # no tier holds it: no Postgres round trip (known.py)
-                return None
+            self.metrics.incr("read_misses")
         try:
             durable = yield from pg.get_checkpoint_op(
                 self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
             )
-        except TierUnavailableError as exc:
-            if not hot_up:
-                raise
-            self._postgres_failed(exc, "get_tuple")
-            durable = None
+        except TierUnavailableError:
+            self.metrics.incr("postgres_read_errors")
+            raise
         if durable is None:
             return None if stored is None else (yield from self._to_tuple_op(ref, stored, hot_up))
         found = from_durable(durable)
@@ -445,6 +443,38 @@ class Core:
                     warm.append(from_durable(latest))
             yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export(warm), pending=False)
         return (yield from self._to_tuple_op(ref, found, hot_up))
+
+    def _verified_op(self, ref: ThreadRef, stored: StoredCheckpoint, generation: str) -> Op[StoredCheckpoint | None]:
+        """Redis may have come back with an older copy of this thread than Postgres holds
+        (hotwatch.py): Postgres' latest decides. A copy as new as it (or newer: not flushed yet)
+        is marked verified and answers; an older one is reported, its outbox flushed (older
+        rows never displace newer ones), and dropped: None, so Postgres answers the read."""
+        latest_ref = replace(ref, checkpoint_id=None)
+        if ref.checkpoint_id is None:
+            hot_latest: StoredCheckpoint | None = stored
+        else:
+            found, _, _ = yield from self.hot.fetch_op(latest_ref, None)
+            hot_latest = found[0] if found else None
+        try:
+            row = yield from pg.get_checkpoint_op(self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, None)
+        except TierUnavailableError:
+            self.metrics.incr("postgres_read_errors")
+            raise
+        if row is None or (hot_latest is not None and not _behind(hot_latest, from_durable(row))):
+            yield from self.hot.verify_op(ref, generation)
+            return stored
+        self.metrics.incr("redis_stale_threads")
+        log = logger.error if self._stale_reported != generation else logger.debug
+        self._stale_reported = generation
+        log(
+            "Redis held an older copy of thread %s/%s than Postgres (latest %s, Postgres %s): it came back "
+            "from an older snapshot or a lagging replica. Its unflushed entries are flushed and the thread "
+            "is read from Postgres.", ref.tenant_id, ref.thread_id,
+            hot_latest.checkpoint_id if hot_latest else None, row.checkpoint_id, extra=fields(ref),
+        )
+        yield from self.flush.flush_thread_op(ref.tenant_id, ref.thread_id, wait=True)
+        yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
+        return None
 
     def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
@@ -497,11 +527,9 @@ class Core:
                 ref.checkpoint_id if ref else None,
                 q.before_id, q.filter, q.limit, known=list(found),
             )
-        except TierUnavailableError as exc:
-            if not hot_up:
-                raise
-            self._postgres_failed(exc, "list")
-            return None
+        except TierUnavailableError:
+            self.metrics.incr("postgres_read_errors")
+            raise  # Redis alone may lack older or expired checkpoints: never a partial list
         in_config = ref is not None and ref.tenant_in_config
         for row in rows:
             key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
@@ -598,8 +626,7 @@ class Core:
     def copy_thread_op(self, tenant: str, source_thread_id: str, target_thread_id: str) -> Op[None]:
         src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
         yield from self._drain_op(tenant, src)
-        if self.durable:  # registered before it exists in Postgres (known.py)
-            yield from self.hot.register_op(tenant, dst)
+        if self.durable:
             yield from pg.copy_thread_op(self.schema, tenant, src, dst)
         content = yield from self.hot.export_thread_op(tenant, src)
         yield from self.hot.import_thread_op(tenant, dst, content, pending=self.durable)
@@ -626,6 +653,14 @@ class Core:
         keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
         yield from prune_thread_op(self, tenant, thread_id, keep, keep_with_ancestors, dry_run=False, report=PruneReport(False))
         return None
+
+
+def _behind(hot: StoredCheckpoint, durable: StoredCheckpoint) -> bool:
+    """Whether Postgres holds a newer latest checkpoint than Redis, or the same one with writes
+    Redis lacks (an interrupt flushed after the copy Redis came back with)."""
+    if durable.checkpoint_id != hot.checkpoint_id:
+        return durable.checkpoint_id > hot.checkpoint_id
+    return bool({(w.task_id, w.idx) for w in durable.writes} - {(w.task_id, w.idx) for w in hot.writes})
 
 
 def _write_entries(records: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:

@@ -91,7 +91,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         pool_options: PoolOptions | None = None,
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
-        registry_poll_seconds: float = 2.0,
+        redis_check_seconds: float = 2.0,
         write_hold_seconds: float = 0.02,
         metrics_tenant_label: bool = False,
     ) -> None:
@@ -118,12 +118,13 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
             refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
             policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
             hot_durability=hot_durability, hot_durability_timeout=hot_durability_timeout,
-            registry_poll_seconds=registry_poll_seconds, write_hold_seconds=write_hold_seconds,
+            redis_check_seconds=redis_check_seconds, write_hold_seconds=write_hold_seconds, cluster=self._conn.cluster,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
         self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
         self._async = AsyncDriver(aredis_client, apg_pool, limits=limits, breaker=breaker)
+        self._sync.on_scripts_lost = self._async.on_scripts_lost = self.core.hot.watch.server_lost
         self._locks = LockOps(key_prefix, ttl_ms)
         policy = auto_lock_policy(auto_lock)
         if policy is not None:

@@ -1,7 +1,9 @@
 -- Fetch checkpoints with their blob values and writes in one round trip.
 -- ARG.refresh_ttl_ms: 0 = no refresh. ARG.mode "latest": REST is the namespace; "ids": REST
--- are the checkpoint members. Returns {status, entries}: status "hit", or when nothing was
--- found whether Postgres may hold it (miss_status; "evicted": Redis lost part of it).
+-- are the checkpoint members. Returns {status, entries[, generation]}: "hit"; "unverified" (with
+-- the shard's generation) when Redis may
+-- have come back from an older copy since the thread was last checked (verify.lua: Postgres
+-- decides); "evicted" when Redis lost part of what was asked; "miss" when it holds none of it.
 local out = {}
 local evicted = false  -- indexed but gone: eviction took part of the thread
 if ARG.mode == "latest" then
@@ -21,6 +23,8 @@ else
     end
   end
 end
-if #out == 0 then return {evicted and "evicted" or miss_status(), out} end
+if #out == 0 then return {evicted and "evicted" or "miss", out} end
 touch(ARG.refresh_ttl_ms)
+local generation = unverified()
+if generation then return {"unverified", out, generation} end
 return {"hit", out}

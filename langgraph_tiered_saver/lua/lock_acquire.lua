@@ -8,6 +8,10 @@ local now = redis.call("TIME")
 local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
 local current = tonumber(redis.call("HGET", KEY.meta, "fence") or "0")
 local fence = math.max(current + 1, floor)
+local persistent = redis.call("PTTL", KEY.meta) == -1  -- a thread with unflushed data keeps no TTL
 redis.call("HSET", KEY.meta, "fence", string.format("%.0f", fence))
-redis.call("PEXPIRE", KEY.meta, math.max(tonumber(ARG.thread_ttl_ms), tonumber(ARG.ttl_ms)))
+if not persistent then
+  redis.call("PEXPIRE", KEY.meta, math.max(tonumber(ARG.thread_ttl_ms), tonumber(ARG.ttl_ms)))
+  redis.call("HSET", KEY.meta, "expiring", "1")
+end
 return string.format("%.0f", fence)
