@@ -41,7 +41,7 @@ from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .history import PruneReport, latest_per_namespace, prune_thread_op
-from .hot import HotOps
+from .hot import Fetched, HotOps, WriteLock
 from .hotwatch import HotWatch
 from .ids import ThreadRef, check_thread
 from .legacy import LegacyReads
@@ -204,24 +204,30 @@ class Core:
 
     # ------------------------------------------------------------------ run locks
 
-    def _in_run_op(self, ref: ThreadRef, body: Op[T], **progress: Any) -> Op[T]:
+    def _in_run_op(self, ref: ThreadRef, body: Op[T]) -> Op[T]:
         """Run a checkpoint call inside its run's automatic lock: a failed call ends the run
-        (its lock goes), a run-ending one releases it (see `runlock`)."""
+        and its lock goes (a run-ending write releases it in its own script: `runlock`)."""
         if self.run_locks is None:
             return (yield from body)
         try:
-            result = yield from body
+            return (yield from body)
         except GeneratorExit:
             raise
         except BaseException:
             try:
-                yield from self.run_locks.progress_op(ref, failed=True)
+                yield from self.run_locks.failed_op(ref)
             except Exception as exc:  # the call's own error is the one to report
                 logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc, extra=fields(ref))
             raise
-        if progress:
-            yield from self.run_locks.progress_op(ref, **progress)
-        return result
+
+    def _write_lock(self, ref: ThreadRef, *, checkpoint: Checkpoint | None = None, writes: Sequence[str] = ()) -> WriteLock:
+        if self.run_locks is None:
+            return WriteLock(self.fences.of(ref))
+        return self.run_locks.write_lock(ref, checkpoint=checkpoint, writes=writes)
+
+    def _written(self, ref: ThreadRef, lock: WriteLock) -> None:
+        if self.run_locks is not None:
+            self.run_locks.written(ref, lock)
 
     def release_run_lock_op(self, ref: ThreadRef) -> Op[None]:
         yield from self._drain_op(ref.tenant_id, ref.thread_id)  # under the run's lock (fence)
@@ -259,15 +265,17 @@ class Core:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Op[Any]:
-        return (yield from self._in_run_op(ref, self._put_op(ref, config, checkpoint, metadata, new_versions), checkpoint=checkpoint))
+        return (yield from self._in_run_op(ref, self._put_op(ref, config, checkpoint, metadata, new_versions)))
 
     def _put_op(
         self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> Op[Any]:
         yield from self._recover_op(ref)
         carried = self.combiner.closed_by(ref, checkpoint["id"]) if self.combiner is not None else []
+        lock = self._write_lock(ref, checkpoint=checkpoint)
         try:
-            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref), carried)
+            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, lock, carried)
+            self._written(ref, lock)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put")
             p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
@@ -287,7 +295,7 @@ class Core:
         """`in_run`: the call comes from a graph run, whose next put may carry the writes
         (combine.py); a direct call writes at once, so that a refusal reaches its caller."""
         body = self._put_writes_op(ref, writes, task_id, task_path, in_run)
-        return (yield from self._in_run_op(ref, body, writes=writes))
+        return (yield from self._in_run_op(ref, body))
 
     def _put_writes_op(
         self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str, in_run: bool
@@ -301,7 +309,7 @@ class Core:
             return None  # the put closing this step carries them (combine.py)
         held = self.combiner.take(ref.tenant_id, ref.thread_id) if self.combiner is not None and special else []
         held.append(Held(ref, list(records), list(digests)))
-        if not (yield from self._send_held_op(held, notify=False)) or not self.durable:
+        if not (yield from self._send_held_op(held, notify=False, writes=[c for c, _ in writes])) or not self.durable:
             return None
         mode = self.policy.for_writes([channel for channel, _ in writes])
         if mode == "sync":
@@ -323,15 +331,18 @@ class Core:
             self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=mode == "async")
         return None
 
-    def _send_held_op(self, held: Sequence[Held], *, notify: bool = True) -> Op[bool]:
+    def _send_held_op(self, held: Sequence[Held], *, notify: bool = True, writes: Sequence[str] = ()) -> Op[bool]:
         """Write pending writes now (Redis, or Postgres in fallback); False: written through.
-        `notify`: tell the flusher (the put_writes path decides that itself)."""
+        `notify`: tell the flusher (the put_writes path decides that itself); `writes`: the
+        channels of the call's own writes (an interrupt or error ends the run: runlock)."""
         if not held:
             return True
-        ref = held[0].ref
+        ref = held[-1].ref
         records = [r for h in held for r in h.records]
+        lock = self._write_lock(ref, writes=writes)
         try:
-            yield from self.hot.write_records_op(ref, records, [d for h in held for d in h.digests], self.fences.of(ref))
+            yield from self.hot.write_records_op(ref, records, [d for h in held for d in h.digests], lock)
+            self._written(ref, lock)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put_writes")
             yield from self._write_through_op(ref, _write_entries(records))
@@ -391,24 +402,29 @@ class Core:
         """`run_marker`: the runtime object of a root graph run this read starts (auto_lock)."""
         if run_marker is None or self.run_locks is None:
             return (yield from self._get_tuple_op(ref))
-        try:
-            yield from self.run_locks.begin_op(ref, run_marker)
-        except TierUnavailableError as exc:
-            self._hot_failed(exc, "run lock")
-        return (yield from self._in_run_op(ref, self._get_tuple_op(ref)))
+        request = self.run_locks.request(ref, run_marker)
+        if request is None:  # this run holds the lock already
+            return (yield from self._in_run_op(ref, self._get_tuple_op(ref)))
+        run_locks = self.run_locks
 
-    def _get_tuple_op(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
+        def locking_read() -> Op[Fetched]:  # the run's first read takes its lock (runlock)
+            return run_locks.begin_op(ref, run_marker, request, lambda r: self.hot.get_stored_op(ref, r))
+
+        return (yield from self._in_run_op(ref, self._get_tuple_op(ref, locking_read)))
+
+    def _get_tuple_op(self, ref: ThreadRef, read: Callable[[], Op[Fetched]] | None = None) -> Op[CheckpointTuple | None]:
         """Redis answers what it holds and can vouch for; anything else is Postgres' to answer
         (a miss, a copy evicted in part, one that may be older than Postgres), and a Postgres
         that cannot answer is an error, never "no such thread"."""
         yield from self._recover_op(ref)
         yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
-        hot_up, status, generation = True, "", ""
+        hot_up = True
         try:
-            stored, status, generation = yield from self.hot.get_stored_op(ref)
-            if stored is not None and status == "unverified" and self.durable:
-                stored = yield from self._verified_op(ref, stored, generation)
+            found = yield from (read() if read is not None else self.hot.get_stored_op(ref))
+            stored = found.first
+            if stored is not None and found.status == "unverified" and self.durable:
+                stored = yield from self._verified_op(ref, stored, found.generation)
         except TierUnavailableError as exc:
             if exc.tier != "redis":
                 raise
@@ -430,19 +446,19 @@ class Core:
             raise
         if durable is None:
             return None if stored is None else (yield from self._to_tuple_op(ref, stored, hot_up))
-        found = from_durable(durable)
+        cold = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
             # Re-warm: the next read of this checkpoint, and the writes that follow, are hot. A
             # checkpoint read by id may be an old one: the namespace's latest goes in with it, or
             # Redis would hold the old one alone and take it for the latest.
-            warm = [found]
+            warm = [cold]
             if ref.checkpoint_id is not None:
                 latest = yield from pg.get_checkpoint_op(self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, None)
-                if latest is not None and latest.checkpoint_id != found.checkpoint_id:
+                if latest is not None and latest.checkpoint_id != cold.checkpoint_id:
                     warm.append(from_durable(latest))
             yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export(warm), pending=False)
-        return (yield from self._to_tuple_op(ref, found, hot_up))
+        return (yield from self._to_tuple_op(ref, cold, hot_up))
 
     def _verified_op(self, ref: ThreadRef, stored: StoredCheckpoint, generation: str) -> Op[StoredCheckpoint | None]:
         """Redis may have come back with an older copy of this thread than Postgres holds
@@ -453,8 +469,7 @@ class Core:
         if ref.checkpoint_id is None:
             hot_latest: StoredCheckpoint | None = stored
         else:
-            found, _, _ = yield from self.hot.fetch_op(latest_ref, None)
-            hot_latest = found[0] if found else None
+            hot_latest = (yield from self.hot.fetch_op(latest_ref, None)).first
         try:
             row = yield from pg.get_checkpoint_op(self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, None)
         except TierUnavailableError:

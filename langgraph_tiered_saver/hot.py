@@ -77,6 +77,42 @@ def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteLock:
+    """The run lock a write holds (locks.py): its fencing token ("" for none), the TTL each
+    write renews it to (0: not renewed by writes), and whether this write ends the run and
+    releases it."""
+
+    fence: str = ""
+    ttl_ms: int = 0
+    release: bool = False
+
+
+NO_LOCK = WriteLock()
+
+
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    """A graph run starting: the run lock its first read takes (runlock.py)."""
+
+    token: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What get.lua answered (see `HotOps.fetch_op`)."""
+
+    entries: list[StoredCheckpoint]
+    status: str
+    generation: str  # with "unverified": the shard generation to verify the copy under
+    fence: str  # with a lock request that succeeded: the run lock's fencing token
+
+    @property
+    def first(self) -> StoredCheckpoint | None:
+        return self.entries[0] if self.entries else None
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedPut:
     member: str
     record: CheckpointRecord
@@ -229,21 +265,22 @@ class HotOps:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig,
-        fence: str = "",
+        lock: WriteLock = NO_LOCK,
         carried: Sequence[Held] = (),
     ) -> Op[RunnableConfig]:
         """Store a checkpoint, and in the same script the `carried` writes of the step it
         closes (combine.py)."""
         p = yield from self.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
-        yield from self._write_op(ref, _held_records(carried), p, [*_held_digests(carried), *p.digests], fence)
+        yield from self._write_op(ref, _held_records(carried), p, [*_held_digests(carried), *p.digests], lock)
         return ref.config(checkpoint["id"])
 
     def write_records_op(
-        self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], digests: Sequence[str], fence: str = ""
-    ) -> Op[None]:
+        self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], digests: Sequence[str],
+        lock: WriteLock = NO_LOCK,
+    ) -> Op[None]:  # fmt: skip
         """Store prepared write records."""
         if records:
-            yield from self._write_op(ref, records, None, digests, fence)
+            yield from self._write_op(ref, records, None, digests, lock)
         return None
 
     def _write_op(
@@ -252,7 +289,7 @@ class HotOps:
         records: Sequence[tuple[str, WriteRecord]],
         put: PreparedPut | None,
         digests: Sequence[str],
-        fence: str,
+        lock: WriteLock,
     ) -> Op[None]:
         """One round trip: one write.lua (writes, then the checkpoint closing their step), which
         also keeps the outbox, the registry and the TTL, and compares the epoch (a second round
@@ -267,7 +304,8 @@ class HotOps:
             checkpoint = (put.member, put.record.pack(), encode_refs(put.run_id, put.record.blob_fields), put.run_id)
             rest += [item for pair in put.blobs for item in pair]
         args = (
-            self.ttl_ms, fence, self._track, now_ms(), ref.thread_id, plan.dirty_member, epoch, *checkpoint, len(records),
+            self.ttl_ms, lock.fence, lock.ttl_ms, "1" if lock.release else "0", self._track, now_ms(), ref.thread_id,
+            plan.dirty_member, epoch, *checkpoint, len(records),
         )  # fmt: skip
         commands = (scripts.WRITE.call_planned(plan.write_keys, args, rest),
                     *self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests))  # fmt: skip
@@ -293,16 +331,26 @@ class HotOps:
             raise HotDurabilityError(f"Redis cannot confirm {wait[0]} durability: {exc}") from exc
         return replies if used else replies[0]
 
-    def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[tuple[list[StoredCheckpoint], str, str]]:
-        """The latest checkpoint of `ref`'s namespace (members=None), or the given members, and
-        get.lua's status: "hit", "unverified" (hotwatch.py), "evicted" or "miss"."""
+    def fetch_op(
+        self, ref: ThreadRef, members: Sequence[str] | None, lock: LockRequest | None = None
+    ) -> Op[Fetched]:
+        """The latest checkpoint of `ref`'s namespace (members=None), or the given members, with
+        get.lua's status: "hit", "unverified" (hotwatch.py), "evicted", "miss", or "locked" when
+        `lock` (a graph run starting: it takes the thread's run lock in the same script) is held
+        by another run."""
         ttl = self.ttl_ms if self.refresh_on_read else 0
         plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
         rest = [ref.checkpoint_ns] if members is None else list(members)
-        call = scripts.GET.call_planned(plan.read_keys, (ttl, "latest" if members is None else "ids"), rest)
-        ((status, entries, *generation),) = yield RedisCall((call,), scripts=(scripts.GET,))
+        args = (
+            ttl, "latest" if members is None else "ids", lock.token if lock else "", lock.ttl_ms if lock else 0,
+            self.ttl_ms,
+        )  # fmt: skip
+        call = scripts.GET.call_planned(plan.read_keys, args, rest)
+        ((status, entries, generation, fence),) = yield RedisCall((call,), scripts=(scripts.GET,))
         where = f"Redis thread {ref.thread_id!r}"
-        return [parse_entry(entry, where) for entry in entries or ()], as_str(status), as_str(generation[0]) if generation else ""
+        return Fetched(
+            [parse_entry(entry, where) for entry in entries or ()], as_str(status), as_str(generation), as_str(fence)
+        )
 
     def verify_op(self, ref: ThreadRef, generation: str) -> Op[None]:
         """Postgres found the thread's copy current under `generation` (hotwatch.py)."""
@@ -310,18 +358,17 @@ class HotOps:
         yield RedisCall((scripts.VERIFY.call_planned(plan.read_keys, (generation,)),), scripts=(scripts.VERIFY,))
         return None
 
-    def get_stored_op(self, ref: ThreadRef) -> Op[tuple[StoredCheckpoint | None, str, str]]:
-        """The checkpoint `ref` names (its namespace's latest without an id), get.lua's status,
-        and the generation to verify it under when "unverified" (hotwatch.py)."""
+    def get_stored_op(self, ref: ThreadRef, lock: LockRequest | None = None) -> Op[Fetched]:
+        """The checkpoint `ref` names (its namespace's latest without an id); see `fetch_op`."""
         members = None if ref.checkpoint_id is None else [
             K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
         ]
         yield from self.watch.ready_op()
-        found, status, generation = yield from self.fetch_op(ref, members)
-        if found and self.watch.due:  # the server restarted during the read (NOSCRIPT)
+        found = yield from self.fetch_op(ref, members, lock)
+        if found.entries and self.watch.due:  # the server restarted during the read (NOSCRIPT)
             yield from self.watch.ready_op()
-            found, status, generation = yield from self.fetch_op(ref, members)
-        return (found[0] if found else None), status, generation
+            found = yield from self.fetch_op(ref, members, lock)
+        return found
 
     def fetch_writes_op(
         self, tenant_id: str, members_by_thread: Mapping[str, Sequence[str]]
@@ -407,8 +454,8 @@ class HotOps:
             members = [m for m in members if K.split_checkpoint_member(m)[1] < before_id]
         out: list[StoredCheckpoint] = []
         for start in range(0, len(members), LIST_BATCH):
-            batch, _, _ = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
-            for stored in batch:
+            batch = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
+            for stored in batch.entries:
                 if metadata_filter and not self.matches(stored, metadata_filter):
                     continue
                 out.append(stored)
@@ -495,6 +542,7 @@ class HotOps:
 
 
 _WRITE_SCRIPTS = (scripts.WRITE,)
+
 
 
 @dataclass(frozen=True, slots=True)

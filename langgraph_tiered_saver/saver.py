@@ -87,7 +87,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         pg_lock_timeout: float = 2.0,
         blob_store: BlobStoreFactory | BlobStore | str | None = "auto",
         offload_threshold: int = DEFAULT_THRESHOLD,
-        auto_lock: AutoLock | bool = False,
+        auto_lock: AutoLock | bool = True,
         pool_options: PoolOptions | None = None,
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
@@ -285,6 +285,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
                 self.run_op(self.core.close_op())
             self.core.stop_background(drain=self.policy.on_close)
         finally:
+            self._locks.keeper.stop()
             self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
@@ -293,6 +294,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
                 await self.arun_op(self.core.close_op())
             await asyncio.to_thread(self.core.stop_background, drain=self.policy.on_close)
         finally:
+            await asyncio.to_thread(self._locks.keeper.stop)
             await self._conn.aclose_owned()
 
     def get_next_version(self, current: str | None, channel: None) -> str:

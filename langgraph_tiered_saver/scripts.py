@@ -76,11 +76,14 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str, **extra: str) -> di
 _WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch")
 WRITE = LuaScript.load(
     "write", (*THREAD_KEYS, "registry", "dirty", "epoch", "vgen"),
-    ("ttl_ms", "fence", "track", *_WRITE_MARK, "member", "record", "refs", "run_id", "writes"),
+    ("ttl_ms", "fence", "lock_ttl_ms", "release", "track", *_WRITE_MARK, "member", "record", "refs", "run_id", "writes"),
     rest="(field, record, overwrite) * writes, (blob field, value)",
 )  # fmt: skip
 # `vgen`: the shard's generation, which a thread's copy must have been verified under (hotwatch.py)
-GET = LuaScript.load("get", (*THREAD_KEYS, "vgen"), ("refresh_ttl_ms", "mode"), rest="namespace | member")
+GET = LuaScript.load(
+    "get", (*THREAD_KEYS, "vgen"), ("refresh_ttl_ms", "mode", "lock_token", "lock_ttl_ms", "thread_ttl_ms"),
+    rest="namespace | member",
+)
 VERIFY = LuaScript.load("verify", (*THREAD_KEYS, "vgen"), ("generation",))
 WRITES = LuaScript.load("writes", THREAD_KEYS, (), rest="member")
 DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="id")

@@ -76,6 +76,27 @@ local function check_fence(token)
   return nil
 end
 
+-- Take the thread's run lock for `token` (or find it ours already): the fencing token, or false
+-- when another holder has it. The fencing token only grows: it is at least the current time in
+-- microseconds, so it stays monotonic even if the meta hash expired with an idle thread.
+local function take_lock(token, ttl_ms, thread_ttl_ms)
+  if not redis.call("SET", KEY.lock, token, "NX", "PX", ttl_ms) then
+    if redis.call("GET", KEY.lock) ~= token then return false end
+    return redis.call("HGET", KEY.meta, "fence")
+  end
+  local now = redis.call("TIME")
+  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local current = tonumber(redis.call("HGET", KEY.meta, "fence") or "0")
+  local fence = string.format("%.0f", math.max(current + 1, floor))
+  local persistent = redis.call("PTTL", KEY.meta) == -1  -- a thread with unflushed data keeps no TTL
+  redis.call("HSET", KEY.meta, "fence", fence)
+  if not persistent then
+    redis.call("PEXPIRE", KEY.meta, math.max(tonumber(thread_ttl_ms), tonumber(ttl_ms)))
+    redis.call("HSET", KEY.meta, "expiring", "1")
+  end
+  return fence
+end
+
 -- Record the thread in its tenant's registry (a tenant's thread list) and, durable tier on, in
 -- the outbox index the flushers poll.
 local function mark_thread(track)

@@ -2,7 +2,7 @@
 -- checkpoint that closes the step (ARG.member "" when there is none), with everything they need
 -- in Redis: outbox entries (ARG.track "1": durable tier on), the tenant registry and outbox
 -- index, the thread's TTL. Returns 1, or 0 when Redis no longer holds the epoch the writer knows
--- (it lost data since: sentinel.py).
+-- (it lost data since: sentinel.py). A run lock the writer holds is renewed or released here.
 -- REST: ARG.writes triples (write field, record, overwrite "1"/"0"), then (blob field, value)
 -- pairs of the checkpoint's changed channel values.
 -- Regular writes (idx >= 0) are never overwritten; special writes (ERROR, INTERRUPT, ... with a
@@ -53,4 +53,13 @@ if fresh then born_verified() end
 if track then add_to_outbox(pend) end
 mark_thread(track)
 keep_written(track, expiring, ARG.ttl_ms)
+-- The writer's run lock (ARG.fence: it holds the newest one): each write keeps it, and the write
+-- that ends the run (ARG.release "1") lets it go, in the same round trip.
+if ARG.fence ~= "" and redis.call("HGET", KEY.meta, "fence") == ARG.fence then
+  if ARG.release == "1" then
+    redis.call("DEL", KEY.lock)
+  elseif tonumber(ARG.lock_ttl_ms) > 0 then
+    redis.call("PEXPIRE", KEY.lock, ARG.lock_ttl_ms)
+  end
+end
 return same_epoch()
