@@ -27,7 +27,7 @@ from . import options as opt
 from . import scripts
 from ._io import Op, RedisCall
 from .codec import BLOB_TYPE, as_str, decode_typed, scored, unpack_checkpoint, unpack_write
-from .durable.audit import jsonb_value, to_audit_json
+from .durable.audit import audit_from_msgpack, jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
 from .logs import fields
@@ -164,6 +164,8 @@ class FlushOps:
     def _audit(self, typed: tuple[str, bytes]) -> Any:
         if not self.audit_json or typed[0] == "empty" or typed[0].startswith(BLOB_TYPE):
             return None
+        if typed[0] == "msgpack":
+            return audit_from_msgpack(typed[1])
         try:
             return to_audit_json(self.serde.loads_typed(typed))
         except Exception:
