@@ -260,8 +260,9 @@ class RedisStackFactory(SaverFactory):
     def open_sync(self, env: BenchEnv, scope: str, *, setup: bool = True) -> Iterator[Saver]:
         cls = _import(self.sync_class)
         with cls.from_conn_string(self.redis_url(env), **self._options(scope)) as saver:
-            if setup:
-                saver.setup()
+            # always: setup() also builds the client-side key registry a put needs; creating
+            # the indexes again is a no-op (overwrite=False), like __aenter__ for the async one
+            saver.setup()
             yield saver
 
     @asynccontextmanager
@@ -286,6 +287,7 @@ class ShallowRedisSaverFactory(RedisStackFactory):
     """`ShallowRedisSaver` / `AsyncShallowRedisSaver`: only the latest checkpoint per thread."""
 
     name = "ShallowRedisSaver"
+    ops = ALL_OPS - {"list"}  # it keeps one checkpoint per thread: no history to list
     sync_class = "langgraph.checkpoint.redis.shallow:ShallowRedisSaver"
     async_class = "langgraph.checkpoint.redis.ashallow:AsyncShallowRedisSaver"
 
