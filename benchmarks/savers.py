@@ -275,6 +275,16 @@ class RedisStackFactory(SaverFactory):
             yield saver
 
 
+    @asynccontextmanager
+    async def open_conformance(self, env: BenchEnv, scope: str) -> AsyncIterator[Saver]:
+        """With the library's default key prefixes, as most users run it: with custom ones,
+        ShallowRedisSaver's delete_thread misses its keys (4 more failures in 0.5.2). The
+        suite's thread ids are unique, so its capabilities may share the server's keyspace."""
+        cls = _import(self.async_class)
+        async with cls.from_conn_string(self.redis_url(env)) as saver:
+            yield saver
+
+
 class RedisSaverFactory(RedisStackFactory):
     """`RedisSaver` / `AsyncRedisSaver`: the full checkpoint history, in RedisJSON documents."""
 
