@@ -63,6 +63,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def output_dir(args: argparse.Namespace) -> Path:
+    """`--out`, else the committed results for `--full` and an ignored folder for quick runs."""
+    return Path(args.out) if args.out else DEFAULT_OUT if args.full else QUICK_OUT
+
+
 def select(factories: list[SaverFactory], names: list[str] | None) -> list[SaverFactory]:
     if not names:
         return factories
@@ -117,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         for f in factories
     ]
-    out = args.out or (DEFAULT_OUT if args.full else QUICK_OUT)
-    for path in write(out, meta, savers, ctx.results, ctx.conformance):
+    for path in write(output_dir(args), meta, savers, ctx.results, ctx.conformance):
         progress.line(f"wrote {path}")
     return 0
 

