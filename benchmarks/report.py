@@ -91,9 +91,9 @@ def markdown(meta: dict[str, Any], savers: list[dict[str, str]], results: list[R
         "",
         "## Savers",
         "",
-        "Conformance: the `langgraph-checkpoint-conformance` suite on the saver's async API — "
-        "capabilities implemented (detected) and fully passed, tests passed / run, and what "
-        "failed or is not implemented.",
+        "Conformance: the `langgraph-checkpoint-conformance` suite through the saver's async API "
+        "and its sync API (said once when both agree) — capabilities implemented (detected) and "
+        "fully passed, tests passed / run, and what failed or is not implemented.",
         "",
         "| saver | status | conformance |",
         "|---|---|---|",

@@ -79,6 +79,10 @@ class SaverFactory:
         """The async saver the conformance suite checks (its configs carry only thread ids)."""
         return self.open_async(env, scope)
 
+    def open_conformance_sync(self, env: BenchEnv, scope: str) -> AbstractContextManager[Saver]:
+        """The sync saver the conformance suite checks through its sync API."""
+        return self.open_sync(env, scope)
+
     def flush(self, saver: Saver) -> None:
         """Make everything written so far durable (write-behind savers drain here)."""
 
@@ -284,6 +288,14 @@ class RedisStackFactory(SaverFactory):
         async with cls.from_conn_string(self.redis_url(env)) as saver:
             yield saver
 
+    @contextmanager
+    def open_conformance_sync(self, env: BenchEnv, scope: str) -> Iterator[Saver]:
+        """Sync `open_conformance`."""
+        cls = _import(self.sync_class)
+        with cls.from_conn_string(self.redis_url(env)) as saver:
+            saver.setup()
+            yield saver
+
 
 class RedisSaverFactory(RedisStackFactory):
     """`RedisSaver` / `AsyncRedisSaver`: the full checkpoint history, in RedisJSON documents."""
@@ -431,6 +443,13 @@ class TieredFactory(SaverFactory):
         """Bound to one tenant: the suite's configs carry none (as in tests/test_conformance.py)."""
         async with self._conn_manager(env, scope, tenant_id="tenant-conformance") as saver:
             await saver.asetup()
+            yield saver
+
+    @contextmanager
+    def open_conformance_sync(self, env: BenchEnv, scope: str) -> Iterator[Saver]:
+        """Sync `open_conformance`."""
+        with self._conn_manager(env, scope, tenant_id="tenant-conformance") as saver:
+            saver.setup()
             yield saver
 
     @contextmanager
