@@ -252,7 +252,10 @@ class RedisStackFactory(SaverFactory):
 
     def redis_patterns(self, env: BenchEnv, scope: str) -> tuple[str, list[str]] | None:
         cp, wr = self._prefixes(scope)
-        return self.redis_url(env), [cp + ":*", wr + ":*", "write_keys_zset:*"]
+        # `write_keys_zset:<thread id>:...` ignores the prefixes; the storage workload names its
+        # thread after its scope (env.thread_id(scope)), so this pattern finds that thread's only
+        zsets = f"write_keys_zset:*{env.thread_id(slug(scope))}:*"
+        return self.redis_url(env), [cp + ":*", wr + ":*", zsets]
 
     def _options(self, scope: str) -> dict[str, Any]:
         cp, wr = self._prefixes(scope)
