@@ -37,12 +37,12 @@ from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
 from .durable.sql import check_schema
-from .errors import ConfigError, TierUnavailableError
+from .errors import ConfigError, PostgresError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .history import PruneReport, latest_per_namespace, prune_thread_op
 from .hot import HotOps
-from .ids import ThreadRef, check_thread
+from .ids import ThreadRef, check_indexable, check_thread
 from .known import NEW, KnownThreads
 from .legacy import LegacyReads
 from .locks import Fences
@@ -186,11 +186,14 @@ class Core:
 
     # ------------------------------------------------------------------ failure policy
 
-    def _postgres_failed(self, exc: TierUnavailableError, what: str) -> None:
+    def _postgres_failed(self, exc: TierUnavailableError | PostgresError, what: str) -> None:
         """Postgres down: the hot tier answers alone. A thread that lives only in Postgres
         (expired from Redis) is not visible until Postgres is back: counted here, logged once
         per outage by the circuit breaker (at debug level per call)."""
         self.metrics.incr("postgres_read_errors" if what != "interrupt flush" else "flush_errors")
+        if isinstance(exc, PostgresError):  # this thread's own statement: no outage to log it
+            logger.warning("Postgres refused a statement during %s (the outbox keeps it): %s", what, exc)
+            return
         logger.debug("Postgres unavailable during %s, answering from Redis alone: %s", what, exc)
 
     def _hot_failed(self, exc: TierUnavailableError, what: str) -> None:
@@ -262,6 +265,7 @@ class Core:
     def _put_op(
         self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> Op[Any]:
+        check_indexable(ref, checkpoint["id"], *(channel + str(v) for channel, v in new_versions.items()))
         yield from self._recover_op(ref)
         carried = self.combiner.closed_by(ref, checkpoint["id"]) if self.combiner is not None else []
         try:
@@ -292,6 +296,7 @@ class Core:
     ) -> Op[None]:
         if ref.checkpoint_id is None:
             raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
+        check_indexable(ref, ref.checkpoint_id + task_id, *(channel for channel, _ in writes))
         yield from self._recover_op(ref)
         records, digests = yield from self.hot.prepare_writes_op(ref, writes, task_id, task_path)
         special = any(channel in WRITES_IDX_MAP for channel, _ in writes)
@@ -312,8 +317,9 @@ class Core:
                         extra=fields(ref),
                     )
                 yield from self._flush_now_op(ref.tenant_id, ref.thread_id)
-            except TierUnavailableError as exc:
-                # Postgres down: the agent goes on; the outbox keeps the entries for a retry.
+            except (TierUnavailableError, PostgresError) as exc:
+                # Postgres down, or this thread's statement refused: the agent goes on; the outbox
+                # keeps the entries for the flusher's retries (which report a thread's own error).
                 self._postgres_failed(exc, "interrupt flush")
                 if self.flusher is not None:
                     self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)

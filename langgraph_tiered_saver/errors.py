@@ -56,6 +56,16 @@ class TenantMismatchError(ConfigError):
     """A call named two different tenants (a bound saver, the config, a tenant scope)."""
 
 
+class RedisPermissionError(ConfigError):
+    """Redis refused a command to the saver's user (an ACL without EVALSHA, or without the saver's
+    keys): a configuration to fix, not an outage, so no fallback masks it."""
+
+
+class FlushFencedError(TieredSaverError):
+    """Postgres refused a flush: its lease was taken over by a newer flusher, or the thread was
+    deleted after the flush read its outbox. Nothing was written; the newer holder flushes."""
+
+
 class PostgresConfigError(TieredSaverError):
     """Postgres answered, but refuses this saver as configured: fix the configuration, not the
     network. Not a `TierUnavailableError`, so no fallback masks it."""

@@ -30,6 +30,7 @@ from langgraph_tiered_saver.errors import (
     DatabaseMissingError,
     PostgresAuthError,
     PostgresError,
+    RedisPermissionError,
     SchemaMissingError,
 )
 from langgraph_tiered_saver.flush import FlushOps
@@ -453,7 +454,15 @@ def test_postgres_errors_are_classified() -> None:
     db = psycopg.OperationalError('connection failed: ... FATAL:  database "nope" does not exist')
     assert isinstance(classify_connect_error(db), DatabaseMissingError)
     assert isinstance(classify_statement_error(psycopg.errors.UndefinedTable("relation x does not exist")), SchemaMissingError)
-    assert type(classify_statement_error(psycopg.errors.QueryCanceled("statement timeout"))) is TierUnavailableError
+    # one statement's failure is that thread's error, never an outage, whatever psycopg's class
+    for statement_error in (psycopg.errors.QueryCanceled("statement timeout"), psycopg.errors.LockNotAvailable("lock"),
+                            psycopg.errors.ProgramLimitExceeded("index row size 3648 exceeds btree version 4 maximum 2704"),
+                            psycopg.errors.CharacterNotInRepertoire("invalid byte sequence")):  # fmt: skip
+        assert isinstance(statement_error, psycopg.OperationalError) or statement_error.sqlstate.startswith("22")
+        classified = classify_statement_error(statement_error)
+        assert type(classified) is PostgresError and classified.sqlstate == statement_error.sqlstate
+    assert type(classify_statement_error(psycopg.errors.AdminShutdown("terminating connection"))) is TierUnavailableError
+    assert type(classify_statement_error(psycopg.errors.TooManyConnections("too many"))) is TierUnavailableError
     rejected = classify_statement_error(psycopg.errors.CheckViolation("new row violates check"))
     assert isinstance(rejected, PostgresError)
 
@@ -469,3 +478,17 @@ def test_redis_error_replies_are_typed(reply: str, expected: type) -> None:
     from langgraph_tiered_saver._io import _typed_script_error
 
     assert type(_typed_script_error(redis.exceptions.ResponseError(reply))) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [(redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), TierUnavailableError),
+     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), TierUnavailableError),
+     (redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command"),
+      RedisPermissionError)],
+)  # fmt: skip
+def test_redis_error_classes_are_typed(exc: Exception, expected: type) -> None:
+    """redis-py parses OOM / READONLY / NOPERM replies into classes and drops the leading word."""
+    from langgraph_tiered_saver._io import _typed_script_error
+
+    assert type(_typed_script_error(exc)) is expected  # type: ignore[arg-type]
