@@ -1,0 +1,97 @@
+"""Redis that answers but refuses (real private servers): out of memory under `noeviction`, a
+read-only replica, an ACL user without EVALSHA. Each reply is a typed error; where it means
+"Redis cannot take this now" (OOM, READONLY), `on_redis_error="fallback"` writes through."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+import redis
+
+from devtools.servers import PrivateRedis
+from langgraph_tiered_saver import RedisPermissionError, TierUnavailableError
+from tests.graphs import chain_graph
+from tests.helpers import thread_config
+from tests.test_hot_faults import NO_AUTO_FLUSH, STEPS, pg_count, private_saver
+
+pytestmark = pytest.mark.faults
+
+
+@contextmanager
+def client_of(url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def fill_until_oom(url: str) -> None:
+    """Junk keys, then a `maxmemory` below what Redis holds, under `noeviction`: every write that
+    allocates is refused with OOM from here on (reads, DEL, EXPIRE still work)."""
+    with client_of(url) as client:
+        pipe = client.pipeline(transaction=False)
+        for i in range(200):
+            pipe.set(f"junk:{i}", b"x" * 20_000)
+        pipe.execute()
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", str(used - 1_000_000))
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            client.set("probe", "x")
+
+
+@pytest.mark.parametrize("mode", ["fallback", "raise"])
+def test_out_of_memory_is_typed_and_falls_back_to_postgres(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str, mode: str
+) -> None:
+    server = make_private_redis()
+    with private_saver(server.url, test_database_url, on_redis_error=mode, flush_policy=NO_AUTO_FLUSH) as saver:
+        fill_until_oom(server.url)
+        cfg = thread_config()
+        graph = chain_graph(saver)
+        if mode == "raise":
+            with pytest.raises(TierUnavailableError, match="OutOfMemoryError"):
+                graph.invoke({"n": 0}, cfg)
+            return
+        assert graph.invoke({"n": 0}, cfg)["n"] > 0
+        assert saver.metrics.counter("redis_fallbacks") > 0
+        assert pg_count(test_database_url, saver.schema, cfg["configurable"]["thread_id"]) == STEPS
+
+
+@pytest.mark.parametrize("mode", ["fallback", "raise"])
+def test_a_read_only_replica_is_typed_and_falls_back_to_postgres(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str, mode: str
+) -> None:
+    primary = make_private_redis()
+    replica = make_private_redis("--replicaof", "127.0.0.1", str(primary.port))
+    with client_of(replica.url) as client:
+        deadline = time.monotonic() + 10
+        while client.info("replication").get("master_link_status") != "up" and time.monotonic() < deadline:
+            time.sleep(0.05)
+    with private_saver(replica.url, test_database_url, on_redis_error=mode, flush_policy=NO_AUTO_FLUSH) as saver:
+        cfg = thread_config()
+        graph = chain_graph(saver)
+        if mode == "raise":
+            with pytest.raises(TierUnavailableError, match="ReadOnlyError"):
+                graph.invoke({"n": 0}, cfg)
+            return
+        assert graph.invoke({"n": 0}, cfg)["n"] > 0
+        assert pg_count(test_database_url, saver.schema, cfg["configurable"]["thread_id"]) == STEPS
+
+
+def test_a_user_without_evalsha_gets_a_typed_error(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str
+) -> None:
+    server = make_private_redis()
+    password = uuid.uuid4().hex
+    with client_of(server.url) as client:
+        client.execute_command("ACL", "SETUSER", "app", "on", f">{password}", "~*", "+@all", "-evalsha", "-eval")
+    url = f"redis://app:{password}@127.0.0.1:{server.port}/0"
+    with private_saver(url, test_database_url, on_redis_error="fallback", flush_policy=NO_AUTO_FLUSH) as saver:
+        with pytest.raises(RedisPermissionError, match="evalsha"):
+            chain_graph(saver).invoke({"n": 0}, thread_config())
