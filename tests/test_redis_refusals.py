@@ -92,6 +92,8 @@ def test_a_user_without_evalsha_gets_a_typed_error(
     with client_of(server.url) as client:
         client.execute_command("ACL", "SETUSER", "app", "on", f">{password}", "~*", "+@all", "-evalsha", "-eval")
     url = f"redis://app:{password}@127.0.0.1:{server.port}/0"
-    with private_saver(url, test_database_url, on_redis_error="fallback", flush_policy=NO_AUTO_FLUSH) as saver:
-        with pytest.raises(RedisPermissionError, match="evalsha"):
-            chain_graph(saver).invoke({"n": 0}, thread_config())
+    with (
+        private_saver(url, test_database_url, on_redis_error="fallback", flush_policy=NO_AUTO_FLUSH) as saver,
+        pytest.raises(RedisPermissionError, match="evalsha"),
+    ):
+        chain_graph(saver).invoke({"n": 0}, thread_config())
