@@ -153,7 +153,8 @@ class Core:
             ),
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
-        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms)
+        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms,
+                         takeover_seconds=policy.takeover_seconds)  # fmt: skip
         core = cls(
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
             policy=policy, metrics=metrics, fences=Fences(),
@@ -540,32 +541,33 @@ class Core:
 
     # ------------------------------------------------------------------ thread-level calls
 
-    def _with_flush_lock_op(self, tenant: str, thread_id: str, body: Op[T]) -> Op[T]:
+    def _with_flush_lock_op(self, tenant: str, thread_id: str, body: Op[T] | Callable[[int | None], Op[T]]) -> Op[T]:
         """Run `body` holding the thread's flush lock: a concurrent flush cannot re-insert rows
-        a delete just removed."""
+        a delete just removed. A callable body gets the lock's fencing token (a deletion's
+        tombstone: a flusher that read before it, and took the lock back later, is refused)."""
         if not self.durable:
-            return (yield from body)
-        token = yield from self.flush.acquire_flush_lock_op(tenant, thread_id, wait=True)
+            return (yield from (body(None) if callable(body) else body))
+        held = yield from self.flush.acquire_flush_lock_op(tenant, thread_id, wait=True)
         try:
-            return (yield from body)
+            return (yield from (body(held[1] if held else None) if callable(body) else body))
         finally:
-            if token is not None:
-                yield from self.flush.release_flush_lock_op(tenant, thread_id, token)
+            if held is not None:
+                yield from self.flush.release_flush_lock_op(tenant, thread_id, held[0])
 
     def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
         thread_id = check_thread(thread_id)
-        yield from self._with_flush_lock_op(tenant, thread_id, self._delete_thread_op(tenant, thread_id))
+        yield from self._with_flush_lock_op(tenant, thread_id, lambda fence: self._delete_thread_op(tenant, thread_id, fence))
         if self.flusher is not None:
             self.flusher.forget(tenant, thread_id)
         return None
 
-    def _delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
+    def _delete_thread_op(self, tenant: str, thread_id: str, fence: int | None = None) -> Op[None]:
         yield from self._drain_op(tenant, thread_id)
         before = yield from self.hot.export_thread_op(tenant, thread_id)
         candidates = digests_in_export(before)
         yield from self.hot.delete_thread_op(tenant, [thread_id])
         if self.durable:
-            result = yield from pg.delete_thread_op(self.schema, tenant, thread_id)
+            result = yield from pg.delete_thread_op(self.schema, tenant, thread_id, fence)
             candidates |= _ref_digests(result.orphaned_blob_refs)
         # only now: a registered thread may be in Postgres, so it leaves the registry last
         yield from self.hot.unregister_op(tenant, [thread_id])

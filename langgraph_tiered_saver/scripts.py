@@ -78,7 +78,7 @@ GET = LuaScript.load(
 WRITES = LuaScript.load("writes", THREAD_KEYS, (), rest="member")
 DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="id")
 IMPORT = LuaScript.load("import", THREAD_KEYS, ("ttl_ms", "mark_pending"), rest="section, n, item")
-OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms"))
+OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms", "force"))
 OUTBOX_ACK = LuaScript.load(
     "outbox_ack", (*THREAD_KEYS, "flush_lock"), ("token", "release", "ttl_ms"), rest="entry, version"
 )

@@ -263,7 +263,7 @@ def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory:
     registry = K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, THREAD))
     unregisters = lambda r: any(c[:2] == ("ZREM", registry) for c in r.commands)  # noqa: E731
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[b"token"], describe="flush lock"),
+        Expect(RedisCall, reply=[b"OK", [b"1700000000", b"0"]], describe="flush lock and the Redis clock"),
         Expect(RedisCall, reply=[{}, {}, {}, {}], describe="export"),
         Expect(RedisCall, reply=[1, 1], check=lambda r: not unregisters(r), describe="delete keys"),
         Expect(PgCall, error=PG_DOWN, describe="delete rows"),
@@ -303,13 +303,28 @@ def test_a_busy_flush_lock_is_skipped(saver_factory: Any) -> None:
     assert result.skipped_locked and driver.slept == 0
 
 
-def test_a_flush_waiting_for_the_lock_gives_up_after_its_timeout() -> None:
-    busy = [Expect(RedisCall, reply=[None, None]) for _ in range(1300)]
-    driver = ScriptedDriver(busy)
-    with pytest.raises(ScriptError, match="unused"):  # it stops polling long before 1,300 tries
-        driver.run(_flush_ops().flush_thread_op(TENANT, THREAD, wait=True))
-    assert 60.0 <= driver.slept < 61.0  # FLUSH_LOCK_MS of sleeping, backing off to 50 ms polls
-    assert len(driver.seen) < 2 * 1300
+def _read_arg(call: RedisCall, name: str) -> Any:
+    """The named ARGV slot of the outbox_read script in `call` (its second command)."""
+    command = call.commands[1]
+    return command[3 + int(command[2]) + scripts.OUTBOX_READ.argv.index(name)]
+
+
+def test_a_flush_waiting_for_a_stalled_lease_takes_it_over_after_takeover_seconds() -> None:
+    """A synchronous flush polls for `takeover_seconds` (1 + 2 + 4 + 8 ms of sleeping here),
+    never the holder's whole lease, then reads with `force`: the stalled holder's commit is
+    refused by Postgres' fence afterwards."""
+    ops = FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True, ttl_ms=60_000, takeover_seconds=0.01)
+    busy = [Expect(RedisCall, reply=[None, None], check=lambda c: _read_arg(c, "force") == "0") for _ in range(5)]
+    forced = [b"1700000000000", [[], [], [], 0, b"1700000000", b"5", 1]]
+    driver = ScriptedDriver([
+        *busy,
+        Expect(RedisCall, reply=forced, check=lambda c: _read_arg(c, "force") == "1", describe="forced read"),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release")),
+    ])  # fmt: skip
+    result = driver.run(ops.flush_thread_op(TENANT, THREAD, wait=True))
+    assert not result.skipped_locked and result.remaining == 0
+    assert driver.slept == pytest.approx(0.015)
 
 
 def _ack_arg(call: RedisCall, name: str) -> Any:
