@@ -197,6 +197,6 @@ def _stall_a_worker_mid_flush(
         if pg_rows(postgres_url, saver.schema, thread) == 0:
             return thread, holder
         os.kill(pid, signal.SIGCONT)  # it committed first: try again on another thread
-        assert wait_for(lambda: client.get(lock) is None, 10)
+        assert wait_for(lambda lock=lock: client.get(lock) is None, 10)  # type: ignore[misc]
     pytest.fail("could not stop a worker between its outbox read and its commit in 5 tries")
 

@@ -38,7 +38,7 @@ from langgraph_tiered_saver.hot import HotOps
 from langgraph_tiered_saver.ids import ThreadRef
 from langgraph_tiered_saver.locks import LockOps
 from langgraph_tiered_saver.pgfaults import classify_connect_error, classify_statement_error
-from langgraph_tiered_saver.scripted import Expect, ScriptedDriver, ScriptError, commands_of
+from langgraph_tiered_saver.scripted import Expect, ScriptedDriver, commands_of
 
 TENANT, THREAD = "acme", "t1"
 REDIS_DOWN = TierUnavailableError("redis", "Connection refused")
