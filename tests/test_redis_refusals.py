@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 import redis
 
-from devtools.servers import PrivateRedis
+from devtools.servers import PrivatePostgres, PrivateRedis
 from langgraph_tiered_saver import RedisPermissionError, TierUnavailableError
 from tests.graphs import chain_graph
 from tests.helpers import thread_config
@@ -97,3 +97,36 @@ def test_a_user_without_evalsha_gets_a_typed_error(
         pytest.raises(RedisPermissionError, match="evalsha"),
     ):
         chain_graph(saver).invoke({"n": 0}, thread_config())
+
+
+def test_a_full_redis_still_drains_its_outbox_after_a_postgres_outage(
+    make_private_redis: Callable[..., PrivateRedis], make_private_postgres: Callable[..., PrivatePostgres]
+) -> None:
+    """`noeviction`: Postgres is down while the outbox grows, and Redis fills up. Taking a
+    flush lease is a write Redis refuses now; the flush goes on without one (Postgres' fence
+    still orders flushers) and acknowledging only deletes, so the whole outbox drains once
+    Postgres is back, and Redis has room again."""
+    server = make_private_redis()
+    pg = make_private_postgres()
+    with private_saver(server.url, pg.url, flush_policy=NO_AUTO_FLUSH, background_flush=False) as saver:
+        graph = chain_graph(saver, nodes=2)
+        threads = [thread_config() for _ in range(20)]
+        for cfg in threads:
+            graph.invoke({"n": 0}, cfg)
+        pg.stop()
+        with pytest.raises(TierUnavailableError):
+            saver.flush(threads[0])
+        fill_until_oom(server.url)
+        pg.start()
+        results = None
+        deadline = time.monotonic() + 20
+        while results is None:  # the pool's connections to the old server fail once each
+            try:
+                results = saver.flush()
+            except TierUnavailableError:
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+        assert results and all(r.remaining == 0 for r in results)
+        assert saver.run_op(saver.core.flush.outbox_status_op()).depth == 0
+        for cfg in threads:
+            assert pg_count(pg.url, saver.schema, cfg["configurable"]["thread_id"]) == 4
