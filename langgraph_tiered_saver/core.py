@@ -55,6 +55,8 @@ from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
 from .upgrade import legacy_check_op
 
+# flush() of every thread reads the outbox index this many threads at a time (all pages).
+FLUSH_ALL_PAGE = 500
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
 
@@ -522,13 +524,34 @@ class Core:
         """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread."""
         if not self.durable:
             return []
-        threads = [(ref.tenant_id, ref.thread_id)] if ref is not None else (yield from self.flush.dirty_threads_op())
-        results = []
-        for tenant_id, thread_id in threads:
-            results.append((yield from self._flush_now_op(tenant_id, thread_id)))
-            if self.flusher is not None:
-                self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
+        results: list[FlushResult] = []
+        if ref is not None:
+            return [(yield from self._flush_one_op(ref.tenant_id, ref.thread_id))]
+        # Every dirty thread, a page of the outbox index at a time, until a page brings no
+        # thread this call has not flushed yet (what is still dirty then was written meanwhile).
+        done: set[tuple[str, str]] = set()
+        while True:
+            page = yield from self.flush.dirty_threads_op(limit=FLUSH_ALL_PAGE)
+            todo = [key for key in page if key not in done]
+            if not todo:
+                break
+            for key in todo:
+                done.add(key)
+                results.append((yield from self._flush_one_op(*key)))
+        left = [r for r in results if r.remaining or r.skipped_locked]
+        if left or len(page) >= FLUSH_ALL_PAGE:
+            logger.warning(
+                "flush(): %d thread(s) flushed; %d still have unflushed entries (written during the flush or "
+                "held by another flusher)%s", len(results), len(left),
+                f", and the outbox index still lists {len(page)}+ threads" if len(page) >= FLUSH_ALL_PAGE else "",
+            )
         return results
+
+    def _flush_one_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+        result = yield from self._flush_now_op(tenant_id, thread_id)
+        if self.flusher is not None:
+            self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
+        return result
 
     def prune_older_than_op(self, tenant: str | None, older_than: timedelta) -> Op[Any]:
         """Postgres retention for one tenant, or every tenant (`tenant` None)."""
