@@ -37,7 +37,7 @@ from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
 from .durable.sql import check_schema
-from .errors import ConfigError, PostgresError, TierUnavailableError
+from .errors import ConfigError, DataLostError, PostgresError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .history import PruneReport, latest_per_namespace, prune_thread_op
@@ -421,11 +421,11 @@ class Core:
         except TierUnavailableError as exc:
             self._hot_failed(exc, "get_tuple")
             hot_up = False
-        if stored is not None and (not self.durable or stored.complete):
+        if stored is not None and stored.complete:
             self.metrics.incr("read_hits_redis")
             return (yield from self._to_tuple_op(ref, stored, hot_up))
         if not self.durable:
-            return None
+            return None if stored is None else self._lost(ref, stored)
         if stored is None and hot_up:
             self.hot.known.missed(ref.tenant_id, status)
             if status == NEW:  # no tier holds it: no Postgres round trip (known.py)
@@ -435,12 +435,12 @@ class Core:
                 self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
             )
         except TierUnavailableError as exc:
-            if not hot_up:
+            if not hot_up or stored is not None:  # only Postgres could complete Redis' partial copy
                 raise
             self._postgres_failed(exc, "get_tuple")
             durable = None
         if durable is None:
-            return None if stored is None else (yield from self._to_tuple_op(ref, stored, hot_up))
+            return None if stored is None else self._lost(ref, stored)
         found = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
@@ -454,6 +454,19 @@ class Core:
                     warm.append(from_durable(latest))
             yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export(warm), pending=False)
         return (yield from self._to_tuple_op(ref, found, hot_up))
+
+    def _lost(self, ref: ThreadRef, stored: StoredCheckpoint) -> CheckpointTuple:
+        """Redis holds a checkpoint without all of its channel values (evicted) and no other tier
+        has it: an error, never a checkpoint with values missing (which would run on as if empty)."""
+        self.metrics.incr("checkpoints_lost")
+        missing = [f for f in stored.record.blob_fields if f not in stored.blobs]
+        logger.error("checkpoint %r of thread %s/%s lost channel values in Redis (evicted: use a volatile-* "
+                     "maxmemory-policy) and Postgres does not have it", stored.checkpoint_id, ref.tenant_id,
+                     ref.thread_id, extra=fields(ref))  # fmt: skip
+        raise DataLostError(
+            f"checkpoint {stored.checkpoint_id!r} of thread {ref.thread_id!r} lost {len(missing) or 'some'} channel "
+            "value(s) to Redis eviction before it reached Postgres; it cannot be restored whole"
+        )
 
     def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older

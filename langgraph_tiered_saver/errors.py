@@ -23,6 +23,11 @@ class CorruptDataError(TieredSaverError):
     """Bytes read from a tier could not be decoded (truncated, tampered or foreign data)."""
 
 
+class DataLostError(TieredSaverError):
+    """A checkpoint lost part of its data in Redis (an allkeys-* eviction) before it reached
+    Postgres: it cannot be restored whole, and a partial checkpoint is never returned."""
+
+
 class TierUnavailableError(TieredSaverError, ConnectionError):
     """A storage tier (Redis or Postgres) could not be reached."""
 

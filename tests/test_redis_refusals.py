@@ -13,9 +13,15 @@ import pytest
 import redis
 
 from devtools.servers import PrivatePostgres, PrivateRedis
-from langgraph_tiered_saver import RedisPermissionError, TierUnavailableError
+from langgraph_tiered_saver import (
+    DataLostError,
+    RedisPermissionError,
+    TieredSaver,
+    TierUnavailableError,
+)
+from langgraph_tiered_saver import keys as K
 from tests.graphs import chain_graph
-from tests.helpers import thread_config
+from tests.helpers import TEST_TENANT, thread_config
 from tests.test_hot_faults import NO_AUTO_FLUSH, STEPS, pg_count, private_saver
 
 pytestmark = pytest.mark.faults
@@ -130,3 +136,26 @@ def test_a_full_redis_still_drains_its_outbox_after_a_postgres_outage(
         assert saver.run_op(saver.core.flush.outbox_status_op()).depth == 0
         for cfg in threads:
             assert pg_count(pg.url, saver.schema, cfg["configurable"]["thread_id"]) == 4
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_a_checkpoint_whose_values_were_evicted_before_its_flush_is_an_error(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str, durable: bool
+) -> None:
+    """`allkeys-*` evicts one key of a thread (DEL of the channel values stands in for it,
+    deterministically) before the thread reached Postgres: reading its latest checkpoint raises
+    DataLostError, never returns the checkpoint with its values missing."""
+    server = make_private_redis()
+    context = (
+        private_saver(server.url, test_database_url, flush_policy=NO_AUTO_FLUSH, background_flush=False)
+        if durable
+        else TieredSaver.from_conn_string(server.url, None, tenant_id=TEST_TENANT, key_prefix=f"lost-{uuid.uuid4().hex[:6]}")
+    )
+    with context as target:
+        cfg = thread_config()
+        chain_graph(target, nodes=2).invoke({"n": 0}, cfg)
+        keys = K.thread_keys(target.key_prefix, TEST_TENANT, cfg["configurable"]["thread_id"])
+        with client_of(server.url) as client:
+            client.delete(keys.bl)
+        with pytest.raises(DataLostError, match="eviction"):
+            target.get_tuple(cfg)
