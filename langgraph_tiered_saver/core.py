@@ -587,7 +587,7 @@ class Core:
         try:
             return (yield from (body(held[1] if held else None) if callable(body) else body))
         finally:
-            if held is not None:
+            if held is not None and held[0]:  # "": taken without a lock (Redis out of memory)
                 yield from self.flush.release_flush_lock_op(tenant, thread_id, held[0])
 
     def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:

@@ -30,7 +30,7 @@ from .codec import BLOB_TYPE, as_str, decode_typed, scored, unpack_checkpoint, u
 from .durable.audit import jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
-from .errors import FlushFencedError
+from .errors import FlushFencedError, TierUnavailableError
 from .logs import fields
 from .polling import poll_op
 from .stored import decode_refs
@@ -274,7 +274,19 @@ class FlushOps:
 
         def attempt(force: bool = False) -> Op[tuple[str, int] | None]:
             nx = () if force else ("NX",)
-            acquired, clock = yield RedisCall((("SET", lock, token, *nx, "PX", FLUSH_LOCK_MS), ("TIME",)))
+            try:
+                acquired, clock = yield RedisCall((("SET", lock, token, *nx, "PX", FLUSH_LOCK_MS), ("TIME",)))
+            except TierUnavailableError as exc:
+                if not _out_of_memory(exc):
+                    raise
+                # Redis is full and refuses the lock's SET (not GET or DEL): go on without the lock
+                # (as the outbox read does), the fence orders this against any flusher
+                holder, clock = yield RedisCall((("GET", lock), ("TIME",)))
+                if holder is not None and not force:
+                    return None
+                if holder is not None:
+                    yield RedisCall((("DEL", lock),))
+                return ("", _micros(clock[0], clock[1]))
             return (token, _micros(clock[0], clock[1])) if acquired else None
 
         got = yield from poll_op(attempt, timeout=self.takeover_seconds if wait else 0)
@@ -423,6 +435,10 @@ class FlushOps:
         depth = sum(int(n) for n in replies[0::2])
         scores = [score for oldest in replies[1::2] for _, score in scored(oldest)]
         return OutboxStatus(depth, _seconds_since(min(scores)) if scores else 0.0)
+
+
+def _out_of_memory(exc: TierUnavailableError) -> bool:
+    return "OutOfMemoryError" in str(exc) or "OOM" in str(exc)
 
 
 def _micros(seconds: Any, micros: Any) -> int:

@@ -4,6 +4,7 @@ read-only replica, an ACL user without EVALSHA. Each reply is a typed error; whe
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,8 +21,9 @@ from langgraph_tiered_saver import (
     TierUnavailableError,
 )
 from langgraph_tiered_saver import keys as K
+from langgraph_tiered_saver.fleet import Roster, worker_loop
 from tests.graphs import chain_graph
-from tests.helpers import TEST_TENANT, thread_config
+from tests.helpers import TEST_TENANT, thread_config, wait_for
 from tests.test_hot_faults import NO_AUTO_FLUSH, STEPS, pg_count, private_saver
 
 pytestmark = pytest.mark.faults
@@ -159,3 +161,34 @@ def test_a_checkpoint_whose_values_were_evicted_before_its_flush_is_an_error(
             client.delete(keys.bl)
         with pytest.raises(DataLostError, match="eviction"):
             target.get_tuple(cfg)
+
+
+def test_a_full_redis_still_deletes_threads_and_workers_still_flush(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str
+) -> None:
+    """`noeviction`, Redis full: a deletion (its flush lock is a SET Redis refuses) and a worker
+    (its membership heartbeat is a ZADD Redis refuses) both go on; the fence keeps them safe."""
+    server = make_private_redis()
+    with private_saver(server.url, test_database_url, flush_policy=NO_AUTO_FLUSH, background_flush=False) as saver:
+        graph = chain_graph(saver, nodes=2)
+        doomed, kept = thread_config(), [thread_config() for _ in range(5)]
+        for cfg in (doomed, *kept):
+            graph.invoke({"n": 0}, cfg)
+        saver.flush(doomed)
+        fill_until_oom(server.url)
+        saver.delete_thread(doomed["configurable"]["thread_id"])
+        assert pg_count(test_database_url, saver.schema, doomed["configurable"]["thread_id"]) == 0
+        assert saver.get_tuple(doomed) is None
+
+        stop = threading.Event()
+        roster = Roster(saver.key_prefix, "full-worker", 3_000)
+        worker = threading.Thread(target=worker_loop, args=(saver.run_op, saver.core.flush, saver.metrics),
+                                  kwargs={"quiet_seconds": 0, "poll_seconds": 0.05, "stop": stop, "roster": roster})
+        worker.start()
+        try:
+            assert wait_for(lambda: saver.run_op(saver.core.flush.outbox_status_op()).depth == 0, 20)
+        finally:
+            stop.set()
+            worker.join(10)
+        for cfg in kept:
+            assert pg_count(test_database_url, saver.schema, cfg["configurable"]["thread_id"]) == 4
