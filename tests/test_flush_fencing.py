@@ -4,6 +4,7 @@ waits for a stalled holder at most `takeover_seconds`."""
 
 from __future__ import annotations
 
+import datetime as dt
 import operator
 import os
 import signal
@@ -200,3 +201,26 @@ def _stall_a_worker_mid_flush(
         assert wait_for(lambda lock=lock: client.get(lock) is None, 10)  # type: ignore[misc]
     pytest.fail("could not stop a worker between its outbox read and its commit in 5 tries")
 
+
+
+def test_a_deletion_leaves_a_tombstone_that_retention_removes(
+    saver_context: Callable[..., Any], test_database_url: str
+) -> None:
+    with saver_context(durable=True, background_flush=False, flush_policy=MANUAL) as saver:
+        saver.setup()
+        thread = f"tomb-{uuid.uuid4().hex[:6]}"
+        chain_graph(saver, nodes=1).invoke({"n": 0}, thread_config(thread))
+        saver.flush()
+        saver.delete_thread(thread)
+
+        def tombstones() -> list[tuple[Any, ...]]:
+            with psycopg.connect(test_database_url, autocommit=True) as conn:
+                return conn.execute(f'SELECT thread_id, deleted_at IS NOT NULL FROM "{saver.schema}".flush_fence '
+                                    "WHERE deleted_at IS NOT NULL").fetchall()  # fmt: skip
+
+        assert tombstones() == [(thread, True)]
+        saver.prune_older_than(dt.timedelta(hours=1))
+        assert tombstones() == [(thread, True)]  # younger than the cutoff: kept
+        time.sleep(0.05)
+        saver.prune_older_than(dt.timedelta(0))
+        assert tombstones() == []

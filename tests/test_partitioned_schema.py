@@ -208,7 +208,7 @@ def test_a_partition_granted_by_mistake_is_still_tenant_isolated(env: dict[str, 
                          f'{PARTITIONED}.checkpoint_blobs, {PARTITIONED}.checkpoint_writes, '
                          f'{PARTITIONED}.blob_chunks TO "{env["role"]}"')  # fmt: skip
             conn.execute(f'GRANT SELECT ON {PARTITIONED}.schema_migrations TO "{env["role"]}"')
-            conn.execute(f'GRANT SELECT, INSERT, UPDATE ON {PARTITIONED}.flush_fence TO "{env["role"]}"')
+            conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON {PARTITIONED}.flush_fence TO "{env["role"]}"')
 
 
 def test_the_saver_ops_work_as_the_app_role_on_partitions(env: dict[str, Any]) -> None:

@@ -199,4 +199,7 @@ def prune_older_than_op(
                 older_than=older_than, **_given(protected),
             )  # fmt: skip
             total.add(_result((yield call)))
+    # tombstones of threads deleted before the cutoff: a flush stalled that long is not waited for
+    expired = PgStatement(sql.render(sql.DELETE_OLD_TOMBSTONES, schema), {"older_than": older_than, "tenant": tenant})
+    yield PgCall((expired,), tenant_id=tenant)
     return total

@@ -245,6 +245,12 @@ END
 $lts_fence$;
 """ + _RLS.replace("{table}", "flush_fence")
 FLUSH_FENCE = "SELECT {s}.lts_flush_fence(%s, %s, %s, false)"
+# Retention (prune_older_than) drops tombstones deleted before its cutoff; a NULL tenant: all.
+DELETE_OLD_TOMBSTONES = """
+DELETE FROM {s}.flush_fence
+WHERE deleted_at < now() - %(older_than)s::interval
+AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s::text)
+"""
 TOMBSTONE = "SELECT {s}.lts_flush_fence(%s, %s, %s, true)"
 
 # --- partitioned layout (migrations.py) ----------------------------------------------------------
