@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import operator
 import random
+import time
 from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
@@ -13,10 +14,12 @@ import pytest
 from langgraph.graph import END, START, StateGraph
 
 from langgraph_tiered_saver import InvalidIdError, PostgresError
+from langgraph_tiered_saver import keys as K
+from langgraph_tiered_saver._io import RedisCall
 from langgraph_tiered_saver.durable import sql
 from langgraph_tiered_saver.flush import FlushPolicy
 from tests.graphs import chain_graph
-from tests.helpers import pg_rows, thread_config
+from tests.helpers import pg_rows, thread_config, wait_for
 
 MANUAL = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0, on_close=False)
 
@@ -104,3 +107,51 @@ def test_one_tenants_failing_flush_never_opens_the_breaker_for_another(
         finally:
             holder.close()
         assert saver.flush(a_cfg)[0].checkpoints == 4  # the lock gone, tenant a's thread flushes
+
+
+def test_a_row_postgres_refuses_as_operational_error_fails_only_its_thread(
+    saver_context: Callable[..., Any], test_database_url: str
+) -> None:
+    """A trigger refuses tenant a's rows with SQLSTATE 54000 (what an index row too large gives;
+    psycopg raises it as OperationalError). The background flusher retries that thread and
+    quarantines it; tenant b's threads, read after expiring from Redis, flush and read from
+    Postgres all along, and the breaker every tenant shares never opens."""
+    policy = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=0.05, every_n_checkpoints=0,
+                         on_close=False, max_attempts=2, retry_backoff=0.05)  # fmt: skip
+    with saver_context(durable=True, tenant_id=None, flush_policy=policy) as saver:
+        saver.setup()
+        with psycopg.connect(test_database_url, autocommit=True) as conn:
+            conn.execute(f"""
+                CREATE FUNCTION "{saver.schema}".too_large() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    RAISE EXCEPTION 'index row size 3648 exceeds btree version 4 maximum 2704' USING ERRCODE = '54000';
+                END $$""")
+            conn.execute(f"""CREATE TRIGGER too_large BEFORE INSERT ON "{saver.schema}".checkpoints
+                FOR EACH ROW WHEN (NEW.tenant_id = 'tenant-a') EXECUTE FUNCTION "{saver.schema}".too_large()""")
+        graph = chain_graph(saver, nodes=2)
+        a_cfg = thread_config(tenant_id="tenant-a")
+        graph.invoke({"n": 0}, a_cfg)
+        b_threads = [thread_config(tenant_id="tenant-b") for _ in range(3)]
+        deadline = time.monotonic() + 3.0
+        runs = dict.fromkeys(range(len(b_threads)), 0)
+        while time.monotonic() < deadline:
+            for i, cfg in enumerate(b_threads):
+                graph.invoke({"n": 0}, cfg)
+                runs[i] += 1
+                thread, wanted = cfg["configurable"]["thread_id"], 4 * runs[i]  # each turn flushed
+                assert wait_for(lambda t=thread, n=wanted: pg_rows(test_database_url, saver.schema, t) >= n, 5)
+                tk = K.thread_keys(saver.key_prefix, "tenant-b", thread)
+                saver.run_op(_delete_keys(tk))  # expired from Redis: the next read is Postgres'
+                assert graph.get_state(cfg).values["n"] > 0
+        health = saver.flusher_health()
+        assert health is not None
+        assert wait_for(lambda: (a_cfg["configurable"]["thread_id"] in str(saver.flusher_health())), 5)
+        assert saver.metrics.counter("postgres_outages") == 0
+        assert saver.metrics.counter("postgres_fast_failures") == 0
+        with pytest.raises(PostgresError) as caught:
+            saver.flush(a_cfg)
+        assert caught.value.sqlstate == "54000"
+
+
+def _delete_keys(keys: Any) -> Any:
+    yield RedisCall((("DEL", *keys),))
