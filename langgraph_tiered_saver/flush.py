@@ -176,7 +176,7 @@ class FlushOps:
         # A synchronous flush waits at most this long for another flusher's lease, then takes
         # the thread over with a newer fencing token: a stalled holder (SIGSTOP, a GC pause, a
         # frozen VM) costs an interrupt this, not the holder's whole lease. Safe because Postgres
-        # refuses the older token's commit (durable.sql.MIGRATION_4_FLUSH_FENCE).
+        # refuses the older token's commit (durable.sql.MIGRATION_5_FLUSH_FENCE).
         self.takeover_seconds = opt.seconds("takeover_seconds", takeover_seconds)
         self.ttl_ms = ttl_ms  # given back to a thread's keys once its outbox is empty
         self.prefix = key_prefix

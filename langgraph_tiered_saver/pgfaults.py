@@ -50,7 +50,7 @@ _AUTH_MARKERS = (
 _OUTAGE_CLASSES = ("08", "53", "58")
 _OUTAGE_CODES = ("57P01", "57P02", "57P03", "57P04", "57P05")
 _TIMEOUT_CODES = ("57014", "55P03")  # statement timeout (query canceled), lock timeout
-FENCED_SQLSTATE = "LTS01"  # raised by the flush fence (durable.sql.MIGRATION_4_FLUSH_FENCE)
+FENCED_SQLSTATE = "LTS01"  # raised by the flush fence (durable.sql.MIGRATION_5_FLUSH_FENCE)
 _SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction)
 
 

@@ -19,8 +19,8 @@ ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # Names and password travel as transaction-local settings and are quoted by format(%I, %L)
 # server-side: CREATE ROLE / GRANT take no bind parameters. The role may use the tables and read
-# schema_migrations (so that its setup() call is a read-only version check) and count
-# write-throughs (known.py), nothing else.
+# schema_migrations (so that its setup() call is a read-only version check) and use the schema's
+# sequences, nothing else.
 CREATE_APP_ROLE = """
 DO $lts_role$
 DECLARE
@@ -48,6 +48,9 @@ BEGIN
     END IF;
     IF to_regclass(format('%I.write_through_count', s)) IS NOT NULL THEN
         EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %I.write_through_count TO %I', s, r);
+    END IF;
+    IF to_regclass(format('%I.hot_tier', s)) IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.hot_tier TO %I', s, r);
     END IF;
 END
 $lts_role$

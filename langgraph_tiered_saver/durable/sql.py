@@ -196,12 +196,28 @@ CREATE TABLE {s}.blob_chunks (
 ALTER TABLE {s}.blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 """ + _RLS.replace("{table}", "blob_chunks")
 
-# A counter of write-throughs (rows written to Postgres while Redis was down), no tenant data in
-# it: Redis' registry of known threads is trusted only while Redis has seen its current value
-# (known.py), so a thread that reached Postgres past Redis is never taken for a new one.
+# A counter of write-throughs, for a registry of known threads that Redis once kept; nothing reads
+# it since every Redis miss asks Postgres. Kept: a released migration is never edited.
 MIGRATION_3_WRITE_THROUGH_COUNTER = """
 CREATE SEQUENCE {s}.write_through_count;
 """
+
+# The hot tier (Redis key prefix) that feeds this schema: one row at most. Two hot tiers over one
+# schema each answer for their own copies and fork threads (hot_tier.py). Not tenant data: no
+# tenant column, no partitions (IF NOT EXISTS keeps it out of the partitioned layout's rewrite).
+MIGRATION_4_HOT_TIER = """
+CREATE TABLE IF NOT EXISTS {s}.hot_tier (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    key_prefix text NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+CLAIM_HOT_TIER = """
+INSERT INTO {s}.hot_tier (key_prefix) VALUES (%(prefix)s)
+ON CONFLICT (one) DO UPDATE SET key_prefix = excluded.key_prefix, claimed_at = now()
+WHERE %(replace)s AND {s}.hot_tier.key_prefix <> excluded.key_prefix
+"""
+HOT_TIER_OWNER = "SELECT key_prefix FROM {s}.hot_tier"
 
 # Flush fencing (flush.py): per thread, the highest token of a flush that committed, and the
 # deletion's tombstone. A flusher's token is the Redis clock (microseconds) when its lease began,
@@ -212,7 +228,7 @@ CREATE SEQUENCE {s}.write_through_count;
 # deletion always advances it and stamps `deleted_at`, and the row stays after the thread's rows
 # are gone (a tombstone; a thread created again later flushes with a higher token). A NULL token
 # (a deletion that could not ask Redis) takes the Postgres clock.
-MIGRATION_4_FLUSH_FENCE = """
+MIGRATION_5_FLUSH_FENCE = """
 CREATE TABLE {s}.flush_fence (
     tenant_id text NOT NULL CHECK (tenant_id <> ''),
     thread_id text NOT NULL,
@@ -653,15 +669,3 @@ def blob_lock(schema: str, tenant_id: str, digest: str) -> tuple[int, int]:
     """(int4, int4) advisory-lock key of one tenant's blob (a key space of its own)."""
     return _int4(f"lts-blob:{check_schema(schema)}".encode()), _int4(f"{tenant_id}|{digest}".encode())
 
-# --- known threads (known.py) --------------------------------------------------------------------
-
-# Bumped after a write-through commits (nextval is not transactional: a rollback still counts,
-# which only costs a needless registry rebuild).
-COUNT_WRITE_THROUGH = "SELECT nextval('{s}.write_through_count')"
-WRITE_THROUGH_COUNT = "SELECT last_value, is_called FROM {s}.write_through_count"
-# One page of a tenant's thread ids (keyset pagination over the primary key).
-THREAD_IDS_PAGE = """
-SELECT DISTINCT thread_id FROM {s}.checkpoints
-WHERE tenant_id = %s AND thread_id > %s
-ORDER BY thread_id LIMIT %s
-"""
