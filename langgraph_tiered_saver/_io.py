@@ -38,6 +38,7 @@ from .breaker import PgBreaker
 from .errors import (
     ConfigError,
     PoolExhaustedError,
+    RedisPermissionError,
     StaleLockError,
     ThreadLockedError,
     TieredSaverError,
@@ -163,6 +164,8 @@ async def _aattempt(pending: Awaitable[Any]) -> tuple[bool, Any]:
 # Error replies that mean "Redis cannot take this now", not "this command is wrong": out of
 # memory (noeviction), a replica, a failover or a load in progress, a cluster without quorum.
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "BUSY")
+# ... which redis-py turns into classes of their own, with the leading word removed.
+_UNAVAILABLE_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 
 
 def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
@@ -173,6 +176,13 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
         return ConfigError(
             f"the Redis server is a Redis Cluster node (it answered MOVED/ASK: {message}); connect with a cluster "
             "client: redis.cluster.RedisCluster, a redis+cluster:// URL or from_conn_string(..., redis_cluster=True)"
+        )
+    if isinstance(exc, _UNAVAILABLE_CLASSES):  # redis-py strips the OOM / READONLY word from these
+        return TierUnavailableError("redis", f"{type(exc).__name__}: {message}")
+    if isinstance(exc, redis.exceptions.NoPermissionError) or message.startswith("NOPERM"):
+        return RedisPermissionError(
+            f"the Redis user may not run a command the saver needs ({message}); grant it the commands "
+            "listed in the README (EVALSHA, SCRIPT LOAD and the keys under the saver's key_prefix)"
         )
     if message.startswith("STALE"):
         return StaleLockError(message)

@@ -23,6 +23,11 @@ class CorruptDataError(TieredSaverError):
     """Bytes read from a tier could not be decoded (truncated, tampered or foreign data)."""
 
 
+class DataLostError(TieredSaverError):
+    """A checkpoint lost part of its data in Redis (an allkeys-* eviction) before it reached
+    Postgres: it cannot be restored whole, and a partial checkpoint is never returned."""
+
+
 class TierUnavailableError(TieredSaverError, ConnectionError):
     """A storage tier (Redis or Postgres) could not be reached."""
 
@@ -54,6 +59,16 @@ class TenantRequiredError(ConfigError):
 
 class TenantMismatchError(ConfigError):
     """A call named two different tenants (a bound saver, the config, a tenant scope)."""
+
+
+class RedisPermissionError(ConfigError):
+    """Redis refused a command to the saver's user (an ACL without EVALSHA, or without the saver's
+    keys): a configuration to fix, not an outage, so no fallback masks it."""
+
+
+class FlushFencedError(TieredSaverError):
+    """Postgres refused a flush: its lease was taken over by a newer flusher, or the thread was
+    deleted after the flush read its outbox. Nothing was written; the newer holder flushes."""
 
 
 class PostgresConfigError(TieredSaverError):

@@ -88,7 +88,7 @@ VERIFY = LuaScript.load("verify", (*THREAD_KEYS, "vgen"), ("generation",))
 WRITES = LuaScript.load("writes", THREAD_KEYS, (), rest="member")
 DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="id")
 IMPORT = LuaScript.load("import", (*THREAD_KEYS, "vgen"), ("ttl_ms", "mark_pending"), rest="section, n, item")
-OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms"))
+OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms", "force"))
 OUTBOX_ACK = LuaScript.load(
     "outbox_ack", (*THREAD_KEYS, "flush_lock"), ("token", "release", "ttl_ms"), rest="entry, version, replacement"
 )
