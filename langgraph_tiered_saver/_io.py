@@ -307,6 +307,8 @@ class _PgGuard:
             raise exc
         if type(err) is TierUnavailableError:
             self.breaker.failed(err)
+        else:  # the server answered (a busy pool, a rejected statement): no outage, and a
+            self.breaker.succeeded()  # half-open probe must not leave the circuit open for good
         return err
 
     def needs_probe(self, exc: BaseException, pool: Any) -> bool:

@@ -56,12 +56,16 @@ class PoolOptions:
     pg_max_idle: float = 600.0
     pg_max_lifetime: float = 3600.0
     pg_prepare_threshold: int | None = None
+    # How long the pool retries one failed connection attempt before giving up on it (it then
+    # connects afresh on the next request). psycopg_pool's default, 300 s with a doubling delay,
+    # left a pool waiting up to a minute after a 45 s outage had ended.
+    pg_reconnect_timeout: float = 2.0
     redis_cluster: bool = False  # the URL names a Redis Cluster node (also: `redis+cluster://`)
 
     def __post_init__(self) -> None:
         for name in ("redis_max_connections", "pg_min_size", "pg_max_size"):
             opt.positive_int(name, getattr(self, name))
-        for name in ("redis_pool_timeout", "pg_max_idle", "pg_max_lifetime"):
+        for name in ("redis_pool_timeout", "pg_max_idle", "pg_max_lifetime", "pg_reconnect_timeout"):
             opt.seconds(name, getattr(self, name), inclusive=False)
         if self.pg_min_size > self.pg_max_size:
             raise ConfigError(f"pg_min_size ({self.pg_min_size}) exceeds pg_max_size ({self.pg_max_size})")
@@ -80,6 +84,7 @@ class PoolOptions:
             "max_size": self.pg_max_size,
             "max_idle": self.pg_max_idle,
             "max_lifetime": self.pg_max_lifetime,
+            "reconnect_timeout": self.pg_reconnect_timeout,
             "kwargs": {"autocommit": True, "prepare_threshold": self.pg_prepare_threshold},
         }
 

@@ -20,7 +20,9 @@ from .metrics import Metrics
 @dataclass(frozen=True)
 class HealthRules:
     """When the worker is unhealthy: its flush loop stopped, stalled (the outbox not checked for
-    `stale_after` seconds), or a thread has waited in the outbox over `max_outbox_age` seconds."""
+    `stale_after` seconds), flushes fail for every thread (an outage: unhealthy while it lasts), or
+a thread has waited in the outbox over `max_outbox_age` seconds (so, after an outage, healthy
+again once the backlog has drained)."""
 
     max_outbox_age: float = 300.0
     stale_after: float = 10.0
@@ -42,6 +44,8 @@ def check_health(health: FlusherHealth, metrics: Metrics, rules: HealthRules, no
         reasons.append("flusher is not running")
     elif checked_at is None or now - checked_at > rules.stale_after:
         reasons.append(f"flusher stalled: outbox not checked for over {rules.stale_after:g} s")
+    if health.outage_seconds is not None:
+        reasons.append(f"flushes failing for every thread for {health.outage_seconds:.1f} s: {health.outage_error}")
     if oldest is not None and oldest > rules.max_outbox_age:
         reasons.append(f"outbox age {oldest:.1f} s exceeds {rules.max_outbox_age:g} s")
     details = {
@@ -50,6 +54,7 @@ def check_health(health: FlusherHealth, metrics: Metrics, rules: HealthRules, no
         "outbox_oldest_seconds": oldest,
         "outbox_checked_seconds_ago": None if checked_at is None else round(now - checked_at, 3),
         "consecutive_failures": health.consecutive_failures,
+        "outage_seconds": health.outage_seconds,
         "quarantined": [{"tenant_id": t, "thread_id": th, "error": e} for t, th, e in health.quarantined],
     }
     return HealthReport(not reasons, reasons, details)
