@@ -487,9 +487,14 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
             step.feed(*await _aattempt(self._execute(step.request)))
         return step.value  # type: ignore[return-value]
 
+    # Set when the saver has a sync Postgres pool only: Postgres calls run on it in a thread.
+    pg_in_thread: Callable[[PgCall], Any] | None = None
+
     async def _execute(self, request: Request | None) -> Any:
         if isinstance(request, RedisCall):
             return await self._redis(request)
+        if isinstance(request, PgCall) and self.pg_in_thread is not None:
+            return await asyncio.to_thread(self.pg_in_thread, request)
         if isinstance(request, Sleep):
             await asyncio.sleep(request.seconds)
             return None

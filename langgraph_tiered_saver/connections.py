@@ -22,6 +22,8 @@ Pools the saver creates:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from dataclasses import dataclass, fields
 from typing import Any
@@ -33,7 +35,9 @@ import redis.cluster
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import options as opt
-from .errors import ConfigError
+from .errors import ConfigError, EventLoopError
+
+logger = logging.getLogger("langgraph_tiered_saver")
 
 # Settings that mean the same to redis.Redis and redis.asyncio.Redis connections (redis-py 5-8).
 REDIS_SETTINGS = (
@@ -222,6 +226,10 @@ class Connections:
         self.durable = pg is not None or apg is not None
         self.owned: list[Any] = []
         self._lock = threading.Lock()
+        self._given_aredis, self._given_apg = aredis_client, apg
+        self._given_loop: asyncio.AbstractEventLoop | None = None  # the loop the given ones run on
+        self._sides: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncConnectionPool | None]] = {}
+        self._loop_of: dict[int, asyncio.AbstractEventLoop] = {}  # id(twin) -> its loop
 
     def sync_side(self) -> tuple[Any, ConnectionPool | None]:
         """The sync client and pool, built from their async twins on first use."""
@@ -235,18 +243,64 @@ class Connections:
         return self.redis, self.pg
 
     async def async_side(self) -> tuple[Any, AsyncConnectionPool | None]:
-        """The asyncio client and pool; concurrent first calls share one pool (open() is
-        idempotent, so every caller may await it)."""
+        """The asyncio client and pool of the running event loop.
+
+        asyncio clients belong to the loop they first ran on. Twins (built here from the sync
+        client and pool) are built once per loop, so a saver opened with `with` serves any
+        loop (each `asyncio.run`, a loop per thread). Clients the user gave, or `async with`
+        made, serve their own loop only: another loop gets `EventLoopError`, which says what to
+        do, instead of asyncio's "Event loop is closed". Concurrent first calls share one pool
+        (open() is idempotent, so every caller may await it)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            if self.aredis is None:
-                self.aredis = redis_twin(self.redis, self.options, asyncio=True)
-                self.owned.append(self.aredis)
-            if self.durable and self.apg is None:
-                self.apg = AsyncConnectionPool(pool_conninfo(self.pg), open=False, **self.options.pg_kwargs())
-                self.owned.append(self.apg)
-        if self.apg is not None and self.apg in self.owned:
-            await self.apg.open()
-        return self.aredis, self.apg
+            side = self._sides.get(loop)
+            if side is None:
+                for dead in [other for other in self._sides if other.is_closed()]:
+                    self._forget(dead)
+                side = (self._async_redis(loop), self._async_pg(loop))
+                self._sides[loop] = side
+                self.aredis, self.apg = side
+        aredis, apg = side
+        if apg is not None and apg in self.owned:
+            await apg.open()
+        return aredis, apg
+
+    def _async_redis(self, loop: asyncio.AbstractEventLoop) -> Any:
+        if self._given_aredis is not None:
+            self._check_loop(loop, "Redis client")
+            return self._given_aredis
+        twin = redis_twin(self.redis, self.options, asyncio=True)
+        self.owned.append(twin)
+        self._loop_of[id(twin)] = loop
+        return twin
+
+    def _async_pg(self, loop: asyncio.AbstractEventLoop) -> AsyncConnectionPool | None:
+        """The given asyncio pool; None when the saver has a sync pool only (its async calls
+        then run their Postgres part on the sync pool in a worker thread: an asyncio pool per
+        loop would leave its background tasks to every `asyncio.run` to cancel)."""
+        if self._given_apg is None:
+            return None
+        self._check_loop(loop, "Postgres pool")
+        return self._given_apg
+
+    def _check_loop(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
+        if self._given_loop is None:
+            self._given_loop = loop
+        elif self._given_loop is not loop:
+            state = "now closed" if self._given_loop.is_closed() else "still running elsewhere"
+            raise EventLoopError(
+                f"this saver's asyncio {what} belongs to the event loop that first used it ({state}), not "
+                "the running one: open the saver inside the loop that uses it (`async with "
+                "TieredSaver.from_conn_string(...)` within each asyncio.run), or open it with `with` "
+                "(sync), which builds asyncio clients for every event loop"
+            )
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drop the twins of a closed loop: their connections died with it and cannot be
+        closed from another loop."""
+        for resource in self._sides.pop(loop, ()):
+            if resource is not None and self._loop_of.pop(id(resource), None) is loop:
+                self.owned = [r for r in self.owned if r is not resource]
 
     def close_sync_owned(self) -> None:
         """Close what was created here and is closed without an event loop."""
@@ -256,7 +310,11 @@ class Connections:
         self.owned = [r for r in self.owned if not isinstance(r, _SYNC_CLOSED)]
 
     async def aclose_owned(self) -> None:
+        running = asyncio.get_running_loop()
         for resource in reversed(self.owned):
+            loop = self._loop_of.get(id(resource))
+            if loop is not None and loop is not running:
+                continue  # another loop's twin: it cannot be awaited here (and dies with its loop)
             if isinstance(resource, AsyncConnectionPool):
                 await resource.close()
             elif isinstance(resource, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
@@ -289,9 +347,15 @@ class SaverContext:
         pool = pg_pool(self.postgres_url, self.pools) if self.postgres_url else None
         return self._made(self.cls(client, None, pg_pool=pool, pool_options=self.pools, **self.options), client, pool)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.saver is not None:
-            self.saver.close()
+            if exc is None:
+                self.saver.close()  # the block succeeded: a flush failure at close is the caller's error
+                return
+            try:
+                self.saver.close()
+            except Exception:
+                _close_failed_under(self.saver, exc)
 
     async def __aenter__(self) -> Any:
         # Async use: asyncio clients; the flusher thread builds its blocking twins on first flush.
@@ -299,6 +363,22 @@ class SaverContext:
         pool = await apg_pool(self.postgres_url, self.pools) if self.postgres_url else None
         return self._made(self.cls(None, client, apg_pool=pool, pool_options=self.pools, **self.options), client, pool)
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.saver is not None:
-            await self.saver.aclose()
+            if exc is None:
+                await self.saver.aclose()
+                return
+            try:
+                await self.saver.aclose()
+            except Exception:
+                _close_failed_under(self.saver, exc)
+
+
+def _close_failed_under(saver: Any, exc: BaseException) -> None:
+    """The block raised, and so did closing the saver (a flush during an outage): the user's
+    exception is the one that propagates; the close failure is logged and counted."""
+    saver.metrics.incr("close_failures")
+    logger.error(
+        "closing the saver failed while the block raised %s (the block's exception propagates; "
+        "unflushed entries stay in the Redis outbox for the next flusher)", type(exc).__name__, exc_info=True,
+    )

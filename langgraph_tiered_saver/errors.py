@@ -95,6 +95,15 @@ class HotDurabilityError(TieredSaverError):
     (fsynced to the AOF, or copied to a replica) within `hot_durability_timeout`."""
 
 
+class SaverClosedError(TieredSaverError, RuntimeError):
+    """The saver was closed (`close()`, or its `with` block ended): it takes no more calls, so
+    no write is accepted that no flusher would carry to Postgres."""
+
+
+class EventLoopError(TieredSaverError, RuntimeError):
+    """An asyncio client or pool of the saver was used from another event loop than its own."""
+
+
 class LegacyKeysError(ConfigError):
     """Redis holds unflushed data under the key schema of an older version (v1, before Redis
     Cluster support): this version would not see it. Drain it with the old version, or move the

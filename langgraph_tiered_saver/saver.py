@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -35,7 +35,7 @@ from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
-from .errors import ConfigError
+from .errors import ConfigError, SaverClosedError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
 from .locks import LockOps, ThreadLock
@@ -50,6 +50,29 @@ logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
 
 DEFAULT_TTL_SECONDS = 24 * 3600
+
+
+class Lifecycle:
+    """Whether the saver still takes calls; shared by a saver and its `for_tenant` views."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def check(self) -> None:
+        if self.closed:
+            raise SaverClosedError(
+                "the saver is closed (close() was called, or its `with` block ended): it takes no more "
+                "calls, so nothing is written that no flusher would carry to Postgres; open a new one"
+            )
+
+
+class SetupDone:
+    """What `setup()` returns: the migrations already ran, and awaiting it is a no-op, so code
+    written for AsyncPostgresSaver (`await checkpointer.setup()`) works unchanged."""
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return None
+        yield  # a generator: `await` gets None at once
 
 
 class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
@@ -123,12 +146,15 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
         self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
-        self._async = AsyncDriver(aredis_client, apg_pool, limits=limits, breaker=breaker)
+        self._limits, self._breaker = limits, breaker
+        # one asyncio driver per event loop (see Connections.async_side), shared with views
+        self._async: dict[asyncio.AbstractEventLoop, AsyncDriver] = {}
+        self._life = Lifecycle()
         self._locks = LockOps(key_prefix, ttl_ms)
         policy = auto_lock_policy(auto_lock)
         if policy is not None:
             self.core.run_locks = RunLocks(self, self._locks, self.core.fences, policy)
-        self.core.attach(self.run_op, background_flush=background_flush)
+        self.core.attach(self._run_sync, background_flush=background_flush)
 
     @classmethod
     def from_conn_string(cls, redis_url: str, postgres_url: str | None = None, **options: Any) -> SaverContext:
@@ -145,15 +171,34 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         return clone
 
     def run_op(self, op: Op[T]) -> T:
-        """Run one op on the sync driver (its clients built from the async ones if need be)."""
+        """Run one op on the sync driver (its clients built from the async ones if need be);
+        refused once the saver is closed."""
+        self._life.check()
+        return self._run_sync(op)
+
+    def _run_sync(self, op: Op[T]) -> T:
+        """`run_op` without the closed check: the saver's own background threads and close()."""
         if self._sync.redis is None or (self.durable and self._sync.pg_pool is None):
             self._sync.redis, self._sync.pg_pool = self._conn.sync_side()
         return self._sync.run(op)
 
     async def arun_op(self, op: Op[T]) -> T:
-        if self._async.redis is None or (self.durable and self._async.pg_pool is None):
-            self._async.redis, self._async.pg_pool = await self._conn.async_side()
-        return await self._async.run(op)
+        self._life.check()
+        return await self._arun(op)
+
+    async def _arun(self, op: Op[T]) -> T:
+        aredis, apg = await self._conn.async_side()
+        driver = self._async.get(asyncio.get_running_loop())
+        if driver is None or driver.redis is not aredis or driver.pg_pool is not apg:
+            driver = AsyncDriver(aredis, apg, limits=self._limits, breaker=self._breaker)
+            if self.durable and apg is None:  # a sync pool only: Postgres calls go to a thread
+                if self._sync.pg_pool is None:
+                    self._sync.redis, self._sync.pg_pool = self._conn.sync_side()
+                driver.pg_in_thread = self._sync._pg
+            for loop in [loop for loop in self._async if loop.is_closed()]:
+                del self._async[loop]
+            self._async[asyncio.get_running_loop()] = driver
+        return await driver.run(op)
 
     def _tenant(self, what: str) -> str:  # for calls without a config: bound or scoped
         return resolve_tenant(None, self.tenant_id, what)
@@ -194,9 +239,12 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     async def arelease_run_lock(self, config: RunnableConfig) -> None:
         await self.arun_op(self.core.release_run_lock_op(self._ref(config)))
 
-    def setup(self, *, partitions: int | None = None) -> None:
-        """Apply the Postgres migrations (idempotent, concurrent-safe); `partitions`: durable.migrations."""
+    def setup(self, *, partitions: int | None = None) -> SetupDone:
+        """Apply the Postgres migrations (idempotent, concurrent-safe); `partitions`: durable.migrations.
+        Runs now, in every context; the result may be awaited (`await saver.setup()`, as on
+        AsyncPostgresSaver) at no cost. In async code `await saver.asetup()` does not block the loop."""
         self.run_op(self.core.setup_op(partitions))
+        return SetupDone()
 
     async def asetup(self, *, partitions: int | None = None) -> None:
         await self.arun_op(self.core.setup_op(partitions))
@@ -278,18 +326,25 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
 
     def close(self) -> None:
         """Release run locks, drain the outbox (per policy), stop the background flusher, and
-        close the clients and pools the saver created (twins, or all under `from_conn_string`)."""
+        close the clients and pools the saver created (twins, or all under `from_conn_string`).
+        Every later call raises `SaverClosedError`; closing twice is a no-op."""
+        if self._life.closed:
+            return
+        self._life.closed = True  # from here on every call is refused (SaverClosedError)
         try:
             if self.core.run_locks is not None:
-                self.run_op(self.core.close_op())
+                self._run_sync(self.core.close_op())
             self.core.stop_background(drain=self.policy.on_close)
         finally:
             self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
+        if self._life.closed:
+            return
+        self._life.closed = True
         try:
             if self.core.run_locks is not None:
-                await self.arun_op(self.core.close_op())
+                await self._arun(self.core.close_op())
             await asyncio.to_thread(self.core.stop_background, drain=self.policy.on_close)
         finally:
             await self._conn.aclose_owned()
