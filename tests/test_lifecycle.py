@@ -85,13 +85,11 @@ def test_the_users_exception_wins_over_a_flush_failure_at_exit(
     pg: PrivatePostgres, redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="langgraph_tiered_saver")
-    with pytest.raises(ValueError, match="the user's own error") as raised:
-        with _saver(redis_url, pg, prefix) as saver:
-            saver.setup()
-            chain_graph(saver, nodes=2).invoke({"n": 0, "log": []}, thread_config())
-            pg.stop()  # the drain at exit fails
-            raise ValueError("the user's own error")
-    assert not isinstance(raised.value.__context__, FlushError) or True  # the ValueError itself propagates
+    with pytest.raises(ValueError, match="the user's own error"), _saver(redis_url, pg, prefix) as saver:
+        saver.setup()
+        chain_graph(saver, nodes=2).invoke({"n": 0, "log": []}, thread_config())
+        pg.stop()  # the drain at exit fails
+        raise ValueError("the user's own error")  # used to surface as FlushError, this as context
     assert saver.metrics.counter("close_failures") == 1
     assert any("closing the saver failed while the block raised ValueError" in r.getMessage() for r in caplog.records)
     assert _outbox_depth_after_close(redis_url, prefix) == 1  # kept for the next flusher
@@ -103,11 +101,10 @@ def _outbox_depth_after_close(redis_url: str, prefix: str) -> int:
 
 
 def test_a_flush_failure_at_exit_is_raised_when_the_block_succeeded(pg: PrivatePostgres, redis_url: str, prefix: str) -> None:
-    with pytest.raises(FlushError, match="could not be flushed at close"):
-        with _saver(redis_url, pg, prefix) as saver:
-            saver.setup()
-            chain_graph(saver, nodes=2).invoke({"n": 0, "log": []}, thread_config())
-            pg.stop()
+    with pytest.raises(FlushError, match="could not be flushed at close"), _saver(redis_url, pg, prefix) as saver:
+        saver.setup()
+        chain_graph(saver, nodes=2).invoke({"n": 0, "log": []}, thread_config())
+        pg.stop()
 
 
 async def test_await_setup_works_as_on_async_postgres_saver(saver_context: Callable[..., Any], test_database_url: str) -> None:
