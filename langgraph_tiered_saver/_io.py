@@ -292,6 +292,29 @@ class _PgGuard:
         self.limits = limits
         self.breaker = breaker
         self._probing = threading.Lock()  # one probe connection at a time
+        # Whether a call has reached the server since the last outage. Until then a call whose
+        # pool has no idle connection first connects once directly: a refused connection, a
+        # wrong password or a missing database is then a typed error in milliseconds, instead
+        # of after the pool's whole wait (2 s) and its retries.
+        self.verified = False
+
+    def probe_first(self, pool: Any) -> bool:
+        if self.verified or int(pool.get_stats().get("pool_available", 0)) > 0:
+            return False
+        return self._probing.acquire(blocking=False)
+
+    def probe_failed(self, exc: BaseException) -> TieredSaverError:
+        err = classify_connect_error(exc)
+        if type(err) is TierUnavailableError:
+            self.verified = False
+            self.breaker.failed(err)
+        else:
+            self.breaker.succeeded()
+        return err
+
+    def succeeded(self) -> None:
+        self.verified = True
+        self.breaker.succeeded()
 
     def failure(self, exc: BaseException, deadline: _Deadline | None, pool: Any, probe: object) -> TieredSaverError:
         if deadline is not None and deadline.fired:
@@ -306,6 +329,7 @@ class _PgGuard:
         else:
             raise exc
         if type(err) is TierUnavailableError:
+            self.verified = False
             self.breaker.failed(err)
         else:  # the server answered (a busy pool, a rejected statement): no outage, and a
             self.breaker.succeeded()  # half-open probe must not leave the circuit open for good
@@ -395,6 +419,10 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
         self.pg.breaker.before_call()
+        if self.pg.probe_first(self.pg_pool):
+            failed = self._probe()
+            if failed is not None:
+                raise self.pg.probe_failed(failed) from failed
         deadline = None
         try:
             with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
@@ -406,7 +434,7 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
         except (PoolTimeout, psycopg.Error) as exc:
             probe = self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
-        self.pg.breaker.succeeded()
+        self.pg.succeeded()
         return results
 
     def _probe(self) -> BaseException | None:
@@ -527,6 +555,10 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
         self.pg.breaker.before_call()
+        if self.pg.probe_first(self.pg_pool):
+            failed = await self._probe()
+            if failed is not None:
+                raise self.pg.probe_failed(failed) from failed
         deadline = None
         try:
             async with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
@@ -538,7 +570,7 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
         except (PoolTimeout, psycopg.Error) as exc:
             probe = await self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
-        self.pg.breaker.succeeded()
+        self.pg.succeeded()
         return results
 
     async def _probe(self) -> BaseException | None:

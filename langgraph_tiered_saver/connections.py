@@ -28,6 +28,7 @@ import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
+import psycopg
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
@@ -35,7 +36,10 @@ import redis.cluster
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import options as opt
-from .errors import ConfigError, EventLoopError
+from .errors import ConfigError, EventLoopError, TierUnavailableError
+from .logs import relay_driver_logs
+from .pgfaults import classify_connect_error
+from .urls import check_postgres_url, check_redis_url, shown
 
 logger = logging.getLogger("langgraph_tiered_saver")
 
@@ -330,8 +334,8 @@ class SaverContext:
 
     def __init__(self, cls: Any, redis_url: str, postgres_url: str | None, options: dict[str, Any]) -> None:
         self.cls = cls
-        self.redis_url = redis_url
-        self.postgres_url = postgres_url
+        self.redis_url = check_redis_url(redis_url)
+        self.postgres_url = None if postgres_url is None else check_postgres_url(postgres_url)
         self.options = dict(options)
         self.pools = PoolOptions.take(self.options)
         self.saver: Any = None
@@ -343,6 +347,9 @@ class SaverContext:
 
     def __enter__(self) -> Any:
         # Sync use: blocking clients; async twins are built if ever needed (and closed with the saver).
+        relay_driver_logs()
+        if self.postgres_url:
+            check_postgres(self.postgres_url, self.options.get("pg_timeout", 2.0))
         client = redis_from_url(self.redis_url, self.pools, asyncio=False)
         pool = pg_pool(self.postgres_url, self.pools) if self.postgres_url else None
         return self._made(self.cls(client, None, pg_pool=pool, pool_options=self.pools, **self.options), client, pool)
@@ -359,6 +366,9 @@ class SaverContext:
 
     async def __aenter__(self) -> Any:
         # Async use: asyncio clients; the flusher thread builds its blocking twins on first flush.
+        relay_driver_logs()
+        if self.postgres_url:
+            await acheck_postgres(self.postgres_url, self.options.get("pg_timeout", 2.0))
         client = redis_from_url(self.redis_url, self.pools, asyncio=True)
         pool = await apg_pool(self.postgres_url, self.pools) if self.postgres_url else None
         return self._made(self.cls(None, client, apg_pool=pool, pool_options=self.pools, **self.options), client, pool)
@@ -372,6 +382,32 @@ class SaverContext:
                 await self.saver.aclose()
             except Exception:
                 _close_failed_under(self.saver, exc)
+
+
+def check_postgres(url: str, timeout: float) -> None:
+    """Connect once before building the pool: a configuration Postgres refuses (a wrong
+    password, a missing database) raises its typed error at once, with no pool retrying it in
+    the background. An unreachable server only logs: the hot tier works without Postgres, and
+    the first Postgres call says it is unreachable (fast, see `_io._PgGuard.verified`)."""
+    try:
+        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+    except psycopg.Error as exc:
+        _refused_or_unreachable(url, exc)
+
+
+async def acheck_postgres(url: str, timeout: float) -> None:
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, int(timeout)))
+        await conn.close()
+    except psycopg.Error as exc:
+        _refused_or_unreachable(url, exc)
+
+
+def _refused_or_unreachable(url: str, exc: psycopg.Error) -> None:
+    err = classify_connect_error(exc)
+    if not isinstance(err, TierUnavailableError):
+        raise err from None
+    logger.warning("Postgres at %s is unreachable at start-up; the hot tier works meanwhile: %s", shown(url), err)
 
 
 def _close_failed_under(saver: Any, exc: BaseException) -> None:

@@ -114,13 +114,13 @@ def test_new_threads_do_not_wait_during_an_outage(
 def test_a_wrong_password_is_an_auth_error(pg: PrivatePostgres, redis_url: str) -> None:
     pg.require_password("lts_pw", "right")
     url = pg.url.replace("postgres@", "lts_pw:wrong@")
-    with _saver(redis_url, url, pg_timeout=1.0) as saver, pytest.raises(PostgresAuthError, match="password authentication failed"):
+    with pytest.raises(PostgresAuthError, match="password authentication failed"), _saver(redis_url, url, pg_timeout=1.0) as saver:
         saver.setup()
 
 
 def test_a_missing_database_says_so(redis_url: str, postgres_url: str) -> None:
     url = postgres_url.rsplit("/", 1)[0] + "/no_such_database_lts"
-    with _saver(redis_url, url, pg_timeout=1.0) as saver, pytest.raises(DatabaseMissingError, match="does not exist"):
+    with pytest.raises(DatabaseMissingError, match="does not exist"), _saver(redis_url, url, pg_timeout=1.0) as saver:
         saver.setup()
 
 
