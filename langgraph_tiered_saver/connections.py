@@ -384,6 +384,21 @@ class SaverContext:
                 _close_failed_under(self.saver, exc)
 
 
+def describe_servers(conn: Connections) -> dict[str, str | None]:
+    """Where the saver's servers are, passwords hidden (for start-up logs)."""
+    client = conn.redis if conn.redis is not None else conn.aredis
+    if is_cluster(client):
+        nodes = list(client.get_nodes()) or list(client.nodes_manager.startup_nodes.values())
+        redis_at = "cluster " + ", ".join(f"{n.host}:{n.port}" for n in nodes[:3])
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+        redis_at = (f"unix://{kwargs['path']}" if kwargs.get("path")
+                    else f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}")  # fmt: skip
+    pool = conn.pg if conn.pg is not None else conn.apg
+    conninfo = getattr(pool, "conninfo", None)
+    return {"redis": redis_at, "postgres": shown(conninfo) if isinstance(conninfo, str) else None}
+
+
 def check_postgres(url: str, timeout: float) -> None:
     """Connect once before building the pool: a configuration Postgres refuses (a wrong
     password, a missing database) raises its typed error at once, with no pool retrying it in

@@ -60,12 +60,15 @@ def check_health(health: FlusherHealth, metrics: Metrics, rules: HealthRules, no
     return HealthReport(not reasons, reasons, details)
 
 
+METRICS_NEED = "/metrics needs prometheus_client: pip install 'langgraph-tiered-saver[prometheus]'"
+
+
 def prometheus_text(metrics: Metrics, health: Callable[[], FlusherHealth | None]) -> Callable[[], bytes]:
     """The /metrics body maker; raises ConfigError when prometheus_client is missing."""
     try:
         from prometheus_client import CollectorRegistry, generate_latest
     except ImportError as exc:
-        raise ConfigError("/metrics needs prometheus_client: pip install 'langgraph-tiered-saver[prometheus]'") from exc
+        raise ConfigError(METRICS_NEED) from exc
     from .prometheus import MetricsCollector
 
     registry = CollectorRegistry(auto_describe=False)
@@ -76,7 +79,11 @@ def prometheus_text(metrics: Metrics, health: Callable[[], FlusherHealth | None]
 class OpsServer:
     """Serves /metrics and /healthz on `host:port` (port 0: any free port, see `.port`)."""
 
-    def __init__(self, host: str, port: int, metrics_body: Callable[[], bytes], health: Callable[[], HealthReport]) -> None:
+    def __init__(
+        self, host: str, port: int, metrics_body: Callable[[], bytes] | None, health: Callable[[], HealthReport]
+    ) -> None:
+        """`metrics_body` None: prometheus_client is not installed; /healthz is still served and
+        /metrics answers 501 saying what to install."""
         handler = _handler(metrics_body, health)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
@@ -92,12 +99,15 @@ class OpsServer:
         self._server.server_close()
 
 
-def _handler(metrics_body: Callable[[], bytes], health: Callable[[], HealthReport]) -> type[BaseHTTPRequestHandler]:
+def _handler(metrics_body: Callable[[], bytes] | None, health: Callable[[], HealthReport]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, metrics_body(), "text/plain; version=0.0.4; charset=utf-8")
+                if metrics_body is None:
+                    self._send(501, json.dumps({"error": METRICS_NEED}).encode(), "application/json")
+                else:
+                    self._send(200, metrics_body(), "text/plain; version=0.0.4; charset=utf-8")
             elif path == "/healthz":
                 report = health()
                 body = {"status": "ok" if report.ok else "unhealthy", "reasons": report.reasons, **report.details}

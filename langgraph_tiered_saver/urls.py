@@ -17,6 +17,11 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 def shown(url: str) -> str:
     """`url` without its credentials, for messages and logs."""
+    if "://" not in url and "password" in url:  # a key=value conninfo
+        try:
+            return " ".join(f"{k}={'***' if k == 'password' else v}" for k, v in conninfo_to_dict(url).items())
+        except psycopg.ProgrammingError:
+            return "<conninfo not shown: it names a password>"
     if "://" in url and "@" in url:
         scheme, rest = url.split("://", 1)
         user_info, host = rest.rsplit("@", 1)
