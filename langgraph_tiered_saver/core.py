@@ -37,6 +37,7 @@ from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
 from .durable.sql import check_schema
+from .erasure import drop_marks_if_no_thread_op
 from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
@@ -551,6 +552,7 @@ class Core:
         yield from self._with_flush_lock_op(tenant, thread_id, self._delete_thread_op(tenant, thread_id))
         if self.flusher is not None:
             self.flusher.forget(tenant, thread_id)
+        yield from drop_marks_if_no_thread_op(self.hot.prefix, tenant)  # the tenant's last thread: no key stays
         return None
 
     def _delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
