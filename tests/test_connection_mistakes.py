@@ -15,7 +15,7 @@ import pytest
 from devtools.servers import PrivatePostgres, delete_keys, free_port
 from langgraph_tiered_saver import ConfigError, TieredSaver, TierUnavailableError
 from langgraph_tiered_saver.errors import DatabaseMissingError, PostgresAuthError
-from tests.helpers import TEST_TENANT, thread_config
+from tests.helpers import TEST_TENANT, new_prefix, thread_config
 
 pytestmark = pytest.mark.faults
 FAST = 0.5  # seconds: a local refusal is milliseconds; 2.0 s was the pool's whole wait
@@ -52,7 +52,7 @@ def _timed(call: Callable[[], Any], error: type[BaseException]) -> float:
 
 
 def _open_and_setup(redis_url: str, url: str) -> None:
-    prefix = f"ltstest-{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix()
     try:
         with TieredSaver.from_conn_string(redis_url, url, tenant_id=TEST_TENANT, key_prefix=prefix) as saver:
             saver.setup()
@@ -84,7 +84,7 @@ def test_a_refused_connection_fails_at_once_and_the_hot_tier_goes_on(
     redis_url: str, seen: _Seen
 ) -> None:
     url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres"
-    prefix = f"ltstest-{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix()
     try:
         started = time.perf_counter()
         with TieredSaver.from_conn_string(redis_url, url, tenant_id=TEST_TENANT, key_prefix=prefix) as saver:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ from devtools.servers import PrivatePostgres, delete_keys
 from langgraph_tiered_saver import EventLoopError, FlushError, SaverClosedError, TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy
 from tests.graphs import chain_graph
-from tests.helpers import TEST_TENANT, pg_rows, thread_config
+from tests.helpers import TEST_TENANT, new_prefix, pg_rows, thread_config
 
 
 def _outbox_depth(saver: Any) -> int:
@@ -71,7 +70,7 @@ def pg(make_private_postgres: Callable[..., PrivatePostgres]) -> PrivatePostgres
 
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
-    name = f"ltstest-{uuid.uuid4().hex[:8]}"
+    name = new_prefix()
     yield name
     delete_keys(redis_url, f"{name}:*")
 

@@ -8,7 +8,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from langgraph_tiered_saver.flush import FlushPolicy
 from langgraph_tiered_saver.flusher import RetryBook, is_outage
 from langgraph_tiered_saver.metrics import Metrics
 from tests.graphs import chain_graph
-from tests.helpers import TEST_TENANT, thread_config, wait_for
+from tests.helpers import TEST_TENANT, new_prefix, thread_config, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -41,7 +40,7 @@ def pg(make_private_postgres: Callable[..., PrivatePostgres]) -> Iterator[Privat
 
 @pytest.fixture
 def prefix(redis_url: str) -> Iterator[str]:
-    name = f"ltstest-{uuid.uuid4().hex[:8]}"
+    name = new_prefix()
     yield name
     delete_keys(redis_url, f"{name}:*")
 

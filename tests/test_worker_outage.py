@@ -23,7 +23,7 @@ from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.flush import FlushPolicy
 from langgraph_tiered_saver.urls import shown
 from tests.graphs import chain_graph
-from tests.helpers import QUIET_OFF, TEST_TENANT, thread_config, wait_for
+from tests.helpers import QUIET_OFF, TEST_TENANT, new_prefix, thread_config, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -59,7 +59,7 @@ def test_the_worker_rides_out_an_outage_and_reports_it(
     make_private_postgres: Callable[..., PrivatePostgres], redis_url: str
 ) -> None:
     pg = make_private_postgres()
-    prefix, schema = f"ltstest-{uuid.uuid4().hex[:8]}", f"lts_{uuid.uuid4().hex[:8]}"
+    prefix, schema = new_prefix(), f"lts_{uuid.uuid4().hex[:8]}"
     port = free_port()
     configs = [thread_config() for _ in range(4)]
     proc: subprocess.Popen[str] | None = None
