@@ -99,6 +99,16 @@ def _outbox_depth_after_close(redis_url: str, prefix: str) -> int:
         return _outbox_depth(reader)
 
 
+async def test_the_users_exception_wins_in_async_with_too(pg: PrivatePostgres, redis_url: str, prefix: str) -> None:
+    with pytest.raises(KeyError, match="async block"):
+        async with _saver(redis_url, pg, prefix) as saver:
+            await saver.asetup()
+            await chain_graph(saver, nodes=2).ainvoke({"n": 0, "log": []}, thread_config())
+            pg.stop()
+            raise KeyError("async block")
+    assert saver.metrics.counter("close_failures") == 1
+
+
 def test_a_flush_failure_at_exit_is_raised_when_the_block_succeeded(pg: PrivatePostgres, redis_url: str, prefix: str) -> None:
     with pytest.raises(FlushError, match="could not be flushed at close"), _saver(redis_url, pg, prefix) as saver:
         saver.setup()
