@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -53,17 +54,41 @@ DEFAULT_TTL_SECONDS = 24 * 3600
 
 
 class Lifecycle:
-    """Whether the saver still takes calls; shared by a saver and its `for_tenant` views."""
+    """Whether the saver still takes calls, and how many are under way; shared by a saver and
+    its `for_tenant` views. Closing refuses new calls, then waits for those under way (a write
+    that passed the check must be in the outbox before the drain at close reads it)."""
+
+    CLOSE_WAIT = 10.0  # seconds close() waits for calls under way
 
     def __init__(self) -> None:
         self.closed = False
+        self._busy = 0
+        self._cond = threading.Condition()
 
-    def check(self) -> None:
-        if self.closed:
-            raise SaverClosedError(
-                "the saver is closed (close() was called, or its `with` block ended): it takes no more "
-                "calls, so nothing is written that no flusher would carry to Postgres; open a new one"
-            )
+    def enter(self) -> None:
+        with self._cond:
+            if self.closed:
+                raise SaverClosedError(
+                    "the saver is closed (close() was called, or its `with` block ended): it takes no more "
+                    "calls, so nothing is written that no flusher would carry to Postgres; open a new one"
+                )
+            self._busy += 1
+
+    def leave(self) -> None:
+        with self._cond:
+            self._busy -= 1
+            if not self._busy:
+                self._cond.notify_all()
+
+    def close(self) -> bool:
+        """Refuse new calls and wait for those under way; False if it was closed already."""
+        with self._cond:
+            if self.closed:
+                return False
+            self.closed = True
+            if not self._cond.wait_for(lambda: self._busy == 0, self.CLOSE_WAIT):
+                logger.warning("closing with %d calls still under way after %.0f s", self._busy, self.CLOSE_WAIT)
+            return True
 
 
 class SetupDone:
@@ -173,8 +198,11 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     def run_op(self, op: Op[T]) -> T:
         """Run one op on the sync driver (its clients built from the async ones if need be);
         refused once the saver is closed."""
-        self._life.check()
-        return self._run_sync(op)
+        self._life.enter()
+        try:
+            return self._run_sync(op)
+        finally:
+            self._life.leave()
 
     def _run_sync(self, op: Op[T]) -> T:
         """`run_op` without the closed check: the saver's own background threads and close()."""
@@ -183,8 +211,11 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         return self._sync.run(op)
 
     async def arun_op(self, op: Op[T]) -> T:
-        self._life.check()
-        return await self._arun(op)
+        self._life.enter()
+        try:
+            return await self._arun(op)
+        finally:
+            self._life.leave()
 
     async def _arun(self, op: Op[T]) -> T:
         aredis, apg = await self._conn.async_side()
@@ -328,9 +359,8 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         """Release run locks, drain the outbox (per policy), stop the background flusher, and
         close the clients and pools the saver created (twins, or all under `from_conn_string`).
         Every later call raises `SaverClosedError`; closing twice is a no-op."""
-        if self._life.closed:
+        if not self._life.close():  # from here on every call is refused (SaverClosedError)
             return
-        self._life.closed = True  # from here on every call is refused (SaverClosedError)
         try:
             if self.core.run_locks is not None:
                 self._run_sync(self.core.close_op())
@@ -339,9 +369,8 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
             self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
-        if self._life.closed:
+        if not await asyncio.to_thread(self._life.close):  # calls under way may need this loop
             return
-        self._life.closed = True
         try:
             if self.core.run_locks is not None:
                 await self._arun(self.core.close_op())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -44,6 +45,54 @@ def test_a_closed_saver_refuses_every_call(saver_context: Callable[..., Any]) ->
         with pytest.raises(SaverClosedError, match="the saver is closed"):
             call()
     saver.close()  # a second close is a no-op
+
+
+def test_close_under_load_leaves_nothing_unflushed(saver_context: Callable[..., Any], redis_url: str, test_database_url: str) -> None:
+    """Writers race close(): every write the saver accepted reaches Postgres by the drain; the
+    rest are refused. None sits in the outbox with no flusher left to carry it."""
+    policy = FlushPolicy(quiet_seconds=3600, every_n_checkpoints=0, on_close=True)
+    configs = [thread_config() for _ in range(4)]
+    accepted: dict[str, str] = {}
+    refused: list[BaseException] = []
+    with saver_context(durable=True, flush_policy=policy) as saver:
+        saver.setup()
+        prefix = saver.key_prefix
+
+        def writer(cfg: dict[str, Any]) -> None:
+            thread = cfg["configurable"]["thread_id"]
+            checkpoint: Any = None
+            while True:
+                try:
+                    checkpoint = saver.put(cfg if checkpoint is None else checkpoint, _checkpoint(), {"source": "loop", "step": 0}, {})
+                except SaverClosedError as exc:
+                    refused.append(exc)
+                    return
+                accepted[thread] = checkpoint["configurable"]["checkpoint_id"]
+
+        writers = [threading.Thread(target=writer, args=(cfg,), daemon=True) for cfg in configs]
+        for t in writers:
+            t.start()
+        time.sleep(0.5)
+    for t in writers:
+        t.join(10)
+    assert len(refused) == len(configs)
+    assert _outbox_depth_after_close(redis_url, prefix) == 0
+    for thread, checkpoint_id in accepted.items():
+        assert checkpoint_id in _pg_checkpoint_ids(test_database_url, saver.schema, thread)
+
+
+def _checkpoint() -> Any:
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    return empty_checkpoint()
+
+
+def _pg_checkpoint_ids(url: str, schema: str, thread: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(f'SELECT checkpoint_id FROM "{schema}".checkpoints WHERE thread_id = %s', (thread,)).fetchall()
+    return {r[0] for r in rows}
 
 
 async def test_a_closed_async_saver_refuses_every_call(saver_context: Callable[..., Any]) -> None:
