@@ -513,16 +513,24 @@ class Core:
     # ------------------------------------------------------------------ durable-tier calls
 
     def flush_op(self, ref: ThreadRef | None) -> Op[list[FlushResult]]:
-        """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread."""
+        """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread (all
+        of them, not only the first page of the outbox index)."""
         if not self.durable:
             return []
-        threads = [(ref.tenant_id, ref.thread_id)] if ref is not None else (yield from self.flush.dirty_threads_op())
-        results = []
-        for tenant_id, thread_id in threads:
-            results.append((yield from self._flush_now_op(tenant_id, thread_id)))
-            if self.flusher is not None:
-                self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
-        return results
+        results: list[FlushResult] = []
+        done: set[tuple[str, str]] = set()
+        while True:  # page by page: the outbox index answers 500 threads at a time
+            if ref is not None:
+                page = [(ref.tenant_id, ref.thread_id)] if not done else []
+            else:
+                page = [key for key in (yield from self.flush.dirty_threads_op()) if key not in done]
+            if not page:
+                return results
+            for tenant_id, thread_id in page:
+                results.append((yield from self._flush_now_op(tenant_id, thread_id)))
+                done.add((tenant_id, thread_id))
+                if self.flusher is not None:
+                    self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
 
     def prune_older_than_op(self, tenant: str | None, older_than: timedelta) -> Op[Any]:
         """Postgres retention for one tenant, or every tenant (`tenant` None)."""

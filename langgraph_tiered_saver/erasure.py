@@ -17,18 +17,28 @@ could match another tenant's keys ("acme" vs "acme:eu").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import keys as K
 from ._io import BlobIO, Op, PgCall, PgStatement, RedisCall
 from .codec import as_str
 from .durable import ops as pg
+from .hot import HotOps
+from .offload import Offloader
 from .tenancy import check_tenant
 
-if TYPE_CHECKING:
-    from .core import Core
-
 _PAGE = 1000
+
+
+class Core(Protocol):
+    """What erasure needs of `core.Core` (which imports this module)."""
+
+    hot: HotOps
+    offload: Offloader
+    durable: bool
+    schema: str
+
+    def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]: ...
 
 
 @dataclass

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -29,16 +28,17 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import options as opt
-from ._io import AsyncDriver, Op, SyncDriver
+from ._io import Op, SyncDriver
 from .admin import OperatorAPI
 from .blobs import BlobStore
 from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
-from .errors import ConfigError, SaverClosedError
+from .errors import ConfigError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
+from .lifecycle import Runners, SetupDone
 from .locks import LockOps, ThreadLock
 from .metrics import Metrics
 from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
@@ -53,61 +53,12 @@ T = TypeVar("T")
 DEFAULT_TTL_SECONDS = 24 * 3600
 
 
-class Lifecycle:
-    """Whether the saver still takes calls, and how many are under way; shared by a saver and
-    its `for_tenant` views. Closing refuses new calls, then waits for those under way (a write
-    that passed the check must be in the outbox before the drain at close reads it)."""
-
-    CLOSE_WAIT = 10.0  # seconds close() waits for calls under way
-
-    def __init__(self) -> None:
-        self.closed = False
-        self._busy = 0
-        self._cond = threading.Condition()
-
-    def enter(self) -> None:
-        with self._cond:
-            if self.closed:
-                raise SaverClosedError(
-                    "the saver is closed (close() was called, or its `with` block ended): it takes no more "
-                    "calls, so nothing is written that no flusher would carry to Postgres; open a new one"
-                )
-            self._busy += 1
-
-    def leave(self) -> None:
-        with self._cond:
-            self._busy -= 1
-            if not self._busy:
-                self._cond.notify_all()
-
-    def close(self) -> bool:
-        """Refuse new calls and wait for those under way; False if it was closed already."""
-        with self._cond:
-            if self.closed:
-                return False
-            self.closed = True
-            if not self._cond.wait_for(lambda: self._busy == 0, self.CLOSE_WAIT):
-                logger.warning("closing with %d calls still under way after %.0f s", self._busy, self.CLOSE_WAIT)
-            return True
-
-
-class SetupDone:
-    """What `setup()` returns: the migrations already ran, and awaiting it is a no-op, so code
-    written for AsyncPostgresSaver (`await checkpointer.setup()`) works unchanged."""
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return None
-        yield  # a generator: `await` gets None at once
-
-
 class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     """Checkpointer with a Redis hot tier (every write, one round trip, TTL) and a Postgres
     durable tier fed by write-behind flushes (see `FlushPolicy`).
 
     Pass clients and pools you already have, or use `from_conn_string`. Without Postgres
-    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone.
-
-    Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
+    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone. Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
     binds the saver (single-tenant deployments); without it the saver is multi-tenant and each
     call takes its tenant from `config["configurable"]["tenant_id"]` or `tenant_scope(...)`;
     `saver.for_tenant("acme")` is a bound view sharing clients and pools.
@@ -171,15 +122,12 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
         self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
-        self._limits, self._breaker = limits, breaker
-        # one asyncio driver per event loop (see Connections.async_side), shared with views
-        self._async: dict[asyncio.AbstractEventLoop, AsyncDriver] = {}
-        self._life = Lifecycle()
+        self._runners = Runners(self._conn, self._sync, limits, breaker)  # shared with views
         self._locks = LockOps(key_prefix, ttl_ms)
         policy = auto_lock_policy(auto_lock)
         if policy is not None:
             self.core.run_locks = RunLocks(self, self._locks, self.core.fences, policy)
-        self.core.attach(self._run_sync, background_flush=background_flush)
+        self.core.attach(self._runners.run_internal, background_flush=background_flush)
 
     @classmethod
     def from_conn_string(cls, redis_url: str, postgres_url: str | None = None, **options: Any) -> SaverContext:
@@ -196,40 +144,11 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         return clone
 
     def run_op(self, op: Op[T]) -> T:
-        """Run one op on the sync driver (its clients built from the async ones if need be);
-        refused once the saver is closed."""
-        self._life.enter()
-        try:
-            return self._run_sync(op)
-        finally:
-            self._life.leave()
-
-    def _run_sync(self, op: Op[T]) -> T:
-        """`run_op` without the closed check: the saver's own background threads and close()."""
-        if self._sync.redis is None or (self.durable and self._sync.pg_pool is None):
-            self._sync.redis, self._sync.pg_pool = self._conn.sync_side()
-        return self._sync.run(op)
+        """Run one op on the sync driver (see `lifecycle.Runners`); refused once closed."""
+        return self._runners.run(op)
 
     async def arun_op(self, op: Op[T]) -> T:
-        self._life.enter()
-        try:
-            return await self._arun(op)
-        finally:
-            self._life.leave()
-
-    async def _arun(self, op: Op[T]) -> T:
-        aredis, apg = await self._conn.async_side()
-        driver = self._async.get(asyncio.get_running_loop())
-        if driver is None or driver.redis is not aredis or driver.pg_pool is not apg:
-            driver = AsyncDriver(aredis, apg, limits=self._limits, breaker=self._breaker)
-            if self.durable and apg is None:  # a sync pool only: Postgres calls go to a thread
-                if self._sync.pg_pool is None:
-                    self._sync.redis, self._sync.pg_pool = self._conn.sync_side()
-                driver.pg_in_thread = self._sync._pg
-            for loop in [loop for loop in self._async if loop.is_closed()]:
-                del self._async[loop]
-            self._async[asyncio.get_running_loop()] = driver
-        return await driver.run(op)
+        return await self._runners.arun(op)
 
     def _tenant(self, what: str) -> str:  # for calls without a config: bound or scoped
         return resolve_tenant(None, self.tenant_id, what)
@@ -271,9 +190,8 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         await self.arun_op(self.core.release_run_lock_op(self._ref(config)))
 
     def setup(self, *, partitions: int | None = None) -> SetupDone:
-        """Apply the Postgres migrations (idempotent, concurrent-safe); `partitions`: durable.migrations.
-        Runs now, in every context; the result may be awaited (`await saver.setup()`, as on
-        AsyncPostgresSaver) at no cost. In async code `await saver.asetup()` does not block the loop."""
+        """Apply the Postgres migrations now (idempotent, concurrent-safe; `partitions`: durable.migrations);
+        the result may be awaited at no cost (`await saver.setup()`, as on AsyncPostgresSaver)."""
         self.run_op(self.core.setup_op(partitions))
         return SetupDone()
 
@@ -356,24 +274,23 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         await self.arun_op(self.core.prune_op(self._tenant("prune"), thread_ids, strategy))
 
     def close(self) -> None:
-        """Release run locks, drain the outbox (per policy), stop the background flusher, and
-        close the clients and pools the saver created (twins, or all under `from_conn_string`).
-        Every later call raises `SaverClosedError`; closing twice is a no-op."""
-        if not self._life.close():  # from here on every call is refused (SaverClosedError)
+        """Refuse new calls (`SaverClosedError`), release run locks, drain the outbox (per policy),
+        stop the flusher, close what the saver created (twins, or all under `from_conn_string`)."""
+        if not self._runners.life.close():
             return
         try:
             if self.core.run_locks is not None:
-                self._run_sync(self.core.close_op())
+                self._runners.run_internal(self.core.close_op())
             self.core.stop_background(drain=self.policy.on_close)
         finally:
             self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
-        if not await asyncio.to_thread(self._life.close):  # calls under way may need this loop
+        if not await asyncio.to_thread(self._runners.life.close):  # calls under way may need this loop
             return
         try:
             if self.core.run_locks is not None:
-                await self._arun(self.core.close_op())
+                await self._runners.arun_internal(self.core.close_op())
             await asyncio.to_thread(self.core.stop_background, drain=self.policy.on_close)
         finally:
             await self._conn.aclose_owned()

@@ -21,7 +21,7 @@ from tests.helpers import TEST_TENANT, new_prefix, pg_rows, thread_config
 
 
 def _outbox_depth(saver: Any) -> int:
-    return int(saver._run_sync(saver.core.flush.outbox_status_op()).depth)
+    return int(saver._runners.run_internal(saver.core.flush.outbox_status_op()).depth)
 
 
 def test_a_closed_saver_refuses_every_call(saver_context: Callable[..., Any]) -> None:

@@ -147,3 +147,20 @@ def test_a_45_s_outage_under_load_quarantines_nothing_and_drains_in_seconds(
         print(f"breaker logged: {back[-1]}")
         assert OUTAGE_SECONDS - 2 <= logged <= OUTAGE_SECONDS + 10  # the real length, not 314 s for 44 s
 
+
+
+def test_flush_carries_every_waiting_thread_not_only_the_first_page(saver_context: Any, test_database_url: str) -> None:
+    """After an outage the outbox may hold thousands of threads; `flush()` took only the first
+    500 of the outbox index before."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from tests.helpers import QUIET_OFF, pg_rows
+
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        for _ in range(520):
+            saver.put(thread_config(), empty_checkpoint(), {"source": "input", "step": -1}, {})
+        results = saver.flush()
+        assert len(results) == 520 and sum(r.checkpoints for r in results) == 520
+        assert pg_rows(test_database_url, saver.schema) == 520
+        assert saver.flush() == []
