@@ -38,7 +38,6 @@ from .telemetry import observed_op
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
 ThreadId = tuple[str, str]
-MAX_BACKOFF = 30.0
 # The longest wait between flush attempts while a tier is down for everyone: the backlog reaches
 # Postgres within this (plus the breaker's probe window) of its return.
 OUTAGE_MAX_BACKOFF = 2.0
