@@ -302,6 +302,29 @@ class _PgGuard:
         self.limits = limits
         self.breaker = breaker
         self._probing = threading.Lock()  # one probe connection at a time
+        # Whether a call has reached the server since the last outage. Until then a call whose
+        # pool has no idle connection first connects once directly: a refused connection, a
+        # wrong password or a missing database is then a typed error in milliseconds, instead
+        # of after the pool's whole wait (2 s) and its retries.
+        self.verified = False
+
+    def probe_first(self, pool: Any) -> bool:
+        if self.verified or int(pool.get_stats().get("pool_available", 0)) > 0:
+            return False
+        return self._probing.acquire(blocking=False)
+
+    def probe_failed(self, exc: BaseException) -> TieredSaverError:
+        err = classify_connect_error(exc)
+        if type(err) is TierUnavailableError:
+            self.verified = False
+            self.breaker.failed(err)
+        else:
+            self.breaker.succeeded()
+        return err
+
+    def succeeded(self) -> None:
+        self.verified = True
+        self.breaker.succeeded()
 
     def failure(self, exc: BaseException, deadline: _Deadline | None, pool: Any, probe: object) -> TieredSaverError:
         if deadline is not None and deadline.fired:
@@ -316,7 +339,10 @@ class _PgGuard:
         else:
             raise exc
         if type(err) is TierUnavailableError:
+            self.verified = False
             self.breaker.failed(err)
+        else:  # the server answered (a busy pool, a rejected statement): no outage, and a
+            self.breaker.succeeded()  # half-open probe must not leave the circuit open for good
         return err
 
     def needs_probe(self, exc: BaseException, pool: Any) -> bool:
@@ -411,6 +437,10 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
         self.pg.breaker.before_call()
+        if self.pg.probe_first(self.pg_pool):
+            failed = self._probe()
+            if failed is not None:
+                raise self.pg.probe_failed(failed) from failed
         deadline = None
         try:
             with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
@@ -422,7 +452,7 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
         except (PoolTimeout, psycopg.Error) as exc:
             probe = self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
-        self.pg.breaker.succeeded()
+        self.pg.succeeded()
         return results
 
     def _probe(self) -> BaseException | None:
@@ -503,9 +533,14 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
             step.feed(*await _aattempt(self._execute(step.request)))
         return step.value  # type: ignore[return-value]
 
+    # Set when the saver has a sync Postgres pool only: Postgres calls run on it in a thread.
+    pg_in_thread: Callable[[PgCall], Any] | None = None
+
     async def _execute(self, request: Request | None) -> Any:
         if isinstance(request, RedisCall):
             return await self._redis(request)
+        if isinstance(request, PgCall) and self.pg_in_thread is not None:
+            return await asyncio.to_thread(self.pg_in_thread, request)
         if isinstance(request, Sleep):
             await asyncio.sleep(request.seconds)
             return None
@@ -539,6 +574,10 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
         self.pg.breaker.before_call()
+        if self.pg.probe_first(self.pg_pool):
+            failed = await self._probe()
+            if failed is not None:
+                raise self.pg.probe_failed(failed) from failed
         deadline = None
         try:
             async with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
@@ -550,7 +589,7 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
         except (PoolTimeout, psycopg.Error) as exc:
             probe = await self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
-        self.pg.breaker.succeeded()
+        self.pg.succeeded()
         return results
 
     async def _probe(self) -> BaseException | None:

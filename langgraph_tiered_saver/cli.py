@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     _retention_args(worker, "--retention", "--retention-keep-last")
     worker.add_argument("--retention-every", type=parse_duration, default=timedelta(hours=1))
     worker.add_argument("--all-tenants", action="store_true", help="retention for every tenant")
+    erase = sub.add_parser("delete-tenant", help="erase the --tenant from every tier (irreversible)")
+    erase.add_argument("--yes", action="store_true", help="confirm: the tenant's data cannot be recovered")
     sub.add_parser("metrics", help="outbox depth and the saver's counters")
     sub.add_parser("migrate-redis", help="move Redis keys of schema v1 to v2 (stop the old savers first)")
     return parser
@@ -218,6 +220,13 @@ def run(args: argparse.Namespace) -> int:
             _emit(_prune(saver, args, args.older_than, args.keep_last, dry_run=args.dry_run, progress=_progress()))
         elif args.command == "worker":
             return _worker(saver, args)
+        elif args.command == "delete-tenant":
+            if args.tenant is None:
+                raise TenantRequiredError("delete-tenant")
+            if not args.yes:
+                raise ConfigError(f"delete-tenant erases tenant {args.tenant!r} from Redis, Postgres and the "
+                                  "blob store for good: add --yes to confirm")  # fmt: skip
+            _emit(saver.delete_tenant(args.tenant))
         elif args.command == "metrics":
             record_outbox(saver.metrics, saver.run_op(saver.core.flush.outbox_status_op()))
             _emit(saver.metrics.snapshot())

@@ -580,7 +580,8 @@ class Core:
     # ------------------------------------------------------------------ durable-tier calls
 
     def flush_op(self, ref: ThreadRef | None) -> Op[list[FlushResult]]:
-        """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread."""
+        """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread (all
+        of them, not only the first page of the outbox index)."""
         if not self.durable:
             return []
         results: list[FlushResult] = []

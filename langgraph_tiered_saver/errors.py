@@ -113,6 +113,13 @@ class HotDurabilityError(TieredSaverError):
 class HotTierConflictError(ConfigError):
     """The Postgres schema is fed by another hot tier (another Redis key prefix): two hot tiers
     over one schema would each answer for their own copies of a thread and fork it."""
+class SaverClosedError(TieredSaverError, RuntimeError):
+    """The saver was closed (`close()`, or its `with` block ended): it takes no more calls, so
+    no write is accepted that no flusher would carry to Postgres."""
+
+
+class EventLoopError(TieredSaverError, RuntimeError):
+    """An asyncio client or pool of the saver was used from another event loop than its own."""
 
 
 class LegacyKeysError(ConfigError):

@@ -46,7 +46,7 @@ from ._io import Op, RedisCall
 from .codec import as_str, scored
 from .errors import TierUnavailableError
 from .flush import DEFAULT_LEASE, FlushLease, FlushOps, FlushPolicy
-from .flusher import MAX_BACKOFF, RetryBook, ThreadId, record_flush, record_outbox
+from .flusher import OUTAGE_MAX_BACKOFF, RetryBook, ThreadId, record_flush, record_outbox
 from .metrics import Metrics
 from .telemetry import observed_op
 
@@ -178,7 +178,7 @@ def worker_loop(
                 record_outbox(metrics, run(ops.outbox_status_op()))
                 idle_backoff = 0.0
             except Exception as exc:
-                idle_backoff = min(MAX_BACKOFF, max(0.5, idle_backoff * 2))
+                idle_backoff = min(OUTAGE_MAX_BACKOFF, max(0.5, idle_backoff * 2))  # Redis is back within seconds
                 metrics.incr("flush_errors")
                 logger.warning("worker could not read the outbox index, retrying in %.1f s: %s", idle_backoff, exc)
                 if once:

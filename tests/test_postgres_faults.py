@@ -11,13 +11,14 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypedDict
 
 import pytest
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import interrupt
 
-from devtools.servers import PrivatePostgres
+from devtools.servers import PrivatePostgres, delete_keys
 from langgraph_tiered_saver import TieredSaver, TierUnavailableError
 from langgraph_tiered_saver.errors import (
     DatabaseMissingError,
@@ -25,7 +26,7 @@ from langgraph_tiered_saver.errors import (
     SchemaMissingError,
 )
 from langgraph_tiered_saver.flush import FlushPolicy
-from tests.helpers import TEST_TENANT, pg_rows, thread_config, wait_for
+from tests.helpers import TEST_TENANT, new_prefix, pg_rows, thread_config, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -54,11 +55,17 @@ def pg(make_private_postgres: Callable[..., PrivatePostgres]) -> Iterator[Privat
     server.thaw()
 
 
-def _saver(redis_url: str, url: str, **options: Any) -> Any:
-    return TieredSaver.from_conn_string(
-        redis_url, url, tenant_id=TEST_TENANT, key_prefix=f"ltstest-{uuid.uuid4().hex[:8]}",
-        flush_policy=FlushPolicy(quiet_seconds=3600, every_n_checkpoints=0, on_close=False), **options,
-    )  # fmt: skip
+@contextmanager
+def _saver(redis_url: str, url: str, **options: Any) -> Iterator[Any]:
+    prefix = new_prefix()
+    try:
+        with TieredSaver.from_conn_string(
+            redis_url, url, tenant_id=TEST_TENANT, key_prefix=prefix,
+            flush_policy=FlushPolicy(quiet_seconds=3600, every_n_checkpoints=0, on_close=False), **options,
+        ) as saver:  # fmt: skip
+            yield saver
+    finally:
+        delete_keys(redis_url, f"{prefix}:*")
 
 
 def test_a_frozen_postgres_costs_at_most_the_timeout(pg: PrivatePostgres, redis_url: str) -> None:
@@ -125,13 +132,13 @@ def test_an_outage_costs_no_wait_after_its_first_call(
 def test_a_wrong_password_is_an_auth_error(pg: PrivatePostgres, redis_url: str) -> None:
     pg.require_password("lts_pw", "right")
     url = pg.url.replace("postgres@", "lts_pw:wrong@")
-    with _saver(redis_url, url, pg_timeout=1.0) as saver, pytest.raises(PostgresAuthError, match="password authentication failed"):
+    with pytest.raises(PostgresAuthError, match="password authentication failed"), _saver(redis_url, url, pg_timeout=1.0) as saver:
         saver.setup()
 
 
 def test_a_missing_database_says_so(redis_url: str, postgres_url: str) -> None:
     url = postgres_url.rsplit("/", 1)[0] + "/no_such_database_lts"
-    with _saver(redis_url, url, pg_timeout=1.0) as saver, pytest.raises(DatabaseMissingError, match="does not exist"):
+    with pytest.raises(DatabaseMissingError, match="does not exist"), _saver(redis_url, url, pg_timeout=1.0) as saver:
         saver.setup()
 
 

@@ -279,3 +279,10 @@ def blob_digests_in_use_op(schema: str, tenant: str, digests: Sequence[str]) -> 
     )
     (rows,) = yield PgCall((statement,), tenant_id=tenant)
     return {row[0] for row in rows}
+
+
+def thread_ids_page_op(schema: str, tenant: str, after: str, limit: int) -> Op[list[str]]:
+    """Up to `limit` of the tenant's thread ids in Postgres, in order, after `after`."""
+    statement = PgStatement(sql.render(sql.THREAD_IDS_PAGE, schema), (tenant, after, limit), fetch=True)
+    (rows,) = yield PgCall((statement,), tenant_id=tenant)
+    return [str(row[0]) for row in rows]

@@ -669,3 +669,9 @@ def blob_lock(schema: str, tenant_id: str, digest: str) -> tuple[int, int]:
     """(int4, int4) advisory-lock key of one tenant's blob (a key space of its own)."""
     return _int4(f"lts-blob:{check_schema(schema)}".encode()), _int4(f"{tenant_id}|{digest}".encode())
 
+# One page of a tenant's thread ids (keyset pagination over the primary key).
+THREAD_IDS_PAGE = """
+SELECT DISTINCT thread_id FROM {s}.checkpoints
+WHERE tenant_id = %s AND thread_id > %s
+ORDER BY thread_id LIMIT %s
+"""
