@@ -12,8 +12,8 @@ at-least-once, and idempotent upserts make the effect exactly once.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -119,7 +119,7 @@ class FlushLease:
         opt.positive_int("FlushLease.ms", self.ms)
 
     def new_token(self) -> str:
-        random = uuid.uuid4().hex
+        random = secrets.token_hex(16)
         return f"{self.holder}/{random}" if self.holder else random
 
 
@@ -245,7 +245,7 @@ class FlushOps:
         """Take the thread's flush lock (so two flushers, or a flush and a delete, never
         interleave on one thread). Returns the token, or None when busy and not waiting."""
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
-        token = uuid.uuid4().hex
+        token = secrets.token_hex(16)
 
         def attempt() -> Op[str | None]:
             (acquired,) = yield RedisCall((("SET", lock, token, "NX", "PX", FLUSH_LOCK_MS),))

@@ -11,9 +11,9 @@ one thread never interleave. Release is compare-and-delete; renewal extends only
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -87,7 +87,7 @@ class LockOps:
         }
 
     def acquire_op(self, ref: ThreadRef, ttl_ms: int, *, wait: bool, wait_timeout: float | None) -> Op[LockHandle]:
-        token = uuid.uuid4().hex
+        token = secrets.token_hex(16)
 
         def attempt() -> Op[LockHandle | None]:
             (fence,) = yield RedisCall(
