@@ -421,9 +421,12 @@ class Core:
             self.hot.known.missed(ref.tenant_id, status)
             if status == NEW:  # no tier holds it: no Postgres round trip (known.py)
                 return None
+        # Redis named the checkpoint (a latest it holds in part): Postgres is asked for that one,
+        # never for its own latest, which may be older (not flushed yet) and would move it back.
+        wanted = ref.checkpoint_id if stored is None else stored.checkpoint_id
         try:
             durable = yield from pg.get_checkpoint_op(
-                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
+                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, wanted
             )
         except TierUnavailableError as exc:
             if not hot_up:
