@@ -14,7 +14,10 @@ held for the thread along), and writes for an older checkpoint (its step closed 
 holding that no `put` takes within `hold_seconds` (a long parallel sibling, a run that stopped)
 is sent on its own by a background thread, as is everything at `close()`. What a crash of the
 process can take: held writes, at most `hold_seconds` old, whose tasks then run again on resume.
-Reads, flushes and deletions of a thread send its held writes first (`Core`).
+Reads, flushes and deletions of a thread send its held writes first (`Core`), including those
+the background sender is writing at that moment: a holding stays visible until its write has
+landed, so a read right after a run never misses it (a duplicate write is a no-op: regular
+writes are insert-if-absent, put_writes.lua).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class WriteCombiner:
         self.metrics = metrics
         self._lock = threading.Lock()
         self._held: dict[HeldKey, Held] = {}
+        self._sending: dict[int, tuple[HeldKey, Held]] = {}  # taken by the sender, not yet written
         self._open: dict[tuple[str, str, str], str] = {}  # newest checkpoint id put, per namespace
         self._sender: Sender | None = None
 
@@ -84,22 +88,35 @@ class WriteCombiner:
             if checkpoint_id > self._open.get(namespace, ""):
                 self._open[namespace] = checkpoint_id
             keys = [k for k in self._held if k[:3] == namespace and k[3] < checkpoint_id]
-            return [self._held.pop(k) for k in keys]
+            sending = [h for k, h in self._sending.values() if k[:3] == namespace and k[3] < checkpoint_id]
+            return [self._held.pop(k) for k in keys] + sending
 
     def take(self, tenant_id: str, thread_id: str | None = None, ns: str | None = None) -> list[Held]:
         """What is held for a tenant, thread or thread namespace (None: any): a read, flush,
-        deletion or special write needs it in Redis."""
+        deletion or special write needs it in Redis. Holdings the sender is writing now are
+        included (left to it as well): the caller cannot tell whether that write has landed."""
+
+        def wanted(k: HeldKey) -> bool:
+            return k[0] == tenant_id and thread_id in (None, k[1]) and ns in (None, k[2])
+
         with self._lock:
-            keys = [
-                k for k in self._held
-                if k[0] == tenant_id and thread_id in (None, k[1]) and ns in (None, k[2])
-            ]  # fmt: skip
-            return [self._held.pop(k) for k in keys]
+            keys = [k for k in self._held if wanted(k)]
+            sending = [h for k, h in self._sending.values() if wanted(k)]
+            return [self._held.pop(k) for k in keys] + sending
 
     def take_due(self, now: float) -> list[Held]:
+        """Holdings past their time, for the sender, which calls `sent` after each write."""
         with self._lock:
             keys = [k for k, held in self._held.items() if held.due <= now]
-            return [self._held.pop(k) for k in keys]
+            out = [self._held.pop(k) for k in keys]
+            for k, held in zip(keys, out, strict=True):
+                self._sending[id(held)] = (k, held)
+            return out
+
+    def sent(self, held: Held) -> None:
+        """The sender's write of `held` is over (landed or failed)."""
+        with self._lock:
+            self._sending.pop(id(held), None)
 
     def take_all(self) -> list[Held]:
         with self._lock:
@@ -157,7 +174,10 @@ class Sender:
         while not self._stop.is_set():
             try:
                 for held in self.combiner.take_due(time.monotonic()):
-                    self.send_contained(held)
+                    try:
+                        self.send_contained(held)
+                    finally:
+                        self.combiner.sent(held)
                 due = self.combiner.next_due()
             except Exception:
                 self.combiner.metrics.incr("write_sender_errors")
