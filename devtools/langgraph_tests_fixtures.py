@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 import psycopg
 import pytest
 import redis
+
 from langgraph_tiered_saver import TieredSaver
 
 PARAM = "tiered"

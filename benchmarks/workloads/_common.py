@@ -43,6 +43,9 @@ class Profile:
     rtt_ops: int = 10  # timed put / put_writes / get_tuple calls per saver, level and rep
     rtt_pings: int = 300  # PINGs per level for the proxy's precision
     count_runs: int = 5  # graph runs per saver in the round-trip count
+    delta_turns: tuple[int, ...] = (100, 500)  # DeltaChannel conversation lengths (workload `delta`)
+    history_checkpoints: int = 500  # thread length of the get_state_history workload
+    history_reads: int = 10  # timed get_state_history calls per saver and repetition
 
 
 QUICK = Profile(
