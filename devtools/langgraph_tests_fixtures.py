@@ -10,7 +10,7 @@ per session, and per test its own tenant and key prefix: LangGraph's tests reuse
 from __future__ import annotations
 
 import os
-import uuid
+import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
@@ -27,7 +27,7 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5
 @pytest.fixture(scope="session")
 def lts_database() -> Iterator[tuple[str, str]]:
     """(database url, schema): created, migrated once, dropped at the end."""
-    name = f"lts_lgtests_{uuid.uuid4().hex[:10]}"
+    name = f"lts_lgtests_{secrets.token_hex(5)}"
     with psycopg.connect(DATABASE_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = DATABASE_URL.rsplit("/", 1)[0] + "/" + name
@@ -42,7 +42,7 @@ def lts_database() -> Iterator[tuple[str, str]]:
 
 
 def _options(schema: str) -> dict[str, str]:
-    token = uuid.uuid4().hex[:12]
+    token = secrets.token_hex(6)  # not uuid4: tests mock it for deterministic ids
     return {"schema": schema, "tenant_id": f"lg-{token}", "key_prefix": f"ltslg-{token}"}
 
 
