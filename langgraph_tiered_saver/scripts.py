@@ -90,3 +90,6 @@ KNOWN_SEEN = LuaScript.load("known_seen", ("write_through",), ("count",))
 KNOWN_COMPLETE = LuaScript.load("known_complete", ("known", "epoch", "write_through"), ("token",))
 WORKER_HEARTBEAT = LuaScript.load("worker_heartbeat", ("workers",), ("worker", "lease_ms"))
 DELTA_HISTORY = LuaScript.load("delta_history", THREAD_KEYS, ("refresh_ttl_ms", "ns", "checkpoint_id"), rest="channel")
+LIST = LuaScript.load(
+    "list", THREAD_KEYS, ("refresh_ttl_ms", "ns_mode", "ns", "checkpoint_id", "before_id", "limit")
+)
