@@ -7,15 +7,20 @@ The tests are extracted at run time from a git directory of the repository (`--g
 `LTS_LANGGRAPH_GIT`; nothing of them is committed here), and their conftest.py gets three
 lines that rebind the two fixtures to `devtools/langgraph_tests_fixtures.py`. Only the tests
 that take a checkpointer run (`-k tiered`, the fixtures' one parameter); pass pytest arguments
-after `--` to narrow further. Their extra test dependencies (pytest-mock, syrupy, the SQLite
-saver their conftest imports) are installed with pip when missing. Exit status: pytest's.
+after `--` to narrow further. Exit status: pytest's.
+
+The tests of one langgraph release assert that release's behaviour (a newer langgraph adds
+fields to interrupts, arguments to its internals), so they run in a virtualenv with the
+langgraph version the extracted `pyproject.toml` names and this project installed editable
+(`--venv`, created once and reused; default under the temporary directory), with their test
+dependencies (pytest-mock, syrupy, the SQLite saver their conftest imports, ...).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -24,7 +29,11 @@ from pathlib import Path
 from devtools.langgraph_src import GIT_ENV, extract
 
 FIXTURES = Path(__file__).with_name("langgraph_tests_fixtures.py")
-NEEDS = {"pytest_mock": "pytest-mock", "syrupy": "syrupy", "langgraph.checkpoint.sqlite": "langgraph-checkpoint-sqlite"}
+ROOT = Path(__file__).resolve().parents[1]
+TEST_DEPS = (
+    "pytest", "pytest-timeout", "pytest-mock", "pytest-repeat", "syrupy", "anyio", "pycryptodome",
+    "langgraph-checkpoint-sqlite", "langgraph-checkpoint-postgres",
+)  # fmt: skip
 HOOK = """
 
 # --- appended by devtools/langgraph_tests.py: TieredSaver is every test's checkpointer ---
@@ -37,25 +46,35 @@ sync_checkpointer, async_checkpointer, lts_database = _lts.sync_checkpointer, _l
 """
 
 
-def _missing() -> list[str]:
-    out = []
-    for module, package in NEEDS.items():
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            out.append(package)
-    return out
+def langgraph_version(root: Path) -> str:
+    """The langgraph version the extracted tests belong to."""
+    found = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.MULTILINE)
+    if found is None:
+        raise SystemExit(f"no version in {root / 'pyproject.toml'}")
+    return found.group(1)
+
+
+def venv_python(venv: Path, version: str) -> Path:
+    """The interpreter of a virtualenv with langgraph `version`, this project and the test
+    dependencies (created when missing)."""
+    python = venv / "bin" / "python"
+    stamp = venv / f".lts-langgraph-{version}"
+    if not stamp.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[binary]", f"langgraph=={version}", *TEST_DEPS],
+            check=True,
+        )  # fmt: skip
+        stamp.touch()
+    return python
 
 
 def prepare(repo: Path, ref: str, dest: Path) -> Path:
     """Extract the tests at `ref` under `dest`, hook the fixtures in; the pytest root."""
-    extract(repo, ref, ["libs/langgraph/tests"], dest)
+    extract(repo, ref, ["libs/langgraph/tests", "libs/langgraph/pyproject.toml"], dest)  # their pytest options
     root = dest / "libs" / "langgraph"
     conftest = root / "tests" / "conftest.py"
     conftest.write_text(conftest.read_text() + HOOK.format(path=str(FIXTURES)))
-    (root / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
     return root
 
 
@@ -65,16 +84,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--git", type=Path, default=os.environ.get(GIT_ENV), help=f"langgraph git directory (or {GIT_ENV})")
     p.add_argument("--ref", default="1.2.11", help="tag or commit of the tests (default 1.2.11)")
     p.add_argument("--dest", type=Path, help="where to extract (default: a new temporary directory)")
+    p.add_argument("--venv", type=Path, help="virtualenv to run them in (default: one per langgraph version, reused)")
     args = p.parse_args(own)
     if args.git is None:
         p.error(f"name the langgraph git directory with --git or {GIT_ENV}")
-    missing = _missing()
-    if missing:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing], check=True)
     dest = args.dest or Path(tempfile.mkdtemp(prefix="lts-langgraph-tests-"))
     root = prepare(args.git, args.ref, dest)
+    version = langgraph_version(root)
+    python = venv_python(args.venv or Path(tempfile.gettempdir()) / f"lts-langgraph-{version}-venv", version)
     env = {**os.environ, "NO_DOCKER": "true"}
-    command = [sys.executable, "-m", "pytest", "tests", "-k", "tiered", "-p", "no:cacheprovider", "-q", *extra]
+    where = [] if any(a.startswith("tests/") for a in extra) else ["tests"]
+    command = [str(python), "-m", "pytest", *where, "-k", "tiered", "-p", "no:cacheprovider", "-q", *extra]
     print(f"{root}$ {' '.join(command)}", flush=True)
     return subprocess.run(command, cwd=root, env=env).returncode
 
