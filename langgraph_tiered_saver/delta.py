@@ -85,13 +85,23 @@ def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[
         status, target_id, next_id = yield from hot_walk_op(core.hot, ref, wanted, walk)
     except TierUnavailableError as exc:
         core._hot_failed(exc, "get_delta_channel_history")  # re-raises unless falling back to Postgres
+    if status == "lost" and not core.durable:
+        raise CorruptDataError(
+            f"thread {ref.thread_id!r} checkpoint {next_id!r}: Redis lost part of it (evicted) and there is no "
+            "durable tier: its DeltaChannel history cannot be rebuilt"
+        )
     if status != "done" and core.durable:
         remaining = [c for c in dict.fromkeys(wanted) if c not in walk.seeds]
         found = yield from pgdelta.delta_history_op(
             core.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, remaining,
-            start=next_id if status == "handoff" else None,
+            start=next_id if status in ("handoff", "lost") else None,
             target=(target_id or None) if status == "target" else None,
         )  # fmt: skip
+        if status == "lost" and found.first is None:
+            raise CorruptDataError(
+                f"thread {ref.thread_id!r} checkpoint {next_id!r}: Redis lost part of it (evicted before its flush) "
+                "and Postgres does not have it: its DeltaChannel history cannot be rebuilt"
+            )
         for depth in sorted(found.writes):
             walk.steps.append(sorted(found.writes[depth], key=WriteRecord.sort_key))
         walk.seeds.update(found.seeds)

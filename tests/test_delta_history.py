@@ -231,6 +231,26 @@ def test_evicted_value_or_writes_in_redis_are_read_from_postgres(
         client.close()
 
 
+@pytest.mark.parametrize("durable", [True, False])
+def test_an_ancestor_evicted_in_part_and_never_flushed_is_corrupt_data(
+    saver_context: Callable[..., Any], redis_url: str, durable: bool
+) -> None:
+    """Redis lost part of an ancestor (its values) before any flush: no tier can rebuild the
+    channel, and a shorter history would be a wrong state."""
+    cfg = thread_config()
+    with saver_context(durable=durable, flush_policy=NO_AUTO_FLUSH) as saver:
+        if durable:
+            saver.setup()
+        graph = chat_graph(saver)
+        for i in range(3):
+            graph.invoke(turn(i), cfg)
+        client = redis.Redis.from_url(redis_url)
+        client.delete(next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:bl")))
+        client.close()
+        with pytest.raises(CorruptDataError, match="Redis lost part of it"):
+            saver.get_delta_channel_history(config=cfg, channels=["messages"])
+
+
 def test_redis_only_saver_ends_the_walk_where_redis_does(saver_context: Callable[..., Any], redis_url: str) -> None:
     """No durable tier: an ancestor Redis lost ends the walk, as the base class' get_tuple walk."""
     cfg = thread_config()

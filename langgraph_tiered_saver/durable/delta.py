@@ -67,6 +67,8 @@ WITH RECURSIVE walk AS (
     + """
     WHERE cardinality(nw.wanted) > 0
 )
+SELECT 'a', w.depth, NULL, w.checkpoint_id, NULL, NULL, NULL, NULL, NULL FROM walk w WHERE w.depth = 0
+UNION ALL
 SELECT 'w', w.depth, wr.channel, wr.type, wr.data, wr.blob_ref, wr.task_id, wr.idx, wr.task_path
 FROM walk w
 JOIN {s}.checkpoint_writes wr
@@ -94,6 +96,7 @@ class DurableDelta:
 
     writes: dict[int, list[WriteRecord]] = field(default_factory=lambda: defaultdict(list))
     seeds: dict[str, TypedValue] = field(default_factory=dict)
+    first: str | None = None  # the checkpoint the walk started at (None: Postgres lacks it)
 
 
 def delta_history_op(
@@ -117,6 +120,9 @@ def delta_history_op(
     out = DurableDelta()
     for kind, depth, channel, type_, data, ref, task_id, idx, task_path in rows:
         where = f"postgres thread {thread!r} namespace {ns!r}"
+        if kind == "a":
+            out.first = type_
+            continue
         if kind == "m":
             raise CorruptDataError(f"{where} checkpoint {type_}: value of channel {channel!r} missing from checkpoint_blobs")
         value = loaded_value(

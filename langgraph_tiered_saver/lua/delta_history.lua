@@ -5,8 +5,9 @@
 -- its seed. ARG.checkpoint_id "" = the latest checkpoint of namespace ARG.ns.
 -- Reply: {status, target id, steps, seeds, next}
 --   status "done": the walk ended here (every channel seeded, or the root reached);
---          "handoff": Redis lacks (or lost part of) ancestor `next`: continue from it in Postgres;
---          "target": Redis lacks (or lost part of) the target itself: walk it all in Postgres.
+--          "handoff": Redis lacks ancestor `next`: continue from it in Postgres;
+--          "lost": Redis holds ancestor `next` only in part (evicted): Postgres must have it;
+--          "target": Redis lacks the target itself: walk it all in Postgres.
 --   steps: one per ancestor visited, newest first: the write records of the wanted channels;
 --   seeds: flat {channel, typed value, ...} for the channels seeded here.
 local ns = ARG.ns
@@ -93,10 +94,8 @@ local function visit(member)
   return mine, seeds
 end
 
-local target_parent = parent_of(target)
-if target_parent == false or not redis.call("HGET", KEY.cv, target) then
-  return {"target", target_id, {}, {}, ""}
-end
+local target_parent = parent_of(target)  -- all the walk needs of the target itself
+if target_parent == false then return {"target", target_id, {}, {}, ""} end
 local steps, seeds = {}, {}
 local cursor = target_parent
 while cursor and left > 0 do
@@ -104,7 +103,7 @@ while cursor and left > 0 do
   local parent = parent_of(member)
   if parent == false then return {"handoff", target_id, steps, seeds, cursor} end
   local mine, found = visit(member)
-  if not mine then return {"handoff", target_id, steps, seeds, cursor} end
+  if not mine then return {"lost", target_id, steps, seeds, cursor} end
   steps[#steps + 1] = mine
   for i = 1, #found, 2 do
     seeds[#seeds + 1] = found[i]
