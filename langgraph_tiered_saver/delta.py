@@ -17,9 +17,10 @@ an older one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import DeltaChannelHistory
 
 from . import scripts
@@ -32,6 +33,41 @@ from .ids import ThreadRef
 if TYPE_CHECKING:
     from .core import Core
     from .hot import HotOps
+
+T = TypeVar("T")
+
+
+class DeltaHistoryAPI:
+    """`get_delta_channel_history` / `aget_delta_channel_history` of TieredSaver. Needs from the
+    saver: `core`, `run_op`, `arun_op`, `observed`, `_ref` (as `admin.OperatorAPI`)."""
+
+    core: Core
+
+    if TYPE_CHECKING:  # defined by TieredSaver
+
+        def run_op(self, op: Op[T]) -> T: ...
+
+        async def arun_op(self, op: Op[T]) -> T: ...
+
+        def observed(self, name: str, op: Op[T], ref: ThreadRef) -> Op[T]: ...
+
+        def _ref(self, config: RunnableConfig) -> ThreadRef: ...
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """DeltaChannel writes and seed along the parent chain: one Redis round trip, plus one
+        Postgres round trip for what Redis no longer holds (module docstring)."""
+        return self.run_op(self._delta_history_op(config, channels))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self.arun_op(self._delta_history_op(config, channels))
+
+    def _delta_history_op(self, config: RunnableConfig, channels: Sequence[str]) -> Op[dict[str, DeltaChannelHistory]]:
+        ref = self._ref(config)
+        return self.observed("get_delta_channel_history", delta_history_op(self.core, ref, channels), ref)
 
 
 class _Walk:

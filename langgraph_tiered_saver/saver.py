@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -23,7 +23,6 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    DeltaChannelHistory,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -36,7 +35,7 @@ from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
-from .delta import delta_history_op
+from .delta import DeltaHistoryAPI
 from .errors import ConfigError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
@@ -54,7 +53,7 @@ T = TypeVar("T")
 DEFAULT_TTL_SECONDS = 24 * 3600
 
 
-class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
+class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
     """Checkpointer with a Redis hot tier (every write, one round trip, TTL) and a Postgres
     durable tier fed by write-behind flushes (see `FlushPolicy`).
 
@@ -228,14 +227,6 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         ref = self._ref(config)
         self.run_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
 
-    def get_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        """DeltaChannel writes and seed along the parent chain, in one Redis round trip (plus
-        one Postgres round trip for what Redis no longer holds): see `delta`."""
-        ref = self._ref(config)
-        return self.run_op(self.observed("get_delta_channel_history", delta_history_op(self.core, ref, channels), ref))
-
     def delete_thread(self, thread_id: str) -> None:
         self.run_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
 
@@ -273,12 +264,6 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     ) -> None:
         ref = self._ref(config)
         await self.arun_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        ref = self._ref(config)
-        return await self.arun_op(self.observed("get_delta_channel_history", delta_history_op(self.core, ref, channels), ref))
 
     async def adelete_thread(self, thread_id: str) -> None:
         await self.arun_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
