@@ -356,3 +356,15 @@ def test_postgres_down_where_the_chain_leaves_redis_raises(
         with pytest.raises(TierUnavailableError):
             saver.get_delta_channel_history(config=latest.config, channels=["messages"])
         pg.start()
+
+
+def test_on_a_redis_cluster(cluster_saver_context: Callable[..., Any]) -> None:
+    """The walk is one script over one thread's keys, which share a slot: it runs on a Cluster."""
+    cfg = thread_config()
+    with cluster_saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        graph = chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        for t in list(saver.list(cfg)):
+            assert counted_history(saver, t.config, ["messages"]) == (base_walk(saver, t.config, ["messages"]), Counter({"RedisCall": 1}))
