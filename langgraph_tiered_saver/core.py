@@ -449,9 +449,12 @@ class Core:
             return None if stored is None else self._lost(ref, stored)
         if stored is None and hot_up:
             self.metrics.incr("read_misses")
+        # Redis named the checkpoint (a latest it holds in part): Postgres is asked for that one,
+        # never for its own latest, which may be older (not flushed yet) and would move it back.
+        wanted = ref.checkpoint_id if stored is None else stored.checkpoint_id
         try:
             durable = yield from pg.get_checkpoint_op(
-                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
+                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, wanted
             )
         except TierUnavailableError:
             self.metrics.incr("postgres_read_errors")

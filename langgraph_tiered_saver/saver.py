@@ -35,6 +35,7 @@ from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
+from .delta import DeltaHistoryAPI
 from .errors import ConfigError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
@@ -53,7 +54,7 @@ T = TypeVar("T")
 DEFAULT_TTL_SECONDS = 24 * 3600
 
 
-class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
+class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
     """Checkpointer with a Redis hot tier (every write, one round trip, TTL) and a Postgres
     durable tier fed by write-behind flushes (see `FlushPolicy`).
 
