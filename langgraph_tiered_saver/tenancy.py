@@ -12,6 +12,13 @@ A tenant reaches the saver in one of three ways:
 3. **Scoped**: `with tenant_scope("acme"): ...` sets the tenant for everything the block calls in
    this context. A context variable, so LangGraph's worker threads and asyncio tasks (which copy
    the context) see it, and concurrent requests of other tenants do not.
+4. **Resolved**: `TieredSaver(..., tenant_resolver=fn)` asks `fn(config)` on every call, e.g. for
+   the organisation of the user a server authenticated. Thread-level methods have no config, so
+   `fn` gets one naming what they act on: `{"configurable": {"thread_id": ...}}` (delete_thread;
+   copy_thread adds `target_thread_id`), `{"thread_ids": [...]}` (prune), `{"run_ids": [...]}`
+   (delete_for_runs), `{}` (list(None)). The resolver is the authority: when it finds no tenant the call raises
+   `TenantRequiredError` (a config's own `tenant_id` cannot stand in for it), and a config or
+   scope naming another tenant than it raises `TenantMismatchError`.
 
 An unbound saver with none of the three raises `TenantRequiredError`; two sources that disagree
 raise `TenantMismatchError`. Returned configs carry `tenant_id` only when the caller's did.
@@ -19,7 +26,7 @@ raise `TenantMismatchError`. Returned configs carry `tenant_id` only when the ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -29,6 +36,9 @@ from .keys import check_id
 
 MAX_TENANT_ID = 256
 TENANT_KEY = "tenant_id"
+
+TenantResolver = Callable[[Any], "str | None"]
+"""Maps a call's config to its tenant, or None if it has none (see 4. above)."""
 
 _SCOPE: ContextVar[str | None] = ContextVar("langgraph_tiered_saver_tenant", default=None)
 
@@ -80,6 +90,17 @@ def resolve_tenant(configurable: dict[str, Any] | None, bound: str | None, what:
         sources = ", ".join(f"{source}={tenant!r}" for source, tenant in candidates.items())
         raise TenantMismatchError(f"{what} names more than one tenant ({sources}); refusing to guess")
     return next(iter(candidates.values()))
+
+
+def resolver_tenant(resolver: TenantResolver, config: Any, what: str) -> str:
+    """The tenant `resolver` finds for `config`; finding none is an error, never a default."""
+    tenant = resolver(config)
+    if tenant is None:
+        raise TenantRequiredError(
+            f"{what}: the saver's tenant_resolver found no tenant for this call "
+            f"(configurable keys: {sorted((config or {}).get('configurable') or {})})"
+        )
+    return check_tenant(tenant)
 
 
 def retention_tenant(given: str | None, bound: str | None, all_tenants: bool) -> str | None:
