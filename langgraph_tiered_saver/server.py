@@ -31,6 +31,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -88,12 +89,11 @@ def _field(user: Any, field: str) -> Any:
 
 
 def _request_user() -> Any:
-    """The user the server authenticated for the current request or run, if any."""
-    try:
-        from langgraph_api.utils import get_auth_ctx  # the server's own context variable
-    except ImportError:
-        return None
-    ctx = get_auth_ctx()
+    """The user the server authenticated for the current request or run, if any. Read only
+    inside a running server: importing langgraph_api elsewhere loads its settings (and fails
+    without them), so a saver used on its own never does."""
+    utils = sys.modules.get("langgraph_api.utils")
+    ctx = None if utils is None else utils.get_auth_ctx()  # the server's own context variable
     return None if ctx is None else ctx.user
 
 
