@@ -112,11 +112,22 @@ class ServerUser:
         return dict(self._fields)
 
 
+class AttributeUser:
+    """A user type whose `dict` is not the server's (it needs an argument): read as attributes."""
+
+    identity = "carol"
+    tenant_id = "initech"
+
+    def dict(self, mode: str) -> dict[str, Any]:
+        raise AssertionError("not called like the server's dict()")
+
+
 def test_resolver_reads_the_servers_user_objects() -> None:
     user = ServerUser(identity="alice", tenant_id="acme")
     assert AuthUserTenant()(run_config(user)) == "acme"
     assert AuthUserTenant("identity")(run_config(user)) == "alice"
     assert AuthUserTenant("org")(run_config(user)) is None
+    assert AuthUserTenant()(run_config(AttributeUser())) == "initech"
 
 
 def test_without_any_user_the_tenant_seen_on_that_thread_or_run() -> None:
@@ -191,3 +202,32 @@ def test_doc_shows_the_example_config_and_every_variable() -> None:
     assert json.loads(block.group(1)) == json.loads((REPO / "examples" / "case_8842" / "langgraph.json").read_text())
     names = {value for key, value in vars(srv).items() if key.startswith("ENV_")}
     assert names and all(f"`{name}`" in doc for name in names)
+
+
+async def test_checkpointer_without_setup_or_postgres(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, redis_url: str, test_database_url: str, key_prefix: str
+) -> None:
+    """`LTS_SETUP=0` leaves the schema alone (migrations run elsewhere); no `DATABASE_URL` is a
+    Redis-only saver, and the start-up line says so. A bad variable fails before connecting."""
+    schema = f"lts_entry_{uuid.uuid4().hex[:8]}"
+    for name in ("LTS_TENANT_FIELD", "LTS_TENANT_RESOLVER", "LTS_TTL_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("LTS_KEY_PREFIX", key_prefix)
+    monkeypatch.setenv("LTS_SCHEMA", schema)
+    monkeypatch.setenv("LTS_TENANT_ID", "acme")
+    monkeypatch.setenv("DATABASE_URL", test_database_url)
+    monkeypatch.setenv("LTS_SETUP", "0")
+    async with checkpointer() as saver:
+        assert saver.tenant_id == "acme" and saver.tenant_resolver is None
+    with psycopg.connect(test_database_url) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is None
+    monkeypatch.delenv("DATABASE_URL")
+    caplog.set_level(logging.INFO, logger="langgraph_tiered_saver.server")
+    async with checkpointer() as saver:
+        assert not saver.durable
+    assert any("durable tier none (Redis only)" in r.getMessage() for r in caplog.records)
+    monkeypatch.setenv("LTS_TTL_SECONDS", "soon")
+    with pytest.raises(ConfigError, match="LTS_TTL_SECONDS"):
+        async with checkpointer():
+            pass
