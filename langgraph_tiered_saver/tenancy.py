@@ -1,6 +1,6 @@
 """Which tenant a call acts for: exactly one, or a `TenantRequiredError`, never a silent default.
 
-A tenant reaches the saver in one of three ways:
+A tenant reaches the saver in one of four ways:
 
 1. **Bound**: the saver was built with `tenant_id="acme"`, or is a view `saver.for_tenant("acme")`.
    Every call acts for that tenant; a config or scope naming another one is refused.
@@ -16,11 +16,11 @@ A tenant reaches the saver in one of three ways:
    the organisation of the user a server authenticated. Thread-level methods have no config, so
    `fn` gets one naming what they act on: `{"configurable": {"thread_id": ...}}` (delete_thread;
    copy_thread adds `target_thread_id`), `{"thread_ids": [...]}` (prune), `{"run_ids": [...]}`
-   (delete_for_runs), `{}` (list(None)). The resolver is the authority: when it finds no tenant the call raises
-   `TenantRequiredError` (a config's own `tenant_id` cannot stand in for it), and a config or
-   scope naming another tenant than it raises `TenantMismatchError`.
+   (delete_for_runs), `{}` (list(None)). The resolver is the authority: when it finds no tenant
+   the call raises `TenantRequiredError` (a config's own `tenant_id` cannot stand in for it),
+   and a config or scope naming another tenant than it raises `TenantMismatchError`.
 
-An unbound saver with none of the three raises `TenantRequiredError`; two sources that disagree
+An unbound saver with none of these raises `TenantRequiredError`; two sources that disagree
 raise `TenantMismatchError`. Returned configs carry `tenant_id` only when the caller's did.
 """
 
