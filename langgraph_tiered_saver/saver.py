@@ -44,7 +44,7 @@ from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
 from .pgfaults import pg_limits
 from .runlock import AutoLock, RunLocks, auto_lock_policy, in_graph_run, run_marker
 from .telemetry import observed_op
-from .tenancy import TenantResolver, check_tenant, resolve_tenant, resolver_tenant
+from .tenancy import TenantResolver, authority, check_tenant, resolve_tenant, tenant_source
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
@@ -60,11 +60,9 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone.
 
     Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
-    binds the saver (single-tenant deployments); without it the saver is multi-tenant and each
-    call takes its tenant from `config["configurable"]["tenant_id"]` or `tenant_scope(...)`;
-    `saver.for_tenant("acme")` is a bound view sharing clients and pools. Behind a server that
-    authenticates users, `tenant_resolver=fn` maps each call's config to its tenant instead
-    (see `langgraph_tiered_saver.server`).
+    binds the saver; `tenant_resolver=fn` asks `fn(config)` per call (a server's users: `server`);
+    else each call takes it from `config["configurable"]["tenant_id"]` or `tenant_scope(...)`;
+    `saver.for_tenant("acme")` is a bound view sharing clients and pools.
     """
 
     def __init__(
@@ -110,13 +108,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
             )
         ttl_ms = int(opt.ttl(ttl_seconds) * 1000)
         opt.flag("background_flush", background_flush)
-        self.tenant_id = None if tenant_id is None else check_tenant(tenant_id)
-        if tenant_resolver is not None and (tenant_id is not None or not callable(tenant_resolver)):
-            raise ConfigError(
-                "tenant_resolver must be a callable config -> tenant id, and takes no tenant_id "
-                f"(a saver is bound or resolves its tenant per call), got {tenant_resolver!r}"
-            )
-        self.tenant_resolver = tenant_resolver
+        self.tenant_id, self.tenant_resolver = tenant_source(tenant_id, tenant_resolver)
         self.key_prefix, self.schema, self.ttl_seconds = key_prefix, schema, ttl_seconds
         self.durable = self._conn.durable
         self.policy = opt.instance("flush_policy", flush_policy, FlushPolicy) or FlushPolicy()
@@ -150,8 +142,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         every call of the view acts for that tenant, and a config naming another is refused."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.tenant_id = check_tenant(tenant_id)
-        clone.tenant_resolver = None  # the view's tenant is the one named here, not the resolver's
+        clone.tenant_id, clone.tenant_resolver = check_tenant(tenant_id), None  # not the resolver's
         return clone
 
     def run_op(self, op: Op[T]) -> T:
@@ -165,19 +156,11 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
             self._async.redis, self._async.pg_pool = await self._conn.async_side()
         return await self._async.run(op)
 
-    def _authority(self, config: RunnableConfig | None, what: str) -> str | None:
-        """The saver's own tenant for this call: bound, or what the resolver says for `config`."""
-        if self.tenant_resolver is None:
-            return self.tenant_id
-        return resolver_tenant(self.tenant_resolver, config, what)
-
-    def _tenant(self, what: str, **target: Any) -> str:
-        """For calls without a config: bound, scoped, or what the resolver says for a config
-        naming what the call acts on (`thread_id`, `thread_ids` or `run_ids`)."""
-        return resolve_tenant(None, self._authority({"configurable": target}, what), what)
+    def _tenant(self, what: str, **target: Any) -> str:  # no config: bound, resolved for `target`, or scoped
+        return resolve_tenant(None, authority(self.tenant_id, self.tenant_resolver, {"configurable": target}, what), what)
 
     def _ref(self, config: RunnableConfig) -> ThreadRef:
-        return parse_config(config, self._authority(config, "this checkpoint call"))
+        return parse_config(config, authority(self.tenant_id, self.tenant_resolver, config, "this checkpoint call"))
 
     def _list_op(
         self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None
@@ -251,10 +234,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         self.run_op(self.core.delete_for_runs_op(self._tenant("delete_for_runs", run_ids=run_ids), run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self.run_op(self.core.copy_thread_op(
-            self._tenant("copy_thread", thread_id=source_thread_id, target_thread_id=target_thread_id),
-            source_thread_id, target_thread_id,
-        ))
+        self.run_op(self.core.copy_thread_op(self._tenant("copy_thread", thread_id=source_thread_id, target_thread_id=target_thread_id), source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         self.run_op(self.core.prune_op(self._tenant("prune", thread_ids=thread_ids), thread_ids, strategy))
@@ -292,10 +272,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         await self.arun_op(self.core.delete_for_runs_op(self._tenant("delete_for_runs", run_ids=run_ids), run_ids))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self.arun_op(self.core.copy_thread_op(
-            self._tenant("copy_thread", thread_id=source_thread_id, target_thread_id=target_thread_id),
-            source_thread_id, target_thread_id,
-        ))
+        await self.arun_op(self.core.copy_thread_op(self._tenant("copy_thread", thread_id=source_thread_id, target_thread_id=target_thread_id), source_thread_id, target_thread_id))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await self.arun_op(self.core.prune_op(self._tenant("prune", thread_ids=thread_ids), thread_ids, strategy))

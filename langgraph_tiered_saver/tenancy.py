@@ -103,6 +103,21 @@ def resolver_tenant(resolver: TenantResolver, config: Any, what: str) -> str:
     return check_tenant(tenant)
 
 
+def tenant_source(tenant_id: Any, resolver: Any) -> tuple[str | None, TenantResolver | None]:
+    """A saver's own tenant: bound (`tenant_id`), resolved per call (`resolver`), or neither."""
+    if resolver is not None and (tenant_id is not None or not callable(resolver)):
+        raise ConfigError(
+            "tenant_resolver must be a callable config -> tenant id, and takes no tenant_id "
+            f"(a saver is bound or resolves its tenant per call), got {resolver!r}"
+        )
+    return (None if tenant_id is None else check_tenant(tenant_id)), resolver
+
+
+def authority(bound: str | None, resolver: TenantResolver | None, config: Any, what: str) -> str | None:
+    """The saver's own tenant for a call: the bound one, or what its resolver finds for `config`."""
+    return bound if resolver is None else resolver_tenant(resolver, config, what)
+
+
 def retention_tenant(given: str | None, bound: str | None, all_tenants: bool) -> str | None:
     """The tenant `prune_older_than` acts for: one (given, bound or scoped), or every tenant
     (None) only when asked with `all_tenants=True` on an unbound saver."""
