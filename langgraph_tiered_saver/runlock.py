@@ -11,9 +11,10 @@ A checkpointer does not see a run's boundaries, only its calls; they are inferre
   write of the root graph;
 - otherwise (static `interrupt_before`/`interrupt_after`, an exception that LangGraph does not
   record as a write, a custom Pregel graph triggered by plain channels): when the run has made
-  no checkpoint call for `idle` seconds, at `saver.release_run_lock(config)`, or when the same
-  caller (OS thread and asyncio task: one runs one loop at a time) starts the thread's next run,
-  which takes the lock over.
+  no checkpoint call for `idle` seconds, at `saver.release_run_lock(config)`, or when a new run of
+  the thread starts in this process after the run's asyncio task is done (cancelled, as a server
+  does on rollback) or from the same caller (OS thread and task: one runs one loop at a time):
+  it takes the lock over.
 
 The inference lives in the plain functions below; `RunLocks` keeps the held locks.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -102,23 +104,36 @@ def run_finished(checkpoint: Mapping[str, Any]) -> bool:
     return not any(c in TRIGGER_CHANNELS or c.startswith(TRIGGER_PREFIXES) for c in updated)
 
 
-def _caller() -> tuple[int, int | None]:
-    """Who runs a graph loop: its OS thread, and its asyncio task if any. One caller runs one
-    loop at a time, so a new run from the caller of an earlier one means that one has ended."""
+def _current_task() -> asyncio.Task[Any] | None:
     try:
-        task = asyncio.current_task()
-    except RuntimeError:
-        task = None
-    return threading.get_ident(), None if task is None else id(task)
+        return asyncio.current_task()
+    except RuntimeError:  # no running event loop
+        return None
 
 
 class _Held:
-    __slots__ = ("caller", "lock", "marker")
+    """A run's lock, and who runs the run: its OS thread and asyncio task. One caller runs one
+    loop at a time, so a new run from the same caller, or any new run once that task is done
+    (finished or cancelled, as a server cancels a run it rolls back) or that thread is gone,
+    means the run ended unseen."""
+
+    __slots__ = ("lock", "marker", "task", "thread")
 
     def __init__(self, lock: ThreadLock, marker: object) -> None:
         self.lock = lock
         self.marker = marker
-        self.caller = _caller()
+        self.thread = threading.current_thread()
+        task = _current_task()
+        self.task = None if task is None else weakref.ref(task)
+
+    def ended(self) -> bool:
+        """Whether the run that took the lock can no longer be running."""
+        if self.task is not None:
+            task = self.task()
+            if task is None or task.done():
+                return True
+            return task is _current_task()
+        return not self.thread.is_alive() or self.thread is threading.current_thread()
 
 
 class RunLocks:
@@ -152,10 +167,13 @@ class RunLocks:
         held = self._held.get((ref.tenant_id, ref.thread_id))
         if held is not None and held.marker is marker:
             return None
-        if held is not None and held.caller == _caller():
-            # the same caller's earlier run ended unseen (a static interrupt_before/after): the
-            # new run takes its lock over
+        if held is not None and held.ended():
+            # the earlier run ended unseen (a static interrupt_before/after, a cancelled task):
+            # the new run takes its lock over
             held.marker = marker
+            held.thread = threading.current_thread()
+            task = _current_task()
+            held.task = None if task is None else weakref.ref(task)
             held.lock.touch()
             return None
         if held is None and self.fences.of(ref):

@@ -284,7 +284,7 @@ async def test_agent_server_tiered_vs_default(tmp_path: Path, redis_url: str, te
         assert "Using custom checkpointer: TieredSaver" in log
         assert "all present, no fallback" in log
         assert "Custom checkpointer missing" not in log
-        assert "TenantRequiredError" not in log and "Traceback" not in log
+        assert "TenantRequiredError" not in log and "Traceback" not in log, log[max(0, log.find("Traceback") - 2000):][:6000]
 
     with dev_server(tmp_path, tiered=False, env=server_env()) as server:
         server.start()
