@@ -874,6 +874,23 @@ def resolve_servers(*, allow_docker: bool = True) -> Iterator[ServerURLs]:
         yield ServerURLs(redis_url=redis_url, postgres_url=pg_url, origin=origin)
 
 
+ORIGINS = {
+    "env": "from ${var}",
+    "machine": "the service running on this machine",
+    "throwaway": "a throwaway server, started for this run and removed at its end",
+    "docker": "a throwaway Docker container, removed at the end",
+}
+
+
+def servers_line(urls: ServerURLs, creates: str) -> str:
+    """One line: which servers a run uses, where each came from, and what it creates there."""
+    parts = []
+    for kind, url, var in (("Redis", urls.redis_url, "REDIS_URL"), ("Postgres", urls.postgres_url, "DATABASE_URL")):
+        origin = urls.origin.get(kind.lower(), "given")
+        parts.append(f"{kind} {_masked(url)[0]} ({ORIGINS.get(origin, origin).format(var=var)})")
+    return f"servers: {'; '.join(parts)}. {creates}"
+
+
 def _masked(*urls: str) -> list[str]:
     """URLs with any password replaced, fit for logs."""
     return [re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url) for url in urls]
@@ -899,6 +916,20 @@ def _cmd_env() -> int:
     return 0
 
 
+def _cmd_describe() -> int:
+    """The line `make test` prints first: the servers the test session will use, without
+    starting any (a missing one is started by the session, as a throwaway)."""
+    found = {"redis": find_existing_redis(), "postgres": find_existing_postgres()}
+    urls = ServerURLs(
+        redis_url=found["redis"][0] if found["redis"] else "(none yet)",
+        postgres_url=found["postgres"][0] if found["postgres"] else "(none yet)",
+        origin={kind: hit[1] if hit else "throwaway" for kind, hit in found.items()},
+    )
+    print(servers_line(urls, "The tests create lts_test_* databases, roles and key prefixes of their own there, "
+                             "and drop them when they end."), flush=True)  # fmt: skip
+    return 0
+
+
 def _cmd_run() -> int:
     """Resolve (starting throwaway servers if needed), print the URLs, hold until Ctrl-C."""
     with resolve_servers() as urls:
@@ -916,10 +947,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m devtools.servers",
         description="Find (or start) the Redis and Postgres servers the tests use.",
     )
-    parser.add_argument("command", choices=["env", "run"], help="env: print URLs; run: hold")
+    parser.add_argument("command", choices=["env", "run", "describe"],
+                        help="env: print URLs; run: hold; describe: say which servers the tests use")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    return _cmd_env() if args.command == "env" else _cmd_run()
+    return {"env": _cmd_env, "run": _cmd_run, "describe": _cmd_describe}[args.command]()
 
 
 if __name__ == "__main__":
