@@ -1,4 +1,4 @@
-"""Postgres faults on private servers (issue 9): a frozen server costs at most the configured
+"""Postgres faults on private servers: a frozen server costs at most the configured
 timeout, an outage costs new threads no wait after the first, and misconfiguration gets an
 error that says what is wrong instead of "unreachable"."""
 
