@@ -1,14 +1,15 @@
-"""Command-line tool: schema setup, application role, inspection, flush, retention, worker.
+"""Command-line tool: schema setup, application role, inspection, flush, retention, worker, import.
 
-    python -m langgraph_tiered_saver setup [--partitions 16]
+    python -m langgraph_tiered_saver setup --partitions 16
     python -m langgraph_tiered_saver create-role app_user --password secret
     python -m langgraph_tiered_saver threads --tenant acme
     python -m langgraph_tiered_saver checkpoints case_8842 --tenant acme
-    python -m langgraph_tiered_saver flush [--thread ID]
-    python -m langgraph_tiered_saver prune --older-than 30d [--keep-last 5] [--dry-run] (--tenant acme | --all-tenants)
-    python -m langgraph_tiered_saver worker [--http :9464] [--retention 30d] [--workers 4]
-    python -m langgraph_tiered_saver migrate-redis   (key schema v1 -> v2; old savers stopped)
-    python -m langgraph_tiered_saver import-postgres --tenant acme [--source-schema public] [--dry-run]
+    python -m langgraph_tiered_saver flush --thread case_8842 --tenant acme
+    python -m langgraph_tiered_saver prune --tenant acme --older-than 30d --keep-last 5 --dry-run
+    python -m langgraph_tiered_saver prune --all-tenants --older-than 30d
+    python -m langgraph_tiered_saver worker --http :9464 --retention 30d --workers 4 --all-tenants
+    python -m langgraph_tiered_saver migrate-redis  # key schema v1 -> v2, old savers stopped
+    python -m langgraph_tiered_saver import-postgres --tenant acme --source-schema public --dry-run
 
 Global options (--redis-url, --postgres-url, --key-prefix, --schema, --tenant, -v) may come
 before or after the command.
