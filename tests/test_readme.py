@@ -133,7 +133,7 @@ def test_help_block_is_what_the_tool_prints(
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed), pytest.raises(SystemExit):
         build_parser().parse_args(args)
-    assert printed.getvalue().rstrip("\n") == shown, f"{page}: regenerate with COLUMNS={HELP_COLUMNS}"
+    assert printed.getvalue().rstrip("\n") == shown, f"{page}: paste the output of `COLUMNS={HELP_COLUMNS} langgraph-tiered-saver {' '.join(args)}`"
 
 
 def test_the_clis_own_usage_lines_parse() -> None:
