@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver.errors import ConfigError, PostgresConfigError
-from langgraph_tiered_saver.importer import import_postgres_saver
+from langgraph_tiered_saver.importer import ReadThroughSaver, import_postgres_saver
 from tests.graphs import Flaky, build_graph, comparable, initial_input, resume
 from tests.helpers import TEST_TENANT
 from tests.test_legacy_checkpoints import old_history, reads, write_history
@@ -152,3 +152,61 @@ def test_the_command_imports_with_progress_and_a_dry_run(
         assert [t.thread_id for t in saver.for_tenant("acme").list_threads()] == ["old"]
         both = subprocess.run([*base, "--tenant", "acme", "--tenant-map", str(mapping)], capture_output=True, text=True)
         assert both.returncode == 2 and "not both" in both.stderr
+
+
+def test_read_through_imports_a_thread_on_its_first_read(
+    source: tuple[str, PostgresSaver], durable_saver: TieredSaver, test_database_url: str
+) -> None:
+    """Switched before any import: the owner's first read of a PostgresSaver thread imports it,
+    and it reads and resumes as under PostgresSaver; another tenant sees nothing; a new thread
+    runs as usual; deleting deletes in both places."""
+    schema, pg_saver = source
+    _write_threads(pg_saver)
+    outsider = ReadThroughSaver(durable_saver, test_database_url, source_schema=schema, tenant_of={"graph": "other"})
+    assert build_graph(outsider).get_state(_cfg("graph")).values == {}  # not its tenant's thread
+    assert list(outsider.list(_cfg("graph"))) == []
+    outsider.close()
+
+    saver = ReadThroughSaver(durable_saver, test_database_url, source_schema=schema, tenant_of=TEST_TENANT)
+    try:
+        on_pg, on_tiered = build_graph(pg_saver), build_graph(saver)
+        assert _state(on_tiered, _cfg("graph")) == _state(on_pg, _cfg("graph"))
+        assert _history(on_tiered, _cfg("graph")) == _history(on_pg, _cfg("graph"))
+        assert _history(build_graph(durable_saver), _cfg("graph")) == _history(on_pg, _cfg("graph"))  # imported
+        steps = old_history()
+        assert [t.checkpoint for t in saver.list(_cfg("old"))] == [t.checkpoint for t in pg_saver.list(_cfg("old"))]
+        assert reads(durable_saver, "old", steps) == reads(pg_saver, "old", steps)
+        assert comparable(on_tiered.invoke(resume("yes"), _cfg("graph"))) == comparable(
+            on_pg.invoke(resume("yes"), _cfg("graph"))
+        )
+
+        on_tiered.invoke(initial_input(), _cfg("brand-new"))  # in neither: runs on TieredSaver alone
+        assert on_tiered.get_state(_cfg("brand-new")).next == ("review",)
+        assert pg_saver.get_tuple(_cfg("brand-new")) is None
+
+        saver.delete_thread("old")
+        assert durable_saver.get_tuple(_cfg("old")) is None and pg_saver.get_tuple(_cfg("old")) is None
+        assert saver.get_tuple(_cfg("old")) is None  # and it does not come back
+    finally:
+        saver.close()
+
+
+async def test_read_through_async(
+    source: tuple[str, PostgresSaver], durable_saver: TieredSaver, test_database_url: str
+) -> None:
+    schema, pg_saver = source
+    _write_threads(pg_saver)
+    saver = ReadThroughSaver(durable_saver, test_database_url, source_schema=schema, tenant_of=TEST_TENANT)
+    try:
+        on_pg, on_tiered = build_graph(pg_saver), build_graph(saver)
+        snap = await on_tiered.aget_state(_cfg("graph"), subgraphs=True)
+        assert comparable(snap.values) == comparable(on_pg.get_state(_cfg("graph")).values)
+        assert [s.config async for s in on_tiered.aget_state_history(_cfg("graph"))] == [
+            s.config for s in on_pg.get_state_history(_cfg("graph"))
+        ]
+        resumed = await on_tiered.ainvoke(resume("no"), _cfg("graph"))
+        assert comparable(resumed) == comparable(on_pg.invoke(resume("no"), _cfg("graph")))
+        await saver.adelete_thread("graph")
+        assert pg_saver.get_tuple(_cfg("graph")) is None
+    finally:
+        saver.close()

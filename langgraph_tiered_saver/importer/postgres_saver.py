@@ -67,13 +67,6 @@ def import_postgres_saver(
     it lacks are skipped and listed), else the saver's bound tenant. `threads` limits the import
     to those ids; `after` skips every thread id up to and including it (threads go in id order).
     """
-    try:
-        from langgraph.checkpoint.postgres import PostgresSaver
-    except ImportError as exc:
-        raise ConfigError(
-            "import-postgres reads through PostgresSaver: pip install 'langgraph-tiered-saver[import-postgres]'"
-        ) from exc
-
     if not saver.durable:
         raise ConfigError("import-postgres writes the durable tier: the saver needs a Postgres URL")
     if tenant is not None and tenant_map is not None:
@@ -83,19 +76,17 @@ def import_postgres_saver(
     if default is None and tenant_map is None:
         raise ConfigError("import-postgres: pass a tenant, a tenant map, or use a saver bound to a tenant")
     report = ImportReport(dry_run=dry_run, source_schema=source_schema)
-    with _source(source_url, source_schema) as conn:
-        ids = _thread_ids(conn, threads, after)
-        source = PostgresSaver(conn)  # type: ignore[arg-type]
+    with Source(source_url, source_schema) as source:
+        ids = source.thread_ids(threads, after)
         for done, thread in enumerate(ids, 1):
             owner = mapping.get(thread, default if tenant_map is None else None)
             if owner is None:
                 report.skipped_unmapped.append(thread)
             else:
-                tuples = list(source.list({"configurable": {"thread_id": thread}}))[::-1]  # oldest first
+                tuples, paths = source.read(thread)
                 report.checkpoints += len(tuples)
                 report.pending_writes += sum(len(t.pending_writes or []) for t in tuples)
                 if not dry_run:
-                    paths = _task_paths(conn, thread)
                     saver.run_op(import_thread_op(saver.core, owner, thread, tuples, paths))
                 report.threads += 1
                 report.tenants[owner] = report.tenants.get(owner, 0) + 1
@@ -146,61 +137,98 @@ def import_thread_op(
     return None
 
 
-class _source:
-    """A connection to PostgresSaver's database, its schema first on the search path."""
+class Source:
+    """PostgresSaver's tables, read through PostgresSaver on one connection (its schema first on
+    the search path). Not shared between threads: callers serialize their use."""
 
     def __init__(self, url: str, schema: str) -> None:
         self.url, self.schema = url, schema
+        self.conn: psycopg.Connection[Any] | None = None
 
-    def __enter__(self) -> psycopg.Connection[Any]:
-        self.conn: psycopg.Connection[Any] = psycopg.connect(
+    def __enter__(self) -> Source:
+        try:
+            from langgraph.checkpoint.postgres import PostgresSaver
+        except ImportError as exc:
+            raise ConfigError(
+                "import-postgres reads through PostgresSaver: pip install 'langgraph-tiered-saver[import-postgres]'"
+            ) from exc
+        conn: psycopg.Connection[Any] = psycopg.connect(
             self.url, autocommit=True, prepare_threshold=0, row_factory=dict_row  # type: ignore[arg-type]
         )
         try:
-            found = self.conn.execute(
+            found = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'checkpoints') AS ok",
                 [self.schema],
             ).fetchone()
             if not found or not found["ok"]:
                 raise PostgresConfigError(f"no PostgresSaver table {self.schema}.checkpoints in the source database")
-            self.conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(self.schema)))
         except BaseException:
-            self.conn.close()
+            conn.close()
             raise
-        return self.conn
+        self.conn, self.saver = conn, PostgresSaver(conn)  # type: ignore[arg-type]
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        self.conn.close()
+        self.close()
 
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
-def _thread_ids(conn: psycopg.Connection[Any], only: Sequence[str] | None, after: str | None) -> list[str]:
-    ids = [row["thread_id"] for row in _pages(conn, after)]
-    return [t for t in ids if t in set(only)] if only is not None else ids
+    def _conn(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.__enter__()
+        assert self.conn is not None
+        return self.conn
 
+    def has(self, thread: str) -> bool:
+        row = self._conn().execute("SELECT 1 AS one FROM checkpoints WHERE thread_id = %s LIMIT 1", [thread]).fetchone()
+        return row is not None
 
-def _pages(conn: psycopg.Connection[Any], after: str | None) -> Iterator[dict[str, Any]]:
-    last = after
-    while True:
-        where = "WHERE thread_id > %s" if last is not None else ""
-        rows = conn.execute(
-            f"SELECT DISTINCT thread_id FROM checkpoints {where} ORDER BY thread_id LIMIT {PAGE}",
-            [last] if last is not None else [],
-        ).fetchall()
-        yield from rows
-        if len(rows) < PAGE:
-            return
-        last = rows[-1]["thread_id"]
+    def read(self, thread: str) -> tuple[list[CheckpointTuple], dict[tuple[str, str, str], str]]:
+        """The thread's checkpoints of every namespace, oldest first, and its task paths."""
+        self._conn()
+        tuples = list(self.saver.list({"configurable": {"thread_id": thread}}))[::-1]
+        return tuples, self._task_paths(thread)
 
+    def delete(self, thread: str) -> None:
+        self._conn()
+        self.saver.delete_thread(thread)
 
-def _task_paths(conn: psycopg.Connection[Any], thread: str) -> dict[tuple[str, str, str], str]:
-    """(ns, checkpoint, task) -> task_path: PostgresSaver's tuples do not carry it, and the
-    order of pending writes depends on it. Schemas from before the column: all empty."""
-    try:
-        rows = conn.execute(
-            "SELECT DISTINCT checkpoint_ns, checkpoint_id, task_id, task_path FROM checkpoint_writes"
-            " WHERE thread_id = %s",
-            [thread],
-        ).fetchall()
-    except psycopg.errors.UndefinedColumn:
-        return {}
-    return {(r["checkpoint_ns"], r["checkpoint_id"], r["task_id"]): r["task_path"] or "" for r in rows}
+    def thread_ids(self, only: Sequence[str] | None, after: str | None) -> list[str]:
+        if only is not None:
+            rows = self._conn().execute(
+                "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id = ANY(%s) AND (%s::text IS NULL OR thread_id > %s)"
+                " ORDER BY thread_id",
+                [list(only), after, after],
+            ).fetchall()
+            return [row["thread_id"] for row in rows]
+        return [row["thread_id"] for row in self._pages(after)]
+
+    def _pages(self, after: str | None) -> Iterator[dict[str, Any]]:
+        last = after
+        while True:
+            where = "WHERE thread_id > %s" if last is not None else ""
+            rows = self._conn().execute(
+                f"SELECT DISTINCT thread_id FROM checkpoints {where} ORDER BY thread_id LIMIT {PAGE}",
+                [last] if last is not None else [],
+            ).fetchall()
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            last = rows[-1]["thread_id"]
+
+    def _task_paths(self, thread: str) -> dict[tuple[str, str, str], str]:
+        """(ns, checkpoint, task) -> task_path: PostgresSaver's tuples do not carry it, and the
+        order of pending writes depends on it. Schemas from before the column: all empty."""
+        try:
+            rows = self._conn().execute(
+                "SELECT DISTINCT checkpoint_ns, checkpoint_id, task_id, task_path FROM checkpoint_writes"
+                " WHERE thread_id = %s",
+                [thread],
+            ).fetchall()
+        except psycopg.errors.UndefinedColumn:
+            return {}
+        return {(r["checkpoint_ns"], r["checkpoint_id"], r["task_id"]): r["task_path"] or "" for r in rows}
