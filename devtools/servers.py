@@ -887,7 +887,8 @@ def servers_line(urls: ServerURLs, creates: str) -> str:
     parts = []
     for kind, url, var in (("Redis", urls.redis_url, "REDIS_URL"), ("Postgres", urls.postgres_url, "DATABASE_URL")):
         origin = urls.origin.get(kind.lower(), "given")
-        parts.append(f"{kind} {_masked(url)[0]} ({ORIGINS.get(origin, origin).format(var=var)})")
+        where = f" {_masked(url)[0]}" if url else ""  # a throwaway one not started yet has no URL
+        parts.append(f"{kind}{where} ({ORIGINS.get(origin, origin).format(var=var)})")
     return f"servers: {'; '.join(parts)}. {creates}"
 
 
@@ -921,8 +922,8 @@ def _cmd_describe() -> int:
     starting any (a missing one is started by the session, as a throwaway)."""
     found = {"redis": find_existing_redis(), "postgres": find_existing_postgres()}
     urls = ServerURLs(
-        redis_url=found["redis"][0] if found["redis"] else "(none yet)",
-        postgres_url=found["postgres"][0] if found["postgres"] else "(none yet)",
+        redis_url=found["redis"][0] if found["redis"] else "",
+        postgres_url=found["postgres"][0] if found["postgres"] else "",
         origin={kind: hit[1] if hit else "throwaway" for kind, hit in found.items()},
     )
     print(servers_line(urls, "The tests create lts_test_* databases, roles and key prefixes of their own there, "

@@ -217,3 +217,23 @@ def test_private_postgres_runs_from_a_private_checkout(tmp_path: Path) -> None:
     with PrivatePostgres(bindir=private_bindir) as server:
         assert server.bindir != private_bindir and os.stat(server.bindir).st_mode & 0o005 == 0o005
         assert _select_one(server.url) == 1
+
+
+def test_describe_says_which_servers_the_tests_use_and_where_from(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], server_urls: ServerURLs
+) -> None:
+    """The first line of `make test`: environment, this machine's services, or throwaway."""
+    monkeypatch.setenv("REDIS_URL", server_urls.redis_url)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@db.example:5432/app")
+    assert servers.main(["describe"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"servers: Redis {server_urls.redis_url} (from $REDIS_URL); ")
+    assert "Postgres postgresql://app:***@db.example:5432/app (from $DATABASE_URL)" in line  # no password
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setattr(servers, "MACHINE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(servers, "MACHINE_POSTGRES_URL", server_urls.postgres_url)
+    assert servers.main(["describe"]) == 0
+    line = capsys.readouterr().out
+    assert "servers: Redis (a throwaway server, started for this run and removed at its end); " in line
+    assert f"Postgres {server_urls.postgres_url} (the service running on this machine)" in line
