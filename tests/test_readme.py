@@ -144,3 +144,34 @@ def test_the_clis_own_usage_lines_parse() -> None:
         if line.strip().startswith(PROGS[1]):
             words = shlex.split(line.split("  #")[0])
             build_parser().parse_args(words[3:])
+
+
+def test_make_targets_shown_exist() -> None:
+    """`make demo`, `make test`, ...: each target shown resolves (`make -n`, nothing run)."""
+    shown = {
+        line.split("#")[0].split()[1]
+        for page in PAGES
+        for lang, text in fenced(page)
+        if lang == "bash"
+        for line in text.splitlines()
+        if line.startswith("make ")
+    }
+    assert {"demo", "test"} <= shown
+    for target in sorted(shown):
+        done = subprocess.run(["make", "-n", "-C", str(ROOT), target], capture_output=True, text=True)
+        assert done.returncode == 0, f"make {target}: {done.stderr}"
+
+
+def test_install_lines_name_real_extras() -> None:
+    """Every extra a `pip install` line or the README's table names is one pyproject defines,
+    and the table names them all."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    defined = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    named: set[str] = set()
+    for page in PAGES:
+        for match in re.finditer(r"pip install '?langgraph-tiered-saver\[([^\]]+)\]", page.read_text()):
+            named |= {extra.strip() for extra in match.group(1).split(",")}
+    assert named and named <= defined
+    readme = (ROOT / "README.md").read_text()
+    table = {extra for row in re.findall(r"^\| (`[^|]+`) \|", readme, re.M) for extra in re.findall(r"`([\w-]+)`", row)}
+    assert defined <= table, f"extras missing from the README's table: {sorted(defined - table)}"
