@@ -307,8 +307,8 @@ class TieredFactory(SaverFactory):
 
     def __init__(self, *, durable: bool, background_flush: bool = True) -> None:
         self.durable = durable
-        # off: only the hot path talks to the servers (the flusher is off, and the registry of
-        # known threads is polled once, when the saver starts, instead of every 2 s)
+        # off: only the hot path talks to the servers (the flusher is off, and the Redis server's
+        # identity is checked once, when the saver starts, instead of every 2 s)
         self.background_flush = background_flush
 
     @property
@@ -338,7 +338,7 @@ class TieredFactory(SaverFactory):
             env.pg_url if self.durable else None,
             key_prefix=env.key_prefix(self.slug, scope),
             schema=env.schema(self.slug, scope, create=False),
-            **({} if self.background_flush else {"background_flush": False, "registry_poll_seconds": 3600.0}),
+            **({} if self.background_flush else {"background_flush": False, "redis_check_seconds": 3600.0}),
         )
 
     @contextmanager

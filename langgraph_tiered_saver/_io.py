@@ -347,7 +347,14 @@ class _Driver(Generic[R, P]):
     ) -> None:
         self.redis = redis_client
         self.pg_pool = pg_pool
+        # told when the server's script cache is empty (NOSCRIPT): it restarted (hotwatch.py)
+        self.on_scripts_lost: Callable[[], None] | None = None
         self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
+
+
+    def _scripts_lost(self) -> None:
+        if self.on_scripts_lost is not None:
+            self.on_scripts_lost()
 
 
 class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionPool]):
@@ -376,6 +383,7 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
             try:
                 return self._redis_once(call)
             except redis.exceptions.NoScriptError:
+                self._scripts_lost()
                 for script in call.scripts:
                     self.redis.script_load(script.source)
                 return self._redis_once(call)
@@ -503,6 +511,7 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
             try:
                 return await self._redis_once(call)
             except redis.exceptions.NoScriptError:
+                self._scripts_lost()
                 for script in call.scripts:
                     await self.redis.script_load(script.source)
                 return await self._redis_once(call)

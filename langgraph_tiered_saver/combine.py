@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ from .metrics import Metrics
 
 logger = logging.getLogger("langgraph_tiered_saver")
 
-HeldKey = tuple[str, str, str, str]  # tenant, thread, namespace, checkpoint id
+Namespace = tuple[str, str, str]  # tenant, thread, checkpoint namespace
 
 
 @dataclass
@@ -47,33 +48,39 @@ class Held:
 
 class WriteCombiner:
     """Held writes per checkpoint (thread-safe, no I/O): `hold` from put_writes, `closed_by`
-    from put, `take` from every other call that must see them, `take_due` for the sender."""
+    from put, `take` from every other call that must see them, `take_due` for the sender.
+    Holdings are kept per thread namespace, so a put looks only at its own; the newest
+    checkpoint put per namespace is remembered for the last `OPEN_LIMIT` namespaces (one that
+    is forgotten only loses the shortcut: its late writes are held, then carried or sent)."""
+
+    OPEN_LIMIT = 4096
 
     def __init__(self, hold_seconds: float, metrics: Metrics) -> None:
         self.hold_seconds = hold_seconds
         self.metrics = metrics
         self._lock = threading.Lock()
-        self._held: dict[HeldKey, Held] = {}
-        self._open: dict[tuple[str, str, str], str] = {}  # newest checkpoint id put, per namespace
+        self._held: dict[Namespace, dict[str, Held]] = {}
+        self._open: OrderedDict[Namespace, str] = OrderedDict()  # newest checkpoint id put, per namespace
         self._sender: Sender | None = None
 
     def hold(self, ref: ThreadRef, records: list[tuple[str, WriteRecord]], digests: list[str]) -> bool:
         """Keep these writes for the put closing their step; False: send them now (they are
         for a checkpoint older than the open one: its step is closed)."""
         assert ref.checkpoint_id is not None
+        namespace = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         with self._lock:
-            open_id = self._open.get((ref.tenant_id, ref.thread_id, ref.checkpoint_ns))
+            open_id = self._open.get(namespace)
             if open_id is not None and ref.checkpoint_id < open_id:
                 return False
-            key = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id)
-            held = self._held.get(key)
+            by_id = self._held.setdefault(namespace, {})
+            held = by_id.get(ref.checkpoint_id)
             if held is None:
-                held = self._held[key] = Held(ref, due=time.monotonic() + self.hold_seconds)
+                held = by_id[ref.checkpoint_id] = Held(ref, due=time.monotonic() + self.hold_seconds)
             held.records.extend(records)
             held.digests.extend(digests)
         self.metrics.incr("writes_held")
         if self._sender is not None:
-            self._sender.wake()
+            self._sender.due_at(held.due)
         return True
 
     def closed_by(self, ref: ThreadRef, checkpoint_id: str) -> list[Held]:
@@ -83,33 +90,59 @@ class WriteCombiner:
         with self._lock:
             if checkpoint_id > self._open.get(namespace, ""):
                 self._open[namespace] = checkpoint_id
-            keys = [k for k in self._held if k[:3] == namespace and k[3] < checkpoint_id]
-            return [self._held.pop(k) for k in keys]
+                self._open.move_to_end(namespace)
+                if len(self._open) > self.OPEN_LIMIT:
+                    self._open.popitem(last=False)
+            by_id = self._held.get(namespace)
+            if not by_id:
+                return []
+            taken = [by_id.pop(k) for k in [k for k in by_id if k < checkpoint_id]]
+            if not by_id:
+                del self._held[namespace]
+            return taken
 
     def take(self, tenant_id: str, thread_id: str | None = None, ns: str | None = None) -> list[Held]:
         """What is held for a tenant, thread or thread namespace (None: any): a read, flush,
         deletion or special write needs it in Redis."""
         with self._lock:
-            keys = [
-                k for k in self._held
-                if k[0] == tenant_id and thread_id in (None, k[1]) and ns in (None, k[2])
+            if not self._held:
+                return []
+            namespaces = [
+                n for n in self._held
+                if n[0] == tenant_id and thread_id in (None, n[1]) and ns in (None, n[2])
             ]  # fmt: skip
-            return [self._held.pop(k) for k in keys]
+            return [held for n in namespaces for held in self._held.pop(n).values()]
 
     def take_due(self, now: float) -> list[Held]:
         with self._lock:
-            keys = [k for k, held in self._held.items() if held.due <= now]
-            return [self._held.pop(k) for k in keys]
+            out: list[Held] = []
+            for namespace in list(self._held):
+                by_id = self._held[namespace]
+                for key in [k for k, held in by_id.items() if held.due <= now]:
+                    out.append(by_id.pop(key))
+                if not by_id:
+                    del self._held[namespace]
+            return out
 
     def take_all(self) -> list[Held]:
         with self._lock:
-            held, self._held = list(self._held.values()), {}
+            held = [h for by_id in self._held.values() for h in by_id.values()]
+            self._held = {}
             self._open.clear()
         return held
 
     def next_due(self) -> float | None:
         with self._lock:
-            return min((h.due for h in self._held.values()), default=None)
+            return min((h.due for by_id in self._held.values() for h in by_id.values()), default=None)
+
+    def held_count(self) -> int:
+        """Holdings waiting (and, in `open_count`, namespaces remembered): for leak checks."""
+        with self._lock:
+            return sum(len(by_id) for by_id in self._held.values())
+
+    def open_count(self) -> int:
+        with self._lock:
+            return len(self._open)
 
     # ------------------------------------------------------------------ the background sender
 
@@ -128,7 +161,9 @@ class WriteCombiner:
 
 class Sender:
     """A daemon thread sending holdings no put took in time; a failure is logged with the
-    thread, counted, and the loop goes on (a write lost that way is named, never silent)."""
+    thread, counted, and the loop goes on (a write lost that way is named, never silent).
+    It is woken only when a holding is due before the time it sleeps until, so the writes of
+    a running graph, which their puts carry, cost it nothing."""
 
     def __init__(self, combiner: WriteCombiner, send: Callable[[Held], Any]) -> None:
         self.combiner = combiner
@@ -137,13 +172,19 @@ class Sender:
         self._stop = threading.Event()
         self._guard = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._until: float | None = None  # when the loop wakes next by itself (None: idle)
 
-    def wake(self) -> None:
-        if self._thread is None:
-            with self._guard:
-                if self._thread is None and not self._stop.is_set():
-                    self._thread = threading.Thread(target=self._loop, name="tiered-saver-write-sender", daemon=True)
-                    self._thread.start()
+    def due_at(self, due: float) -> None:
+        """A holding is due at `due` (monotonic): make sure the loop is awake by then."""
+        with self._guard:
+            if self._thread is None:
+                if self._stop.is_set():
+                    return
+                self._thread = threading.Thread(target=self._loop, name="tiered-saver-write-sender", daemon=True)
+                self._thread.start()
+            elif self._until is not None and self._until <= due:
+                return  # it wakes by then anyway
+            self._until = due
         self._wake.set()
 
     def stop(self) -> None:
@@ -155,16 +196,18 @@ class Sender:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            due: float | None = None
             try:
                 for held in self.combiner.take_due(time.monotonic()):
                     self.send_contained(held)
-                due = self.combiner.next_due()
+                with self._guard:  # a holding added after this is told to due_at, which wakes us
+                    due = self._until = self.combiner.next_due()
+                    self._wake.clear()
             except Exception:
                 self.combiner.metrics.incr("write_sender_errors")
                 logger.exception("write sender loop error (contained; the loop goes on)")
-                due = None
+                due = time.monotonic() + self.combiner.hold_seconds
             self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
-            self._wake.clear()
 
     def send_contained(self, held: Held) -> None:
         try:

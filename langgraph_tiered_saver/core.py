@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -41,9 +41,9 @@ from .errors import ConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .history import PruneReport, latest_per_namespace, prune_thread_op
-from .hot import HotOps
+from .hot import Fetched, HotOps, WriteLock
+from .hotwatch import HotWatch
 from .ids import ThreadRef, check_thread
-from .known import NEW, KnownThreads
 from .legacy import LegacyReads
 from .locks import Fences
 from .logs import fields
@@ -110,6 +110,7 @@ class Core:
         # threads this process wrote through to Postgres while Redis was down: their Redis copy,
         # if Redis comes back with it (persistence, failover), is older than Postgres
         self.written_through: set[tuple[str, str]] = set()
+        self._stale_reported = ""  # the generation whose first stale thread was logged as an ERROR
 
     @classmethod
     def build(
@@ -129,8 +130,9 @@ class Core:
         offload_threshold: int,
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
-        registry_poll_seconds: float = 2.0,
+        redis_check_seconds: float = 2.0,
         write_hold_seconds: float = 0.02,
+        cluster: bool = False,
     ) -> Core:
         """The core of a saver with these options (checked here)."""
         opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
@@ -147,9 +149,9 @@ class Core:
         hot = HotOps(
             serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
             track_outbox=durable, offloader=offload, epoch=epoch,
-            known=KnownThreads(
-                key_prefix, schema, epoch, metrics, enabled=durable,
-                poll_seconds=opt.seconds("registry_poll_seconds", registry_poll_seconds, inclusive=False),
+            watch=HotWatch(
+                key_prefix, metrics, enabled=durable, cluster=cluster,
+                check_seconds=opt.seconds("redis_check_seconds", redis_check_seconds, inclusive=False),
             ),
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
@@ -168,10 +170,10 @@ class Core:
 
     def attach(self, run: Callable[[Op[Any]], Any], *, background_flush: bool) -> None:
         """Start-on-use background threads, given the saver's sync op runner: the flusher
-        (durable tier with `background_flush`) and the known-threads warden (known.py)."""
+        (durable tier with `background_flush`) and the check of the Redis server (hotwatch.py)."""
         if self.durable and background_flush:
             self.flusher = BackgroundFlusher(run, self.flush, self.policy, self.metrics)
-        self.hot.known.attach(run)
+        self.hot.watch.attach(run)
         if self.combiner is not None:
             self.combiner.attach(lambda held: run(self._send_held_op([held])))
 
@@ -180,7 +182,7 @@ class Core:
         outbox then (see BackgroundFlusher.stop)."""
         if self.combiner is not None:
             self.combiner.stop()
-        self.hot.known.stop()
+        self.hot.watch.stop()
         if self.flusher is not None:
             self.flusher.stop(drain=drain)
 
@@ -202,24 +204,30 @@ class Core:
 
     # ------------------------------------------------------------------ run locks
 
-    def _in_run_op(self, ref: ThreadRef, body: Op[T], **progress: Any) -> Op[T]:
+    def _in_run_op(self, ref: ThreadRef, body: Op[T]) -> Op[T]:
         """Run a checkpoint call inside its run's automatic lock: a failed call ends the run
-        (its lock goes), a run-ending one releases it (see `runlock`)."""
+        and its lock goes (a run-ending write releases it in its own script: `runlock`)."""
         if self.run_locks is None:
             return (yield from body)
         try:
-            result = yield from body
+            return (yield from body)
         except GeneratorExit:
             raise
         except BaseException:
             try:
-                yield from self.run_locks.progress_op(ref, failed=True)
+                yield from self.run_locks.failed_op(ref)
             except Exception as exc:  # the call's own error is the one to report
                 logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc, extra=fields(ref))
             raise
-        if progress:
-            yield from self.run_locks.progress_op(ref, **progress)
-        return result
+
+    def _write_lock(self, ref: ThreadRef, *, checkpoint: Checkpoint | None = None, writes: Sequence[str] = ()) -> WriteLock:
+        if self.run_locks is None:
+            return WriteLock(self.fences.of(ref))
+        return self.run_locks.write_lock(ref, checkpoint=checkpoint, writes=writes)
+
+    def _written(self, ref: ThreadRef, lock: WriteLock) -> None:
+        if self.run_locks is not None:
+            self.run_locks.written(ref, lock)
 
     def release_run_lock_op(self, ref: ThreadRef) -> Op[None]:
         yield from self._drain_op(ref.tenant_id, ref.thread_id)  # under the run's lock (fence)
@@ -257,15 +265,17 @@ class Core:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> Op[Any]:
-        return (yield from self._in_run_op(ref, self._put_op(ref, config, checkpoint, metadata, new_versions), checkpoint=checkpoint))
+        return (yield from self._in_run_op(ref, self._put_op(ref, config, checkpoint, metadata, new_versions)))
 
     def _put_op(
         self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> Op[Any]:
         yield from self._recover_op(ref)
         carried = self.combiner.closed_by(ref, checkpoint["id"]) if self.combiner is not None else []
+        lock = self._write_lock(ref, checkpoint=checkpoint)
         try:
-            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, self.fences.of(ref), carried)
+            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, lock, carried)
+            self._written(ref, lock)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put")
             p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
@@ -285,7 +295,7 @@ class Core:
         """`in_run`: the call comes from a graph run, whose next put may carry the writes
         (combine.py); a direct call writes at once, so that a refusal reaches its caller."""
         body = self._put_writes_op(ref, writes, task_id, task_path, in_run)
-        return (yield from self._in_run_op(ref, body, writes=writes))
+        return (yield from self._in_run_op(ref, body))
 
     def _put_writes_op(
         self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str, in_run: bool
@@ -299,7 +309,7 @@ class Core:
             return None  # the put closing this step carries them (combine.py)
         held = self.combiner.take(ref.tenant_id, ref.thread_id) if self.combiner is not None and special else []
         held.append(Held(ref, list(records), list(digests)))
-        if not (yield from self._send_held_op(held, notify=False)) or not self.durable:
+        if not (yield from self._send_held_op(held, notify=False, writes=[c for c, _ in writes])) or not self.durable:
             return None
         mode = self.policy.for_writes([channel for channel, _ in writes])
         if mode == "sync":
@@ -321,15 +331,18 @@ class Core:
             self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=mode == "async")
         return None
 
-    def _send_held_op(self, held: Sequence[Held], *, notify: bool = True) -> Op[bool]:
+    def _send_held_op(self, held: Sequence[Held], *, notify: bool = True, writes: Sequence[str] = ()) -> Op[bool]:
         """Write pending writes now (Redis, or Postgres in fallback); False: written through.
-        `notify`: tell the flusher (the put_writes path decides that itself)."""
+        `notify`: tell the flusher (the put_writes path decides that itself); `writes`: the
+        channels of the call's own writes (an interrupt or error ends the run: runlock)."""
         if not held:
             return True
-        ref = held[0].ref
+        ref = held[-1].ref
         records = [r for h in held for r in h.records]
+        lock = self._write_lock(ref, writes=writes)
         try:
-            yield from self.hot.write_records_op(ref, records, [d for h in held for d in h.digests], self.fences.of(ref))
+            yield from self.hot.write_records_op(ref, records, [d for h in held for d in h.digests], lock)
+            self._written(ref, lock)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put_writes")
             yield from self._write_through_op(ref, _write_entries(records))
@@ -350,16 +363,9 @@ class Core:
     def _write_through_op(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
         """Redis is down: write the same rows the flusher would have written, now."""
         self.written_through.add((ref.tenant_id, ref.thread_id))
-        self.hot.known.wrote_through()  # before the commit: this process never reads it as new
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
         yield from pg.upsert_batch_op(self.schema, [batch])
         self.metrics.incr("write_through_rows", len(entries))
-        try:  # after the commit: whoever sees the new count finds the rows (known.py)
-            yield from pg.count_write_through_op(self.schema)
-        except Exception as exc:  # e.g. migration 3 not applied: then nobody trusts a registry
-            self.metrics.incr("known_threads_errors")
-            logger.warning("could not count a write-through in Postgres (run setup()): %s", exc)
-        self.hot.known.wrote_through()  # and after it: a poll begun before the count moved earns no trust
         return None
 
     def _recover_op(self, ref: ThreadRef) -> Op[None]:
@@ -396,20 +402,32 @@ class Core:
         """`run_marker`: the runtime object of a root graph run this read starts (auto_lock)."""
         if run_marker is None or self.run_locks is None:
             return (yield from self._get_tuple_op(ref))
-        try:
-            yield from self.run_locks.begin_op(ref, run_marker)
-        except TierUnavailableError as exc:
-            self._hot_failed(exc, "run lock")
-        return (yield from self._in_run_op(ref, self._get_tuple_op(ref)))
+        request = self.run_locks.request(ref, run_marker)
+        if request is None:  # this run holds the lock already
+            return (yield from self._in_run_op(ref, self._get_tuple_op(ref)))
+        run_locks = self.run_locks
 
-    def _get_tuple_op(self, ref: ThreadRef) -> Op[CheckpointTuple | None]:
+        def locking_read() -> Op[Fetched]:  # the run's first read takes its lock (runlock)
+            return run_locks.begin_op(ref, run_marker, request, lambda r: self.hot.get_stored_op(ref, r))
+
+        return (yield from self._in_run_op(ref, self._get_tuple_op(ref, locking_read)))
+
+    def _get_tuple_op(self, ref: ThreadRef, read: Callable[[], Op[Fetched]] | None = None) -> Op[CheckpointTuple | None]:
+        """Redis answers what it holds and can vouch for; anything else is Postgres' to answer
+        (a miss, a copy evicted in part, one that may be older than Postgres), and a Postgres
+        that cannot answer is an error, never "no such thread"."""
         yield from self._recover_op(ref)
         yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
-        hot_up, status = True, ""
+        hot_up = True
         try:
-            stored, status = yield from self.hot.get_stored_op(ref)
+            found = yield from (read() if read is not None else self.hot.get_stored_op(ref))
+            stored = found.first
+            if stored is not None and found.status == "unverified" and self.durable:
+                stored = yield from self._verified_op(ref, stored, found.generation)
         except TierUnavailableError as exc:
+            if exc.tier != "redis":
+                raise
             self._hot_failed(exc, "get_tuple")
             hot_up = False
         if stored is not None and (not self.durable or stored.complete):
@@ -418,33 +436,60 @@ class Core:
         if not self.durable:
             return None
         if stored is None and hot_up:
-            self.hot.known.missed(ref.tenant_id, status)
-            if status == NEW:  # no tier holds it: no Postgres round trip (known.py)
-                return None
+            self.metrics.incr("read_misses")
         try:
             durable = yield from pg.get_checkpoint_op(
                 self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
             )
-        except TierUnavailableError as exc:
-            if not hot_up:
-                raise
-            self._postgres_failed(exc, "get_tuple")
-            durable = None
+        except TierUnavailableError:
+            self.metrics.incr("postgres_read_errors")
+            raise
         if durable is None:
             return None if stored is None else (yield from self._to_tuple_op(ref, stored, hot_up))
-        found = from_durable(durable)
+        cold = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
             # Re-warm: the next read of this checkpoint, and the writes that follow, are hot. A
             # checkpoint read by id may be an old one: the namespace's latest goes in with it, or
             # Redis would hold the old one alone and take it for the latest.
-            warm = [found]
+            warm = [cold]
             if ref.checkpoint_id is not None:
                 latest = yield from pg.get_checkpoint_op(self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, None)
-                if latest is not None and latest.checkpoint_id != found.checkpoint_id:
+                if latest is not None and latest.checkpoint_id != cold.checkpoint_id:
                     warm.append(from_durable(latest))
             yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export(warm), pending=False)
-        return (yield from self._to_tuple_op(ref, found, hot_up))
+        return (yield from self._to_tuple_op(ref, cold, hot_up))
+
+    def _verified_op(self, ref: ThreadRef, stored: StoredCheckpoint, generation: str) -> Op[StoredCheckpoint | None]:
+        """Redis may have come back with an older copy of this thread than Postgres holds
+        (hotwatch.py): Postgres' latest decides. A copy as new as it (or newer: not flushed yet)
+        is marked verified and answers; an older one is reported, its outbox flushed (older
+        rows never displace newer ones), and dropped: None, so Postgres answers the read."""
+        latest_ref = replace(ref, checkpoint_id=None)
+        if ref.checkpoint_id is None:
+            hot_latest: StoredCheckpoint | None = stored
+        else:
+            hot_latest = (yield from self.hot.fetch_op(latest_ref, None)).first
+        try:
+            row = yield from pg.get_checkpoint_op(self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, None)
+        except TierUnavailableError:
+            self.metrics.incr("postgres_read_errors")
+            raise
+        if row is None or (hot_latest is not None and not _behind(hot_latest, from_durable(row))):
+            yield from self.hot.verify_op(ref, generation)
+            return stored
+        self.metrics.incr("redis_stale_threads")
+        log = logger.error if self._stale_reported != generation else logger.debug
+        self._stale_reported = generation
+        log(
+            "Redis held an older copy of thread %s/%s than Postgres (latest %s, Postgres %s): it came back "
+            "from an older snapshot or a lagging replica. Its unflushed entries are flushed and the thread "
+            "is read from Postgres.", ref.tenant_id, ref.thread_id,
+            hot_latest.checkpoint_id if hot_latest else None, row.checkpoint_id, extra=fields(ref),
+        )
+        yield from self.flush.flush_thread_op(ref.tenant_id, ref.thread_id, wait=True)
+        yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
+        return None
 
     def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
@@ -497,11 +542,9 @@ class Core:
                 ref.checkpoint_id if ref else None,
                 q.before_id, q.filter, q.limit, known=list(found),
             )
-        except TierUnavailableError as exc:
-            if not hot_up:
-                raise
-            self._postgres_failed(exc, "list")
-            return None
+        except TierUnavailableError:
+            self.metrics.incr("postgres_read_errors")
+            raise  # Redis alone may lack older or expired checkpoints: never a partial list
         in_config = ref is not None and ref.tenant_in_config
         for row in rows:
             key = (row.thread_id, row.checkpoint_ns, row.checkpoint_id)
@@ -598,8 +641,7 @@ class Core:
     def copy_thread_op(self, tenant: str, source_thread_id: str, target_thread_id: str) -> Op[None]:
         src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
         yield from self._drain_op(tenant, src)
-        if self.durable:  # registered before it exists in Postgres (known.py)
-            yield from self.hot.register_op(tenant, dst)
+        if self.durable:
             yield from pg.copy_thread_op(self.schema, tenant, src, dst)
         content = yield from self.hot.export_thread_op(tenant, src)
         yield from self.hot.import_thread_op(tenant, dst, content, pending=self.durable)
@@ -626,6 +668,14 @@ class Core:
         keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
         yield from prune_thread_op(self, tenant, thread_id, keep, keep_with_ancestors, dry_run=False, report=PruneReport(False))
         return None
+
+
+def _behind(hot: StoredCheckpoint, durable: StoredCheckpoint) -> bool:
+    """Whether Postgres holds a newer latest checkpoint than Redis, or the same one with writes
+    Redis lacks (an interrupt flushed after the copy Redis came back with)."""
+    if durable.checkpoint_id != hot.checkpoint_id:
+        return durable.checkpoint_id > hot.checkpoint_id
+    return bool({(w.task_id, w.idx) for w in durable.writes} - {(w.task_id, w.idx) for w in hot.writes})
 
 
 def _write_entries(records: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:

@@ -7,6 +7,7 @@ around one Lua script); `get_tuple` is one round trip (one Lua script).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,6 +42,7 @@ from .codec import (
     unpack_write,
 )
 from .errors import CorruptDataError, HotDurabilityError
+from .hotwatch import HotWatch
 from .ids import MAX_TASK_ID, ThreadRef, check_field_id
 from .polling import poll_op
 from .scripts import LuaScript
@@ -49,7 +51,6 @@ from .stored import StoredCheckpoint, decode_refs, encode_refs
 
 if TYPE_CHECKING:
     from .combine import Held
-    from .known import KnownThreads
     from .offload import Offloader
 
 LIST_BATCH = 64
@@ -76,6 +77,42 @@ def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteLock:
+    """The run lock a write holds (locks.py): its fencing token ("" for none), the TTL each
+    write renews it to (0: not renewed by writes), and whether this write ends the run and
+    releases it."""
+
+    fence: str = ""
+    ttl_ms: int = 0
+    release: bool = False
+
+
+NO_LOCK = WriteLock()
+
+
+@dataclass(frozen=True, slots=True)
+class LockRequest:
+    """A graph run starting: the run lock its first read takes (runlock.py)."""
+
+    token: str
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What get.lua answered (see `HotOps.fetch_op`)."""
+
+    entries: list[StoredCheckpoint]
+    status: str
+    generation: str  # with "unverified": the shard generation to verify the copy under
+    fence: str  # with a lock request that succeeded: the run lock's fencing token
+
+    @property
+    def first(self) -> StoredCheckpoint | None:
+        return self.entries[0] if self.entries else None
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedPut:
     member: str
     record: CheckpointRecord
@@ -97,7 +134,7 @@ class HotOps:
         track_outbox: bool,
         offloader: Offloader,
         epoch: Epoch,
-        known: KnownThreads,
+        watch: HotWatch,
         durability: HotDurability | None = None,
     ) -> None:
         self.serde = serde
@@ -107,7 +144,7 @@ class HotOps:
         self.track_outbox = track_outbox
         self.offloader = offloader
         self.epoch = epoch
-        self.known = known
+        self.watch = watch
         self.durability = durability
 
     @property
@@ -228,88 +265,61 @@ class HotOps:
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig,
-        fence: str = "",
+        lock: WriteLock = NO_LOCK,
         carried: Sequence[Held] = (),
     ) -> Op[RunnableConfig]:
-        """Store a checkpoint, and in the same round trip the `carried` writes of the step it
+        """Store a checkpoint, and in the same script the `carried` writes of the step it
         closes (combine.py)."""
         p = yield from self.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
-        args = {
-            "ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, "member": p.member,
-            "record": p.record.pack(), "refs": encode_refs(p.run_id, p.record.blob_fields), "run_id": p.run_id,
-            **self._mark_args(ref),
-        }  # fmt: skip
-        blobs = [item for pair in p.blobs for item in pair]
-        calls = [*self._writes_calls(ref, _held_records(carried), fence), (scripts.PUT, args, blobs)]
-        yield from self._write_op(ref, calls, [*_held_digests(carried), *p.digests])
+        yield from self._write_op(ref, _held_records(carried), p, [*_held_digests(carried), *p.digests], lock)
         return ref.config(checkpoint["id"])
 
-    def put_writes_op(
-        self,
-        ref: ThreadRef,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str,
-        fence: str = "",
-        carried: Sequence[Held] = (),
-    ) -> Op[None]:
-        """Store a task's writes (with writes held for the thread, `carried`, ahead of them)."""
-        records, digests = yield from self.prepare_writes_op(ref, writes, task_id, task_path)
-        yield from self.write_records_op(ref, [*_held_records(carried), *records], [*_held_digests(carried), *digests], fence)
-        return None
-
     def write_records_op(
-        self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], digests: Sequence[str], fence: str = ""
-    ) -> Op[None]:
-        """Store prepared write records (one put_writes script)."""
-        calls = self._writes_calls(ref, records, fence)
-        if calls:
-            yield from self._write_op(ref, calls, digests)
+        self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], digests: Sequence[str],
+        lock: WriteLock = NO_LOCK,
+    ) -> Op[None]:  # fmt: skip
+        """Store prepared write records."""
+        if records:
+            yield from self._write_op(ref, records, None, digests, lock)
         return None
-
-    def _writes_calls(
-        self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], fence: str
-    ) -> list[tuple[LuaScript, dict[str, Any], list[Any]]]:
-        if not records:
-            return []
-        args = {"ttl_ms": self.ttl_ms, "fence": fence, "track": self._track, **self._mark_args(ref)}
-        triples = [item for field, r in records for item in (field, r.pack(), "1" if r.idx < 0 else "0")]
-        return [(scripts.PUT_WRITES, args, triples)]
-
-    def _mark_args(self, ref: ThreadRef) -> dict[str, Any]:
-        return {
-            "now_ms": now_ms(), "thread_id": ref.thread_id, "dirty_member": K.dirty_member(ref.tenant_id, ref.thread_id),
-        }  # fmt: skip
 
     def _write_op(
-        self, ref: ThreadRef, calls: Sequence[tuple[LuaScript, dict[str, Any], list[Any]]], digests: Sequence[str] = ()
+        self,
+        ref: ThreadRef,
+        records: Sequence[tuple[str, WriteRecord]],
+        put: PreparedPut | None,
+        digests: Sequence[str],
+        lock: WriteLock,
     ) -> Op[None]:
-        """One round trip: the scripts (a put, its step's writes before it) that also update
-        the tenant registry and the outbox index (plus, in a MULTI, the reference sets of
-        offloaded blobs) and compare the epoch (a second round trip only on a process' first
-        write, or after Redis lost data)."""
-        shared = {"epoch": (yield from self.epoch.known_op()), "trust": self.known.trust_arg()}
-        shard = K.shard_of(ref.tenant_id, ref.thread_id)
-        keys = self.keys(
-            ref.tenant_id, ref.thread_id,
-            registry=K.tenant_threads_key(self.prefix, ref.tenant_id, shard), dirty=K.dirty_key(self.prefix, shard),
-            epoch=K.epoch_key(self.prefix, shard), known=K.known_key(self.prefix, ref.tenant_id, shard),
-            write_through=K.write_through_key(self.prefix, shard),
+        """One round trip: one write.lua (writes, then the checkpoint closing their step), which
+        also keeps the outbox, the registry and the TTL, and compares the epoch (a second round
+        trip only on a process' first write, or after Redis lost data). Offloaded blobs add their
+        reference sets in a MULTI around it; a durability wait follows it (hot_durability)."""
+        epoch = yield from self.epoch.known_op()
+        plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
+        rest: list[Any] = [item for field, r in records for item in (field, r.pack(), "1" if r.idx < 0 else "0")]
+        if put is None:
+            checkpoint: tuple[Any, ...] = ("", "", "", "")
+        else:
+            checkpoint = (put.member, put.record.pack(), encode_refs(put.run_id, put.record.blob_fields), put.run_id)
+            rest += [item for pair in put.blobs for item in pair]
+        args = (
+            self.ttl_ms, lock.fence, lock.ttl_ms, "1" if lock.release else "0", self._track, now_ms(), ref.thread_id,
+            plan.dirty_member, epoch, *checkpoint, len(records),
         )  # fmt: skip
-        extra = self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests)
+        commands = (scripts.WRITE.call_planned(plan.write_keys, args, rest),
+                    *self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests))  # fmt: skip
         wait = self.durability.command() if self.durability is not None else None
-        used = tuple({script.name: script for script, _, _ in calls}.values())
-        commands = (*(script.call(keys, {**args, **shared}, rest) for script, args, rest in calls), *extra)
         if wait is None or len(commands) > 1:  # WAIT/WAITAOF cannot run inside MULTI: after it
-            replies = yield RedisCall(commands, transaction=len(commands) > 1, scripts=used)
+            replies = yield RedisCall(commands, transaction=len(commands) > 1, scripts=_WRITE_SCRIPTS)
             confirmed = None if wait is None else (yield from self._wait_op(wait, (wait,)))
         else:  # the wait rides in the same round trip
-            replies = yield from self._wait_op(wait, (*commands, wait), used)
+            replies = yield from self._wait_op(wait, (*commands, wait), _WRITE_SCRIPTS)
             confirmed = replies[-1]
         if self.durability is not None:
             self.durability.check(confirmed)
-        if not all(int(reply) for reply in replies[: len(calls)]):
-            yield from self.epoch.lost_op(shared["epoch"])
+        if not int(replies[0]):
+            yield from self.epoch.lost_op(epoch)
         return None
 
     def _wait_op(self, wait: tuple[Any, ...], commands: tuple[Any, ...], used: tuple[LuaScript, ...] = ()) -> Op[Any]:
@@ -321,28 +331,44 @@ class HotOps:
             raise HotDurabilityError(f"Redis cannot confirm {wait[0]} durability: {exc}") from exc
         return replies if used else replies[0]
 
-    def fetch_op(self, ref: ThreadRef, members: Sequence[str] | None) -> Op[tuple[list[StoredCheckpoint], str]]:
-        """The latest checkpoint of `ref`'s namespace (members=None), or the given members, and
-        get.lua's status: "hit", or what a miss means for the durable tier (known.py)."""
+    def fetch_op(
+        self, ref: ThreadRef, members: Sequence[str] | None, lock: LockRequest | None = None
+    ) -> Op[Fetched]:
+        """The latest checkpoint of `ref`'s namespace (members=None), or the given members, with
+        get.lua's status: "hit", "unverified" (hotwatch.py), "evicted", "miss", or "locked" when
+        `lock` (a graph run starting: it takes the thread's run lock in the same script) is held
+        by another run."""
         ttl = self.ttl_ms if self.refresh_on_read else 0
-        args = {
-            "refresh_ttl_ms": ttl, "mode": "latest" if members is None else "ids", "thread_id": ref.thread_id,
-            "trust": self.known.trust_arg(),
-        }  # fmt: skip
+        plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
         rest = [ref.checkpoint_ns] if members is None else list(members)
-        keys = self.keys(ref.tenant_id, ref.thread_id, **self.known.read_keys(ref.tenant_id, K.shard_of(ref.tenant_id, ref.thread_id)))
-        call = scripts.GET.call(keys, args, rest)
-        ((status, entries),) = yield RedisCall((call,), scripts=(scripts.GET,))
+        args = (
+            ttl, "latest" if members is None else "ids", lock.token if lock else "", lock.ttl_ms if lock else 0,
+            self.ttl_ms,
+        )  # fmt: skip
+        call = scripts.GET.call_planned(plan.read_keys, args, rest)
+        ((status, entries, generation, fence),) = yield RedisCall((call,), scripts=(scripts.GET,))
         where = f"Redis thread {ref.thread_id!r}"
-        return [parse_entry(entry, where) for entry in entries or ()], as_str(status)
+        return Fetched(
+            [parse_entry(entry, where) for entry in entries or ()], as_str(status), as_str(generation), as_str(fence)
+        )
 
-    def get_stored_op(self, ref: ThreadRef) -> Op[tuple[StoredCheckpoint | None, str]]:
-        """The checkpoint `ref` names (its namespace's latest without an id), and the status."""
+    def verify_op(self, ref: ThreadRef, generation: str) -> Op[None]:
+        """Postgres found the thread's copy current under `generation` (hotwatch.py)."""
+        plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
+        yield RedisCall((scripts.VERIFY.call_planned(plan.read_keys, (generation,)),), scripts=(scripts.VERIFY,))
+        return None
+
+    def get_stored_op(self, ref: ThreadRef, lock: LockRequest | None = None) -> Op[Fetched]:
+        """The checkpoint `ref` names (its namespace's latest without an id); see `fetch_op`."""
         members = None if ref.checkpoint_id is None else [
             K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
         ]
-        found, status = yield from self.fetch_op(ref, members)
-        return (found[0] if found else None), status
+        yield from self.watch.ready_op()
+        found = yield from self.fetch_op(ref, members, lock)
+        if found.entries and self.watch.due:  # the server restarted during the read (NOSCRIPT)
+            yield from self.watch.ready_op()
+            found = yield from self.fetch_op(ref, members, lock)
+        return found
 
     def fetch_writes_op(
         self, tenant_id: str, members_by_thread: Mapping[str, Sequence[str]]
@@ -428,8 +454,8 @@ class HotOps:
             members = [m for m in members if K.split_checkpoint_member(m)[1] < before_id]
         out: list[StoredCheckpoint] = []
         for start in range(0, len(members), LIST_BATCH):
-            batch, _ = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
-            for stored in batch:
+            batch = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
+            for stored in batch.entries:
                 if metadata_filter and not self.matches(stored, metadata_filter):
                     continue
                 out.append(stored)
@@ -441,8 +467,8 @@ class HotOps:
         return filters.matches(self.serde.loads_typed(stored.record.metadata), metadata_filter)
 
     def delete_thread_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
-        """Drop threads' keys from Redis. They stay in the tenant's registry (known.py: it must
-        list every thread Postgres may hold); `unregister_op` drops them from it."""
+        """Drop threads' keys from Redis (and their outbox index entries). They stay in the
+        tenant's registry until `unregister_op`, which a deletion runs last."""
         commands: list[tuple[Any, ...]] = []
         for thread_id in thread_ids:
             commands.append(("DEL", *K.thread_keys(self.prefix, tenant_id, thread_id)))
@@ -506,13 +532,46 @@ class HotOps:
         ts = now_ms()
         shard = K.shard_of(tenant_id, thread_id)
         commands: list[tuple[Any, ...]] = [
-            scripts.IMPORT.call(self.keys(tenant_id, thread_id), args, sections),
+            scripts.IMPORT.call(self.keys(tenant_id, thread_id, vgen=K.generation_key(self.prefix, shard)), args, sections),
             ("ZADD", K.tenant_threads_key(self.prefix, tenant_id, shard), ts, thread_id),
         ]
         if pending and self.track_outbox:
             commands.append(("ZADD", K.dirty_key(self.prefix, shard), ts, K.dirty_member(tenant_id, thread_id)))
         yield RedisCall(tuple(commands), transaction=True, scripts=(scripts.IMPORT,))
         return None
+
+
+_WRITE_SCRIPTS = (scripts.WRITE,)
+
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadPlan:
+    """A thread's key names, built once (see `thread_plan`): the hot path does not re-encode
+    ids, hash the shard or format keys on every call."""
+
+    shard: int
+    dirty_member: str
+    keys: K.ThreadKeys
+    write_keys: tuple[str, ...]  # scripts.WRITE's KEYS, in order
+    read_keys: tuple[str, ...]  # scripts.GET's (and VERIFY's) KEYS, in order
+
+
+@functools.lru_cache(maxsize=4096)
+def thread_plan(prefix: str, tenant_id: str, thread_id: str) -> ThreadPlan:
+    """The key plan of a thread. Bounded: a process that serves many threads keeps the 4,096 it
+    used last."""
+    shard = K.shard_of(tenant_id, thread_id)
+    thread = scripts.thread_keys(prefix, tenant_id, thread_id)
+    write = {
+        **thread, "registry": K.tenant_threads_key(prefix, tenant_id, shard), "dirty": K.dirty_key(prefix, shard),
+        "epoch": K.epoch_key(prefix, shard), "vgen": K.generation_key(prefix, shard),
+    }  # fmt: skip
+    read = {**thread, "vgen": K.generation_key(prefix, shard)}
+    return ThreadPlan(
+        shard, K.dirty_member(tenant_id, thread_id), K.thread_keys(prefix, tenant_id, thread_id),
+        scripts.WRITE.check_keys(write), scripts.GET.check_keys(read),
+    )
 
 
 def _held_records(held: Sequence[Held]) -> list[tuple[str, WriteRecord]]:

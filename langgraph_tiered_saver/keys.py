@@ -4,8 +4,8 @@ Every key lives in one of `SHARDS` (256) shards. A thread's shard is the CRC32 o
 `tenant|thread` modulo `SHARDS` (`shard_of`); every key of the thread carries the shard's hash
 tag `{s0042}`, so all of them live in one Redis Cluster slot and one Lua script can touch them
 atomically. The deployment-wide indexes are sharded with the same tags: each shard has its own
-slice of the outbox index (`dirty`), of each tenant's thread registry and of its `known` mark,
-and its own copy of the epoch and of the write-through count. A script therefore touches
+slice of the outbox index (`dirty`) and of each tenant's thread registry, and its own copy of
+the epoch and generation. A script therefore touches
 exactly one slot, on a single Redis and on a Cluster alike (one code path). Readers that need
 the deployment-wide view (flush polling, a tenant's threads, the CLI) read all shards,
 pipelined (a cluster pipeline splits them by node).
@@ -20,9 +20,9 @@ them, so a thread expires whole, never in part.
     <prefix>:v2:{s0042}:t:<tenant>|<thread>:<name>     the thread's keys
     <prefix>:v2:{s0042}:dirty                          the shard's outbox index
     <prefix>:v2:{s0042}:tenant:<tenant>:threads        the shard's slice of a tenant's registry
-    <prefix>:v2:{s0042}:tenant:<tenant>:known          ... and its completeness mark (known.py)
-    <prefix>:v2:{s0042}:epoch, :write_through          the shard's copies (sentinel.py, known.py)
-    <prefix>:v2:epoch                                  the deployment's epoch (copied to shards)
+    <prefix>:v2:{s0042}:epoch                          the shard's copy of the epoch (sentinel.py)
+    <prefix>:v2:{s0042}:generation, :server            what reads verify against (hotwatch.py)
+    <prefix>:v2:epoch, :server                         the deployment's epoch and server run id
 
 Inside the keys, members and fields join ids with NUL (`\\x00`), which ids may not contain:
 
@@ -138,17 +138,18 @@ def tenant_threads_key(prefix: str, tenant_id: str, shard: int) -> str:
     return f"{shard_prefix(prefix, shard)}:tenant:{encode_id(tenant_id)}:threads"
 
 
-def known_key(prefix: str, tenant_id: str, shard: int) -> str:
-    """STRING: the token (the shard's epoch/write-through count) under which the shard's slice of
-    the tenant's registry was found complete, i.e. holding every thread of the shard Postgres
-    has (known.py)."""
-    return f"{shard_prefix(prefix, shard)}:tenant:{encode_id(tenant_id)}:known"
+def generation_key(prefix: str, shard: int) -> str:
+    """STRING: the shard's generation, moved whenever Redis may have come back with older copies
+    than Postgres (hotwatch.py); a thread read must have been verified under the current one."""
+    return f"{shard_prefix(prefix, shard)}:generation"
 
 
-def write_through_key(prefix: str, shard: int) -> str:
-    """STRING: the highest write-through count of Postgres that Redis has seen (known.py), one
-    copy per shard."""
-    return f"{shard_prefix(prefix, shard)}:write_through"
+def server_key(prefix: str, shard: int | None = None) -> str:
+    """STRING: the run id of the Redis server whose copies are known good (hotwatch.py): the
+    deployment's on a single Redis (shard None), each shard's own on a Cluster."""
+    if shard is None:
+        return f"{prefix}:{SCHEMA_VERSION}:server"
+    return f"{shard_prefix(prefix, shard)}:server"
 
 
 def dirty_key(prefix: str, shard: int) -> str:

@@ -11,9 +11,9 @@ one thread never interleave. Release is compare-and-delete; renewal extends only
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -75,10 +75,17 @@ class LockHandle:
     ttl_ms: int
 
 
+def new_token() -> str:
+    """A lock token from the OS' randomness: a library must not draw from (or shift) the
+    application's own random sequence (uuid4, random)."""
+    return secrets.token_hex(16)
+
+
 class LockOps:
     def __init__(self, key_prefix: str, thread_ttl_ms: int) -> None:
         self.prefix = key_prefix
         self.thread_ttl_ms = thread_ttl_ms
+        self.keeper = LockKeeper()
 
     def _keys(self, ref: ThreadRef) -> dict[str, str]:
         return {
@@ -87,7 +94,7 @@ class LockOps:
         }
 
     def acquire_op(self, ref: ThreadRef, ttl_ms: int, *, wait: bool, wait_timeout: float | None) -> Op[LockHandle]:
-        token = uuid.uuid4().hex
+        token = new_token()
 
         def attempt() -> Op[LockHandle | None]:
             (fence,) = yield RedisCall(
@@ -116,13 +123,61 @@ class LockOps:
         return bool(ok)
 
 
+class LockKeeper:
+    """One daemon thread per saver that keeps every lock it holds: renews each one that no write
+    renewed within a third of its TTL (run locks are renewed by their own writes), and lets go
+    of a run lock idle past its `idle` limit. Started on the first lock, never one per lock."""
+
+    def __init__(self) -> None:
+        self._locks: set[ThreadLock] = set()
+        self._guard = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def add(self, lock: ThreadLock) -> None:
+        with self._guard:
+            self._locks.add(lock)
+            if self._thread is None and not self._stop.is_set():
+                self._thread = threading.Thread(target=self._loop, name="tiered-saver-locks", daemon=True)
+                self._thread.start()
+        self._wake.set()
+
+    def remove(self, lock: ThreadLock) -> None:
+        with self._guard:
+            self._locks.discard(lock)
+
+    def held(self) -> int:
+        with self._guard:
+            return len(self._locks)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with self._guard:
+                locks = list(self._locks)
+            wait = 1.0
+            for lock in locks:
+                try:
+                    wait = min(wait, lock.keep())
+                except Exception:  # contained: one lock's trouble never stops the others
+                    logger.exception("lock keeper error (contained; the loop goes on)")
+            self._wake.wait(max(0.01, wait))
+            self._wake.clear()
+
+
 class ThreadLock:
     """`with saver.thread_lock(config):` or `async with saver.thread_lock(config):`.
 
-    Renews itself every third of its TTL while held, from one daemon thread whichever side took
-    it (the sync driver, on the saver's blocking twin clients for async users), so long nodes
-    keep it; do not hold it across a human pause — release it when the run returns on an
-    interrupt and take it again to resume.
+    Renewed every third of its TTL while held, by the saver's lock keeper (one thread for all
+    locks, on the sync driver), so long nodes keep it; do not hold it across a human pause —
+    release it when the run returns on an interrupt and take it again to resume.
 
     With `idle` set (the saver's automatic run locks), renewal stops and the lock is released
     once nothing has `touch`ed it for that many seconds: a run whose end went unseen does not
@@ -156,25 +211,47 @@ class ThreadLock:
         self.on_release = on_release
         self.handle: LockHandle | None = None
         self.lost = False
-        self.last_active = time.monotonic()
+        self.last_active = self.renewed_at = time.monotonic()
         self._released = False
         self._guard = threading.Lock()
-        self._stop = threading.Event()
 
-    def touch(self) -> None:
-        """The holder is still at work: postpone the idle release."""
+    def touch(self, renewed: bool = False) -> None:
+        """The holder is still at work: postpone the idle release (`renewed`: a write of the
+        holder renewed the lock's TTL too)."""
         self.last_active = time.monotonic()
+        if renewed:
+            self.renewed_at = self.last_active
 
     def _idle(self) -> bool:
         return self.idle is not None and time.monotonic() - self.last_active >= self.idle
 
     def acquire_op(self) -> Op[LockHandle]:
         handle = yield from self.ops.acquire_op(self.ref, self.ttl_ms, wait=self.wait, wait_timeout=self.wait_timeout)
-        self.handle = handle
-        self.last_active = time.monotonic()
-        self.fences.hold(handle)
-        threading.Thread(target=self._renew_loop, args=(handle,), daemon=True, name="tiered-saver-lock").start()
+        self.adopt(handle)
         return handle
+
+    def adopt(self, handle: LockHandle) -> None:
+        """The lock is ours (taken here, or by the read that started the run): hold its fence
+        and let the keeper renew it."""
+        self.handle = handle
+        self.last_active = self.renewed_at = time.monotonic()
+        self.fences.hold(handle)
+        self.ops.keeper.add(self)
+
+    def released_by_write(self) -> None:
+        """The write that ended the run released the lock in its own script."""
+        with self._guard:
+            if self._released:
+                return
+            self._released = True
+        self._let_go()
+
+    def _let_go(self) -> None:
+        self.ops.keeper.remove(self)
+        if self.handle is not None:
+            self.fences.drop(self.handle)
+        if self.on_release is not None:
+            self.on_release(self)
 
     def release_op(self) -> Op[None]:
         """Stop renewing and compare-and-delete the lock (once, whoever calls first)."""
@@ -182,15 +259,11 @@ class ThreadLock:
             if self._released:
                 return None
             self._released = True
-        self._stop.set()
         try:
             if self.handle is not None and not (yield from self.ops.release_op(self.handle)):
                 self._lost()
         finally:
-            if self.handle is not None:
-                self.fences.drop(self.handle)
-            if self.on_release is not None:
-                self.on_release(self)
+            self._let_go()
         return None
 
     def _fields(self) -> dict[str, str]:
@@ -201,23 +274,34 @@ class ThreadLock:
         self.lost = True
         logger.warning("lock of thread %r was lost before release (expired and taken?)", self.ref.thread_id, extra=self._fields())
 
-    def _renew_loop(self, handle: LockHandle) -> None:
-        while not self._stop.wait(self.ttl_ms / 3000):
-            if self._idle():
-                logger.info("releasing the lock of idle thread %r", self.ref.thread_id, extra=self._fields())
-                try:
-                    self.release()
-                except Exception as exc:  # the lock then expires by its TTL; the loop ends either way
-                    logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc, extra=self._fields())
-                return
+    def keep(self) -> float:
+        """The keeper's turn (its thread): release when idle, renew when due. Seconds until
+        this lock is due again."""
+        handle, third = self.handle, self.ttl_ms / 3000
+        if handle is None or self._released:
+            return third
+        if self._idle():
+            logger.info("releasing the lock of idle thread %r", self.ref.thread_id, extra=self._fields())
             try:
-                renewed = self.runner.run_op(self.ops.renew_op(handle))
-            except Exception as exc:  # keep trying: a short Redis blip must not drop the lock
-                logger.warning("lock renewal failed: %s", exc, extra=self._fields())
-                continue
-            if not renewed and not self._stop.is_set():  # not merely released meanwhile
-                self._lost()
-                return
+                self.release()
+            except Exception as exc:  # the lock then expires by its TTL
+                logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc, extra=self._fields())
+                self._let_go()
+            return third
+        due = self.renewed_at + third - time.monotonic()
+        if due > 0:
+            return due
+        try:
+            renewed = self.runner.run_op(self.ops.renew_op(handle))
+        except Exception as exc:  # keep trying: a short Redis blip must not drop the lock
+            logger.warning("lock renewal failed: %s", exc, extra=self._fields())
+            return min(third, 1.0)
+        if not renewed and not self._released:  # not merely released meanwhile
+            self._lost()  # its fence stays: the holder's next write is refused as stale
+            self.ops.keeper.remove(self)
+            return third
+        self.renewed_at = time.monotonic()
+        return third
 
     def release(self) -> None:
         self.runner.run_op(self.release_op())

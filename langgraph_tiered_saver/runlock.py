@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ._io import Op
-from .errors import ConfigError
+from .errors import ConfigError, ThreadLockedError
+from .hot import Fetched, LockRequest, WriteLock
 from .ids import ThreadRef
-from .locks import Fences, LockOps, Runner, ThreadLock
+from .locks import POLL_SECONDS, Fences, LockHandle, LockOps, Runner, ThreadLock, new_token
 from .logs import fields
 from .options import seconds
+from .polling import poll_op
 
 logger = logging.getLogger("langgraph_tiered_saver.runlock")
 
@@ -95,11 +97,6 @@ def run_finished(checkpoint: Mapping[str, Any]) -> bool:
     return not any(c in TRIGGER_CHANNELS or c.startswith(TRIGGER_PREFIXES) for c in updated)
 
 
-def ends_run(writes: Sequence[tuple[str, Any]]) -> bool:
-    """An interrupt (the run waits for a person) or an error (the run raises)."""
-    return any(channel in RUN_ENDING_WRITES for channel, _ in writes)
-
-
 class _Held:
     __slots__ = ("lock", "marker")
 
@@ -109,8 +106,10 @@ class _Held:
 
 
 class RunLocks:
-    """The automatic locks this saver holds, one per (tenant, thread). Taking and releasing
-    them are ops, run inside the checkpoint call that starts or ends the run."""
+    """The automatic locks this saver holds, one per (tenant, thread). They cost the run no
+    round trip of their own: the run's first read takes the lock in its script (get.lua), each
+    write renews it, and the write that ends the run releases it (write.lua). Only a failed
+    call, an idle run or `release_run_lock` releases it with a call of its own."""
 
     def __init__(self, runner: Runner, ops: LockOps, fences: Fences, policy: AutoLock) -> None:
         self.runner = runner
@@ -131,41 +130,66 @@ class RunLocks:
         entry = self._held.get((ref.tenant_id, ref.thread_id))
         return None if entry is None else entry.lock
 
-    def begin_op(self, ref: ThreadRef, marker: object) -> Op[None]:
-        """A root run starts (its first `get_tuple`): take the thread, unless this run has it."""
+    def request(self, ref: ThreadRef, marker: object) -> LockRequest | None:
+        """The lock a root run's first read takes; None when this run holds it already (a
+        second load by the same loop) or the process holds the thread with `thread_lock`."""
         held = self._held.get((ref.tenant_id, ref.thread_id))
         if held is not None and held.marker is marker:
-            return None  # a second load by the same loop
+            return None
+        if held is None and self.fences.of(ref):
+            return None
+        return LockRequest(new_token(), int(self.policy.ttl * 1000))
+
+    def begin_op(
+        self, ref: ThreadRef, marker: object, request: LockRequest, read: Callable[[LockRequest], Op[Fetched]]
+    ) -> Op[Fetched]:
+        """Run the read that takes the lock, again while another run holds it (up to the
+        policy's `wait`), then hold it: `ThreadLockedError` when it never came free."""
+
+        def attempt() -> Op[Fetched | None]:
+            found = yield from read(request)
+            return None if found.status == "locked" else found
+
         p = self.policy
+        found = yield from poll_op(attempt, timeout=p.wait, longest=POLL_SECONDS)
+        if found is None:
+            raise ThreadLockedError(f"thread {ref.thread_id!r} (tenant {ref.tenant_id!r}) is locked by another run")
         lock = ThreadLock(
             self.runner, self.ops, self.fences, ref, p.ttl, wait=p.wait != 0, wait_timeout=p.wait,
             idle=p.idle, on_release=self._forget,
         )
-        yield from lock.acquire_op()
         with self._guard:
             self._held[(ref.tenant_id, ref.thread_id)] = _Held(lock, marker)
-        return None
+        lock.adopt(LockHandle(ref.tenant_id, ref.thread_id, request.token, found.fence, request.ttl_ms))
+        return found
 
-    def progress_op(
-        self,
-        ref: ThreadRef,
-        *,
-        checkpoint: Mapping[str, Any] | None = None,
-        writes: Sequence[tuple[str, Any]] = (),
-        failed: bool = False,
-    ) -> Op[None]:
-        """Note the run's activity, and release its lock if this call was the run's last one
-        (a final root checkpoint, an interrupt or error write, a failed call)."""
+    def write_lock(
+        self, ref: ThreadRef, *, checkpoint: Mapping[str, Any] | None = None, writes: Sequence[str] = ()
+    ) -> WriteLock:
+        """What a write of the thread carries: the held lock's fence, renewed by the write, and
+        released by it when it ends the run (a final root checkpoint, an interrupt or error
+        write of the root graph). A thread locked by `thread_lock` only gives its fence."""
         lock = self.held(ref)
-        if lock is None:
-            return None
-        lock.touch()
-        if not failed:
-            if ref.checkpoint_ns:
-                return None
-            if not (run_finished(checkpoint) if checkpoint is not None else ends_run(writes)):
-                return None
-        yield from lock.release_op()
+        if lock is None or lock.handle is None:
+            return WriteLock(self.fences.of(ref))
+        lock.touch(renewed=True)
+        ending = not ref.checkpoint_ns and (
+            run_finished(checkpoint) if checkpoint is not None else any(c in RUN_ENDING_WRITES for c in writes)
+        )  # fmt: skip
+        return WriteLock(lock.handle.fence, lock.ttl_ms, ending)
+
+    def written(self, ref: ThreadRef, lock: WriteLock) -> None:
+        """The write carrying `lock` succeeded: if it ended the run, the lock is gone."""
+        if lock.release:
+            held = self.held(ref)
+            if held is not None and held.handle is not None and held.handle.fence == lock.fence:
+                held.released_by_write()
+
+    def failed_op(self, ref: ThreadRef) -> Op[None]:
+        """A checkpoint call of the run failed: the run ends, its lock goes."""
+        lock = self.held(ref)
+        if lock is not None:
+            yield from lock.release_op()
         return None
 
     def end_op(self, ref: ThreadRef) -> Op[None]:

@@ -87,11 +87,11 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         pg_lock_timeout: float = 2.0,
         blob_store: BlobStoreFactory | BlobStore | str | None = "auto",
         offload_threshold: int = DEFAULT_THRESHOLD,
-        auto_lock: AutoLock | bool = False,
+        auto_lock: AutoLock | bool = True,
         pool_options: PoolOptions | None = None,
         hot_durability: str = "memory",
         hot_durability_timeout: float = 1.0,
-        registry_poll_seconds: float = 2.0,
+        redis_check_seconds: float = 2.0,
         write_hold_seconds: float = 0.02,
         metrics_tenant_label: bool = False,
     ) -> None:
@@ -118,12 +118,13 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
             refresh_ttl_on_read=refresh_ttl_on_read, audit_json=audit_json, on_redis_error=on_redis_error,
             policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
             hot_durability=hot_durability, hot_durability_timeout=hot_durability_timeout,
-            registry_poll_seconds=registry_poll_seconds, write_hold_seconds=write_hold_seconds,
+            redis_check_seconds=redis_check_seconds, write_hold_seconds=write_hold_seconds, cluster=self._conn.cluster,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
         self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
         self._async = AsyncDriver(aredis_client, apg_pool, limits=limits, breaker=breaker)
+        self._sync.on_scripts_lost = self._async.on_scripts_lost = self.core.hot.watch.server_lost
         self._locks = LockOps(key_prefix, ttl_ms)
         policy = auto_lock_policy(auto_lock)
         if policy is not None:
@@ -284,6 +285,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
                 self.run_op(self.core.close_op())
             self.core.stop_background(drain=self.policy.on_close)
         finally:
+            self._locks.keeper.stop()
             self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
@@ -292,6 +294,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
                 await self.arun_op(self.core.close_op())
             await asyncio.to_thread(self.core.stop_background, drain=self.policy.on_close)
         finally:
+            await asyncio.to_thread(self._locks.keeper.stop)
             await self._conn.aclose_owned()
 
     def get_next_version(self, current: str | None, channel: None) -> str:

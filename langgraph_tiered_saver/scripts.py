@@ -52,6 +52,19 @@ class LuaScript:
             raise TypeError(f"{self.name}.lua takes KEYS {self.keys} and ARGV {self.argv}, got {tuple(keys)} {tuple(args)}")
         return ("EVALSHA", self.sha, len(self.keys), *keys.values(), *args.values(), *rest)
 
+    def check_keys(self, keys: Mapping[str, str]) -> tuple[str, ...]:
+        """The values of `keys`, which must name exactly the declared KEYS: a key plan built
+        once and checked here, for `call_planned`."""
+        if tuple(keys) != self.keys:
+            raise TypeError(f"{self.name}.lua takes KEYS {self.keys}, got {tuple(keys)}")
+        return tuple(keys.values())
+
+    def call_planned(self, keys: tuple[str, ...], args: Sequence[Any], rest: Sequence[Any] = ()) -> tuple[Any, ...]:
+        """The EVALSHA command on the hot path: `keys` from `check_keys`, `args` in declared order."""
+        if len(args) != len(self.argv):
+            raise TypeError(f"{self.name}.lua takes ARGV {self.argv}, got {len(args)} values")
+        return ("EVALSHA", self.sha, len(keys), *keys, *args, *rest)
+
 
 def thread_keys(prefix: str, tenant_id: str, thread_id: str, **extra: str) -> dict[str, str]:
     """The KEYS of a thread script by name: the thread's keys, its run lock, then `extra`."""
@@ -59,25 +72,22 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str, **extra: str) -> di
     return {**names, "lock": K.lock_key(prefix, tenant_id, thread_id), **extra}
 
 
-# tenant registry and outbox index entries, the epoch the writer knows (sentinel.py), and
-# whether the registry may mark a new thread "born" (known.py)
-_WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch", "trust")
-_WRITE_KEYS = (*THREAD_KEYS, "registry", "dirty", "epoch", "known", "write_through")
-# what tells a miss of a new thread from one Postgres may answer (known.py)
-_KNOWN_KEYS = ("registry", "known", "epoch", "write_through")
-PUT = LuaScript.load(
-    "put", _WRITE_KEYS, ("ttl_ms", "fence", "track", "member", "record", "refs", "run_id", *_WRITE_MARK),
-    rest="field, value",
+# the tenant registry and outbox index entries, and the epoch the writer knows (sentinel.py)
+_WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch")
+WRITE = LuaScript.load(
+    "write", (*THREAD_KEYS, "registry", "dirty", "epoch", "vgen"),
+    ("ttl_ms", "fence", "lock_ttl_ms", "release", "track", *_WRITE_MARK, "member", "record", "refs", "run_id", "writes"),
+    rest="(field, record, overwrite) * writes, (blob field, value)",
 )  # fmt: skip
-PUT_WRITES = LuaScript.load(
-    "put_writes", _WRITE_KEYS, ("ttl_ms", "fence", "track", *_WRITE_MARK), rest="field, record, overwrite"
-)
+# `vgen`: the shard's generation, which a thread's copy must have been verified under (hotwatch.py)
 GET = LuaScript.load(
-    "get", (*THREAD_KEYS, *_KNOWN_KEYS), ("refresh_ttl_ms", "mode", "thread_id", "trust"), rest="namespace | member"
+    "get", (*THREAD_KEYS, "vgen"), ("refresh_ttl_ms", "mode", "lock_token", "lock_ttl_ms", "thread_ttl_ms"),
+    rest="namespace | member",
 )
+VERIFY = LuaScript.load("verify", (*THREAD_KEYS, "vgen"), ("generation",))
 WRITES = LuaScript.load("writes", THREAD_KEYS, (), rest="member")
 DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="id")
-IMPORT = LuaScript.load("import", THREAD_KEYS, ("ttl_ms", "mark_pending"), rest="section, n, item")
+IMPORT = LuaScript.load("import", (*THREAD_KEYS, "vgen"), ("ttl_ms", "mark_pending"), rest="section, n, item")
 OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms"))
 OUTBOX_ACK = LuaScript.load(
     "outbox_ack", (*THREAD_KEYS, "flush_lock"), ("token", "release", "ttl_ms"), rest="entry, version"
@@ -86,6 +96,6 @@ DIRTY_CLEAR = LuaScript.load("dirty_clear", ("dirty",), ("member", "observed"))
 LOCK_ACQUIRE = LuaScript.load("lock_acquire", ("lock", "meta"), ("token", "ttl_ms", "thread_ttl_ms"))
 LOCK_RENEW = LuaScript.load("lock_renew", ("lock",), ("token", "ttl_ms"))
 LOCK_RELEASE = LuaScript.load("lock_release", ("lock",), ("token",))
-KNOWN_SEEN = LuaScript.load("known_seen", ("write_through",), ("count",))
-KNOWN_COMPLETE = LuaScript.load("known_complete", ("known", "epoch", "write_through"), ("token",))
+# KEYS: the run id key, then generation keys (variadic: hotwatch.py builds the call)
+SERVER_CHECK = LuaScript.load("server_check", (), ())
 WORKER_HEARTBEAT = LuaScript.load("worker_heartbeat", ("workers",), ("worker", "lease_ms"))

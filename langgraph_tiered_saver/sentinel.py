@@ -11,7 +11,7 @@ over silently; the process then adopts the current token.
 
 The same first call checks `maxmemory-policy`: under an `allkeys-*` policy Redis may evict a
 thread that is not flushed yet (its keys keep no TTL until then, so `volatile-*` policies and
-`noeviction` never do), or a tenant's thread registry (then known.py does not rely on it).
+`noeviction` never do).
 """
 
 from __future__ import annotations

@@ -70,9 +70,7 @@ def test_every_script_and_transaction_touches_one_slot(
         saver.prune([cfg["configurable"]["thread_id"]])
         with saver.thread_lock(thread_config("slots-locked")):
             pass
-        known = saver.core.hot.known
-        saver.run_op(known.poll_op())
-        saver.run_op(known.rebuild_op(TEST_TENANT))
+        saver.run_op(saver.core.hot.watch.check_op())
         saver.delete_thread("slots-copy")
         saver.get_tuple(thread_config("slots-never-written"))
     scripts = transactions = 0

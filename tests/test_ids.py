@@ -54,7 +54,7 @@ def test_two_different_ids_never_share_a_key(t1: str, th1: str, t2: str, th2: st
     shard = K.shard_of(t1, th1)
     tags = {cluster_tag(k) for k in K.thread_keys("p", t1, th1)} | {cluster_tag(K.lock_key("p", t1, th1))}
     tags |= {cluster_tag(k) for k in (K.tenant_threads_key("p", t1, shard), K.dirty_key("p", shard))}
-    tags |= {cluster_tag(k) for k in (K.known_key("p", t1, shard), K.epoch_key("p", shard))}
+    tags |= {cluster_tag(k) for k in (K.generation_key("p", shard), K.server_key("p", shard), K.epoch_key("p", shard))}
     assert tags == {f"s{shard:04d}"}  # one slot with its shard's indexes, and nothing forged
 
 

@@ -36,8 +36,8 @@ BAD_OPTIONS = [
     ("flush_policy", {"quiet_seconds": 1}),
     ("pool_options", {"redis_max_connections": 3}),
     ("tenant_id", ""),
-    ("registry_poll_seconds", 0),
-    ("registry_poll_seconds", "2"),
+    ("redis_check_seconds", 0),
+    ("redis_check_seconds", "2"),
 ]
 
 

@@ -26,6 +26,7 @@ from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import PgCall, RedisCall
 from langgraph_tiered_saver.breaker import PgBreaker
 from langgraph_tiered_saver.codec import encode_typed
+from langgraph_tiered_saver.core import ListQuery
 from langgraph_tiered_saver.errors import (
     DatabaseMissingError,
     PostgresAuthError,
@@ -66,7 +67,8 @@ def saver_factory() -> Iterator[Any]:
         saver = TieredSaver(redis.Redis(host="nowhere.invalid"), pg_pool=pool, tenant_id=TENANT,
                             background_flush=False, blob_store=None, **options)  # fmt: skip
         saver.core.hot.epoch.value = "epoch-1"  # as after the process' first write
-        saver.core.hot.known._warden = None  # no background polls: trust is set by the test
+        saver.core.hot.watch._loop = None  # no background checks
+        saver.core.hot.watch._checked = True  # as after the process' first read
         made.append(saver)
         return saver
 
@@ -90,7 +92,6 @@ def test_put_falls_back_to_postgres_when_redis_is_down(saver_factory: Any) -> No
     driver = ScriptedDriver([
         Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
         Expect(PgCall, reply=[1, 1, 1], check=lambda c: c.tenant_id == TENANT, describe="write-through"),
-        Expect(PgCall, reply=[[(1,)]], check=lambda c: "nextval" in c.statements[0].sql, describe="counted"),
     ])  # fmt: skip
     config = driver.run(_put_op(saver))
     assert config["configurable"]["thread_id"] == THREAD
@@ -105,156 +106,58 @@ def test_put_raises_when_redis_is_down_and_fallback_is_off(saver_factory: Any) -
     assert not any(isinstance(r, PgCall) for r in driver.seen)  # never a silent Postgres write
 
 
-def test_a_new_thread_read_answers_from_redis_when_postgres_is_down(saver_factory: Any) -> None:
-    saver = saver_factory()
-    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"untrusted", []]]), Expect(PgCall, error=PG_DOWN)])
-    assert driver.run(saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None)) is None
-    assert saver.metrics.counter("postgres_read_errors") == 1
-
-
-def _trusting(saver: Any) -> Any:
-    """As after a successful poll of the write-through count under a safe eviction policy."""
-    known = saver.core.hot.known
-    known.epoch.policy_safe = True
-    known._fresh_until = float("inf")
-    return known
-
-
 def _get_latest(saver: Any) -> Any:
     return saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None)
 
 
-def _trust_arg(request: Any) -> str:
-    command = request.commands[0]
-    return str(command[3 + int(command[2]) + scripts.GET.argv.index("trust")])
-
-
-def test_a_new_thread_read_asks_postgres_nothing_when_the_registry_knows(saver_factory: Any) -> None:
+def test_a_failed_postgres_read_raises_never_answers_no_thread(saver_factory: Any) -> None:
     saver = saver_factory()
-    _trusting(saver)
-    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"new", []]], check=lambda r: _trust_arg(r) == "1")])
-    assert driver.run(_get_latest(saver)) is None  # the script holds no PgCall: none was made
-    assert saver.metrics.counter("read_misses_new") == 1
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, error=PG_DOWN)])
+    with pytest.raises(TierUnavailableError, match="postgres"):
+        driver.run(_get_latest(saver))
+    assert saver.metrics.counter("postgres_read_errors") == 1
 
 
-@pytest.mark.parametrize("status", [b"cold", b"incomplete", b"evicted", b"untrusted"])
-def test_a_miss_the_registry_cannot_vouch_for_asks_postgres(saver_factory: Any, status: bytes) -> None:
+@pytest.mark.parametrize("status", [b"miss", b"evicted"])
+def test_a_miss_is_answered_by_postgres(saver_factory: Any, status: bytes) -> None:
     saver = saver_factory()
-    known = _trusting(saver)
     driver = ScriptedDriver([Expect(RedisCall, reply=[[status, []]]), Expect(PgCall, reply=[[]], describe="lookup")])
+    assert driver.run(_get_latest(saver)) is None  # Postgres, which knows, says there is none
+    assert saver.metrics.counter("read_misses") == 1
+
+
+def test_a_failed_postgres_read_fails_a_list(saver_factory: Any) -> None:
+    saver = saver_factory()
+    ref = saver._ref({"configurable": {"thread_id": THREAD}})
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[[]], check=_is("ZRANGE"), describe="members"), Expect(PgCall, error=PG_DOWN),
+    ])  # fmt: skip
+    with pytest.raises(TierUnavailableError, match="postgres"):
+        driver.run(saver.core.list_op(ListQuery(ref, TENANT, True, None, None, None)))
+
+
+def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) -> None:
+    saver = saver_factory()
+    saver.core.hot.watch._checked = False  # a new process
+    check = lambda r: commands_of(r) == ["EVALSHA:server_check"] and int(r.commands[0][2]) == 1 + K.SHARDS  # noqa: E731
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[1], check=check, describe="server check"),
+        Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, reply=[[]]),
+    ])  # fmt: skip
     assert driver.run(_get_latest(saver)) is None
-    assert saver.metrics.counter(f"read_misses_{status.decode()}") == 1
-    wanted = status in (b"incomplete", b"untrusted")  # a rebuild is due, or may be
-    assert known.take_wanted() == ([TENANT] if wanted else [])
+    assert saver.metrics.counter("redis_server_changes") == 1
+    ScriptedDriver([Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, reply=[[]])]).run(_get_latest(saver))
 
 
-@pytest.mark.parametrize(("policy_safe", "fresh"), [(True, False), (False, True), (None, True)])
-def test_the_registry_is_not_trusted_without_a_recent_poll_and_a_safe_policy(
-    saver_factory: Any, policy_safe: bool | None, fresh: bool
-) -> None:
+def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_factory: Any) -> None:
     saver = saver_factory()
-    known = _trusting(saver)
-    known.epoch.policy_safe = policy_safe
-    known._fresh_until = float("inf") if fresh else 0.0
+    saver._sync.on_scripts_lost()  # what the driver calls on NOSCRIPT
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[[b"untrusted", []]], check=lambda r: _trust_arg(r) == "0"),
-        Expect(PgCall, reply=[[]], describe="lookup"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:server_check")),
+        Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, reply=[[]]),
     ])  # fmt: skip
-    assert driver.run(_get_latest(saver)) is None
-
-
-def test_a_poll_carries_the_write_through_count_into_redis_and_grants_trust(saver_factory: Any) -> None:
-    saver = saver_factory()
-    known = saver.core.hot.known
-    known.epoch.policy_safe = True
-    assert not known.trusted()
-    driver = ScriptedDriver([
-        Expect(PgCall, reply=[[(7, True)]], check=lambda c: "last_value" in c.statements[0].sql),
-        Expect(RedisCall, reply=[1] * K.SHARDS, describe="every shard's copy",
-               check=lambda r: commands_of(r) == ["EVALSHA:known_seen"] * K.SHARDS and r.commands[0][-1] == 7),
-    ])  # fmt: skip
-    driver.run(known.poll_op())
-    assert known.trusted()
-    assert saver.metrics.counter("write_throughs_seen") == 1
-    # the same count again: no Redis round trip (only a changed count is copied to the shards)
-    ScriptedDriver([Expect(PgCall, reply=[[(7, True)]])]).run(known.poll_op())
-    assert saver.metrics.counter("write_throughs_seen") == 1
-
-
-def test_a_poll_begun_before_a_write_through_of_this_process_grants_no_trust(saver_factory: Any) -> None:
-    """The count this poll reads may predate the write-through: only a later poll trusts."""
-    saver = saver_factory()
-    known = saver.core.hot.known
-    known.epoch.policy_safe = True
-    ScriptedDriver([Expect(PgCall, reply=[[(7, True)]]), Expect(RedisCall, reply=[1] * K.SHARDS)]).run(known.poll_op())
-    assert known.trusted()
-
-    def write_through_meanwhile(call: Any) -> bool:
-        known.wrote_through()
-        return True
-
-    ScriptedDriver([Expect(PgCall, reply=[[(7, True)]], check=write_through_meanwhile)]).run(known.poll_op())
-    assert not known.trusted()
-    ScriptedDriver([Expect(PgCall, reply=[[(8, True)]]), Expect(RedisCall, reply=[1] * K.SHARDS)]).run(known.poll_op())
-    assert known.trusted()
-
-
-def test_a_failed_poll_grants_no_trust(saver_factory: Any) -> None:
-    saver = saver_factory()
-    known = saver.core.hot.known
-    known.epoch.policy_safe = True
-    with pytest.raises(TierUnavailableError):
-        ScriptedDriver([Expect(PgCall, error=PG_DOWN)]).run(known.poll_op())
-    assert not known.trusted()
-
-
-def test_a_rebuild_copies_postgres_thread_ids_then_marks_the_registry_complete(saver_factory: Any) -> None:
-    saver = saver_factory()
-    known = saver.core.hot.known
-    page = [f"t{i:04d}" for i in range(2000)]
-    registries = {K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, t)) for t in page}
-    last = K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, "t9999"))
-    driver = ScriptedDriver([
-        Expect(RedisCall, reply=[b"epoch-1", b"3", b"epoch-1/2"] * K.SHARDS, check=_is(*["GET"] * 3 * K.SHARDS)),
-        Expect(PgCall, reply=[[(t,) for t in page]], check=lambda c: c.tenant_id == TENANT),
-        Expect(RedisCall, reply=[1] * len(registries), check=lambda r: {c[1] for c in r.commands} == registries
-               and all(c[0::2][:2] == ("ZADD", "NX") for c in r.commands)
-               and sum(len(c) - 3 for c in r.commands) == 4000),
-        Expect(PgCall, reply=[[("t9999",)]], check=lambda c: c.statements[0].params[1] == "t1999"),
-        Expect(RedisCall, reply=[1], check=lambda r: r.commands == (("ZADD", last, "NX", 0, "t9999"),)),
-        Expect(PgCall, reply=[[]]),
-        Expect(RedisCall, reply=[1] * K.SHARDS, check=lambda r: commands_of(r) == ["EVALSHA:known_complete"] * K.SHARDS
-               and all(c[-1] == "epoch-1/3" for c in r.commands)),
-    ])  # fmt: skip
-    assert driver.run(known.rebuild_op(TENANT)) is True
-    assert saver.metrics.counter("registry_rebuilds") == 1
-
-
-def test_a_rebuild_does_not_mark_when_the_token_moved_or_redis_has_no_epoch(saver_factory: Any) -> None:
-    known = saver_factory().core.hot.known
-    moved = ScriptedDriver([
-        Expect(RedisCall, reply=[b"epoch-1", None, None] * K.SHARDS), Expect(PgCall, reply=[[]]),
-        Expect(RedisCall, reply=[1] * (K.SHARDS - 1) + [0], check=lambda r: r.commands[0][-1] == "epoch-1/0"),
-    ])  # fmt: skip
-    assert moved.run(known.rebuild_op(TENANT)) is False
-    no_epoch = ScriptedDriver([Expect(RedisCall, reply=[None, None, None] * K.SHARDS)])
-    assert no_epoch.run(known.rebuild_op(TENANT)) is False
-    complete = ScriptedDriver([Expect(RedisCall, reply=[b"epoch-1", b"2", b"epoch-1/2"] * K.SHARDS)])
-    assert complete.run(known.rebuild_op(TENANT)) is True  # marked already: no scan
-
-
-def test_a_write_through_that_cannot_be_counted_is_logged_and_still_written(
-    saver_factory: Any, caplog: pytest.LogCaptureFixture
-) -> None:
-    saver = saver_factory(on_redis_error="fallback")
-    driver = ScriptedDriver([
-        Expect(RedisCall, error=REDIS_DOWN), Expect(PgCall, reply=[1, 1, 1], describe="write-through"),
-        Expect(PgCall, error=PostgresError("relation does not exist", sqlstate="42P01")),
-    ])  # fmt: skip
-    driver.run(_put_op(saver))
-    assert saver.metrics.counter("write_through_rows") == 2
-    assert saver.metrics.counter("known_threads_errors") == 1
-    assert "could not count a write-through" in caplog.text
+    driver.run(_get_latest(saver))
+    assert saver.metrics.counter("redis_server_changes") == 0  # same server: nothing moved
 
 
 def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory: Any) -> None:
@@ -275,7 +178,7 @@ def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory:
 
 def test_a_missing_schema_is_not_masked_by_the_fallback(saver_factory: Any) -> None:
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[[b"untrusted", []]]), Expect(PgCall, error=SchemaMissingError("no tables")),
+        Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, error=SchemaMissingError("no tables")),
     ])  # fmt: skip
     with pytest.raises(SchemaMissingError):
         saver = saver_factory()
@@ -346,7 +249,7 @@ def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) 
 
 
 def test_waiting_for_a_checkpoint_put_times_out() -> None:
-    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None, known=None)
+    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None, watch=None)
     ref = ThreadRef(TENANT, THREAD, "", "cp-1")
     driver = ScriptedDriver([Expect(RedisCall, reply=[0], check=_is("HEXISTS")) for _ in range(5)])
     assert driver.run(hot.await_checkpoint_op(ref, timeout=0.01)) is False
@@ -384,11 +287,11 @@ def test_a_write_that_sees_another_epoch_reports_the_loss_once(
 ) -> None:
     saver = saver_factory()
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[0], check=_is("EVALSHA:put"), describe="put: Redis holds no epoch-1"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:write"), describe="put: Redis holds no epoch-1"),
         Expect(RedisCall, reply=[None, b"epoch-2"], check=_is("SET", "GET"), describe="adopt the current epoch"),
         _copy_epoch("epoch-2"),
     ])  # fmt: skip
-    next_put = ScriptedDriver([Expect(RedisCall, reply=[1], check=_is("EVALSHA:put"), describe="same epoch now")])
+    next_put = ScriptedDriver([Expect(RedisCall, reply=[1], check=_is("EVALSHA:write"), describe="same epoch now")])
     with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver"):
         driver.run(_put_op(saver))
         next_put.run(_put_op(saver))
@@ -412,7 +315,7 @@ def test_the_first_write_learns_the_epoch_and_checks_the_eviction_policy(
         Expect(RedisCall, reply=[True, b"epoch-1"], check=_is("SET", "GET"), describe="set the epoch if new"),
         _copy_epoch("epoch-1"),
         config_reply,
-        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:put")(c) and "epoch-1" in c.commands[0]),
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:write")(c) and "epoch-1" in c.commands[0]),
     ])  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="langgraph_tiered_saver"):
         driver.run(_put_op(saver))

@@ -16,8 +16,8 @@ Three parts, all in this process (the proxies run in a child process):
    saver, after one warm-up run (connections open): Redis and Postgres round trips and Postgres
    transactions per run, per superstep (= per checkpoint `put` LangGraph makes in the run,
    counted on an `InMemorySaver`), and per micro call. The TieredSaver is counted with its
-   background flusher off and its registry poll (known.py: one small Postgres transaction per
-   process every `registry_poll_seconds`, 2 s by default) done before counting, so every round
+   background flusher off and its check of the Redis server (hotwatch.py, one small script every
+   `redis_check_seconds`) done before counting, so every round
    trip seen is on the caller's path; what the
    write-behind flush then costs is counted separately (one `flush()` after the runs).
 """
@@ -137,9 +137,8 @@ def _case(s: Subject) -> CaseGraph:
     return s.cache["case"]  # type: ignore[no-any-return]
 
 
-# Runs rotate over this many tenants: a new thread per run, in tenants seen before (steady
-# state). A tenant's very first thread costs the TieredSaver one Postgres lookup while its thread
-# registry is rebuilt (known.py); with a tenant per run that one-off cost would be every run's.
+# Runs rotate over this many tenants: a new thread per run (its first read asks Postgres, as on
+# every saver with Postgres), in tenants seen before.
 RTT_TENANTS = 10
 
 

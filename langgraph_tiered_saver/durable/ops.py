@@ -267,23 +267,3 @@ def blob_digests_in_use_op(schema: str, tenant: str, digests: Sequence[str]) -> 
     )
     (rows,) = yield PgCall((statement,), tenant_id=tenant)
     return {row[0] for row in rows}
-
-
-def count_write_through_op(schema: str) -> Op[None]:
-    """Count a committed write-through (see sql.COUNT_WRITE_THROUGH and known.py)."""
-    yield PgCall((PgStatement(sql.render(sql.COUNT_WRITE_THROUGH, schema), fetch=True),))
-    return None
-
-
-def write_through_count_op(schema: str) -> Op[int]:
-    """How many write-throughs the deployment has counted (0 before the first)."""
-    (rows,) = yield PgCall((PgStatement(sql.render(sql.WRITE_THROUGH_COUNT, schema), fetch=True),))
-    last_value, is_called = rows[0]
-    return int(last_value) if is_called else 0
-
-
-def thread_ids_page_op(schema: str, tenant: str, after: str, limit: int) -> Op[list[str]]:
-    """Up to `limit` of the tenant's thread ids in Postgres, in order, after `after`."""
-    statement = PgStatement(sql.render(sql.THREAD_IDS_PAGE, schema), (tenant, after, limit), fetch=True)
-    (rows,) = yield PgCall((statement,), tenant_id=tenant)
-    return [str(row[0]) for row in rows]

@@ -19,8 +19,8 @@ ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # Names and password travel as transaction-local settings and are quoted by format(%I, %L)
 # server-side: CREATE ROLE / GRANT take no bind parameters. The role may use the tables and read
-# schema_migrations (so that its setup() call is a read-only version check) and count
-# write-throughs (known.py), nothing else.
+# schema_migrations (so that its setup() call is a read-only version check) and use the schema's
+# sequences, nothing else.
 CREATE_APP_ROLE = """
 DO $lts_role$
 DECLARE

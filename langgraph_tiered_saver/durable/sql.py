@@ -196,9 +196,8 @@ CREATE TABLE {s}.blob_chunks (
 ALTER TABLE {s}.blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 """ + _RLS.replace("{table}", "blob_chunks")
 
-# A counter of write-throughs (rows written to Postgres while Redis was down), no tenant data in
-# it: Redis' registry of known threads is trusted only while Redis has seen its current value
-# (known.py), so a thread that reached Postgres past Redis is never taken for a new one.
+# A counter of write-throughs, for a registry of known threads that Redis once kept; nothing reads
+# it since every Redis miss asks Postgres. Kept: a released migration is never edited.
 MIGRATION_3_WRITE_THROUGH_COUNTER = """
 CREATE SEQUENCE {s}.write_through_count;
 """
@@ -603,15 +602,3 @@ def blob_lock(schema: str, tenant_id: str, digest: str) -> tuple[int, int]:
     """(int4, int4) advisory-lock key of one tenant's blob (a key space of its own)."""
     return _int4(f"lts-blob:{check_schema(schema)}".encode()), _int4(f"{tenant_id}|{digest}".encode())
 
-# --- known threads (known.py) --------------------------------------------------------------------
-
-# Bumped after a write-through commits (nextval is not transactional: a rollback still counts,
-# which only costs a needless registry rebuild).
-COUNT_WRITE_THROUGH = "SELECT nextval('{s}.write_through_count')"
-WRITE_THROUGH_COUNT = "SELECT last_value, is_called FROM {s}.write_through_count"
-# One page of a tenant's thread ids (keyset pagination over the primary key).
-THREAD_IDS_PAGE = """
-SELECT DISTINCT thread_id FROM {s}.checkpoints
-WHERE tenant_id = %s AND thread_id > %s
-ORDER BY thread_id LIMIT %s
-"""

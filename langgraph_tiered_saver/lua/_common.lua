@@ -8,17 +8,36 @@ local function outbox(kind, name)
   return kind .. NUL .. name
 end
 
--- Refresh the TTL of every key of the thread, so the thread expires whole, never in part. A
--- thread with outbox entries (not yet in Postgres) does not expire at all: its keys lose their
--- TTL until the flush that empties the outbox gives it back (outbox_ack.lua). Unflushed data
--- is therefore never lost to expiry, and under a volatile-* eviction policy never evicted.
+-- Give every key of the thread its TTL, so the thread expires whole, never in part; `expiring`
+-- in meta records that they carry one. A thread with outbox entries (not yet in Postgres) does
+-- not expire at all: its keys lose their TTL until the flush that empties the outbox gives it
+-- back (outbox_ack.lua). Unflushed data is therefore never lost to expiry, and under a
+-- volatile-* eviction policy never evicted.
 local function touch(ttl)
   ttl = tonumber(ttl)
   if not ttl or ttl <= 0 then return end
   if redis.call("ZCARD", KEY.pend) > 0 then
     for _, name in ipairs(THREAD_KEYS) do redis.call("PERSIST", KEY[name]) end
+    redis.call("HDEL", KEY.meta, "expiring")
   else
     for _, name in ipairs(THREAD_KEYS) do redis.call("PEXPIRE", KEY[name], ttl) end
+    -- a thread without meta needs no mark: a write takes a missing meta for expiring
+    if redis.call("EXISTS", KEY.meta) == 1 then redis.call("HSET", KEY.meta, "expiring", "1") end
+  end
+end
+
+-- After a write: a thread with outbox entries keeps no TTL (see touch); the PERSISTs run only
+-- when its keys had one (`expiring`, or no meta: a new thread, or one whose meta expired or was
+-- evicted), i.e. on the first write after a flush emptied the outbox.
+-- Without a durable tier every write refreshes the TTL of every key.
+local function keep_written(track, expiring, ttl)
+  if track then
+    if expiring then
+      for _, name in ipairs(THREAD_KEYS) do redis.call("PERSIST", KEY[name]) end
+      redis.call("HDEL", KEY.meta, "expiring")
+    end
+  else
+    touch(ttl)
   end
 end
 
@@ -57,41 +76,30 @@ local function check_fence(token)
   return nil
 end
 
--- The token under which a tenant's registry counts as complete (known.py): Redis' epoch and the
--- write-through count it has seen. nil while Redis holds no epoch (it lost data, nobody wrote).
-local function known_token()
-  local epoch = redis.call("GET", KEY.epoch)
-  if not epoch then return nil end
-  return epoch .. "/" .. (redis.call("GET", KEY.write_through) or "0")
-end
-
--- The thread's status when Redis holds none of what was asked (get.lua, known.py): "new" when
--- no tier can hold it (born in Redis, or absent from a complete registry), "cold" when Postgres
--- may (registered), "incomplete" when the registry is not known to be complete, "untrusted"
--- when the process may not rely on it (ARG.trust).
-local function miss_status()
-  if ARG.trust ~= "1" then return "untrusted" end
-  local token = known_token()
-  if not token then return "incomplete" end
-  if redis.call("HGET", KEY.meta, "born") == token and redis.call("EXISTS", KEY.idx) == 1 then
-    return "new"
+-- Take the thread's run lock for `token` (or find it ours already): the fencing token, or false
+-- when another holder has it. The fencing token only grows: it is at least the current time in
+-- microseconds, so it stays monotonic even if the meta hash expired with an idle thread.
+local function take_lock(token, ttl_ms, thread_ttl_ms)
+  if not redis.call("SET", KEY.lock, token, "NX", "PX", ttl_ms) then
+    if redis.call("GET", KEY.lock) ~= token then return false end
+    return redis.call("HGET", KEY.meta, "fence")
   end
-  if redis.call("ZSCORE", KEY.registry, ARG.thread_id) then return "cold" end
-  if redis.call("GET", KEY.known) == token then return "new" end
-  return "incomplete"
+  local now = redis.call("TIME")
+  local floor = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local current = tonumber(redis.call("HGET", KEY.meta, "fence") or "0")
+  local fence = string.format("%.0f", math.max(current + 1, floor))
+  local persistent = redis.call("PTTL", KEY.meta) == -1  -- a thread with unflushed data keeps no TTL
+  redis.call("HSET", KEY.meta, "fence", fence)
+  if not persistent then
+    redis.call("PEXPIRE", KEY.meta, math.max(tonumber(thread_ttl_ms), tonumber(ttl_ms)))
+    redis.call("HSET", KEY.meta, "expiring", "1")
+  end
+  return fence
 end
 
--- Record the thread in its tenant's registry and (durable tier on) in the outbox index, in the
--- same script as the data (scripts with KEY.registry and KEY.dirty, ARG.now_ms ...). A thread
--- first written while its tenant's registry is complete is "born" in Redis: Redis holds all of
--- it, so a miss in it needs no Postgres lookup either. Call it before touch() (meta's TTL).
+-- Record the thread in its tenant's registry (a tenant's thread list) and, durable tier on, in
+-- the outbox index the flushers poll.
 local function mark_thread(track)
-  if ARG.trust == "1" and not redis.call("ZSCORE", KEY.registry, ARG.thread_id) then
-    local token = known_token()
-    if token and redis.call("GET", KEY.known) == token then
-      redis.call("HSET", KEY.meta, "born", token)
-    end
-  end
   redis.call("ZADD", KEY.registry, ARG.now_ms, ARG.thread_id)
   if track then redis.call("ZADD", KEY.dirty, ARG.now_ms, ARG.dirty_member) end
 end
@@ -99,6 +107,22 @@ end
 -- 1 when Redis still holds the epoch the writer knows, 0 when it lost data since (sentinel.py).
 local function same_epoch()
   return redis.call("GET", KEY.epoch) == ARG.epoch and 1 or 0
+end
+
+-- nil when the thread's copy was checked against Postgres since the shard's generation last
+-- moved (server_check.lua), else the generation to check it under. A shard whose generation
+-- never moved needs no check.
+local function unverified()
+  local generation = redis.call("GET", KEY.vgen)
+  if not generation or redis.call("HGET", KEY.meta, "vg") == generation then return nil end
+  return generation
+end
+
+-- A thread first written now holds only what its writer wrote: verified under the shard's
+-- current generation, so its reads need no check (get.lua).
+local function born_verified()
+  local generation = redis.call("GET", KEY.vgen)
+  if generation then redis.call("HSET", KEY.meta, "vg", generation) end
 end
 
 local function split(s, sep)

@@ -1,7 +1,17 @@
 -- Fetch checkpoints with their blob values and writes in one round trip.
 -- ARG.refresh_ttl_ms: 0 = no refresh. ARG.mode "latest": REST is the namespace; "ids": REST
--- are the checkpoint members. Returns {status, entries}: status "hit", or when nothing was
--- found whether Postgres may hold it (miss_status; "evicted": Redis lost part of it).
+-- are the checkpoint members. Returns {status, entries, generation, fence}: "hit"; "unverified"
+-- (with the shard's generation) when Redis may
+-- have come back from an older copy since the thread was last checked (verify.lua: Postgres
+-- decides); "evicted" when Redis lost part of what was asked; "miss" when it holds none of it.
+-- ARG.lock_token "": a plain read; else the read starts a graph run, which takes the thread's run
+-- lock first (take_lock): {"locked", {}} when another holder has it, else the reply ends with
+-- the fencing token.
+local fence = ""
+if ARG.lock_token ~= "" then
+  fence = take_lock(ARG.lock_token, ARG.lock_ttl_ms, ARG.thread_ttl_ms)
+  if not fence then return {"locked", {}, "", ""} end
+end
 local out = {}
 local evicted = false  -- indexed but gone: eviction took part of the thread
 if ARG.mode == "latest" then
@@ -21,6 +31,8 @@ else
     end
   end
 end
-if #out == 0 then return {evicted and "evicted" or miss_status(), out} end
+if #out == 0 then return {evicted and "evicted" or "miss", out, "", fence} end
 touch(ARG.refresh_ttl_ms)
-return {"hit", out}
+local generation = unverified()
+if generation then return {"unverified", out, generation, fence} end
+return {"hit", out, "", fence}

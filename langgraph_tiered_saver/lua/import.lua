@@ -4,6 +4,7 @@
 --   "bl", n, (field, value) * n
 --   "wr", n, (field, record) * n
 local mark = ARG.mark_pending == "1"
+local fresh = redis.call("EXISTS", KEY.meta) == 0
 local i = REST
 local pend = {}
 while i <= #ARGV do
@@ -32,5 +33,7 @@ while i <= #ARGV do
   end
 end
 if #pend > 0 then add_to_outbox(pend) end
+-- re-warmed from Postgres into a thread Redis did not hold: as new as Postgres by definition
+if fresh and not mark then born_verified() end
 touch(ARG.ttl_ms)
 return 1

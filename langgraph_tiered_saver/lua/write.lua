@@ -1,0 +1,65 @@
+-- One write of a thread, one round trip: the pending writes of a step's tasks and/or the
+-- checkpoint that closes the step (ARG.member "" when there is none), with everything they need
+-- in Redis: outbox entries (ARG.track "1": durable tier on), the tenant registry and outbox
+-- index, the thread's TTL. Returns 1, or 0 when Redis no longer holds the epoch the writer knows
+-- (it lost data since: sentinel.py). A run lock the writer holds is renewed or released here.
+-- REST: ARG.writes triples (write field, record, overwrite "1"/"0"), then (blob field, value)
+-- pairs of the checkpoint's changed channel values.
+-- Regular writes (idx >= 0) are never overwritten; special writes (ERROR, INTERRUPT, ... with a
+-- negative idx) replace an earlier one, as LangGraph expects.
+local err = check_fence(ARG.fence)
+if err then return redis.error_reply(err) end
+local track = ARG.track == "1"
+local fresh = redis.call("EXISTS", KEY.meta) == 0  -- a new thread (or one whose meta went)
+local expiring = track and (fresh or redis.call("HGET", KEY.meta, "expiring"))
+local pend = {}
+local last_write = REST + 3 * tonumber(ARG.writes) - 1
+if last_write >= REST then
+  local index = {}
+  for i = REST, last_write, 3 do
+    local field = ARGV[i]
+    local stored
+    if ARGV[i + 2] == "1" then
+      redis.call("HSET", KEY.wr, field, ARGV[i + 1])
+      stored = 1
+    else
+      stored = redis.call("HSETNX", KEY.wr, field, ARGV[i + 1])
+    end
+    if stored == 1 then
+      index[#index + 1] = field
+      pend[#pend + 1] = outbox(OUTBOX.write, field)
+    end
+  end
+  if #index > 0 then zadd_lex(KEY.wi, index) end
+end
+local member = ARG.member
+if member ~= "" then
+  redis.call("ZADD", KEY.idx, 0, member)
+  redis.call("HSET", KEY.ck, member, ARG.record)
+  redis.call("HSET", KEY.cv, member, ARG.refs)
+  if ARG.run_id ~= "" then redis.call("ZADD", KEY.runs, 0, ARG.run_id .. NUL .. member) end
+  pend[#pend + 1] = outbox(OUTBOX.checkpoint, member)
+  if last_write + 1 <= #ARGV then
+    local blob_args = {}
+    for i = last_write + 1, #ARGV, 2 do
+      blob_args[#blob_args + 1] = ARGV[i]
+      blob_args[#blob_args + 1] = ARGV[i + 1]
+      pend[#pend + 1] = outbox(OUTBOX.blob, ARGV[i])
+    end
+    redis.call("HSET", KEY.bl, unpack(blob_args))
+  end
+end
+if fresh then born_verified() end
+if track then add_to_outbox(pend) end
+mark_thread(track)
+keep_written(track, expiring, ARG.ttl_ms)
+-- The writer's run lock (ARG.fence: it holds the newest one): each write keeps it, and the write
+-- that ends the run (ARG.release "1") lets it go, in the same round trip.
+if ARG.fence ~= "" and redis.call("HGET", KEY.meta, "fence") == ARG.fence then
+  if ARG.release == "1" then
+    redis.call("DEL", KEY.lock)
+  elseif tonumber(ARG.lock_ttl_ms) > 0 then
+    redis.call("PEXPIRE", KEY.lock, ARG.lock_ttl_ms)
+  end
+end
+return same_epoch()
