@@ -123,17 +123,8 @@ def import_thread_op(
             entries.update((K.outbox_entry("write", f), r.pack()) for f, r in records)
     if not entries:
         return None
-    # Postgres is about to hold a thread Redis never saw: no reader may take it for a new one.
-    # Told like a write-through (known.py), before and after the commit, where the saver keeps
-    # a registry of known threads.
-    known = getattr(core.hot, "known", None)
-    if known is not None:
-        known.wrote_through()
     batch = core.flush.build_batch(tenant, thread, list(entries), list(entries.values()))
     yield from pg.upsert_batch_op(core.schema, [batch])
-    yield from pg.count_write_through_op(core.schema)
-    if known is not None:
-        known.wrote_through()
     return None
 
 
