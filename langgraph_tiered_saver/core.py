@@ -42,6 +42,7 @@ from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .history import PruneReport, latest_per_namespace, prune_thread_op
 from .hot import Fetched, HotOps, WriteLock
+from .hot_tier import claim_op
 from .hotwatch import HotWatch
 from .ids import ThreadRef, check_thread
 from .legacy import LegacyReads
@@ -242,11 +243,12 @@ class Core:
 
     # ------------------------------------------------------------------ checkpoint calls
 
-    def setup_op(self, partitions: int | None = None) -> Op[None]:
+    def setup_op(self, partitions: int | None = None, replace_hot_tier: bool = False) -> Op[None]:
         if not self.durable:
             return None
         yield from legacy_check_op(self.hot.prefix)  # unflushed threads of key schema v1?
         yield from setup_op(self.schema, partitions)
+        yield from claim_op(self.schema, self.hot.prefix, replace=replace_hot_tier)
         role = yield from check_role_op()
         if role.superuser or role.bypass_rls:
             logger.warning(

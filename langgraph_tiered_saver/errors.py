@@ -95,6 +95,11 @@ class HotDurabilityError(TieredSaverError):
     (fsynced to the AOF, or copied to a replica) within `hot_durability_timeout`."""
 
 
+class HotTierConflictError(ConfigError):
+    """The Postgres schema is fed by another hot tier (another Redis key prefix): two hot tiers
+    over one schema would each answer for their own copies of a thread and fork it."""
+
+
 class LegacyKeysError(ConfigError):
     """Redis holds unflushed data under the key schema of an older version (v1, before Redis
     Cluster support): this version would not see it. Drain it with the old version, or move the

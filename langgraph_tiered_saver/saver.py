@@ -195,12 +195,14 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     async def arelease_run_lock(self, config: RunnableConfig) -> None:
         await self.arun_op(self.core.release_run_lock_op(self._ref(config)))
 
-    def setup(self, *, partitions: int | None = None) -> None:
-        """Apply the Postgres migrations (idempotent, concurrent-safe); `partitions`: durable.migrations."""
-        self.run_op(self.core.setup_op(partitions))
+    def setup(self, *, partitions: int | None = None, replace_hot_tier: bool = False) -> None:
+        """Apply the Postgres migrations (idempotent, concurrent-safe; `partitions`: see
+        durable.migrations) and claim the schema for this saver's hot tier (hot_tier.py):
+        `HotTierConflictError` when another key prefix feeds it, unless `replace_hot_tier`."""
+        self.run_op(self.core.setup_op(partitions, replace_hot_tier))
 
-    async def asetup(self, *, partitions: int | None = None) -> None:
-        await self.arun_op(self.core.setup_op(partitions))
+    async def asetup(self, *, partitions: int | None = None, replace_hot_tier: bool = False) -> None:
+        await self.arun_op(self.core.setup_op(partitions, replace_hot_tier))
 
     # ------------------------------------------------------------------ BaseCheckpointSaver, sync
 

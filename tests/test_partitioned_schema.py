@@ -69,8 +69,8 @@ def env(postgres_url: str) -> Iterator[dict[str, Any]]:
     try:
         with ConnectionPool(admin_url, min_size=1, max_size=2, open=True) as admin_pool:
             admin = SyncDriver(None, admin_pool)
-            assert admin.run(setup_op(PLAIN)) == [1, 2, 3]
-            assert admin.run(setup_op(PARTITIONED, PARTITIONS)) == [1, 2, 3]
+            assert admin.run(setup_op(PLAIN)) == [1, 2, 3, 4]
+            assert admin.run(setup_op(PARTITIONED, PARTITIONS)) == [1, 2, 3, 4]
             for schema in (PLAIN, PARTITIONED):
                 admin.run(create_app_role_op(schema, role, login=True, password="pw-" + suffix))
                 admin.run(upsert_batch_op(schema, [_batch(t, f"thread-{n}") for t in TENANTS for n in range(THREADS)]))
@@ -337,7 +337,7 @@ def test_the_setup_command_takes_partitions(test_database_url: str, capsys: pyte
     schema = f"lts_cli_{uuid.uuid4().hex[:8]}"
     try:
         assert main(["--postgres-url", test_database_url, "--schema", schema, "setup", "--partitions", "3"]) == 0
-        assert '"applied_migrations": [\n    1,\n    2,\n    3\n  ]' in capsys.readouterr().out
+        assert '"applied_migrations": [\n    1,\n    2,\n    3,\n    4\n  ]' in capsys.readouterr().out
         assert main(["--postgres-url", test_database_url, "--schema", schema, "setup", "--partitions", "5"]) == 2
         assert "has 3 tenant partitions" in capsys.readouterr().err
         with psycopg.connect(test_database_url) as conn:

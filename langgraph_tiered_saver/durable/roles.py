@@ -46,6 +46,9 @@ BEGIN
     IF to_regclass(format('%I.write_through_count', s)) IS NOT NULL THEN
         EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %I.write_through_count TO %I', s, r);
     END IF;
+    IF to_regclass(format('%I.hot_tier', s)) IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.hot_tier TO %I', s, r);
+    END IF;
 END
 $lts_role$
 """

@@ -202,6 +202,23 @@ MIGRATION_3_WRITE_THROUGH_COUNTER = """
 CREATE SEQUENCE {s}.write_through_count;
 """
 
+# The hot tier (Redis key prefix) that feeds this schema: one row at most. Two hot tiers over one
+# schema each answer for their own copies and fork threads (hot_tier.py). Not tenant data: no
+# tenant column, no partitions (IF NOT EXISTS keeps it out of the partitioned layout's rewrite).
+MIGRATION_4_HOT_TIER = """
+CREATE TABLE IF NOT EXISTS {s}.hot_tier (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    key_prefix text NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+CLAIM_HOT_TIER = """
+INSERT INTO {s}.hot_tier (key_prefix) VALUES (%(prefix)s)
+ON CONFLICT (one) DO UPDATE SET key_prefix = excluded.key_prefix, claimed_at = now()
+WHERE %(replace)s AND {s}.hot_tier.key_prefix <> excluded.key_prefix
+"""
+HOT_TIER_OWNER = "SELECT key_prefix FROM {s}.hot_tier"
+
 # --- partitioned layout (migrations.py) ----------------------------------------------------------
 # A schema set up with `partitions=N` gets every tenant table hash-partitioned by tenant_id: the
 # same migrations, each CREATE TABLE followed by its N partitions, and row-level security
