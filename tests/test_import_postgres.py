@@ -18,7 +18,7 @@ from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver.errors import ConfigError, PostgresConfigError
+from langgraph_tiered_saver.errors import ConfigError, PostgresConfigError, TenantMismatchError
 from langgraph_tiered_saver.importer import ReadThroughSaver, import_postgres_saver
 from tests.graphs import Flaky, build_graph, comparable, initial_input, resume
 from tests.helpers import TEST_TENANT
@@ -90,6 +90,8 @@ def test_imported_threads_read_and_resume_as_under_postgres_saver(
     assert (report.threads, report.tenants, report.last_thread) == (2, {TEST_TENANT: 2}, "old")
     assert seen == [(1, 2, "graph"), (2, 2, "old")]
     again = import_postgres_saver(durable_saver, test_database_url, source_schema=schema)
+    with pytest.raises(TenantMismatchError):  # a bound saver writes its own tenant's rows only
+        import_postgres_saver(durable_saver, test_database_url, source_schema=schema, tenant="someone-else")
     assert (again.threads, again.checkpoints) == (2, report.checkpoints)  # idempotent: same rows
 
     on_pg, on_tiered = build_graph(pg_saver), build_graph(durable_saver)

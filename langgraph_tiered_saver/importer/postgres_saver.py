@@ -21,7 +21,7 @@ from psycopg.rows import dict_row
 from .. import keys as K
 from .._io import Op
 from ..durable import ops as pg
-from ..errors import ConfigError, PostgresConfigError
+from ..errors import ConfigError, PostgresConfigError, TenantMismatchError
 from ..ids import ThreadRef, check_thread
 from ..stored import encode_refs
 from ..tenancy import check_tenant
@@ -75,6 +75,11 @@ def import_postgres_saver(
     mapping = {check_thread(t): check_tenant(v) for t, v in (tenant_map or {}).items()}
     if default is None and tenant_map is None:
         raise ConfigError("import-postgres: pass a tenant, a tenant map, or use a saver bound to a tenant")
+    bound = saver.tenant_id
+    owners = {t for t in (default, *mapping.values()) if t is not None}
+    others = sorted(owners - {bound}) if bound is not None else []
+    if others:  # a saver bound to one tenant never writes another's rows
+        raise TenantMismatchError(f"import-postgres: the saver is bound to tenant {bound!r}, not {others[0]!r}")
     report = ImportReport(dry_run=dry_run, source_schema=source_schema)
     with Source(source_url, source_schema) as source:
         ids = source.thread_ids(threads, after)
