@@ -175,6 +175,8 @@ def test_read_through_imports_a_thread_on_its_first_read(
         assert _state(on_tiered, _cfg("graph")) == _state(on_pg, _cfg("graph"))
         assert _history(on_tiered, _cfg("graph")) == _history(on_pg, _cfg("graph"))
         assert _history(build_graph(durable_saver), _cfg("graph")) == _history(on_pg, _cfg("graph"))  # imported
+        saver.copy_thread("old", "old-copy")  # a copy of a thread not imported yet imports it first
+        assert durable_saver.get_tuple(_cfg("old-copy")) is not None
         steps = old_history()
         assert [t.checkpoint for t in saver.list(_cfg("old"))] == [t.checkpoint for t in pg_saver.list(_cfg("old"))]
         assert reads(durable_saver, "old", steps) == reads(pg_saver, "old", steps)

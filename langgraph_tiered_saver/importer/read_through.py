@@ -135,6 +135,27 @@ class ReadThroughSaver(BaseCheckpointSaver[str]):
             self.source.delete(thread_id)
             self._settled.pop((tenant, thread_id), None)
 
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy a thread (imported first if it is still only in PostgresSaver's tables)."""
+        self._import({"configurable": {"thread_id": source_thread_id}})
+        self.saver.copy_thread(source_thread_id, target_thread_id)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await self._aimport({"configurable": {"thread_id": source_thread_id}})
+        await self.saver.acopy_thread(source_thread_id, target_thread_id)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        self.saver.delete_for_runs(run_ids)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await self.saver.adelete_for_runs(run_ids)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        self.saver.prune(thread_ids, strategy=strategy)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await self.saver.aprune(thread_ids, strategy=strategy)
+
     # ------------------------------------------------------------------ writes: TieredSaver's
 
     def put(
