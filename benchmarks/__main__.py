@@ -1,7 +1,9 @@
 """`python -m benchmarks [--quick|--full] [--only WORKLOAD ...] [--savers NAME ...] [--out DIR]`
 
 Runs every workload in one process, the savers interleaved, and writes `results.json`,
-`results.md` and plots to `--out`. Honours `REDIS_URL` and `DATABASE_URL`.
+`results.md` and plots to `--out`: by default `benchmarks/results/` (committed) for `--full`,
+`benchmarks/results-quick/` (ignored by git) for `--quick`, so a quick run never overwrites the
+published figures. Honours `REDIS_URL` and `DATABASE_URL`.
 """
 
 from __future__ import annotations
@@ -21,11 +23,18 @@ from .env import BenchEnv
 from .graph import build_case_graph
 from .machine import machine_info
 from .report import write
-from .savers import BASELINE_FLOOR, BASELINE_POSTGRES, SaverFactory, all_factories
+from .savers import (
+    BASELINE_FLOOR,
+    BASELINE_POSTGRES,
+    SaverFactory,
+    all_factories,
+    redis_stack_note,
+)
 from .stats import add_ratios
 from .workloads import FULL, QUICK, WORKLOADS, Context, Progress
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+QUICK_OUT = Path(__file__).resolve().parent / "results-quick"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -46,8 +55,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="NAME",
         help="run only savers whose name contains one of these (case-insensitive)",
     )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"output directory (default: {DEFAULT_OUT.name}/ for --full, {QUICK_OUT.name}/ otherwise)",
+    )
     return p.parse_args(argv)
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """`--out`, else the committed results for `--full` and an ignored folder for quick runs."""
+    return Path(args.out) if args.out else DEFAULT_OUT if args.full else QUICK_OUT
 
 
 def select(factories: list[SaverFactory], names: list[str] | None) -> list[SaverFactory]:
@@ -74,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         factories = select(all_factories(), args.savers)
         for f in factories:
             progress.line(f"{'probe':<28} {f.name:<40} {f.probe(env) or 'available'}")
+        stack_note = redis_stack_note(env)
         ctx = Context(env, profile, factories, progress)
         ctx.notes["graph"] = build_case_graph(InMemorySaver()).source
+        if stack_note:
+            ctx.notes["redis-stack"] = stack_note
         for name, run in WORKLOADS.items():
             if args.only and name not in args.only:
                 continue
@@ -93,8 +114,15 @@ def main(argv: list[str] | None = None) -> int:
         "notes": ctx.notes,
         "profile_settings": profile.__dict__,
     }
-    savers = [{"name": f.name, "status": f.unavailable or "available"} for f in factories]
-    for path in write(args.out, meta, savers, ctx.results):
+    savers = [
+        {
+            "name": f.name,
+            "status": f.unavailable or "available",
+            "conformance": ctx.conformance.get(f.name, {}).get("summary", "not run"),
+        }
+        for f in factories
+    ]
+    for path in write(output_dir(args), meta, savers, ctx.results, ctx.conformance):
         progress.line(f"wrote {path}")
     return 0
 

@@ -8,9 +8,11 @@ Everything the benchmark stores is namespaced by a random `run_id`:
   may not create databases, the database of `DATABASE_URL` itself is used with per-run schemas
   (dropped at the end) and the transaction counts are marked as shared with other sessions.
 * Redis: key prefixes `lts-bench-<run_id>-...` on the database of `REDIS_URL`
-  (default `redis://127.0.0.1:6379/0`). Libraries that cannot take a full key prefix use the
-  logical database `BENCH_REDIS_AUX_DB` (default 9), and thread ids that contain `run_id`.
-  Cleanup deletes those keys by pattern; nothing is ever flushed.
+  (default `redis://127.0.0.1:6379/0`). Cleanup deletes those keys by pattern; nothing is ever
+  flushed.
+* Private servers: a saver that needs a server of its own (langgraph-checkpoint-redis needs
+  redis-stack) starts it through `adopt`, registers its URL in `private_redis` under the saver's
+  slug, and cleanup stops it by PID and removes its directory.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -35,10 +38,8 @@ DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 KEY_PREFIX_ROOT = "lts-bench"
 
 
-def with_redis_db(url: str, db: int) -> str:
-    """`url` pointing at logical database `db`."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+class _Server(Protocol):
+    def close(self) -> None: ...
 
 
 def with_pg_dbname(url: str, dbname: str) -> str:
@@ -58,12 +59,13 @@ def slug(text: str) -> str:
 class BenchEnv:
     run_id: str
     redis_url: str
-    redis_aux_url: str
     admin_pg_url: str
     pg_url: str
     db_name: str
     dedicated_db: bool
     schemas: list[str] = field(default_factory=list)
+    private_redis: dict[str, str] = field(default_factory=dict)  # saver slug -> its own server
+    servers: list[_Server] = field(default_factory=list)
 
     # ------------------------------------------------------------------ names
 
@@ -88,6 +90,11 @@ class BenchEnv:
         """Connection string of the bench database with `search_path` set to `schema`."""
         return make_conninfo(self.pg_url, options=f"-c search_path={schema}")
 
+    def adopt(self, saver: str, server: _Server, url: str) -> None:
+        """Register `server` (already started) as `saver`'s own Redis; stopped at cleanup."""
+        self.servers.append(server)
+        self.private_redis[slug(saver)] = url
+
     # ------------------------------------------------------------- lifecycle
 
     @classmethod
@@ -96,7 +103,6 @@ class BenchEnv:
         run_id = secrets.token_hex(3)
         redis_url = os.environ.get("REDIS_URL") or DEFAULT_REDIS_URL
         admin_url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-        aux_db = int(os.environ.get("BENCH_REDIS_AUX_DB", "9"))
         db_name = f"lts_bench_{run_id}"
         dedicated = _try_create_database(admin_url, db_name)
         if not dedicated:
@@ -104,7 +110,6 @@ class BenchEnv:
         env = cls(
             run_id=run_id,
             redis_url=redis_url,
-            redis_aux_url=with_redis_db(redis_url, aux_db),
             admin_pg_url=admin_url,
             pg_url=with_pg_dbname(admin_url, db_name) if dedicated else admin_url,
             db_name=db_name,
@@ -116,11 +121,10 @@ class BenchEnv:
             env.cleanup()
 
     def cleanup(self) -> None:
-        for url, pattern in (
-            (self.redis_url, f"{KEY_PREFIX_ROOT}-{self.run_id}-*"),
-            (self.redis_aux_url, f"*{self.run_id}*"),
-        ):
-            delete_keys(url, pattern)
+        for server in reversed(self.servers):
+            server.close()
+        self.servers.clear()
+        delete_keys(self.redis_url, f"{KEY_PREFIX_ROOT}-{self.run_id}-*")
         if self.dedicated_db:
             _drop_database(self.admin_pg_url, self.db_name)
         else:

@@ -26,7 +26,10 @@ from langgraph.checkpoint.base import (
 from redis.typing import EncodableT, FieldT
 
 _LATEST = "latest"
-_GET_LATEST = "return redis.call('HGET', KEYS[1], redis.call('HGET', KEYS[1], 'latest'))"
+_GET_LATEST = (
+    "local latest = redis.call('HGET', KEYS[1], 'latest') "
+    "if not latest then return false end return redis.call('HGET', KEYS[1], latest)"
+)
 _TYPE_SEP = b"\x00"
 
 

@@ -20,6 +20,7 @@ PACKAGES = (
     "langgraph-checkpoint-postgres",
     "langgraph-checkpoint-plainredis",
     "langgraph-checkpoint-redis",
+    "langgraph-checkpoint-conformance",
     "langgraph-tiered-saver",
     "redis",
     "psycopg",

@@ -22,10 +22,19 @@ GROUP_TITLES = {
 
 
 def write(
-    out: Path, meta: dict[str, Any], savers: list[dict[str, str]], results: list[Result]
+    out: Path,
+    meta: dict[str, Any],
+    savers: list[dict[str, str]],
+    results: list[Result],
+    conformance: dict[str, dict[str, Any]] | None = None,
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"meta": meta, "savers": savers, "results": [r.to_json() for r in results]}
+    doc = {
+        "meta": meta,
+        "savers": savers,
+        "conformance": conformance or {},  # per saver: the suite's full report
+        "results": [r.to_json() for r in results],
+    }
     written = [
         _atomic_write(out / "results.json", json.dumps(doc, indent=1) + "\n"),
         _atomic_write(out / "results.md", markdown(meta, savers, results)),
@@ -78,8 +87,20 @@ def markdown(meta: dict[str, Any], savers: list[dict[str, str]], results: list[R
         "in the same row group (latency: above 1 is slower; throughput: above 1 is faster).",
     ]
     lines += [f"- Note: {v}" for k, v in meta["notes"].items() if k != "graph"]
-    lines += ["", "## Savers", "", "| saver | status |", "|---|---|"]
-    lines += [f"| {s['name']} | {s['status']} |" for s in savers]
+    lines += [
+        "",
+        "## Savers",
+        "",
+        "Conformance: the `langgraph-checkpoint-conformance` suite through the saver's async API "
+        "and its sync API (said once when both agree) — capabilities implemented (detected) and "
+        "fully passed, tests passed / run, and what failed or is not implemented.",
+        "",
+        "| saver | status | conformance |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {s['name']} | {s['status']} | {s.get('conformance', 'not run')} |" for s in savers
+    ]
     lines += ["", *summary_table(results)]
     for group, title in GROUP_TITLES.items():
         rows = [r for r in results if r.group == group]

@@ -9,6 +9,7 @@ up and tear it down), override the hooks it needs (`flush`, `config`, `redis_pat
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator, Iterator
 from contextlib import (
     AbstractAsyncContextManager,
@@ -25,6 +26,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from devtools.servers import ServerUnavailable
 
 from .env import BenchEnv, slug
 from .floor import RawRedisFloor
@@ -51,6 +54,7 @@ class SaverFactory:
 
     name: ClassVar[str]
     ops: ClassVar[frozenset[str]] = ALL_OPS
+    conformance: ClassVar[bool] = True  # False: not a checkpointer (the floor), suite not run
 
     unavailable: str | None = None  # set by `probe`
 
@@ -71,6 +75,14 @@ class SaverFactory:
     ) -> AbstractAsyncContextManager[Saver]:
         raise NotImplementedError
 
+    def open_conformance(self, env: BenchEnv, scope: str) -> AbstractAsyncContextManager[Saver]:
+        """The async saver the conformance suite checks (its configs carry only thread ids)."""
+        return self.open_async(env, scope)
+
+    def open_conformance_sync(self, env: BenchEnv, scope: str) -> AbstractContextManager[Saver]:
+        """The sync saver the conformance suite checks through its sync API."""
+        return self.open_sync(env, scope)
+
     def flush(self, saver: Saver) -> None:
         """Make everything written so far durable (write-behind savers drain here)."""
 
@@ -89,9 +101,14 @@ class SaverFactory:
         """Postgres schema holding the saver's tables in `scope`."""
         return None
 
+    def prepare(self, env: BenchEnv) -> None:
+        """Start what the saver needs beyond the shared servers (see `env.adopt`); raise if it
+        cannot be had."""
+
     def probe(self, env: BenchEnv) -> str | None:
-        """Open and set up once; remember and return why it failed, if it did."""
+        """Prepare, open and set up once; remember and return why it failed, if it did."""
         try:
+            self.prepare(env)
             with self.open_sync(env, "probe"):
                 pass
         except Exception as exc:
@@ -200,72 +217,152 @@ class PlainRedisFactory(SaverFactory):
 
 
 class RedisStackFactory(SaverFactory):
-    """`langgraph-checkpoint-redis` (needs RediSearch + RedisJSON), on the auxiliary Redis db.
+    """A `langgraph-checkpoint-redis` saver on a redis-stack server of its own.
 
-    Some of its keys (`write_keys_zset:...`) ignore the prefix, hence the separate logical db;
-    they contain the thread id, which contains the run id, so cleanup finds them.
+    The library needs RediSearch and RedisJSON, so each of its savers gets a private
+    redis-stack (devtools/redis_stack.py) started at probe time and stopped at cleanup: its
+    indexes and its prefix-less keys (`write_keys_zset:...`) then never meet another saver's.
+    The sync workloads use `sync_class`, the async ones `async_class`.
     """
 
-    name = "RedisSaver (langgraph-checkpoint-redis)"
+    sync_class: ClassVar[str]  # "module:Class", imported when opened
+    async_class: ClassVar[str]
 
-    def _prefixes(self, env: BenchEnv, scope: str) -> tuple[str, str]:
-        base = env.key_prefix("redisstack", scope)
+    def prepare(self, env: BenchEnv) -> None:
+        if self.slug in env.private_redis:
+            return
+        from devtools.redis_stack import PrivateRedisStack
+
+        try:
+            server = PrivateRedisStack(build=redis_stack_build())
+            server.start()
+        except ServerUnavailable as exc:
+            raise ServerUnavailable(f"redis-stack: {exc}") from exc
+        env.adopt(self.name, server, server.url)
+
+    def redis_url(self, env: BenchEnv) -> str:
+        try:
+            return env.private_redis[self.slug]
+        except KeyError:
+            raise ServerUnavailable(f"{self.name} has no redis-stack server (not prepared)") from None
+
+    def _prefixes(self, scope: str) -> tuple[str, str]:
+        base = f"{self.slug}-{slug(scope)}"
         return base + "_cp", base + "_wr"
 
     def redis_patterns(self, env: BenchEnv, scope: str) -> tuple[str, list[str]] | None:
-        base = env.key_prefix("redisstack", scope)
-        return env.redis_aux_url, [base + "_*", f"write_keys_zset:*{env.run_id}*"]
+        cp, wr = self._prefixes(scope)
+        # `write_keys_zset:<thread id>:...` ignores the prefixes; the storage workload names its
+        # thread after its scope (env.thread_id(scope)), so this pattern finds that thread's only
+        zsets = f"write_keys_zset:*{env.thread_id(slug(scope))}:*"
+        return self.redis_url(env), [cp + ":*", wr + ":*", zsets]
+
+    def _options(self, scope: str) -> dict[str, Any]:
+        cp, wr = self._prefixes(scope)
+        # the same TTL as every Redis saver here; this library counts it in minutes
+        ttl = {"default_ttl": HOT_TTL_SECONDS // 60}
+        return {"checkpoint_prefix": cp, "checkpoint_write_prefix": wr, "ttl": ttl}
 
     @contextmanager
     def open_sync(self, env: BenchEnv, scope: str, *, setup: bool = True) -> Iterator[Saver]:
-        from langgraph.checkpoint.redis import RedisSaver
-
-        cp, wr = self._prefixes(env, scope)
-        ttl = {"default_ttl": HOT_TTL_SECONDS // 60}  # minutes, in this library
-        with RedisSaver.from_conn_string(
-            env.redis_aux_url, checkpoint_prefix=cp, checkpoint_write_prefix=wr, ttl=ttl
-        ) as saver:
-            try:
-                if setup:
-                    saver.setup()
-                yield saver
-            finally:
-                _drop_search_indexes(env.redis_aux_url, env.run_id)
+        cls = _import(self.sync_class)
+        with cls.from_conn_string(self.redis_url(env), **self._options(scope)) as saver:
+            # always: setup() also builds the client-side key registry a put needs; creating
+            # the indexes again is a no-op (overwrite=False), like __aenter__ for the async one
+            saver.setup()
+            yield saver
 
     @asynccontextmanager
     async def open_async(
         self, env: BenchEnv, scope: str, *, setup: bool = True
     ) -> AsyncIterator[Saver]:
-        from langgraph.checkpoint.redis.aio import AsyncRedisSaver
+        cls = _import(self.async_class)
+        # its __aenter__ runs asetup(): indexes are created whatever `setup` says
+        async with cls.from_conn_string(self.redis_url(env), **self._options(scope)) as saver:
+            yield saver
 
-        cp, wr = self._prefixes(env, scope)
-        ttl = {"default_ttl": HOT_TTL_SECONDS // 60}
+
+    @asynccontextmanager
+    async def open_conformance(self, env: BenchEnv, scope: str) -> AsyncIterator[Saver]:
+        """With the library's default key prefixes, as most users run it: with custom ones,
+        ShallowRedisSaver's delete_thread misses its keys (4 more failures in 0.5.2). The
+        suite's thread ids are unique, so its capabilities may share the server's keyspace."""
+        cls = _import(self.async_class)
+        async with cls.from_conn_string(self.redis_url(env)) as saver:
+            yield saver
+
+    @contextmanager
+    def open_conformance_sync(self, env: BenchEnv, scope: str) -> Iterator[Saver]:
+        """Sync `open_conformance`."""
+        cls = _import(self.sync_class)
+        with cls.from_conn_string(self.redis_url(env)) as saver:
+            saver.setup()
+            yield saver
+
+
+class RedisSaverFactory(RedisStackFactory):
+    """`RedisSaver` / `AsyncRedisSaver`: the full checkpoint history, in RedisJSON documents."""
+
+    name = "RedisSaver"
+    sync_class = "langgraph.checkpoint.redis:RedisSaver"
+    async_class = "langgraph.checkpoint.redis.aio:AsyncRedisSaver"
+
+
+class ShallowRedisSaverFactory(RedisStackFactory):
+    """`ShallowRedisSaver` / `AsyncShallowRedisSaver`: only the latest checkpoint per thread."""
+
+    name = "ShallowRedisSaver"
+    ops = ALL_OPS - {"list"}  # it keeps one checkpoint per thread: no history to list
+    sync_class = "langgraph.checkpoint.redis.shallow:ShallowRedisSaver"
+    async_class = "langgraph.checkpoint.redis.ashallow:AsyncShallowRedisSaver"
+
+
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+_STACK_BUILD: list[Any] = []  # memo of redis_stack_build(): the build, or the error
+
+
+def redis_stack_build() -> Any:
+    """The cached redis-stack build, fetched once per process; the same error every later call."""
+    if not _STACK_BUILD:
+        from devtools.redis_stack import ensure_redis_stack
+
         try:
-            async with AsyncRedisSaver.from_conn_string(  # its __aenter__ runs asetup()
-                env.redis_aux_url, checkpoint_prefix=cp, checkpoint_write_prefix=wr, ttl=ttl
-            ) as saver:
-                yield saver
-        finally:
-            _drop_search_indexes(env.redis_aux_url, env.run_id)
+            _STACK_BUILD.append(ensure_redis_stack())
+        except ServerUnavailable as exc:
+            _STACK_BUILD.append(exc)
+    found = _STACK_BUILD[0]
+    if isinstance(found, ServerUnavailable):
+        raise ServerUnavailable(str(found))
+    return found
 
 
-def _drop_search_indexes(url: str, run_id: str) -> None:
-    """Drop the RediSearch indexes this run created (no-op on a server without the module)."""
-    client = redis.Redis.from_url(url)
+def redis_stack_note(env: BenchEnv) -> str | None:
+    """One line for the report: what the redis-stack savers ran on, or why they could not."""
+    if not _STACK_BUILD:
+        return None  # no redis-stack saver selected
+    if isinstance(_STACK_BUILD[0], ServerUnavailable):
+        return f"RedisSaver and ShallowRedisSaver not run: redis-stack unavailable: {_STACK_BUILD[0]}"
+    if not env.private_redis:
+        return None
+    client = redis.Redis.from_url(next(iter(env.private_redis.values())))
     try:
-        names = client.execute_command("FT._LIST")
-    except redis.ResponseError:
-        return
+        version = client.info("server")["redis_version"]
+        modules = client.execute_command("MODULE", "LIST")
     finally:
         client.close()
-    client = redis.Redis.from_url(url)
-    try:
-        for raw in names:
-            name = raw.decode() if isinstance(raw, bytes) else str(raw)
-            if run_id in name:
-                client.execute_command("FT.DROPINDEX", name)
-    finally:
-        client.close()
+    names = ", ".join(
+        f"{m[b'name'].decode()} {m[b'ver'] // 10000}.{m[b'ver'] // 100 % 100}.{m[b'ver'] % 100}"
+        for m in modules
+    )
+    return (
+        f"langgraph-checkpoint-redis savers: each on a private redis-stack server, Redis {version} "
+        f"with {names} (devtools/redis_stack.py; the async workloads use AsyncRedisSaver and "
+        "AsyncShallowRedisSaver)"
+    )
 
 
 # ---------------------------------------------------------------------- raw Redis floor
@@ -274,6 +371,7 @@ def _drop_search_indexes(url: str, run_id: str) -> None:
 class FloorFactory(SaverFactory):
     name = "raw redis floor"
     ops = frozenset({"put", "put_writes", "get_tuple"})
+    conformance = False
 
     def redis_patterns(self, env: BenchEnv, scope: str) -> tuple[str, list[str]] | None:
         return env.redis_url, [env.key_prefix(self.slug, scope) + ":*"]
@@ -330,16 +428,32 @@ class TieredFactory(SaverFactory):
     def pg_schema(self, env: BenchEnv, scope: str) -> str | None:
         return env.schema(self.slug, scope, create=False) if self.durable else None
 
-    def _conn_manager(self, env: BenchEnv, scope: str) -> Any:
+    def _conn_manager(self, env: BenchEnv, scope: str, **options: Any) -> Any:
         from langgraph_tiered_saver import TieredSaver  # type: ignore[attr-defined]
 
+        if not self.background_flush:
+            options |= {"background_flush": False, "redis_check_seconds": 3600.0}
         return TieredSaver.from_conn_string(
             env.redis_url,
             env.pg_url if self.durable else None,
             key_prefix=env.key_prefix(self.slug, scope),
             schema=env.schema(self.slug, scope, create=False),
-            **({} if self.background_flush else {"background_flush": False, "redis_check_seconds": 3600.0}),
+            **options,
         )
+
+    @asynccontextmanager
+    async def open_conformance(self, env: BenchEnv, scope: str) -> AsyncIterator[Saver]:
+        """Bound to one tenant: the suite's configs carry none (as in tests/test_conformance.py)."""
+        async with self._conn_manager(env, scope, tenant_id="tenant-conformance") as saver:
+            await saver.asetup()
+            yield saver
+
+    @contextmanager
+    def open_conformance_sync(self, env: BenchEnv, scope: str) -> Iterator[Saver]:
+        """Sync `open_conformance`."""
+        with self._conn_manager(env, scope, tenant_id="tenant-conformance") as saver:
+            saver.setup()
+            yield saver
 
     @contextmanager
     def open_sync(self, env: BenchEnv, scope: str, *, setup: bool = True) -> Iterator[Saver]:
@@ -370,7 +484,8 @@ def all_factories() -> list[SaverFactory]:
         MemoryFactory(),
         PostgresFactory(),
         PlainRedisFactory(),
-        RedisStackFactory(),
+        RedisSaverFactory(),
+        ShallowRedisSaverFactory(),
         FloorFactory(),
         TieredFactory(durable=True),
         TieredFactory(durable=False),

@@ -216,6 +216,10 @@ class PrivateRedis:
         base += ["--save", "", "--daemonize", "no", "--protected-mode", "no"]
         return [self.binary, *base, *self.args]
 
+    def environ(self) -> dict[str, str] | None:
+        """Environment of the server process; None inherits ours (a subclass may add libraries)."""
+        return None
+
     def start(self) -> PrivateRedis:
         """Start the server and return once it answers PING."""
         if self.pid is not None:
@@ -223,7 +227,8 @@ class PrivateRedis:
         self._close_log()
         self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
-            self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.environ(),
         )
         self._wait_ready()
         logger.info("private redis up on port %s (pid %s)", self.port, self._proc.pid)

@@ -156,7 +156,7 @@ class Core:
             ),
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
-        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms)
+        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms, offloader=offload)
         core = cls(
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
             policy=policy, metrics=metrics, fences=Fences(),
@@ -366,6 +366,7 @@ class Core:
         """Redis is down: write the same rows the flusher would have written, now."""
         self.written_through.add((ref.tenant_id, ref.thread_id))
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
+        yield from self.flush.offload_rows_op(batch)
         yield from pg.upsert_batch_op(self.schema, [batch])
         self.metrics.incr("write_through_rows", len(entries))
         return None

@@ -15,8 +15,8 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
@@ -26,13 +26,26 @@ from . import keys as K
 from . import options as opt
 from . import scripts
 from ._io import Op, RedisCall
-from .codec import BLOB_TYPE, as_str, decode_typed, scored, unpack_checkpoint, unpack_write
-from .durable.audit import jsonb_value, to_audit_json
+from .codec import (
+    BLOB_TYPE,
+    TypedValue,
+    as_str,
+    decode_typed,
+    encode_typed,
+    pointer_digest,
+    scored,
+    unpack_checkpoint,
+    unpack_write,
+)
+from .durable.audit import audit_from_msgpack, jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
 from .logs import fields
 from .polling import poll_op
 from .stored import decode_refs
+
+if TYPE_CHECKING:
+    from .offload import Offloader
 
 Mode = Literal["sync", "async", "off"]
 MODES = ("sync", "async", "off")
@@ -96,6 +109,21 @@ class FlushPolicy:
         return "async" if n > 0 and count > 0 and count % n == 0 else "off"
 
 
+@dataclass
+class Offloaded:
+    """What a flush sent to the blob store: outbox entry -> the encoded value Redis may keep
+    instead (the pointer), and the digests (Redis tracks which threads reference them)."""
+
+    pointers: dict[str, bytes]
+    digests: list[str]
+
+    def add(self, entry: str, encoded: bytes, stored: TypedValue) -> None:
+        self.pointers[entry] = encoded
+        digest = pointer_digest(stored)
+        if digest:
+            self.digests.append(digest)
+
+
 def _blob_ref(typed: tuple[str, bytes]) -> str | None:
     """Offloaded values are stored in Postgres as their pointer (`blob_ref`), data NULL."""
     return typed[1].decode() if typed[0].startswith(BLOB_TYPE) else None
@@ -152,9 +180,11 @@ class FlushOps:
     """Builds the flush of one thread: read outbox, upsert to Postgres, acknowledge."""
 
     def __init__(
-        self, serde: SerializerProtocol, *, key_prefix: str, schema: str, audit_json: bool | None, ttl_ms: int
-    ) -> None:
+        self, serde: SerializerProtocol, *, key_prefix: str, schema: str, audit_json: bool | None, ttl_ms: int,
+        offloader: Offloader | None = None,
+    ) -> None:  # fmt: skip
         self.serde = serde
+        self.offloader = offloader  # sends oversized values to the blob store before their rows
         self.ttl_ms = ttl_ms  # given back to a thread's keys once its outbox is empty
         self.prefix = key_prefix
         self.schema = schema
@@ -162,8 +192,10 @@ class FlushOps:
         self.audit_json = (not isinstance(serde, EncryptedSerializer)) if audit_json is None else audit_json
 
     def _audit(self, typed: tuple[str, bytes]) -> Any:
-        if not self.audit_json or typed[0] == "empty" or typed[0].startswith(BLOB_TYPE):
+        if not self.audit_json or typed[0] == "empty" or typed[0].startswith(BLOB_TYPE) or self._offloads(typed):
             return None
+        if typed[0] == "msgpack":
+            return audit_from_msgpack(typed[1])
         try:
             return to_audit_json(self.serde.loads_typed(typed))
         except Exception:
@@ -220,6 +252,36 @@ class FlushOps:
                     WriteRow(ns, checkpoint_id, write, self._audit(write.value), _blob_ref(write.value))
                 )
         return batch, unsure
+
+    def _offloads(self, typed: TypedValue) -> bool:
+        return self.offloader is not None and self.offloader.stores is not None and len(typed[1]) > self.offloader.threshold
+
+    def offload_rows_op(self, batch: FlushBatch) -> Op[Offloaded]:
+        """Send the batch's oversized values to the blob store; their rows keep the pointer.
+        Content-addressed and idempotent: a retried flush uploads nothing new. A store that is
+        down leaves the value in its row (offload_op). Returns what Redis may now hold as a
+        pointer: outbox entry -> the encoded pointer value, and the digests."""
+        out = Offloaded({}, [])
+        if self.offloader is None:
+            return out
+        for i, row in enumerate(batch.blobs):
+            blob = BlobRow(*row)
+            if blob.blob_ref is None and self._offloads(blob.value):
+                stored = yield from self.offloader.offload_op(batch.tenant_id, blob.value)
+                if stored is not blob.value:
+                    batch.blobs[i] = blob._replace(value=stored, value_json=None, blob_ref=_blob_ref(stored))
+                    out.add(K.outbox_entry("blob", K.blob_field(blob.ns, blob.channel, blob.version)), encode_typed(stored), stored)
+        for i, row in enumerate(batch.writes):
+            write_row = WriteRow(*row)
+            if write_row.blob_ref is None and self._offloads(write_row.write.value):
+                stored = yield from self.offloader.offload_op(batch.tenant_id, write_row.write.value)
+                if stored is not write_row.write.value:
+                    record = replace(write_row.write, value=stored)
+                    batch.writes[i] = write_row._replace(write=record, value_json=None, blob_ref=_blob_ref(stored))
+                    w = record
+                    field = K.write_field(write_row.ns, write_row.checkpoint_id, w.task_id, w.idx)
+                    out.add(K.outbox_entry("write", field), record.pack(), stored)
+        return out
 
     def _settle_op(self, batch: FlushBatch, unsure: list[Unsure]) -> Op[int]:
         """Drop from `batch` the checkpoints whose missing values Postgres does not hold either
@@ -300,6 +362,7 @@ class FlushOps:
                     break
                 batch, unsure = self._decode(tenant_id, thread_id, entries, values)
                 result.lost += yield from self._settle_op(batch, unsure)
+                offloaded = yield from self.offload_rows_op(batch)
                 if batch.checkpoints or batch.blobs or batch.writes:
                     yield from upsert_batch_op(self.schema, [batch])
                     if observed is not None:
@@ -310,8 +373,15 @@ class FlushOps:
                 result.lost += sum(1 for value in values if not value)
                 last = len(entries) < OUTBOX_BATCH
                 ack = {"token": token, "release": "1" if last else "0", "ttl_ms": self.ttl_ms}
-                acked = [item for pair in zip(entries, versions, strict=True) for item in pair]
-                (remaining,) = yield RedisCall((scripts.OUTBOX_ACK.call(keys, ack, acked),), scripts=(scripts.OUTBOX_ACK,))
+                acked = [
+                    item for entry, version in zip(entries, versions, strict=True)
+                    for item in (entry, version, offloaded.pointers.get(as_str(entry), b""))
+                ]  # fmt: skip
+                track = self.offloader.track_commands(tenant_id, thread_id, offloaded.digests) if offloaded.digests and self.offloader else []
+                replies = yield RedisCall(
+                    (scripts.OUTBOX_ACK.call(keys, ack, acked), *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
+                )
+                remaining = replies[0]
                 released = last
                 result.remaining = int(remaining)
                 if result.remaining == 0 or last:

@@ -143,6 +143,10 @@ class HotOps:
         self.refresh_on_read = refresh_on_read
         self.track_outbox = track_outbox
         self.offloader = offloader
+        # Oversized values go to the blob store at put time only without a durable tier: with
+        # one, the flush sends them there (no blob-store I/O on the hot path; until the flush
+        # the value is in Redis, which every replica reads).
+        self.offload_on_put = not track_outbox
         self.epoch = epoch
         self.watch = watch
         self.durability = durability
@@ -204,12 +208,13 @@ class HotOps:
         new_versions: ChannelVersions,
         config: RunnableConfig,
     ) -> Op[PreparedPut]:
-        """Encode a checkpoint, sending oversized channel values to the blob store first."""
+        """Encode a checkpoint; without a durable tier, oversized channel values go to the blob
+        store first (with one, the flush sends them there: `offload_on_put`)."""
         member, record, run_id, typed = self.encode_put(ref, checkpoint, metadata, new_versions, config)
         blobs: list[tuple[str, bytes]] = []
         digests: list[str] = []
         for field, value in typed:
-            stored = yield from self.offloader.offload_op(ref.tenant_id, value)
+            stored = (yield from self.offloader.offload_op(ref.tenant_id, value)) if self.offload_on_put else value
             if stored is not value:
                 digests.append(pointer_digest(stored) or "")
             blobs.append((field, encode_typed(stored)))
@@ -221,6 +226,9 @@ class HotOps:
         out: list[tuple[str, WriteRecord]] = []
         digests: list[str] = []
         for field, record in self.encode_writes(ref, writes, task_id, task_path):
+            if not self.offload_on_put:
+                out.append((field, record))
+                continue
             stored = yield from self.offloader.offload_op(ref.tenant_id, record.value)
             if stored is not record.value:
                 digests.append(pointer_digest(stored) or "")
@@ -296,6 +304,7 @@ class HotOps:
         trip only on a process' first write, or after Redis lost data). Offloaded blobs add their
         reference sets in a MULTI around it; a durability wait follows it (hot_durability)."""
         epoch = yield from self.epoch.known_op()
+        yield from self.watch.ready_op()  # a thread born before the process' check would read as unverified
         plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
         rest: list[Any] = [item for field, r in records for item in (field, r.pack(), "1" if r.idx < 0 else "0")]
         if put is None:

@@ -90,7 +90,7 @@ DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="
 IMPORT = LuaScript.load("import", (*THREAD_KEYS, "vgen"), ("ttl_ms", "mark_pending"), rest="section, n, item")
 OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms"))
 OUTBOX_ACK = LuaScript.load(
-    "outbox_ack", (*THREAD_KEYS, "flush_lock"), ("token", "release", "ttl_ms"), rest="entry, version"
+    "outbox_ack", (*THREAD_KEYS, "flush_lock"), ("token", "release", "ttl_ms"), rest="entry, version, replacement"
 )
 DIRTY_CLEAR = LuaScript.load("dirty_clear", ("dirty",), ("member", "observed"))
 LOCK_ACQUIRE = LuaScript.load("lock_acquire", ("lock", "meta"), ("token", "ttl_ms", "thread_ttl_ms"))

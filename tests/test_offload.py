@@ -13,9 +13,11 @@ from typing import Annotated, Any, TypedDict
 
 import pytest
 import redis
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
+from langgraph_tiered_saver import FlushPolicy
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.blobs import FilesystemBlobStore, tenant_component
 from langgraph_tiered_saver.offload import filesystem_blobs, s3_blobs
@@ -189,15 +191,20 @@ def test_small_threshold_offloads_writes_too(saver_context: Callable[..., Any], 
         assert len(list(FilesystemBlobStore(tmp_path / tenant_component(saver.tenant_id)).list_digests())) == 1
 
 
-def test_postgres_down_keeps_large_values_inline(saver_context: Callable[..., Any], redis_url: str) -> None:
-    """The hot tier keeps working through a Postgres outage: a value the blob store cannot take
-    stays inline in Redis instead of failing the run."""
+def test_a_large_value_costs_the_hot_path_no_blob_store_io(saver_context: Callable[..., Any], redis_url: str) -> None:
+    """With a durable tier, the flush sends oversized values to the blob store: a put of one
+    works with Postgres (and so the default blob store) down, and the value is in Redis."""
     dead = "postgresql://postgres@127.0.0.1:1/test?connect_timeout=1"
-    options = {"postgres_url": dead, "pg_timeout": 0.5, "background_flush": False}
+    options = {"postgres_url": dead, "pg_timeout": 0.5, "background_flush": False, "flush_policy": FlushPolicy(on_close=False)}
     with saver_context(durable=True, **options) as saver:
         thread = f"t-{uuid.uuid4().hex[:8]}"
         payload = "q" * 300_000
-        tool_graph(saver, payload).invoke({"log": []}, {"configurable": {"thread_id": thread}})
-        state = tool_graph(saver, payload).get_state({"configurable": {"thread_id": thread}})
-        assert state.values["output"] == payload
+        checkpoint = empty_checkpoint()
+        checkpoint["channel_values"] = {"output": payload}
+        checkpoint["channel_versions"] = {"output": "1"}
+        config = saver.put({"configurable": {"thread_id": thread}}, checkpoint, {"step": 0}, {"output": "1"})
+        latest = saver.get_tuple({"configurable": {"thread_id": thread}})
+        assert latest is not None and latest.checkpoint["channel_values"]["output"] == payload
+        assert latest.config == config
         assert thread_memory(redis.Redis.from_url(redis_url), saver, thread) > 300_000
+

@@ -112,7 +112,7 @@ def _get_latest(saver: Any) -> Any:
 
 def test_a_failed_postgres_read_raises_never_answers_no_thread(saver_factory: Any) -> None:
     saver = saver_factory()
-    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, error=PG_DOWN)])
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, error=PG_DOWN)])
     with pytest.raises(TierUnavailableError, match="postgres"):
         driver.run(_get_latest(saver))
     assert saver.metrics.counter("postgres_read_errors") == 1
@@ -121,7 +121,7 @@ def test_a_failed_postgres_read_raises_never_answers_no_thread(saver_factory: An
 @pytest.mark.parametrize("status", [b"miss", b"evicted"])
 def test_a_miss_is_answered_by_postgres(saver_factory: Any, status: bytes) -> None:
     saver = saver_factory()
-    driver = ScriptedDriver([Expect(RedisCall, reply=[[status, []]]), Expect(PgCall, reply=[[]], describe="lookup")])
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[status, [], b"", b""]]), Expect(PgCall, reply=[[]], describe="lookup")])
     assert driver.run(_get_latest(saver)) is None  # Postgres, which knows, says there is none
     assert saver.metrics.counter("read_misses") == 1
 
@@ -142,11 +142,11 @@ def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) ->
     check = lambda r: commands_of(r) == ["EVALSHA:server_check"] and int(r.commands[0][2]) == 1 + K.SHARDS  # noqa: E731
     driver = ScriptedDriver([
         Expect(RedisCall, reply=[1], check=check, describe="server check"),
-        Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, reply=[[]]),
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
     ])  # fmt: skip
     assert driver.run(_get_latest(saver)) is None
     assert saver.metrics.counter("redis_server_changes") == 1
-    ScriptedDriver([Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, reply=[[]])]).run(_get_latest(saver))
+    ScriptedDriver([Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]])]).run(_get_latest(saver))
 
 
 def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_factory: Any) -> None:
@@ -154,7 +154,7 @@ def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_f
     saver._sync.on_scripts_lost()  # what the driver calls on NOSCRIPT
     driver = ScriptedDriver([
         Expect(RedisCall, reply=[0], check=_is("EVALSHA:server_check")),
-        Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, reply=[[]]),
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
     ])  # fmt: skip
     driver.run(_get_latest(saver))
     assert saver.metrics.counter("redis_server_changes") == 0  # same server: nothing moved
@@ -178,7 +178,7 @@ def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory:
 
 def test_a_missing_schema_is_not_masked_by_the_fallback(saver_factory: Any) -> None:
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[[b"miss", []]]), Expect(PgCall, error=SchemaMissingError("no tables")),
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, error=SchemaMissingError("no tables")),
     ])  # fmt: skip
     with pytest.raises(SchemaMissingError):
         saver = saver_factory()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import concurrency, e2e, micro, pgload, rtt, storage
+from . import concurrency, conformance, e2e, micro, pgload, rtt, storage
 from ._common import FULL, QUICK, Context, Profile, Progress
 
 WORKLOADS: dict[str, Callable[[Context], None]] = {
@@ -19,6 +19,7 @@ WORKLOADS: dict[str, Callable[[Context], None]] = {
     "large": storage.run_large,
     "pgload": pgload.run,
     "rtt": rtt.run,
+    "conformance": conformance.run,
 }
 
 __all__ = ["FULL", "QUICK", "WORKLOADS", "Context", "Profile", "Progress"]

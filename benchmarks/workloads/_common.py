@@ -119,6 +119,7 @@ class Context:
     progress: Progress
     results: list[Result] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
+    conformance: dict[str, dict[str, Any]] = field(default_factory=dict)  # saver name -> report
 
 
 @dataclass

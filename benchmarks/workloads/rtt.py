@@ -69,14 +69,22 @@ class Network:
         self.index: dict[int, tuple[int, int]] = {}  # id(factory) -> (redis, pg) proxy index
 
     def env_for(self, factory: SaverFactory) -> BenchEnv:
-        """`env` with both servers behind proxies of `factory`'s own (created on first use)."""
-        r = self.host.add(self.redis_target, "redis")
+        """`env` with both servers behind proxies of `factory`'s own (created on first use).
+
+        A saver with a Redis of its own (`env.private_redis`) reaches that one through its
+        Redis proxy instead of the shared server."""
+        own = self.env.private_redis.get(factory.slug)
+        r = self.host.add(target_of(own, 6379) if own else self.redis_target, "redis")
         p = self.host.add(self.pg_target, "postgres")
         self.index[id(factory)] = (r.index, p.index)
+        if own:
+            private = {**self.env.private_redis, factory.slug: proxied_url(own, r.port)}
+            return dataclasses.replace(
+                self.env, private_redis=private, pg_url=proxied_url(self.env.pg_url, p.port)
+            )
         return dataclasses.replace(
             self.env,
             redis_url=proxied_url(self.env.redis_url, r.port),
-            redis_aux_url=proxied_url(self.env.redis_aux_url, r.port),
             pg_url=proxied_url(self.env.pg_url, p.port),
         )
 

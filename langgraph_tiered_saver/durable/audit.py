@@ -19,6 +19,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+import ormsgpack
+from langgraph.checkpoint.serde.jsonplus import (  # the serializer's ext codes and data reading
+    EXT_PYDANTIC_V1,
+    EXT_PYDANTIC_V2,
+    _msgpack_ext_hook_to_json,
+)
 
 # A JSON-compatible object: dict[str, JSON] | list[JSON] | str | int | float | bool | None.
 JSON = Any
@@ -39,6 +45,27 @@ def to_audit_json(value: Any) -> JSON:
         return _convert(value, 0, set())
     except Exception:
         return None
+
+
+def audit_from_msgpack(data: bytes) -> JSON:
+    """The audit copy of a value the serializer stored as msgpack, read straight from its bytes:
+    LangChain messages and other packed objects are taken as the data they were packed from,
+    never rebuilt (rebuilding validates every message with pydantic: it was most of a flush's
+    CPU). Messages keep the same keys as `to_audit_json` gives them. Never raises."""
+    try:
+        value = ormsgpack.unpackb(data, ext_hook=_audit_ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+        return _convert(value, 0, set())
+    except Exception:
+        return None
+
+
+def _audit_ext_hook(code: int, data: bytes) -> Any:
+    if code in (EXT_PYDANTIC_V1, EXT_PYDANTIC_V2):
+        module, _name, kwargs = ormsgpack.unpackb(data, ext_hook=_audit_ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)[:3]
+        if isinstance(kwargs, dict) and str(module).startswith("langchain_core.messages"):
+            return {k: kwargs.get(k) for k in _MESSAGE_KEYS if k in kwargs}
+        return kwargs
+    return _msgpack_ext_hook_to_json(code, data)  # LangGraph's own reading of the others as data
 
 
 def _convert(value: Any, depth: int, seen: set[int]) -> JSON:
@@ -103,6 +130,8 @@ def dumps_jsonb(value: Any) -> str:
             text = json.dumps(value, default=str, skipkeys=True, allow_nan=False)
         except (TypeError, ValueError):
             text = json.dumps(to_audit_json(value))
+    if "\\u0000" not in text:  # the common case: no scan with the regex
+        return text
     return _NUL_ESCAPE.sub(r"\1", text)
 
 

@@ -1,10 +1,17 @@
--- Remove flushed outbox entries, each only at the version the flush read (REST: entry, version
--- pairs): an entry written again since (a replaced special write) stays for the next flush.
--- Returns how many entries remain (0 = the thread is clean; its keys get their TTL back).
--- ARG.release "1": release the flush lock too (the last batch), if still ours.
-for i = REST, #ARGV, 2 do
+-- Remove flushed outbox entries, each only at the version the flush read (REST: entry, version,
+-- replacement triples): an entry written again since (a replaced special write) stays for the
+-- next flush. A non-empty replacement is the value's pointer now that the flush put it in the
+-- blob store: Redis keeps the pointer instead of the value (only at the version read, so a newer
+-- value is never replaced). Returns how many entries remain (0 = the thread is clean; its keys
+-- get their TTL back). ARG.release "1": release the flush lock too (the last batch), if still ours.
+for i = REST, #ARGV, 3 do
   if redis.call("ZSCORE", KEY.pend, ARGV[i]) == ARGV[i + 1] then
     redis.call("ZREM", KEY.pend, ARGV[i])
+    if ARGV[i + 2] ~= "" then
+      local kind, name = string.sub(ARGV[i], 1, 1), string.sub(ARGV[i], 3)
+      local hash = kind == OUTBOX.blob and KEY.bl or KEY.wr
+      if redis.call("HEXISTS", hash, name) == 1 then redis.call("HSET", hash, name, ARGV[i + 2]) end
+    end
   end
 end
 if ARG.release == "1" and redis.call("GET", KEY.flush_lock) == ARG.token then
