@@ -214,3 +214,21 @@ async def test_read_through_async(
         assert pg_saver.get_tuple(_cfg("graph")) is None
     finally:
         saver.close()
+
+
+def test_an_oversized_value_goes_to_the_blob_store(
+    source: tuple[str, PostgresSaver], saver_context: Any, test_database_url: str
+) -> None:
+    schema, pg_saver = source
+    graph = build_graph(pg_saver)
+    big = {**initial_input(), "log": ["x" * 20_000]}
+    graph.invoke(big, _cfg("big"))
+    with saver_context(durable=True, offload_threshold=4096) as saver:
+        saver.setup()
+        import_postgres_saver(saver, test_database_url, source_schema=schema)
+        with psycopg.connect(test_database_url) as conn:
+            (offloaded,) = conn.execute(
+                f'SELECT count(*) FROM "{saver.schema}".checkpoint_blobs WHERE blob_ref IS NOT NULL'
+            ).fetchone() or (0,)
+        assert offloaded > 0
+        assert _state(build_graph(saver), _cfg("big")) == _state(build_graph(pg_saver), _cfg("big"))

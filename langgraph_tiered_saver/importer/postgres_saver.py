@@ -129,6 +129,7 @@ def import_thread_op(
     if not entries:
         return None
     batch = core.flush.build_batch(tenant, thread, list(entries), list(entries.values()))
+    yield from core.flush.offload_rows_op(batch)  # oversized values to the blob store, as a flush does
     yield from pg.upsert_batch_op(core.schema, [batch])
     return None
 
