@@ -309,7 +309,7 @@ def prune_summary(report: Any) -> str:
         f"{'dry run: ' if report.dry_run else ''}{verb} {report.checkpoints} checkpoint(s) from "
         f"{report.threads_pruned} of {report.threads} thread(s) of {tenants}: "
         f"{report.redis_checkpoints} from Redis, {report.postgres_checkpoints} from Postgres "
-        f"(with {report.postgres_writes} pending write(s)); {report.kept} checkpoint(s) kept "
+        f"(one held in both counts in each; with {report.postgres_writes} pending write(s)); {report.kept} checkpoint(s) kept "
         "(each namespace's latest, paused runs, and the ancestors kept ones need)"
     )
     return text + (". Nothing was deleted." if report.dry_run else ".")

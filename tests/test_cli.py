@@ -136,7 +136,7 @@ def test_global_options_after_the_command_and_a_dry_run_in_words(
         assert (dry["redis_checkpoints"], dry["postgres_checkpoints"], dry["postgres_writes"]) == (7, 7, 20)
         assert dry["summary"] == (
             f"dry run: would remove 7 checkpoint(s) from 1 of 1 thread(s) of {saver.tenant_id}: "
-            "7 from Redis, 7 from Postgres (with 20 pending write(s)); 3 checkpoint(s) kept "
+            "7 from Redis, 7 from Postgres (one held in both counts in each; with 20 pending write(s)); 3 checkpoint(s) kept "
             "(each namespace's latest, paused runs, and the ancestors kept ones need). Nothing was deleted."
         )
         assert pg_rows(test_database_url, saver.schema, thread) == 10
