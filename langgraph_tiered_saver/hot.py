@@ -566,9 +566,9 @@ class ThreadPlan:
     read_keys: tuple[str, ...]  # scripts.GET's (and VERIFY's) KEYS, in order
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)
 def thread_plan(prefix: str, tenant_id: str, thread_id: str) -> ThreadPlan:
-    """The key plan of a thread. Bounded: a process that serves many threads keeps the 4,096 it
+    """The key plan of a thread. Bounded: a process that serves many threads keeps the 1,024 it
     used last."""
     shard = K.shard_of(tenant_id, thread_id)
     thread = scripts.thread_keys(prefix, tenant_id, thread_id)

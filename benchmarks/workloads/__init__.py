@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import concurrency, conformance, e2e, micro, pgload, rtt, storage
+from . import concurrency, conformance, e2e, micro, pgload, rtt, scale, storage
 from ._common import FULL, QUICK, Context, Profile, Progress
 
 WORKLOADS: dict[str, Callable[[Context], None]] = {
@@ -19,6 +19,9 @@ WORKLOADS: dict[str, Callable[[Context], None]] = {
     "large": storage.run_large,
     "pgload": pgload.run,
     "rtt": rtt.run,
+    "tenants": scale.run_tenants,
+    "memory": scale.run_memory,
+    "cpu": scale.run_cpu,
     "conformance": conformance.run,
 }
 

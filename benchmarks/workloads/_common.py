@@ -43,6 +43,7 @@ class Profile:
     rtt_ops: int = 10  # timed put / put_writes / get_tuple calls per saver, level and rep
     rtt_pings: int = 300  # PINGs per level for the proxy's precision
     count_runs: int = 5  # graph runs per saver in the round-trip count
+    memory_threads: int = 3_000  # short threads one process serves (workload `memory`)
 
 
 QUICK = Profile(
@@ -82,6 +83,7 @@ FULL = Profile(
     rtt_ops=20,
     rtt_pings=500,
     count_runs=10,
+    memory_threads=100_000,
 )
 
 
