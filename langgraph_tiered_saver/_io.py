@@ -38,6 +38,7 @@ from .breaker import PgBreaker
 from .errors import (
     ConfigError,
     PoolExhaustedError,
+    RedisPermissionError,
     StaleLockError,
     ThreadLockedError,
     TieredSaverError,
@@ -163,6 +164,8 @@ async def _aattempt(pending: Awaitable[Any]) -> tuple[bool, Any]:
 # Error replies that mean "Redis cannot take this now", not "this command is wrong": out of
 # memory (noeviction), a replica, a failover or a load in progress, a cluster without quorum.
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "BUSY")
+# ... which redis-py turns into classes of their own, with the leading word removed.
+_UNAVAILABLE_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 
 
 def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
@@ -173,6 +176,13 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
         return ConfigError(
             f"the Redis server is a Redis Cluster node (it answered MOVED/ASK: {message}); connect with a cluster "
             "client: redis.cluster.RedisCluster, a redis+cluster:// URL or from_conn_string(..., redis_cluster=True)"
+        )
+    if isinstance(exc, _UNAVAILABLE_CLASSES):  # redis-py strips the OOM / READONLY word from these
+        return TierUnavailableError("redis", f"{type(exc).__name__}: {message}")
+    if isinstance(exc, redis.exceptions.NoPermissionError) or message.startswith("NOPERM"):
+        return RedisPermissionError(
+            f"the Redis user may not run a command the saver needs ({message}); grant it the commands "
+            "listed in the README (EVALSHA, SCRIPT LOAD and the keys under the saver's key_prefix)"
         )
     if message.startswith("STALE"):
         return StaleLockError(message)
@@ -292,6 +302,29 @@ class _PgGuard:
         self.limits = limits
         self.breaker = breaker
         self._probing = threading.Lock()  # one probe connection at a time
+        # Whether a call has reached the server since the last outage. Until then a call whose
+        # pool has no idle connection first connects once directly: a refused connection, a
+        # wrong password or a missing database is then a typed error in milliseconds, instead
+        # of after the pool's whole wait (2 s) and its retries.
+        self.verified = False
+
+    def probe_first(self, pool: Any) -> bool:
+        if self.verified or int(pool.get_stats().get("pool_available", 0)) > 0:
+            return False
+        return self._probing.acquire(blocking=False)
+
+    def probe_failed(self, exc: BaseException) -> TieredSaverError:
+        err = classify_connect_error(exc)
+        if type(err) is TierUnavailableError:
+            self.verified = False
+            self.breaker.failed(err)
+        else:
+            self.breaker.succeeded()
+        return err
+
+    def succeeded(self) -> None:
+        self.verified = True
+        self.breaker.succeeded()
 
     def failure(self, exc: BaseException, deadline: _Deadline | None, pool: Any, probe: object) -> TieredSaverError:
         if deadline is not None and deadline.fired:
@@ -306,7 +339,10 @@ class _PgGuard:
         else:
             raise exc
         if type(err) is TierUnavailableError:
+            self.verified = False
             self.breaker.failed(err)
+        else:  # the server answered (a busy pool, a rejected statement): no outage, and a
+            self.breaker.succeeded()  # half-open probe must not leave the circuit open for good
         return err
 
     def needs_probe(self, exc: BaseException, pool: Any) -> bool:
@@ -401,6 +437,10 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
         self.pg.breaker.before_call()
+        if self.pg.probe_first(self.pg_pool):
+            failed = self._probe()
+            if failed is not None:
+                raise self.pg.probe_failed(failed) from failed
         deadline = None
         try:
             with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
@@ -412,7 +452,7 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
         except (PoolTimeout, psycopg.Error) as exc:
             probe = self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
-        self.pg.breaker.succeeded()
+        self.pg.succeeded()
         return results
 
     def _probe(self) -> BaseException | None:
@@ -493,9 +533,14 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
             step.feed(*await _aattempt(self._execute(step.request)))
         return step.value  # type: ignore[return-value]
 
+    # Set when the saver has a sync Postgres pool only: Postgres calls run on it in a thread.
+    pg_in_thread: Callable[[PgCall], Any] | None = None
+
     async def _execute(self, request: Request | None) -> Any:
         if isinstance(request, RedisCall):
             return await self._redis(request)
+        if isinstance(request, PgCall) and self.pg_in_thread is not None:
+            return await asyncio.to_thread(self.pg_in_thread, request)
         if isinstance(request, Sleep):
             await asyncio.sleep(request.seconds)
             return None
@@ -529,6 +574,10 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
         if self.pg_pool is None:
             raise TierUnavailableError("postgres", "the saver has no Postgres pool (durable tier off)")
         self.pg.breaker.before_call()
+        if self.pg.probe_first(self.pg_pool):
+            failed = await self._probe()
+            if failed is not None:
+                raise self.pg.probe_failed(failed) from failed
         deadline = None
         try:
             async with self.pg_pool.connection(timeout=self.pg.limits.connect_wait) as conn:
@@ -540,7 +589,7 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
         except (PoolTimeout, psycopg.Error) as exc:
             probe = await self._probe() if self.pg.needs_probe(exc, self.pg_pool) else NOT_PROBED
             raise self.pg.failure(exc, deadline, self.pg_pool, probe) from exc
-        self.pg.breaker.succeeded()
+        self.pg.succeeded()
         return results
 
     async def _probe(self) -> BaseException | None:

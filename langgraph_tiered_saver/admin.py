@@ -11,6 +11,7 @@ from langchain_core.runnables import RunnableConfig
 
 from ._io import Op
 from .core import Core
+from .erasure import TenantErasure, delete_tenant_op
 from .flush import FlushResult
 from .flusher import FlusherHealth
 from .history import PruneReport, retention_op
@@ -48,6 +49,15 @@ class OperatorAPI:
 
     async def aflush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
         return await self.arun_op(self._flush_op(config))
+
+    def delete_tenant(self, tenant_id: str) -> TenantErasure:
+        """Erase a tenant from every tier: its threads in Redis and Postgres, its outbox
+        entries, its blobs and every per-tenant key and row (see `erasure`). Irreversible;
+        other tenants are untouched. Named explicitly, never taken from a binding or scope."""
+        return self.run_op(delete_tenant_op(self.core, tenant_id))
+
+    async def adelete_tenant(self, tenant_id: str) -> TenantErasure:
+        return await self.arun_op(delete_tenant_op(self.core, tenant_id))
 
     def flusher_health(self) -> FlusherHealth | None:
         """The background flusher's health (None when it is off): alive, last success,

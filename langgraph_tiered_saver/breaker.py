@@ -4,8 +4,10 @@ Without it, every call during an outage waits the full connection timeout (the f
 every new thread paid 2 s) and psycopg_pool logs on every call. With it, the first failure opens
 the circuit: calls fail at once with `TierUnavailableError` (the saver answers from Redis, the
 flusher keeps its outbox) until the backoff window passes; then one call probes (half-open). A
-success closes the circuit; a failure reopens it with a doubled window (up to `max_open`).
-One WARNING when an outage starts, one when it ends, never one per call.
+success closes the circuit; a failure reopens it with a doubled window (up to `max_open`, a few
+seconds, so a returning server is noticed within seconds). One WARNING when an outage starts,
+one when it ends (with the outage's length: first failure to first success, and how long
+before that the last call failed), never one per call.
 
 Pure state plus an injected clock: the drivers of a saver share one instance (thread-safe).
 """
@@ -21,6 +23,7 @@ from .errors import TierUnavailableError
 from .metrics import Metrics
 
 logger = logging.getLogger("langgraph_tiered_saver")
+MAX_OPEN = 2.0  # the longest window between probes of a server that is down
 
 
 class PgBreaker:
@@ -29,7 +32,7 @@ class PgBreaker:
         metrics: Metrics | None = None,
         *,
         first_open: float = 1.0,
-        max_open: float = 30.0,
+        max_open: float = MAX_OPEN,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics or Metrics()
@@ -42,6 +45,7 @@ class PgBreaker:
         self._probing = False
         self._last_error = ""
         self._since = 0.0
+        self._last_failure = 0.0
 
     @property
     def is_open(self) -> bool:
@@ -66,14 +70,20 @@ class PgBreaker:
         with self._lock:
             if self._open_until is None:
                 return
-            down_for = self._clock() - self._since
+            now = self._clock()
+            down_for, quiet_for = now - self._since, now - self._last_failure
             self._open_until, self._probing, self._window = None, False, self.first_open
-        logger.warning("Postgres is reachable again after %.1f s; circuit closed", down_for)
+        self.metrics.observe("postgres_outage_seconds", down_for)
+        logger.warning(
+            "Postgres is reachable again after %.1f s; circuit closed (the last failed call was %.1f s ago)",
+            down_for, quiet_for, extra={"outage_seconds": round(down_for, 3)},
+        )
 
     def failed(self, exc: TierUnavailableError) -> None:
         with self._lock:
             now = self._clock()
             self._last_error = str(exc)
+            self._last_failure = now
             if self._open_until is None:
                 self._since = now
                 self._window = self.first_open

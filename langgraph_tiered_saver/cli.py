@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _retention_args(worker, "--retention", "--retention-keep-last")
     worker.add_argument("--retention-every", type=parse_duration, default=timedelta(hours=1))
     worker.add_argument("--all-tenants", action="store_true", help="retention for every tenant")
+    erase = command("delete-tenant", "erase the --tenant from every tier (irreversible)")
+    erase.add_argument("--yes", action="store_true", help="confirm: the tenant's data cannot be recovered")
     command("metrics", "outbox depth and the saver's counters")
     command("migrate-redis", "move Redis keys of schema v1 to v2 (stop the old savers first)")
     add_import_command(command("import-postgres", "copy threads from PostgresSaver's tables into the durable tier"))
@@ -253,6 +255,13 @@ def run(args: argparse.Namespace) -> int:
             _emit(_import(saver, args, postgres_url))
         elif args.command == "worker":
             return _worker(saver, args)
+        elif args.command == "delete-tenant":
+            if args.tenant is None:
+                raise TenantRequiredError("delete-tenant")
+            if not args.yes:
+                raise ConfigError(f"delete-tenant erases tenant {args.tenant!r} from Redis, Postgres and the "
+                                  "blob store for good: add --yes to confirm")  # fmt: skip
+            _emit(saver.delete_tenant(args.tenant))
         elif args.command == "metrics":
             record_outbox(saver.metrics, saver.run_op(saver.core.flush.outbox_status_op()))
             _emit(saver.metrics.snapshot())

@@ -22,10 +22,13 @@ Pools the saver creates:
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 from dataclasses import dataclass, fields
 from typing import Any
 
+import psycopg
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
@@ -33,7 +36,12 @@ import redis.cluster
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import options as opt
-from .errors import ConfigError
+from .errors import ConfigError, EventLoopError, TierUnavailableError
+from .logs import relay_driver_logs
+from .pgfaults import classify_connect_error
+from .urls import check_postgres_url, check_redis_url, shown
+
+logger = logging.getLogger("langgraph_tiered_saver")
 
 # Settings that mean the same to redis.Redis and redis.asyncio.Redis connections (redis-py 5-8).
 REDIS_SETTINGS = (
@@ -56,12 +64,16 @@ class PoolOptions:
     pg_max_idle: float = 600.0
     pg_max_lifetime: float = 3600.0
     pg_prepare_threshold: int | None = None
+    # How long the pool retries one failed connection attempt before giving up on it (it then
+    # connects afresh on the next request). psycopg_pool's default, 300 s with a doubling delay,
+    # left a pool waiting up to a minute after a 45 s outage had ended.
+    pg_reconnect_timeout: float = 2.0
     redis_cluster: bool = False  # the URL names a Redis Cluster node (also: `redis+cluster://`)
 
     def __post_init__(self) -> None:
         for name in ("redis_max_connections", "pg_min_size", "pg_max_size"):
             opt.positive_int(name, getattr(self, name))
-        for name in ("redis_pool_timeout", "pg_max_idle", "pg_max_lifetime"):
+        for name in ("redis_pool_timeout", "pg_max_idle", "pg_max_lifetime", "pg_reconnect_timeout"):
             opt.seconds(name, getattr(self, name), inclusive=False)
         if self.pg_min_size > self.pg_max_size:
             raise ConfigError(f"pg_min_size ({self.pg_min_size}) exceeds pg_max_size ({self.pg_max_size})")
@@ -80,6 +92,7 @@ class PoolOptions:
             "max_size": self.pg_max_size,
             "max_idle": self.pg_max_idle,
             "max_lifetime": self.pg_max_lifetime,
+            "reconnect_timeout": self.pg_reconnect_timeout,
             "kwargs": {"autocommit": True, "prepare_threshold": self.pg_prepare_threshold},
         }
 
@@ -217,6 +230,10 @@ class Connections:
         self.durable = pg is not None or apg is not None
         self.owned: list[Any] = []
         self._lock = threading.Lock()
+        self._given_aredis, self._given_apg = aredis_client, apg
+        self._given_loop: asyncio.AbstractEventLoop | None = None  # the loop the given ones run on
+        self._sides: dict[asyncio.AbstractEventLoop, tuple[Any, AsyncConnectionPool | None]] = {}
+        self._loop_of: dict[int, asyncio.AbstractEventLoop] = {}  # id(twin) -> its loop
 
     def sync_side(self) -> tuple[Any, ConnectionPool | None]:
         """The sync client and pool, built from their async twins on first use."""
@@ -230,18 +247,64 @@ class Connections:
         return self.redis, self.pg
 
     async def async_side(self) -> tuple[Any, AsyncConnectionPool | None]:
-        """The asyncio client and pool; concurrent first calls share one pool (open() is
-        idempotent, so every caller may await it)."""
+        """The asyncio client and pool of the running event loop.
+
+        asyncio clients belong to the loop they first ran on. Twins (built here from the sync
+        client and pool) are built once per loop, so a saver opened with `with` serves any
+        loop (each `asyncio.run`, a loop per thread). Clients the user gave, or `async with`
+        made, serve their own loop only: another loop gets `EventLoopError`, which says what to
+        do, instead of asyncio's "Event loop is closed". Concurrent first calls share one pool
+        (open() is idempotent, so every caller may await it)."""
+        loop = asyncio.get_running_loop()
         with self._lock:
-            if self.aredis is None:
-                self.aredis = redis_twin(self.redis, self.options, asyncio=True)
-                self.owned.append(self.aredis)
-            if self.durable and self.apg is None:
-                self.apg = AsyncConnectionPool(pool_conninfo(self.pg), open=False, **self.options.pg_kwargs())
-                self.owned.append(self.apg)
-        if self.apg is not None and self.apg in self.owned:
-            await self.apg.open()
-        return self.aredis, self.apg
+            side = self._sides.get(loop)
+            if side is None:
+                for dead in [other for other in self._sides if other.is_closed()]:
+                    self._forget(dead)
+                side = (self._async_redis(loop), self._async_pg(loop))
+                self._sides[loop] = side
+                self.aredis, self.apg = side
+        aredis, apg = side
+        if apg is not None and apg in self.owned:
+            await apg.open()
+        return aredis, apg
+
+    def _async_redis(self, loop: asyncio.AbstractEventLoop) -> Any:
+        if self._given_aredis is not None:
+            self._check_loop(loop, "Redis client")
+            return self._given_aredis
+        twin = redis_twin(self.redis, self.options, asyncio=True)
+        self.owned.append(twin)
+        self._loop_of[id(twin)] = loop
+        return twin
+
+    def _async_pg(self, loop: asyncio.AbstractEventLoop) -> AsyncConnectionPool | None:
+        """The given asyncio pool; None when the saver has a sync pool only (its async calls
+        then run their Postgres part on the sync pool in a worker thread: an asyncio pool per
+        loop would leave its background tasks to every `asyncio.run` to cancel)."""
+        if self._given_apg is None:
+            return None
+        self._check_loop(loop, "Postgres pool")
+        return self._given_apg
+
+    def _check_loop(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
+        if self._given_loop is None:
+            self._given_loop = loop
+        elif self._given_loop is not loop:
+            state = "now closed" if self._given_loop.is_closed() else "still running elsewhere"
+            raise EventLoopError(
+                f"this saver's asyncio {what} belongs to the event loop that first used it ({state}), not "
+                "the running one: open the saver inside the loop that uses it (`async with "
+                "TieredSaver.from_conn_string(...)` within each asyncio.run), or open it with `with` "
+                "(sync), which builds asyncio clients for every event loop"
+            )
+
+    def _forget(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Drop the twins of a closed loop: their connections died with it and cannot be
+        closed from another loop."""
+        for resource in self._sides.pop(loop, ()):
+            if resource is not None and self._loop_of.pop(id(resource), None) is loop:
+                self.owned = [r for r in self.owned if r is not resource]
 
     def close_sync_owned(self) -> None:
         """Close what was created here and is closed without an event loop."""
@@ -251,7 +314,11 @@ class Connections:
         self.owned = [r for r in self.owned if not isinstance(r, _SYNC_CLOSED)]
 
     async def aclose_owned(self) -> None:
+        running = asyncio.get_running_loop()
         for resource in reversed(self.owned):
+            loop = self._loop_of.get(id(resource))
+            if loop is not None and loop is not running:
+                continue  # another loop's twin: it cannot be awaited here (and dies with its loop)
             if isinstance(resource, AsyncConnectionPool):
                 await resource.close()
             elif isinstance(resource, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)):
@@ -267,8 +334,8 @@ class SaverContext:
 
     def __init__(self, cls: Any, redis_url: str, postgres_url: str | None, options: dict[str, Any]) -> None:
         self.cls = cls
-        self.redis_url = redis_url
-        self.postgres_url = postgres_url
+        self.redis_url = check_redis_url(redis_url)
+        self.postgres_url = None if postgres_url is None else check_postgres_url(postgres_url)
         self.options = dict(options)
         self.pools = PoolOptions.take(self.options)
         self.saver: Any = None
@@ -280,20 +347,89 @@ class SaverContext:
 
     def __enter__(self) -> Any:
         # Sync use: blocking clients; async twins are built if ever needed (and closed with the saver).
+        relay_driver_logs()
+        if self.postgres_url:
+            check_postgres(self.postgres_url, self.options.get("pg_timeout", 2.0))
         client = redis_from_url(self.redis_url, self.pools, asyncio=False)
         pool = pg_pool(self.postgres_url, self.pools) if self.postgres_url else None
         return self._made(self.cls(client, None, pg_pool=pool, pool_options=self.pools, **self.options), client, pool)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.saver is not None:
-            self.saver.close()
+            if exc is None:
+                self.saver.close()  # the block succeeded: a flush failure at close is the caller's error
+                return
+            try:
+                self.saver.close()
+            except Exception:
+                _close_failed_under(self.saver, exc)
 
     async def __aenter__(self) -> Any:
         # Async use: asyncio clients; the flusher thread builds its blocking twins on first flush.
+        relay_driver_logs()
+        if self.postgres_url:
+            await acheck_postgres(self.postgres_url, self.options.get("pg_timeout", 2.0))
         client = redis_from_url(self.redis_url, self.pools, asyncio=True)
         pool = await apg_pool(self.postgres_url, self.pools) if self.postgres_url else None
         return self._made(self.cls(None, client, apg_pool=pool, pool_options=self.pools, **self.options), client, pool)
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.saver is not None:
-            await self.saver.aclose()
+            if exc is None:
+                await self.saver.aclose()
+                return
+            try:
+                await self.saver.aclose()
+            except Exception:
+                _close_failed_under(self.saver, exc)
+
+
+def describe_servers(conn: Connections) -> dict[str, str | None]:
+    """Where the saver's servers are, passwords hidden (for start-up logs)."""
+    client = conn.redis if conn.redis is not None else conn.aredis
+    if is_cluster(client):
+        nodes = list(client.get_nodes()) or list(client.nodes_manager.startup_nodes.values())
+        redis_at = "cluster " + ", ".join(f"{n.host}:{n.port}" for n in nodes[:3])
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+        redis_at = (f"unix://{kwargs['path']}" if kwargs.get("path")
+                    else f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}")  # fmt: skip
+    pool = conn.pg if conn.pg is not None else conn.apg
+    conninfo = getattr(pool, "conninfo", None)
+    return {"redis": redis_at, "postgres": shown(conninfo) if isinstance(conninfo, str) else None}
+
+
+def check_postgres(url: str, timeout: float) -> None:
+    """Connect once before building the pool: a configuration Postgres refuses (a wrong
+    password, a missing database) raises its typed error at once, with no pool retrying it in
+    the background. An unreachable server only logs: the hot tier works without Postgres, and
+    the first Postgres call says it is unreachable (fast, see `_io._PgGuard.verified`)."""
+    try:
+        psycopg.connect(url, connect_timeout=max(1, int(timeout))).close()
+    except psycopg.Error as exc:
+        _refused_or_unreachable(url, exc)
+
+
+async def acheck_postgres(url: str, timeout: float) -> None:
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=max(1, int(timeout)))
+        await conn.close()
+    except psycopg.Error as exc:
+        _refused_or_unreachable(url, exc)
+
+
+def _refused_or_unreachable(url: str, exc: psycopg.Error) -> None:
+    err = classify_connect_error(exc)
+    if not isinstance(err, TierUnavailableError):
+        raise err from None
+    logger.warning("Postgres at %s is unreachable at start-up; the hot tier works meanwhile: %s", shown(url), err)
+
+
+def _close_failed_under(saver: Any, exc: BaseException) -> None:
+    """The block raised, and so did closing the saver (a flush during an outage): the user's
+    exception is the one that propagates; the close failure is logged and counted."""
+    saver.metrics.incr("close_failures")
+    logger.error(
+        "closing the saver failed while the block raised %s (the block's exception propagates; "
+        "unflushed entries stay in the Redis outbox for the next flusher)", type(exc).__name__, exc_info=True,
+    )

@@ -37,14 +37,14 @@ from .durable.migrations import setup_op
 from .durable.retention import PRUNE_STRATEGIES
 from .durable.roles import check_role_op
 from .durable.sql import check_schema
-from .errors import ConfigError, TierUnavailableError
+from .errors import ConfigError, DataLostError, PostgresError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush
 from .history import PruneReport, latest_per_namespace, prune_thread_op
 from .hot import Fetched, HotOps, WriteLock
 from .hot_tier import claim_op
 from .hotwatch import HotWatch
-from .ids import ThreadRef, check_thread
+from .ids import ThreadRef, check_indexable, check_thread
 from .legacy import LegacyReads
 from .locks import Fences
 from .logs import fields
@@ -56,6 +56,8 @@ from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
 from .upgrade import legacy_check_op
 
+# flush() of every thread reads the outbox index this many threads at a time (all pages).
+FLUSH_ALL_PAGE = 500
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
 
@@ -156,7 +158,8 @@ class Core:
             ),
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
-        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms, offloader=offload)
+        flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms,
+                         offloader=offload, takeover_seconds=policy.takeover_seconds)  # fmt: skip
         core = cls(
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
             policy=policy, metrics=metrics, fences=Fences(),
@@ -189,11 +192,14 @@ class Core:
 
     # ------------------------------------------------------------------ failure policy
 
-    def _postgres_failed(self, exc: TierUnavailableError, what: str) -> None:
+    def _postgres_failed(self, exc: TierUnavailableError | PostgresError, what: str) -> None:
         """Postgres down: the hot tier answers alone. A thread that lives only in Postgres
         (expired from Redis) is not visible until Postgres is back: counted here, logged once
         per outage by the circuit breaker (at debug level per call)."""
         self.metrics.incr("postgres_read_errors" if what != "interrupt flush" else "flush_errors")
+        if isinstance(exc, PostgresError):  # this thread's own statement: no outage to log it
+            logger.warning("Postgres refused a statement during %s (the outbox keeps it): %s", what, exc)
+            return
         logger.debug("Postgres unavailable during %s, answering from Redis alone: %s", what, exc)
 
     def _hot_failed(self, exc: TierUnavailableError, what: str) -> None:
@@ -272,6 +278,7 @@ class Core:
     def _put_op(
         self, ref: ThreadRef, config: Any, checkpoint: Checkpoint, metadata: CheckpointMetadata, new_versions: ChannelVersions
     ) -> Op[Any]:
+        check_indexable(ref, checkpoint["id"], *(channel + str(v) for channel, v in new_versions.items()))
         yield from self._recover_op(ref)
         carried = self.combiner.closed_by(ref, checkpoint["id"]) if self.combiner is not None else []
         lock = self._write_lock(ref, checkpoint=checkpoint)
@@ -304,6 +311,7 @@ class Core:
     ) -> Op[None]:
         if ref.checkpoint_id is None:
             raise ConfigError("config['configurable'] has no 'checkpoint_id' for this write")
+        check_indexable(ref, ref.checkpoint_id + task_id, *(channel for channel, _ in writes))
         yield from self._recover_op(ref)
         records, digests = yield from self.hot.prepare_writes_op(ref, writes, task_id, task_path)
         special = any(channel in WRITES_IDX_MAP for channel, _ in writes)
@@ -324,8 +332,9 @@ class Core:
                         extra=fields(ref),
                     )
                 yield from self._flush_now_op(ref.tenant_id, ref.thread_id)
-            except TierUnavailableError as exc:
-                # Postgres down: the agent goes on; the outbox keeps the entries for a retry.
+            except (TierUnavailableError, PostgresError) as exc:
+                # Postgres down, or this thread's statement refused: the agent goes on; the outbox
+                # keeps the entries for the flusher's retries (which report a thread's own error).
                 self._postgres_failed(exc, "interrupt flush")
                 if self.flusher is not None:
                     self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)
@@ -433,11 +442,11 @@ class Core:
                 raise
             self._hot_failed(exc, "get_tuple")
             hot_up = False
-        if stored is not None and (not self.durable or stored.complete):
+        if stored is not None and stored.complete:
             self.metrics.incr("read_hits_redis")
             return (yield from self._to_tuple_op(ref, stored, hot_up))
         if not self.durable:
-            return None
+            return None if stored is None else self._lost(ref, stored)
         if stored is None and hot_up:
             self.metrics.incr("read_misses")
         try:
@@ -448,7 +457,7 @@ class Core:
             self.metrics.incr("postgres_read_errors")
             raise
         if durable is None:
-            return None if stored is None else (yield from self._to_tuple_op(ref, stored, hot_up))
+            return None if stored is None else self._lost(ref, stored)
         cold = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
@@ -493,6 +502,19 @@ class Core:
         yield from self.flush.flush_thread_op(ref.tenant_id, ref.thread_id, wait=True)
         yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
         return None
+
+    def _lost(self, ref: ThreadRef, stored: StoredCheckpoint) -> CheckpointTuple:
+        """Redis holds a checkpoint without all of its channel values (evicted) and no other tier
+        has it: an error, never a checkpoint with values missing (which would run on as if empty)."""
+        self.metrics.incr("checkpoints_lost")
+        missing = [f for f in stored.record.blob_fields if f not in stored.blobs]
+        logger.error("checkpoint %r of thread %s/%s lost channel values in Redis (evicted: use a volatile-* "
+                     "maxmemory-policy) and Postgres does not have it", stored.checkpoint_id, ref.tenant_id,
+                     ref.thread_id, extra=fields(ref))  # fmt: skip
+        raise DataLostError(
+            f"checkpoint {stored.checkpoint_id!r} of thread {ref.thread_id!r} lost {len(missing) or 'some'} channel "
+            "value(s) to Redis eviction before it reached Postgres; it cannot be restored whole"
+        )
 
     def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
@@ -558,16 +580,38 @@ class Core:
     # ------------------------------------------------------------------ durable-tier calls
 
     def flush_op(self, ref: ThreadRef | None) -> Op[list[FlushResult]]:
-        """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread."""
+        """Carry the outbox to Postgres now: one thread, or (`ref` None) every dirty thread (all
+        of them, not only the first page of the outbox index)."""
         if not self.durable:
             return []
-        threads = [(ref.tenant_id, ref.thread_id)] if ref is not None else (yield from self.flush.dirty_threads_op())
-        results = []
-        for tenant_id, thread_id in threads:
-            results.append((yield from self._flush_now_op(tenant_id, thread_id)))
-            if self.flusher is not None:
-                self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
+        results: list[FlushResult] = []
+        if ref is not None:
+            return [(yield from self._flush_one_op(ref.tenant_id, ref.thread_id))]
+        # Every dirty thread, a page of the outbox index at a time, until a page brings no
+        # thread this call has not flushed yet (what is still dirty then was written meanwhile).
+        done: set[tuple[str, str]] = set()
+        while True:
+            page = yield from self.flush.dirty_threads_op(limit=FLUSH_ALL_PAGE)
+            todo = [key for key in page if key not in done]
+            if not todo:
+                break
+            for key in todo:
+                done.add(key)
+                results.append((yield from self._flush_one_op(*key)))
+        left = [r for r in results if r.remaining or r.skipped_locked]
+        if left or len(page) >= FLUSH_ALL_PAGE:
+            logger.warning(
+                "flush(): %d thread(s) flushed; %d still have unflushed entries (written during the flush or "
+                "held by another flusher)%s", len(results), len(left),
+                f", and the outbox index still lists {len(page)}+ threads" if len(page) >= FLUSH_ALL_PAGE else "",
+            )
         return results
+
+    def _flush_one_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+        result = yield from self._flush_now_op(tenant_id, thread_id)
+        if self.flusher is not None:
+            self.flusher.book.succeeded((tenant_id, thread_id))  # lifts a quarantine
+        return result
 
     def prune_older_than_op(self, tenant: str | None, older_than: timedelta) -> Op[Any]:
         """Postgres retention for one tenant, or every tenant (`tenant` None)."""
@@ -580,32 +624,33 @@ class Core:
 
     # ------------------------------------------------------------------ thread-level calls
 
-    def _with_flush_lock_op(self, tenant: str, thread_id: str, body: Op[T]) -> Op[T]:
+    def _with_flush_lock_op(self, tenant: str, thread_id: str, body: Op[T] | Callable[[int | None], Op[T]]) -> Op[T]:
         """Run `body` holding the thread's flush lock: a concurrent flush cannot re-insert rows
-        a delete just removed."""
+        a delete just removed. A callable body gets the lock's fencing token (a deletion's
+        tombstone: a flusher that read before it, and took the lock back later, is refused)."""
         if not self.durable:
-            return (yield from body)
-        token = yield from self.flush.acquire_flush_lock_op(tenant, thread_id, wait=True)
+            return (yield from (body(None) if callable(body) else body))
+        held = yield from self.flush.acquire_flush_lock_op(tenant, thread_id, wait=True)
         try:
-            return (yield from body)
+            return (yield from (body(held[1] if held else None) if callable(body) else body))
         finally:
-            if token is not None:
-                yield from self.flush.release_flush_lock_op(tenant, thread_id, token)
+            if held is not None and held[0]:  # "": taken without a lock (Redis out of memory)
+                yield from self.flush.release_flush_lock_op(tenant, thread_id, held[0])
 
     def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
         thread_id = check_thread(thread_id)
-        yield from self._with_flush_lock_op(tenant, thread_id, self._delete_thread_op(tenant, thread_id))
+        yield from self._with_flush_lock_op(tenant, thread_id, lambda fence: self._delete_thread_op(tenant, thread_id, fence))
         if self.flusher is not None:
             self.flusher.forget(tenant, thread_id)
         return None
 
-    def _delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]:
+    def _delete_thread_op(self, tenant: str, thread_id: str, fence: int | None = None) -> Op[None]:
         yield from self._drain_op(tenant, thread_id)
         before = yield from self.hot.export_thread_op(tenant, thread_id)
         candidates = digests_in_export(before)
         yield from self.hot.delete_thread_op(tenant, [thread_id])
         if self.durable:
-            result = yield from pg.delete_thread_op(self.schema, tenant, thread_id)
+            result = yield from pg.delete_thread_op(self.schema, tenant, thread_id, fence)
             candidates |= _ref_digests(result.orphaned_blob_refs)
         # only now: a registered thread may be in Postgres, so it leaves the registry last
         yield from self.hot.unregister_op(tenant, [thread_id])

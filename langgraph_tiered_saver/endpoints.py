@@ -20,7 +20,9 @@ from .metrics import Metrics
 @dataclass(frozen=True)
 class HealthRules:
     """When the worker is unhealthy: its flush loop stopped, stalled (the outbox not checked for
-    `stale_after` seconds), or a thread has waited in the outbox over `max_outbox_age` seconds."""
+    `stale_after` seconds), flushes fail for every thread (an outage: unhealthy while it lasts), or
+a thread has waited in the outbox over `max_outbox_age` seconds (so, after an outage, healthy
+again once the backlog has drained)."""
 
     max_outbox_age: float = 300.0
     stale_after: float = 10.0
@@ -42,6 +44,8 @@ def check_health(health: FlusherHealth, metrics: Metrics, rules: HealthRules, no
         reasons.append("flusher is not running")
     elif checked_at is None or now - checked_at > rules.stale_after:
         reasons.append(f"flusher stalled: outbox not checked for over {rules.stale_after:g} s")
+    if health.outage_seconds is not None:
+        reasons.append(f"flushes failing for every thread for {health.outage_seconds:.1f} s: {health.outage_error}")
     if oldest is not None and oldest > rules.max_outbox_age:
         reasons.append(f"outbox age {oldest:.1f} s exceeds {rules.max_outbox_age:g} s")
     details = {
@@ -50,9 +54,13 @@ def check_health(health: FlusherHealth, metrics: Metrics, rules: HealthRules, no
         "outbox_oldest_seconds": oldest,
         "outbox_checked_seconds_ago": None if checked_at is None else round(now - checked_at, 3),
         "consecutive_failures": health.consecutive_failures,
+        "outage_seconds": health.outage_seconds,
         "quarantined": [{"tenant_id": t, "thread_id": th, "error": e} for t, th, e in health.quarantined],
     }
     return HealthReport(not reasons, reasons, details)
+
+
+METRICS_NEED = "/metrics needs prometheus_client: pip install 'langgraph-tiered-saver[prometheus]'"
 
 
 def prometheus_text(metrics: Metrics, health: Callable[[], FlusherHealth | None]) -> Callable[[], bytes]:
@@ -60,7 +68,7 @@ def prometheus_text(metrics: Metrics, health: Callable[[], FlusherHealth | None]
     try:
         from prometheus_client import CollectorRegistry, generate_latest
     except ImportError as exc:
-        raise ConfigError("/metrics needs prometheus_client: pip install 'langgraph-tiered-saver[prometheus]'") from exc
+        raise ConfigError(METRICS_NEED) from exc
     from .prometheus import MetricsCollector
 
     registry = CollectorRegistry(auto_describe=False)
@@ -71,7 +79,11 @@ def prometheus_text(metrics: Metrics, health: Callable[[], FlusherHealth | None]
 class OpsServer:
     """Serves /metrics and /healthz on `host:port` (port 0: any free port, see `.port`)."""
 
-    def __init__(self, host: str, port: int, metrics_body: Callable[[], bytes], health: Callable[[], HealthReport]) -> None:
+    def __init__(
+        self, host: str, port: int, metrics_body: Callable[[], bytes] | None, health: Callable[[], HealthReport]
+    ) -> None:
+        """`metrics_body` None: prometheus_client is not installed; /healthz is still served and
+        /metrics answers 501 saying what to install."""
         handler = _handler(metrics_body, health)
         try:
             self._server = ThreadingHTTPServer((host, port), handler)
@@ -87,12 +99,15 @@ class OpsServer:
         self._server.server_close()
 
 
-def _handler(metrics_body: Callable[[], bytes], health: Callable[[], HealthReport]) -> type[BaseHTTPRequestHandler]:
+def _handler(metrics_body: Callable[[], bytes] | None, health: Callable[[], HealthReport]) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, metrics_body(), "text/plain; version=0.0.4; charset=utf-8")
+                if metrics_body is None:
+                    self._send(501, json.dumps({"error": METRICS_NEED}).encode(), "application/json")
+                else:
+                    self._send(200, metrics_body(), "text/plain; version=0.0.4; charset=utf-8")
             elif path == "/healthz":
                 report = health()
                 body = {"status": "ok" if report.ok else "unhealthy", "reasons": report.reasons, **report.details}

@@ -23,6 +23,11 @@ class CorruptDataError(TieredSaverError):
     """Bytes read from a tier could not be decoded (truncated, tampered or foreign data)."""
 
 
+class DataLostError(TieredSaverError):
+    """A checkpoint lost part of its data in Redis (an allkeys-* eviction) before it reached
+    Postgres: it cannot be restored whole, and a partial checkpoint is never returned."""
+
+
 class TierUnavailableError(TieredSaverError, ConnectionError):
     """A storage tier (Redis or Postgres) could not be reached."""
 
@@ -54,6 +59,16 @@ class TenantRequiredError(ConfigError):
 
 class TenantMismatchError(ConfigError):
     """A call named two different tenants (a bound saver, the config, a tenant scope)."""
+
+
+class RedisPermissionError(ConfigError):
+    """Redis refused a command to the saver's user (an ACL without EVALSHA, or without the saver's
+    keys): a configuration to fix, not an outage, so no fallback masks it."""
+
+
+class FlushFencedError(TieredSaverError):
+    """Postgres refused a flush: its lease was taken over by a newer flusher, or the thread was
+    deleted after the flush read its outbox. Nothing was written; the newer holder flushes."""
 
 
 class PostgresConfigError(TieredSaverError):
@@ -98,6 +113,13 @@ class HotDurabilityError(TieredSaverError):
 class HotTierConflictError(ConfigError):
     """The Postgres schema is fed by another hot tier (another Redis key prefix): two hot tiers
     over one schema would each answer for their own copies of a thread and fork it."""
+class SaverClosedError(TieredSaverError, RuntimeError):
+    """The saver was closed (`close()`, or its `with` block ended): it takes no more calls, so
+    no write is accepted that no flusher would carry to Postgres."""
+
+
+class EventLoopError(TieredSaverError, RuntimeError):
+    """An asyncio client or pool of the saver was used from another event loop than its own."""
 
 
 class LegacyKeysError(ConfigError):

@@ -8,13 +8,15 @@ differently before a flush and after it.
 
 Here both tiers compare JSON values, exactly: the hot tier compares the metadata as the durable
 tier stores it (`normalize`, the JSONB form), and `sql_conditions` writes the same comparison in
-SQL. JSON has no int/bool confusion: `True` does not match `1` (Python's `True == 1` would).
+SQL. JSON has no int/bool confusion: `True` does not match `1` (Python's `True == 1` would),
+and numbers compare as jsonb compares them, by decimal value (`float(2**63)` is not `2**63`).
 Containment on the non-null part stays as a prefilter, which the GIN index on `metadata` serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from .durable.audit import dumps_jsonb
@@ -26,12 +28,19 @@ def json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, bool) or isinstance(b, bool):
         return isinstance(a, bool) and isinstance(b, bool) and a == b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
-        return a == b
+        return _number(a) == _number(b)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(json_equal(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(json_equal(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
+
+
+def _number(value: int | float) -> Decimal:
+    """A JSON number as jsonb holds it: the exact decimal of its text. Python compares an int
+    with a float exactly in binary (`2**63 == float(2**63)`), jsonb the float's shortest decimal
+    (9223372036854775808 vs 9223372036854776000): the decimal text decides in both tiers."""
+    return Decimal(value) if isinstance(value, int) else Decimal(repr(value))
 
 
 def matches(metadata: Mapping[str, Any], metadata_filter: Mapping[str, Any]) -> bool:

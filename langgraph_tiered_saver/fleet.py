@@ -44,8 +44,9 @@ from . import keys as K
 from . import scripts
 from ._io import Op, RedisCall
 from .codec import as_str, scored
+from .errors import TierUnavailableError
 from .flush import DEFAULT_LEASE, FlushLease, FlushOps, FlushPolicy
-from .flusher import MAX_BACKOFF, RetryBook, ThreadId, record_flush, record_outbox
+from .flusher import OUTAGE_MAX_BACKOFF, RetryBook, ThreadId, record_flush, record_outbox
 from .metrics import Metrics
 from .telemetry import observed_op
 
@@ -131,6 +132,22 @@ def claim_op(
     return overdue[::-1], True
 
 
+def _heartbeat(run: Callable[[Op[Any]], Any], roster: Roster | None) -> Share | None:
+    """This worker's share; None (every due thread) when Redis is out of memory and refuses the
+    membership write: a full Redis is exactly when the outbox must drain, and the flush fence
+    in Postgres keeps two workers on one thread safe (shares are only an efficiency)."""
+    if roster is None:
+        return None
+    try:
+        return run(roster.heartbeat_op())  # type: ignore[no-any-return]
+    except TierUnavailableError as exc:
+        if "OutOfMemoryError" not in str(exc) and "OOM" not in str(exc):
+            raise
+        logger.warning("worker %s cannot renew its membership (Redis is out of memory): flushing any due "
+                       "thread until it can", roster.worker_id)  # fmt: skip
+        return None
+
+
 def worker_loop(
     run: Callable[[Op[Any]], Any],
     ops: FlushOps,
@@ -156,12 +173,12 @@ def worker_loop(
     try:
         while not stop.is_set():
             try:
-                share = run(roster.heartbeat_op()) if roster else None
+                share = _heartbeat(run, roster)
                 threads, stolen = run(claim_op(ops, share, quiet_ms=quiet_ms, steal_after_ms=lease.ms))
                 record_outbox(metrics, run(ops.outbox_status_op()))
                 idle_backoff = 0.0
             except Exception as exc:
-                idle_backoff = min(MAX_BACKOFF, max(0.5, idle_backoff * 2))
+                idle_backoff = min(OUTAGE_MAX_BACKOFF, max(0.5, idle_backoff * 2))  # Redis is back within seconds
                 metrics.incr("flush_errors")
                 logger.warning("worker could not read the outbox index, retrying in %.1f s: %s", idle_backoff, exc)
                 if once:
@@ -176,7 +193,7 @@ def worker_loop(
                     break
                 if roster is not None and time.monotonic() - beat >= refresh:
                     try:
-                        share = run(roster.heartbeat_op())
+                        share = _heartbeat(run, roster)
                     except Exception as exc:
                         metrics.incr("flush_errors")
                         logger.warning("worker could not renew its membership, ending this pass: %s", exc)

@@ -40,6 +40,7 @@ from .codec import (
 from .durable.audit import audit_from_msgpack, jsonb_value, to_audit_json
 from .durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
 from .durable.records import BlobRow, WriteRow
+from .errors import FlushFencedError, TierUnavailableError
 from .logs import fields
 from .polling import poll_op
 from .stored import decode_refs
@@ -53,6 +54,10 @@ OUTBOX_BATCH = 2000
 # A checkpoint some of whose channel values Redis lost: (entry, namespace, id, missing fields).
 Unsure = tuple[str, str, str, list[str]]
 FLUSH_LOCK_MS = 60_000  # a flush lease's default length (see FlushLease)
+# How long a synchronous flush (an interrupt, flush(), a deletion) waits for another flusher's
+# lease before it takes the thread over (see FlushOps.takeover_seconds).
+TAKEOVER_SECONDS = 5.0
+FENCED_RETRIES = 3  # a synchronous flush refused by the fence starts again, with a newer token
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
@@ -72,6 +77,9 @@ class FlushPolicy:
       after `retry_backoff` seconds, doubling up to `max_backoff`; after `max_attempts`
       failures in a row it is quarantined (see `flusher.RetryBook`), retried only every
       `quarantine_retry_seconds`, and never dropped from the outbox.
+    - `takeover_seconds`: how long a synchronous flush (interrupt, `flush()`, a deletion) waits
+      for another flusher's lease before taking the thread over with a newer fencing token;
+      Postgres then refuses the old holder's commit (see `FlushOps.takeover_seconds`).
     """
 
     on_interrupt: Mode = "sync"
@@ -83,11 +91,12 @@ class FlushPolicy:
     retry_backoff: float = 0.5
     max_backoff: float = 30.0
     quarantine_retry_seconds: float = 300.0
+    takeover_seconds: float = TAKEOVER_SECONDS
 
     def __post_init__(self) -> None:
         for name in ("on_interrupt", "on_error"):
             opt.choice(f"FlushPolicy.{name}", getattr(self, name), MODES)
-        for name in ("quiet_seconds", "retry_backoff", "max_backoff", "quarantine_retry_seconds"):
+        for name in ("quiet_seconds", "retry_backoff", "max_backoff", "quarantine_retry_seconds", "takeover_seconds"):
             opt.seconds(f"FlushPolicy.{name}", getattr(self, name))
         opt.whole("FlushPolicy.every_n_checkpoints", self.every_n_checkpoints)
         opt.positive_int("FlushPolicy.max_attempts", self.max_attempts)
@@ -165,6 +174,8 @@ class FlushResult:
     remaining: int = 0
     # outbox entries whose data Redis no longer held (evicted): reported, never written half
     lost: int = 0
+    # Postgres refused the commit: the lease was taken over or the thread deleted meanwhile
+    fenced: bool = False
     # seconds from the thread's last hot write (as the outbox index saw it) to its commit in
     # Postgres: how far the durable tier was behind for this thread
     lag_seconds: float | None = None
@@ -180,11 +191,23 @@ class FlushOps:
     """Builds the flush of one thread: read outbox, upsert to Postgres, acknowledge."""
 
     def __init__(
-        self, serde: SerializerProtocol, *, key_prefix: str, schema: str, audit_json: bool | None, ttl_ms: int,
+        self,
+        serde: SerializerProtocol,
+        *,
+        key_prefix: str,
+        schema: str,
+        audit_json: bool | None,
+        ttl_ms: int,
         offloader: Offloader | None = None,
-    ) -> None:  # fmt: skip
+        takeover_seconds: float = TAKEOVER_SECONDS,
+    ) -> None:
         self.serde = serde
         self.offloader = offloader  # sends oversized values to the blob store before their rows
+        # A synchronous flush waits at most this long for another flusher's lease, then takes
+        # the thread over with a newer fencing token: a stalled holder (SIGSTOP, a GC pause, a
+        # frozen VM) costs an interrupt this, not the holder's whole lease. Safe because Postgres
+        # refuses the older token's commit (durable.sql.MIGRATION_5_FLUSH_FENCE).
+        self.takeover_seconds = opt.seconds("takeover_seconds", takeover_seconds)
         self.ttl_ms = ttl_ms  # given back to a thread's keys once its outbox is empty
         self.prefix = key_prefix
         self.schema = schema
@@ -303,17 +326,37 @@ class FlushOps:
             batch.checkpoints = [c for c in batch.checkpoints if (c[0], c[1]) not in lost]
         return len(lost)
 
-    def acquire_flush_lock_op(self, tenant_id: str, thread_id: str, *, wait: bool) -> Op[str | None]:
+    def acquire_flush_lock_op(self, tenant_id: str, thread_id: str, *, wait: bool) -> Op[tuple[str, int] | None]:
         """Take the thread's flush lock (so two flushers, or a flush and a delete, never
-        interleave on one thread). Returns the token, or None when busy and not waiting."""
+        interleave on one thread). Returns the token and the fencing token (the Redis clock in
+        microseconds), or None when busy and not waiting. Waiting takes the lock over after
+        `takeover_seconds`: the holder's later commit is refused by the fence."""
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         token = uuid.uuid4().hex
 
-        def attempt() -> Op[str | None]:
-            (acquired,) = yield RedisCall((("SET", lock, token, "NX", "PX", FLUSH_LOCK_MS),))
-            return token if acquired else None
+        def attempt(force: bool = False) -> Op[tuple[str, int] | None]:
+            nx = () if force else ("NX",)
+            try:
+                acquired, clock = yield RedisCall((("SET", lock, token, *nx, "PX", FLUSH_LOCK_MS), ("TIME",)))
+            except TierUnavailableError as exc:
+                if not _out_of_memory(exc):
+                    raise
+                # Redis is full and refuses the lock's SET (not GET or DEL): go on without the lock
+                # (as the outbox read does), the fence orders this against any flusher
+                holder, clock = yield RedisCall((("GET", lock), ("TIME",)))
+                if holder is not None and not force:
+                    return None
+                if holder is not None:
+                    yield RedisCall((("DEL", lock),))
+                return ("", _micros(clock[0], clock[1]))
+            return (token, _micros(clock[0], clock[1])) if acquired else None
 
-        return (yield from poll_op(attempt, timeout=FLUSH_LOCK_MS / 1000 if wait else 0))
+        got = yield from poll_op(attempt, timeout=self.takeover_seconds if wait else 0)
+        if got is None and wait:
+            logger.warning("flush lock of thread %s/%s held for over %.1f s: taken over (the holder's flush "
+                           "will be refused by Postgres' fence)", tenant_id, thread_id, self.takeover_seconds)
+            got = yield from attempt(force=True)
+        return got
 
     def release_flush_lock_op(self, tenant_id: str, thread_id: str, token: str) -> Op[None]:
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
@@ -325,10 +368,26 @@ class FlushOps:
     ) -> Op[FlushResult]:
         """Flush one thread completely (in batches), under the thread's flush lease (`lease`).
         With `wait`, wait for a concurrent flusher to finish instead of skipping (a sync flush
-        must see its own writes in Postgres).
+        must see its own writes in Postgres), at most `takeover_seconds`, then take over.
 
         Three Redis round trips in the common case: take the lock and read the outbox (with the
-        dirty score beside it), acknowledge and release, clear the dirty mark."""
+        dirty score beside it), acknowledge and release, clear the dirty mark.
+
+        Postgres refuses the commit of a flush whose lease was taken over since its read, or
+        whose thread was deleted since (the fence): nothing is written, the entries stay in the
+        outbox, and the newer holder flushes them. A background flush reports that as skipped;
+        a synchronous one starts again with a newer token."""
+        for attempt in range(FENCED_RETRIES if wait else 1):
+            try:
+                return (yield from self._flush_thread_op(tenant_id, thread_id, wait=wait, lease=lease))
+            except FlushFencedError as exc:
+                logger.warning("flush of thread %s/%s refused by Postgres (lease lost): %s", tenant_id, thread_id,
+                               exc, extra={"tenant_id": tenant_id, "thread_id": thread_id})  # fmt: skip
+                if wait and attempt == FENCED_RETRIES - 1:
+                    raise
+        return FlushResult(tenant_id, thread_id, skipped_locked=True, fenced=True)
+
+    def _flush_thread_op(self, tenant_id: str, thread_id: str, *, wait: bool, lease: FlushLease) -> Op[FlushResult]:
         result = FlushResult(tenant_id, thread_id)
         dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
         member = K.dirty_member(tenant_id, thread_id)
@@ -336,19 +395,31 @@ class FlushOps:
         keys = scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
         token = lease.new_token()
 
-        def attempt() -> Op[tuple[Any, Any] | None]:
-            observed, reply = yield self._read_call(keys, token, dirty, member, lease.ms)
+        def attempt(force: bool = False) -> Op[tuple[Any, Any] | None]:
+            observed, reply = yield self._read_call(keys, token, dirty, member, lease.ms, force=force)
             return (observed, reply) if reply else None
 
-        read = yield from poll_op(attempt, timeout=lease.ms / 1000 if wait else 0)
+        read = yield from poll_op(attempt, timeout=self.takeover_seconds if wait else 0)
+        if read is None and wait:
+            logger.warning(
+                "flush lease of thread %s/%s held for over %.1f s by a flusher that does not finish: taken "
+                "over (Postgres refuses the stalled holder's commit)", tenant_id, thread_id, self.takeover_seconds,
+                extra={"tenant_id": tenant_id, "thread_id": thread_id},
+            )
+            read = yield from attempt(force=True)
         if read is None:
             result.skipped_locked = True
             return result
         observed, reply = read
+        fence = _fence_of(reply)
+        if len(reply) > 6 and not int(reply[6]):
+            logger.warning("flush of thread %s/%s runs without a lease: Redis refused the lease write (out of "
+                           "memory?); Postgres' fence still orders flushers", tenant_id, thread_id)  # fmt: skip
+        fences = {} if fence is None else {(tenant_id, thread_id): fence}
         released = False
         try:
             while True:
-                entries, versions, values, outbox_lost = reply
+                entries, versions, values, outbox_lost = reply[:4]
                 if int(outbox_lost):
                     result.lost += 1
                     logger.error(
@@ -364,7 +435,7 @@ class FlushOps:
                 result.lost += yield from self._settle_op(batch, unsure)
                 offloaded = yield from self.offload_rows_op(batch)
                 if batch.checkpoints or batch.blobs or batch.writes:
-                    yield from upsert_batch_op(self.schema, [batch])
+                    yield from upsert_batch_op(self.schema, [batch], fences)
                     if observed is not None:
                         result.lag_seconds = _seconds_since(observed)
                 result.checkpoints += len(batch.checkpoints)
@@ -405,12 +476,12 @@ class FlushOps:
         return result
 
     @staticmethod
-    def _read_call(keys: dict[str, str], token: str, dirty: str, member: str, lease_ms: int) -> RedisCall:
+    def _read_call(
+        keys: dict[str, str], token: str, dirty: str, member: str, lease_ms: int, *, force: bool = False
+    ) -> RedisCall:
         """The dirty score (the shard's index, in the thread's slot) and the locked outbox read (taking or renewing the lease), pipelined."""
-        return RedisCall(
-            (("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, {"limit": OUTBOX_BATCH, "token": token, "lock_ttl_ms": lease_ms})),
-            scripts=(scripts.OUTBOX_READ,),
-        )
+        args = {"limit": OUTBOX_BATCH, "token": token, "lock_ttl_ms": lease_ms, "force": "1" if force else "0"}
+        return RedisCall((("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, args)), scripts=(scripts.OUTBOX_READ,))
 
     def dirty_threads_op(
         self, older_than_ms: int | None = None, limit: int = 500, shards: Sequence[int] | None = None
@@ -434,6 +505,20 @@ class FlushOps:
         depth = sum(int(n) for n in replies[0::2])
         scores = [score for oldest in replies[1::2] for _, score in scored(oldest)]
         return OutboxStatus(depth, _seconds_since(min(scores)) if scores else 0.0)
+
+
+def _out_of_memory(exc: TierUnavailableError) -> bool:
+    return "OutOfMemoryError" in str(exc) or "OOM" in str(exc)
+
+
+def _micros(seconds: Any, micros: Any) -> int:
+    return int(seconds) * 1_000_000 + int(micros)
+
+
+def _fence_of(reply: Sequence[Any]) -> int | None:
+    """A flush's fencing token: the Redis clock of its first outbox read (None from a script
+    that predates fencing, which only a scripted test driver still answers)."""
+    return _micros(reply[4], reply[5]) if len(reply) > 5 else None
 
 
 def _seconds_since(score_ms: Any) -> float:

@@ -5,12 +5,19 @@ Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the thread is th
 that decides *when* (per the `FlushPolicy`), so the hot path never waits on Postgres except
 where the policy says "sync" (an interrupt, by default).
 
-Neither may stop silently: a flush that fails for one thread (a value Postgres rejects, a
-trigger, an outage) is contained to that thread, which `RetryBook` retries with backoff and,
-after `max_attempts` failures in a row, quarantines: it stays in the outbox, is logged once at
-ERROR and counted, and is retried only every `quarantine_retry_seconds` or on an explicit
-`flush()`. Every other thread keeps flowing. An error in the loop itself is logged, counted
-(`flusher_loop_errors`) and the loop goes on.
+Neither may stop silently, and `RetryBook` tells two kinds of failure apart:
+
+- **The thread's own** (a value Postgres rejects, a trigger, corrupt bytes): contained to that
+  thread, retried with backoff and, after `max_attempts` failures in a row, quarantined: it stays
+  in the outbox, is logged once at ERROR and counted, and is retried only every
+  `quarantine_retry_seconds` or on an explicit `flush()`. Every other thread keeps flowing.
+- **Everyone's** (`is_outage`: Postgres or Redis unreachable, or refusing the configuration):
+  no thread is to blame, so none is quarantined. Every waiting thread is retried with a backoff
+  capped at `OUTAGE_MAX_BACKOFF` seconds, and the first success after the outage makes every
+  waiting thread due at once: the backlog is flushed within seconds of the server's return.
+  One WARNING when flushes stop, one when they resume, never one per thread.
+
+An error in the loop itself is logged, counted (`flusher_loop_errors`) and the loop goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._io import Op
-from .errors import FlushError
+from .errors import FlushError, PostgresConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult, OutboxStatus
 from .metrics import Metrics
 from .telemetry import observed_op
@@ -31,7 +38,15 @@ from .telemetry import observed_op
 logger = logging.getLogger("langgraph_tiered_saver.flush")
 
 ThreadId = tuple[str, str]
-MAX_BACKOFF = 30.0
+# The longest wait between flush attempts while a tier is down for everyone: the backlog reaches
+# Postgres within this (plus the breaker's probe window) of its return.
+OUTAGE_MAX_BACKOFF = 2.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a flush failure is everyone's (a tier unreachable, or refusing the saver's
+    configuration) rather than the thread's own (its data, or a statement that fails for it)."""
+    return isinstance(exc, (TierUnavailableError, PostgresConfigError))
 
 
 @dataclass
@@ -50,6 +65,8 @@ class FlusherHealth:
     last_success_at: float | None  # time.time() of the last successful flush
     consecutive_failures: int  # failed flush attempts since the last success, all threads
     quarantined: tuple[tuple[str, str, str], ...] = field(default=())  # (tenant, thread, error)
+    outage_seconds: float | None = None  # flushes failing for everyone for this long (None: no outage)
+    outage_error: str = ""
 
 
 class RetryBook:
@@ -63,9 +80,14 @@ class RetryBook:
         self._trouble: dict[ThreadId, _Trouble] = {}
         self.last_success_at: float | None = None
         self.consecutive_failures = 0
+        self._outage_since: float | None = None  # monotonic time of the outage's first failure
+        self._outage_failures = 0
+        self._outage_error = ""
 
     def failed(self, key: ThreadId, exc: BaseException, now: float) -> float:
         """Record a failed flush of `key`; returns when to try it again (monotonic seconds)."""
+        if is_outage(exc):
+            return self._outage(key, exc, now)
         with self._lock:
             trouble = self._trouble.setdefault(key, _Trouble())
             trouble.failures += 1
@@ -97,16 +119,57 @@ class RetryBook:
             )
         return trouble.retry_at
 
-    def succeeded(self, key: ThreadId) -> None:
+    def _outage(self, key: ThreadId, exc: BaseException, now: float) -> float:
+        """A failure that is no thread's fault: wait with a short capped backoff, never
+        quarantine, and leave the thread's own failure count alone."""
+        with self._lock:
+            started = self._outage_since is None
+            if started:
+                self._outage_since = now
+                self._outage_failures = 0
+            self._outage_failures += 1
+            self._outage_error = f"{type(exc).__name__}: {exc}"
+            self.consecutive_failures += 1
+            exponent = min(self._outage_failures - 1, 16)
+            delay = min(OUTAGE_MAX_BACKOFF, self.policy.max_backoff, self.policy.retry_backoff * 2**exponent)
+            trouble = self._trouble.setdefault(key, _Trouble())
+            trouble.error = self._outage_error
+            trouble.retry_at = max(trouble.retry_at, now + delay) if trouble.quarantined else now + delay
+        self.metrics.incr("flush_errors")
+        self.metrics.incr("flush_outage_failures")
+        self.metrics.set_gauge("flush_outage", 1)
+        if started:
+            logger.warning(
+                "flushes stopped: a tier is unavailable for every thread (%s); the outbox keeps "
+                "everything, no thread is quarantined for it, retrying every %.1f s at most",
+                self._outage_error, OUTAGE_MAX_BACKOFF,
+            )
+        return trouble.retry_at
+
+    def succeeded(self, key: ThreadId) -> bool:
+        """Record a successful flush of `key`; True when it ended an outage (the caller then
+        makes every thread that waited for it due at once)."""
         with self._lock:
             trouble = self._trouble.pop(key, None)
             self.last_success_at = time.time()
             self.consecutive_failures = 0
             quarantined = sum(t.quarantined for t in self._trouble.values())
+            since, self._outage_since = self._outage_since, None
+            if since is not None:  # the others waited on the outage, not on their own failure
+                for other in self._trouble.values():
+                    if not other.quarantined:
+                        other.retry_at = 0.0
         self.metrics.set_gauge("flush_quarantined_threads", quarantined)
         if trouble is not None and trouble.quarantined:
             logger.warning("thread %s/%s flushed again: quarantine lifted", key[0], key[1],
                            extra={"tenant_id": key[0], "thread_id": key[1]})
+        if since is not None:
+            self.metrics.set_gauge("flush_outage", 0)
+            logger.warning(
+                "flushes resumed after %.1f s of outage (%d failed attempts); every waiting thread is due now",
+                time.monotonic() - since, self._outage_failures,
+            )
+        return since is not None
 
     def waiting(self, key: ThreadId, now: float) -> bool:
         """Whether `key` failed recently and its next try is not due yet."""
@@ -119,7 +182,10 @@ class RetryBook:
             return tuple((k[0], k[1], t.error) for k, t in sorted(self._trouble.items()) if t.quarantined)
 
     def health(self, alive: bool) -> FlusherHealth:
-        return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined())
+        with self._lock:
+            since, error = self._outage_since, self._outage_error
+        outage = None if since is None else round(time.monotonic() - since, 3)
+        return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined(), outage, error)
 
 
 class BackgroundFlusher:
@@ -279,8 +345,14 @@ class BackgroundFlusher:
         started = time.perf_counter()
         result: FlushResult = self._run(observed_op(self._metrics, "flush", self._ops.flush_thread_op(*key), *key))
         record_flush(self._metrics, result, time.perf_counter() - started)
-        self.book.succeeded(key)
+        outage_over = self.book.succeeded(key)
         with self._cond:
+            if outage_over:  # the threads that waited on the outage are due now, not at their backoff
+                now = time.monotonic()
+                for other, due in self._due.items():
+                    if not self.book.waiting(other, now):
+                        self._due[other] = min(due, now)
+                self._cond.notify()
             self._counts.pop(key, None)
             if result.remaining == 0 and key not in self._due:
                 self._touched.discard(key)

@@ -29,6 +29,7 @@ from typing import Any
 from . import keys as K
 from . import scripts
 from ._io import Op, RedisCall
+from .codec import as_str
 from .metrics import Metrics
 
 logger = logging.getLogger("langgraph_tiered_saver")
@@ -57,8 +58,6 @@ class HotWatch:
     def server_lost(self) -> None:
         """A driver saw the script cache empty: the server restarted. Check before the next read."""
         self._checked = False
-        if self._loop is not None:
-            self._loop.wake()
 
     def ready_op(self) -> Op[None]:
         """Run the check if this process has not yet (its first call) or a restart was seen."""
@@ -69,24 +68,27 @@ class HotWatch:
         return None
 
     def check_op(self) -> Op[bool]:
-        """Compare the server's run id with the recorded one; True when the generations moved."""
+        """Compare the server's run id with the recorded one; True when the generations moved.
+        The generations move before the new run id is recorded: a check cut short between the
+        two moves them again next time, never not at all."""
         if self.cluster:  # each shard's keys live on its own node: one check per shard
-            calls = tuple(
-                _check_call(K.server_key(self.prefix, shard), [K.generation_key(self.prefix, shard)])
-                for shard in range(K.SHARDS)
-            )
+            groups = [(K.server_key(self.prefix, s), [K.generation_key(self.prefix, s)]) for s in range(K.SHARDS)]
         else:
-            calls = (_check_call(K.server_key(self.prefix), [K.generation_key(self.prefix, s) for s in range(K.SHARDS)]),)
+            groups = [(K.server_key(self.prefix), [K.generation_key(self.prefix, s) for s in range(K.SHARDS)])]
+        calls = tuple(scripts.SERVER_CHECK.call({"server": server}, {}) for server, _ in groups)
         replies = yield RedisCall(calls, scripts=(scripts.SERVER_CHECK,))
+        changed = [(group, as_str(run_id)) for group, run_id in zip(groups, replies, strict=True) if run_id]
+        if changed:
+            yield RedisCall(tuple(("INCR", key) for (_, generations), _ in changed for key in generations))
+            yield RedisCall(tuple(("SET", server, run_id) for (server, _), run_id in changed))
         self._checked = True
-        moved = any(int(reply) for reply in replies)
-        if moved:
+        if changed:
             self.metrics.incr("redis_server_changes")
             logger.warning(
                 "Redis is a server this deployment has not verified (restarted, failed over, or new): "
                 "each thread it holds is checked against Postgres on its next read"
             )
-        return moved
+        return bool(changed)
 
     def attach(self, run: Callable[[Op[Any]], Any]) -> None:
         """Give the background check its (sync) op runner; it starts on first use."""
@@ -96,11 +98,6 @@ class HotWatch:
     def stop(self) -> None:
         if self._loop is not None:
             self._loop.stop()
-
-
-def _check_call(server_key: str, generation_keys: list[str]) -> tuple[Any, ...]:
-    keys = [server_key, *generation_keys]
-    return ("EVALSHA", scripts.SERVER_CHECK.sha, len(keys), *keys)
 
 
 class WatchLoop:
@@ -126,9 +123,6 @@ class WatchLoop:
                 self._thread = threading.Thread(target=self._body, name="tiered-saver-hot-watch", daemon=True)
                 self._thread.start()
 
-    def wake(self) -> None:
-        self._wake.set()
-
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
@@ -139,6 +133,12 @@ class WatchLoop:
 
     def _body(self) -> None:
         while not self._stop.is_set():
+            # the first check is the foreground's (before the process' first call), and a
+            # restart seen by a driver is checked by the next call: this loop only keeps time
+            self._wake.wait(self.watch.check_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
             try:
                 self.run(self.watch.check_op())
                 self._last_error = ""
@@ -149,5 +149,3 @@ class WatchLoop:
                 if error != self._last_error:
                     logger.warning("could not check the Redis server's identity (reads check first): %s", error)
                 self._last_error = error
-            self._wake.wait(self.watch.check_seconds)
-            self._wake.clear()

@@ -15,6 +15,12 @@ MAX_THREAD_ID = 1024
 MAX_NS = 1024
 MAX_CHECKPOINT_ID = 128
 MAX_TASK_ID = 512
+# Postgres indexes a row's key columns in one btree tuple of at most 2704 bytes (a third of a
+# page): a row whose key is larger is refused (SQLSTATE 54000) at flush time, long after Redis
+# acknowledged it. The UTF-8 bytes of a row's key columns are therefore checked before either
+# tier is written; 2600 leaves room for the tuple's headers. Deep subgraphs with long node names
+# reach it (every level repeats its node name in checkpoint_ns, its channels repeat it again).
+MAX_INDEXED_BYTES = 2600
 
 
 def check_field_id(kind: str, value: Any, max_len: int, *, allow_empty: bool = False) -> str:
@@ -32,6 +38,20 @@ def check_field_id(kind: str, value: Any, max_len: int, *, allow_empty: bool = F
     if "\x00" in value or "\x01" in value:
         raise InvalidIdError(f"{kind} {value[:60]!r} contains a NUL or SOH control character")
     return value
+
+
+def check_indexable(ref: ThreadRef, *parts: str) -> None:
+    """Refuse (typed, up front, the same for both tiers) a row key Postgres could not index: the
+    tenant, thread and namespace of `ref` with each of `parts` (the rest of one row's key)."""
+    base = sum(len(v.encode()) for v in (ref.tenant_id, ref.thread_id, ref.checkpoint_ns))
+    for part in parts:
+        size = base + len(part.encode())
+        if size > MAX_INDEXED_BYTES:
+            raise InvalidIdError(
+                f"thread {ref.thread_id[:40]!r}: a row key of {size} UTF-8 bytes (tenant, thread, checkpoint_ns "
+                f"{ref.checkpoint_ns[:60]!r}..., {part[:40]!r}...) exceeds the {MAX_INDEXED_BYTES} bytes Postgres "
+                "can index; shorten the subgraph node names or ids"
+            )
 
 
 def check_thread(value: Any) -> str:

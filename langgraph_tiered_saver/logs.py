@@ -46,3 +46,29 @@ def configure(level: int) -> None:
     handler.setFormatter(JsonLogFormatter())
     package.addHandler(handler)
     package.setLevel(level)
+    relay_driver_logs()  # psycopg_pool's connection warnings, as JSON too
+    logging.captureWarnings(True)  # Python warnings (deprecations...) as JSON lines, not raw text
+    warnings_logger = logging.getLogger("py.warnings")
+    for old in [h for h in warnings_logger.handlers if isinstance(h.formatter, JsonLogFormatter)]:
+        warnings_logger.removeHandler(old)
+    warnings_logger.addHandler(handler)
+    warnings_logger.propagate = False
+
+
+class _Relay(logging.Handler):
+    """Re-emits a psycopg / psycopg_pool record through the saver's logger tree, so it has the
+    saver's handlers and format (JSON in the worker) instead of reaching stderr raw."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        relayed = logging.makeLogRecord(vars(record))
+        relayed.name = f"langgraph_tiered_saver.driver.{record.name}"
+        logging.getLogger(relayed.name).handle(relayed)
+
+
+def relay_driver_logs() -> None:
+    """Route the `psycopg` loggers (the pool's "error connecting" warnings among them) through
+    `langgraph_tiered_saver.driver.*`. Idempotent; called when the saver builds its pools."""
+    driver = logging.getLogger("psycopg")
+    if not any(isinstance(h, _Relay) for h in driver.handlers):
+        driver.addHandler(_Relay())
+        driver.propagate = False

@@ -7,10 +7,18 @@ A psycopg error becomes one of the saver's typed errors:
   what must be flushed.
 - `PostgresAuthError` / `DatabaseMissingError` / `SchemaMissingError`: the server answers but
   refuses this configuration. These are raised to the caller, never taken for an outage.
-- `PostgresError`: a statement was rejected (constraint, trigger): carries the SQLSTATE.
+- `PostgresError`: a statement was rejected (constraint, trigger, an index row too large, a
+  data exception, a statement or lock timeout): carries the SQLSTATE. It belongs to the thread
+  whose statement failed, so it never opens the breaker that every tenant shares.
+- `FlushFencedError`: the flush's lease was taken over, or its thread deleted (durable.sql's
+  fence): nothing was written, and a newer flusher has the thread.
 
-psycopg reports connection failures as `OperationalError` without a SQLSTATE, so those are told
-apart by the server's message (English, the server's default `lc_messages`).
+The server's SQLSTATE decides, not psycopg's class: psycopg raises many statement errors
+(SQLSTATE 54000 "index row size exceeds", 57014 statement timeout) as `OperationalError`. Only
+the classes that describe the server or the connection (08 connection exception, 53
+insufficient resources, 57P01-57P05 shutdown, 58 system error) are an outage. psycopg reports
+a lost connection without a SQLSTATE; those are told apart by the server's message (English,
+the server's default `lc_messages`).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import psycopg.errors
 
 from .errors import (
     DatabaseMissingError,
+    FlushFencedError,
     PostgresAuthError,
     PostgresError,
     SchemaMissingError,
@@ -37,8 +46,12 @@ _AUTH_MARKERS = (
     "role \"",  # FATAL: role "x" does not exist
     "no password supplied",
 )
-_TIMEOUTS = (psycopg.errors.QueryCanceled, psycopg.errors.LockNotAvailable)
-_SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName)
+# SQLSTATE classes / codes that describe the server or the connection, not one statement.
+_OUTAGE_CLASSES = ("08", "53", "58")
+_OUTAGE_CODES = ("57P01", "57P02", "57P03", "57P04", "57P05")
+_TIMEOUT_CODES = ("57014", "55P03")  # statement timeout (query canceled), lock timeout
+FENCED_SQLSTATE = "LTS01"  # raised by the flush fence (durable.sql.MIGRATION_5_FLUSH_FENCE)
+_SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction)
 
 
 @dataclass(frozen=True)
@@ -90,11 +103,23 @@ def classify_statement_error(exc: psycopg.Error) -> TieredSaverError:
             "for this schema first",
             str(exc).strip(),
         )
-    if isinstance(exc, _TIMEOUTS):
-        return TierUnavailableError("postgres", f"timed out: {str(exc).strip()}")
-    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+    code = exc.sqlstate
+    if code == FENCED_SQLSTATE:
+        return FlushFencedError(_primary(exc))
+    if code is None:  # no answer from the server: the connection, not the statement
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return classify_connect_error(exc)
+        return PostgresError(str(exc).strip(), None)
+    if code.startswith(_OUTAGE_CLASSES) or code in _OUTAGE_CODES:
         return classify_connect_error(exc)
-    return PostgresError(str(exc).strip(), exc.sqlstate)
+    if code in _TIMEOUT_CODES:
+        return PostgresError(f"timed out: {str(exc).strip()}", code)
+    return PostgresError(str(exc).strip(), code)
+
+
+def _primary(exc: psycopg.Error) -> str:
+    diag = getattr(exc, "diag", None)
+    return str(getattr(diag, "message_primary", None) or exc).strip()
 
 
 _FATAL_DATABASE = "database \""

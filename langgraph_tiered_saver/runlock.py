@@ -11,13 +11,16 @@ A checkpointer does not see a run's boundaries, only its calls; they are inferre
   write of the root graph;
 - otherwise (static `interrupt_before`/`interrupt_after`, an exception that LangGraph does not
   record as a write, a custom Pregel graph triggered by plain channels): when the run has made
-  no checkpoint call for `idle` seconds, or at `saver.release_run_lock(config)`.
+  no checkpoint call for `idle` seconds, at `saver.release_run_lock(config)`, or when the same
+  caller (OS thread and asyncio task: one runs one loop at a time) starts the thread's next run,
+  which takes the lock over.
 
 The inference lives in the plain functions below; `RunLocks` keeps the held locks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -77,7 +80,9 @@ def auto_lock_policy(option: AutoLock | bool | None) -> AutoLock | None:
 
 def run_marker(config: Mapping[str, Any]) -> object | None:
     """The runtime object of the root graph run making this call, or None (not a run start)."""
-    configurable = config.get("configurable") or {}
+    configurable = config.get("configurable") if isinstance(config, Mapping) else None
+    if not isinstance(configurable, Mapping):
+        return None  # not a run's config: parse_config says what is wrong with it
     if configurable.get("checkpoint_ns"):
         return None  # a subgraph: its root run holds the lock already
     return configurable.get(RUNTIME_KEY)
@@ -97,12 +102,23 @@ def run_finished(checkpoint: Mapping[str, Any]) -> bool:
     return not any(c in TRIGGER_CHANNELS or c.startswith(TRIGGER_PREFIXES) for c in updated)
 
 
+def _caller() -> tuple[int, int | None]:
+    """Who runs a graph loop: its OS thread, and its asyncio task if any. One caller runs one
+    loop at a time, so a new run from the caller of an earlier one means that one has ended."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:
+        task = None
+    return threading.get_ident(), None if task is None else id(task)
+
+
 class _Held:
-    __slots__ = ("lock", "marker")
+    __slots__ = ("caller", "lock", "marker")
 
     def __init__(self, lock: ThreadLock, marker: object) -> None:
         self.lock = lock
         self.marker = marker
+        self.caller = _caller()
 
 
 class RunLocks:
@@ -135,6 +151,12 @@ class RunLocks:
         second load by the same loop) or the process holds the thread with `thread_lock`."""
         held = self._held.get((ref.tenant_id, ref.thread_id))
         if held is not None and held.marker is marker:
+            return None
+        if held is not None and held.caller == _caller():
+            # the same caller's earlier run ended unseen (a static interrupt_before/after): the
+            # new run takes its lock over
+            held.marker = marker
+            held.lock.touch()
             return None
         if held is None and self.fences.of(ref):
             return None

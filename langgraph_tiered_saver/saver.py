@@ -28,7 +28,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from . import options as opt
-from ._io import AsyncDriver, Op, SyncDriver
+from ._io import Op, SyncDriver
 from .admin import OperatorAPI
 from .blobs import BlobStore
 from .breaker import PgBreaker
@@ -38,6 +38,7 @@ from .core import Core, ListQuery
 from .errors import ConfigError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
+from .lifecycle import Runners, SetupDone
 from .locks import LockOps, ThreadLock
 from .metrics import Metrics
 from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
@@ -57,9 +58,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     durable tier fed by write-behind flushes (see `FlushPolicy`).
 
     Pass clients and pools you already have, or use `from_conn_string`. Without Postgres
-    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone.
-
-    Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
+    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone. Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
     binds the saver (single-tenant deployments); without it the saver is multi-tenant and each
     call takes its tenant from `config["configurable"]["tenant_id"]` or `tenant_scope(...)`;
     `saver.for_tenant("acme")` is a bound view sharing clients and pools.
@@ -123,13 +122,13 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
         self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
-        self._async = AsyncDriver(aredis_client, apg_pool, limits=limits, breaker=breaker)
-        self._sync.on_scripts_lost = self._async.on_scripts_lost = self.core.hot.watch.server_lost
+        self._sync.on_scripts_lost = self.core.hot.watch.server_lost  # async drivers copy it
+        self._runners = Runners(self._conn, self._sync, limits, breaker)  # shared with views
         self._locks = LockOps(key_prefix, ttl_ms)
         policy = auto_lock_policy(auto_lock)
         if policy is not None:
             self.core.run_locks = RunLocks(self, self._locks, self.core.fences, policy)
-        self.core.attach(self.run_op, background_flush=background_flush)
+        self.core.attach(self._runners.run_internal, background_flush=background_flush)
 
     @classmethod
     def from_conn_string(cls, redis_url: str, postgres_url: str | None = None, **options: Any) -> SaverContext:
@@ -146,15 +145,11 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         return clone
 
     def run_op(self, op: Op[T]) -> T:
-        """Run one op on the sync driver (its clients built from the async ones if need be)."""
-        if self._sync.redis is None or (self.durable and self._sync.pg_pool is None):
-            self._sync.redis, self._sync.pg_pool = self._conn.sync_side()
-        return self._sync.run(op)
+        """Run one op on the sync driver (see `lifecycle.Runners`); refused once closed."""
+        return self._runners.run(op)
 
     async def arun_op(self, op: Op[T]) -> T:
-        if self._async.redis is None or (self.durable and self._async.pg_pool is None):
-            self._async.redis, self._async.pg_pool = await self._conn.async_side()
-        return await self._async.run(op)
+        return await self._runners.arun(op)
 
     def _tenant(self, what: str) -> str:  # for calls without a config: bound or scoped
         return resolve_tenant(None, self.tenant_id, what)
@@ -195,11 +190,13 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     async def arelease_run_lock(self, config: RunnableConfig) -> None:
         await self.arun_op(self.core.release_run_lock_op(self._ref(config)))
 
-    def setup(self, *, partitions: int | None = None, replace_hot_tier: bool = False) -> None:
-        """Apply the Postgres migrations (idempotent, concurrent-safe; `partitions`: see
+    def setup(self, *, partitions: int | None = None, replace_hot_tier: bool = False) -> SetupDone:
+        """Apply the Postgres migrations now (idempotent, concurrent-safe; `partitions`: see
         durable.migrations) and claim the schema for this saver's hot tier (hot_tier.py):
-        `HotTierConflictError` when another key prefix feeds it, unless `replace_hot_tier`."""
+        `HotTierConflictError` when another key prefix feeds it, unless `replace_hot_tier`. The
+        result may be awaited at no cost (`await saver.setup()`, as on AsyncPostgresSaver)."""
         self.run_op(self.core.setup_op(partitions, replace_hot_tier))
+        return SetupDone()
 
     async def asetup(self, *, partitions: int | None = None, replace_hot_tier: bool = False) -> None:
         await self.arun_op(self.core.setup_op(partitions, replace_hot_tier))
@@ -280,20 +277,24 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         await self.arun_op(self.core.prune_op(self._tenant("prune"), thread_ids, strategy))
 
     def close(self) -> None:
-        """Release run locks, drain the outbox (per policy), stop the background flusher, and
-        close the clients and pools the saver created (twins, or all under `from_conn_string`)."""
+        """Refuse new calls (`SaverClosedError`), release run locks, drain the outbox (per policy),
+        stop the flusher, close what the saver created (twins, or all under `from_conn_string`)."""
+        if not self._runners.life.close():
+            return
         try:
             if self.core.run_locks is not None:
-                self.run_op(self.core.close_op())
+                self._runners.run_internal(self.core.close_op())
             self.core.stop_background(drain=self.policy.on_close)
         finally:
             self._locks.keeper.stop()
             self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
+        if not await asyncio.to_thread(self._runners.life.close):  # calls under way may need this loop
+            return
         try:
             if self.core.run_locks is not None:
-                await self.arun_op(self.core.close_op())
+                await self._runners.arun_internal(self.core.close_op())
             await asyncio.to_thread(self.core.stop_background, drain=self.policy.on_close)
         finally:
             await asyncio.to_thread(self._locks.keeper.stop)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import options as opt
+from .connections import describe_servers
 from .endpoints import HealthReport, HealthRules, OpsServer, check_health, prometheus_text
+from .errors import ConfigError
 from .fleet import run_workers
 from .flusher import FlusherHealth, RetryBook
 
@@ -54,8 +56,13 @@ class Worker:
         self.running = False
         self._totals: dict[str, int] = {}  # counters at the last summary line
         self.server: OpsServer | None = None
-        if options.http is not None:  # before the loop: a bad port or a missing extra fails at start
-            self.server = OpsServer(*options.http, prometheus_text(self.metrics, self.health), self.health_report)
+        if options.http is not None:  # before the loop: a bad port fails at start
+            try:
+                metrics_body: Callable[[], bytes] | None = prometheus_text(self.metrics, self.health)
+            except ConfigError as exc:  # /healthz needs nothing optional: serve it, say what /metrics needs
+                metrics_body = None
+                logger.warning("%s; serving /healthz only", exc)
+            self.server = OpsServer(*options.http, metrics_body, self.health_report)
 
     def health(self) -> FlusherHealth:
         return self.book.health(self.running)
@@ -71,7 +78,13 @@ class Worker:
         if self.options.retention is not None and not sweep_after:
             side.append(self._every(self.options.retention_every, self._sweep, stop, "retention", at_start=True))
         self.running = True
-        logger.info("flush worker started", extra={"http_port": self.server.port if self.server else None})
+        servers = describe_servers(self.saver._conn)
+        logger.info(
+            "flush worker started: Redis %s, Postgres %s, schema %r, key prefix %r",
+            servers["redis"], servers["postgres"], self.saver.schema, self.saver.key_prefix,
+            extra={"http_port": self.server.port if self.server else None, **servers,
+                   "schema": self.saver.schema, "key_prefix": self.saver.key_prefix, "workers": self.options.workers},
+        )  # fmt: skip
         try:
             flushed = run_workers(
                 self.saver.run_op, self.saver.core.flush, self.metrics, prefix=self.saver.key_prefix,

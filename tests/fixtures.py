@@ -40,17 +40,51 @@ from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._io import Op, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.blobs import PgBlobStore
 from langgraph_tiered_saver.durable.migrations import setup_op
-from tests.helpers import TEST_TENANT
+from tests.helpers import RUN_PREFIX, TEST_TENANT, new_prefix
 
 logger = logging.getLogger(__name__)
 Server = TypeVar("Server", PrivateRedis, PrivatePostgres)
 
 
 
+# The Redis servers this session used (conftest's session-end check sweeps them).
+SESSION_REDIS_URLS: list[str] = []
+
+
 @pytest.fixture(scope="session")
 def server_urls() -> Iterator[ServerURLs]:
     with resolve_servers() as urls:
-        yield urls
+        SESSION_REDIS_URLS.append(urls.redis_url)
+        try:
+            yield urls
+        finally:
+            leftovers.update(sweep_run_keys(urls.redis_url))
+
+
+leftovers: dict[str, int] = {}  # prefix -> keys this run left behind (swept; reported at the end)
+
+
+def sweep_run_keys(url: str) -> dict[str, int]:
+    """Delete every key of this run's prefixes (helpers.RUN_PREFIX) on `url`; returns, per
+    prefix, how many there were (none is the goal: each test cleans up after itself)."""
+    found: dict[str, int] = {}
+    client = redis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{RUN_PREFIX}*", count=1000):
+            prefix = key.decode(errors="replace").split(":", 1)[0]
+            found[prefix] = found.get(prefix, 0) + 1
+            batch.append(key)
+            if len(batch) >= 500:
+                client.unlink(*batch)
+                batch = []
+        if batch:
+            client.unlink(*batch)
+    except redis.RedisError as exc:  # the server went away: nothing to sweep there
+        logger.warning("could not sweep %s for this run's keys: %s", url, exc)
+    finally:
+        client.close()
+    return found
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +117,7 @@ def test_database_url(postgres_url: str) -> Iterator[str]:
 @pytest.fixture
 def key_prefix(redis_url: str) -> Iterator[str]:
     """A Redis key prefix unique to this test; its keys are deleted afterwards."""
-    prefix = f"ltstest-{uuid.uuid4().hex[:8]}"
+    prefix = new_prefix()
     yield prefix
     delete_keys(redis_url, f"{prefix}*")
 
@@ -146,7 +180,7 @@ def saver_context(redis_url: str, test_database_url: str) -> Iterator[Callable[.
     schemas: list[str] = []
 
     def make(cls: type[TieredSaver] = TieredSaver, *, durable: bool = False, **options: Any) -> Any:
-        prefix = options.pop("key_prefix", None) or f"ltstest-{uuid.uuid4().hex[:10]}"
+        prefix = options.pop("key_prefix", None) or new_prefix()
         options.setdefault("tenant_id", TEST_TENANT)
         prefixes.append(prefix)
         postgres_url = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,22 @@ from typing import Any
 import psycopg
 
 TEST_TENANT = "t-test"  # the tenant the `saver_context` savers are bound to
+
+# Every Redis key prefix of one test run starts with `ltstest-<run>-`, inherited by subprocess
+# children through the environment: the session-end check (conftest.py) finds what this run
+# left behind, and never another run's keys on a shared server.
+RUN_ID = os.environ.setdefault("LTS_TEST_RUN", uuid.uuid4().hex[:6])
+RUN_PREFIX = f"ltstest-{RUN_ID}-"
+
+
+PREFIX_OWNERS: dict[str, str] = {}  # prefix -> the test that made it (for the leak report)
+
+
+def new_prefix() -> str:
+    """A fresh key prefix for one saver of this test run."""
+    prefix = f"{RUN_PREFIX}{uuid.uuid4().hex[:8]}"
+    PREFIX_OWNERS[prefix] = os.environ.get("PYTEST_CURRENT_TEST", "?").rsplit(" ", 1)[0]
+    return prefix
 
 # A FlushPolicy that never flushes on its own: the test decides when (flush(), close()).
 QUIET_OFF: dict[str, Any] = dict(quiet_seconds=3600.0, every_n_checkpoints=0, on_close=False)

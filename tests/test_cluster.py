@@ -23,7 +23,6 @@ from devtools.servers import PrivateRedisCluster
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._io import RedisCall, SyncDriver
 from langgraph_tiered_saver.errors import ConfigError
-from langgraph_tiered_saver.scripts import SERVER_CHECK
 from tests.fixtures import private_cluster_or_skip
 from tests.graphs import build_graph, chain_graph, comparable, initial_input, resume
 from tests.helpers import TEST_TENANT, pg_rows, thread_config
@@ -78,8 +77,6 @@ def test_every_script_and_transaction_touches_one_slot(
     for call in calls:
         for command in call.commands:
             if str(command[0]).upper() == "EVALSHA":
-                if command[1] == SERVER_CHECK.sha and not saver.core.hot.watch.cluster:
-                    continue  # one deployment-wide script on a single Redis; per shard on a cluster
                 scripts += 1
                 slots = {key_slot(k.encode()) for k in _keys_of(command)}
                 assert len(slots) == 1, command[:3 + int(command[2])]

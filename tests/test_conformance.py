@@ -70,12 +70,13 @@ async def _run_suite(name: str, make: Callable[[], Any]) -> None:
 class _SetUp:
     """Wraps a saver context so the durable schema is migrated on entry."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, **setup: Any) -> None:
         self.context = context
+        self.setup = setup
 
     async def __aenter__(self) -> TieredSaver:
         saver = await self.context.__aenter__()
-        await saver.asetup()
+        await saver.asetup(**self.setup)
         return saver  # type: ignore[no-any-return]
 
     async def __aexit__(self, *exc: Any) -> None:

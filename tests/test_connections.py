@@ -16,11 +16,12 @@ import redis
 import redis.asyncio
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from devtools.servers import delete_keys
 from langgraph_tiered_saver import ConfigError, TieredSaver
 from langgraph_tiered_saver.connections import PoolOptions, redis_settings, redis_twin
 from langgraph_tiered_saver.errors import PoolExhaustedError
 from tests.graphs import two_step_graph
-from tests.helpers import TEST_TENANT, thread_config
+from tests.helpers import TEST_TENANT, new_prefix, thread_config
 
 
 def test_twin_keeps_the_public_settings_and_drops_internal_ones(redis_url: str) -> None:
@@ -43,7 +44,7 @@ def test_a_sync_client_serves_ainvoke(redis_url: str, test_database_url: str) ->
     """Only blocking clients given: the async twins are built on first use (redis-py 8 broke this)."""
     client = redis.Redis.from_url(redis_url)
     pool = ConnectionPool(test_database_url, kwargs={"autocommit": True}, open=True)
-    saver = TieredSaver(client, pg_pool=pool, tenant_id=TEST_TENANT, key_prefix=f"ltstest-{uuid.uuid4().hex[:8]}",
+    saver = TieredSaver(client, pg_pool=pool, tenant_id=TEST_TENANT, key_prefix=new_prefix(),
                         schema=f"lts_{uuid.uuid4().hex[:8]}")  # fmt: skip
     try:
         saver.setup()
@@ -53,6 +54,7 @@ def test_a_sync_client_serves_ainvoke(redis_url: str, test_database_url: str) ->
         assert saver.flush(cfg)[0].checkpoints == 4
     finally:
         saver.close()
+        delete_keys(redis_url, f"{saver.key_prefix}:*")
         client.close()
         pool.close()
 
@@ -61,7 +63,7 @@ async def test_an_async_client_serves_invoke_and_the_flusher(redis_url: str, tes
     client = redis.asyncio.Redis.from_url(redis_url)
     pool = AsyncConnectionPool(test_database_url, kwargs={"autocommit": True}, open=False)
     await pool.open()
-    saver = TieredSaver(None, client, apg_pool=pool, tenant_id=TEST_TENANT, key_prefix=f"ltstest-{uuid.uuid4().hex[:8]}",
+    saver = TieredSaver(None, client, apg_pool=pool, tenant_id=TEST_TENANT, key_prefix=new_prefix(),
                         schema=f"lts_{uuid.uuid4().hex[:8]}")  # fmt: skip
     try:
         await saver.asetup()
@@ -74,13 +76,16 @@ async def test_an_async_client_serves_invoke_and_the_flusher(redis_url: str, tes
         assert saver.metrics.counter("flushed_checkpoints") == 4
     finally:
         await saver.aclose()
+        delete_keys(redis_url, f"{saver.key_prefix}:*")
         await client.aclose()
         await pool.close()
 
 
 async def test_500_concurrent_runs_on_one_saver_all_succeed(saver_context: Callable[..., Any]) -> None:
-    """Far more concurrent runs than Redis connections: the blocking pool makes them wait."""
-    async with saver_context(durable=True, redis_max_connections=16, pg_max_size=4) as saver:
+    """Far more concurrent runs than Redis connections: the blocking pool makes them wait. (Each
+    new thread's first read asks Postgres: 500 at once on one saturated event loop need more
+    than 4 connections to be served within the pool's 2 s wait.)"""
+    async with saver_context(durable=True, redis_max_connections=16, pg_max_size=16) as saver:
         await saver.asetup()
         graph = two_step_graph(saver)
         started = time.perf_counter()
@@ -97,7 +102,7 @@ async def test_500_concurrent_runs_on_one_saver_all_succeed(saver_context: Calla
 
 def test_a_pool_that_stays_busy_says_so(redis_url: str) -> None:
     with TieredSaver.from_conn_string(
-        redis_url, tenant_id=TEST_TENANT, key_prefix=f"ltstest-{uuid.uuid4().hex[:8]}",
+        redis_url, tenant_id=TEST_TENANT, key_prefix=new_prefix(),
         redis_max_connections=1, redis_pool_timeout=0.2,
     ) as saver:  # fmt: skip
         held = saver._conn.redis.connection_pool.get_connection("PING")

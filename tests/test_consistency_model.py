@@ -9,7 +9,15 @@ step it checks against a reference model:
 - the latest checkpoint of every thread is the model's (it never regresses);
 - every checkpoint whose put returned is readable by id, unless its loss was reported;
 - `list` answers with exactly the model's checkpoints (both tiers merged);
-- a Redis that lost data is reported (`redis_data_lost`) on the next write, once.
+- a Redis that lost data is reported (`redis_data_lost`) on the next write, once;
+- a flusher that stalled between its outbox read and its commit, while the thread ran on and
+  was flushed by another, never commits its older rows (the flush fence);
+- a thread Redis no longer holds, read or run while Postgres is down, is a typed error, never
+  an empty state or a conversation started over.
+
+Faults still to learn, with the hooks where they go: a Redis restarted from an older RDB
+snapshot (beside `redis_restarts_empty`), and two savers with different key prefixes over one
+schema (a second saver in `start`).
 
 CI runs a bounded version; `make soak` runs `LTS_SOAK_EXAMPLES` (default 300) examples and
 prints the figures.
@@ -18,6 +26,7 @@ prints the figures.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +47,8 @@ from hypothesis.stateful import (
 from devtools.servers import PrivatePostgres, PrivateRedis
 from langgraph_tiered_saver import FlushPolicy, TieredSaver, TierUnavailableError
 from langgraph_tiered_saver import keys as K
+from langgraph_tiered_saver._io import PgCall
+from langgraph_tiered_saver.flush import FlushLease
 from tests.graphs import two_step_graph
 from tests.helpers import QUIET_OFF, TEST_TENANT, wait_for
 
@@ -46,6 +57,9 @@ THREADS = 3
 DATA_KEYS = ("idx", "ck", "cv", "bl", "wi", "wr")
 # Server outages per example (each costs a server stop and start, about a second)
 OUTAGES_PER_EXAMPLE = 1
+# A failed Postgres read must raise, never read as "no thread" (core._get_tuple_op);
+# LTS_MODEL_PG_READ_FAILURES=0 leaves the rule out.
+CHECK_POSTGRES_READ_FAILURES = os.environ.get("LTS_MODEL_PG_READ_FAILURES", "1") == "1"
 
 
 @dataclass
@@ -68,6 +82,8 @@ class Figures:
     checkpoints: int = 0
     losses_reported: int = 0
     losses_unreported: int = 0
+    stalled_flushes: int = 0
+    stalled_flushes_refused: int = 0
 
 
 FIGURES = Figures()
@@ -161,21 +177,29 @@ class TieredModel(RuleBasedStateMachine):
             except TierUnavailableError:
                 assert not held, "a thread Redis holds must not need Postgres to go on"
                 ran = False
-            with pytest.raises(TierUnavailableError):
-                self.saver.flush()
+            if ran or any(model.dirty for model in self.threads.values()):  # else nothing to flush
+                with pytest.raises(TierUnavailableError):
+                    self.saver.flush()
         finally:
             self.postgres_server.start()
         if self.restarted_since_write and ran:
             self.expected_reports += 1
             self.restarted_since_write = False
-        # the saver's breaker lets a probe through within its window: flush until it does
-        assert wait_for(self._flush_succeeds, timeout=30, interval=0.2)
+        # the saver's breaker lets a probe through within its window: read and flush until it does
+        assert wait_for(lambda: self._reads(thread) and self._flush_succeeds(), timeout=30, interval=0.2)
         if ran:
             self._record(thread, tag)
         self._flushed()
         FIGURES.faults += 1
         FIGURES.postgres_outages += 1
         FIGURES.steps += 1
+
+    def _reads(self, thread: str) -> bool:
+        try:
+            self.graph.get_state(self._cfg(thread))
+        except TierUnavailableError:
+            return False
+        return True
 
     def _flush_succeeds(self) -> bool:
         try:
@@ -212,6 +236,51 @@ class TieredModel(RuleBasedStateMachine):
         model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
         FIGURES.faults += 1
         FIGURES.redis_outages += 1
+        FIGURES.steps += 1
+
+    @precondition(lambda self: self.runs > 0)
+    @rule(i=st.integers(0, THREADS - 1))
+    def stalled_flusher(self, i: int) -> None:
+        """A flusher reads the thread's outbox and stalls past its lease (a GC pause, SIGSTOP);
+        the thread runs on and is flushed by another flusher; the stalled one then commits
+        what it read: Postgres refuses it, and nothing moves back."""
+        thread = f"{self.prefix}-t{i}"
+        self.run(i)  # something to flush
+        stalled = self.saver.core.flush.flush_thread_op(TEST_TENANT, thread, lease=FlushLease("stalled", 100))
+        request = _step(self.saver, stalled, None)
+        while request is not None and not isinstance(request, PgCall):
+            request = _step(self.saver, stalled, request)
+        assert request is not None, "the thread had unflushed runs"
+        time.sleep(0.15)  # its lease lapses
+        self.run(i)
+        self.flush()
+        result = _finish(self.saver, stalled, request)
+        FIGURES.stalled_flushes += 1
+        FIGURES.stalled_flushes_refused += bool(result.fenced)
+        assert result.fenced, "a stalled flusher's commit after a newer flush must be refused"
+        FIGURES.faults += 1
+
+    @precondition(lambda self: CHECK_POSTGRES_READ_FAILURES and self.runs > 0 and self.postgres_outages < OUTAGES_PER_EXAMPLE)
+    @rule(i=st.integers(0, THREADS - 1))
+    def postgres_read_failure(self, i: int) -> None:
+        """Postgres is down and the thread is no longer in Redis (expired): reading it, or
+        running it, is a typed error, never an empty state or a conversation started over."""
+        thread = f"{self.prefix}-t{i}"
+        if self.threads[thread].dirty:
+            self.flush()
+        self.client.delete(*K.thread_keys(self.prefix, TEST_TENANT, thread))
+        self.postgres_outages += 1
+        self.postgres_server.stop()
+        try:
+            with pytest.raises(TierUnavailableError):
+                self.graph.get_state(self._cfg(thread))
+            with pytest.raises(TierUnavailableError):
+                self.graph.invoke({"log": [self._next_tag()]}, self._cfg(thread))
+        finally:
+            self.postgres_server.start()
+        assert wait_for(lambda: self._reads(thread), timeout=30, interval=0.2)  # the breaker probes again
+        FIGURES.faults += 1
+        FIGURES.postgres_outages += 1
         FIGURES.steps += 1
 
     @rule()
@@ -295,6 +364,38 @@ class TieredModel(RuleBasedStateMachine):
         assert self.saver.metrics.counter("redis_data_lost") == self.expected_reports
 
 
+def _step(saver: TieredSaver, op: Any, request: Any) -> Any:
+    """Send `op` the result of `request` (None: start it); its next request, or None once done."""
+    try:
+        if request is None:
+            return next(op)
+        try:
+            reply = saver.run_op(_one(request))
+        except Exception as exc:
+            return op.throw(exc)
+        return op.send(reply)
+    except StopIteration:
+        return None
+
+
+def _finish(saver: TieredSaver, op: Any, request: Any) -> Any:
+    """Run a stepped op to its end (failures thrown into it); its result."""
+    while True:
+        try:
+            try:
+                reply = saver.run_op(_one(request))
+            except Exception as exc:
+                request = op.throw(exc)
+                continue
+            request = op.send(reply)
+        except StopIteration as stop:
+            return stop.value
+
+
+def _one(request: Any) -> Any:
+    return (yield request)
+
+
 @pytest.fixture
 def model_env(make_private_redis: Any, make_private_postgres: Any) -> tuple[PrivateRedis, PrivatePostgres, str]:
     """Private servers the model may stop: Redis with an fsynced AOF (it comes back with what it
@@ -325,5 +426,6 @@ def test_the_tiers_agree_with_the_model(model_env: tuple[PrivateRedis, PrivatePo
         f"{FIGURES.redis_outages} Redis outages with fallback, {FIGURES.redis_outages_dirty} of a thread with unflushed "
         f"runs), {FIGURES.checkpoints} checkpoints, "
         f"{FIGURES.losses_reported} threads' unflushed runs lost with a reported Redis loss, "
-        f"{FIGURES.losses_unreported} unreported losses"
+        f"{FIGURES.losses_unreported} unreported losses, {FIGURES.stalled_flushes} stalled flushers "
+        f"({FIGURES.stalled_flushes_refused} refused by the fence)"
     )

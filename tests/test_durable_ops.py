@@ -204,6 +204,7 @@ def test_setup_is_idempotent_and_enables_rls(driver: SyncDriver) -> None:
         ("checkpoint_blobs", True, True),
         ("checkpoint_writes", True, True),
         ("checkpoints", True, True),
+        ("flush_fence", True, True),
         ("hot_tier", False, False),  # no tenant data: the key prefix that feeds the schema
         ("schema_migrations", False, False),
     ]

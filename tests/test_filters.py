@@ -22,7 +22,7 @@ from langgraph_tiered_saver import filters
 METADATA = [
     {"source": "loop", "step": 1, "tags": ["a", "b"], "flag": 1, "nested": {"k": [1, 2]}},
     {"source": "input", "step": 2, "tags": ["a"], "flag": True, "note": None, "ü": "ß"},
-    {"source": "loop", "step": 3, "tags": [], "nested": {"k": [1, 2], "extra": 0}},
+    {"source": "loop", "step": 3, "tags": [], "nested": {"k": [1, 2], "extra": 0}, "big": 2**63},
 ]
 FILTERS = [
     {"missing_key": None},
@@ -37,6 +37,8 @@ FILTERS = [
     {"source": "loop", "step": 3},
     {"ü": "ß"},
     {"source": "none of them"},
+    {"big": float(2**63)},
+    {"big": 2**63},
 ]
 
 
@@ -69,6 +71,9 @@ def test_filters_answer_alike_in_both_tiers_and_like_in_memory_saver(
     # (Python says True == 1, so InMemorySaver matches both checkpoints for either filter)
     assert expected[repr({"flag": True})] == expected[repr({"flag": 1})] == [2, 1]
     expected[repr({"flag": True})], expected[repr({"flag": 1})] = [2], [1]
+    # ... and numbers by decimal value, as jsonb: float(2**63) is 9223372036854776000, not 2**63
+    assert expected[repr({"big": float(2**63)})] == expected[repr({"big": 2**63})] == [3]
+    expected[repr({"big": float(2**63)})] = []
     with saver_context(durable=True, background_flush=False) as saver:
         saver.setup()
         _write(saver, thread)
@@ -78,7 +83,10 @@ def test_filters_answer_alike_in_both_tiers_and_like_in_memory_saver(
         assert {repr(f): _steps(saver, thread, f) for f in FILTERS} == expected  # Postgres
 
 
-json_leaf = st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from([0.5, 1.0]) | st.text(max_size=3)
+# numbers past float precision too: `2**63` and `float(2**63)` are equal in Python, not in jsonb
+json_leaf = st.none() | st.booleans() | st.integers(-5, 5) | st.text(max_size=3) | st.sampled_from(
+    [0.5, 1.0, 2**63, float(2**63), 2**53 + 1, float(2**53 + 1), 0.1, 1e-7]
+)
 json_value = st.recursive(
     json_leaf,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),

@@ -21,7 +21,7 @@ from langgraph_tiered_saver import TieredSaver, TierUnavailableError
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver.flush import FlushPolicy
 from tests.graphs import chain_graph
-from tests.helpers import TEST_TENANT, thread_config
+from tests.helpers import TEST_TENANT, new_prefix, thread_config
 
 pytestmark = pytest.mark.faults
 
@@ -39,7 +39,7 @@ TENANT = TEST_TENANT
 def private_saver(redis_url: str, postgres_url: str, **options: Any) -> Iterator[TieredSaver]:
     """A durable saver on the given (private) Redis, with its own schema, dropped afterwards."""
     schema = f"lts_{uuid.uuid4().hex[:10]}"
-    prefix = f"ltstest-{uuid.uuid4().hex[:10]}"
+    prefix = new_prefix()
     try:
         with TieredSaver.from_conn_string(redis_url, postgres_url, tenant_id=TEST_TENANT, key_prefix=prefix, schema=schema, **options) as saver:
             saver.setup()

@@ -21,7 +21,7 @@ import redis
 
 from langgraph_tiered_saver import StaleLockError, ThreadLockedError, TieredSaver
 from langgraph_tiered_saver import keys as K
-from tests.helpers import TEST_TENANT, thread_config
+from tests.helpers import TEST_TENANT, new_prefix, thread_config
 from tests.lock_child import NODES, run_config, slow_chain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +35,7 @@ def _thread() -> str:
 
 
 def _prefix() -> str:
-    return f"ltstest-{uuid.uuid4().hex[:10]}"
+    return new_prefix()
 
 
 def _lock_key(saver: TieredSaver, thread: str) -> str:

@@ -9,6 +9,7 @@ One database of its own holds a plain and a partitioned schema with the same 2,0
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from psycopg_pool import ConnectionPool
 from langgraph_tiered_saver._io import Op, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.blobs import PgBlobStore, digest_of
 from langgraph_tiered_saver.codec import CheckpointRecord, WriteRecord
-from langgraph_tiered_saver.durable.migrations import partition_names, setup_op
+from langgraph_tiered_saver.durable.migrations import LATEST_VERSION, partition_names, setup_op
 from langgraph_tiered_saver.durable.ops import get_checkpoint_op, list_op, upsert_batch_op
 from langgraph_tiered_saver.durable.records import BlobRow, CheckpointRow, FlushBatch, WriteRow
 from langgraph_tiered_saver.durable.retention import delete_thread_op
@@ -34,7 +35,7 @@ from tests.helpers import thread_config
 
 PLAIN, PARTITIONED = "lts_plain", "lts_parted"
 PARTITIONS = 4
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "blob_chunks")
+TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "blob_chunks", "flush_fence")
 TENANTS = [f"tenant-{i:02d}" for i in range(20)]
 THREADS, CHECKPOINTS = 5, 20
 SERDE = JsonPlusSerializer()
@@ -69,8 +70,8 @@ def env(postgres_url: str) -> Iterator[dict[str, Any]]:
     try:
         with ConnectionPool(admin_url, min_size=1, max_size=2, open=True) as admin_pool:
             admin = SyncDriver(None, admin_pool)
-            assert admin.run(setup_op(PLAIN)) == [1, 2, 3, 4]
-            assert admin.run(setup_op(PARTITIONED, PARTITIONS)) == [1, 2, 3, 4]
+            assert admin.run(setup_op(PLAIN)) == list(range(1, LATEST_VERSION + 1))
+            assert admin.run(setup_op(PARTITIONED, PARTITIONS)) == list(range(1, LATEST_VERSION + 1))
             for schema in (PLAIN, PARTITIONED):
                 admin.run(create_app_role_op(schema, role, login=True, password="pw-" + suffix))
                 admin.run(upsert_batch_op(schema, [_batch(t, f"thread-{n}") for t in TENANTS for n in range(THREADS)]))
@@ -207,6 +208,7 @@ def test_a_partition_granted_by_mistake_is_still_tenant_isolated(env: dict[str, 
                          f'{PARTITIONED}.checkpoint_blobs, {PARTITIONED}.checkpoint_writes, '
                          f'{PARTITIONED}.blob_chunks TO "{env["role"]}"')  # fmt: skip
             conn.execute(f'GRANT SELECT ON {PARTITIONED}.schema_migrations TO "{env["role"]}"')
+            conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON {PARTITIONED}.flush_fence TO "{env["role"]}"')
 
 
 def test_the_saver_ops_work_as_the_app_role_on_partitions(env: dict[str, Any]) -> None:
@@ -337,7 +339,7 @@ def test_the_setup_command_takes_partitions(test_database_url: str, capsys: pyte
     schema = f"lts_cli_{uuid.uuid4().hex[:8]}"
     try:
         assert main(["--postgres-url", test_database_url, "--schema", schema, "setup", "--partitions", "3"]) == 0
-        assert '"applied_migrations": [\n    1,\n    2,\n    3,\n    4\n  ]' in capsys.readouterr().out
+        assert json.loads(capsys.readouterr().out)["applied_migrations"] == list(range(1, LATEST_VERSION + 1))
         assert main(["--postgres-url", test_database_url, "--schema", schema, "setup", "--partitions", "5"]) == 2
         assert "has 3 tenant partitions" in capsys.readouterr().err
         with psycopg.connect(test_database_url) as conn:

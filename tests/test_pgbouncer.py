@@ -20,6 +20,7 @@ from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import SyncDriver
 from langgraph_tiered_saver.durable.roles import create_app_role_op
 from tests.graphs import two_step_graph
+from tests.helpers import new_prefix
 
 pytestmark = pytest.mark.skipif(
     find_pgbouncer() is None, reason="pgbouncer is not installed (apt-get install pgbouncer; .ci/run does)"
@@ -52,7 +53,7 @@ def test_120_threads_reach_postgres_through_pgbouncer(
     info = psycopg.conninfo.conninfo_to_dict(test_database_url)
     with PrivatePgBouncer(str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)), [role], pool_size=3) as bouncer:
         url = bouncer.url(role, str(info["dbname"]))
-        prefix = f"ltstest-{uuid.uuid4().hex[:8]}"
+        prefix = new_prefix()
         with saver_context(durable=True, postgres_url=url, schema=schema, key_prefix=prefix, tenant_id=None, **PREPARE) as saver:
             graph = two_step_graph(saver)
             threads = [f"t{i:03d}" for i in range(THREADS)]

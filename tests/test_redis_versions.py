@@ -53,7 +53,10 @@ def _saver(server: PrivateRedis, postgres_url: str, schema: str, **options: Any)
 
 
 async def test_conformance_on_redis_62(redis62: PrivateRedis, test_database_url: str, schema: str) -> None:
-    await _run_suite("TieredSaver[redis 6.2]", lambda: _SetUp(_saver(redis62, test_database_url, schema)))
+    # a saver per test, each on its own key prefix over one schema: each claims it in turn
+    await _run_suite(
+        "TieredSaver[redis 6.2]", lambda: _SetUp(_saver(redis62, test_database_url, schema), replace_hot_tier=True)
+    )
 
 
 def test_graph_on_redis_62_matches_in_memory(redis62: PrivateRedis, test_database_url: str, schema: str) -> None:

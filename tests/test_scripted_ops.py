@@ -31,6 +31,7 @@ from langgraph_tiered_saver.errors import (
     DatabaseMissingError,
     PostgresAuthError,
     PostgresError,
+    RedisPermissionError,
     SchemaMissingError,
 )
 from langgraph_tiered_saver.flush import FlushOps
@@ -38,7 +39,7 @@ from langgraph_tiered_saver.hot import HotOps
 from langgraph_tiered_saver.ids import ThreadRef
 from langgraph_tiered_saver.locks import LockOps
 from langgraph_tiered_saver.pgfaults import classify_connect_error, classify_statement_error
-from langgraph_tiered_saver.scripted import Expect, ScriptedDriver, ScriptError, commands_of
+from langgraph_tiered_saver.scripted import Expect, ScriptedDriver, commands_of
 
 TENANT, THREAD = "acme", "t1"
 REDIS_DOWN = TierUnavailableError("redis", "Connection refused")
@@ -139,9 +140,11 @@ def test_a_failed_postgres_read_fails_a_list(saver_factory: Any) -> None:
 def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) -> None:
     saver = saver_factory()
     saver.core.hot.watch._checked = False  # a new process
-    check = lambda r: commands_of(r) == ["EVALSHA:server_check"] and int(r.commands[0][2]) == 1 + K.SHARDS  # noqa: E731
+    check = lambda r: commands_of(r) == ["EVALSHA:server_check"] and int(r.commands[0][2]) == 1  # noqa: E731
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[1], check=check, describe="server check"),
+        Expect(RedisCall, reply=[b"run-2"], check=check, describe="server check: another run id"),
+        Expect(RedisCall, reply=[1] * K.SHARDS, check=_is(*["INCR"] * K.SHARDS), describe="every generation moves"),
+        Expect(RedisCall, reply=[True], check=lambda r: r.commands[0][0] == "SET" and r.commands[0][2] == "run-2"),
         Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
     ])  # fmt: skip
     assert driver.run(_get_latest(saver)) is None
@@ -153,7 +156,7 @@ def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_f
     saver = saver_factory()
     saver._sync.on_scripts_lost()  # what the driver calls on NOSCRIPT
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[0], check=_is("EVALSHA:server_check")),
+        Expect(RedisCall, reply=[None], check=_is("EVALSHA:server_check")),
         Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
     ])  # fmt: skip
     driver.run(_get_latest(saver))
@@ -165,7 +168,7 @@ def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory:
     registry = K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, THREAD))
     unregisters = lambda r: any(c[:2] == ("ZREM", registry) for c in r.commands)  # noqa: E731
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[b"token"], describe="flush lock"),
+        Expect(RedisCall, reply=[b"OK", [b"1700000000", b"0"]], describe="flush lock and the Redis clock"),
         Expect(RedisCall, reply=[{}, {}, {}, {}], describe="export"),
         Expect(RedisCall, reply=[1, 1], check=lambda r: not unregisters(r), describe="delete keys"),
         Expect(PgCall, error=PG_DOWN, describe="delete rows"),
@@ -205,13 +208,28 @@ def test_a_busy_flush_lock_is_skipped(saver_factory: Any) -> None:
     assert result.skipped_locked and driver.slept == 0
 
 
-def test_a_flush_waiting_for_the_lock_gives_up_after_its_timeout() -> None:
-    busy = [Expect(RedisCall, reply=[None, None]) for _ in range(1300)]
-    driver = ScriptedDriver(busy)
-    with pytest.raises(ScriptError, match="unused"):  # it stops polling long before 1,300 tries
-        driver.run(_flush_ops().flush_thread_op(TENANT, THREAD, wait=True))
-    assert 60.0 <= driver.slept < 61.0  # FLUSH_LOCK_MS of sleeping, backing off to 50 ms polls
-    assert len(driver.seen) < 2 * 1300
+def _read_arg(call: RedisCall, name: str) -> Any:
+    """The named ARGV slot of the outbox_read script in `call` (its second command)."""
+    command = call.commands[1]
+    return command[3 + int(command[2]) + scripts.OUTBOX_READ.argv.index(name)]
+
+
+def test_a_flush_waiting_for_a_stalled_lease_takes_it_over_after_takeover_seconds() -> None:
+    """A synchronous flush polls for `takeover_seconds` (1 + 2 + 4 + 8 ms of sleeping here),
+    never the holder's whole lease, then reads with `force`: the stalled holder's commit is
+    refused by Postgres' fence afterwards."""
+    ops = FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True, ttl_ms=60_000, takeover_seconds=0.01)
+    busy = [Expect(RedisCall, reply=[None, None], check=lambda c: _read_arg(c, "force") == "0") for _ in range(5)]
+    forced = [b"1700000000000", [[], [], [], 0, b"1700000000", b"5", 1]]
+    driver = ScriptedDriver([
+        *busy,
+        Expect(RedisCall, reply=forced, check=lambda c: _read_arg(c, "force") == "1", describe="forced read"),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release")),
+    ])  # fmt: skip
+    result = driver.run(ops.flush_thread_op(TENANT, THREAD, wait=True))
+    assert not result.skipped_locked and result.remaining == 0
+    assert driver.slept == pytest.approx(0.015)
 
 
 def _ack_arg(call: RedisCall, name: str) -> Any:
@@ -356,7 +374,15 @@ def test_postgres_errors_are_classified() -> None:
     db = psycopg.OperationalError('connection failed: ... FATAL:  database "nope" does not exist')
     assert isinstance(classify_connect_error(db), DatabaseMissingError)
     assert isinstance(classify_statement_error(psycopg.errors.UndefinedTable("relation x does not exist")), SchemaMissingError)
-    assert type(classify_statement_error(psycopg.errors.QueryCanceled("statement timeout"))) is TierUnavailableError
+    # one statement's failure is that thread's error, never an outage, whatever psycopg's class
+    for statement_error in (psycopg.errors.QueryCanceled("statement timeout"), psycopg.errors.LockNotAvailable("lock"),
+                            psycopg.errors.ProgramLimitExceeded("index row size 3648 exceeds btree version 4 maximum 2704"),
+                            psycopg.errors.CharacterNotInRepertoire("invalid byte sequence")):  # fmt: skip
+        assert isinstance(statement_error, psycopg.OperationalError) or statement_error.sqlstate.startswith("22")
+        classified = classify_statement_error(statement_error)
+        assert type(classified) is PostgresError and classified.sqlstate == statement_error.sqlstate
+    assert type(classify_statement_error(psycopg.errors.AdminShutdown("terminating connection"))) is TierUnavailableError
+    assert type(classify_statement_error(psycopg.errors.TooManyConnections("too many"))) is TierUnavailableError
     rejected = classify_statement_error(psycopg.errors.CheckViolation("new row violates check"))
     assert isinstance(rejected, PostgresError)
 
@@ -372,3 +398,17 @@ def test_redis_error_replies_are_typed(reply: str, expected: type) -> None:
     from langgraph_tiered_saver._io import _typed_script_error
 
     assert type(_typed_script_error(redis.exceptions.ResponseError(reply))) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [(redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), TierUnavailableError),
+     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), TierUnavailableError),
+     (redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command"),
+      RedisPermissionError)],
+)  # fmt: skip
+def test_redis_error_classes_are_typed(exc: Exception, expected: type) -> None:
+    """redis-py parses OOM / READONLY / NOPERM replies into classes and drops the leading word."""
+    from langgraph_tiered_saver._io import _typed_script_error
+
+    assert type(_typed_script_error(exc)) is expected  # type: ignore[arg-type]

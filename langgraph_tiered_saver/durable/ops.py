@@ -78,8 +78,12 @@ def _write_params(tenant: str, thread: str, row: WriteRow) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _flush_call(schema: str, tenant: str, batches: list[FlushBatch]) -> tuple[PgCall, list[str]]:
-    """The tenant's transaction, and which table each statement writes (for the counts)."""
+def _flush_call(
+    schema: str, tenant: str, batches: list[FlushBatch], fences: Mapping[str, int]
+) -> tuple[PgCall, list[str]]:
+    """The tenant's transaction, and which table each statement writes (for the counts).
+    A thread in `fences` is checked against its flush fence first (sql.MIGRATION_5_FLUSH_FENCE):
+    a lease taken over, or a deletion since the read, rolls the whole transaction back."""
     blobs: list[tuple[Any, ...]] = []
     checkpoints: list[tuple[Any, ...]] = []
     writes: list[tuple[Any, ...]] = []
@@ -97,6 +101,9 @@ def _flush_call(schema: str, tenant: str, batches: list[FlushBatch]) -> tuple[Pg
     lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
     statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
     tables = ["lock"]
+    for thread in sorted({b.thread_id for b in batches} & set(fences)):
+        statements.append(PgStatement(sql.render(sql.FLUSH_FENCE, schema), (tenant, thread, fences[thread])))
+        tables.append("lock")
     for table, template, rows in (
         ("blobs", sql.INSERT_BLOBS, blobs),
         ("checkpoints", sql.INSERT_CHECKPOINTS, checkpoints),
@@ -109,18 +116,23 @@ def _flush_call(schema: str, tenant: str, batches: list[FlushBatch]) -> tuple[Pg
     return PgCall(tuple(statements), tenant_id=tenant), tables
 
 
-def upsert_batch_op(schema: str, batches: Iterable[FlushBatch]) -> Op[RowCounts]:
+def upsert_batch_op(
+    schema: str, batches: Iterable[FlushBatch], fences: Mapping[tuple[str, str], int] | None = None
+) -> Op[RowCounts]:
     """Make the batches durable: one transaction per tenant, idempotent on replay.
 
     Checkpoints, blobs and regular writes are insert-if-absent; special writes (idx < 0)
     overwrite. Returns the rows actually inserted or overwritten (zeros for a replay).
+    `fences`: the flush token of (tenant, thread) pairs; a token older than the thread's fence
+    raises `FlushFencedError` and writes nothing.
     """
     by_tenant: dict[str, list[FlushBatch]] = defaultdict(list)
     for batch in batches:
         by_tenant[batch.tenant_id].append(batch)
     totals = {"checkpoints": 0, "blobs": 0, "writes": 0, "lock": 0}
     for tenant in sorted(by_tenant):
-        call, tables = _flush_call(schema, tenant, by_tenant[tenant])
+        tenant_fences = {thread: token for (t, thread), token in (fences or {}).items() if t == tenant}
+        call, tables = _flush_call(schema, tenant, by_tenant[tenant], tenant_fences)
         results = yield call
         for table, n in zip(tables, results, strict=True):
             totals[table] += max(int(n), 0)
@@ -267,3 +279,10 @@ def blob_digests_in_use_op(schema: str, tenant: str, digests: Sequence[str]) -> 
     )
     (rows,) = yield PgCall((statement,), tenant_id=tenant)
     return {row[0] for row in rows}
+
+
+def thread_ids_page_op(schema: str, tenant: str, after: str, limit: int) -> Op[list[str]]:
+    """Up to `limit` of the tenant's thread ids in Postgres, in order, after `after`."""
+    statement = PgStatement(sql.render(sql.THREAD_IDS_PAGE, schema), (tenant, after, limit), fetch=True)
+    (rows,) = yield PgCall((statement,), tenant_id=tenant)
+    return [str(row[0]) for row in rows]

@@ -61,9 +61,13 @@ def _result(results: list[Any]) -> DeleteResult:
     return DeleteResult(int(checkpoints), int(writes), int(blobs), int(reparented), list(refs))
 
 
-def delete_thread_op(schema: str, tenant: str, thread: str) -> Op[DeleteResult]:
-    """Delete every checkpoint, write and channel value of one thread."""
-    results = yield _delete_call(schema, tenant, [thread], (), sql.CANDIDATES_ALL, everything=True)
+def delete_thread_op(schema: str, tenant: str, thread: str, fence: int | None = None) -> Op[DeleteResult]:
+    """Delete every checkpoint, write and channel value of one thread, and leave its tombstone:
+    the thread's flush fence advanced to `fence` (the deleter's token; None: the Postgres clock),
+    so a flush that read the outbox before the deletion can never bring the thread back."""
+    call = _delete_call(schema, tenant, [thread], (), sql.CANDIDATES_ALL, everything=True)
+    tombstone = PgStatement(sql.render(sql.TOMBSTONE, schema), (tenant, thread, fence))
+    results = yield PgCall((call.statements[0], tombstone, *call.statements[1:]), tenant_id=tenant)
     return _result(results)
 
 
@@ -195,4 +199,7 @@ def prune_older_than_op(
                 older_than=older_than, **_given(protected),
             )  # fmt: skip
             total.add(_result((yield call)))
+    # tombstones of threads deleted before the cutoff: a flush stalled that long is not waited for
+    expired = PgStatement(sql.render(sql.DELETE_OLD_TOMBSTONES, schema), {"older_than": older_than, "tenant": tenant})
+    yield PgCall((expired,), tenant_id=tenant)
     return total

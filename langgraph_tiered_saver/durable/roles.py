@@ -43,6 +43,9 @@ BEGIN
         'GRANT SELECT, INSERT, UPDATE, DELETE ON %I.checkpoints, %I.checkpoint_blobs, '
         '%I.checkpoint_writes, %I.blob_chunks TO %I', s, s, s, s, r);
     EXECUTE format('GRANT SELECT ON %I.schema_migrations TO %I', s, r);
+    IF to_regclass(format('%I.flush_fence', s)) IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.flush_fence TO %I', s, r);
+    END IF;
     IF to_regclass(format('%I.write_through_count', s)) IS NOT NULL THEN
         EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %I.write_through_count TO %I', s, r);
     END IF;

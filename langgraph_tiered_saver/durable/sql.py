@@ -219,6 +219,56 @@ WHERE %(replace)s AND {s}.hot_tier.key_prefix <> excluded.key_prefix
 """
 HOT_TIER_OWNER = "SELECT key_prefix FROM {s}.hot_tier"
 
+# Flush fencing (flush.py): per thread, the highest token of a flush that committed, and the
+# deletion's tombstone. A flusher's token is the Redis clock (microseconds) when its lease began,
+# so a flusher that took a thread over holds a higher one than the stalled holder it replaced,
+# and one that read the outbox before a deletion a lower one than the deletion. In the same
+# transaction as the upsert, `lts_flush_fence` advances the token, or refuses a lower one with
+# SQLSTATE LTS01 (pgfaults.FENCED_SQLSTATE): the transaction rolls back, nothing old lands. A
+# deletion always advances it and stamps `deleted_at`, and the row stays after the thread's rows
+# are gone (a tombstone; a thread created again later flushes with a higher token). A NULL token
+# (a deletion that could not ask Redis) takes the Postgres clock.
+MIGRATION_5_FLUSH_FENCE = """
+CREATE TABLE {s}.flush_fence (
+    tenant_id text NOT NULL CHECK (tenant_id <> ''),
+    thread_id text NOT NULL,
+    token bigint NOT NULL,
+    deleted_at timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, thread_id)
+);
+CREATE FUNCTION {s}.lts_flush_fence(p_tenant text, p_thread text, p_token bigint, p_delete boolean)
+RETURNS bigint LANGUAGE plpgsql AS $lts_fence$
+DECLARE
+    wanted bigint := coalesce(p_token, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+    held bigint;
+BEGIN
+    INSERT INTO {s}.flush_fence AS f (tenant_id, thread_id, token, deleted_at)
+    VALUES (p_tenant, p_thread, wanted, CASE WHEN p_delete THEN now() END)
+    ON CONFLICT (tenant_id, thread_id) DO UPDATE
+        SET token = greatest(f.token, EXCLUDED.token),
+            deleted_at = CASE WHEN p_delete THEN now() ELSE f.deleted_at END, updated_at = now()
+        WHERE p_delete OR f.token <= EXCLUDED.token
+    RETURNING f.token INTO held;
+    IF held IS NULL THEN
+        SELECT f.token, f.deleted_at INTO held FROM {s}.flush_fence f
+        WHERE f.tenant_id = p_tenant AND f.thread_id = p_thread;
+        RAISE EXCEPTION 'flush lease lost: token % is older than % (a newer flusher took thread % over, or the thread was deleted)',
+            wanted, held, p_thread USING ERRCODE = 'LTS01';
+    END IF;
+    RETURN held;
+END
+$lts_fence$;
+""" + _RLS.replace("{table}", "flush_fence")
+FLUSH_FENCE = "SELECT {s}.lts_flush_fence(%s, %s, %s, false)"
+# Retention (prune_older_than) drops tombstones deleted before its cutoff; a NULL tenant: all.
+DELETE_OLD_TOMBSTONES = """
+DELETE FROM {s}.flush_fence
+WHERE deleted_at < now() - %(older_than)s::interval
+AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s::text)
+"""
+TOMBSTONE = "SELECT {s}.lts_flush_fence(%s, %s, %s, true)"
+
 # --- partitioned layout (migrations.py) ----------------------------------------------------------
 # A schema set up with `partitions=N` gets every tenant table hash-partitioned by tenant_id: the
 # same migrations, each CREATE TABLE followed by its N partitions, and row-level security
@@ -619,3 +669,9 @@ def blob_lock(schema: str, tenant_id: str, digest: str) -> tuple[int, int]:
     """(int4, int4) advisory-lock key of one tenant's blob (a key space of its own)."""
     return _int4(f"lts-blob:{check_schema(schema)}".encode()), _int4(f"{tenant_id}|{digest}".encode())
 
+# One page of a tenant's thread ids (keyset pagination over the primary key).
+THREAD_IDS_PAGE = """
+SELECT DISTINCT thread_id FROM {s}.checkpoints
+WHERE tenant_id = %s AND thread_id > %s
+ORDER BY thread_id LIMIT %s
+"""

@@ -118,8 +118,8 @@ local function unverified()
   return generation
 end
 
--- A thread first written now holds only what its writer wrote: verified under the shard's
--- current generation, so its reads need no check (get.lua).
+-- A thread Redis held nothing of, first written now, holds only what its writer wrote:
+-- verified under the shard's current generation, so its reads need no check (get.lua).
 local function born_verified()
   local generation = redis.call("GET", KEY.vgen)
   if generation then redis.call("HSET", KEY.meta, "vg", generation) end

@@ -4,7 +4,7 @@
 --   "bl", n, (field, value) * n
 --   "wr", n, (field, record) * n
 local mark = ARG.mark_pending == "1"
-local fresh = redis.call("EXISTS", KEY.meta) == 0
+local fresh = redis.call("EXISTS", KEY.idx) == 0  -- Redis held no checkpoint of the thread
 local i = REST
 local pend = {}
 while i <= #ARGV do

@@ -1,15 +1,28 @@
 -- Take the thread's flush lease (its flush lock) and read up to ARG.limit outbox entries of this
 -- thread with their versions and values, in one round trip. Returns false when another flusher
--- holds the lease; else {entries, versions, values, outbox_lost}, where a value is false when the entry's data is gone.
+-- holds the lease (unless ARG.force is "1": a synchronous flush that waited long enough takes it
+-- over); else {entries, versions, values, outbox_lost, seconds, microseconds, leased}, where a
+-- value is false when the entry's data is gone, and seconds/microseconds are the Redis clock
+-- now (the first read's clock is the flush's fencing token, checked by Postgres).
+-- Redis full under noeviction refuses SET (it may allocate) but not GET, PEXPIRE or DEL: the flush
+-- then goes on without a lease (leased 0) rather than never draining; Postgres' fence still
+-- orders concurrent flushers (a lower token never commits over a higher one).
 -- A checkpoint's value is {record, refs, missing}: `missing` lists the channel values it
 -- references that Redis no longer holds (the flusher checks Postgres for them before writing
 -- the row: a row that would not read back is never written). Re-running with the same token
 -- (the next batch, or a retry after the script cache was flushed) finds the lease ours and
 -- renews it for ARG.lock_ttl_ms: a flush keeps its lease while it makes progress.
-if not redis.call("SET", KEY.flush_lock, ARG.token, "NX", "PX", ARG.lock_ttl_ms) then
-  if redis.call("GET", KEY.flush_lock) ~= ARG.token then return false end
+local function refused(reply) return type(reply) == "table" and reply.err ~= nil end
+local holder, leased = redis.call("GET", KEY.flush_lock), 1
+if holder == ARG.token then
   redis.call("PEXPIRE", KEY.flush_lock, ARG.lock_ttl_ms)
+elseif holder and ARG.force ~= "1" then
+  return false
+elseif refused(redis.pcall("SET", KEY.flush_lock, ARG.token, "PX", ARG.lock_ttl_ms)) then
+  if holder then redis.call("DEL", KEY.flush_lock) end  -- a forced takeover while Redis is full
+  leased = 0
 end
+local clock = redis.call("TIME")
 local scored = redis.call("ZRANGE", KEY.pend, 0, tonumber(ARG.limit) - 1, "WITHSCORES")
 local entries, versions, values = {}, {}, {}
 for i = 1, #scored, 2 do
@@ -42,4 +55,4 @@ if #entries == 0 and redis.call("HGET", KEY.meta, "unflushed") then
   redis.call("HDEL", KEY.meta, "unflushed")
   outbox_lost = 1
 end
-return {entries, versions, values, outbox_lost}
+return {entries, versions, values, outbox_lost, clock[1], clock[2], leased}

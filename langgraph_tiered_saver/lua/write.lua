@@ -10,8 +10,8 @@
 local err = check_fence(ARG.fence)
 if err then return redis.error_reply(err) end
 local track = ARG.track == "1"
-local fresh = redis.call("EXISTS", KEY.meta) == 0  -- a new thread (or one whose meta went)
-local expiring = track and (fresh or redis.call("HGET", KEY.meta, "expiring"))
+local born = redis.call("EXISTS", KEY.idx) == 0  -- Redis holds no checkpoint of the thread
+local expiring = track and (redis.call("EXISTS", KEY.meta) == 0 or redis.call("HGET", KEY.meta, "expiring"))
 local pend = {}
 local last_write = REST + 3 * tonumber(ARG.writes) - 1
 if last_write >= REST then
@@ -49,7 +49,7 @@ if member ~= "" then
     redis.call("HSET", KEY.bl, unpack(blob_args))
   end
 end
-if fresh then born_verified() end
+if born then born_verified() end
 if track then add_to_outbox(pend) end
 mark_thread(track)
 keep_written(track, expiring, ARG.ttl_ms)
