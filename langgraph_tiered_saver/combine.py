@@ -14,7 +14,10 @@ held for the thread along), and writes for an older checkpoint (its step closed 
 holding that no `put` takes within `hold_seconds` (a long parallel sibling, a run that stopped)
 is sent on its own by a background thread, as is everything at `close()`. What a crash of the
 process can take: held writes, at most `hold_seconds` old, whose tasks then run again on resume.
-Reads, flushes and deletions of a thread send its held writes first (`Core`).
+Reads, flushes and deletions of a thread send its held writes first (`Core`), including those
+the background sender is writing at that moment: a holding stays visible until its write has
+landed, so a read right after a run never misses it (a duplicate write is a no-op: regular
+writes are insert-if-absent, put_writes.lua).
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ class Held:
     due: float = 0.0  # monotonic time by which it is sent, taken or not
 
 
+def _namespace(held: Held) -> Namespace:
+    return held.ref.tenant_id, held.ref.thread_id, held.ref.checkpoint_ns
+
+
+def _before(held: Held, checkpoint_id: str) -> bool:
+    return held.ref.checkpoint_id is not None and held.ref.checkpoint_id < checkpoint_id
+
+
 class WriteCombiner:
     """Held writes per checkpoint (thread-safe, no I/O): `hold` from put_writes, `closed_by`
     from put, `take` from every other call that must see them, `take_due` for the sender.
@@ -60,6 +71,7 @@ class WriteCombiner:
         self.metrics = metrics
         self._lock = threading.Lock()
         self._held: dict[Namespace, dict[str, Held]] = {}
+        self._sending: dict[int, Held] = {}  # taken by the sender, not yet written
         self._open: OrderedDict[Namespace, str] = OrderedDict()  # newest checkpoint id put, per namespace
         self._sender: Sender | None = None
 
@@ -93,36 +105,49 @@ class WriteCombiner:
                 self._open.move_to_end(namespace)
                 if len(self._open) > self.OPEN_LIMIT:
                     self._open.popitem(last=False)
+            sending = [h for h in self._sending.values() if _namespace(h) == namespace and _before(h, checkpoint_id)]
             by_id = self._held.get(namespace)
             if not by_id:
-                return []
+                return sending
             taken = [by_id.pop(k) for k in [k for k in by_id if k < checkpoint_id]]
             if not by_id:
                 del self._held[namespace]
-            return taken
+            return taken + sending
 
     def take(self, tenant_id: str, thread_id: str | None = None, ns: str | None = None) -> list[Held]:
         """What is held for a tenant, thread or thread namespace (None: any): a read, flush,
-        deletion or special write needs it in Redis."""
+        deletion or special write needs it in Redis. Holdings the sender is writing now are
+        included (left to it as well): the caller cannot tell whether that write has landed."""
+
         with self._lock:
-            if not self._held:
-                return []
             namespaces = [
                 n for n in self._held
                 if n[0] == tenant_id and thread_id in (None, n[1]) and ns in (None, n[2])
             ]  # fmt: skip
-            return [held for n in namespaces for held in self._held.pop(n).values()]
+            sending = [
+                h for h in self._sending.values()
+                if h.ref.tenant_id == tenant_id and thread_id in (None, h.ref.thread_id) and ns in (None, h.ref.checkpoint_ns)
+            ]  # fmt: skip
+            return [held for n in namespaces for held in self._held.pop(n).values()] + sending
 
     def take_due(self, now: float) -> list[Held]:
+        """Holdings past their time, for the sender, which calls `sent` after each write."""
         with self._lock:
             out: list[Held] = []
             for namespace in list(self._held):
                 by_id = self._held[namespace]
                 for key in [k for k, held in by_id.items() if held.due <= now]:
-                    out.append(by_id.pop(key))
+                    held = by_id.pop(key)
+                    self._sending[id(held)] = held
+                    out.append(held)
                 if not by_id:
                     del self._held[namespace]
             return out
+
+    def sent(self, held: Held) -> None:
+        """The sender's write of `held` is over (landed or failed)."""
+        with self._lock:
+            self._sending.pop(id(held), None)
 
     def take_all(self) -> list[Held]:
         with self._lock:
@@ -199,7 +224,10 @@ class Sender:
             due: float | None = None
             try:
                 for held in self.combiner.take_due(time.monotonic()):
-                    self.send_contained(held)
+                    try:
+                        self.send_contained(held)
+                    finally:
+                        self.combiner.sent(held)
                 with self._guard:  # a holding added after this is told to due_at, which wakes us
                     due = self._until = self.combiner.next_due()
                     self._wake.clear()

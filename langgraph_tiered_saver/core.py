@@ -446,18 +446,21 @@ class Core:
             self.metrics.incr("read_hits_redis")
             return (yield from self._to_tuple_op(ref, stored, hot_up))
         if not self.durable:
-            return None if stored is None else self._lost(ref, stored)
+            return None if stored is None else (yield from self._partial_op(ref, stored, hot_up))
         if stored is None and hot_up:
             self.metrics.incr("read_misses")
+        # Redis named the checkpoint (a latest it holds in part): Postgres is asked for that one,
+        # never for its own latest, which may be older (not flushed yet) and would move it back.
+        wanted = ref.checkpoint_id if stored is None else stored.checkpoint_id
         try:
             durable = yield from pg.get_checkpoint_op(
-                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, ref.checkpoint_id
+                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, wanted
             )
         except TierUnavailableError:
             self.metrics.incr("postgres_read_errors")
             raise
         if durable is None:
-            return None if stored is None else self._lost(ref, stored)
+            return None if stored is None else (yield from self._partial_op(ref, stored, hot_up))
         cold = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
         if hot_up:
@@ -502,6 +505,16 @@ class Core:
         yield from self.flush.flush_thread_op(ref.tenant_id, ref.thread_id, wait=True)
         yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
         return None
+
+    def _partial_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
+        """Redis holds a checkpoint without some of its channel values and no other tier has it.
+        Under an eviction policy that cannot drop a thread not yet flushed (noeviction,
+        volatile-*: its keys keep no TTL), the values were never stored: LangGraph's migration of
+        older checkpoints renames channels and keeps their versions, and such a value reads as
+        absent, as on PostgresSaver. Under any other policy they may have been evicted: an error."""
+        if self.hot.epoch.policy_safe and not stored.refs_lost:
+            return (yield from self._to_tuple_op(ref, stored, hot_up))
+        return self._lost(ref, stored)
 
     def _lost(self, ref: ThreadRef, stored: StoredCheckpoint) -> CheckpointTuple:
         """Redis holds a checkpoint without all of its channel values (evicted) and no other tier

@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,7 +65,7 @@ def workers_key(prefix: str) -> str:
 
 def new_worker_id() -> str:
     """host:pid:random: unique per worker, and it tells an operator where the worker runs."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def share_of(tenant_id: str, thread_id: str, count: int) -> int:

@@ -12,8 +12,8 @@ at-least-once, and idempotent upserts make the effect exactly once.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
@@ -156,7 +156,7 @@ class FlushLease:
         opt.positive_int("FlushLease.ms", self.ms)
 
     def new_token(self) -> str:
-        random = uuid.uuid4().hex
+        random = secrets.token_hex(16)
         return f"{self.holder}/{random}" if self.holder else random
 
 
@@ -332,7 +332,7 @@ class FlushOps:
         microseconds), or None when busy and not waiting. Waiting takes the lock over after
         `takeover_seconds`: the holder's later commit is refused by the fence."""
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
-        token = uuid.uuid4().hex
+        token = secrets.token_hex(16)
 
         def attempt(force: bool = False) -> Op[tuple[str, int] | None]:
             nx = () if force else ("NX",)

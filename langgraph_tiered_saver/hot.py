@@ -53,9 +53,6 @@ if TYPE_CHECKING:
     from .combine import Held
     from .offload import Offloader
 
-LIST_BATCH = 64
-
-
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -455,21 +452,33 @@ class HotOps:
         metadata_filter: Mapping[str, Any] | None,
         limit: int | None,
     ) -> Op[list[StoredCheckpoint]]:
-        """Checkpoints of one thread, newest first, with `before`, metadata filter and limit."""
-        members = yield from self.members_op(ref, all_namespaces)
-        if ref.checkpoint_id is not None:
-            members = [m for m in members if K.split_checkpoint_member(m)[1] == ref.checkpoint_id]
-        if before_id is not None:
-            members = [m for m in members if K.split_checkpoint_member(m)[1] < before_id]
+        """Checkpoints of one thread, newest first, with `before`, metadata filter and limit: one
+        round trip (list.lua), each channel value sent once however many checkpoints share it,
+        the limit applied in the script unless a metadata filter (read here) must go first."""
+        args = {
+            "refresh_ttl_ms": self.ttl_ms if self.refresh_on_read else 0, "ns_mode": "all" if all_namespaces else "one",
+            "ns": ref.checkpoint_ns, "checkpoint_id": ref.checkpoint_id or "", "before_id": before_id or "",
+            "limit": 0 if metadata_filter or limit is None else limit,
+        }  # fmt: skip
+        call = scripts.LIST.call(self.keys(ref.tenant_id, ref.thread_id), args)
+        ((entries, fields, values),) = yield RedisCall((call,), scripts=(scripts.LIST,))
+        where = f"Redis thread {ref.thread_id!r}"
+        shared = {
+            as_str(field): decode_typed(raw, where) for field, raw in zip(fields, values or (), strict=False) if raw is not None
+        }
         out: list[StoredCheckpoint] = []
-        for start in range(0, len(members), LIST_BATCH):
-            batch = yield from self.fetch_op(ref, members[start : start + LIST_BATCH])
-            for stored in batch.entries:
-                if metadata_filter and not self.matches(stored, metadata_filter):
-                    continue
-                out.append(stored)
-                if limit is not None and len(out) >= limit:
-                    return out
+        for member, record_raw, refs_raw, writes_raw, lost in entries or ():
+            ns, checkpoint_id = K.split_checkpoint_member(as_str(member))
+            run_id, refs = decode_refs(refs_raw)
+            record = unpack_checkpoint(record_raw, refs, where)
+            writes = sorted((unpack_write(raw, where) for raw in writes_raw or () if raw is not None), key=WriteRecord.sort_key)
+            blobs = {f: shared[f] for f in refs if f in shared}
+            stored = StoredCheckpoint(ns, checkpoint_id, record, run_id, blobs, writes, refs_lost=bool(int(lost)))
+            if metadata_filter and not self.matches(stored, metadata_filter):
+                continue
+            out.append(stored)
+            if limit is not None and len(out) >= limit:
+                break
         return out
 
     def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:

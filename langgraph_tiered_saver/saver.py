@@ -35,6 +35,7 @@ from .breaker import PgBreaker
 from .codec import next_version
 from .connections import Connections, PoolOptions, SaverContext
 from .core import Core, ListQuery
+from .delta import DeltaHistoryAPI
 from .errors import ConfigError
 from .flush import FlushPolicy
 from .ids import ThreadRef, configurable_of, parse_config
@@ -45,7 +46,7 @@ from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
 from .pgfaults import pg_limits
 from .runlock import AutoLock, RunLocks, auto_lock_policy, in_graph_run, run_marker
 from .telemetry import observed_op
-from .tenancy import check_tenant, resolve_tenant
+from .tenancy import TenantResolver, authority, check_tenant, resolve_tenant, tenant_source
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")
@@ -53,14 +54,16 @@ T = TypeVar("T")
 DEFAULT_TTL_SECONDS = 24 * 3600
 
 
-class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
+class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
     """Checkpointer with a Redis hot tier (every write, one round trip, TTL) and a Postgres
     durable tier fed by write-behind flushes (see `FlushPolicy`).
 
     Pass clients and pools you already have, or use `from_conn_string`. Without Postgres
-    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone. Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
-    binds the saver (single-tenant deployments); without it the saver is multi-tenant and each
-    call takes its tenant from `config["configurable"]["tenant_id"]` or `tenant_scope(...)`;
+    (`pg_pool`/`postgres_url` None) the saver runs on the hot tier alone.
+
+    Tenancy (see `tenancy`): every call acts for exactly one tenant or raises. `tenant_id="acme"`
+    binds the saver; `tenant_resolver=fn` asks `fn(config)` per call (a server's users: `server`);
+    else each call takes it from `config["configurable"]["tenant_id"]` or `tenant_scope(...)`;
     `saver.for_tenant("acme")` is a bound view sharing clients and pools.
     """
 
@@ -73,6 +76,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         apg_pool: AsyncConnectionPool | None = None,
         serde: SerializerProtocol | None = None,
         tenant_id: str | None = None,
+        tenant_resolver: TenantResolver | None = None,
         key_prefix: str = "lts",
         schema: str = "langgraph_tiered",
         ttl_seconds: float = DEFAULT_TTL_SECONDS,
@@ -106,7 +110,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
             )
         ttl_ms = int(opt.ttl(ttl_seconds) * 1000)
         opt.flag("background_flush", background_flush)
-        self.tenant_id = None if tenant_id is None else check_tenant(tenant_id)
+        self.tenant_id, self.tenant_resolver = tenant_source(tenant_id, tenant_resolver)
         self.key_prefix, self.schema, self.ttl_seconds = key_prefix, schema, ttl_seconds
         self.durable = self._conn.durable
         self.policy = opt.instance("flush_policy", flush_policy, FlushPolicy) or FlushPolicy()
@@ -141,7 +145,7 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         every call of the view acts for that tenant, and a config naming another is refused."""
         clone = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
-        clone.tenant_id = check_tenant(tenant_id)
+        clone.tenant_id, clone.tenant_resolver = check_tenant(tenant_id), None  # not the resolver's
         return clone
 
     def run_op(self, op: Op[T]) -> T:
@@ -151,11 +155,11 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
     async def arun_op(self, op: Op[T]) -> T:
         return await self._runners.arun(op)
 
-    def _tenant(self, what: str) -> str:  # for calls without a config: bound or scoped
-        return resolve_tenant(None, self.tenant_id, what)
+    def _tenant(self, what: str, **target: Any) -> str:  # no config: bound, resolved for `target`, or scoped
+        return resolve_tenant(None, authority(self.tenant_id, self.tenant_resolver, {"configurable": target}, what), what)
 
     def _ref(self, config: RunnableConfig) -> ThreadRef:
-        return parse_config(config, self.tenant_id)
+        return parse_config(config, authority(self.tenant_id, self.tenant_resolver, config, "this checkpoint call"))
 
     def _list_op(
         self, config: RunnableConfig | None, filter: dict[str, Any] | None, before: RunnableConfig | None, limit: int | None
@@ -227,16 +231,16 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         self.run_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
 
     def delete_thread(self, thread_id: str) -> None:
-        self.run_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
+        self.run_op(self.core.delete_thread_op(self._tenant("delete_thread", thread_id=thread_id), thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        self.run_op(self.core.delete_for_runs_op(self._tenant("delete_for_runs"), run_ids))
+        self.run_op(self.core.delete_for_runs_op(self._tenant("delete_for_runs", run_ids=run_ids), run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        self.run_op(self.core.copy_thread_op(self._tenant("copy_thread"), source_thread_id, target_thread_id))
+        self.run_op(self.core.copy_thread_op(self._tenant("copy_thread", thread_id=source_thread_id, target_thread_id=target_thread_id), source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        self.run_op(self.core.prune_op(self._tenant("prune"), thread_ids, strategy))
+        self.run_op(self.core.prune_op(self._tenant("prune", thread_ids=thread_ids), thread_ids, strategy))
 
     # ------------------------------------------------------------------ BaseCheckpointSaver, async
 
@@ -265,16 +269,16 @@ class TieredSaver(OperatorAPI, BaseCheckpointSaver[str]):
         await self.arun_op(self.observed("put_writes", self.core.put_writes_op(ref, writes, task_id, task_path, in_graph_run(config)), ref))
 
     async def adelete_thread(self, thread_id: str) -> None:
-        await self.arun_op(self.core.delete_thread_op(self._tenant("delete_thread"), thread_id))
+        await self.arun_op(self.core.delete_thread_op(self._tenant("delete_thread", thread_id=thread_id), thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await self.arun_op(self.core.delete_for_runs_op(self._tenant("delete_for_runs"), run_ids))
+        await self.arun_op(self.core.delete_for_runs_op(self._tenant("delete_for_runs", run_ids=run_ids), run_ids))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await self.arun_op(self.core.copy_thread_op(self._tenant("copy_thread"), source_thread_id, target_thread_id))
+        await self.arun_op(self.core.copy_thread_op(self._tenant("copy_thread", thread_id=source_thread_id, target_thread_id=target_thread_id), source_thread_id, target_thread_id))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await self.arun_op(self.core.prune_op(self._tenant("prune"), thread_ids, strategy))
+        await self.arun_op(self.core.prune_op(self._tenant("prune", thread_ids=thread_ids), thread_ids, strategy))
 
     def close(self) -> None:
         """Refuse new calls (`SaverClosedError`), release run locks, drain the outbox (per policy),

@@ -17,9 +17,9 @@ thread that is not flushed yet (its keys keep no TTL until then, so `volatile-*`
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -81,7 +81,7 @@ class Epoch:
     def _adopt_op(self) -> Op[str]:
         """Set the deployment's epoch if there is none, then copy it into every shard (a shard
         that lost its copy, its node wiped, shows the loss to the next write there)."""
-        _, current = yield RedisCall((("SET", self.key, uuid.uuid4().hex, "NX"), ("GET", self.key)))
+        _, current = yield RedisCall((("SET", self.key, secrets.token_hex(16), "NX"), ("GET", self.key)))
         value = as_str(current)
         yield RedisCall(tuple(("SET", K.epoch_key(self.prefix, shard), value) for shard in range(K.SHARDS)))
         return value

@@ -1,6 +1,6 @@
 """Which tenant a call acts for: exactly one, or a `TenantRequiredError`, never a silent default.
 
-A tenant reaches the saver in one of three ways:
+A tenant reaches the saver in one of four ways:
 
 1. **Bound**: the saver was built with `tenant_id="acme"`, or is a view `saver.for_tenant("acme")`.
    Every call acts for that tenant; a config or scope naming another one is refused.
@@ -12,14 +12,21 @@ A tenant reaches the saver in one of three ways:
 3. **Scoped**: `with tenant_scope("acme"): ...` sets the tenant for everything the block calls in
    this context. A context variable, so LangGraph's worker threads and asyncio tasks (which copy
    the context) see it, and concurrent requests of other tenants do not.
+4. **Resolved**: `TieredSaver(..., tenant_resolver=fn)` asks `fn(config)` on every call, e.g. for
+   the organisation of the user a server authenticated. Thread-level methods have no config, so
+   `fn` gets one naming what they act on: `{"configurable": {"thread_id": ...}}` (delete_thread;
+   copy_thread adds `target_thread_id`), `{"thread_ids": [...]}` (prune), `{"run_ids": [...]}`
+   (delete_for_runs), `{}` (list(None)). The resolver is the authority: when it finds no tenant
+   the call raises `TenantRequiredError` (a config's own `tenant_id` cannot stand in for it),
+   and a config or scope naming another tenant than it raises `TenantMismatchError`.
 
-An unbound saver with none of the three raises `TenantRequiredError`; two sources that disagree
+An unbound saver with none of these raises `TenantRequiredError`; two sources that disagree
 raise `TenantMismatchError`. Returned configs carry `tenant_id` only when the caller's did.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -29,6 +36,9 @@ from .keys import check_id
 
 MAX_TENANT_ID = 256
 TENANT_KEY = "tenant_id"
+
+TenantResolver = Callable[[Any], "str | None"]
+"""Maps a call's config to its tenant, or None if it has none (see 4. above)."""
 
 _SCOPE: ContextVar[str | None] = ContextVar("langgraph_tiered_saver_tenant", default=None)
 
@@ -80,6 +90,32 @@ def resolve_tenant(configurable: dict[str, Any] | None, bound: str | None, what:
         sources = ", ".join(f"{source}={tenant!r}" for source, tenant in candidates.items())
         raise TenantMismatchError(f"{what} names more than one tenant ({sources}); refusing to guess")
     return next(iter(candidates.values()))
+
+
+def resolver_tenant(resolver: TenantResolver, config: Any, what: str) -> str:
+    """The tenant `resolver` finds for `config`; finding none is an error, never a default."""
+    tenant = resolver(config)
+    if tenant is None:
+        raise TenantRequiredError(
+            f"{what}: the saver's tenant_resolver found no tenant for this call "
+            f"(configurable keys: {sorted((config or {}).get('configurable') or {})})"
+        )
+    return check_tenant(tenant)
+
+
+def tenant_source(tenant_id: Any, resolver: Any) -> tuple[str | None, TenantResolver | None]:
+    """A saver's own tenant: bound (`tenant_id`), resolved per call (`resolver`), or neither."""
+    if resolver is not None and (tenant_id is not None or not callable(resolver)):
+        raise ConfigError(
+            "tenant_resolver must be a callable config -> tenant id, and takes no tenant_id "
+            f"(a saver is bound or resolves its tenant per call), got {resolver!r}"
+        )
+    return (None if tenant_id is None else check_tenant(tenant_id)), resolver
+
+
+def authority(bound: str | None, resolver: TenantResolver | None, config: Any, what: str) -> str | None:
+    """The saver's own tenant for a call: the bound one, or what its resolver finds for `config`."""
+    return bound if resolver is None else resolver_tenant(resolver, config, what)
 
 
 def retention_tenant(given: str | None, bound: str | None, all_tenants: bool) -> str | None:

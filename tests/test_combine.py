@@ -203,3 +203,37 @@ def _checkpoint(checkpoint_id: str) -> Any:
     checkpoint["id"] = f"1ef{checkpoint_id}-0000-6000-8000-{uuid.uuid4().hex[:12]}"
     return checkpoint
 
+
+
+def test_a_read_while_the_sender_writes_a_holding_still_sees_it(saver_context: Callable[..., Any]) -> None:
+    """The sender takes a holding that fell due and is writing it when a read comes (a read right
+    after a run, on a loaded machine): the read must not find it gone from both the combiner and
+    Redis. It writes it too (a no-op if the sender's write lands first)."""
+    import threading
+
+    with saver_context(write_hold_seconds=0.01) as saver:
+        combiner = saver.core.combiner
+        assert combiner is not None
+        config = thread_config()
+        stored = saver.put(config, _checkpoint("0001"), {"step": 0}, {})
+        sender_started, release = threading.Event(), threading.Event()
+        saver.put_writes(_in_run(stored), [("warm", 0)], "task-0")  # starts the sender thread
+        assert wait_for(lambda: combiner.next_due() is None, timeout=2)  # sent alone
+        sender = combiner._sender
+        assert sender is not None
+        send = sender.send
+
+        def slow_send(held: Held) -> Any:
+            sender_started.set()
+            release.wait(5)
+            return send(held)
+
+        sender.send = slow_send
+        saver.put_writes(_in_run(stored), [("n", 1)], "task-a")
+        assert sender_started.wait(2)  # the sender took it and is writing it
+        found = saver.get_tuple(stored)
+        release.set()
+        assert found is not None and ("task-a", "n", 1) in found.pending_writes
+        assert wait_for(lambda: combiner.take(TEST_TENANT) == [], timeout=2)  # the sender's write is over
+        again = saver.get_tuple(stored)
+        assert again is not None and [w for w in again.pending_writes if w[0] == "task-a"] == [("task-a", "n", 1)]

@@ -145,7 +145,9 @@ def test_a_45_s_outage_under_load_quarantines_nothing_and_drains_in_seconds(
         assert back, "the breaker never logged the end of the outage"
         logged = float(back[-1].split("reachable again after ")[1].split(" s")[0])
         print(f"breaker logged: {back[-1]}")
-        assert OUTAGE_SECONDS - 2 <= logged <= OUTAGE_SECONDS + 10  # the real length, not 314 s for 44 s
+        # from the first failed call (a flush due some seconds after the stop) to the recovery: the real
+    # length, not 314 s for 44 s
+    assert OUTAGE_SECONDS - 6 <= logged <= OUTAGE_SECONDS + 10
 
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import concurrency, conformance, e2e, micro, pgload, rtt, scale, storage
+from . import concurrency, conformance, delta, e2e, micro, pgload, rtt, scale, storage
 from ._common import FULL, QUICK, Context, Profile, Progress
 
 WORKLOADS: dict[str, Callable[[Context], None]] = {
@@ -23,6 +23,8 @@ WORKLOADS: dict[str, Callable[[Context], None]] = {
     "memory": scale.run_memory,
     "cpu": scale.run_cpu,
     "conformance": conformance.run,
+    "delta": delta.run_conversation,
+    "history": delta.run_history,
 }
 
 __all__ = ["FULL", "QUICK", "WORKLOADS", "Context", "Profile", "Progress"]

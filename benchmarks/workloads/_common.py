@@ -44,6 +44,9 @@ class Profile:
     rtt_pings: int = 300  # PINGs per level for the proxy's precision
     count_runs: int = 5  # graph runs per saver in the round-trip count
     memory_threads: int = 3_000  # short threads one process serves (workload `memory`)
+    delta_turns: tuple[int, ...] = (100, 500)  # DeltaChannel conversation lengths (workload `delta`)
+    history_checkpoints: int = 500  # thread length of the get_state_history workload
+    history_reads: int = 10  # timed get_state_history calls per saver and repetition
 
 
 QUICK = Profile(

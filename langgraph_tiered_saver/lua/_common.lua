@@ -187,8 +187,11 @@ local function fetch_checkpoint(member)
     values = redis.call("HMGET", KEY.bl, unpack(fields))
   end
   local writes, writes_lost = member_writes(member)
-  -- lost = 1 when eviction took part of what this checkpoint needs (see hot.parse_entry)
+  -- lost = 1 when eviction took part of what this checkpoint needs (see hot.parse_entry): its
+  -- refs, some of its writes, or the whole value hash (eviction takes keys, never a field: a
+  -- value missing from a hash that is there was never stored, see core._partial_op)
   local lost = (refs and writes_lost == 0) and 0 or 1
+  if lost == 0 and #parts > 1 and not values[1] and redis.call("EXISTS", KEY.bl) == 0 then lost = 1 end
   return {member, record, refs, values, writes, lost}
 end
 
