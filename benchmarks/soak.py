@@ -1,4 +1,4 @@
-"""Soak (issue 14.4): many tenants' graphs written while standalone workers flush them.
+"""Soak: many tenants' graphs written while standalone workers flush them.
 
 `--tenants` x `--threads` threads, each one run of a `--steps`-checkpoint chain graph, written by
 `--writers` threads of this process through one multi-tenant saver (background flusher off),

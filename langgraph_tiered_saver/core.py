@@ -259,7 +259,7 @@ class Core:
         if role.superuser or role.bypass_rls:
             logger.warning(
                 "connected to Postgres as %r, which %s: row-level security does not apply to it. "
-                "Run the saver as the application role (see README, 'Row-level security').",
+                "Run the saver as the application role (see docs/tenancy.md, 'Row-level security').",
                 role.name,
                 "is a superuser" if role.superuser else "has BYPASSRLS",
             )

@@ -125,4 +125,4 @@ class EventLoopError(TieredSaverError, RuntimeError):
 class LegacyKeysError(ConfigError):
     """Redis holds unflushed data under the key schema of an older version (v1, before Redis
     Cluster support): this version would not see it. Drain it with the old version, or move the
-    keys with `python -m langgraph_tiered_saver migrate-redis` (see README, "Redis Cluster")."""
+    keys with `python -m langgraph_tiered_saver migrate-redis` (see docs/scale-out.md, "Redis Cluster")."""

@@ -1,4 +1,4 @@
-"""The flush loops of standalone workers: one or many, sharing one outbox (issue 14, "many
+"""The flush loops of standalone workers: one or many, sharing one outbox ("many
 flush workers"). worker.py runs them in a worker process, beside its endpoints and summary.
 
 Two kinds of lease divide the work, both in Redis, both timed by the Redis clock:

@@ -119,6 +119,7 @@ def prune_thread_op(
         for member, raw in content["ck"].items()
     }
     in_redis = set(records)
+    in_postgres: dict[str, int] = {}  # member -> its pending writes in Postgres
     blobs = dict(content["bl"])
     interrupted = {
         K.checkpoint_member(ns, cid)
@@ -131,6 +132,7 @@ def prune_thread_op(
             found = from_durable(row)
             member = K.checkpoint_member(found.checkpoint_ns, found.checkpoint_id)
             records.setdefault(member, found.record)
+            in_postgres[member] = len(found.writes)
             if any(w.channel == INTERRUPT for w in found.writes):
                 interrupted.add(member)
             for blob_field, typed in found.blobs.items():
@@ -148,9 +150,13 @@ def prune_thread_op(
     report.kept += len(keep)
     report.checkpoints += len(drop)
     report.threads_pruned += bool(drop)
+    hot_drop = [m for m in drop if m in in_redis]
+    if dry_run:  # what each tier would lose, counted from what was just read
+        report.redis_checkpoints += len(hot_drop)
+        report.postgres_checkpoints += sum(m in in_postgres for m in drop)
+        report.postgres_writes += sum(in_postgres.get(m, 0) for m in drop)
     if dry_run or not drop:
         return None
-    hot_drop = [m for m in drop if m in in_redis]
     yield from core.hot.delete_members_op(tenant, {thread: hot_drop}, "members")
     report.redis_checkpoints += len(hot_drop)
     candidates = digests_in_export(content)

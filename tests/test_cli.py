@@ -116,3 +116,44 @@ def test_logs_are_one_json_object_per_line() -> None:
     record.tenant_id, record.thread_id = "acme", "case_8842"  # as logging sets `extra=`
     entry = json.loads(JsonLogFormatter().format(record))
     assert (entry["ts"], entry["tenant_id"], entry["thread_id"]) == ("1970-01-01T00:00:00.250Z", "acme", "case_8842")
+
+
+def test_global_options_after_the_command_and_a_dry_run_in_words(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prune --tenant acme --dry-run` works (global options after the command), and the dry
+    run says per tier what it would remove."""
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
+        options = ["--redis-url", redis_url, "--postgres-url", test_database_url,
+                   "--key-prefix", saver.key_prefix, "--schema", saver.schema, "--tenant", saver.tenant_id]  # fmt: skip
+        saver.setup()
+        thread = f"t-{uuid.uuid4().hex[:8]}"
+        chain_graph(saver).invoke({"n": 0}, {"configurable": {"thread_id": thread}})
+        saver.flush({"configurable": {"thread_id": thread}})  # 10 checkpoints in both tiers
+        capsys.readouterr()
+        assert main(["prune", *options, "--older-than", "0s", "--keep-last", "3", "--dry-run"]) == 0
+        dry = json.loads(capsys.readouterr().out)
+        assert (dry["redis_checkpoints"], dry["postgres_checkpoints"], dry["postgres_writes"]) == (7, 7, 20)
+        assert dry["summary"] == (
+            f"dry run: would remove 7 checkpoint(s) from 1 of 1 thread(s) of {saver.tenant_id}: "
+            "7 from Redis, 7 from Postgres (one held in both counts in each; with 20 pending write(s)); 3 checkpoint(s) kept "
+            "(each namespace's latest, paused runs, and the ancestors kept ones need). Nothing was deleted."
+        )
+        assert pg_rows(test_database_url, saver.schema, thread) == 10
+        # the value after the command wins over the one before it
+        assert main(["--tenant", "other", "prune", *options, "--keep-last", "3"]) == 0
+        pruned = json.loads(capsys.readouterr().out)
+        assert pruned["summary"].startswith("removed 7 checkpoint(s)")
+        assert (pruned["redis_checkpoints"], pruned["postgres_checkpoints"], pruned["postgres_writes"]) == (7, 7, 20)
+        with pytest.raises(SystemExit):
+            main(["prune", "--no-such-option"])
+        assert "unrecognized arguments" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["setup", "threads", "prune", "worker", "import-postgres"])
+def test_every_command_help_lists_the_global_options(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    for option in ("--redis-url", "--postgres-url", "--key-prefix", "--schema", "--tenant"):
+        assert option in out

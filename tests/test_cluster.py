@@ -1,4 +1,4 @@
-"""Redis Cluster (issue 14, part 1): the saver on a local 3-master cluster, sync and async.
+"""Redis Cluster: the saver on a local 3-master cluster, sync and async.
 
 The cluster is started on private ports by the `redis_cluster` fixture (tests/fixtures.py) and
 stopped by PID; the tests skip, saying why, where redis-server or redis-cli is missing.

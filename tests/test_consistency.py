@@ -1,6 +1,6 @@
-"""Consistency between the tiers under re-warm, expiry, eviction and races (issue 10).
+"""Consistency between the tiers under re-warm, expiry, eviction and races.
 
-Each test is one reproduction from the issue, against real servers: before the fix it lost or
+Each test is one reproduction of a reported loss, against real servers: before the fix it lost or
 corrupted a thread silently.
 """
 
@@ -49,7 +49,7 @@ def durable(saver_context: Callable[..., Any]) -> Iterator[Any]:
 
 
 def test_reading_an_old_checkpoint_by_id_never_makes_it_the_latest(durable: Any) -> None:
-    """Issue 10.1: `get_state` of an old checkpoint after the thread left Redis re-warmed only
+    """`get_state` of an old checkpoint after the thread left Redis re-warmed only
     that checkpoint, and the next run continued from it."""
     graph, cfg = two_step_graph(durable), thread_config()
     graph.invoke({"log": ["run1"]}, cfg)
@@ -66,7 +66,7 @@ def test_reading_an_old_checkpoint_by_id_never_makes_it_the_latest(durable: Any)
 def test_unflushed_data_outlives_the_ttl_while_postgres_is_down(
     make_private_postgres: Callable[..., PrivatePostgres], saver_context: Callable[..., Any], redis_url: str
 ) -> None:
-    """Issue 10.4: the outbox expired with the thread's keys; after Postgres came back the flush
+    """The outbox expired with the thread's keys; after Postgres came back the flush
     found nothing and the thread was gone. Now a dirty thread's keys keep no TTL until flushed.
     (Written with direct puts: a graph run on a thread Redis does not hold must first ask
     Postgres, which is down.)"""
@@ -103,7 +103,7 @@ def _put(saver: Any, thread: str, values: dict[str, Any], versions: dict[str, st
 def test_eviction_before_the_flush_is_reported_not_written_half(
     durable: Any, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10.3: the flusher acknowledged checkpoints whose values LRU had evicted and wrote
+    """The flusher acknowledged checkpoints whose values LRU had evicted and wrote
     their rows without them: `get_state` then raised CorruptDataError for good."""
     thread = f"t-{uuid.uuid4().hex[:8]}"
     _put(durable, thread, {"a": "A"}, {"a": "1"}, {"a": "1"})
@@ -140,7 +140,7 @@ def test_values_an_earlier_flush_wrote_complete_a_checkpoint(durable: Any, redis
 def test_a_special_write_replaced_during_a_flush_is_flushed_again(
     saver_context: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 10.5: an `__interrupt__` write replaced between the flush's read and its
+    """An `__interrupt__` write replaced between the flush's read and its
     acknowledgement lost its outbox entry: Postgres kept "question v1" for good."""
     policy = FlushPolicy(on_interrupt="async", **QUIET_OFF)  # type: ignore[arg-type]
     with saver_context(durable=True, flush_policy=policy, background_flush=False) as saver:
@@ -171,7 +171,7 @@ def test_a_special_write_replaced_during_a_flush_is_flushed_again(
 def test_redis_restarted_empty_is_reported_not_passed_over(
     make_private_redis: Callable[..., PrivateRedis], test_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Issue 10.6: a Redis restarted without persistence lost the unflushed window with no
+    """A Redis restarted without persistence lost the unflushed window with no
     log line, and the thread silently went on from its last flushed checkpoint."""
     server = make_private_redis()
     schema = f"lts_{uuid.uuid4().hex[:10]}"
@@ -199,7 +199,7 @@ def test_redis_restarted_empty_is_reported_not_passed_over(
 def test_redis_back_with_old_data_after_a_fallback_does_not_answer_as_latest(
     make_private_redis: Callable[..., PrivateRedis], test_database_url: str
 ) -> None:
-    """Issue 10.2: run 1 in Redis, Redis stops, run 2 is written through to Postgres, Redis comes
+    """Run 1 in Redis, Redis stops, run 2 is written through to Postgres, Redis comes
     back with run 1 (AOF): `get_state` returned run 1 and run 3 forked from it."""
     server = make_private_redis("--appendonly", "yes", "--appendfsync", "always")
     schema = f"lts_{uuid.uuid4().hex[:10]}"

@@ -1,4 +1,4 @@
-"""A stateful, model-based test of the tiers (issue 10): hypothesis interleaves graph runs,
+"""A stateful, model-based test of the tiers: hypothesis interleaves graph runs,
 reads of old checkpoints by id, flushes, expiry and eviction of clean threads (deleting keys
 the way a TTL or a volatile-* LRU policy would), Redis restarting empty, a real Postgres outage
 (its private server stopped while a run goes on and a flush is tried) and a real Redis outage

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 import redis
 
+from devtools.servers import PrivatePostgres, PrivateRedis
 from examples.case_8842.run import BILLING_AND_ACCOUNT_TOOLS, DemoResult, run_demo
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +123,42 @@ def test_module_entry_point_exits_zero(redis_url: str, test_database_url: str) -
         timeout=180,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "(from $REDIS_URL)" in proc.stdout and "(from $DATABASE_URL)" in proc.stdout
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("servers: Redis ") and "(from $REDIS_URL)" in first and "(from $DATABASE_URL)" in first
     for section in range(1, 10):
         assert f"[{section}] " in proc.stdout
+
+
+def _footprint(redis_url: str, postgres_url: str) -> dict[str, object]:
+    """Everything a run could leave on a server: roles, databases, schemas, and every key."""
+    with psycopg.connect(postgres_url) as conn:
+        roles = conn.execute("SELECT rolname FROM pg_roles ORDER BY 1").fetchall()
+        databases = conn.execute("SELECT datname FROM pg_database ORDER BY 1").fetchall()
+        schemas = conn.execute("SELECT nspname FROM pg_namespace ORDER BY 1").fetchall()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        keyspace = client.info("keyspace")
+        keys = {
+            db: sorted(redis.Redis.from_url(redis_url, db=int(db[2:])).keys("*")) for db in keyspace
+        }
+    finally:
+        client.close()
+    return {"roles": roles, "databases": databases, "schemas": schemas, "keys": keys}
+
+
+def test_the_demo_leaves_a_machines_services_as_it_found_them(
+    private_redis: PrivateRedis, private_postgres: PrivatePostgres
+) -> None:
+    """`make demo` on a machine with its own Redis and Postgres: the same roles, databases,
+    schemas and keys afterwards. Private servers stand in for the machine's (nothing else
+    writes to them meanwhile), handed over as the machine's are: by URL."""
+    seed = redis.Redis.from_url(private_redis.url)
+    seed.set("someone-elses-key", "kept")  # the service is not empty, and is not wiped
+    seed.close()
+    before = _footprint(private_redis.url, private_postgres.url)
+    env = {**os.environ, "REDIS_URL": private_redis.url, "DATABASE_URL": private_postgres.url}
+    proc = subprocess.run([sys.executable, "-m", "examples.case_8842"], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "role case_8842_audit_" in proc.stdout  # it did create (and drop) a role
+    assert _footprint(private_redis.url, private_postgres.url) == before

@@ -1,4 +1,4 @@
-"""Many flush workers (issue 14.2): disjoint shares, leases that lapse, and a worker process
+"""Many flush workers: disjoint shares, leases that lapse, and a worker process
 killed mid-flush whose thread another worker takes over — on real Redis, Postgres and processes.
 """
 

@@ -1,4 +1,4 @@
-"""The write-behind path never stops silently (issue 9): a value or a Postgres error that fails
+"""The write-behind path never stops silently: a value or a Postgres error that fails
 one thread's flush is contained to that thread, which is retried, then quarantined and reported,
 while every other thread keeps reaching Postgres without a `flush()` call."""
 

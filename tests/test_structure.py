@@ -1,4 +1,4 @@
-"""The package's shape, as issue 12 asks for it: no import cycles, a thin saver."""
+"""The package's shape: no import cycles, a thin saver."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
-from devtools.servers import delete_keys, resolve_servers
+from devtools.servers import delete_keys, resolve_servers, servers_line
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._io import SyncDriver
 from langgraph_tiered_saver.durable.roles import create_app_role_op
@@ -589,6 +589,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return child_main(args)
     logging.basicConfig(level=logging.WARNING, format="      (log) %(name)s: %(message)s")
     with resolve_servers() as urls:
+        print(servers_line(urls, "The demo creates a schema, a role and a key prefix named after a random "
+                                 "run id there, and removes them at its end."), flush=True)  # fmt: skip
         private = urls.origin["redis"] == "throwaway"
         run_demo(
             urls.redis_url,

@@ -116,7 +116,7 @@ def _check_layout(schema: str, wanted: int | None, actual: int | None) -> None:
         has = "is not partitioned" if actual is None else f"has {actual} tenant partitions"
         raise ConfigError(
             f"schema {schema!r} {has}; setup(partitions={wanted}) chooses the layout of a new schema "
-            "only (moving data between layouts is a copy into a new schema, see README 'Postgres at scale')"
+            "only (moving data between layouts is a copy into a new schema, see docs/scale-out.md, 'Postgres at scale')"
         )
 
 
