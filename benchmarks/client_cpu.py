@@ -61,7 +61,7 @@ def _saver() -> TieredSaver:
     saver = TieredSaver(redis.Redis(host="nowhere.invalid"), pg_pool=pool, tenant_id="acme", background_flush=False)
     replying = _Replying(redis.Redis(host="nowhere.invalid"), pool)
     replying.pg = saver._sync.pg
-    saver._sync = replying
+    saver._sync = saver._runners.sync = replying
     return saver
 
 

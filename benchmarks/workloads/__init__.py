@@ -22,6 +22,7 @@ WORKLOADS: dict[str, Callable[[Context], None]] = {
     "tenants": scale.run_tenants,
     "memory": scale.run_memory,
     "cpu": scale.run_cpu,
+    "lock": scale.run_lock,
     "conformance": conformance.run,
     "delta": delta.run_conversation,
     "history": delta.run_history,

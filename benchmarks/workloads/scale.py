@@ -10,10 +10,14 @@
   it has served grows with the count. Reported: RSS at the first and last sample and the growth
   per 10,000 threads in between (the first tenth is warm-up: pools, caches, interpreter).
 - `cpu`: the TieredSaver's own client CPU per call with no server (benchmarks.client_cpu).
+- `lock`: what the run lock (on by default) costs a run: the 10-node graph on the TieredSaver
+  with `auto_lock` on and off, interleaved (the lock rides in the run's first read and its
+  writes, so it adds Redis work, not round trips).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 import uuid
 from contextlib import ExitStack
@@ -126,4 +130,34 @@ def run_cpu(ctx: Context) -> None:
         if name == "TieredSaver" and result.status == "ok":
             result.metrics.update({f"{op}_us": v["median_us"] for op, v in figures.items()})
     table.results = {k: v for k, v in table.results.items() if k == "TieredSaver"}
+    table.emit()
+
+
+def run_lock(ctx: Context) -> None:
+    runs = ctx.profile.graph_runs
+    table = Table(ctx, GROUP, "10-node graph run, run lock on vs off", "graph", {})
+    table.results = {k: v for k, v in table.results.items() if k == "TieredSaver"}
+    factory = next((f for f in ctx.factories if f.name == "TieredSaver" and not f.unavailable), None)
+    if factory is None or "TieredSaver" not in table.results:
+        table.emit()
+        return
+    timed: dict[bool, list[float]] = {True: [], False: []}
+    with ExitStack() as stack:
+        savers = {}
+        for locked in (True, False):
+            saver = stack.enter_context(factory._conn_manager(ctx.env, f"lock-{locked}", auto_lock=locked))  # type: ignore[attr-defined]
+            saver.setup()
+            savers[locked] = saver
+        graphs = {locked: build_linear_graph(saver) for locked, saver in savers.items()}
+        for rep in range(ctx.profile.reps):
+            for locked in (True, False) if rep % 2 == 0 else (False, True):
+                for k in range(runs):
+                    cfg = factory.config(ctx.env.thread_id(f"lock-{locked}-{rep}-{k}"), rep % 10)
+                    t0 = time.perf_counter()
+                    graphs[locked].invoke(linear_input(), cfg, durability="sync")
+                    timed[locked].append(ms_since(t0))
+    on, off = statistics.median(timed[True]), statistics.median(timed[False])
+    result = table.results["TieredSaver"]
+    result.samples.extend(timed[True])
+    result.metrics.update({"lock_off_median_ms": round(off, 3), "lock_cost_ms_per_run": round(on - off, 3)})
     table.emit()
