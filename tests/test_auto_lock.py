@@ -293,3 +293,50 @@ def test_run_end_detection_and_options() -> None:
         AutoLock(wait=-1)
     with pytest.raises(ConfigError):
         TieredSaver(redis.Redis(), auto_lock="yes")  # type: ignore[arg-type]
+
+
+def test_two_resumers_never_both_run_the_refund_with_default_settings(
+    saver_context: Callable[..., Any]
+) -> None:
+    """Two savers (as two processes) resume one paused thread at the same moment, with no lock
+    option given: the refund runs once; the later resumer finds the thread past its interrupt."""
+    thread = _thread()
+    cfg = thread_config(thread)
+    refunds: list[str] = []
+    gate = threading.Barrier(2)
+
+    def refund_graph(checkpointer: Any, who: str) -> Any:
+        def approve(state: S) -> dict[str, Any]:
+            return {"approved": bool(interrupt("refund $129.99?"))}
+
+        def refund(state: S) -> dict[str, Any]:
+            refunds.append(who)
+            time.sleep(0.3)  # the refund call: the other resumer arrives meanwhile
+            return {"n": state.get("n", 0) + 1}
+
+        g = StateGraph(S)
+        g.add_node("approve", approve)
+        g.add_node("refund", refund)
+        g.add_edge(START, "approve")
+        g.add_edge("approve", "refund")
+        g.add_edge("refund", END)
+        return g.compile(checkpointer=checkpointer)
+
+    with saver_context(durable=True) as first, saver_context(durable=True, key_prefix=first.key_prefix,
+                                                             schema=first.schema) as second:  # fmt: skip
+        first.setup()
+        assert "__interrupt__" in refund_graph(first, "first").invoke({"n": 0}, cfg)
+        results: dict[str, Any] = {}
+
+        def resume(saver: Any, who: str) -> None:
+            gate.wait()
+            results[who] = refund_graph(saver, who).invoke(Command(resume=True), cfg)
+
+        workers = [threading.Thread(target=resume, args=(s, w)) for s, w in ((first, "first"), (second, "second"))]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(timeout=60)
+        assert len(refunds) == 1, refunds
+        assert all(r["n"] == 1 for r in results.values()), results
+        _linear(first, thread)
