@@ -371,7 +371,7 @@ class HotOps:
         ]
         yield from self.watch.ready_op()
         found = yield from self.fetch_op(ref, members, lock)
-        if found.entries and self.watch.due:  # the server restarted during the read (NOSCRIPT)
+        if self.watch.due:  # the server restarted during the read (NOSCRIPT): check, read again
             yield from self.watch.ready_op()
             found = yield from self.fetch_op(ref, members, lock)
         return found
