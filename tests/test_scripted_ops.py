@@ -131,7 +131,8 @@ def test_a_failed_postgres_read_fails_a_list(saver_factory: Any) -> None:
     saver = saver_factory()
     ref = saver._ref({"configurable": {"thread_id": THREAD}})
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[[]], check=_is("ZRANGE"), describe="members"), Expect(PgCall, error=PG_DOWN),
+        Expect(RedisCall, reply=[[[], [], []]], check=_is("EVALSHA:list"), describe="the thread in Redis"),
+        Expect(PgCall, error=PG_DOWN),
     ])  # fmt: skip
     with pytest.raises(TierUnavailableError, match="postgres"):
         driver.run(saver.core.list_op(ListQuery(ref, TENANT, True, None, None, None)))
