@@ -192,15 +192,15 @@ class Core:
 
     # ------------------------------------------------------------------ failure policy
 
-    def _postgres_failed(self, exc: TierUnavailableError | PostgresError, what: str) -> None:
-        """Postgres down: the hot tier answers alone. A thread that lives only in Postgres
-        (expired from Redis) is not visible until Postgres is back: counted here, logged once
-        per outage by the circuit breaker (at debug level per call)."""
-        self.metrics.incr("postgres_read_errors" if what != "interrupt flush" else "flush_errors")
+    def _interrupt_flush_failed(self, exc: TierUnavailableError | PostgresError) -> None:
+        """An interrupt's synchronous flush failed: the run goes on from Redis and the outbox
+        keeps the entries for the flusher. Counted here; an outage is logged once by the
+        circuit breaker (at debug level per call), a statement's own error here."""
+        self.metrics.incr("flush_errors")
         if isinstance(exc, PostgresError):  # this thread's own statement: no outage to log it
-            logger.warning("Postgres refused a statement during %s (the outbox keeps it): %s", what, exc)
+            logger.warning("Postgres refused a statement during an interrupt flush (the outbox keeps it): %s", exc)
             return
-        logger.debug("Postgres unavailable during %s, answering from Redis alone: %s", what, exc)
+        logger.debug("Postgres unavailable during an interrupt flush, the outbox keeps it: %s", exc)
 
     def _hot_failed(self, exc: TierUnavailableError, what: str) -> None:
         """Redis is down: re-raise, or (fallback mode with a durable tier) log and go on."""
@@ -222,7 +222,7 @@ class Core:
             raise
         except BaseException:
             try:
-                yield from self.run_locks.failed_op(ref)
+                yield from self.run_locks.end_op(ref)
             except Exception as exc:  # the call's own error is the one to report
                 logger.warning("could not release the run lock of %r: %s", ref.thread_id, exc, extra=fields(ref))
             raise
@@ -335,7 +335,7 @@ class Core:
             except (TierUnavailableError, PostgresError) as exc:
                 # Postgres down, or this thread's statement refused: the agent goes on; the outbox
                 # keeps the entries for the flusher's retries (which report a thread's own error).
-                self._postgres_failed(exc, "interrupt flush")
+                self._interrupt_flush_failed(exc)
                 if self.flusher is not None:
                     self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)
         elif self.flusher is not None:

@@ -1,8 +1,8 @@
 """Hot tier (Redis) operations, written once as sans-I/O generators for the sync and async saver.
 
 Each function builds the Redis requests of one saver operation, yields them, and turns the
-replies into LangGraph objects. `put` and `put_writes` are exactly one round trip (a MULTI/EXEC
-around one Lua script); `get_tuple` is one round trip (one Lua script).
+replies into LangGraph objects. `put` and `put_writes` are one round trip (one write.lua, with a
+step's held writes in the put's script); `get_tuple` is one round trip (one Lua script).
 """
 
 from __future__ import annotations
@@ -568,9 +568,7 @@ class ThreadPlan:
     """A thread's key names, built once (see `thread_plan`): the hot path does not re-encode
     ids, hash the shard or format keys on every call."""
 
-    shard: int
     dirty_member: str
-    keys: K.ThreadKeys
     write_keys: tuple[str, ...]  # scripts.WRITE's KEYS, in order
     read_keys: tuple[str, ...]  # scripts.GET's (and VERIFY's) KEYS, in order
 
@@ -586,10 +584,7 @@ def thread_plan(prefix: str, tenant_id: str, thread_id: str) -> ThreadPlan:
         "epoch": K.epoch_key(prefix, shard), "vgen": K.generation_key(prefix, shard),
     }  # fmt: skip
     read = {**thread, "vgen": K.generation_key(prefix, shard)}
-    return ThreadPlan(
-        shard, K.dirty_member(tenant_id, thread_id), K.thread_keys(prefix, tenant_id, thread_id),
-        scripts.WRITE.check_keys(write), scripts.GET.check_keys(read),
-    )
+    return ThreadPlan(K.dirty_member(tenant_id, thread_id), scripts.WRITE.check_keys(write), scripts.GET.check_keys(read))
 
 
 def _held_records(held: Sequence[Held]) -> list[tuple[str, WriteRecord]]:

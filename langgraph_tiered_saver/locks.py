@@ -28,6 +28,7 @@ from .polling import poll_op
 
 logger = logging.getLogger("langgraph_tiered_saver.locks")
 POLL_SECONDS = 0.05
+KEEPER_MAX_SLEEP = 1.0  # the lock keeper looks at its locks at least this often
 T = TypeVar("T")
 
 
@@ -141,7 +142,8 @@ class LockKeeper:
             if self._thread is None and not self._stop.is_set():
                 self._thread = threading.Thread(target=self._loop, name="tiered-saver-locks", daemon=True)
                 self._thread.start()
-        self._wake.set()
+        if lock.ttl_ms / 3000 < KEEPER_MAX_SLEEP:  # due before the loop wakes by itself
+            self._wake.set()
 
     def remove(self, lock: ThreadLock) -> None:
         with self._guard:
@@ -162,7 +164,7 @@ class LockKeeper:
         while not self._stop.is_set():
             with self._guard:
                 locks = list(self._locks)
-            wait = 1.0
+            wait = KEEPER_MAX_SLEEP
             for lock in locks:
                 try:
                     wait = min(wait, lock.keep())

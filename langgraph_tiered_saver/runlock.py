@@ -225,14 +225,9 @@ class RunLocks:
             if held is not None and held.handle is not None and held.handle.fence == lock.fence:
                 held.released_by_write()
 
-    def failed_op(self, ref: ThreadRef) -> Op[None]:
-        """A checkpoint call of the run failed: the run ends, its lock goes."""
-        lock = self.held(ref)
-        if lock is not None:
-            yield from lock.release_op()
-        return None
-
     def end_op(self, ref: ThreadRef) -> Op[None]:
+        """The run ends where its writes cannot say so (a failed call, `release_run_lock`): its
+        lock goes, with a call of its own."""
         lock = self.held(ref)
         if lock is not None:
             yield from lock.release_op()
