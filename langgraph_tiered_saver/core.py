@@ -39,7 +39,7 @@ from .durable.roles import check_role_op
 from .durable.sql import check_schema
 from .errors import ConfigError, DataLostError, PostgresError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult
-from .flusher import BackgroundFlusher, record_flush
+from .flusher import BackgroundFlusher, record_flush, report_forks
 from .history import PruneReport, latest_per_namespace, prune_thread_op
 from .hot import Fetched, HotOps, WriteLock
 from .hot_tier import claim_op
@@ -64,6 +64,8 @@ T = TypeVar("T")
 # How long a synchronous flush (an interrupt) waits for the put of the checkpoint its write
 # belongs to, which LangGraph may still have in flight on another thread.
 SYNC_FLUSH_PUT_WAIT_SECONDS = 5.0
+# Threads whose latest, read from Postgres while Redis was down, this process remembers.
+READ_THROUGH_REMEMBERED = 4096
 
 ListKey = tuple[str, str, str]  # thread, namespace, checkpoint id
 
@@ -113,6 +115,9 @@ class Core:
         # threads this process wrote through to Postgres while Redis was down: their Redis copy,
         # if Redis comes back with it (persistence, failover), is older than Postgres
         self.written_through: set[tuple[str, str]] = set()
+        # (tenant, thread, namespace) -> the latest checkpoint id ("" none) Postgres answered
+        # while Redis was down, for the fork check of the write-through that continues it
+        self.read_through: dict[tuple[str, str, str], str] = {}
         self._stale_reported = ""  # the generation whose first stale thread was logged as an ERROR
 
     @classmethod
@@ -292,7 +297,8 @@ class Core:
             entries += [(K.outbox_entry("blob", f), v) for f, v in p.blobs]
             refs = encode_refs(p.run_id, p.record.blob_fields)
             entries.append((K.outbox_entry("checkpoint", p.member), (p.record.pack(), refs)))
-            yield from self._write_through_op(ref, entries)
+            continues = self._continues(ref, checkpoint["id"], p.record.parent_checkpoint_id)
+            yield from self._write_through_op(ref, entries, continues)
             return ref.config(checkpoint["id"])
         if self.flusher is not None:
             self.flusher.on_checkpoint(ref.tenant_id, ref.thread_id)
@@ -371,14 +377,38 @@ class Core:
             yield from self._send_held_op([held])
         return None
 
-    def _write_through_op(self, ref: ThreadRef, entries: list[tuple[str, Any]]) -> Op[None]:
-        """Redis is down: write the same rows the flusher would have written, now."""
+    def _write_through_op(
+        self, ref: ThreadRef, entries: list[tuple[str, Any]], continues: dict[str, str] | None = None
+    ) -> Op[None]:
+        """Redis is down: write the same rows the flusher would have written, now, recorded as
+        written through (a hot-tier sibling flushed later is a fork, reported). `continues`: a
+        checkpoint that continues the latest this process read from Postgres (see `_continues`)."""
         self.written_through.add((ref.tenant_id, ref.thread_id))
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
+        batch.written_through, batch.continues = True, continues or {}
         yield from self.flush.offload_rows_op(batch)
-        yield from pg.upsert_batch_op(self.schema, [batch])
+        counts = yield from pg.upsert_batch_op(self.schema, [batch], hot_tier=self.hot.prefix)
+        report_forks(self.metrics, ref.tenant_id, ref.thread_id, [(ns, c) for _, ns, c in counts.forked], "written-through")
         self.metrics.incr("write_through_rows", len(entries))
         return None
+
+    def _read_through(self, ref: ThreadRef, latest: str | None) -> None:
+        """Remember the latest checkpoint Postgres gave this process while Redis was down."""
+        key = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
+        self.read_through.pop(key, None)
+        self.read_through[key] = latest or ""
+        if len(self.read_through) > READ_THROUGH_REMEMBERED:
+            del self.read_through[next(iter(self.read_through))]
+
+    def _continues(self, ref: ThreadRef, checkpoint_id: str, parent: str | None) -> dict[str, str]:
+        """A write-through that continues the latest this process read from Postgres: Postgres
+        holding anything newer when it lands means another writer continued the thread too (a
+        fork). A write from elsewhere (time travel to an older checkpoint) claims nothing."""
+        key = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
+        if self.read_through.get(key) != (parent or ""):
+            return {}
+        self._read_through(ref, checkpoint_id)
+        return {checkpoint_id: parent or ""}
 
     def _recover_op(self, ref: ThreadRef) -> Op[None]:
         """Redis answers again for a thread written through to Postgres meanwhile: its Redis copy
@@ -390,7 +420,7 @@ class Core:
             return None
         try:
             if self.durable:
-                yield from self.flush.flush_thread_op(*key, wait=True)
+                yield from self._flush_recorded_op(*key)
             yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
         except TierUnavailableError:
             return None  # still down: the next call tries again
@@ -405,6 +435,10 @@ class Core:
 
     def _flush_now_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
         yield from self._drain_op(tenant_id, thread_id)
+        return (yield from self._flush_recorded_op(tenant_id, thread_id))
+
+    def _flush_recorded_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+        """Flush one thread on the caller's path, counted and reported like the flusher's."""
         started = time.perf_counter()
         result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True)
         record_flush(self.metrics, result, time.perf_counter() - started)
@@ -459,6 +493,8 @@ class Core:
         except TierUnavailableError:
             self.metrics.incr("postgres_read_errors")
             raise
+        if not hot_up and ref.checkpoint_id is None:
+            self._read_through(ref, None if durable is None else durable.checkpoint_id)
         if durable is None:
             return None if stored is None else (yield from self._partial_op(ref, stored, hot_up))
         cold = from_durable(durable)
@@ -502,7 +538,7 @@ class Core:
             "is read from Postgres.", ref.tenant_id, ref.thread_id,
             hot_latest.checkpoint_id if hot_latest else None, row.checkpoint_id, extra=fields(ref),
         )
-        yield from self.flush.flush_thread_op(ref.tenant_id, ref.thread_id, wait=True)
+        yield from self._flush_recorded_op(ref.tenant_id, ref.thread_id)
         yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
         return None
 

@@ -15,7 +15,7 @@ import logging
 import secrets
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
@@ -179,6 +179,9 @@ class FlushResult:
     # seconds from the thread's last hot write (as the outbox index saw it) to its commit in
     # Postgres: how far the durable tier was behind for this thread
     lag_seconds: float | None = None
+    # (namespace, checkpoint id) of flushed checkpoints that fork the thread: Postgres already
+    # held a newer checkpoint this hot tier never had (a write-through during a partition)
+    forked: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -435,7 +438,8 @@ class FlushOps:
                 result.lost += yield from self._settle_op(batch, unsure)
                 offloaded = yield from self.offload_rows_op(batch)
                 if batch.checkpoints or batch.blobs or batch.writes:
-                    yield from upsert_batch_op(self.schema, [batch], fences)
+                    counts = yield from upsert_batch_op(self.schema, [batch], fences, hot_tier=self.prefix)
+                    result.forked += [(ns, checkpoint_id) for _, ns, checkpoint_id in counts.forked]
                     if observed is not None:
                         result.lag_seconds = _seconds_since(observed)
                 result.checkpoints += len(batch.checkpoints)

@@ -67,6 +67,8 @@ class FlusherHealth:
     quarantined: tuple[tuple[str, str, str], ...] = field(default=())  # (tenant, thread, error)
     outage_seconds: float | None = None  # flushes failing for everyone for this long (None: no outage)
     outage_error: str = ""
+    # recent forks found at flush, newest last: (tenant, thread, namespace, checkpoint id)
+    forks: tuple[tuple[str, ...], ...] = field(default=())
 
 
 class RetryBook:
@@ -185,7 +187,8 @@ class RetryBook:
         with self._lock:
             since, error = self._outage_since, self._outage_error
         outage = None if since is None else round(time.monotonic() - since, 3)
-        return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined(), outage, error)
+        forks = self.metrics.recent("thread_forks")
+        return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined(), outage, error, forks)
 
 
 class BackgroundFlusher:
@@ -385,6 +388,7 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     metrics.incr("flushed_blobs", result.blobs)
     if result.lost:
         metrics.incr("outbox_entries_lost", result.lost)
+    report_forks(metrics, result.tenant_id, result.thread_id, result.forked, "flushed")
     metrics.observe("flush_seconds", seconds)
     if result.lag_seconds is not None:
         metrics.observe("flush_lag_seconds", result.lag_seconds)
@@ -395,3 +399,21 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
         extra={"tenant_id": result.tenant_id, "thread_id": result.thread_id},
     )
 
+
+
+def report_forks(metrics: Metrics, tenant_id: str, thread_id: str, forked: list[tuple[str, str]], how: str) -> None:
+    """A thread forked: two writers continued it from the same checkpoint, neither knowing the
+    other (a partition under `on_redis_error="fallback"`). Both branches are kept in Postgres;
+    the newest checkpoint is the thread's latest. Never silent: ERROR, `thread_forks`, health."""
+    if not forked:
+        return
+    metrics.incr("thread_forks")
+    for ns, checkpoint_id in forked:
+        metrics.remember("thread_forks", (tenant_id, thread_id, ns, checkpoint_id))
+    logger.error(
+        "thread %s/%s forked: %s checkpoint(s) %s continue a checkpoint that another writer had "
+        "already continued without this hot tier (a write-through while Redis was unreachable); both "
+        "branches are kept in Postgres, the newest checkpoint is the thread's latest",
+        tenant_id, thread_id, how, ", ".join(f"{c} (ns {n!r})" for n, c in forked),
+        extra={"tenant_id": tenant_id, "thread_id": thread_id},
+    )

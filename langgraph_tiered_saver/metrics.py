@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 RESERVOIR = 2048
+RECENT = 100  # notable events kept per kind (forks...), newest last
 # seconds: from a loopback Redis round trip (~0.2 ms) to a flush stuck behind a frozen Postgres
 BUCKETS: tuple[float, ...] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 Labels = tuple[tuple[str, str], ...]
@@ -55,6 +56,7 @@ class Metrics:
         self._samples: defaultdict[str, deque[float]] = defaultdict(lambda: deque(maxlen=RESERVOIR))
         self._labelled: defaultdict[tuple[str, Labels], int] = defaultdict(int)
         self._histograms: defaultdict[tuple[str, Labels], Histogram] = defaultdict(Histogram)
+        self._recent: defaultdict[str, deque[tuple[Any, ...]]] = defaultdict(lambda: deque(maxlen=RECENT))
 
     def incr(self, name: str, by: int = 1) -> None:
         with self._lock:
@@ -71,6 +73,15 @@ class Metrics:
     def observe(self, name: str, seconds: float) -> None:
         with self._lock:
             self._samples[name].append(seconds)
+
+    def remember(self, name: str, event: tuple[Any, ...]) -> None:
+        """Keep a notable event (the last RECENT of each kind) for health checks."""
+        with self._lock:
+            self._recent[name].append(event)
+
+    def recent(self, name: str) -> tuple[tuple[Any, ...], ...]:
+        with self._lock:
+            return tuple(self._recent[name])
 
     def counter(self, name: str) -> int:
         with self._lock:

@@ -12,6 +12,7 @@ A psycopg error becomes one of the saver's typed errors:
   whose statement failed, so it never opens the breaker that every tenant shares.
 - `FlushFencedError`: the flush's lease was taken over, or its thread deleted (durable.sql's
   fence): nothing was written, and a newer flusher has the thread.
+- `HotTierConflictError`: the schema is fed by another hot tier (key prefix): nothing was written.
 
 The server's SQLSTATE decides, not psycopg's class: psycopg raises many statement errors
 (SQLSTATE 54000 "index row size exceeds", 57014 statement timeout) as `OperationalError`. Only
@@ -31,6 +32,7 @@ import psycopg.errors
 from .errors import (
     DatabaseMissingError,
     FlushFencedError,
+    HotTierConflictError,
     PostgresAuthError,
     PostgresError,
     SchemaMissingError,
@@ -51,6 +53,7 @@ _OUTAGE_CLASSES = ("08", "53", "58")
 _OUTAGE_CODES = ("57P01", "57P02", "57P03", "57P04", "57P05")
 _TIMEOUT_CODES = ("57014", "55P03")  # statement timeout (query canceled), lock timeout
 FENCED_SQLSTATE = "LTS01"  # raised by the flush fence (durable.sql.MIGRATION_5_FLUSH_FENCE)
+HOT_TIER_SQLSTATE = "LTS02"  # a flush from another hot tier (durable.sql.CHECK_HOT_TIER)
 _SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName, psycopg.errors.UndefinedFunction)
 
 
@@ -106,6 +109,8 @@ def classify_statement_error(exc: psycopg.Error) -> TieredSaverError:
     code = exc.sqlstate
     if code == FENCED_SQLSTATE:
         return FlushFencedError(_primary(exc))
+    if code == HOT_TIER_SQLSTATE:
+        return HotTierConflictError(_primary(exc))
     if code is None:  # no answer from the server: the connection, not the statement
         if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
             return classify_connect_error(exc)

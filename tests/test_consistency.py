@@ -216,6 +216,8 @@ def test_redis_back_with_old_data_after_a_fallback_does_not_answer_as_latest(
         server.restart()  # back, with run 1 from its AOF
         assert graph.get_state(cfg).values == after_run2.values
         assert saver.metrics.counter("redis_stale_threads_dropped") == 1
+        # run 1 (flushed on the way) and run 2 both continue the thread's root: a fork, reported
+        assert saver.metrics.counter("thread_forks") == 1
         assert graph.invoke({"log": ["run3"]}, cfg)["log"] == [*after_run2.values["log"], "run3", "a", "b"]
         ids = {t.checkpoint["id"] for t in saver.list(cfg)}
         assert len(ids) == len(list(graph.get_state_history(cfg)))  # run 1's checkpoints kept too

@@ -19,8 +19,14 @@ step it checks against a reference model:
   never answers for the newer turns Postgres holds; what ran after the snapshot and was not
   flushed is lost, and the restart is reported (`redis_server_changes`).
 
-Two savers with different key prefixes over one schema are refused at `setup()`
-(tests/test_hot_tier_owner.py), so the model does not run them.
+- a fallback run of a thread with unflushed runs in the stopped Redis forks it (both branches
+  are kept): the fork is reported (`thread_forks`) when the older branch is flushed;
+- a second hot tier (another key prefix, no `setup()`) over the schema runs a turn in its own
+  Redis keys but can never flush it into the schema: refused in Postgres' transaction.
+
+At the end of every example, after a flush, Postgres is read directly: each thread's branch
+points (a parent with two children, or two roots) must all have been reported as forks, and its
+latest checkpoint must be the model's.
 
 CI runs a bounded version; `make soak` runs `LTS_SOAK_EXAMPLES` (default 300) examples and
 prints the figures.
@@ -35,6 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 import pytest
 import redis
 from hypothesis import HealthCheck, settings
@@ -49,7 +56,12 @@ from hypothesis.stateful import (
 )
 
 from devtools.servers import PrivatePostgres, PrivateRedis
-from langgraph_tiered_saver import FlushPolicy, TieredSaver, TierUnavailableError
+from langgraph_tiered_saver import (
+    FlushPolicy,
+    HotTierConflictError,
+    TieredSaver,
+    TierUnavailableError,
+)
 from langgraph_tiered_saver import keys as K
 from langgraph_tiered_saver._io import PgCall
 from langgraph_tiered_saver.flush import FlushLease
@@ -90,6 +102,9 @@ class Figures:
     stalled_flushes_refused: int = 0
     snapshot_restores: int = 0
     lost_to_snapshot_restores: int = 0  # threads whose unflushed runs after the snapshot went
+    forks_reported: int = 0
+    silent_forks: int = 0
+    second_hot_tiers_refused: int = 0
 
 
 FIGURES = Figures()
@@ -111,6 +126,7 @@ class TieredModel(RuleBasedStateMachine):
             on_redis_error="fallback",
         )  # fmt: skip
         self.saver = self.context.__enter__()
+        self.saver.setup(replace_hot_tier=True)  # each example is a new deployment of the schema
         self.graph = two_step_graph(self.saver)
         self.threads = {f"{self.prefix}-t{i}": ThreadModel() for i in range(THREADS)}
         self.restarts = 0
@@ -120,10 +136,36 @@ class TieredModel(RuleBasedStateMachine):
         self.postgres_outages = self.redis_outages = 0
         self.snapshot: dict[str, ThreadModel] | None = None
         self.snapshot_without_epoch = False
+        self.expected_forks = 0
 
     def teardown(self) -> None:
-        self.context.__exit__(None, None, None)
-        self.client.close()
+        try:
+            if hasattr(self, "threads"):
+                self._check_postgres_alone()
+        finally:
+            self.context.__exit__(None, None, None)
+            self.client.close()
+
+    def _check_postgres_alone(self) -> None:
+        """Every branch point Postgres holds was reported as a fork, and every thread's latest
+        checkpoint in Postgres alone (its Redis copy dropped) is the model's."""
+        self.forks_are_reported()
+        self.flush()
+        reported: dict[str, int] = {}
+        for _, thread, _, _ in self.saver.metrics.recent("thread_forks"):
+            reported[thread] = reported.get(thread, 0) + 1
+        with psycopg.connect(self.postgres_server.url, autocommit=True) as conn:
+            for thread, model in self.threads.items():
+                parents = conn.execute(
+                    f'SELECT parent_checkpoint_id, count(*) FROM "{self.schema}".checkpoints '
+                    "WHERE thread_id = %s AND checkpoint_ns = '' GROUP BY 1", (thread,),
+                ).fetchall()  # fmt: skip
+                branch_points = sum(n - 1 for _, n in parents)
+                FIGURES.forks_reported += reported.get(thread, 0)
+                FIGURES.silent_forks += max(branch_points - reported.get(thread, 0), 0)
+                assert branch_points == reported.get(thread, 0), (thread, parents)
+                self.client.delete(*K.thread_keys(self.prefix, TEST_TENANT, thread))
+                assert self.graph.get_state(self._cfg(thread)).values.get("log", []) == model.log, thread
 
     def _cfg(self, thread: str, checkpoint_id: str | None = None) -> dict[str, Any]:
         configurable: dict[str, Any] = {"thread_id": thread}
@@ -225,7 +267,8 @@ class TieredModel(RuleBasedStateMachine):
         AOF with its older copy, which must never answer as the latest again: the run written
         through is the latest, and the older copy's unflushed checkpoints are kept (flushed)."""
         self.redis_outages += 1
-        thread = f"{self.prefix}-t{i}"
+        dirty = [t for t, m in self.threads.items() if m.dirty]  # the fork case, when there is one
+        thread = dirty[i % len(dirty)] if dirty else f"{self.prefix}-t{i}"
         model = self.threads[thread]
         had_unflushed_runs = model.dirty
         tag = self._next_tag()
@@ -236,6 +279,9 @@ class TieredModel(RuleBasedStateMachine):
             self.redis_server.start()
         assert out["log"] == [*model.flushed_log, tag, "a", "b"]
         assert self.saver.metrics.counter("redis_fallbacks") >= 1
+        # the stopped Redis' unflushed runs and this run both continue the flushed latest: a
+        # fork, reported when the saver next meets the thread and flushes the older branch
+        self.expected_forks += had_unflushed_runs
         model.log = list(model.flushed_log)
         self._record(thread, tag)
         # written through to Postgres; what Redis held unflushed is flushed when the saver next
@@ -289,6 +335,28 @@ class TieredModel(RuleBasedStateMachine):
         assert wait_for(lambda: self._reads(thread), timeout=30, interval=0.2)  # the breaker probes again
         FIGURES.faults += 1
         FIGURES.postgres_outages += 1
+        FIGURES.steps += 1
+
+    @rule(i=st.integers(0, THREADS - 1))
+    def second_hot_tier(self, i: int) -> None:
+        """A saver with another key prefix over the same schema (a blue/green deploy that skips
+        setup()): it may read and run in its own keys, but never flush into the schema, and its
+        setup() is refused; the schema's threads are untouched."""
+        thread = f"{self.prefix}-t{i}"
+        prefix = f"{self.prefix}-green"
+        with TieredSaver.from_conn_string(
+            self.redis_server.url, self.postgres_server.url, tenant_id=TEST_TENANT, key_prefix=prefix,
+            schema=self.schema, flush_policy=FlushPolicy(**QUIET_OFF), background_flush=False,  # type: ignore[arg-type]
+        ) as green:  # fmt: skip
+            two_step_graph(green).invoke({"log": ["green"]}, self._cfg(thread))
+            with pytest.raises(HotTierConflictError):
+                green.flush()
+            with pytest.raises(HotTierConflictError):
+                green.setup()
+        for key in self.client.scan_iter(match=f"{prefix}:*", count=1000):
+            self.client.delete(key)
+        FIGURES.second_hot_tiers_refused += 1
+        FIGURES.faults += 1
         FIGURES.steps += 1
 
     @rule()
@@ -415,6 +483,14 @@ class TieredModel(RuleBasedStateMachine):
                 assert self.saver.get_tuple(self._cfg(thread, checkpoint_id)) is not None
 
     @invariant()
+    def forks_are_reported(self) -> None:
+        if not hasattr(self, "threads"):
+            return
+        for thread in self.threads:  # meeting each thread flushes a stale branch (and reports it)
+            self.graph.get_state(self._cfg(thread))
+        assert self.saver.metrics.counter("thread_forks") == self.expected_forks
+
+    @invariant()
     def a_lost_redis_is_reported_once_per_loss(self) -> None:
         if not hasattr(self, "threads"):
             return
@@ -486,5 +562,6 @@ def test_the_tiers_agree_with_the_model(model_env: tuple[PrivateRedis, PrivatePo
         f"{FIGURES.losses_unreported} unreported losses, {FIGURES.stalled_flushes} stalled flushers "
         f"({FIGURES.stalled_flushes_refused} refused by the fence), {FIGURES.snapshot_restores} restarts from an "
         f"older snapshot ({FIGURES.lost_to_snapshot_restores} threads' unflushed runs since the snapshot lost, "
-        f"each restart reported)"
+        f"each restart reported), {FIGURES.forks_reported} forks reported, {FIGURES.silent_forks} silent forks, "
+        f"{FIGURES.second_hot_tiers_refused} second hot tiers refused"
     )

@@ -207,6 +207,7 @@ def test_setup_is_idempotent_and_enables_rls(driver: SyncDriver) -> None:
         ("flush_fence", True, True),
         ("hot_tier", False, False),  # no tenant data: the key prefix that feeds the schema
         ("schema_migrations", False, False),
+        ("written_through", True, True),
     ]
     (indexes,) = driver.run(
         _one(
@@ -370,7 +371,8 @@ def test_one_transaction_per_tenant(driver: SyncDriver, schema: str) -> None:
     except StopIteration as stop:
         assert stop.value == RowCounts(9, 12, 12)
     assert [c.tenant_id for c in calls] == ["a", "b"]
-    assert [len(c.statements) for c in calls] == [5, 5]  # lock, blobs, checkpoints, writes, special
+    # lock, a fork check per thread, blobs, checkpoints, writes, special writes
+    assert [len(c.statements) for c in calls] == [7, 6]
 
 
 def test_list_filters_before_limit_and_threads(driver: SyncDriver, schema: str) -> None:

@@ -229,7 +229,9 @@ def test_redis_wiped_resume_from_postgres(
     import redis as redis_lib
 
     redis_lib.Redis.from_url(server.url).flushall()
-    with TieredSaver.from_conn_string(server.url, test_database_url, schema=schema, tenant_id=TEST_TENANT, key_prefix="wiped") as fresh:
+    with TieredSaver.from_conn_string(
+        server.url, test_database_url, schema=schema, tenant_id=TEST_TENANT, key_prefix=saver.key_prefix
+    ) as fresh:
         graph = build_graph(fresh)
         state = graph.get_state(thread_config(thread))
         assert comparable(state.values) == before == expected_paused
@@ -319,7 +321,9 @@ def test_a_run_commits_at_most_two_transactions(
     with saver_context(durable=True, postgres_url=tiered_url, flush_policy=policy) as saver:
         saver.setup()
     base = _settled_commits(admin, "tiered")
-    with saver_context(durable=True, postgres_url=tiered_url, flush_policy=policy, schema=saver.schema) as saver:
+    with saver_context(
+        durable=True, postgres_url=tiered_url, flush_policy=policy, schema=saver.schema, key_prefix=saver.key_prefix
+    ) as saver:
         chain_graph(saver).invoke({"n": 0}, thread_config("run-1"))
     tiered = _settled_commits(admin, "tiered") - base
 

@@ -35,7 +35,7 @@ from tests.helpers import thread_config
 
 PLAIN, PARTITIONED = "lts_plain", "lts_parted"
 PARTITIONS = 4
-TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "blob_chunks", "flush_fence")
+TABLES = ("checkpoints", "checkpoint_blobs", "checkpoint_writes", "blob_chunks", "flush_fence", "written_through")
 TENANTS = [f"tenant-{i:02d}" for i in range(20)]
 THREADS, CHECKPOINTS = 5, 20
 SERDE = JsonPlusSerializer()
@@ -209,6 +209,8 @@ def test_a_partition_granted_by_mistake_is_still_tenant_isolated(env: dict[str, 
                          f'{PARTITIONED}.blob_chunks TO "{env["role"]}"')  # fmt: skip
             conn.execute(f'GRANT SELECT ON {PARTITIONED}.schema_migrations TO "{env["role"]}"')
             conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON {PARTITIONED}.flush_fence TO "{env["role"]}"')
+            conn.execute(f'GRANT SELECT, INSERT, DELETE ON {PARTITIONED}.written_through TO "{env["role"]}"')
+            conn.execute(f'GRANT SELECT, INSERT, UPDATE ON {PARTITIONED}.hot_tier TO "{env["role"]}"')
 
 
 def test_the_saver_ops_work_as_the_app_role_on_partitions(env: dict[str, Any]) -> None:

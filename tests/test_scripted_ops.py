@@ -92,12 +92,25 @@ def test_put_falls_back_to_postgres_when_redis_is_down(saver_factory: Any) -> No
     saver = saver_factory(on_redis_error="fallback")
     driver = ScriptedDriver([
         Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
-        Expect(PgCall, reply=[1, 1, 1], check=lambda c: c.tenant_id == TENANT, describe="write-through"),
+        # thread lock, hot-tier check, fork check (none), value, checkpoint, written-through mark
+        Expect(PgCall, reply=[1, 1, [], 1, 1, 1], check=lambda c: c.tenant_id == TENANT, describe="write-through"),
     ])  # fmt: skip
     config = driver.run(_put_op(saver))
     assert config["configurable"]["thread_id"] == THREAD
     assert saver.metrics.counter("redis_fallbacks") == 1
     assert saver.metrics.counter("write_through_rows") == 2  # the value and the checkpoint
+    assert saver.metrics.counter("thread_forks") == 0
+
+
+def test_a_write_through_that_finds_a_fork_reports_it_and_keeps_both(saver_factory: Any) -> None:
+    saver = saver_factory(on_redis_error="fallback")
+    driver = ScriptedDriver([
+        Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
+        Expect(PgCall, reply=[1, 1, [("", "ck-new")], 1, 1, 1], describe="write-through: Postgres names a fork"),
+    ])  # fmt: skip
+    driver.run(_put_op(saver))
+    assert saver.metrics.counter("thread_forks") == 1
+    assert saver.metrics.recent("thread_forks") == ((TENANT, THREAD, "", "ck-new"),)
 
 
 def test_put_raises_when_redis_is_down_and_fallback_is_off(saver_factory: Any) -> None:
@@ -244,11 +257,11 @@ def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> No
     first, second = _blob_entries(2), _blob_entries(1, start=2)
     driver = ScriptedDriver([
         Expect(RedisCall, reply=_outbox(*first), check=_is("ZSCORE", "EVALSHA:outbox_read")),
-        Expect(PgCall, reply=[1, 2]),
+        Expect(PgCall, reply=[1, 1, 2]),  # thread lock, hot-tier check, values
         Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:outbox_ack")(c) and _ack_arg(c, "release") == "0",
                describe="ack, lock kept"),
         Expect(RedisCall, reply=_outbox(*second)),
-        Expect(PgCall, reply=[1, 1]),
+        Expect(PgCall, reply=[1, 1, 1]),
         Expect(RedisCall, reply=[0], check=lambda c: _ack_arg(c, "release") == "1", describe="last ack releases"),
         Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
     ])  # fmt: skip

@@ -78,21 +78,38 @@ def _write_params(tenant: str, thread: str, row: WriteRow) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+def _fork_check(schema: str, tenant: str, batch: FlushBatch) -> PgStatement | None:
+    rows = [CheckpointRow(*r) for r in batch.checkpoints]
+    if not rows:
+        return None
+    ids = [r.checkpoint_id for r in rows]
+    parents = [r.record.parent_checkpoint_id for r in rows]
+    params = {
+        "tenant": tenant, "thread": batch.thread_id, "ns": [r.ns for r in rows], "ids": ids, "parents": parents,
+        "floors": [batch.continues.get(i, i) for i in ids], "known": [*ids, *(p for p in parents if p)],
+    }  # fmt: skip
+    return PgStatement(sql.render(sql.FORKED_CHECKPOINTS, schema), params, fetch=True)
+
+
 def _flush_call(
-    schema: str, tenant: str, batches: list[FlushBatch], fences: Mapping[str, int]
+    schema: str, tenant: str, batches: list[FlushBatch], fences: Mapping[str, int], hot_tier: str | None
 ) -> tuple[PgCall, list[str]]:
-    """The tenant's transaction, and which table each statement writes (for the counts).
-    A thread in `fences` is checked against its flush fence first (sql.MIGRATION_5_FLUSH_FENCE):
-    a lease taken over, or a deletion since the read, rolls the whole transaction back."""
+    """The tenant's transaction, and what each statement's result is (a table's row count, a
+    thread's forks, or nothing). The writer's hot tier (`hot_tier`, its key prefix) and a thread
+    in `fences` are checked first (sql.CHECK_HOT_TIER, sql.MIGRATION_5_FLUSH_FENCE): another
+    hot tier's flush, a lease taken over, or a deletion since the read, rolls the whole
+    transaction back. Forks are found before the inserts."""
     blobs: list[tuple[Any, ...]] = []
     checkpoints: list[tuple[Any, ...]] = []
     writes: list[tuple[Any, ...]] = []
     specials: list[tuple[Any, ...]] = []
+    through: list[tuple[Any, ...]] = []
     for b in batches:
         blobs += [_blob_params(tenant, b.thread_id, BlobRow(*r)) for r in b.blobs]
-        checkpoints += [
-            _checkpoint_params(tenant, b.thread_id, CheckpointRow(*r)) for r in b.checkpoints
-        ]
+        rows = [CheckpointRow(*r) for r in b.checkpoints]
+        checkpoints += [_checkpoint_params(tenant, b.thread_id, row) for row in rows]
+        if b.written_through:
+            through += [(tenant, b.thread_id, r.ns, r.checkpoint_id, r.record.parent_checkpoint_id) for r in rows]
         for r in b.writes:
             row = WriteRow(*r)
             (specials if row.write.idx < 0 else writes).append(
@@ -100,43 +117,63 @@ def _flush_call(
             )
     lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
     statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
-    tables = ["lock"]
+    results = ["-"]
+    if hot_tier is not None:
+        statements.append(PgStatement(sql.render(sql.CHECK_HOT_TIER, schema), (hot_tier,)))
+        results.append("-")
     for thread in sorted({b.thread_id for b in batches} & set(fences)):
         statements.append(PgStatement(sql.render(sql.FLUSH_FENCE, schema), (tenant, thread, fences[thread])))
-        tables.append("lock")
-    for table, template, rows in (
+        results.append("-")
+    for b in batches:
+        check = _fork_check(schema, tenant, b)
+        if check is not None:
+            statements.append(check)
+            results.append("fork:" + b.thread_id)
+    for table, template, rows_ in (
         ("blobs", sql.INSERT_BLOBS, blobs),
         ("checkpoints", sql.INSERT_CHECKPOINTS, checkpoints),
         ("writes", sql.INSERT_WRITES, writes),
         ("writes", sql.UPSERT_SPECIAL_WRITES, specials),
+        ("-", sql.INSERT_WRITTEN_THROUGH, through),
     ):
-        if rows:  # executemany (pipelined by psycopg) of each non-empty kind
-            statements.append(PgStatement(sql.render(template, schema), rows, many=True))
-            tables.append(table)
-    return PgCall(tuple(statements), tenant_id=tenant), tables
+        if rows_:  # executemany (pipelined by psycopg) of each non-empty kind
+            statements.append(PgStatement(sql.render(template, schema), rows_, many=True))
+            results.append(table)
+    return PgCall(tuple(statements), tenant_id=tenant), results
 
 
 def upsert_batch_op(
-    schema: str, batches: Iterable[FlushBatch], fences: Mapping[tuple[str, str], int] | None = None
+    schema: str,
+    batches: Iterable[FlushBatch],
+    fences: Mapping[tuple[str, str], int] | None = None,
+    *,
+    hot_tier: str | None = None,
 ) -> Op[RowCounts]:
     """Make the batches durable: one transaction per tenant, idempotent on replay.
 
     Checkpoints, blobs and regular writes are insert-if-absent; special writes (idx < 0)
-    overwrite. Returns the rows actually inserted or overwritten (zeros for a replay).
-    `fences`: the flush token of (tenant, thread) pairs; a token older than the thread's fence
-    raises `FlushFencedError` and writes nothing.
+    overwrite. Returns the rows actually inserted or overwritten (zeros for a replay) and the
+    new checkpoints that fork their thread (committed all the same: nothing is dropped; the
+    caller reports them). `fences`: the flush token of (tenant, thread) pairs; a token older
+    than the thread's fence raises `FlushFencedError` and writes nothing. `hot_tier`: the
+    writer's key prefix; a schema claimed by another raises `HotTierConflictError`, and the
+    transaction commits nothing.
     """
     by_tenant: dict[str, list[FlushBatch]] = defaultdict(list)
     for batch in batches:
         by_tenant[batch.tenant_id].append(batch)
-    totals = {"checkpoints": 0, "blobs": 0, "writes": 0, "lock": 0}
+    totals = {"checkpoints": 0, "blobs": 0, "writes": 0}
+    forked: list[tuple[str, str, str]] = []
     for tenant in sorted(by_tenant):
         tenant_fences = {thread: token for (t, thread), token in (fences or {}).items() if t == tenant}
-        call, tables = _flush_call(schema, tenant, by_tenant[tenant], tenant_fences)
+        call, kinds = _flush_call(schema, tenant, by_tenant[tenant], tenant_fences, hot_tier)
         results = yield call
-        for table, n in zip(tables, results, strict=True):
-            totals[table] += max(int(n), 0)
-    return RowCounts(totals["checkpoints"], totals["blobs"], totals["writes"])
+        for kind, result in zip(kinds, results, strict=True):
+            if kind.startswith("fork:"):
+                forked += [(kind[5:], str(ns), str(checkpoint_id)) for ns, checkpoint_id in result]
+            elif kind in totals:
+                totals[kind] += max(int(result), 0)
+    return RowCounts(totals["checkpoints"], totals["blobs"], totals["writes"], forked)
 
 
 def _select(

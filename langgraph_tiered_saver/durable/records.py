@@ -54,6 +54,11 @@ class FlushBatch:
     checkpoints: list[CheckpointRow | tuple[Any, ...]] = field(default_factory=list)
     blobs: list[BlobRow | tuple[Any, ...]] = field(default_factory=list)
     writes: list[WriteRow | tuple[Any, ...]] = field(default_factory=list)
+    # written while Redis was unreachable (the fallback), recorded so a later flush of a sibling
+    # is seen as a fork; `continues` maps a checkpoint to the latest it continued (its parent, as
+    # read from Postgres by this process): Postgres holding anything newer means a fork
+    written_through: bool = False
+    continues: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,8 @@ class RowCounts:
     checkpoints: int = 0
     blobs: int = 0
     writes: int = 0
+    # (thread, namespace, checkpoint id) of new checkpoints that fork their thread (sql.FORKED_CHECKPOINTS)
+    forked: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass

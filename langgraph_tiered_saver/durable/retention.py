@@ -67,7 +67,8 @@ def delete_thread_op(schema: str, tenant: str, thread: str, fence: int | None = 
     so a flush that read the outbox before the deletion can never bring the thread back."""
     call = _delete_call(schema, tenant, [thread], (), sql.CANDIDATES_ALL, everything=True)
     tombstone = PgStatement(sql.render(sql.TOMBSTONE, schema), (tenant, thread, fence))
-    results = yield PgCall((call.statements[0], tombstone, *call.statements[1:]), tenant_id=tenant)
+    marks = PgStatement(sql.render(sql.DELETE_WRITTEN_THROUGH, schema), (tenant, thread))
+    results = yield PgCall((call.statements[0], tombstone, marks, *call.statements[1:]), tenant_id=tenant)
     return _result(results)
 
 

@@ -46,6 +46,9 @@ BEGIN
     IF to_regclass(format('%I.flush_fence', s)) IS NOT NULL THEN
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.flush_fence TO %I', s, r);
     END IF;
+    IF to_regclass(format('%I.written_through', s)) IS NOT NULL THEN
+        EXECUTE format('GRANT SELECT, INSERT, DELETE ON %I.written_through TO %I', s, r);
+    END IF;
     IF to_regclass(format('%I.write_through_count', s)) IS NOT NULL THEN
         EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %I.write_through_count TO %I', s, r);
     END IF;

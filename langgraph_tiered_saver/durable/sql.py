@@ -269,6 +269,69 @@ AND (%(tenant)s::text IS NULL OR tenant_id = %(tenant)s::text)
 """
 TOMBSTONE = "SELECT {s}.lts_flush_fence(%s, %s, %s, true)"
 
+# Checkpoints written through to Postgres while Redis was unreachable (on_redis_error="fallback").
+# Each is the child of the latest its process read from Postgres; a hot-tier checkpoint flushed
+# later with the same parent continued the thread beside it: a fork (FORKED_CHECKPOINTS).
+MIGRATION_6_WRITTEN_THROUGH = """
+CREATE TABLE {s}.written_through (
+    tenant_id text NOT NULL CHECK (tenant_id <> ''),
+    thread_id text NOT NULL,
+    checkpoint_ns text NOT NULL,
+    checkpoint_id text NOT NULL,
+    parent_checkpoint_id text,
+    written_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, thread_id, checkpoint_ns, checkpoint_id)
+);
+CREATE INDEX written_through_parent_idx
+    ON {s}.written_through (tenant_id, thread_id, checkpoint_ns, parent_checkpoint_id);
+CREATE FUNCTION {s}.lts_check_hot_tier(p_prefix text) RETURNS void LANGUAGE plpgsql AS $lts_hot$
+DECLARE
+    owner text;
+BEGIN
+    SELECT key_prefix INTO owner FROM {s}.hot_tier;
+    IF owner IS NOT NULL AND owner <> p_prefix THEN
+        RAISE EXCEPTION 'schema % is fed by the hot tier with key_prefix %; this saver uses %: two hot tiers over one schema fork threads (drain the old one, then setup(replace_hot_tier=True))',
+            '{s}', owner, p_prefix USING ERRCODE = 'LTS02';
+    END IF;
+END
+$lts_hot$;
+""" + _RLS.replace("{table}", "written_through")
+# In every flush transaction: a saver with another key prefix that never ran setup() (which
+# claims the schema, hot_tier.py) is refused there, before its rows could fork a thread.
+CHECK_HOT_TIER = "SELECT {s}.lts_check_hot_tier(%s)"
+INSERT_WRITTEN_THROUGH = """
+INSERT INTO {s}.written_through (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id)
+VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+"""
+DELETE_WRITTEN_THROUGH = "DELETE FROM {s}.written_through WHERE tenant_id = %s AND thread_id = %s"
+
+# Fork check, in the flush transaction before its inserts: the batch's checkpoints Postgres does
+# not hold yet that another writer has passed by. A checkpoint `b` forks when, in its namespace,
+# Postgres holds a checkpoint the batch does not know (neither in it nor a parent in it) that is
+#  - newer than `b`'s floor (`b` itself; for a write-through, the parent it continued), or
+#  - a write-through child of `b`'s own parent (a sibling written while Redis was cut off).
+# Time travel writes a new (newer) checkpoint beside old ones and is no fork. Params: tenant,
+# thread, then parallel arrays of the batch: ns, id, parent, floor; then every id and parent.
+FORKED_CHECKPOINTS = """
+SELECT b.ns, b.id FROM unnest(%(ns)s::text[], %(ids)s::text[], %(parents)s::text[], %(floors)s::text[])
+    AS b(ns, id, parent, floor)
+WHERE NOT EXISTS (
+    SELECT 1 FROM {s}.checkpoints c WHERE c.tenant_id = %(tenant)s AND c.thread_id = %(thread)s
+    AND c.checkpoint_ns = b.ns AND c.checkpoint_id = b.id
+) AND (
+    EXISTS (
+        SELECT 1 FROM {s}.checkpoints c WHERE c.tenant_id = %(tenant)s AND c.thread_id = %(thread)s
+        AND c.checkpoint_ns = b.ns AND c.checkpoint_id > b.floor AND c.checkpoint_id <> ALL(%(known)s::text[])
+    ) OR EXISTS (
+        SELECT 1 FROM {s}.written_through w
+        JOIN {s}.checkpoints c ON c.tenant_id = w.tenant_id AND c.thread_id = w.thread_id
+            AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id
+        WHERE w.tenant_id = %(tenant)s AND w.thread_id = %(thread)s AND w.checkpoint_ns = b.ns
+        AND w.parent_checkpoint_id = b.parent AND w.checkpoint_id <> ALL(%(known)s::text[])
+    )
+)
+ORDER BY b.ns, b.id
+"""
 # --- partitioned layout (migrations.py) ----------------------------------------------------------
 # A schema set up with `partitions=N` gets every tenant table hash-partitioned by tenant_id: the
 # same migrations, each CREATE TABLE followed by its N partitions, and row-level security
