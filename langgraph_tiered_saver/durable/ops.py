@@ -142,6 +142,16 @@ def _flush_call(
     return PgCall(tuple(statements), tenant_id=tenant), results
 
 
+def _branch_starts(batches: list[FlushBatch], thread: str, flagged: list[Any]) -> list[tuple[str, str, str]]:
+    """Of the flagged checkpoints, those whose parent is not flagged too: one per forked branch."""
+    ids = {(str(ns), str(c)) for ns, c in flagged}
+    parents = {
+        (row.ns, row.checkpoint_id): row.record.parent_checkpoint_id
+        for b in batches if b.thread_id == thread for row in map(lambda r: CheckpointRow(*r), b.checkpoints)
+    }  # fmt: skip
+    return [(thread, ns, c) for ns, c in sorted(ids) if (ns, parents.get((ns, c))) not in ids]
+
+
 def upsert_batch_op(
     schema: str,
     batches: Iterable[FlushBatch],
@@ -170,7 +180,7 @@ def upsert_batch_op(
         results = yield call
         for kind, result in zip(kinds, results, strict=True):
             if kind.startswith("fork:"):
-                forked += [(kind[5:], str(ns), str(checkpoint_id)) for ns, checkpoint_id in result]
+                forked += _branch_starts(by_tenant[tenant], kind[5:], result)
             elif kind in totals:
                 totals[kind] += max(int(result), 0)
     return RowCounts(totals["checkpoints"], totals["blobs"], totals["writes"], forked)
