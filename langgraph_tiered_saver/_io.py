@@ -375,7 +375,6 @@ class _Driver(Generic[R, P]):
         self,
         redis_client: R | None,
         pg_pool: P | None,
-        pg_timeout: float = 2.0,
         *,
         limits: PgLimits | None = None,
         breaker: PgBreaker | None = None,
@@ -384,7 +383,7 @@ class _Driver(Generic[R, P]):
         self.pg_pool = pg_pool
         # told when the server's script cache is empty (NOSCRIPT): it restarted (hotwatch.py)
         self.on_scripts_lost: Callable[[], None] | None = None
-        self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
+        self.pg = _PgGuard(limits or PgLimits(), breaker or PgBreaker())
 
 
     def _scripts_lost(self) -> None:
