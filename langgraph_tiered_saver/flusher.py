@@ -379,7 +379,6 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     metrics.observe("flush_seconds", seconds)
     if result.lag_seconds is not None:
         metrics.observe("flush_lag_seconds", result.lag_seconds)
-        metrics.histogram("flush_lag_seconds", (), result.lag_seconds)
     logger.debug(
         "flushed thread %s/%s: %d checkpoints, %d writes, %d values in %.1f ms",
         result.tenant_id, result.thread_id, result.checkpoints, result.writes, result.blobs, seconds * 1000,
