@@ -49,6 +49,14 @@ class JobHealth:
     last_error: str
 
 
+@dataclass(frozen=True)
+class SchedulerHealth:
+    """What a health check needs to know about a saver's background thread and its jobs."""
+
+    alive: bool  # not stopped, and the thread (once started) runs
+    jobs: tuple[JobHealth, ...]
+
+
 class Job:
     """One piece of background work on a `Scheduler`. `body()` returns when it is due next
     (scheduler clock), or None: idle until `wake`."""
@@ -100,9 +108,10 @@ class Scheduler:
     def started(self) -> bool:
         return self._thread is not None
 
-    def health(self) -> tuple[JobHealth, ...]:
+    def health(self) -> SchedulerHealth:
         with self._cond:
-            return tuple(job.health() for job in self._jobs)
+            jobs = tuple(job.health() for job in self._jobs)
+        return SchedulerHealth(self.alive, jobs)
 
     def caught_up(self) -> bool:
         """No turn under way and none due by the clock's time (or stopped)."""

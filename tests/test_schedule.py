@@ -64,7 +64,7 @@ def test_a_job_that_raises_is_contained_counted_and_run_again(caplog: pytest.Log
         clock.advance(0, scheduler)
         assert calls == [1000.0] and metrics.counter("background_job_errors") == 1
         assert "background job 'flaky' failed" in caplog.text
-        (health, _) = scheduler.health()
+        (health, _) = scheduler.health().jobs
         assert (health.runs, health.errors, health.last_error) == (1, 1, "RuntimeError: boom")
         clock.advance(ERROR_DELAY, scheduler)
         assert len(calls) == 2 and scheduler.alive
