@@ -1,7 +1,7 @@
-"""Where flushes run: a background thread inside the saver (here), or standalone workers
-(fleet.py, which share this module's bookkeeping).
+"""Where flushes run: a job on the saver's background scheduler (here, see schedule.py), or
+standalone workers (fleet.py, which share this module's bookkeeping).
 
-Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the thread is the only place
+Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the job is the only place
 that decides *when* (per the `FlushPolicy`), so the hot path never waits on Postgres except
 where the policy says "sync" (an interrupt, by default).
 
