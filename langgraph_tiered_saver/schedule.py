@@ -16,9 +16,10 @@ containment are written once, here:
   final work (drain the flusher, send held writes) on the caller's thread.
 
 Jobs take turns, so a job must do one bounded piece of work per turn (the flusher flushes one
-due thread per turn, not all of them), and a job whose purpose is to unblock calls stuck on a
-server (the Postgres watchdog, `_io.py`) must not share a thread with jobs that make such calls:
-it runs on its own process-wide `Scheduler`.
+due thread per turn, not all of them): a lock renewal waits for one flush at most, bounded by
+the Postgres deadline (`PgLimits`), which a lock's TTL should exceed by far. A job whose
+purpose is to unblock calls stuck on a server (the Postgres watchdog, `_io.py`) must not share
+a thread with jobs that make such calls: it runs on its own process-wide `Scheduler`.
 
 The async saver uses the same thread: its background work runs on the sync driver (clients
 built from the async ones if need be, `lifecycle.Runners.run_internal`), because a task on an
