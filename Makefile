@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-dev-$(HASH)
 DEMO_STAMP := $(VENV)/.installed-demo-$(HASH)
 PYTEST_ARGS ?=
 
-.PHONY: install install-demo test lint demo bench bench-full worker soak clean
+.PHONY: install install-demo test test-fast lint demo bench bench-full worker soak clean
 
 install: $(STAMP)
 
@@ -38,6 +38,12 @@ $(DEMO_STAMP): pyproject.toml | $(VENV)/bin/python
 test: $(STAMP)
 	@$(PY) -m devtools.servers describe
 	@$(PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+# The tests that need no server (scripted driver, structure, options, ...: the `fast` marker, see
+# tests/conftest.py), in seconds; the server URLs point at a closed port, so none reaches one.
+test-fast: $(STAMP)
+	@REDIS_URL=redis://127.0.0.1:9/0 DATABASE_URL=postgresql://nobody@127.0.0.1:9/none \
+		$(PY) -m pytest -q -m fast -p no:randomly $(PYTEST_ARGS)
 
 # The model-based consistency test at length (tests/test_consistency_model.py); prints its figures.
 soak: $(STAMP)

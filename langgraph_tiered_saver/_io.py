@@ -45,6 +45,7 @@ from .errors import (
     TierUnavailableError,
 )
 from .pgfaults import PgLimits, classify_connect_error, classify_statement_error
+from .schedule import Scheduler
 
 # The Postgres setting row-level security reads the call's tenant from (see durable.sql).
 TENANT_SETTING = "app.tenant_id"
@@ -259,36 +260,34 @@ class _Deadline:
 
 
 class _Watchdog:
-    """One daemon thread that fires due deadlines. Cancelled deadlines stay in the heap until
-    due and are then skipped (cancel is a flag: O(1) on the hot side). The loop contains every
-    error, so it never dies."""
+    """Fires due deadlines: a job on its own process-wide `Scheduler` (schedule.py), because
+    its purpose is to unblock calls stuck on a frozen server, and the jobs of a saver's
+    scheduler make such calls. Cancelled deadlines stay in the heap until due and are then
+    skipped (cancel is a flag: O(1) on the hot side)."""
 
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._guard = threading.Lock()
         self._heap: list[tuple[float, int, _Deadline]] = []
         self._seq = 0
-        self._thread: threading.Thread | None = None
+        self._scheduler = Scheduler("tiered-saver-pg-watchdog")
+        self._job = self._scheduler.job("pg-watchdog", self._turn)
 
     def arm(self, when: float, deadline: _Deadline) -> None:
-        with self._cond:
+        with self._guard:
             self._seq += 1
             heapq.heappush(self._heap, (when, self._seq, deadline))
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="tiered-saver-pg-watchdog", daemon=True)
-                self._thread.start()
-            if self._heap[0][2] is deadline:
-                self._cond.notify()
+        self._job.wake(when)
 
-    def _loop(self) -> None:
+    def _turn(self) -> float | None:
+        now = time.monotonic()
         while True:
-            try:
-                with self._cond:
-                    while not self._heap or self._heap[0][0] > time.monotonic():
-                        self._cond.wait(None if not self._heap else self._heap[0][0] - time.monotonic())
-                    _, _, due = heapq.heappop(self._heap)
-                due.fire()
-            except Exception:  # pragma: no cover - fire() contains its own errors
-                time.sleep(0.01)
+            with self._guard:
+                if not self._heap:
+                    return None
+                if self._heap[0][0] > now:
+                    return self._heap[0][0]
+                _, _, due = heapq.heappop(self._heap)
+            due.fire()
 
 
 _WATCHDOG = _Watchdog()
@@ -376,7 +375,6 @@ class _Driver(Generic[R, P]):
         self,
         redis_client: R | None,
         pg_pool: P | None,
-        pg_timeout: float = 2.0,
         *,
         limits: PgLimits | None = None,
         breaker: PgBreaker | None = None,
@@ -385,7 +383,7 @@ class _Driver(Generic[R, P]):
         self.pg_pool = pg_pool
         # told when the server's script cache is empty (NOSCRIPT): it restarted (hotwatch.py)
         self.on_scripts_lost: Callable[[], None] | None = None
-        self.pg = _PgGuard(limits or PgLimits(connect_wait=pg_timeout), breaker or PgBreaker())
+        self.pg = _PgGuard(limits or PgLimits(), breaker or PgBreaker())
 
 
     def _scripts_lost(self) -> None:

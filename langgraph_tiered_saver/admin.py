@@ -17,6 +17,7 @@ from .flusher import FlusherHealth
 from .history import PruneReport, retention_op
 from .ids import ThreadRef
 from .metrics import Metrics
+from .schedule import SchedulerHealth
 from .telemetry import observed_op
 from .tenancy import TENANT_KEY, resolve_tenant, retention_tenant
 from .threads import ThreadSummary, threads_op
@@ -63,6 +64,11 @@ class OperatorAPI:
         """The background flusher's health (None when it is off): alive, last success,
         failures in a row, quarantined threads with their last error."""
         return None if self.core.flusher is None else self.core.flusher.health()
+
+    def background_health(self) -> SchedulerHealth:
+        """The saver's background thread (schedule.py): alive, and per job (flusher,
+        write-sender, lock-keeper, redis-server-check) its turns and contained errors."""
+        return self.core.scheduler.health()
 
     def prune_older_than(self, older_than: timedelta, tenant_id: str | None = None, *, all_tenants: bool = False) -> Any:
         """Retention for Postgres: drop checkpoints older than `older_than`, never a thread's

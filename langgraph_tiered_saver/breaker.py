@@ -47,10 +47,6 @@ class PgBreaker:
         self._since = 0.0
         self._last_failure = 0.0
 
-    @property
-    def is_open(self) -> bool:
-        return self._open_until is not None
-
     def before_call(self) -> None:
         """Raise at once while the circuit is open; let one probe through after the window."""
         with self._lock:

@@ -12,7 +12,7 @@ returns. LangGraph's promise holds: a step's writes are in Redis before the next
 Never held: special writes (an interrupt, an error: they are flushed at once, and take what is
 held for the thread along), and writes for an older checkpoint (its step closed already). A
 holding that no `put` takes within `hold_seconds` (a long parallel sibling, a run that stopped)
-is sent on its own by a background thread, as is everything at `close()`. What a crash of the
+is sent on its own by a job on the saver's scheduler, as is everything at `close()`. What a crash of the
 process can take: held writes, at most `hold_seconds` old, whose tasks then run again on resume.
 Reads, flushes and deletions of a thread send its held writes first (`Core`), including those
 the background sender is writing at that moment: a holding stays visible until its write has
@@ -33,6 +33,7 @@ from typing import Any
 from .codec import WriteRecord
 from .ids import ThreadRef
 from .metrics import Metrics
+from .schedule import Clock, Scheduler
 
 logger = logging.getLogger("langgraph_tiered_saver")
 
@@ -66,9 +67,10 @@ class WriteCombiner:
 
     OPEN_LIMIT = 4096
 
-    def __init__(self, hold_seconds: float, metrics: Metrics) -> None:
+    def __init__(self, hold_seconds: float, metrics: Metrics, clock: Clock = time.monotonic) -> None:
         self.hold_seconds = hold_seconds
         self.metrics = metrics
+        self._clock = clock
         self._lock = threading.Lock()
         self._held: dict[Namespace, dict[str, Held]] = {}
         self._sending: dict[int, Held] = {}  # taken by the sender, not yet written
@@ -87,7 +89,7 @@ class WriteCombiner:
             by_id = self._held.setdefault(namespace, {})
             held = by_id.get(ref.checkpoint_id)
             if held is None:
-                held = by_id[ref.checkpoint_id] = Held(ref, due=time.monotonic() + self.hold_seconds)
+                held = by_id[ref.checkpoint_id] = Held(ref, due=self._clock() + self.hold_seconds)
             held.records.extend(records)
             held.digests.extend(digests)
         self.metrics.incr("writes_held")
@@ -171,71 +173,41 @@ class WriteCombiner:
 
     # ------------------------------------------------------------------ the background sender
 
-    def attach(self, send: Callable[[Held], Any]) -> None:
-        """`send(held)` writes one holding to Redis (or Postgres, as its put_writes would)."""
-        self._sender = Sender(self, send)
+    def attach(self, send: Callable[[Held], Any], scheduler: Scheduler) -> None:
+        """`send(held)` writes one holding to Redis (or Postgres, as its put_writes would);
+        holdings no put took in time are sent by a job on `scheduler`."""
+        self._sender = Sender(self, send, scheduler)
 
     def stop(self) -> None:
-        """Stop the sender and send whatever is still held."""
-        if self._sender is not None:
-            self._sender.stop()
+        """Send whatever is still held (the scheduler was stopped before: no job runs)."""
         for held in self.take_all():
             if self._sender is not None:
                 self._sender.send_contained(held)
 
 
 class Sender:
-    """A daemon thread sending holdings no put took in time; a failure is logged with the
-    thread, counted, and the loop goes on (a write lost that way is named, never silent).
-    It is woken only when a holding is due before the time it sleeps until, so the writes of
-    a running graph, which their puts carry, cost it nothing."""
+    """A job on the saver's scheduler sending holdings no put took in time; a failed send is
+    logged with the thread, counted, and the others go on (a write lost that way is named,
+    never silent). It is woken only when a holding is due before it is due already, so the
+    writes of a running graph, which their puts carry, cost it nothing."""
 
-    def __init__(self, combiner: WriteCombiner, send: Callable[[Held], Any]) -> None:
+    def __init__(self, combiner: WriteCombiner, send: Callable[[Held], Any], scheduler: Scheduler) -> None:
         self.combiner = combiner
         self.send = send
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._guard = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._until: float | None = None  # when the loop wakes next by itself (None: idle)
+        self._job = scheduler.job("write-sender", self._turn)
+        self._clock = scheduler.clock
 
     def due_at(self, due: float) -> None:
-        """A holding is due at `due` (monotonic): make sure the loop is awake by then."""
-        with self._guard:
-            if self._thread is None:
-                if self._stop.is_set():
-                    return
-                self._thread = threading.Thread(target=self._loop, name="tiered-saver-write-sender", daemon=True)
-                self._thread.start()
-            elif self._until is not None and self._until <= due:
-                return  # it wakes by then anyway
-            self._until = due
-        self._wake.set()
+        """A holding is due at `due` (scheduler clock): the job runs by then."""
+        self._job.wake(due)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            due: float | None = None
+    def _turn(self) -> float | None:
+        for held in self.combiner.take_due(self._clock()):
             try:
-                for held in self.combiner.take_due(time.monotonic()):
-                    try:
-                        self.send_contained(held)
-                    finally:
-                        self.combiner.sent(held)
-                with self._guard:  # a holding added after this is told to due_at, which wakes us
-                    due = self._until = self.combiner.next_due()
-                    self._wake.clear()
-            except Exception:
-                self.combiner.metrics.incr("write_sender_errors")
-                logger.exception("write sender loop error (contained; the loop goes on)")
-                due = time.monotonic() + self.combiner.hold_seconds
-            self._wake.wait(None if due is None else max(0.0, due - time.monotonic()))
+                self.send_contained(held)
+            finally:
+                self.combiner.sent(held)
+        return self.combiner.next_due()
 
     def send_contained(self, held: Held) -> None:
         try:

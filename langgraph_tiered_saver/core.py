@@ -52,6 +52,7 @@ from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
 from .planning import keep_with_ancestors
 from .runlock import RunLocks
+from .schedule import Clock, Scheduler
 from .sentinel import Epoch, HotDurability
 from .stored import StoredCheckpoint, encode_refs, from_durable, stored_to_export
 from .upgrade import legacy_check_op
@@ -98,6 +99,7 @@ class Core:
         policy: FlushPolicy,
         metrics: Metrics,
         fences: Fences,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.hot = hot
         self.flush = flush
@@ -110,6 +112,7 @@ class Core:
         self.fences = fences
         self.legacy: LegacyReads | None = None  # checkpoint format < 4: sends migrated on read
         self.run_locks: RunLocks | None = None  # set by the saver with `auto_lock`
+        self.scheduler = Scheduler("tiered-saver-background", metrics, clock=clock)  # every background job
         self.flusher: BackgroundFlusher | None = None  # set by the saver with `background_flush`
         self.combiner: WriteCombiner | None = None  # a step's writes ride with its put (combine.py)
         # threads this process wrote through to Postgres while Redis was down: their Redis copy,
@@ -141,6 +144,7 @@ class Core:
         redis_check_seconds: float = 2.0,
         write_hold_seconds: float = 0.02,
         cluster: bool = False,
+        clock: Clock = time.monotonic,
     ) -> Core:
         """The core of a saver with these options (checked here)."""
         opt.flag("refresh_ttl_on_read", refresh_ttl_on_read)
@@ -167,10 +171,10 @@ class Core:
                          offloader=offload, takeover_seconds=policy.takeover_seconds)  # fmt: skip
         core = cls(
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
-            policy=policy, metrics=metrics, fences=Fences(),
+            policy=policy, metrics=metrics, fences=Fences(), clock=clock,
         )
         if opt.seconds("write_hold_seconds", write_hold_seconds) > 0:
-            core.combiner = WriteCombiner(write_hold_seconds, metrics)
+            core.combiner = WriteCombiner(write_hold_seconds, metrics, clock)
         core.legacy = LegacyReads(
             hot, offload, serde, schema=schema, durable=durable,
             first_version=lambda: next_version(None), on_hot_error=core._hot_failed,
@@ -178,20 +182,21 @@ class Core:
         return core
 
     def attach(self, run: Callable[[Op[Any]], Any], *, background_flush: bool) -> None:
-        """Start-on-use background threads, given the saver's sync op runner: the flusher
-        (durable tier with `background_flush`) and the check of the Redis server (hotwatch.py)."""
+        """The background jobs on the saver's scheduler, given its sync op runner: the flusher
+        (durable tier with `background_flush`), the check of the Redis server (hotwatch.py)
+        and the sender of held writes (combine.py). The lock keeper is the saver's (locks.py)."""
         if self.durable and background_flush:
-            self.flusher = BackgroundFlusher(run, self.flush, self.policy, self.metrics)
-        self.hot.watch.attach(run)
+            self.flusher = BackgroundFlusher(run, self.flush, self.policy, self.metrics, self.scheduler)
+        self.hot.watch.attach(run, self.scheduler)
         if self.combiner is not None:
-            self.combiner.attach(lambda held: run(self._send_held_op([held])))
+            self.combiner.attach(lambda held: run(self._send_held_op([held])), self.scheduler)
 
     def stop_background(self, *, drain: bool) -> None:
-        """Stop the background threads (held writes are sent first); `drain`: flush the
-        outbox then (see BackgroundFlusher.stop)."""
+        """Stop the scheduler, then send what is held and, with `drain`, flush the outbox on
+        the caller's thread (see BackgroundFlusher.stop)."""
+        self.scheduler.stop()
         if self.combiner is not None:
             self.combiner.stop()
-        self.hot.watch.stop()
         if self.flusher is not None:
             self.flusher.stop(drain=drain)
 

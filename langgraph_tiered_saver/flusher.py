@@ -1,7 +1,7 @@
-"""Where flushes run: a background thread inside the saver (here), or standalone workers
-(fleet.py, which share this module's bookkeeping).
+"""Where flushes run: a job on the saver's background scheduler (here, see schedule.py), or
+standalone workers (fleet.py, which share this module's bookkeeping).
 
-Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the thread is the only place
+Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the job is the only place
 that decides *when* (per the `FlushPolicy`), so the hot path never waits on Postgres except
 where the policy says "sync" (an interrupt, by default).
 
@@ -17,7 +17,8 @@ Neither may stop silently, and `RetryBook` tells two kinds of failure apart:
   waiting thread due at once: the backlog is flushed within seconds of the server's return.
   One WARNING when flushes stop, one when they resume, never one per thread.
 
-An error in the loop itself is logged, counted (`flusher_loop_errors`) and the loop goes on.
+An error outside one thread's flush is the scheduler's to contain (schedule.py): logged,
+counted (`background_job_errors`), and the flusher runs again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from ._io import Op
 from .errors import FlushError, PostgresConfigError, TierUnavailableError
 from .flush import FlushOps, FlushPolicy, FlushResult, OutboxStatus
 from .metrics import Metrics
+from .schedule import Clock, Scheduler
 from .telemetry import observed_op
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
@@ -73,11 +75,12 @@ class FlusherHealth:
 
 class RetryBook:
     """Per-thread failure bookkeeping shared by the background flusher and the worker (no I/O;
-    the clock is passed in). Thread-safe."""
+    `now` is passed in, from `clock`). Thread-safe."""
 
-    def __init__(self, policy: FlushPolicy, metrics: Metrics) -> None:
+    def __init__(self, policy: FlushPolicy, metrics: Metrics, clock: Clock = time.monotonic) -> None:
         self.policy = policy
         self.metrics = metrics
+        self.clock = clock
         self._lock = threading.Lock()
         self._trouble: dict[ThreadId, _Trouble] = {}
         self.last_success_at: float | None = None
@@ -169,7 +172,7 @@ class RetryBook:
             self.metrics.set_gauge("flush_outage", 0)
             logger.warning(
                 "flushes resumed after %.1f s of outage (%d failed attempts); every waiting thread is due now",
-                time.monotonic() - since, self._outage_failures,
+                self.clock() - since, self._outage_failures,
             )
         return since is not None
 
@@ -186,13 +189,15 @@ class RetryBook:
     def health(self, alive: bool) -> FlusherHealth:
         with self._lock:
             since, error = self._outage_since, self._outage_error
-        outage = None if since is None else round(time.monotonic() - since, 3)
+        outage = None if since is None else round(self.clock() - since, 3)
         forks = self.metrics.recent("thread_forks")
         return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined(), outage, error, forks)
 
 
 class BackgroundFlusher:
-    """A daemon thread that flushes threads when they are due. Started lazily on first write."""
+    """Flushes threads when they are due: a job on the saver's `Scheduler` (schedule.py),
+    started on the first write. One due thread per turn, so the scheduler's other jobs (lock
+    renewal) wait for one flush at most, never for a whole backlog."""
 
     def __init__(
         self,
@@ -200,6 +205,7 @@ class BackgroundFlusher:
         ops: FlushOps,
         policy: FlushPolicy,
         metrics: Metrics,
+        scheduler: Scheduler,
         *,
         adopt_interval: float = 5.0,
     ) -> None:
@@ -208,12 +214,15 @@ class BackgroundFlusher:
         self._policy = policy
         self._metrics = metrics
         self._adopt_interval = adopt_interval
-        self.book = RetryBook(policy, metrics)
-        self._cond = threading.Condition()
+        self._clock = scheduler.clock
+        self.book = RetryBook(policy, metrics, scheduler.clock)
+        self._cond = threading.Lock()
         self._due: dict[ThreadId, float] = {}
         self._counts: dict[ThreadId, int] = {}
         self._touched: set[ThreadId] = set()
-        self._thread: threading.Thread | None = None
+        self._scheduler = scheduler
+        self._job = scheduler.job("flusher", self._turn)
+        self._next_adopt: float | None = None  # set on the first write
         self._stopping = False
 
     # ------------------------------------------------------------------ called by the saver
@@ -244,7 +253,7 @@ class BackgroundFlusher:
     def _schedule(self, key: ThreadId, delay: float) -> None:
         """Urgent (delay 0) wins; otherwise each write pushes the quiet deadline (debounce).
         A thread in backoff keeps its retry time: new writes do not hammer a failing flush."""
-        now = time.monotonic()
+        now = self._clock()
         current = self._due.get(key)
         if not self.book.waiting(key, now):
             if delay == 0.0:
@@ -252,31 +261,23 @@ class BackgroundFlusher:
             elif current is None or current > now:
                 self._due[key] = now + delay
         self._touched.add(key)
-        self._ensure_started()
-        if delay == 0.0:
-            self._cond.notify()
+        if self._next_adopt is None:
+            self._next_adopt = now + self._adopt_interval
+        due = self._due.get(key)
+        self._job.wake(min(self._next_adopt, due) if due is not None else self._next_adopt)
 
     def health(self) -> FlusherHealth:
-        thread = self._thread
-        alive = not self._stopping and (thread is None or thread.is_alive())
-        return self.book.health(alive)
+        return self.book.health(not self._stopping and self._scheduler.alive)
 
-    # ------------------------------------------------------------------ the thread
-
-    def _ensure_started(self) -> None:
-        if self._thread is None and not self._stopping:
-            self._thread = threading.Thread(target=self._supervise, name="tiered-saver-flusher", daemon=True)
-            self._thread.start()
+    # ------------------------------------------------------------------ the job
 
     def stop(self, drain: bool = True) -> list[FlushResult]:
-        """Stop the thread; with `drain`, flush every thread this process wrote to (and every
-        quarantined one, once more), then raise one `FlushError` naming those that failed."""
+        """Stop flushing in the background (the scheduler stops its thread); with `drain`, flush
+        every thread this process wrote to (and every quarantined one, once more), then raise
+        one `FlushError` naming those that failed."""
         with self._cond:
             self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=30)
+        self._scheduler.stop()
         if not drain:
             return []
         with self._cond:
@@ -287,7 +288,7 @@ class BackgroundFlusher:
             try:
                 results.append(self._flush(key))
             except Exception as exc:
-                self.book.failed(key, exc, time.monotonic())
+                self.book.failed(key, exc, self._clock())
                 failed.append((key, exc))
         if failed:
             names = ", ".join(f"{t}/{th} ({type(e).__name__}: {e})" for (t, th), e in failed)
@@ -298,36 +299,26 @@ class BackgroundFlusher:
             )
         return results
 
-    def _supervise(self) -> None:
-        """The thread's body: the loop, restarted after anything it did not contain."""
-        while True:
-            try:
-                self._loop()
-                return
-            except Exception:
-                self._metrics.incr("flusher_loop_errors")
-                logger.exception("flusher loop error (contained; the loop goes on)")
-                time.sleep(0.1)
-
-    def _loop(self) -> None:
-        next_adopt = time.monotonic() + self._adopt_interval
-        while True:
-            with self._cond:
-                if self._stopping:
-                    return
-                now = time.monotonic()
-                ready = [k for k, due in self._due.items() if due <= now]
-                if not ready:
-                    wake = min([*self._due.values(), next_adopt])
-                    self._cond.wait(timeout=max(0.0, wake - now))
-                    ready = [k for k, due in self._due.items() if due <= time.monotonic()]
-                for key in ready:
-                    self._due.pop(key, None)
-            for key in ready:
-                self._flush_contained(key)
-            if time.monotonic() >= next_adopt:
-                self._adopt()
-                next_adopt = time.monotonic() + self._adopt_interval
+    def _turn(self) -> float | None:
+        """The scheduler's turn: flush the thread due first, or adopt when that is due.
+        Returns when the next turn is due."""
+        now = self._clock()
+        with self._cond:
+            if self._stopping:
+                return None
+            ready = min(((due, key) for key, due in self._due.items() if due <= now), default=None)
+            if ready is not None:
+                del self._due[ready[1]]
+        if ready is not None:
+            self._flush_contained(ready[1])
+        elif self._next_adopt is not None and now >= self._next_adopt:
+            self._adopt()
+            self._next_adopt = self._clock() + self._adopt_interval
+        with self._cond:
+            if self._stopping:
+                return None
+            deadlines = [*self._due.values()] + ([] if self._next_adopt is None else [self._next_adopt])
+            return min(deadlines, default=None)
 
     def _adopt(self) -> None:
         """Also flush quiet threads nobody is flushing (a crashed process' outbox)."""
@@ -339,10 +330,11 @@ class BackgroundFlusher:
             self._metrics.incr("flush_errors")
             logger.warning("flusher could not read the outbox index: %s", exc)
             return
-        now = time.monotonic()
-        for key in threads:
-            if not self.book.waiting(key, now):
-                self._flush_contained(key)
+        now = self._clock()
+        with self._cond:
+            for key in threads:  # flushed one per turn, like every other due thread
+                if not self.book.waiting(key, now) and not self._stopping:
+                    self._due[key] = min(self._due.get(key, now), now)
 
     def _flush(self, key: ThreadId) -> FlushResult:
         started = time.perf_counter()
@@ -351,11 +343,10 @@ class BackgroundFlusher:
         outage_over = self.book.succeeded(key)
         with self._cond:
             if outage_over:  # the threads that waited on the outage are due now, not at their backoff
-                now = time.monotonic()
+                now = self._clock()
                 for other, due in self._due.items():
                     if not self.book.waiting(other, now):
                         self._due[other] = min(due, now)
-                self._cond.notify()
             self._counts.pop(key, None)
             if result.remaining == 0 and key not in self._due:
                 self._touched.discard(key)
@@ -366,7 +357,7 @@ class BackgroundFlusher:
         try:
             self._flush(key)
         except Exception as exc:
-            retry_at = self.book.failed(key, exc, time.monotonic())
+            retry_at = self.book.failed(key, exc, self._clock())
             with self._cond:
                 if not self._stopping:
                     self._due[key] = retry_at
@@ -392,7 +383,6 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     metrics.observe("flush_seconds", seconds)
     if result.lag_seconds is not None:
         metrics.observe("flush_lag_seconds", result.lag_seconds)
-        metrics.histogram("flush_lag_seconds", (), result.lag_seconds)
     logger.debug(
         "flushed thread %s/%s: %d checkpoints, %d writes, %d values in %.1f ms",
         result.tenant_id, result.thread_id, result.checkpoints, result.writes, result.blobs, seconds * 1000,

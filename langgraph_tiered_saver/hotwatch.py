@@ -17,12 +17,12 @@ dropped, and the thread is read from Postgres. Writes need no check: they add to
 
 The check runs before the process' first Redis call, every `check_seconds` in the background,
 and at once after a driver saw the server's script cache empty (NOSCRIPT: the server restarted).
+The background check is a job on the saver's scheduler (schedule.py).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +31,7 @@ from . import scripts
 from ._io import Op, RedisCall
 from .codec import as_str
 from .metrics import Metrics
+from .schedule import Scheduler
 
 logger = logging.getLogger("langgraph_tiered_saver")
 
@@ -90,62 +91,43 @@ class HotWatch:
             )
         return bool(changed)
 
-    def attach(self, run: Callable[[Op[Any]], Any]) -> None:
-        """Give the background check its (sync) op runner; it starts on first use."""
-        if self.enabled:
-            self._loop = WatchLoop(self, run)
+    def unknown(self) -> None:
+        """The check failed: whether the server changed is unknown, so the next read checks first."""
+        self._checked = False
 
-    def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.stop()
+    def attach(self, run: Callable[[Op[Any]], Any], scheduler: Scheduler) -> None:
+        """Run the check every `check_seconds` as a job on `scheduler`, from the first call on."""
+        if self.enabled:
+            self._loop = WatchLoop(self, run, scheduler)
 
 
 class WatchLoop:
-    """A daemon thread running the check every `check_seconds`. Any failure is contained,
-    logged once per kind of trouble and counted; the next read checks again."""
+    """The job running the check every `check_seconds`. A failure is contained, logged once
+    per kind of trouble and counted; the next read checks again."""
 
-    def __init__(self, watch: HotWatch, run: Callable[[Op[Any]], Any]) -> None:
+    def __init__(self, watch: HotWatch, run: Callable[[Op[Any]], Any], scheduler: Scheduler) -> None:
         self.watch = watch
         self.run = run
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._guard = threading.Lock()
+        self.clock = scheduler.clock
+        self._job = scheduler.job("redis-server-check", self._turn)
+        self.started = False
         self._last_error = ""
 
-    @property
-    def started(self) -> bool:
-        return self._thread is not None
-
     def ensure_started(self) -> None:
-        with self._guard:
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._body, name="tiered-saver-hot-watch", daemon=True)
-                self._thread.start()
+        # the first check is the foreground's (before the process' first call), and a restart
+        # seen by a driver is checked by the next call: this job only keeps time
+        self.started = True
+        self._job.wake(self.clock() + self.watch.check_seconds)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        with self._guard:
-            thread = self._thread
-        if thread is not None:
-            thread.join(timeout=10)
-
-    def _body(self) -> None:
-        while not self._stop.is_set():
-            # the first check is the foreground's (before the process' first call), and a
-            # restart seen by a driver is checked by the next call: this loop only keeps time
-            self._wake.wait(self.watch.check_seconds)
-            self._wake.clear()
-            if self._stop.is_set():
-                break
-            try:
-                self.run(self.watch.check_op())
-                self._last_error = ""
-            except Exception as exc:
-                self.watch._checked = False  # unknown: the next read checks first
-                self.watch.metrics.incr("hot_watch_errors")
-                error = f"{type(exc).__name__}: {exc}"
-                if error != self._last_error:
-                    logger.warning("could not check the Redis server's identity (reads check first): %s", error)
-                self._last_error = error
+    def _turn(self) -> float:
+        try:
+            self.run(self.watch.check_op())
+            self._last_error = ""
+        except Exception as exc:
+            self.watch.unknown()
+            self.watch.metrics.incr("hot_watch_errors")
+            error = f"{type(exc).__name__}: {exc}"
+            if error != self._last_error:
+                logger.warning("could not check the Redis server's identity (reads check first): %s", error)
+            self._last_error = error
+        return self.clock() + self.watch.check_seconds

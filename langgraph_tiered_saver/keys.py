@@ -118,11 +118,6 @@ def shard_prefix(prefix: str, shard: int) -> str:
     return f"{prefix}:{SCHEMA_VERSION}:{shard_tag(shard)}"
 
 
-def hash_tag(tenant_id: str, thread_id: str) -> str:
-    """The hash tag of a thread's keys (its shard's)."""
-    return shard_tag(shard_of(tenant_id, thread_id))
-
-
 def thread_prefix(prefix: str, tenant_id: str, thread_id: str) -> str:
     shard = shard_of(tenant_id, thread_id)
     return f"{shard_prefix(prefix, shard)}:t:{dirty_member(tenant_id, thread_id)}"

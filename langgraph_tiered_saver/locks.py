@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -25,6 +24,7 @@ from .codec import as_str
 from .errors import ThreadLockedError
 from .ids import ThreadRef
 from .polling import poll_op
+from .schedule import Scheduler
 
 logger = logging.getLogger("langgraph_tiered_saver.locks")
 POLL_SECONDS = 0.05
@@ -83,10 +83,10 @@ def new_token() -> str:
 
 
 class LockOps:
-    def __init__(self, key_prefix: str, thread_ttl_ms: int) -> None:
+    def __init__(self, key_prefix: str, thread_ttl_ms: int, scheduler: Scheduler) -> None:
         self.prefix = key_prefix
         self.thread_ttl_ms = thread_ttl_ms
-        self.keeper = LockKeeper()
+        self.keeper = LockKeeper(scheduler)
 
     def _keys(self, ref: ThreadRef) -> dict[str, str]:
         return {
@@ -125,25 +125,21 @@ class LockOps:
 
 
 class LockKeeper:
-    """One daemon thread per saver that keeps every lock it holds: renews each one that no write
-    renewed within a third of its TTL (run locks are renewed by their own writes), and lets go
-    of a run lock idle past its `idle` limit. Started on the first lock, never one per lock."""
+    """The job on the saver's scheduler that keeps every lock the saver holds: renews each one
+    that no write renewed within a third of its TTL (run locks are renewed by their own writes),
+    and lets go of a run lock idle past its `idle` limit. One job for all locks, never a thread
+    per lock; it runs when the lock due first is due, at least every `KEEPER_MAX_SLEEP`."""
 
-    def __init__(self) -> None:
+    def __init__(self, scheduler: Scheduler) -> None:
         self._locks: set[ThreadLock] = set()
         self._guard = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.clock = scheduler.clock
+        self._job = scheduler.job("lock-keeper", self._turn)
 
     def add(self, lock: ThreadLock) -> None:
         with self._guard:
             self._locks.add(lock)
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._loop, name="tiered-saver-locks", daemon=True)
-                self._thread.start()
-        if lock.ttl_ms / 3000 < KEEPER_MAX_SLEEP:  # due before the loop wakes by itself
-            self._wake.set()
+        self._job.wake(self.clock() + min(lock.ttl_ms / 3000, KEEPER_MAX_SLEEP))
 
     def remove(self, lock: ThreadLock) -> None:
         with self._guard:
@@ -153,32 +149,25 @@ class LockKeeper:
         with self._guard:
             return len(self._locks)
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            with self._guard:
-                locks = list(self._locks)
-            wait = KEEPER_MAX_SLEEP
-            for lock in locks:
-                try:
-                    wait = min(wait, lock.keep())
-                except Exception:  # contained: one lock's trouble never stops the others
-                    logger.exception("lock keeper error (contained; the loop goes on)")
-            self._wake.wait(max(0.01, wait))
-            self._wake.clear()
+    def _turn(self) -> float | None:
+        with self._guard:
+            locks = list(self._locks)
+        if not locks:
+            return None  # idle until the next lock is added
+        wait = KEEPER_MAX_SLEEP
+        for lock in locks:
+            try:
+                wait = min(wait, lock.keep())
+            except Exception:  # contained: one lock's trouble never stops the others
+                logger.exception("lock keeper error (contained; the others are kept)")
+        return self.clock() + max(0.01, wait)
 
 
 class ThreadLock:
     """`with saver.thread_lock(config):` or `async with saver.thread_lock(config):`.
 
-    Renewed every third of its TTL while held, by the saver's lock keeper (one thread for all
-    locks, on the sync driver), so long nodes keep it; do not hold it across a human pause —
+    Renewed every third of its TTL while held, by the saver's lock keeper (one scheduler job
+    for all locks, on the sync driver), so long nodes keep it; do not hold it across a human pause —
     release it when the run returns on an interrupt and take it again to resume.
 
     With `idle` set (the saver's automatic run locks), renewal stops and the lock is released
@@ -213,19 +202,19 @@ class ThreadLock:
         self.on_release = on_release
         self.handle: LockHandle | None = None
         self.lost = False
-        self.last_active = self.renewed_at = time.monotonic()
+        self.last_active = self.renewed_at = self.ops.keeper.clock()
         self._released = False
         self._guard = threading.Lock()
 
     def touch(self, renewed: bool = False) -> None:
         """The holder is still at work: postpone the idle release (`renewed`: a write of the
         holder renewed the lock's TTL too)."""
-        self.last_active = time.monotonic()
+        self.last_active = self.ops.keeper.clock()
         if renewed:
             self.renewed_at = self.last_active
 
     def _idle(self) -> bool:
-        return self.idle is not None and time.monotonic() - self.last_active >= self.idle
+        return self.idle is not None and self.ops.keeper.clock() - self.last_active >= self.idle
 
     def acquire_op(self) -> Op[LockHandle]:
         handle = yield from self.ops.acquire_op(self.ref, self.ttl_ms, wait=self.wait, wait_timeout=self.wait_timeout)
@@ -236,7 +225,7 @@ class ThreadLock:
         """The lock is ours (taken here, or by the read that started the run): hold its fence
         and let the keeper renew it."""
         self.handle = handle
-        self.last_active = self.renewed_at = time.monotonic()
+        self.last_active = self.renewed_at = self.ops.keeper.clock()
         self.fences.hold(handle)
         self.ops.keeper.add(self)
 
@@ -290,7 +279,7 @@ class ThreadLock:
                 logger.warning("releasing the idle lock of thread %r failed: %s", self.ref.thread_id, exc, extra=self._fields())
                 self._let_go()
             return third
-        due = self.renewed_at + third - time.monotonic()
+        due = self.renewed_at + third - self.ops.keeper.clock()
         if due > 0:
             return due
         try:
@@ -302,7 +291,7 @@ class ThreadLock:
             self._lost()  # its fence stays: the holder's next write is refused as stale
             self.ops.keeper.remove(self)
             return third
-        self.renewed_at = time.monotonic()
+        self.renewed_at = self.ops.keeper.clock()
         return third
 
     def release(self) -> None:

@@ -1,5 +1,5 @@
-"""In-process metrics: counters, gauges, latency summaries and labelled histograms, cheap
-enough for the hot path.
+"""In-process metrics: counters, gauges and latency series (a histogram each, plus a window
+of samples for exact percentiles when unlabelled), cheap enough for the hot path.
 
 `saver.metrics.snapshot()` returns plain numbers (the `metrics` command prints them);
 `prometheus.MetricsCollector` exposes the same numbers to a Prometheus scrape. Nothing here
@@ -70,9 +70,14 @@ class Metrics:
         with self._lock:
             return self._gauges.get(name)
 
-    def observe(self, name: str, seconds: float) -> None:
+    def observe(self, name: str, seconds: float, labels: Labels = ()) -> None:
+        """One duration of a series: counted in its histogram (exported), and, for a series
+        without labels, kept in its bounded window of samples (`snapshot()`'s exact p50/p99;
+        labelled series, one per op and tier, keep only the histogram)."""
         with self._lock:
-            self._samples[name].append(seconds)
+            self._histograms[(name, labels)].add(seconds)
+            if not labels:
+                self._samples[name].append(seconds)
 
     def remember(self, name: str, event: tuple[Any, ...]) -> None:
         """Keep a notable event (the last RECENT of each kind) for health checks."""
@@ -96,10 +101,6 @@ class Metrics:
     def incr_labelled(self, name: str, labels: Labels, by: int = 1) -> None:
         with self._lock:
             self._labelled[(name, labels)] += by
-
-    def histogram(self, name: str, labels: Labels, seconds: float) -> None:
-        with self._lock:
-            self._histograms[(name, labels)].add(seconds)
 
     def labelled(self) -> tuple[dict[tuple[str, Labels], int], dict[tuple[str, Labels], Histogram]]:
         """Copies of the labelled counters and histograms (for exporters)."""

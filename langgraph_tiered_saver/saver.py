@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -97,6 +98,7 @@ class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
         redis_check_seconds: float = 2.0,
         write_hold_seconds: float = 0.02,
         metrics_tenant_label: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(serde=serde)
         pools = opt.instance("pool_options", pool_options, PoolOptions) or PoolOptions()
@@ -122,13 +124,14 @@ class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
             policy=self.policy, metrics=self.metrics, blob_store=blob_store, offload_threshold=offload_threshold,
             hot_durability=hot_durability, hot_durability_timeout=hot_durability_timeout,
             redis_check_seconds=redis_check_seconds, write_hold_seconds=write_hold_seconds, cluster=self._conn.cluster,
+            clock=clock,
         )
         limits = pg_limits(pg_timeout, pg_statement_timeout, pg_lock_timeout)
         breaker = PgBreaker(self.metrics)  # shared: one view of an outage for sync and async calls
         self._sync = SyncDriver(redis_client, pg_pool, limits=limits, breaker=breaker)
         self._sync.on_scripts_lost = self.core.hot.watch.server_lost  # async drivers copy it
         self._runners = Runners(self._conn, self._sync, limits, breaker)  # shared with views
-        self._locks = LockOps(key_prefix, ttl_ms)
+        self._locks = LockOps(key_prefix, ttl_ms, self.core.scheduler)
         policy = auto_lock_policy(auto_lock)
         if policy is not None:
             self.core.run_locks = RunLocks(self, self._locks, self.core.fences, policy)
@@ -290,7 +293,7 @@ class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
                 self._runners.run_internal(self.core.close_op())
             self.core.stop_background(drain=self.policy.on_close)
         finally:
-            self._locks.keeper.stop()
+            self.core.scheduler.stop()  # already, unless close_op raised
             self._conn.close_sync_owned()
 
     async def aclose(self) -> None:
@@ -301,7 +304,7 @@ class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
                 await self._runners.arun_internal(self.core.close_op())
             await asyncio.to_thread(self.core.stop_background, drain=self.policy.on_close)
         finally:
-            await asyncio.to_thread(self._locks.keeper.stop)
+            await asyncio.to_thread(self.core.scheduler.stop)
             await self._conn.aclose_owned()
 
     def get_next_version(self, current: str | None, channel: None) -> str:

@@ -102,20 +102,20 @@ def observed_op(
                 result = yield request
             except BaseException as exc:
                 labels = metrics.labels(tenant, op=name, tier=tier)
-                metrics.histogram("request_seconds", labels, time.perf_counter() - sent)
+                metrics.observe("request_seconds", time.perf_counter() - sent, labels)
                 metrics.incr_labelled("request_errors", metrics.labels(tenant, op=name, tier=tier, error=type(exc).__name__))
                 spans.end_child(child, exc)
                 request = op.throw(exc)
             else:
-                metrics.histogram("request_seconds", metrics.labels(tenant, op=name, tier=tier), time.perf_counter() - sent)
+                metrics.observe("request_seconds", time.perf_counter() - sent, metrics.labels(tenant, op=name, tier=tier))
                 spans.end_child(child, None)
                 request = op.send(result)
     except StopIteration as stop:
-        metrics.histogram("op_seconds", metrics.labels(tenant, op=name), time.perf_counter() - started)
+        metrics.observe("op_seconds", time.perf_counter() - started, metrics.labels(tenant, op=name))
         spans.end(None)
         return stop.value  # type: ignore[no-any-return]
     except BaseException as exc:
-        metrics.histogram("op_seconds", metrics.labels(tenant, op=name), time.perf_counter() - started)
+        metrics.observe("op_seconds", time.perf_counter() - started, metrics.labels(tenant, op=name))
         metrics.incr_labelled("op_errors", metrics.labels(tenant, op=name, error=type(exc).__name__))
         spans.end(exc)
         raise

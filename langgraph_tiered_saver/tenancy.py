@@ -66,10 +66,6 @@ def tenant_scope(tenant_id: str) -> Iterator[str]:
         _SCOPE.reset(token)
 
 
-def scoped_tenant() -> str | None:
-    return _SCOPE.get()
-
-
 def resolve_tenant(configurable: dict[str, Any] | None, bound: str | None, what: str) -> str:
     """The one tenant a call acts for. `configurable` is the call's config (None for thread-level
     methods), `bound` the saver's tenant, `what` names the call for the error message."""

@@ -55,3 +55,21 @@ def pg_rows(url: str, schema: str, thread: str | None = None, table: str = "chec
         return conn.execute(  # type: ignore[index]
             f'SELECT count(*) FROM "{schema}".{table} WHERE thread_id = %s', (thread,)
         ).fetchone()[0]
+
+
+class ManualClock:
+    """A clock for a saver's `clock=` (or a `Scheduler`) that moves only when told: a test
+    advances it past a deadline and waits for the scheduler to catch up, instead of sleeping."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float, scheduler: Any = None) -> None:
+        """Move on `seconds`; with `scheduler`, return once it has run every turn due by now."""
+        self.now += seconds
+        if scheduler is not None:
+            scheduler.poke()
+            assert wait_for(scheduler.caught_up), "the scheduler did not catch up with the clock"

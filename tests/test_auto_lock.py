@@ -125,7 +125,8 @@ def test_run_holds_the_lock_and_lets_go_at_interrupt_error_and_end(
 def test_writer_outside_the_run_is_refused_while_it_runs(saver_context: Callable[..., Any], redis_url: str) -> None:
     thread = _thread()
     cfg = thread_config(thread)
-    with saver_context(auto_lock=AutoLock(wait=0)) as saver, saver_context(key_prefix=saver.key_prefix) as other:
+    with saver_context(auto_lock=AutoLock(wait=0)) as saver, \
+            saver_context(key_prefix=saver.key_prefix, auto_lock=AutoLock(wait=0)) as other:  # refused at once
         probe = Probe(redis_url, saver, thread)
         graph = approval_graph(saver, probe)
         graph.invoke({"n": 0}, cfg)

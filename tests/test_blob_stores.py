@@ -26,12 +26,13 @@ from langgraph_tiered_saver.blobs import (
     FilesystemBlobStore,
     InMemoryBlobStore,
     PgBlobStore,
+    as_ops,
     digest_of,
     is_pointer,
-    load_blob,
+    load_op,
     make_pointer,
     maybe_compress,
-    offload_blob,
+    offload_op,
     parse_pointer,
 )
 from langgraph_tiered_saver.blobs import compression as compression_module
@@ -243,6 +244,15 @@ def test_concurrent_puts(harness: Harness) -> None:
     assert errors == []
     assert harness.store.get(digest) == data
     assert harness.object_count() == 1  # no temporary files left behind either
+
+
+def offload_blob(store: BlobStore, value: bytes, *, compress_threshold: int) -> bytes:
+    """The saver's offload op on a blocking store, run by a driver without clients."""
+    return SyncDriver(None, None).run(offload_op(as_ops(store), value, compress_threshold=compress_threshold))
+
+
+def load_blob(store: BlobStore, pointer: bytes | BlobPointer) -> bytes:
+    return SyncDriver(None, None).run(load_op(as_ops(store), pointer))
 
 
 def test_offload_and_load(harness: Harness) -> None:

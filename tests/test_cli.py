@@ -42,12 +42,11 @@ def test_cli_inspects_flushes_and_prunes(
 
         metrics = cli("metrics")
         assert metrics["gauges"]["outbox_depth"] == 1  # written, not flushed yet
-        assert metrics["gauges"]["outbox_oldest_seconds"] >= 0
         assert pg_rows(test_database_url, saver.schema, thread) == 0
 
         (flushed,) = cli("flush", "--thread", thread)
         assert (flushed["thread_id"], flushed["checkpoints"], flushed["remaining"]) == (thread, 10, 0)
-        assert flushed["lag_seconds"] >= 0
+        assert isinstance(flushed["lag_seconds"], float)  # the outbox entry's age was known
         assert pg_rows(test_database_url, saver.schema, thread) == 10
         assert cli("metrics")["gauges"]["outbox_depth"] == 0
         (listed,) = cli("threads")

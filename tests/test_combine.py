@@ -20,6 +20,7 @@ from langgraph_tiered_saver.combine import Held, WriteCombiner
 from langgraph_tiered_saver.ids import ThreadRef
 from langgraph_tiered_saver.metrics import Metrics
 from langgraph_tiered_saver.runlock import RUNTIME_KEY
+from langgraph_tiered_saver.schedule import Scheduler
 from tests.graphs import chain_graph
 from tests.helpers import QUIET_OFF, TEST_TENANT, thread_config, wait_for
 
@@ -79,7 +80,8 @@ def test_the_sender_contains_failures_and_goes_on(caplog: pytest.LogCaptureFixtu
             raise RuntimeError("Redis said no")
         sent.append(held)
 
-    c.attach(send)
+    scheduler = Scheduler("test-sender", metrics)
+    c.attach(send, scheduler)
     c.hold(_ref("0001", thread="bad"), _records(), [])
     c.hold(_ref("0001", thread="good"), _records(), [])
     assert wait_for(lambda: len(sent) == 1 and metrics.counter("write_sender_errors") == 1)
@@ -87,6 +89,7 @@ def test_the_sender_contains_failures_and_goes_on(caplog: pytest.LogCaptureFixtu
     c.hold(_ref("0002", thread="good"), _records(), [])  # the thread lives on
     assert wait_for(lambda: len(sent) == 2)
     c.hold(_ref("0003", thread="good"), _records(), [])
+    scheduler.stop()
     c.stop()  # sends what is held
     assert len(sent) == 3
 

@@ -7,7 +7,6 @@ corrupted a thread silently.
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -80,7 +79,8 @@ def test_unflushed_data_outlives_the_ttl_while_postgres_is_down(
         first = _put(saver, thread, {"a": "A1"}, {"a": "1"}, {"a": "1"})
         second = _put(saver, thread, {"a": "A2"}, {"a": "2"}, {"a": "2"}, parent=first)
         saver.put_writes(second, [("a", "A3")], task_id="task-1")
-        time.sleep(1.2)  # more than twice the TTL, with Postgres down
+        # the flusher tried and failed (Postgres is down) twice: the keys kept no TTL meanwhile
+        assert wait_for(lambda: saver.flusher_health().consecutive_failures >= 2, timeout=30)
         ttls = _redis_keys(saver, redis_url, thread)
         assert all(ttls[name] == -1 for name in ("idx", "ck", "cv", "bl", "wi", "wr", "pend")), ttls
         pg.start()

@@ -20,7 +20,7 @@ from devtools.servers import PrivatePostgres, PrivateRedis
 from langgraph_tiered_saver import TieredSaver, TierUnavailableError
 from langgraph_tiered_saver.flush import FlushPolicy, OutboxStatus
 from tests.graphs import build_graph, chain_graph, comparable, initial_input, resume
-from tests.helpers import QUIET_OFF, TEST_TENANT, pg_rows, thread_config, wait_for
+from tests.helpers import QUIET_OFF, TEST_TENANT, ManualClock, pg_rows, thread_config, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -40,13 +40,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_no_trigger_means_no_postgres_io(saver_context: Callable[..., Any], test_database_url: str) -> None:
-    with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:  # type: ignore[arg-type]
+    clock = ManualClock()
+    with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF), clock=clock) as saver:  # type: ignore[arg-type]
         saver.setup()
         thread = f"t-{uuid.uuid4().hex[:8]}"
         chain_graph(saver).invoke({"n": 0}, thread_config(thread))
-        time.sleep(0.5)
+        clock.advance(QUIET_OFF["quiet_seconds"] - 1, saver.core.scheduler)  # every turn due until then ran
         assert pg_rows(test_database_url, saver.schema, thread) == 0
         assert len(list(saver.list(thread_config(thread)))) == 10
+        clock.advance(2, saver.core.scheduler)  # quiet for longer than quiet_seconds: flushed
+        assert pg_rows(test_database_url, saver.schema, thread) == 10
 
 
 def test_quiet_thread_is_flushed_after_the_run(saver_context: Callable[..., Any], test_database_url: str) -> None:
@@ -134,14 +137,15 @@ def test_error_write_triggers_a_flush(saver_context: Callable[..., Any], test_da
 
 def test_every_n_checkpoints(saver_context: Callable[..., Any], test_database_url: str) -> None:
     policy = FlushPolicy(quiet_seconds=3600.0, every_n_checkpoints=4, on_close=False)
-    with saver_context(durable=True, flush_policy=policy) as saver:
+    clock = ManualClock()
+    with saver_context(durable=True, flush_policy=policy, clock=clock) as saver:
         saver.setup()
         thread = f"t-{uuid.uuid4().hex[:8]}"
         chain_graph(saver, nodes=2).invoke({"n": 0}, thread_config(thread))  # 4 checkpoints
         assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread) == 4)
         other = f"t-{uuid.uuid4().hex[:8]}"
         chain_graph(saver, nodes=1).invoke({"n": 0}, thread_config(other))  # 3 checkpoints: below N
-        time.sleep(0.5)
+        clock.advance(60, saver.core.scheduler)  # every turn due within a minute ran
         assert pg_rows(test_database_url, saver.schema, other) == 0
 
 

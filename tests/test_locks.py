@@ -4,7 +4,6 @@ and fencing of a holder that was SIGSTOPped past its TTL."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import signal
@@ -19,9 +18,9 @@ from typing import Any
 import pytest
 import redis
 
-from langgraph_tiered_saver import StaleLockError, ThreadLockedError, TieredSaver
+from langgraph_tiered_saver import AutoLock, StaleLockError, ThreadLockedError, TieredSaver
 from langgraph_tiered_saver import keys as K
-from tests.helpers import TEST_TENANT, new_prefix, thread_config
+from tests.helpers import TEST_TENANT, ManualClock, new_prefix, thread_config
 from tests.lock_child import NODES, run_config, slow_chain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +113,8 @@ def test_second_holder_is_refused_or_waits(saver_context: Callable[..., Any], re
 def test_writer_without_the_lock_is_refused(saver_context: Callable[..., Any]) -> None:
     prefix, thread = _prefix(), _thread()
     cfg = thread_config(thread)
-    with saver_context(key_prefix=prefix) as holder, saver_context(key_prefix=prefix) as other:
+    # `other`'s runs do not wait for the lock (AutoLock(wait=0)): refused at once, not after 30 s
+    with saver_context(key_prefix=prefix) as holder, saver_context(key_prefix=prefix, auto_lock=AutoLock(wait=0)) as other:
         with holder.thread_lock(cfg, timeout=10):
             assert slow_chain(holder, nodes=2, sleep=0).invoke({"n": 0}, cfg)["n"] == 2
             written = len(_history(holder, thread))
@@ -188,11 +188,13 @@ def test_release_does_not_delete_a_new_holders_lock(saver_context: Callable[...,
 async def test_async_lock(saver_context: Callable[..., Any], redis_url: str) -> None:
     prefix, thread = _prefix(), _thread()
     cfg = thread_config(thread)
-    async with saver_context(key_prefix=prefix) as a, saver_context(key_prefix=prefix) as b:
+    clock = ManualClock()
+    async with saver_context(key_prefix=prefix, clock=clock) as a, \
+            saver_context(key_prefix=prefix, auto_lock=AutoLock(wait=0)) as b:
         r = redis.Redis.from_url(redis_url)
         key = _lock_key(a, thread)
         graph = slow_chain(a, nodes=3, sleep=0.01)
-        lock = a.thread_lock(cfg, timeout=1.0)
+        lock = a.thread_lock(cfg, timeout=10.0)
         async with lock as handle:
             assert r.get(key) == handle.token.encode()
             assert (await graph.ainvoke({"n": 0}, cfg))["n"] == 3
@@ -201,9 +203,10 @@ async def test_async_lock(saver_context: Callable[..., Any], redis_url: str) -> 
                     pytest.fail("the second holder got the lock")
             with pytest.raises(ThreadLockedError):
                 await slow_chain(b, nodes=3, sleep=0).ainvoke({"n": 0}, cfg)
-            # renewed by the task while the event loop runs other things
-            await asyncio.sleep(1.5)
-            assert r.get(key) == handle.token.encode()
+            # renewed by a's lock keeper (its scheduler's thread) once a third of the TTL passed
+            r.pexpire(key, 200)  # as if 9.8 s had passed since the last renewal
+            clock.advance(3.34, a.core.scheduler)
+            assert r.get(key) == handle.token.encode() and r.pttl(key) > 200
             assert (await graph.ainvoke({"n": 0}, cfg))["n"] == 6
         assert not lock.lost
         assert r.exists(key) == 0
@@ -289,8 +292,7 @@ def test_sigstopped_holder_is_fenced_off(saver_context: Callable[..., Any], redi
             assert written_by_a > 0
             os.kill(proc.pid, signal.SIGSTOP)
             try:
-                time.sleep(1.5)
-                deadline = time.monotonic() + 5
+                deadline = time.monotonic() + 5  # Redis expires it by its own clock (TTL 1 s)
                 while r.exists(key) and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert r.exists(key) == 0, "A's lock did not expire while A was stopped"

@@ -39,6 +39,7 @@ from langgraph_tiered_saver.hot import HotOps
 from langgraph_tiered_saver.ids import ThreadRef
 from langgraph_tiered_saver.locks import LockOps
 from langgraph_tiered_saver.pgfaults import classify_connect_error, classify_statement_error
+from langgraph_tiered_saver.schedule import Scheduler
 from langgraph_tiered_saver.scripted import Expect, ScriptedDriver, commands_of
 
 TENANT, THREAD = "acme", "t1"
@@ -291,7 +292,7 @@ def test_waiting_for_a_checkpoint_put_times_out() -> None:
 
 
 def test_a_busy_thread_lock_raises_or_waits() -> None:
-    locks = LockOps("lts", 60_000)
+    locks = LockOps("lts", 60_000, Scheduler("test-locks"))
     ref = ThreadRef(TENANT, THREAD)
     with pytest.raises(ThreadLockedError):
         ScriptedDriver([Expect(RedisCall, reply=[None])]).run(locks.acquire_op(ref, 1000, wait=False, wait_timeout=None))

@@ -24,7 +24,6 @@ from langgraph_tiered_saver import (
     InvalidIdError,
     TenantMismatchError,
     TenantRequiredError,
-    TieredSaver,
     tenant_scope,
 )
 from tests.helpers import thread_config
@@ -243,4 +242,3 @@ def test_bound_saver_returns_configs_like_postgres_saver(
             snap = graph.get_state(thread_config(f"{thread}-{id(checkpointer)}"))
             assert _keys(snap.config) == ["checkpoint_id", "checkpoint_ns", "thread_id"]
             assert _keys(snap.parent_config) == ["checkpoint_id", "checkpoint_ns", "thread_id"]
-        assert isinstance(saver, TieredSaver)

@@ -23,7 +23,6 @@ from .base import (
 from .compression import ZSTD_AVAILABLE, decompress, maybe_compress
 from .filesystem import FilesystemBlobStore
 from .memory import InMemoryBlobStore
-from .offload import load_blob, offload_blob
 from .ops import BlobOps, as_ops, load_op, offload_op
 from .pointer import POINTER_PREFIX, BlobPointer, is_pointer, make_pointer, parse_pointer
 from .postgres import PgBlobStore
@@ -50,11 +49,9 @@ __all__ = [
     "digest_of",
     "is_digest",
     "is_pointer",
-    "load_blob",
     "load_op",
     "make_pointer",
     "maybe_compress",
-    "offload_blob",
     "offload_op",
     "parse_pointer",
     "tenant_component",
