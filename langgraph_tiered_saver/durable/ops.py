@@ -45,12 +45,12 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else dumps_jsonb(value)
 
 
-def _checkpoint_params(tenant: str, thread: str, row: CheckpointRow) -> tuple[Any, ...]:
+def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
     rec, meta = row.record, row.metadata_json
     step = meta.get("step")
     source, run_id = meta.get("source"), meta.get("run_id")
     return (
-        tenant, thread, row.ns, row.checkpoint_id, rec.parent_checkpoint_id,
+        thread, row.ns, row.checkpoint_id, rec.parent_checkpoint_id,
         step if isinstance(step, int) and not isinstance(step, bool) else None,
         None if source is None else str(source),
         None if run_id is None else str(run_id),
@@ -61,21 +61,33 @@ def _checkpoint_params(tenant: str, thread: str, row: CheckpointRow) -> tuple[An
     )  # fmt: skip
 
 
-def _blob_params(tenant: str, thread: str, row: BlobRow) -> tuple[Any, ...]:
+def _blob_params(thread: str, row: BlobRow) -> tuple[Any, ...]:
     type_, data = stored_value(row.value, row.blob_ref, f"blob {row.channel}@{row.version}")
     return (
-        tenant, thread, row.ns, row.channel, str(row.version), type_, data, row.blob_ref,
+        thread, row.ns, row.channel, str(row.version), type_, data, row.blob_ref,
         _json_or_none(row.value_json),
     )  # fmt: skip
 
 
-def _write_params(tenant: str, thread: str, row: WriteRow) -> tuple[Any, ...]:
+def _write_params(thread: str, row: WriteRow) -> tuple[Any, ...]:
     w = row.write
     type_, data = stored_value(w.value, row.blob_ref, f"write {w.task_id}/{w.idx}")
     return (
-        tenant, thread, row.ns, row.checkpoint_id, w.task_id, w.idx, w.channel, type_, data,
-        row.blob_ref, w.task_path, _json_or_none(row.value_json), w.created_at,
+        thread, row.ns, row.checkpoint_id, w.task_id, w.idx, w.channel, type_, data,
+        row.blob_ref, w.task_path, _json_or_none(row.value_json),
+        None if w.created_at is None else float(w.created_at),
     )  # fmt: skip
+
+
+def _last_per_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Special writes, each (thread, ns, checkpoint, task, idx) once, the last one: one upsert
+    statement may not update a row twice, and the last write is what row-by-row upserts kept."""
+    return list({row[:5]: row for row in rows}.values())
+
+
+def _columns(tenant: str, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The tenant, then one list per column: the parameters of an `unnest` insert (sql.py)."""
+    return (tenant, *(list(column) for column in zip(*rows, strict=True)))
 
 
 def _flush_call(
@@ -89,14 +101,12 @@ def _flush_call(
     writes: list[tuple[Any, ...]] = []
     specials: list[tuple[Any, ...]] = []
     for b in batches:
-        blobs += [_blob_params(tenant, b.thread_id, BlobRow(*r)) for r in b.blobs]
-        checkpoints += [
-            _checkpoint_params(tenant, b.thread_id, CheckpointRow(*r)) for r in b.checkpoints
-        ]
+        blobs += [_blob_params(b.thread_id, BlobRow(*r)) for r in b.blobs]
+        checkpoints += [_checkpoint_params(b.thread_id, CheckpointRow(*r)) for r in b.checkpoints]
         for r in b.writes:
             row = WriteRow(*r)
             (specials if row.write.idx < 0 else writes).append(
-                _write_params(tenant, b.thread_id, row)
+                _write_params(b.thread_id, row)
             )
     lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
     statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
@@ -108,10 +118,10 @@ def _flush_call(
         ("blobs", sql.INSERT_BLOBS, blobs),
         ("checkpoints", sql.INSERT_CHECKPOINTS, checkpoints),
         ("writes", sql.INSERT_WRITES, writes),
-        ("writes", sql.UPSERT_SPECIAL_WRITES, specials),
+        ("writes", sql.UPSERT_SPECIAL_WRITES, _last_per_key(specials)),
     ):
-        if rows:  # executemany (pipelined by psycopg) of each non-empty kind
-            statements.append(PgStatement(sql.render(template, schema), rows, many=True))
+        if rows:  # one statement per non-empty kind, its rows as column arrays
+            statements.append(PgStatement(sql.render(template, schema), _columns(tenant, rows)))
             tables.append(table)
     return PgCall(tuple(statements), tenant_id=tenant), tables
 
