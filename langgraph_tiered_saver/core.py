@@ -11,7 +11,9 @@ around the checkpoint calls. Configs are parsed by the caller: ops take `ThreadR
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -51,6 +53,7 @@ from .logs import fields
 from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
 from .planning import keep_with_ancestors
+from .polling import poll_op
 from .runlock import RunLocks
 from .schedule import Clock, Scheduler
 from .sentinel import Epoch, HotDurability
@@ -81,6 +84,63 @@ class ListQuery:
     filter: dict[str, Any] | None
     before_id: str | None
     limit: int | None
+
+
+class LandedPuts:
+    """Checkpoint puts of this process, per thread namespace (the newest `LIMIT` namespaces):
+    the one in flight and the last one that landed in Redis. An interrupt written for a
+    checkpoint whose put landed is flushed without first asking Redis whether that put has come
+    (hot.await_checkpoint_op, a round trip on the path of `invoke`); one whose put is in flight
+    here waits for it in process. Anything else (a namespace forgotten, a put that failed or
+    went to Postgres, one from another process) asks Redis, as before."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._landed: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+        self._flying: OrderedDict[tuple[str, str, str], str] = OrderedDict()
+
+    @staticmethod
+    def _remember(ids: OrderedDict[tuple[str, str, str], str], namespace: tuple[str, str, str], checkpoint_id: str) -> None:
+        ids[namespace] = checkpoint_id
+        ids.move_to_end(namespace)
+        if len(ids) > LandedPuts.LIMIT:
+            ids.popitem(last=False)
+
+    def started(self, ref: ThreadRef, checkpoint_id: str) -> None:
+        with self._lock:
+            self._remember(self._flying, (ref.tenant_id, ref.thread_id, ref.checkpoint_ns), checkpoint_id)
+
+    def ended(self, ref: ThreadRef, checkpoint_id: str, *, landed: bool) -> None:
+        namespace = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
+        with self._lock:
+            if self._flying.get(namespace) == checkpoint_id:
+                del self._flying[namespace]
+            if landed:
+                self._remember(self._landed, namespace, checkpoint_id)
+
+    def state(self, ref: ThreadRef) -> str:
+        """"landed", "flying" (its put is under way here) or "unknown", for ref's checkpoint."""
+        namespace = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
+        with self._lock:
+            if self._landed.get(namespace) == ref.checkpoint_id:
+                return "landed"
+            return "flying" if self._flying.get(namespace) == ref.checkpoint_id else "unknown"
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._landed) + len(self._flying)
+
+    def landed_op(self, ref: ThreadRef, timeout: float) -> Op[bool]:
+        """Wait, without I/O, while ref's checkpoint put is under way here: True once it landed."""
+
+        def attempt() -> Op[bool | None]:
+            state = self.state(ref)
+            return None if state == "flying" else state == "landed"
+            yield  # a generator: poll_op runs it with `yield from`
+
+        return bool((yield from poll_op(attempt, timeout=timeout, first=0.0002, longest=0.002)))
 
 
 class Core:
@@ -121,6 +181,7 @@ class Core:
         # (tenant, thread, namespace) -> the latest checkpoint id ("" none) Postgres answered
         # while Redis was down, for the fork check of the write-through that continues it
         self.read_through: dict[tuple[str, str, str], str] = {}
+        self.landed = LandedPuts()
         self._stale_reported = ""  # the generation whose first stale thread was logged as an ERROR
 
     @classmethod
@@ -292,9 +353,12 @@ class Core:
         yield from self._recover_op(ref)
         carried = self.combiner.closed_by(ref, checkpoint["id"]) if self.combiner is not None else []
         lock = self._write_lock(ref, checkpoint=checkpoint)
+        self.landed.started(ref, checkpoint["id"])
+        landed = False
         try:
             result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, lock, carried)
             self._written(ref, lock)
+            landed = True
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put")
             p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
@@ -305,6 +369,8 @@ class Core:
             continues = self._continues(ref, checkpoint["id"], p.record.parent_checkpoint_id)
             yield from self._write_through_op(ref, entries, continues)
             return ref.config(checkpoint["id"])
+        finally:
+            self.landed.ended(ref, checkpoint["id"], landed=landed)
         if self.flusher is not None:
             self.flusher.on_checkpoint(ref.tenant_id, ref.thread_id)
         return result
@@ -335,7 +401,9 @@ class Core:
         mode = self.policy.for_writes([channel for channel, _ in writes])
         if mode == "sync":
             try:
-                if not (yield from self.hot.await_checkpoint_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)):
+                # the put of the interrupt's checkpoint may still be on its way: wait for it
+                landed = yield from self.landed.landed_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)
+                if not landed and not (yield from self.hot.await_checkpoint_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)):
                     logger.warning(
                         "checkpoint %s of thread %r was not written within %.0f s of its %s write; "
                         "flushing without it (it stays in the outbox)",

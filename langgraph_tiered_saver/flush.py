@@ -373,8 +373,8 @@ class FlushOps:
         With `wait`, wait for a concurrent flusher to finish instead of skipping (a sync flush
         must see its own writes in Postgres), at most `takeover_seconds`, then take over.
 
-        Three Redis round trips in the common case: take the lock and read the outbox (with the
-        dirty score beside it), acknowledge and release, clear the dirty mark.
+        Two Redis round trips in the common case: take the lock and read the outbox (with the
+        dirty score beside it), then acknowledge, release and clear the dirty mark in one script.
 
         Postgres refuses the commit of a flush whose lease was taken over since its read, or
         whose thread was deleted since (the fence): nothing is written, the entries stay in the
@@ -396,6 +396,7 @@ class FlushOps:
         member = K.dirty_member(tenant_id, thread_id)
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         keys = scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
+        ack_keys = {**keys, "dirty": dirty}
         token = lease.new_token()
 
         def attempt(force: bool = False) -> Op[tuple[Any, Any] | None]:
@@ -419,6 +420,9 @@ class FlushOps:
             logger.warning("flush of thread %s/%s runs without a lease: Redis refused the lease write (out of "
                            "memory?); Postgres' fence still orders flushers", tenant_id, thread_id)  # fmt: skip
         fences = {} if fence is None else {(tenant_id, thread_id): fence}
+        # the dirty score the read saw: the last ack takes the thread out of the outbox index
+        # only if no write came since (its score would be higher)
+        seen = "" if observed is None else observed
         released = False
         try:
             while True:
@@ -431,8 +435,11 @@ class FlushOps:
                         "never reach Postgres", tenant_id, thread_id,
                         extra={"tenant_id": tenant_id, "thread_id": thread_id},
                     )
-                if not entries:
-                    result.remaining = 0
+                if not entries:  # nothing to flush: release the lease, clear the dirty mark
+                    ack = {"token": token, "release": "1", "ttl_ms": self.ttl_ms, "member": member, "observed": seen}
+                    (remaining,) = yield RedisCall((scripts.OUTBOX_ACK.call(ack_keys, ack),), scripts=(scripts.OUTBOX_ACK,))
+                    released = True
+                    result.remaining = int(remaining)
                     break
                 batch, unsure = self._decode(tenant_id, thread_id, entries, values)
                 result.lost += yield from self._settle_op(batch, unsure)
@@ -447,14 +454,17 @@ class FlushOps:
                 result.writes += len(batch.writes)
                 result.lost += sum(1 for value in values if not value)
                 last = len(entries) < OUTBOX_BATCH
-                ack = {"token": token, "release": "1" if last else "0", "ttl_ms": self.ttl_ms}
+                ack = {
+                    "token": token, "release": "1" if last else "0", "ttl_ms": self.ttl_ms, "member": member,
+                    "observed": seen,
+                }  # fmt: skip
                 acked = [
                     item for entry, version in zip(entries, versions, strict=True)
                     for item in (entry, version, offloaded.pointers.get(as_str(entry), b""))
                 ]  # fmt: skip
                 track = self.offloader.track_commands(tenant_id, thread_id, offloaded.digests) if offloaded.digests and self.offloader else []
                 replies = yield RedisCall(
-                    (scripts.OUTBOX_ACK.call(keys, ack, acked), *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
+                    (scripts.OUTBOX_ACK.call(ack_keys, ack, acked), *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
                 )
                 remaining = replies[0]
                 released = last
@@ -469,11 +479,6 @@ class FlushOps:
                         "its holder goes on", tenant_id, thread_id, lease.ms,
                     )
                     break
-            if result.remaining == 0 and observed is not None:
-                yield RedisCall(
-                    (scripts.DIRTY_CLEAR.call({"dirty": dirty}, {"member": member, "observed": observed}),),
-                    scripts=(scripts.DIRTY_CLEAR,),
-                )
         finally:
             if not released:
                 yield from self.release_flush_lock_op(tenant_id, thread_id, token)

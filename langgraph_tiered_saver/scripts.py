@@ -90,9 +90,9 @@ DELETE_MEMBERS = LuaScript.load("delete_members", THREAD_KEYS, ("mode",), rest="
 IMPORT = LuaScript.load("import", (*THREAD_KEYS, "vgen"), ("ttl_ms", "mark_pending"), rest="section, n, item")
 OUTBOX_READ = LuaScript.load("outbox_read", (*THREAD_KEYS, "flush_lock"), ("limit", "token", "lock_ttl_ms", "force"))
 OUTBOX_ACK = LuaScript.load(
-    "outbox_ack", (*THREAD_KEYS, "flush_lock"), ("token", "release", "ttl_ms"), rest="entry, version, replacement"
+    "outbox_ack", (*THREAD_KEYS, "flush_lock", "dirty"), ("token", "release", "ttl_ms", "member", "observed"),
+    rest="entry, version, replacement",
 )
-DIRTY_CLEAR = LuaScript.load("dirty_clear", ("dirty",), ("member", "observed"))
 LOCK_ACQUIRE = LuaScript.load("lock_acquire", ("lock", "meta"), ("token", "ttl_ms", "thread_ttl_ms"))
 LOCK_RENEW = LuaScript.load("lock_renew", ("lock",), ("token", "ttl_ms"))
 LOCK_RELEASE = LuaScript.load("lock_release", ("lock",), ("token",))

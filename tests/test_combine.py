@@ -240,3 +240,44 @@ def test_a_read_while_the_sender_writes_a_holding_still_sees_it(saver_context: C
         assert wait_for(lambda: combiner.take(TEST_TENANT) == [], timeout=2)  # the sender's write is over
         again = saver.get_tuple(stored)
         assert again is not None and [w for w in again.pending_writes if w[0] == "task-a"] == [("task-a", "n", 1)]
+
+
+def test_an_interrupt_waits_in_process_for_its_checkpoint_put_under_way() -> None:
+    """The interrupt's flush needs its checkpoint in Redis: a put that landed here answers at
+    once, one under way here is waited for without I/O (sleeps only), and anything else is
+    "unknown" (the caller then asks Redis)."""
+    from langgraph_tiered_saver._io import Sleep
+    from langgraph_tiered_saver.core import LandedPuts
+
+    landed = LandedPuts()
+    assert landed.state(_ref("c1")) == "unknown"
+    landed.started(_ref("c1"), "c1")
+    assert landed.state(_ref("c1")) == "flying" and landed.state(_ref("c1", ns="sub")) == "unknown"
+
+    op = landed.landed_op(_ref("c1"), timeout=1.0)
+    assert isinstance(next(op), Sleep)  # under way: it sleeps, it does not ask Redis
+    landed.ended(_ref("c1"), "c1", landed=True)
+    with pytest.raises(StopIteration) as stop:
+        op.send(None)
+    assert stop.value.value is True
+    assert landed.state(_ref("c1")) == "landed" and landed.state(_ref("c0")) == "unknown"
+
+    landed.started(_ref("c2"), "c2")
+    landed.ended(_ref("c2"), "c2", landed=False)  # written through to Postgres, or refused
+    op = landed.landed_op(_ref("c2"), timeout=1.0)
+    with pytest.raises(StopIteration) as stop:
+        next(op)
+    assert stop.value.value is False
+
+
+def test_landed_puts_remember_a_bounded_number_of_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    from langgraph_tiered_saver.core import LandedPuts
+
+    monkeypatch.setattr(LandedPuts, "LIMIT", 3)
+    landed = LandedPuts()
+    for i in range(10):
+        landed.started(_ref("c1", thread=f"t{i}"), "c1")
+        landed.ended(_ref("c1", thread=f"t{i}"), "c1", landed=True)
+        landed.started(_ref("c2", thread=f"t{i}"), "c2")  # never ends: a run that stopped
+    assert len(landed) == 6
+    assert landed.state(_ref("c1", thread="t9")) == "landed" and landed.state(_ref("c1", thread="t0")) == "unknown"

@@ -357,6 +357,19 @@ def test_reupsert_is_idempotent_and_special_writes_overwrite(
     assert len(got.writes) == 4
 
 
+def test_one_batch_with_a_special_write_twice_keeps_the_last(driver: SyncDriver, schema: str) -> None:
+    """A batch's rows go in as one statement per kind; a special write given twice (an error,
+    then another before the flush) must not fail the upsert, and the last one is kept."""
+    t = _three_step_thread()
+    t.write("c3", "task-a", -1, "__error__", "later error", path="~__pregel_pull, a")
+    counts = driver.run(upsert_batch_op(schema, [t.batch]))
+    assert counts.writes == 4
+    got = driver.run(get_checkpoint_op(schema, "acme", "t1", "", "c3"))
+    assert got is not None
+    by_idx = {(w.task_id, w.idx): SERDE.loads_typed(w.value) for w in got.writes}
+    assert by_idx[("task-a", -1)] == "later error"
+
+
 def test_one_transaction_per_tenant(driver: SyncDriver, schema: str) -> None:
     calls: list[PgCall] = []
     op = upsert_batch_op(schema, [_three_step_thread("a", "t1").batch,

@@ -239,8 +239,8 @@ def test_a_flush_waiting_for_a_stalled_lease_takes_it_over_after_takeover_second
     driver = ScriptedDriver([
         *busy,
         Expect(RedisCall, reply=forced, check=lambda c: _read_arg(c, "force") == "1", describe="forced read"),
-        Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
-        Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release")),
+        Expect(RedisCall, reply=[0], check=lambda c: _is("EVALSHA:outbox_ack")(c) and _ack_arg(c, "release") == "1"
+               and _ack_arg(c, "observed") == b"1700000000000", describe="empty outbox: release, clear the mark"),
     ])  # fmt: skip
     result = driver.run(ops.flush_thread_op(TENANT, THREAD, wait=True))
     assert not result.skipped_locked and result.remaining == 0
@@ -263,8 +263,8 @@ def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> No
                describe="ack, lock kept"),
         Expect(RedisCall, reply=_outbox(*second)),
         Expect(PgCall, reply=[1, 1, 1]),
-        Expect(RedisCall, reply=[0], check=lambda c: _ack_arg(c, "release") == "1", describe="last ack releases"),
-        Expect(RedisCall, reply=[1], check=_is("EVALSHA:dirty_clear")),
+        Expect(RedisCall, reply=[0], check=lambda c: _ack_arg(c, "release") == "1"
+               and _ack_arg(c, "observed") == b"1700000000000", describe="last ack releases, clears the mark"),
     ])  # fmt: skip
     result = driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
     assert (result.blobs, result.remaining, result.skipped_locked) == (3, 0, False)

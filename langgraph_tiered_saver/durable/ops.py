@@ -45,12 +45,12 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else dumps_jsonb(value)
 
 
-def _checkpoint_params(tenant: str, thread: str, row: CheckpointRow) -> tuple[Any, ...]:
+def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
     rec, meta = row.record, row.metadata_json
     step = meta.get("step")
     source, run_id = meta.get("source"), meta.get("run_id")
     return (
-        tenant, thread, row.ns, row.checkpoint_id, rec.parent_checkpoint_id,
+        thread, row.ns, row.checkpoint_id, rec.parent_checkpoint_id,
         step if isinstance(step, int) and not isinstance(step, bool) else None,
         None if source is None else str(source),
         None if run_id is None else str(run_id),
@@ -61,20 +61,21 @@ def _checkpoint_params(tenant: str, thread: str, row: CheckpointRow) -> tuple[An
     )  # fmt: skip
 
 
-def _blob_params(tenant: str, thread: str, row: BlobRow) -> tuple[Any, ...]:
+def _blob_params(thread: str, row: BlobRow) -> tuple[Any, ...]:
     type_, data = stored_value(row.value, row.blob_ref, f"blob {row.channel}@{row.version}")
     return (
-        tenant, thread, row.ns, row.channel, str(row.version), type_, data, row.blob_ref,
+        thread, row.ns, row.channel, str(row.version), type_, data, row.blob_ref,
         _json_or_none(row.value_json),
     )  # fmt: skip
 
 
-def _write_params(tenant: str, thread: str, row: WriteRow) -> tuple[Any, ...]:
+def _write_params(thread: str, row: WriteRow) -> tuple[Any, ...]:
     w = row.write
     type_, data = stored_value(w.value, row.blob_ref, f"write {w.task_id}/{w.idx}")
     return (
-        tenant, thread, row.ns, row.checkpoint_id, w.task_id, w.idx, w.channel, type_, data,
-        row.blob_ref, w.task_path, _json_or_none(row.value_json), w.created_at,
+        thread, row.ns, row.checkpoint_id, w.task_id, w.idx, w.channel, type_, data,
+        row.blob_ref, w.task_path, _json_or_none(row.value_json),
+        None if w.created_at is None else float(w.created_at),
     )  # fmt: skip
 
 
@@ -91,6 +92,17 @@ def _fork_check(schema: str, tenant: str, batch: FlushBatch) -> PgStatement | No
     return PgStatement(sql.render(sql.FORKED_CHECKPOINTS, schema), params, fetch=True)
 
 
+def _last_per_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Special writes, each (thread, ns, checkpoint, task, idx) once, the last one: one upsert
+    statement may not update a row twice, and the last write is what row-by-row upserts kept."""
+    return list({row[:5]: row for row in rows}.values())
+
+
+def _columns(tenant: str, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
+    """The tenant, then one list per column: the parameters of an `unnest` insert (sql.py)."""
+    return (tenant, *(list(column) for column in zip(*rows, strict=True)))
+
+
 def _flush_call(
     schema: str, tenant: str, batches: list[FlushBatch], fences: Mapping[str, int], hot_tier: str | None
 ) -> tuple[PgCall, list[str]]:
@@ -105,15 +117,15 @@ def _flush_call(
     specials: list[tuple[Any, ...]] = []
     through: list[tuple[Any, ...]] = []
     for b in batches:
-        blobs += [_blob_params(tenant, b.thread_id, BlobRow(*r)) for r in b.blobs]
+        blobs += [_blob_params(b.thread_id, BlobRow(*r)) for r in b.blobs]
         rows = [CheckpointRow(*r) for r in b.checkpoints]
-        checkpoints += [_checkpoint_params(tenant, b.thread_id, row) for row in rows]
+        checkpoints += [_checkpoint_params(b.thread_id, row) for row in rows]
         if b.written_through:
             through += [(tenant, b.thread_id, r.ns, r.checkpoint_id, r.record.parent_checkpoint_id) for r in rows]
         for r in b.writes:
             row = WriteRow(*r)
             (specials if row.write.idx < 0 else writes).append(
-                _write_params(tenant, b.thread_id, row)
+                _write_params(b.thread_id, row)
             )
     lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
     statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
@@ -133,12 +145,14 @@ def _flush_call(
         ("blobs", sql.INSERT_BLOBS, blobs),
         ("checkpoints", sql.INSERT_CHECKPOINTS, checkpoints),
         ("writes", sql.INSERT_WRITES, writes),
-        ("writes", sql.UPSERT_SPECIAL_WRITES, specials),
-        ("-", sql.INSERT_WRITTEN_THROUGH, through),
+        ("writes", sql.UPSERT_SPECIAL_WRITES, _last_per_key(specials)),
     ):
-        if rows_:  # executemany (pipelined by psycopg) of each non-empty kind
-            statements.append(PgStatement(sql.render(template, schema), rows_, many=True))
+        if rows_:  # one statement per non-empty kind, its rows as column arrays
+            statements.append(PgStatement(sql.render(template, schema), _columns(tenant, rows_)))
             results.append(table)
+    if through:  # rare (a write-through while Redis was unreachable): one row per checkpoint
+        statements.append(PgStatement(sql.render(sql.INSERT_WRITTEN_THROUGH, schema), through, many=True))
+        results.append("-")
     return PgCall(tuple(statements), tenant_id=tenant), results
 
 

@@ -354,10 +354,19 @@ GROUP BY p.partrelid
 
 # --- flush (upsert) ------------------------------------------------------------------------------
 
+# Each kind of row goes in as one statement over parallel arrays (one per column, `unnest`),
+# not one statement per row (executemany): fewer protocol messages and less client work per row
+# (a flush of 44 rows: 1.3 instead of 1.9 ms of the flusher's CPU, which competes with the graph
+# for the interpreter). The tenant is one parameter: a flush transaction is a tenant's. The arrays
+# travel in binary (%b): as text every bytea element is hex-escaped by the client, which cost
+# more than the per-row statements saved.
 INSERT_BLOBS = """
 INSERT INTO {s}.checkpoint_blobs
     (tenant_id, thread_id, checkpoint_ns, channel, version, type, data, blob_ref, value)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)
+SELECT %s, u.thread_id, u.checkpoint_ns, u.channel, u.version, u.type, u.data, u.blob_ref,
+    u.value::jsonb
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[],
+    %b::text[]) AS u(thread_id, checkpoint_ns, channel, version, type, data, blob_ref, value)
 ON CONFLICT (tenant_id, thread_id, checkpoint_ns, channel, version) DO NOTHING
 """
 
@@ -366,8 +375,15 @@ INSERT INTO {s}.checkpoints
     (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
      run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
      metadata_bytes, blob_fields)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, coalesce(%s::timestamptz, now()), %s::jsonb, %s::jsonb,
-        %s, %s, %s, %s, %s::jsonb)
+SELECT %s, u.thread_id, u.checkpoint_ns, u.checkpoint_id, u.parent_checkpoint_id, u.step,
+    u.source, u.run_id, coalesce(u.created_at, now()), u.checkpoint::jsonb, u.metadata::jsonb,
+    u.checkpoint_type, u.checkpoint_bytes, u.metadata_type, u.metadata_bytes,
+    u.blob_fields::jsonb
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int4[], %b::text[], %b::text[],
+    %b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::bytea[],
+    %b::text[]) AS u(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
+    run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
+    metadata_bytes, blob_fields)
 ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO NOTHING
 """
 
@@ -375,12 +391,17 @@ _WRITES_INSERT = """
 INSERT INTO {s}.checkpoint_writes
     (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data,
      blob_ref, task_path, value, created_at)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb,
-        coalesce(to_timestamp(%s::double precision), now()))
+SELECT %s, u.thread_id, u.checkpoint_ns, u.checkpoint_id, u.task_id, u.idx, u.channel, u.type,
+    u.data, u.blob_ref, u.task_path, u.value::jsonb, coalesce(to_timestamp(u.created_at), now())
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int4[], %b::text[], %b::text[],
+    %b::bytea[], %b::text[], %b::text[], %b::text[], %b::float8[]) AS u(thread_id,
+    checkpoint_ns, checkpoint_id, task_id, idx, channel, type, data, blob_ref, task_path, value,
+    created_at)
 ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 """
 INSERT_WRITES = _WRITES_INSERT + "DO NOTHING"
 # Special writes (idx < 0: errors, interrupts, resume...) overwrite, as in LangGraph's savers.
+# One statement may not update a row twice: the caller passes each key once (the last write).
 UPSERT_SPECIAL_WRITES = (
     _WRITES_INSERT
     + """DO UPDATE SET channel = EXCLUDED.channel, type = EXCLUDED.type, data = EXCLUDED.data,

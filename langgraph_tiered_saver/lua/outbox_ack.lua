@@ -4,6 +4,9 @@
 -- blob store: Redis keeps the pointer instead of the value (only at the version read, so a newer
 -- value is never replaced). Returns how many entries remain (0 = the thread is clean; its keys
 -- get their TTL back). ARG.release "1": release the flush lock too (the last batch), if still ours.
+-- A clean thread also leaves the outbox index (KEY.dirty, in the thread's slot), unless someone
+-- wrote to it since the flusher looked: its score is then above ARG.observed ("": not looked).
+-- With no triples this only releases the lock and clears the index (an outbox found empty).
 for i = REST, #ARGV, 3 do
   if redis.call("ZSCORE", KEY.pend, ARGV[i]) == ARGV[i + 1] then
     redis.call("ZREM", KEY.pend, ARGV[i])
@@ -21,5 +24,9 @@ local remaining = redis.call("ZCARD", KEY.pend)
 if remaining == 0 then
   redis.call("HDEL", KEY.meta, "unflushed")
   touch(ARG.ttl_ms)
+  if ARG.observed ~= "" then
+    local score = redis.call("ZSCORE", KEY.dirty, ARG.member)
+    if score and tonumber(score) <= tonumber(ARG.observed) then redis.call("ZREM", KEY.dirty, ARG.member) end
+  end
 end
 return remaining
