@@ -43,7 +43,7 @@ from .errors import ConfigError, DataLostError, PostgresError, TierUnavailableEr
 from .flush import FlushOps, FlushPolicy, FlushResult
 from .flusher import BackgroundFlusher, record_flush, report_forks
 from .history import PruneReport, latest_per_namespace, prune_thread_op
-from .hot import Fetched, HotOps, WriteLock
+from .hot import Fetched, HotOps, Listed, WriteLock
 from .hot_tier import claim_op
 from .hotwatch import HotWatch
 from .ids import ThreadRef, check_indexable, check_thread
@@ -653,13 +653,15 @@ class Core:
         found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         partial: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         hot_up = True
+        listed: Listed | None = None  # one thread's answer: may spare the Postgres query
         try:
             threads = [q.ref] if q.ref else [ThreadRef(q.tenant, t) for t in (yield from self.hot.list_threads_op(q.tenant))]
             for thread_ref in threads:
-                for s in (yield from self.hot.list_stored_op(
+                listed = yield from self.hot.list_stored_op(
                     thread_ref, all_namespaces=q.all_namespaces, before_id=q.before_id, metadata_filter=q.filter,
                     limit=q.limit,
-                )):
+                )
+                for s in listed.entries:
                     key = (thread_ref.thread_id, s.checkpoint_ns, s.checkpoint_id)
                     if self.durable and not s.complete:
                         partial[key] = (thread_ref, s)  # evicted in part: Postgres first
@@ -668,8 +670,11 @@ class Core:
         except TierUnavailableError as exc:
             self._hot_failed(exc, "list")
             hot_up = False
-        if self.durable:
+        if self.durable and not (hot_up and q.ref is not None and listed is not None and listed.whole):
+            known = len(found)
             yield from self._list_durable_op(q, found, hot_up)
+            if hot_up and listed is not None and listed.oldest and len(found) == known and not partial and _unrestricted(q):
+                yield from self._mark_whole_op(q, listed)
         for key, entry in partial.items():
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
@@ -677,6 +682,18 @@ class Core:
         for _, (tref, stored) in ordered[: q.limit]:
             out.append(self.hot.to_tuple(tref, (yield from self.offload.resolve_stored_op(tref.tenant_id, stored))))
         return out if self.legacy is None else (yield from self.legacy.migrate_op(q.tenant, out, hot=hot_up))
+
+    def _mark_whole_op(self, q: ListQuery, listed: Listed) -> Op[None]:
+        """Postgres had nothing of the namespace Redis lacked: record it (list_mark.lua), so the
+        next list of it is Redis' alone. A failure costs only that saving."""
+        ref = q.ref
+        if ref is None:
+            return None
+        try:
+            yield from self.hot.mark_whole_op(ref, q.all_namespaces, listed)
+        except TierUnavailableError as exc:
+            logger.debug("could not mark %s/%s whole in Redis: %s", ref.tenant_id, ref.thread_id, exc)
+        return None
 
     def _list_durable_op(self, q: ListQuery, found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]], hot_up: bool) -> Op[None]:
         """Add the Postgres rows Redis did not answer with to `found`."""
@@ -838,6 +855,13 @@ class Core:
         keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
         yield from prune_thread_op(self, tenant, thread_id, keep, keep_with_ancestors, dry_run=False, report=PruneReport(False))
         return None
+
+
+def _unrestricted(q: ListQuery) -> bool:
+    """A list of one thread that Postgres answered whole (a limit keeps only rows Redis lacks, so
+    none returned means none exist): no filter, no `before`, no checkpoint id."""
+    ref = q.ref
+    return ref is not None and not q.filter and q.before_id is None and ref.checkpoint_id is None
 
 
 def _behind(hot: StoredCheckpoint, durable: StoredCheckpoint) -> bool:

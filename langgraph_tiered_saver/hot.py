@@ -110,6 +110,17 @@ class Fetched:
 
 
 @dataclass(frozen=True, slots=True)
+class Listed:
+    """What list.lua answered: the checkpoints, whether Redis holds all Postgres does of the
+    namespace (or thread) listed, and its first member ("" without any)."""
+
+    entries: list[StoredCheckpoint]
+    whole: bool
+    oldest: str
+    generation: str  # "" when the copy is verified, else the generation to verify it under
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedPut:
     member: str
     record: CheckpointRecord
@@ -451,17 +462,21 @@ class HotOps:
         before_id: str | None,
         metadata_filter: Mapping[str, Any] | None,
         limit: int | None,
-    ) -> Op[list[StoredCheckpoint]]:
+    ) -> Op[Listed]:
         """Checkpoints of one thread, newest first, with `before`, metadata filter and limit: one
         round trip (list.lua), each channel value sent once however many checkpoints share it,
         the limit applied in the script unless a metadata filter (read here) must go first."""
-        args = {
-            "refresh_ttl_ms": self.ttl_ms if self.refresh_on_read else 0, "ns_mode": "all" if all_namespaces else "one",
-            "ns": ref.checkpoint_ns, "checkpoint_id": ref.checkpoint_id or "", "before_id": before_id or "",
-            "limit": 0 if metadata_filter or limit is None else limit,
-        }  # fmt: skip
-        call = scripts.LIST.call(self.keys(ref.tenant_id, ref.thread_id), args)
-        ((entries, fields, values),) = yield RedisCall((call,), scripts=(scripts.LIST,))
+        args = (
+            self.ttl_ms if self.refresh_on_read else 0, "all" if all_namespaces else "one", ref.checkpoint_ns,
+            ref.checkpoint_id or "", before_id or "", 0 if metadata_filter or limit is None else limit,
+        )  # fmt: skip
+        plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
+        call = scripts.LIST.call_planned(plan.read_keys, args)
+        yield from self.watch.ready_op()  # `whole` trusts a verified copy only: see get_stored_op
+        ((entries, fields, values, whole, oldest, generation),) = yield RedisCall((call,), scripts=(scripts.LIST,))
+        if self.watch.due:  # the server restarted during the read (NOSCRIPT): check, read again
+            yield from self.watch.ready_op()
+            ((entries, fields, values, whole, oldest, generation),) = yield RedisCall((call,), scripts=(scripts.LIST,))
         where = f"Redis thread {ref.thread_id!r}"
         shared = {
             as_str(field): decode_typed(raw, where) for field, raw in zip(fields, values or (), strict=False) if raw is not None
@@ -471,7 +486,9 @@ class HotOps:
             ns, checkpoint_id = K.split_checkpoint_member(as_str(member))
             run_id, refs = decode_refs(refs_raw)
             record = unpack_checkpoint(record_raw, refs, where)
-            writes = sorted((unpack_write(raw, where) for raw in writes_raw or () if raw is not None), key=WriteRecord.sort_key)
+            writes = [unpack_write(raw, where) for raw in writes_raw or () if raw is not None]
+            if len(writes) > 1:
+                writes.sort(key=WriteRecord.sort_key)
             blobs = {f: shared[f] for f in refs if f in shared}
             stored = StoredCheckpoint(ns, checkpoint_id, record, run_id, blobs, writes, refs_lost=bool(int(lost)))
             if metadata_filter and not self.matches(stored, metadata_filter):
@@ -479,7 +496,17 @@ class HotOps:
             out.append(stored)
             if limit is not None and len(out) >= limit:
                 break
-        return out
+        return Listed(out, bool(int(whole)), as_str(oldest), as_str(generation))
+
+    def mark_whole_op(self, ref: ThreadRef, all_namespaces: bool, listed: Listed) -> Op[None]:
+        """Postgres holds nothing of `ref`'s namespace (or thread) that Redis did not when
+        `listed` was read: later lists of it need not ask Postgres, and the copy is verified
+        (list_mark.lua)."""
+        plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
+        args = ("all" if all_namespaces else "one", ref.checkpoint_ns, listed.oldest, listed.generation)
+        call = scripts.LIST_MARK.call_planned(plan.read_keys, args)
+        yield RedisCall((call,), scripts=(scripts.LIST_MARK,))
+        return None
 
     def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:
         return filters.matches(self.serde.loads_typed(stored.record.metadata), metadata_filter)

@@ -100,5 +100,6 @@ SERVER_CHECK = LuaScript.load("server_check", ("server",), ())
 WORKER_HEARTBEAT = LuaScript.load("worker_heartbeat", ("workers",), ("worker", "lease_ms"))
 DELTA_HISTORY = LuaScript.load("delta_history", THREAD_KEYS, ("refresh_ttl_ms", "ns", "checkpoint_id"), rest="channel")
 LIST = LuaScript.load(
-    "list", THREAD_KEYS, ("refresh_ttl_ms", "ns_mode", "ns", "checkpoint_id", "before_id", "limit")
+    "list", (*THREAD_KEYS, "vgen"), ("refresh_ttl_ms", "ns_mode", "ns", "checkpoint_id", "before_id", "limit")
 )
+LIST_MARK = LuaScript.load("list_mark", (*THREAD_KEYS, "vgen"), ("ns_mode", "ns", "oldest", "generation"))

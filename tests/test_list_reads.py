@@ -39,7 +39,68 @@ def test_list_sends_each_channel_value_once(saver_context: Callable[..., Any]) -
         ref = saver._ref(cfg)
         keys = saver.core.hot.keys(TEST_TENANT, ref.thread_id)
         args = {"refresh_ttl_ms": 0, "ns_mode": "all", "ns": "", "checkpoint_id": "", "before_id": "", "limit": 0}
-        entries, fields, values = saver._sync.redis.evalsha(scripts.LIST.sha, len(keys), *keys.values(), *args.values())  # type: ignore[union-attr]
+        keys = {**keys, "vgen": K.generation_key(saver.core.hot.prefix, K.shard_of(TEST_TENANT, ref.thread_id))}
+        entries, fields, values, *_ = saver._sync.redis.evalsha(scripts.LIST.sha, len(keys), *keys.values(), *args.values())  # type: ignore[union-attr]
         referenced = [f for e in entries for f in e[2].split(K.REF_SEP.encode())[1:]]
         assert len(fields) == len(set(referenced)) < len(referenced)  # shared versions sent once
         assert len(values) == len(fields)
+
+
+def _list_counted(saver: Any, cfg: dict[str, Any], **kwargs: Any) -> tuple[list[Any], Counter[str]]:
+    counts: Counter[str] = Counter()
+    op = saver._list_op(cfg, kwargs.get("filter"), kwargs.get("before"), kwargs.get("limit"))
+    return saver.run_op(counting(op, counts)), counts
+
+
+def _ids(tuples: list[Any]) -> list[str]:
+    return [t.config["configurable"]["checkpoint_id"] for t in tuples]
+
+
+def test_a_namespace_postgres_has_nothing_more_of_is_then_listed_from_redis_alone(saver_context: Callable[..., Any]) -> None:
+    with saver_context(durable=True, background_flush=False) as saver:
+        saver.setup()
+        cfg = thread_config()
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)
+        saver.flush()
+        first, counts = _list_counted(saver, cfg)
+        assert counts["PgCall"] == 1  # Postgres asked once: it has nothing Redis lacks
+        again, counts = _list_counted(saver, cfg)
+        assert counts == Counter({"RedisCall": 1}) and _ids(again) == _ids(first)
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)  # new checkpoints keep the mark
+        grown, counts = _list_counted(saver, cfg)
+        assert counts == Counter({"RedisCall": 1}) and len(grown) == 2 * len(first)
+        older, counts = _list_counted(saver, cfg, before=grown[3].config, limit=2)
+        assert counts == Counter({"RedisCall": 1}) and _ids(older) == _ids(grown)[4:6]
+
+
+def test_a_thread_redis_holds_in_part_is_listed_with_postgres(saver_context: Callable[..., Any]) -> None:
+    """Expired from Redis, then re-warmed (its latest checkpoint only) by a read: every list asks
+    Postgres, and gets the older checkpoints from it."""
+    with saver_context(durable=True, background_flush=False) as saver:
+        saver.setup()
+        cfg = thread_config()
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)
+        saver.flush()
+        everything = list(saver.list(cfg))
+        assert len(everything) == 6  # ... and the namespace is marked whole
+        ref = saver._ref(cfg)
+        saver.run_op(saver.core.hot.delete_thread_op(TEST_TENANT, [ref.thread_id]))  # as if it expired
+        assert saver.get_tuple(cfg) is not None  # re-warms the latest
+        for _ in range(2):
+            listed, counts = _list_counted(saver, cfg)
+            assert counts["PgCall"] == 1 and _ids(listed) == _ids(everything)
+
+
+def test_an_import_into_a_whole_namespace_drops_its_mark(saver_context: Callable[..., Any]) -> None:
+    with saver_context(durable=True, background_flush=False) as saver:
+        saver.setup()
+        cfg = thread_config()
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)
+        saver.flush()
+        everything = list(saver.list(cfg))
+        ref = saver._ref(cfg)
+        hot = saver.core.hot
+        exported = saver.run_op(hot.export_thread_op(TEST_TENANT, ref.thread_id))
+        saver.run_op(hot.import_thread_op(TEST_TENANT, ref.thread_id, exported, pending=False))
+        listed, counts = _list_counted(saver, cfg)
+        assert counts["PgCall"] == 1 and _ids(listed) == _ids(everything)

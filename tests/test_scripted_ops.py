@@ -145,11 +145,27 @@ def test_a_failed_postgres_read_fails_a_list(saver_factory: Any) -> None:
     saver = saver_factory()
     ref = saver._ref({"configurable": {"thread_id": THREAD}})
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[[[], [], []]], check=_is("EVALSHA:list"), describe="the thread in Redis"),
+        Expect(RedisCall, reply=[[[], [], [], 0, b"", b""]], check=_is("EVALSHA:list"), describe="the thread in Redis"),
         Expect(PgCall, error=PG_DOWN),
     ])  # fmt: skip
     with pytest.raises(TierUnavailableError, match="postgres"):
         driver.run(saver.core.list_op(ListQuery(ref, TENANT, True, None, None, None)))
+
+
+def test_a_thread_redis_holds_whole_is_listed_without_postgres(saver_factory: Any) -> None:
+    """list.lua vouches for it (marked whole, verified): no Postgres call; without the mark, one
+    Postgres call, and a mark when Postgres had nothing more."""
+    saver = saver_factory()
+    ref = saver._ref({"configurable": {"thread_id": THREAD}})
+    query = ListQuery(ref, TENANT, True, None, None, None)
+    whole = ScriptedDriver([Expect(RedisCall, reply=[[[], [], [], 1, b"\x00c1", b""]], check=_is("EVALSHA:list"))])
+    assert whole.run(saver.core.list_op(query)) == []
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[[[], [], [], 0, b"\x00c1", b"7"]], check=_is("EVALSHA:list"), describe="not marked"),
+        Expect(PgCall, reply=[[]], describe="Postgres has nothing more"),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:list_mark"), describe="marked, verified under 7"),
+    ])  # fmt: skip
+    assert driver.run(saver.core.list_op(query)) == []
 
 
 def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) -> None:

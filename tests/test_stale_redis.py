@@ -132,3 +132,27 @@ def test_a_copy_as_new_as_postgres_is_verified_once_and_then_answers_alone(
         assert fresh.metrics.counter("redis_stale_threads") == 0
         assert fresh.metrics.counter("read_hits_redis") == hits + 2
         assert fresh.metrics.counter("read_hits_postgres") == 0
+
+
+def test_a_snapshot_marked_whole_is_not_listed_alone_after_the_restore(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str, schema: str
+) -> None:
+    """A list marks the thread whole in Redis (Postgres had nothing more); the snapshot keeps the
+    mark, Postgres gets newer checkpoints after it: the restored copy is not listed alone."""
+    server = make_private_redis()
+    with _saver(server, test_database_url, schema) as saver:
+        graph, cfg = two_step_graph(saver), thread_config()
+        graph.invoke({"log": ["turn 1"]}, cfg)
+        saver.flush(cfg)
+        assert len(list(saver.list(cfg))) == len(list(saver.list(cfg)))  # the second from Redis alone
+        client = redis.Redis.from_url(server.url)
+        client.save()
+        client.close()
+        graph.invoke({"log": ["turn 2"]}, cfg)
+        saver.flush()
+        expected = [t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg)]
+    server.kill()
+    server.start()
+    with _saver(server, test_database_url, schema) as fresh:
+        for _ in range(2):
+            assert [t.config["configurable"]["checkpoint_id"] for t in fresh.list(cfg)] == expected

@@ -115,7 +115,7 @@ def delta_history_op(
     params = {
         "tenant": tenant, "thread": thread, "ns": ns, "channels": list(channels), "start": start, "target": target,
     }  # fmt: skip
-    statement = PgStatement(sql.render(SELECT_DELTA_HISTORY, schema), params, fetch=True)
+    statement = PgStatement(sql.render(SELECT_DELTA_HISTORY, schema), params, fetch=True, binary=True)
     (rows,) = yield PgCall((statement,), tenant_id=tenant)
     out = DurableDelta()
     for kind, depth, channel, type_, data, ref, task_id, idx, task_path in rows:

@@ -203,8 +203,8 @@ def upsert_batch_op(
 def _select(
     schema: str, tenant: str, conditions: tuple[str, ...], params: dict[str, Any]
 ) -> PgCall:
-    statement = PgStatement(
-        sql.select_tuples(schema, conditions), {"tenant": tenant, **params}, fetch=True
+    statement = PgStatement(  # binary: bytea values as raw bytes, not hex text parsed back
+        sql.select_tuples(schema, conditions), {"tenant": tenant, **params}, fetch=True, binary=True
     )
     return PgCall((statement,), tenant_id=tenant)
 
@@ -275,7 +275,7 @@ def channel_writes_op(
         return {}
     threads, namespaces, ids = (list(c) for c in zip(*checkpoints, strict=True))
     params = {"tenant": tenant, "threads": threads, "ns": namespaces, "ids": ids, "channel": channel}
-    statement = PgStatement(sql.render(sql.SELECT_CHANNEL_WRITES, schema), params, fetch=True)
+    statement = PgStatement(sql.render(sql.SELECT_CHANNEL_WRITES, schema), params, fetch=True, binary=True)
     (rows,) = yield PgCall((statement,), tenant_id=tenant)
     out: dict[tuple[str, str, str], list[WriteRecord]] = defaultdict(list)
     for thread, ns, cid, task_id, idx, ch, type_, data, task_path, ref in rows:

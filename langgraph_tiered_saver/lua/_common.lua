@@ -118,6 +118,30 @@ local function unverified()
   return generation
 end
 
+-- The meta field that marks a namespace of the thread (ns_mode "one"), or all of them ("all"),
+-- whole in Redis (list.lua): its value is the oldest member (of the namespace, or of the thread)
+-- when Postgres was found to hold nothing Redis did not. A change that can leave Postgres with
+-- checkpoints Redis lacks drops every mark (clear_whole).
+local function whole_field(ns_mode, ns)
+  if ns_mode == "all" then return "whole" .. SOH end
+  return "whole" .. NUL .. ns
+end
+
+-- The oldest member (of namespace `ns`, or of the thread with ns_mode "all"), or nil.
+local function first_member(ns_mode, ns)
+  if ns_mode == "all" then return redis.call("ZRANGE", KEY.idx, 0, 0)[1] end
+  return redis.call("ZRANGEBYLEX", KEY.idx, "[" .. ns .. NUL, "(" .. ns .. SOH, "LIMIT", 0, 1)[1]
+end
+
+local function clear_whole()
+  local marks = {}
+  for _, field in ipairs(redis.call("HKEYS", KEY.meta)) do
+    local tail = string.sub(field, 6, 6)
+    if string.sub(field, 1, 5) == "whole" and (tail == NUL or tail == SOH) then marks[#marks + 1] = field end
+  end
+  if #marks > 0 then redis.call("HDEL", KEY.meta, unpack(marks)) end
+end
+
 -- A thread Redis held nothing of, first written now, holds only what its writer wrote:
 -- verified under the shard's current generation, so its reads need no check (get.lua).
 local function born_verified()

@@ -11,6 +11,7 @@ else
   for i = REST, #ARGV do members[#members + 1] = ARGV[i] end
 end
 local removed = delete_members(members)
+if removed > 0 then clear_whole() end  -- Postgres may keep some until its own deletion runs
 local dropped = gc_blobs()
 if redis.call("ZCARD", KEY.pend) == 0 then redis.call("HDEL", KEY.meta, "unflushed") end
 return {removed, dropped}

@@ -4,6 +4,7 @@
 --   "bl", n, (field, value) * n
 --   "wr", n, (field, record) * n
 local mark = ARG.mark_pending == "1"
+clear_whole()  -- part of a thread comes in: Postgres may hold checkpoints it does not (list.lua)
 local fresh = redis.call("EXISTS", KEY.idx) == 0  -- Redis held no checkpoint of the thread
 local i = REST
 local pend = {}
