@@ -52,7 +52,6 @@ from .locks import Fences
 from .logs import fields
 from .metrics import Metrics
 from .offload import Offloader, blob_factory, digests_in_export
-from .planning import keep_with_ancestors
 from .polling import poll_op
 from .runlock import RunLocks
 from .schedule import Clock, Scheduler
@@ -853,7 +852,7 @@ class Core:
         """Keep the latest checkpoint per namespace plus what DeltaChannels need, in both tiers
         (see `history.prune_thread_op`)."""
         keep = lambda records, paused: latest_per_namespace(records, 1)  # noqa: E731
-        yield from prune_thread_op(self, tenant, thread_id, keep, keep_with_ancestors, dry_run=False, report=PruneReport(False))
+        yield from prune_thread_op(self, tenant, thread_id, keep, dry_run=False, report=PruneReport(False))
         return None
 
 

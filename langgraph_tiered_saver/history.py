@@ -2,8 +2,8 @@
 (`prune_history`: older than a cutoff, keeping the last N per namespace).
 
 One per-thread op reads the thread from Redis and Postgres, lets a *chooser* pick the
-checkpoints to keep, adds the ancestors their DeltaChannels need (`planning`), and deletes the
-rest from both tiers (or, dry, only counts them). Redis is pruned too: otherwise `list` would
+checkpoints to keep, adds the ancestors their DeltaChannels need (`with_delta_ancestors`), and
+deletes the rest from both tiers (or, dry, only counts them). Redis is pruned too: otherwise `list` would
 keep showing what Postgres dropped.
 
 Kept by retention, always: the N newest checkpoints of every namespace (N >= 1, so the latest),
@@ -24,7 +24,7 @@ from langgraph.checkpoint.serde.types import INTERRUPT
 from . import keys as K
 from ._io import Op, PgCall, PgStatement
 from .blobs import parse_pointer
-from .codec import CheckpointRecord, encode_typed, unpack_checkpoint, unpack_write
+from .codec import CheckpointRecord, unpack_checkpoint, unpack_write
 from .durable import ops as pg
 from .durable import sql
 from .durable.roles import check_role_op
@@ -37,8 +37,6 @@ Core = Any
 # (records, has_value, paused members) -> members to keep (before ancestors are added)
 Chooser = Callable[[Mapping[str, CheckpointRecord], set[str]], set[str]]
 Progress = Callable[[int, int, str, str], None]  # (done, total, tenant, thread)
-# (records, seeds, has_value) -> seeds plus the ancestors their DeltaChannels need
-Extend = Callable[[Mapping[str, CheckpointRecord], set[str], Callable[[str], bool]], set[str]]
 
 
 @dataclass
@@ -67,24 +65,21 @@ def latest_per_namespace(records: Mapping[str, CheckpointRecord], keep_last: int
     return keep
 
 
-def metadata_ancestors(serde: Any) -> Extend:
-    """The durable tier's rule (sql.DELETE_CHECKPOINTS): follow parents while a checkpoint's
-    metadata carries `counters_since_delta_snapshot` (DeltaChannel counters), up to the snapshot.
-    Unlike `planning.keep_with_ancestors` it does not take an empty channel for a delta one."""
-
-    def extend(records: Mapping[str, CheckpointRecord], seeds: set[str], has_value: Callable[[str], bool]) -> set[str]:
-        keep = set(seeds)
-        for member in seeds:
-            ns, record = K.split_checkpoint_member(member)[0], records[member]
-            while "counters_since_delta_snapshot" in (serde.loads_typed(record.metadata) or {}):
-                parent = K.checkpoint_member(ns, record.parent_checkpoint_id or "")
-                if record.parent_checkpoint_id is None or parent not in records:
-                    break
-                keep.add(parent)
-                record = records[parent]
-        return keep
-
-    return extend
+def with_delta_ancestors(serde: Any, records: Mapping[str, CheckpointRecord], seeds: set[str]) -> set[str]:
+    """`seeds` plus the ancestors their DeltaChannels are rebuilt from: follow parents while a
+    checkpoint's metadata carries `counters_since_delta_snapshot`, up to the snapshot. The one
+    rule of every prune, in both tiers: the durable tier's statement applies it too
+    (sql.DELETE_CHECKPOINTS), so Redis and Postgres keep the same checkpoints."""
+    keep = set(seeds)
+    for member in seeds:
+        ns, record = K.split_checkpoint_member(member)[0], records[member]
+        while "counters_since_delta_snapshot" in (serde.loads_typed(record.metadata) or {}):
+            parent = K.checkpoint_member(ns, record.parent_checkpoint_id or "")
+            if record.parent_checkpoint_id is None or parent not in records:
+                break
+            keep.add(parent)
+            record = records[parent]
+    return keep
 
 
 def retention_chooser(serde: Any, older_than: dt.timedelta | None, keep_last: int | None) -> Chooser:
@@ -106,7 +101,7 @@ def retention_chooser(serde: Any, older_than: dt.timedelta | None, keep_last: in
 
 
 def prune_thread_op(
-    core: Core, tenant: str, thread: str, choose: Chooser, extend: Extend, *, dry_run: bool, report: PruneReport
+    core: Core, tenant: str, thread: str, choose: Chooser, *, dry_run: bool, report: PruneReport
 ) -> Op[None]:
     """Prune one thread in both tiers (the caller holds its flush lock unless `dry_run`).
     Nothing is flushed first: the records are read from both tiers, and dropping a Redis
@@ -120,7 +115,6 @@ def prune_thread_op(
     }
     in_redis = set(records)
     in_postgres: dict[str, int] = {}  # member -> its pending writes in Postgres
-    blobs = dict(content["bl"])
     interrupted = {
         K.checkpoint_member(ns, cid)
         for f, raw in content["wr"].items()
@@ -135,16 +129,10 @@ def prune_thread_op(
             in_postgres[member] = len(found.writes)
             if any(w.channel == INTERRUPT for w in found.writes):
                 interrupted.add(member)
-            for blob_field, typed in found.blobs.items():
-                blobs.setdefault(blob_field, encode_typed(typed))
     parents = {(K.split_checkpoint_member(m)[0], r.parent_checkpoint_id) for m, r in records.items()}
     paused = {m for m in interrupted if m in records and K.split_checkpoint_member(m) not in parents}
 
-    def has_value(blob_field: str) -> bool:
-        raw = blobs.get(blob_field)
-        return raw is not None and not raw.startswith(b"empty\x00")
-
-    keep = extend(records, choose(records, paused), has_value)
+    keep = with_delta_ancestors(core.hot.serde, records, choose(records, paused))
     drop = [m for m in records if m not in keep]
     report.threads += 1
     report.kept += len(keep)
@@ -217,14 +205,13 @@ def retention_op(
     if older_than is not None and (not isinstance(older_than, dt.timedelta) or older_than < dt.timedelta(0)):
         raise ConfigError(f"older_than must be a timedelta >= 0, got {older_than!r}")
     choose = retention_chooser(serde, older_than, keep_last)
-    return (yield from prune_history_op(core, tenant, choose, metadata_ancestors(serde), dry_run=dry_run, progress=progress))
+    return (yield from prune_history_op(core, tenant, choose, dry_run=dry_run, progress=progress))
 
 
 def prune_history_op(
     core: Core,
     tenant: str | None,
     choose: Chooser,
-    extend: Extend,
     *,
     dry_run: bool,
     progress: Progress | None = None,
@@ -238,7 +225,7 @@ def prune_history_op(
     for t in tenants:
         work.extend((t, thread) for thread in (yield from threads_of_op(core, t)))
     for done, (t, thread) in enumerate(work, 1):
-        body = prune_thread_op(core, t, thread, choose, extend, dry_run=dry_run, report=report)
+        body = prune_thread_op(core, t, thread, choose, dry_run=dry_run, report=report)
         yield from (body if dry_run else core._with_flush_lock_op(t, thread, body))
         if progress is not None:
             progress(done, len(work), t, thread)

@@ -325,3 +325,25 @@ def test_sigstopped_holder_is_fenced_off(saver_context: Callable[..., Any], redi
         assert sum(1 for t in history if t.metadata["run_id"] == "run-a") == written_by_a
         assert history[-1].checkpoint["channel_values"]["n"] == 2
     r.close()
+
+
+def test_many_locks_and_a_run_share_one_background_thread(saver_context: Callable[..., Any]) -> None:
+    """The lock keeper, the flusher, the held-write sender and the Redis server check are jobs
+    on the saver's one scheduler thread (schedule.py): no thread per lock, none per job."""
+    before = set(threading.enumerate())
+    with saver_context(durable=True) as saver:
+        saver.setup()
+        slow_chain(saver, nodes=2, sleep=0).invoke({"n": 0}, thread_config(_thread()))
+        locks = [saver.thread_lock(thread_config(_thread()), timeout=10) for _ in range(20)]
+        for lock in locks:
+            lock.__enter__()
+        try:
+            assert saver._locks.keeper.held() == 20
+            ours = [t.name for t in set(threading.enumerate()) - before if t.name.startswith("tiered-saver-")]
+            # the Postgres watchdog is process-wide, and started by an earlier test or this one
+            assert sorted(n for n in ours if n != "tiered-saver-pg-watchdog") == ["tiered-saver-background"]
+            jobs = {job.name for job in saver.background_health().jobs}
+            assert jobs == {"flusher", "write-sender", "lock-keeper", "redis-server-check"}
+        finally:
+            for lock in locks:
+                lock.__exit__(None, None, None)

@@ -13,9 +13,11 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
+from langgraph.channels.delta import DeltaChannel
+from langgraph.graph import END, START, StateGraph
 
 from devtools.servers import free_port
 from langgraph_tiered_saver import ConfigError, TenantRequiredError, __version__
@@ -87,6 +89,35 @@ def test_worker_endpoint_errors_are_clear(saver_context: Callable[..., Any]) -> 
                 Worker(saver, WorkerOptions(http=("127.0.0.1", first.server.port)))  # type: ignore[union-attr]
         finally:
             first.server.close()  # type: ignore[union-attr]
+
+
+class _Delta(TypedDict, total=False):
+    h: Annotated[list[int], DeltaChannel(lambda state, writes: state + [x for w in writes for x in w], snapshot_frequency=3)]
+
+
+@pytest.mark.parametrize("runs", [2, 4, 6])
+def test_prune_keeps_the_same_delta_ancestors_in_both_tiers(saver_context: Callable[..., Any], runs: int) -> None:
+    """`prune(keep_latest)` keeps the latest checkpoint and the ancestors its DeltaChannel is
+    rebuilt from, by one rule in Redis and Postgres: the state is the same from either tier."""
+    with saver_context(durable=True, background_flush=False, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        builder = StateGraph(_Delta)
+        builder.add_node("a", lambda state: {"h": [len(state.get("h", []))]})
+        builder.add_edge(START, "a")
+        builder.add_edge("a", END)
+        graph = builder.compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+        for i in range(runs):
+            graph.invoke({"h": [100 + i]}, config)
+        saver.flush(config)
+        before = graph.get_state(config).values
+        saver.prune([config["configurable"]["thread_id"]], strategy="keep_latest")
+        in_redis = [c.config["configurable"]["checkpoint_id"] for c in saver.list(config)]
+        assert 0 < len(in_redis) < 3 * runs
+        saver.run_op(saver.core.hot.delete_thread_op(saver.tenant_id, [config["configurable"]["thread_id"]]))  # Redis wiped
+        from_postgres = [c.config["configurable"]["checkpoint_id"] for c in saver.list(config)]
+        assert from_postgres == in_redis
+        assert graph.get_state(config).values == before
 
 
 def test_retention_prunes_both_tiers_and_keeps_the_last_n(saver_context: Callable[..., Any], test_database_url: str) -> None:
