@@ -243,18 +243,15 @@ def list_op(
     """
     conditions: list[str] = []
     params: dict[str, Any] = {"limit": limit}
-    if thread is not None:
-        conditions.append(sql.WHERE_THREAD)
-        params["thread"] = thread
-    if ns is not None:
-        conditions.append(sql.WHERE_NS)
-        params["ns"] = ns
-    if checkpoint_id is not None:
-        conditions.append(sql.WHERE_CHECKPOINT_ID)
-        params["checkpoint_id"] = checkpoint_id
-    if before_checkpoint_id is not None:
-        conditions.append(sql.WHERE_BEFORE)
-        params["before"] = before_checkpoint_id
+    for name, value, condition in (
+        ("thread", thread, sql.WHERE_THREAD),
+        ("ns", ns, sql.WHERE_NS),
+        ("checkpoint_id", checkpoint_id, sql.WHERE_CHECKPOINT_ID),
+        ("before", before_checkpoint_id, sql.WHERE_BEFORE),
+    ):
+        if value is not None:
+            conditions.append(condition)
+            params[name] = value
     if metadata_filter:
         filter_conditions, filter_params = filters.sql_conditions(metadata_filter)
         conditions += filter_conditions

@@ -28,6 +28,8 @@ DECLARE
     s text := current_setting('lts.role_schema');
     login boolean := current_setting('lts.role_login')::boolean;
     pw text := nullif(current_setting('lts.role_password'), '');
+    obj text;
+    privileges text;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
         EXECUTE format('CREATE ROLE %I', r);
@@ -43,18 +45,17 @@ BEGIN
         'GRANT SELECT, INSERT, UPDATE, DELETE ON %I.checkpoints, %I.checkpoint_blobs, '
         '%I.checkpoint_writes, %I.blob_chunks TO %I', s, s, s, s, r);
     EXECUTE format('GRANT SELECT ON %I.schema_migrations TO %I', s, r);
-    IF to_regclass(format('%I.flush_fence', s)) IS NOT NULL THEN
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I.flush_fence TO %I', s, r);
-    END IF;
-    IF to_regclass(format('%I.written_through', s)) IS NOT NULL THEN
-        EXECUTE format('GRANT SELECT, INSERT, DELETE ON %I.written_through TO %I', s, r);
-    END IF;
-    IF to_regclass(format('%I.write_through_count', s)) IS NOT NULL THEN
-        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %I.write_through_count TO %I', s, r);
-    END IF;
-    IF to_regclass(format('%I.hot_tier', s)) IS NOT NULL THEN
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE ON %I.hot_tier TO %I', s, r);
-    END IF;
+    -- tables and sequences of later migrations, each when the schema has it
+    FOR obj, privileges IN SELECT * FROM (VALUES
+        ('flush_fence', 'SELECT, INSERT, UPDATE, DELETE ON'),
+        ('written_through', 'SELECT, INSERT, DELETE ON'),
+        ('write_through_count', 'USAGE, SELECT ON SEQUENCE'),
+        ('hot_tier', 'SELECT, INSERT, UPDATE ON')
+    ) AS later(obj, privileges) LOOP
+        IF to_regclass(format('%I.%I', s, obj)) IS NOT NULL THEN
+            EXECUTE format('GRANT %s %I.%I TO %I', privileges, s, obj, r);
+        END IF;
+    END LOOP;
 END
 $lts_role$
 """
