@@ -58,13 +58,19 @@ def positive_int(name: str, value: Any) -> int:
     return whole(name, value, minimum=1)
 
 
-def key_prefix(value: Any) -> str:
-    if not isinstance(value, str) or not KEY_PREFIX.fullmatch(value):
-        raise ConfigError(
-            f"key_prefix must be 1-64 characters of letters, digits, '.', '_' and '-', got {value!r} "
-            "(braces would put every key in one Redis Cluster slot; ':' separates key parts)"
-        )
+def name_matching(pattern: re.Pattern[str], value: Any, refusal: str) -> str:
+    """`value` if it is a string `pattern` matches whole, else a ConfigError saying `refusal`."""
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ConfigError(refusal)
     return value
+
+
+def key_prefix(value: Any) -> str:
+    return name_matching(
+        KEY_PREFIX, value,
+        f"key_prefix must be 1-64 characters of letters, digits, '.', '_' and '-', got {value!r} "
+        "(braces would put every key in one Redis Cluster slot; ':' separates key parts)",
+    )  # fmt: skip
 
 
 def ttl(value: Any) -> float:

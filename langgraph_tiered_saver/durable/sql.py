@@ -19,18 +19,16 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from .._io import TENANT_SETTING
-from ..errors import ConfigError
+from ..options import name_matching
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def check_schema(schema: str) -> str:
-    if not isinstance(schema, str) or not SCHEMA_NAME.fullmatch(schema):
-        raise ConfigError(
-            f"schema name {schema!r} is not allowed: use 1-63 characters of [a-z0-9_], "
-            "starting with a letter or underscore"
-        )
-    return schema
+    return name_matching(
+        SCHEMA_NAME, schema,
+        f"schema name {schema!r} is not allowed: use 1-63 characters of [a-z0-9_], starting with a letter or underscore",
+    )  # fmt: skip
 
 
 @lru_cache(maxsize=512)
