@@ -479,30 +479,71 @@ def _probe_seconds(limits: PgLimits) -> int:
 
 
 # A PgCall's statements go out in one pipeline (libpq >= 14): BEGIN, the settings, every
-# statement and COMMIT in one network round trip instead of one each, which is what a
-# transaction costs across a real network. Each statement gets its own cursor, so its result
-# is still there once the pipeline is synced; without pipeline support the same code runs the
-# statements one by one.
+# statement and COMMIT, then one Sync: one network round trip instead of one each, which is what
+# a transaction costs across a real network. (psycopg's `transaction()` block syncs at BEGIN and
+# at COMMIT, and the pipeline once more on exit: four round trips; so on an autocommit
+# connection, which the saver's pools are, BEGIN and COMMIT are sent as plain statements.) A
+# failed statement makes the server skip the rest up to the Sync, COMMIT included, and leaves
+# the transaction aborted: it is rolled back before the error goes on. Each statement gets its
+# own cursor, so its result is still there once the pipeline is synced; without pipeline
+# support, or on a connection that is not autocommit, `transaction()` runs the statements.
 PIPELINE = psycopg.Pipeline.is_supported()
 
 
 def _transaction_sync(conn: Any, call: PgCall, limits: PgLimits) -> list[Any]:
-    with conn.pipeline() if PIPELINE else contextlib.nullcontext(), conn.transaction():
-        for sql, params in _pg_statements(call, limits):
-            conn.cursor().execute(sql, params)
-        cursors = [_start_sync(conn.cursor(), st) for st in call.statements]
+    if PIPELINE and conn.autocommit:
+        try:
+            with conn.pipeline():
+                conn.cursor().execute("BEGIN")
+                for sql, params in _pg_statements(call, limits):
+                    conn.cursor().execute(sql, params)
+                cursors = [_start_sync(conn.cursor(), st) for st in call.statements]
+                conn.cursor().execute("COMMIT")
+        except BaseException:
+            _rollback_sync(conn)
+            raise
+    else:
+        with conn.pipeline() if PIPELINE else contextlib.nullcontext(), conn.transaction():
+            for sql, params in _pg_statements(call, limits):
+                conn.cursor().execute(sql, params)
+            cursors = [_start_sync(conn.cursor(), st) for st in call.statements]
     return [cur.fetchall() if st.fetch and not st.many else cur.rowcount for cur, st in zip(cursors, call.statements, strict=True)]
 
 
+def _rollback_sync(conn: Any) -> None:
+    """End an aborted transaction; a connection that cannot (it broke) leaves the pool anyway."""
+    with contextlib.suppress(Exception):
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.rollback()
+
+
 async def _transaction_async(conn: Any, call: PgCall, limits: PgLimits) -> list[Any]:
-    async with conn.pipeline() if PIPELINE else contextlib.nullcontext(), conn.transaction():
-        for sql, params in _pg_statements(call, limits):
-            await conn.cursor().execute(sql, params)
-        cursors = [await _start_async(conn.cursor(), st) for st in call.statements]
+    if PIPELINE and conn.autocommit:
+        try:
+            async with conn.pipeline():
+                await conn.cursor().execute("BEGIN")
+                for sql, params in _pg_statements(call, limits):
+                    await conn.cursor().execute(sql, params)
+                cursors = [await _start_async(conn.cursor(), st) for st in call.statements]
+                await conn.cursor().execute("COMMIT")
+        except BaseException:
+            await _rollback_async(conn)
+            raise
+    else:
+        async with conn.pipeline() if PIPELINE else contextlib.nullcontext(), conn.transaction():
+            for sql, params in _pg_statements(call, limits):
+                await conn.cursor().execute(sql, params)
+            cursors = [await _start_async(conn.cursor(), st) for st in call.statements]
     return [
         await cur.fetchall() if st.fetch and not st.many else cur.rowcount
         for cur, st in zip(cursors, call.statements, strict=True)
     ]
+
+
+async def _rollback_async(conn: Any) -> None:
+    with contextlib.suppress(Exception):
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            await conn.rollback()
 
 
 def _start_sync(cur: Any, st: PgStatement) -> Any:

@@ -656,3 +656,65 @@ async def test_async_driver_smoke(db_url: str) -> None:
         assert got is not None and got.checkpoint_id == "c3" and len(got.writes) == 4
         assert len(await adriver.run(list_op(name, "acme", "t1", limit=2))) == 2
         assert (await adriver.run(delete_thread_op(name, "acme", "t1"))).checkpoints == 3
+
+
+
+# --- transactions on autocommit connections (the saver's pools) ---------------------------------
+
+
+def test_a_transaction_is_one_round_trip_and_a_failed_one_is_rolled_back(db_url: str) -> None:
+    """On an autocommit connection a PgCall's BEGIN, statements and COMMIT go out with one Sync
+    (one network round trip); a failed statement commits nothing before it and leaves the
+    connection idle and usable."""
+    import tempfile
+
+    from langgraph_tiered_saver._io import PIPELINE, _transaction_sync
+    from langgraph_tiered_saver.pgfaults import PgLimits
+
+    if not PIPELINE:
+        pytest.skip("libpq without pipeline mode: one statement at a time")
+    table = f"lts_tx_{uuid.uuid4().hex[:8]}"
+    limits = PgLimits(connect_wait=2.0)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (n int PRIMARY KEY)")
+        try:
+            insert = PgCall((PgStatement(f"INSERT INTO {table} VALUES (1)"),
+                             PgStatement(f"SELECT count(*) FROM {table}", fetch=True)), tenant_id="acme")  # fmt: skip
+            with tempfile.TemporaryFile("w+") as trace:
+                conn.pgconn.trace(trace.fileno())
+                conn.pgconn.set_trace_flags(psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE)
+                try:
+                    assert _transaction_sync(conn, insert, limits) == [1, [(1,)]]
+                finally:
+                    conn.pgconn.untrace()
+                trace.seek(0)
+                syncs = [line for line in trace.read().splitlines() if line.split("\t")[1:3] == ["4", "Sync"]]
+            assert len(syncs) == 1
+
+            failing = PgCall((PgStatement(f"INSERT INTO {table} VALUES (2)"), PgStatement(f"INSERT INTO {table} VALUES (1)")))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                _transaction_sync(conn, failing, limits)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert conn.execute(f"SELECT n FROM {table} ORDER BY n").fetchall() == [(1,)]  # 2 rolled back
+        finally:
+            conn.execute(f"DROP TABLE {table}")
+
+
+async def test_an_async_transaction_is_rolled_back_when_a_statement_fails(db_url: str) -> None:
+    from langgraph_tiered_saver._io import _transaction_async
+    from langgraph_tiered_saver.pgfaults import PgLimits
+
+    table = f"lts_tx_{uuid.uuid4().hex[:8]}"
+    limits = PgLimits(connect_wait=2.0)
+    async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute(f"CREATE TABLE {table} (n int PRIMARY KEY)")
+        try:
+            ok = PgCall((PgStatement(f"INSERT INTO {table} VALUES (1)"), PgStatement(f"SELECT n FROM {table}", fetch=True)))
+            assert await _transaction_async(conn, ok, limits) == [1, [(1,)]]
+            failing = PgCall((PgStatement(f"INSERT INTO {table} VALUES (2)"), PgStatement(f"INSERT INTO {table} VALUES (1)")))
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                await _transaction_async(conn, failing, limits)
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert await (await conn.execute(f"SELECT n FROM {table} ORDER BY n")).fetchall() == [(1,)]
+        finally:
+            await conn.execute(f"DROP TABLE {table}")
