@@ -45,9 +45,9 @@ test-fast: $(STAMP)
 	@REDIS_URL=redis://127.0.0.1:9/0 DATABASE_URL=postgresql://nobody@127.0.0.1:9/none \
 		$(PY) -m pytest -q -m fast -p no:randomly $(PYTEST_ARGS)
 
-# The model-based consistency test at length (tests/test_consistency_model.py); prints its figures.
+# The model-based consistency test at length (tests/faults/test_consistency_model.py); prints its figures.
 soak: $(STAMP)
-	LTS_SOAK_EXAMPLES=$${LTS_SOAK_EXAMPLES:-300} $(PY) -m pytest -q -s -p no:randomly --timeout=0 tests/test_consistency_model.py
+	LTS_SOAK_EXAMPLES=$${LTS_SOAK_EXAMPLES:-300} $(PY) -m pytest -q -s -p no:randomly --timeout=0 tests/faults/test_consistency_model.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check langgraph_tiered_saver devtools tests examples benchmarks

@@ -25,7 +25,7 @@ from langgraph.checkpoint.base import Checkpoint
 from psycopg_pool import ConnectionPool
 
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver._io import RedisCall, SyncDriver
+from langgraph_tiered_saver._sansio.io import RedisCall, SyncDriver
 
 CHANNELS = 10
 CHANGED = 3

@@ -35,8 +35,8 @@ from langgraph.checkpoint.base import empty_checkpoint
 from benchmarks.env import BenchEnv
 from benchmarks.machine import machine_info
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver import keys as K
-from langgraph_tiered_saver.flush import FlushPolicy
+from langgraph_tiered_saver.flushing.ops import FlushPolicy
+from langgraph_tiered_saver.hot import keys as K
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -443,7 +443,7 @@ class TieredFactory(SaverFactory):
 
     @asynccontextmanager
     async def open_conformance(self, env: BenchEnv, scope: str) -> AsyncIterator[Saver]:
-        """Bound to one tenant: the suite's configs carry none (as in tests/test_conformance.py)."""
+        """Bound to one tenant: the suite's configs carry none (as in tests/servers/test_conformance.py)."""
         async with self._conn_manager(env, scope, tenant_id="tenant-conformance") as saver:
             await saver.asetup()
             yield saver

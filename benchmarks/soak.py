@@ -40,8 +40,8 @@ from benchmarks.env import BenchEnv
 from benchmarks.machine import machine_info
 from devtools.servers import PrivateRedisCluster
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver import keys as K
-from langgraph_tiered_saver.flush import FlushPolicy
+from langgraph_tiered_saver.flushing.ops import FlushPolicy
+from langgraph_tiered_saver.hot import keys as K
 from tests.graphs import chain_graph
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,8 +1,9 @@
 """langgraph-tiered-saver: a LangGraph checkpointer with a Redis hot tier and a Postgres durable tier."""
 
-from .blobs import BlobStore
-from .connections import PoolOptions
-from .errors import (
+from langgraph_tiered_saver._core.connections import PoolOptions
+from langgraph_tiered_saver.blobs import BlobStore
+from langgraph_tiered_saver.blobs.offloader import filesystem_blobs, postgres_blobs, s3_blobs
+from langgraph_tiered_saver.errors import (
     ConfigError,
     CorruptDataError,
     DatabaseMissingError,
@@ -28,12 +29,11 @@ from .errors import (
     TieredSaverError,
     TierUnavailableError,
 )
-from .flush import FlushPolicy, FlushResult
-from .flusher import FlusherHealth
-from .offload import filesystem_blobs, postgres_blobs, s3_blobs
-from .runlock import AutoLock
-from .saver import TieredSaver
-from .tenancy import tenant_scope
+from langgraph_tiered_saver.flushing.ops import FlushPolicy, FlushResult
+from langgraph_tiered_saver.locking.run_locks import AutoLock
+from langgraph_tiered_saver.observability.health import FlusherHealth
+from langgraph_tiered_saver.saver import TieredSaver
+from langgraph_tiered_saver.tenancy import tenant_scope
 
 __all__ = [
     "AutoLock",

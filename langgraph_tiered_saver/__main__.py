@@ -2,6 +2,6 @@
 
 import sys
 
-from .cli import main
+from langgraph_tiered_saver.cli.main import main
 
 sys.exit(main())

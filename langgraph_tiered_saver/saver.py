@@ -28,26 +28,38 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from . import options as opt
-from ._io import Op, SyncDriver
-from .admin import OperatorAPI
-from .blobs import BlobStore
-from .breaker import PgBreaker
-from .codec import next_version
-from .connections import Connections, PoolOptions, SaverContext
-from .core import Core, ListQuery
-from .delta import DeltaHistoryAPI
-from .errors import ConfigError
-from .flush import FlushPolicy
-from .ids import ThreadRef, configurable_of, parse_config
-from .lifecycle import Runners, SetupDone
-from .locks import LockOps, ThreadLock
-from .metrics import Metrics
-from .offload import DEFAULT_THRESHOLD, BlobStoreFactory
-from .pgfaults import pg_limits
-from .runlock import AutoLock, RunLocks, auto_lock_policy, in_graph_run, run_marker
-from .telemetry import observed_op
-from .tenancy import TenantResolver, authority, check_tenant, resolve_tenant, tenant_source
+from langgraph_tiered_saver import _options as opt
+from langgraph_tiered_saver._admin import OperatorAPI
+from langgraph_tiered_saver._core.connections import Connections, PoolOptions, SaverContext
+from langgraph_tiered_saver._core.delta import DeltaHistoryAPI
+from langgraph_tiered_saver._core.lifecycle import Runners, SetupDone
+from langgraph_tiered_saver._core.ops import Core, ListQuery
+from langgraph_tiered_saver._sansio.breaker import PgBreaker
+from langgraph_tiered_saver._sansio.io import Op, SyncDriver
+from langgraph_tiered_saver._sansio.pgfaults import pg_limits
+from langgraph_tiered_saver.blobs import BlobStore
+from langgraph_tiered_saver.blobs.offloader import DEFAULT_THRESHOLD, BlobStoreFactory
+from langgraph_tiered_saver.errors import ConfigError
+from langgraph_tiered_saver.flushing.ops import FlushPolicy
+from langgraph_tiered_saver.locking.locks import LockOps, ThreadLock
+from langgraph_tiered_saver.locking.run_locks import (
+    AutoLock,
+    RunLocks,
+    auto_lock_policy,
+    in_graph_run,
+    run_marker,
+)
+from langgraph_tiered_saver.observability.metrics import Metrics
+from langgraph_tiered_saver.observability.telemetry import observed_op
+from langgraph_tiered_saver.records.codec import next_version
+from langgraph_tiered_saver.records.ids import ThreadRef, configurable_of, parse_config
+from langgraph_tiered_saver.tenancy import (
+    TenantResolver,
+    authority,
+    check_tenant,
+    resolve_tenant,
+    tenant_source,
+)
 
 logger = logging.getLogger("langgraph_tiered_saver")
 T = TypeVar("T")

@@ -40,10 +40,10 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from . import options as opt
-from .errors import ConfigError
-from .saver import DEFAULT_TTL_SECONDS, TieredSaver
-from .tenancy import TenantResolver, check_tenant
+from langgraph_tiered_saver import _options as opt
+from langgraph_tiered_saver.errors import ConfigError
+from langgraph_tiered_saver.saver import DEFAULT_TTL_SECONDS, TieredSaver
+from langgraph_tiered_saver.tenancy import TenantResolver, check_tenant
 
 logger = logging.getLogger("langgraph_tiered_saver.server")
 

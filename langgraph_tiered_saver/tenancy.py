@@ -31,8 +31,13 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .errors import ConfigError, InvalidIdError, TenantMismatchError, TenantRequiredError
-from .keys import check_id
+from langgraph_tiered_saver.errors import (
+    ConfigError,
+    InvalidIdError,
+    TenantMismatchError,
+    TenantRequiredError,
+)
+from langgraph_tiered_saver.records.storable_id import check_id
 
 MAX_TENANT_ID = 256
 TENANT_KEY = "tenant_id"

@@ -1,4 +1,4 @@
-"""Child process for tests/test_blob_replicas.py: a second replica (its own process, working
+"""Child process for tests/servers/test_blob_replicas.py: a second replica (its own process, working
 directory and HOME) on the same Redis prefix, Postgres schema and tenant, with the default blob
 store. Usage:
 

@@ -8,7 +8,7 @@ import signal
 import sys
 
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver.flush import FlushPolicy
+from langgraph_tiered_saver.flushing.ops import FlushPolicy
 from tests.graphs import build_graph, initial_input
 from tests.helpers import TEST_TENANT
 

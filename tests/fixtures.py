@@ -37,7 +37,7 @@ from devtools.servers import (
     resolve_servers,
 )
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver._io import Op, PgCall, PgStatement, SyncDriver
+from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.blobs import PgBlobStore
 from langgraph_tiered_saver.durable.migrations import setup_op
 from tests.helpers import RUN_PREFIX, TEST_TENANT, new_prefix

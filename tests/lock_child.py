@@ -1,4 +1,4 @@
-"""Child process for the thread-lock tests (tests/test_locks.py). Two modes, both on a
+"""Child process for the thread-lock tests (tests/faults/test_locks.py). Two modes, both on a
 Redis-only TieredSaver (the lock and the fencing live in Redis):
 
     run   REDIS_URL PREFIX THREAD RUN_ID   print "ready", wait for a line on stdin, then take the

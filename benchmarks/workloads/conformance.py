@@ -5,7 +5,7 @@ saver, what this suite found: which capabilities it implements (the suite detect
 async methods a class overrides), how many of those passed all their tests, and the tests
 passed and failed.
 
-It runs twice per saver, as tests/test_conformance.py runs it on TieredSaver, with a fresh saver
+It runs twice per saver, as tests/servers/test_conformance.py runs it on TieredSaver, with a fresh saver
 and storage scope per capability (`open_conformance`, `open_conformance_sync`):
 
 * async API: the saver the async workloads use (AsyncPostgresSaver, AsyncRedisSaver, ...);

@@ -49,7 +49,7 @@ from psycopg_pool import ConnectionPool
 
 from devtools.servers import delete_keys, resolve_servers, servers_line
 from langgraph_tiered_saver import TieredSaver
-from langgraph_tiered_saver._io import SyncDriver
+from langgraph_tiered_saver._sansio.io import SyncDriver
 from langgraph_tiered_saver.durable.roles import create_app_role_op
 
 from . import audit, tools

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import (
+from langgraph_tiered_saver.blobs.base import (
     DIGEST_LENGTH,
     BlobMissingError,
     BlobStore,
@@ -20,16 +20,22 @@ from .base import (
     is_digest,
     validate_digest,
 )
-from .compression import ZSTD_AVAILABLE, decompress, maybe_compress
-from .filesystem import FilesystemBlobStore
-from .memory import InMemoryBlobStore
-from .ops import BlobOps, as_ops, load_op, offload_op
-from .pointer import POINTER_PREFIX, BlobPointer, is_pointer, make_pointer, parse_pointer
-from .postgres import PgBlobStore
-from .tenant_key import tenant_component
+from langgraph_tiered_saver.blobs.compression import ZSTD_AVAILABLE, decompress, maybe_compress
+from langgraph_tiered_saver.blobs.filesystem import FilesystemBlobStore
+from langgraph_tiered_saver.blobs.memory import InMemoryBlobStore
+from langgraph_tiered_saver.blobs.ops import BlobOps, as_ops, load_op, offload_op
+from langgraph_tiered_saver.blobs.pointer import (
+    POINTER_PREFIX,
+    BlobPointer,
+    is_pointer,
+    make_pointer,
+    parse_pointer,
+)
+from langgraph_tiered_saver.blobs.postgres import PgBlobStore
+from langgraph_tiered_saver.blobs.tenant_key import tenant_component
 
 if TYPE_CHECKING:
-    from .s3 import S3BlobStore
+    from langgraph_tiered_saver.blobs.s3 import S3BlobStore
 
 __all__ = [
     "DIGEST_LENGTH",
@@ -62,7 +68,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # S3BlobStore is loaded on first use so importing the package never imports botocore.
     if name == "S3BlobStore":
-        from .s3 import S3BlobStore
+        from langgraph_tiered_saver.blobs.s3 import S3BlobStore
 
         return S3BlobStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from typing import Protocol, TypeGuard, runtime_checkable
 
-from ..errors import CorruptDataError, InvalidIdError
+from langgraph_tiered_saver.errors import CorruptDataError, InvalidIdError
 
 DIGEST_LENGTH = 64
 _DIGEST_RE = re.compile(r"[0-9a-f]{64}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError, CorruptDataError
+from langgraph_tiered_saver.errors import ConfigError, CorruptDataError
 
 DEFAULT_LEVEL = 3
 _zstd: Any

@@ -18,7 +18,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .base import BlobMissingError, check_content, is_digest, validate_digest
+from langgraph_tiered_saver.blobs.base import (
+    BlobMissingError,
+    check_content,
+    is_digest,
+    validate_digest,
+)
 
 _TMP_PREFIX = ".tmp-"
 

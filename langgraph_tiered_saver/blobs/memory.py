@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from .base import BlobMissingError, check_content, validate_digest
+from langgraph_tiered_saver.blobs.base import BlobMissingError, check_content, validate_digest
 
 
 class InMemoryBlobStore:

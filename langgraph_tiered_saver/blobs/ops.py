@@ -12,11 +12,11 @@ import functools
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from .._io import BlobIO, Op
-from ..errors import CorruptDataError
-from .base import BlobStore, digest_of
-from .compression import decompress, maybe_compress
-from .pointer import BlobPointer, make_pointer, parse_pointer
+from langgraph_tiered_saver._sansio.io import BlobIO, Op
+from langgraph_tiered_saver.blobs.base import BlobStore, digest_of
+from langgraph_tiered_saver.blobs.compression import decompress, maybe_compress
+from langgraph_tiered_saver.blobs.pointer import BlobPointer, make_pointer, parse_pointer
+from langgraph_tiered_saver.errors import CorruptDataError
 
 
 @runtime_checkable

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CorruptDataError
-from .base import is_digest, validate_digest
+from langgraph_tiered_saver.blobs.base import is_digest, validate_digest
+from langgraph_tiered_saver.errors import CorruptDataError
 
 POINTER_PREFIX = b"lts-blob:"
 POINTER_VERSION = b"v1"

@@ -16,10 +16,10 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 
-from .._io import BlobIO, Op, PgCall, PgStatement
-from ..durable import sql
-from ..errors import CorruptDataError
-from .base import BlobMissingError, check_content, validate_digest
+from langgraph_tiered_saver._sansio.io import BlobIO, Op, PgCall, PgStatement
+from langgraph_tiered_saver.blobs.base import BlobMissingError, check_content, validate_digest
+from langgraph_tiered_saver.durable import sql
+from langgraph_tiered_saver.errors import CorruptDataError
 
 CHUNK_SIZE = 1024 * 1024
 

@@ -12,8 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ..errors import ConfigError, TierUnavailableError
-from .base import BlobMissingError, check_content, is_digest, validate_digest
+from langgraph_tiered_saver.blobs.base import (
+    BlobMissingError,
+    check_content,
+    is_digest,
+    validate_digest,
+)
+from langgraph_tiered_saver.errors import ConfigError, TierUnavailableError
 
 _NOT_FOUND = {"404", "NoSuchKey", "NotFound"}
 

@@ -1,5 +1,5 @@
 """DeltaChannel history in Postgres: the part of a parent-chain walk Redis cannot answer, in one
-statement whatever the depth (see `delta.py` for the walk across tiers).
+statement whatever the depth (see `_core/delta.py` for the walk across tiers).
 
 A recursive CTE follows `parent_checkpoint_id` from a starting checkpoint and carries the
 channels still without a seed: a checkpoint whose value for a channel is stored (a blob row
@@ -15,11 +15,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .._io import Op, PgCall, PgStatement
-from ..codec import TypedValue, WriteRecord
-from ..errors import CorruptDataError
-from . import sql
-from .records import loaded_value
+from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement
+from langgraph_tiered_saver.durable import sql
+from langgraph_tiered_saver.durable.records import loaded_value
+from langgraph_tiered_saver.errors import CorruptDataError
+from langgraph_tiered_saver.records.codec import TypedValue, WriteRecord
 
 # Params: %(tenant)s %(thread)s %(ns)s %(channels)s (text[]), and where to start: %(start)s (the
 # first ancestor to visit, inclusive) or, when NULL, the parent of %(target)s (NULL: of the

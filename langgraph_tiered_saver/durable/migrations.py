@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import re
 
-from .._io import Op, PgCall, PgStatement
-from ..errors import ConfigError
-from . import sql
+from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement
+from langgraph_tiered_saver.durable import sql
+from langgraph_tiered_saver.errors import ConfigError
 
 # Position + 1 is the version number.
 MIGRATIONS: tuple[str, ...] = (

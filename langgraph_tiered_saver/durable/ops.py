@@ -12,13 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .. import filters
-from .. import keys as K
-from .._io import Op, PgCall, PgStatement
-from ..codec import WriteRecord
-from . import sql
-from .audit import dumps_jsonb
-from .records import (
+from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement
+from langgraph_tiered_saver.durable import sql
+from langgraph_tiered_saver.durable.records import (
     BlobRow,
     CheckpointRow,
     DurableTuple,
@@ -32,13 +28,17 @@ from .records import (
     stored_value,
     tuple_from_row,
 )
-from .retention import (
+from langgraph_tiered_saver.durable.retention import (
     copy_thread_op,
     delete_for_runs_op,
     delete_thread_op,
     prune_older_than_op,
     prune_op,
 )
+from langgraph_tiered_saver.hot import keys as K
+from langgraph_tiered_saver.records import filters
+from langgraph_tiered_saver.records.audit import dumps_jsonb
+from langgraph_tiered_saver.records.codec import WriteRecord
 
 
 def _json_or_none(value: Any) -> str | None:

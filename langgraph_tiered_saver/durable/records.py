@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from ..codec import CheckpointRecord, TypedValue, WriteRecord
-from ..errors import CorruptDataError
-from ..keys import blob_field, split_blob_field
+from langgraph_tiered_saver.errors import CorruptDataError
+from langgraph_tiered_saver.hot.keys import blob_field, split_blob_field
+from langgraph_tiered_saver.records.codec import CheckpointRecord, TypedValue, WriteRecord
 
 
 class CheckpointRow(NamedTuple):

@@ -19,11 +19,11 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from .._io import Op, PgCall, PgStatement
-from ..errors import ConfigError
-from . import sql
-from .records import DeleteResult, RowCounts
-from .roles import check_role_op
+from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement
+from langgraph_tiered_saver.durable import sql
+from langgraph_tiered_saver.durable.records import DeleteResult, RowCounts
+from langgraph_tiered_saver.durable.roles import check_role_op
+from langgraph_tiered_saver.errors import ConfigError
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 THREADS_PER_TRANSACTION = 100

@@ -11,9 +11,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .._io import Op, PgCall, PgStatement
-from ..errors import ConfigError
-from . import sql
+from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement
+from langgraph_tiered_saver.durable import sql
+from langgraph_tiered_saver.errors import ConfigError
 
 ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 

@@ -18,8 +18,8 @@ import zlib
 from collections.abc import Iterable
 from functools import lru_cache
 
-from .._io import TENANT_SETTING
-from ..options import name_matching
+from langgraph_tiered_saver._options import name_matching
+from langgraph_tiered_saver._sansio.io import TENANT_SETTING
 
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
@@ -412,7 +412,7 @@ UPSERT_SPECIAL_WRITES = (
 # One statement returns checkpoints with their blobs and writes (one snapshot: a concurrent prune
 # cannot remove a blob between reading a checkpoint and reading its values). The value and write
 # lookups name the tenant as a parameter, not through `c`, so that in a schema partitioned by
-# tenant the planner prunes them to the tenant's partition too (tests/test_partitioned_schema.py). Blob and write
+# tenant the planner prunes them to the tenant's partition too (tests/servers/test_partitioned_schema.py). Blob and write
 # columns travel as bytea arrays, as in langgraph-checkpoint-postgres.
 
 SELECT_TUPLES = """

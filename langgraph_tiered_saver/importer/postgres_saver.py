@@ -18,18 +18,18 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .. import keys as K
-from .._io import Op
-from ..durable import ops as pg
-from ..errors import ConfigError, PostgresConfigError, TenantMismatchError
-from ..ids import ThreadRef, check_thread
-from ..stored import encode_refs
-from ..tenancy import check_tenant
+from langgraph_tiered_saver._sansio.io import Op
+from langgraph_tiered_saver.durable import ops as pg
+from langgraph_tiered_saver.errors import ConfigError, PostgresConfigError, TenantMismatchError
+from langgraph_tiered_saver.hot import keys as K
+from langgraph_tiered_saver.hot.stored import encode_refs
+from langgraph_tiered_saver.records.ids import ThreadRef, check_thread
+from langgraph_tiered_saver.tenancy import check_tenant
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.base import CheckpointTuple
 
-    from ..saver import TieredSaver
+    from langgraph_tiered_saver.saver import TieredSaver
 
 Progress = Callable[[int, int, str], None]  # (done, total, thread)
 PAGE = 500

@@ -24,10 +24,10 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 
-from .postgres_saver import Source, import_thread_op
+from langgraph_tiered_saver.importer.postgres_saver import Source, import_thread_op
 
 if TYPE_CHECKING:
-    from ..saver import TieredSaver
+    from langgraph_tiered_saver.saver import TieredSaver
 
 TenantOf = str | Mapping[str, str] | Callable[[str], str | None]
 REMEMBERED = 100_000

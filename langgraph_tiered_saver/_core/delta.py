@@ -1,0 +1,174 @@
+"""`get_delta_channel_history` across the tiers, in a bounded number of round trips.
+
+LangGraph rebuilds a `DeltaChannel` from the writes of a checkpoint's ancestors back to the
+nearest stored value (its "seed"). The base class walks the parent chain with one `get_tuple`
+per ancestor: one round trip per step of a conversation. Here one Lua script walks the chain
+inside Redis (`hot/lua/delta_history.lua`); where Redis no longer holds an ancestor (expired,
+evicted, never re-warmed) one recursive Postgres statement walks the rest
+(`durable.delta`). So the call costs one Redis round trip for a hot thread, plus one Postgres
+round trip when the chain leaves Redis, whatever its depth.
+
+The contract is the base class': only on-path ancestors count (forks), the target's own writes
+are excluded (they belong to the next step), writes come oldest first (in `pending_writes`
+order within a checkpoint), and a channel without any stored value on the path gets no seed.
+A tier that cannot answer raises: a chain cut short by an outage would be a wrong state, not
+an older one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import DeltaChannelHistory
+
+from langgraph_tiered_saver._sansio.io import Op, RedisCall
+from langgraph_tiered_saver.durable import delta as pgdelta
+from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
+from langgraph_tiered_saver.hot import scripts
+from langgraph_tiered_saver.records.codec import (
+    TypedValue,
+    WriteRecord,
+    as_str,
+    decode_typed,
+    unpack_write,
+)
+from langgraph_tiered_saver.records.ids import ThreadRef
+
+if TYPE_CHECKING:
+    from langgraph_tiered_saver._core.ops import Core
+    from langgraph_tiered_saver.hot.ops import HotOps
+
+T = TypeVar("T")
+
+
+class DeltaHistoryAPI:
+    """`get_delta_channel_history` / `aget_delta_channel_history` of TieredSaver. Needs from the
+    saver: `core`, `run_op`, `arun_op`, `observed`, `_ref` (as `admin.OperatorAPI`)."""
+
+    core: Core
+
+    if TYPE_CHECKING:  # defined by TieredSaver
+
+        def run_op(self, op: Op[T]) -> T: ...
+
+        async def arun_op(self, op: Op[T]) -> T: ...
+
+        def observed(self, name: str, op: Op[T], ref: ThreadRef) -> Op[T]: ...
+
+        def _ref(self, config: RunnableConfig) -> ThreadRef: ...
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """DeltaChannel writes and seed along the parent chain: one Redis round trip, plus one
+        Postgres round trip for what Redis no longer holds (module docstring)."""
+        return self.run_op(self._delta_history_op(config, channels))
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await self.arun_op(self._delta_history_op(config, channels))
+
+    def _delta_history_op(self, config: RunnableConfig, channels: Sequence[str]) -> Op[dict[str, DeltaChannelHistory]]:
+        ref = self._ref(config)
+        return self.observed("get_delta_channel_history", delta_history_op(self.core, ref, channels), ref)
+
+
+class _Walk:
+    """What the walk gathered: per visited ancestor (newest first) its writes to the channels
+    it still wanted, sorted as `pending_writes`; and the seeds, by channel."""
+
+    def __init__(self) -> None:
+        self.steps: list[list[WriteRecord]] = []
+        self.seeds: dict[str, TypedValue] = {}
+
+
+def _check_channels(channels: Sequence[str]) -> list[str]:
+    if isinstance(channels, str):
+        raise ConfigError(f"channels must be a sequence of channel names, not the string {channels!r}")
+    wanted = list(channels)
+    for channel in wanted:
+        if not isinstance(channel, str) or not channel or "\x00" in channel:
+            raise ConfigError(f"channel name {channel!r} is not a non-empty string without NUL")
+    return wanted
+
+
+def hot_walk_op(hot: HotOps, ref: ThreadRef, channels: Sequence[str], walk: _Walk) -> Op[tuple[str, str, str]]:
+    """Walk in Redis (one round trip). Returns (status, target id, next id): see the script."""
+    args = {
+        "refresh_ttl_ms": hot.ttl_ms if hot.refresh_on_read else 0, "ns": ref.checkpoint_ns,
+        "checkpoint_id": ref.checkpoint_id or "",
+    }  # fmt: skip
+    call = scripts.DELTA_HISTORY.call(hot.keys(ref.tenant_id, ref.thread_id), args, list(channels))
+    ((status, target_id, steps, seeds, next_id),) = yield RedisCall((call,), scripts=(scripts.DELTA_HISTORY,))
+    where = f"Redis thread {ref.thread_id!r}"
+    for raw_writes in steps:
+        writes = [unpack_write(raw, where) for raw in raw_writes]
+        writes.sort(key=WriteRecord.sort_key)
+        walk.steps.append(writes)
+    for i in range(0, len(seeds), 2):
+        walk.seeds[as_str(seeds[i])] = decode_typed(seeds[i + 1], where)
+    return as_str(status), as_str(target_id), as_str(next_id)
+
+
+def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[dict[str, DeltaChannelHistory]]:
+    """The DeltaChannel history of `channels` at the checkpoint `ref` names (its namespace's
+    latest when it names none)."""
+    wanted = _check_channels(channels)
+    if not wanted:
+        return {}
+    yield from core._recover_op(ref)
+    yield from core._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)  # held writes belong to it
+    walk = _Walk()
+    status, target_id, next_id = "target", ref.checkpoint_id or "", ""
+    try:
+        status, target_id, next_id = yield from hot_walk_op(core.hot, ref, wanted, walk)
+    except TierUnavailableError as exc:
+        core._hot_failed(exc, "get_delta_channel_history")  # re-raises unless falling back to Postgres
+    if status == "lost" and not core.durable:
+        raise CorruptDataError(
+            f"thread {ref.thread_id!r} checkpoint {next_id!r}: Redis lost part of it (evicted) and there is no "
+            "durable tier: its DeltaChannel history cannot be rebuilt"
+        )
+    if status != "done" and core.durable:
+        remaining = [c for c in dict.fromkeys(wanted) if c not in walk.seeds]
+        found = yield from pgdelta.delta_history_op(
+            core.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, remaining,
+            start=next_id if status in ("handoff", "lost") else None,
+            target=(target_id or None) if status == "target" else None,
+        )  # fmt: skip
+        if status == "lost" and found.first is None:
+            raise CorruptDataError(
+                f"thread {ref.thread_id!r} checkpoint {next_id!r}: Redis lost part of it (evicted before its flush) "
+                "and Postgres does not have it: its DeltaChannel history cannot be rebuilt"
+            )
+        for depth in sorted(found.writes):
+            walk.steps.append(sorted(found.writes[depth], key=WriteRecord.sort_key))
+        walk.seeds.update(found.seeds)
+    return (yield from _history_op(core, ref, wanted, walk))
+
+
+def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> Op[dict[str, DeltaChannelHistory]]:
+    """The walk as LangGraph's `DeltaChannelHistory` entries: values resolved from the blob
+    store and deserialized."""
+    loads = core.hot.serde.loads_typed
+
+    def load(typed: TypedValue) -> Op[Any]:
+        value = yield from core.offload.resolve_op(ref.tenant_id, typed)
+        try:
+            return loads(value)
+        except Exception as exc:
+            raise CorruptDataError(f"thread {ref.thread_id!r}: stored bytes cannot be deserialized: {exc}") from exc
+
+    history: dict[str, DeltaChannelHistory] = {ch: {"writes": []} for ch in wanted}
+    for step in reversed(walk.steps):
+        for w in step:
+            entry = history.get(w.channel)
+            if entry is not None:
+                entry["writes"].append((w.task_id, w.channel, (yield from load(w.value))))
+    for channel, typed in walk.seeds.items():
+        if channel in history:
+            history[channel]["seed"] = yield from load(typed)
+    return history

@@ -1,0 +1,395 @@
+"""Where flushes run: a job on the saver's background scheduler (here, see schedule.py), or
+standalone workers (fleet.py, which share this module's bookkeeping).
+
+Both drive the same sans-I/O `FlushOps` through a `SyncDriver`; the job is the only place
+that decides *when* (per the `FlushPolicy`), so the hot path never waits on Postgres except
+where the policy says "sync" (an interrupt, by default).
+
+Neither may stop silently, and `RetryBook` tells two kinds of failure apart:
+
+- **The thread's own** (a value Postgres rejects, a trigger, corrupt bytes): contained to that
+  thread, retried with backoff and, after `max_attempts` failures in a row, quarantined: it stays
+  in the outbox, is logged once at ERROR and counted, and is retried only every
+  `quarantine_retry_seconds` or on an explicit `flush()`. Every other thread keeps flowing.
+- **Everyone's** (`is_outage`: Postgres or Redis unreachable, or refusing the configuration):
+  no thread is to blame, so none is quarantined. Every waiting thread is retried with a backoff
+  capped at `OUTAGE_MAX_BACKOFF` seconds, and the first success after the outage makes every
+  waiting thread due at once: the backlog is flushed within seconds of the server's return.
+  One WARNING when flushes stop, one when they resume, never one per thread.
+
+An error outside one thread's flush is the scheduler's to contain (schedule.py): logged,
+counted (`background_job_errors`), and the flusher runs again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph_tiered_saver._sansio.io import Op
+from langgraph_tiered_saver._sansio.schedule import Clock, Scheduler
+from langgraph_tiered_saver.errors import FlushError, PostgresConfigError, TierUnavailableError
+from langgraph_tiered_saver.flushing.ops import FlushOps, FlushPolicy, FlushResult, OutboxStatus
+from langgraph_tiered_saver.observability.health import FlusherHealth
+from langgraph_tiered_saver.observability.metrics import Metrics
+from langgraph_tiered_saver.observability.telemetry import observed_op
+
+logger = logging.getLogger("langgraph_tiered_saver.flush")
+
+ThreadId = tuple[str, str]
+# The longest wait between flush attempts while a tier is down for everyone: the backlog reaches
+# Postgres within this (plus the breaker's probe window) of its return.
+OUTAGE_MAX_BACKOFF = 2.0
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a flush failure is everyone's (a tier unreachable, or refusing the saver's
+    configuration) rather than the thread's own (its data, or a statement that fails for it)."""
+    return isinstance(exc, (TierUnavailableError, PostgresConfigError))
+
+
+@dataclass
+class _Trouble:
+    failures: int = 0
+    retry_at: float = 0.0
+    error: str = ""
+    quarantined: bool = False
+
+
+class RetryBook:
+    """Per-thread failure bookkeeping shared by the background flusher and the worker (no I/O;
+    `now` is passed in, from `clock`). Thread-safe."""
+
+    def __init__(self, policy: FlushPolicy, metrics: Metrics, clock: Clock = time.monotonic) -> None:
+        self.policy = policy
+        self.metrics = metrics
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._trouble: dict[ThreadId, _Trouble] = {}
+        self.last_success_at: float | None = None
+        self.consecutive_failures = 0
+        self._outage_since: float | None = None  # monotonic time of the outage's first failure
+        self._outage_failures = 0
+        self._outage_error = ""
+
+    def failed(self, key: ThreadId, exc: BaseException, now: float) -> float:
+        """Record a failed flush of `key`; returns when to try it again (monotonic seconds)."""
+        if is_outage(exc):
+            return self._outage(key, exc, now)
+        with self._lock:
+            trouble = self._trouble.setdefault(key, _Trouble())
+            trouble.failures += 1
+            trouble.error = f"{type(exc).__name__}: {exc}"
+            self.consecutive_failures += 1
+            newly_quarantined = not trouble.quarantined and trouble.failures >= self.policy.max_attempts
+            trouble.quarantined = trouble.quarantined or newly_quarantined
+            if trouble.quarantined:
+                delay = self.policy.quarantine_retry_seconds
+            else:
+                delay = min(self.policy.max_backoff, self.policy.retry_backoff * 2 ** (trouble.failures - 1))
+            trouble.retry_at = now + delay
+            quarantined = sum(t.quarantined for t in self._trouble.values())
+        self.metrics.incr("flush_errors")
+        self.metrics.set_gauge("flush_quarantined_threads", quarantined)
+        if newly_quarantined:
+            self.metrics.incr("flush_quarantines")
+            logger.error(
+                "thread %s/%s quarantined after %d failed flushes: its entries stay in the outbox "
+                "(retried every %.0f s or on flush()); last error: %s",
+                key[0], key[1], trouble.failures, delay, trouble.error,
+                extra={"tenant_id": key[0], "thread_id": key[1]},
+            )
+        elif not trouble.quarantined:
+            logger.warning(
+                "flush of thread %s/%s failed (attempt %d of %d), retrying in %.1f s: %s",
+                key[0], key[1], trouble.failures, self.policy.max_attempts, delay, trouble.error,
+                extra={"tenant_id": key[0], "thread_id": key[1]},
+            )
+        return trouble.retry_at
+
+    def _outage(self, key: ThreadId, exc: BaseException, now: float) -> float:
+        """A failure that is no thread's fault: wait with a short capped backoff, never
+        quarantine, and leave the thread's own failure count alone."""
+        with self._lock:
+            started = self._outage_since is None
+            if started:
+                self._outage_since = now
+                self._outage_failures = 0
+            self._outage_failures += 1
+            self._outage_error = f"{type(exc).__name__}: {exc}"
+            self.consecutive_failures += 1
+            exponent = min(self._outage_failures - 1, 16)
+            delay = min(OUTAGE_MAX_BACKOFF, self.policy.max_backoff, self.policy.retry_backoff * 2**exponent)
+            trouble = self._trouble.setdefault(key, _Trouble())
+            trouble.error = self._outage_error
+            trouble.retry_at = max(trouble.retry_at, now + delay) if trouble.quarantined else now + delay
+        self.metrics.incr("flush_errors")
+        self.metrics.incr("flush_outage_failures")
+        self.metrics.set_gauge("flush_outage", 1)
+        if started:
+            logger.warning(
+                "flushes stopped: a tier is unavailable for every thread (%s); the outbox keeps "
+                "everything, no thread is quarantined for it, retrying every %.1f s at most",
+                self._outage_error, OUTAGE_MAX_BACKOFF,
+            )
+        return trouble.retry_at
+
+    def succeeded(self, key: ThreadId) -> bool:
+        """Record a successful flush of `key`; True when it ended an outage (the caller then
+        makes every thread that waited for it due at once)."""
+        with self._lock:
+            trouble = self._trouble.pop(key, None)
+            self.last_success_at = time.time()
+            self.consecutive_failures = 0
+            quarantined = sum(t.quarantined for t in self._trouble.values())
+            since, self._outage_since = self._outage_since, None
+            if since is not None:  # the others waited on the outage, not on their own failure
+                for other in self._trouble.values():
+                    if not other.quarantined:
+                        other.retry_at = 0.0
+        self.metrics.set_gauge("flush_quarantined_threads", quarantined)
+        if trouble is not None and trouble.quarantined:
+            logger.warning("thread %s/%s flushed again: quarantine lifted", key[0], key[1],
+                           extra={"tenant_id": key[0], "thread_id": key[1]})
+        if since is not None:
+            self.metrics.set_gauge("flush_outage", 0)
+            logger.warning(
+                "flushes resumed after %.1f s of outage (%d failed attempts); every waiting thread is due now",
+                self.clock() - since, self._outage_failures,
+            )
+        return since is not None
+
+    def waiting(self, key: ThreadId, now: float) -> bool:
+        """Whether `key` failed recently and its next try is not due yet."""
+        with self._lock:
+            trouble = self._trouble.get(key)
+            return trouble is not None and trouble.retry_at > now
+
+    def quarantined(self) -> tuple[tuple[str, str, str], ...]:
+        with self._lock:
+            return tuple((k[0], k[1], t.error) for k, t in sorted(self._trouble.items()) if t.quarantined)
+
+    def health(self, alive: bool) -> FlusherHealth:
+        with self._lock:
+            since, error = self._outage_since, self._outage_error
+        outage = None if since is None else round(self.clock() - since, 3)
+        forks = self.metrics.recent("thread_forks")
+        return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined(), outage, error, forks)
+
+
+class BackgroundFlusher:
+    """Flushes threads when they are due: a job on the saver's `Scheduler` (schedule.py),
+    started on the first write. One due thread per turn, so the scheduler's other jobs (lock
+    renewal) wait for one flush at most, never for a whole backlog."""
+
+    def __init__(
+        self,
+        run: Callable[[Op[Any]], Any],
+        ops: FlushOps,
+        policy: FlushPolicy,
+        metrics: Metrics,
+        scheduler: Scheduler,
+        *,
+        adopt_interval: float = 5.0,
+    ) -> None:
+        self._run = run
+        self._ops = ops
+        self._policy = policy
+        self._metrics = metrics
+        self._adopt_interval = adopt_interval
+        self._clock = scheduler.clock
+        self.book = RetryBook(policy, metrics, scheduler.clock)
+        self._cond = threading.Lock()
+        self._due: dict[ThreadId, float] = {}
+        self._counts: dict[ThreadId, int] = {}
+        self._touched: set[ThreadId] = set()
+        self._scheduler = scheduler
+        self._job = scheduler.job("flusher", self._turn)
+        self._next_adopt: float | None = None  # set on the first write
+        self._stopping = False
+
+    # ------------------------------------------------------------------ called by the saver
+
+    def on_checkpoint(self, tenant_id: str, thread_id: str) -> None:
+        """A checkpoint was written: push the quiet deadline, count towards every-N."""
+        key = (tenant_id, thread_id)
+        with self._cond:
+            count = self._counts.get(key, 0) + 1
+            self._counts[key] = count
+            if self._policy.for_checkpoint_count(count) == "async":
+                self._schedule(key, 0.0)
+            else:
+                self._schedule(key, self._policy.quiet_seconds)
+
+    def on_writes(self, tenant_id: str, thread_id: str, urgent: bool) -> None:
+        with self._cond:
+            self._schedule((tenant_id, thread_id), 0.0 if urgent else self._policy.quiet_seconds)
+
+    def forget(self, tenant_id: str, thread_id: str) -> None:
+        """The thread was flushed synchronously or deleted: nothing left to schedule."""
+        key = (tenant_id, thread_id)
+        with self._cond:
+            self._due.pop(key, None)
+            self._counts.pop(key, None)
+        self.book.succeeded(key)
+
+    def _schedule(self, key: ThreadId, delay: float) -> None:
+        """Urgent (delay 0) wins; otherwise each write pushes the quiet deadline (debounce).
+        A thread in backoff keeps its retry time: new writes do not hammer a failing flush."""
+        now = self._clock()
+        current = self._due.get(key)
+        if not self.book.waiting(key, now):
+            if delay == 0.0:
+                self._due[key] = now if current is None else min(current, now)
+            elif current is None or current > now:
+                self._due[key] = now + delay
+        self._touched.add(key)
+        if self._next_adopt is None:
+            self._next_adopt = now + self._adopt_interval
+        due = self._due.get(key)
+        self._job.wake(min(self._next_adopt, due) if due is not None else self._next_adopt)
+
+    def health(self) -> FlusherHealth:
+        return self.book.health(not self._stopping and self._scheduler.alive)
+
+    # ------------------------------------------------------------------ the job
+
+    def stop(self, drain: bool = True) -> list[FlushResult]:
+        """Stop flushing in the background (the scheduler stops its thread); with `drain`, flush
+        every thread this process wrote to (and every quarantined one, once more), then raise
+        one `FlushError` naming those that failed."""
+        with self._cond:
+            self._stopping = True
+        self._scheduler.stop()
+        if not drain:
+            return []
+        with self._cond:
+            pending = sorted(self._touched | set(self._due) | {(t, th) for t, th, _ in self.book.quarantined()})
+            self._due.clear()
+        results, failed = [], []
+        for key in pending:
+            try:
+                results.append(self._flush(key))
+            except Exception as exc:
+                self.book.failed(key, exc, self._clock())
+                failed.append((key, exc))
+        if failed:
+            names = ", ".join(f"{t}/{th} ({type(e).__name__}: {e})" for (t, th), e in failed)
+            raise FlushError(
+                f"{len(failed)} of {len(pending)} threads could not be flushed at close; their "
+                f"entries stay in the Redis outbox for the next flusher: {names}",
+                threads=[key for key, _ in failed],
+            )
+        return results
+
+    def _turn(self) -> float | None:
+        """The scheduler's turn: flush the thread due first, or adopt when that is due.
+        Returns when the next turn is due."""
+        now = self._clock()
+        with self._cond:
+            if self._stopping:
+                return None
+            ready = min(((due, key) for key, due in self._due.items() if due <= now), default=None)
+            if ready is not None:
+                del self._due[ready[1]]
+        if ready is not None:
+            self._flush_contained(ready[1])
+        elif self._next_adopt is not None and now >= self._next_adopt:
+            self._adopt()
+            self._next_adopt = self._clock() + self._adopt_interval
+        with self._cond:
+            if self._stopping:
+                return None
+            deadlines = [*self._due.values()] + ([] if self._next_adopt is None else [self._next_adopt])
+            return min(deadlines, default=None)
+
+    def _adopt(self) -> None:
+        """Also flush quiet threads nobody is flushing (a crashed process' outbox)."""
+        quiet_ms = int(max(self._policy.quiet_seconds, self._adopt_interval) * 1000)
+        try:
+            threads = self._run(self._ops.dirty_threads_op(older_than_ms=quiet_ms))
+            record_outbox(self._metrics, self._run(self._ops.outbox_status_op()))
+        except Exception as exc:
+            self._metrics.incr("flush_errors")
+            logger.warning("flusher could not read the outbox index: %s", exc)
+            return
+        now = self._clock()
+        with self._cond:
+            for key in threads:  # flushed one per turn, like every other due thread
+                if not self.book.waiting(key, now) and not self._stopping:
+                    self._due[key] = min(self._due.get(key, now), now)
+
+    def _flush(self, key: ThreadId) -> FlushResult:
+        started = time.perf_counter()
+        result: FlushResult = self._run(observed_op(self._metrics, "flush", self._ops.flush_thread_op(*key), *key))
+        record_flush(self._metrics, result, time.perf_counter() - started)
+        outage_over = self.book.succeeded(key)
+        with self._cond:
+            if outage_over:  # the threads that waited on the outage are due now, not at their backoff
+                now = self._clock()
+                for other, due in self._due.items():
+                    if not self.book.waiting(other, now):
+                        self._due[other] = min(due, now)
+            self._counts.pop(key, None)
+            if result.remaining == 0 and key not in self._due:
+                self._touched.discard(key)
+        return result
+
+    def _flush_contained(self, key: ThreadId) -> None:
+        """Flush one thread; a failure is this thread's alone: booked and rescheduled."""
+        try:
+            self._flush(key)
+        except Exception as exc:
+            retry_at = self.book.failed(key, exc, self._clock())
+            with self._cond:
+                if not self._stopping:
+                    self._due[key] = retry_at
+
+
+def record_outbox(metrics: Metrics, status: OutboxStatus) -> None:
+    metrics.set_gauge("outbox_depth", status.depth)
+    metrics.set_gauge("outbox_oldest_seconds", status.oldest_seconds)
+    metrics.set_gauge("outbox_checked_at", time.time())  # the loop's heartbeat (health checks)
+
+
+def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
+    if result.skipped_locked:
+        metrics.incr("flush_skipped_locked")
+        return
+    metrics.incr("flushes")
+    metrics.incr("flushed_checkpoints", result.checkpoints)
+    metrics.incr("flushed_writes", result.writes)
+    metrics.incr("flushed_blobs", result.blobs)
+    if result.lost:
+        metrics.incr("outbox_entries_lost", result.lost)
+    report_forks(metrics, result.tenant_id, result.thread_id, result.forked, "flushed")
+    metrics.observe("flush_seconds", seconds)
+    if result.lag_seconds is not None:
+        metrics.observe("flush_lag_seconds", result.lag_seconds)
+    logger.debug(
+        "flushed thread %s/%s: %d checkpoints, %d writes, %d values in %.1f ms",
+        result.tenant_id, result.thread_id, result.checkpoints, result.writes, result.blobs, seconds * 1000,
+        extra={"tenant_id": result.tenant_id, "thread_id": result.thread_id},
+    )
+
+
+def report_forks(metrics: Metrics, tenant_id: str, thread_id: str, forked: list[tuple[str, str]], how: str) -> None:
+    """A thread forked: two writers continued it from the same checkpoint, neither knowing the
+    other (a partition under `on_redis_error="fallback"`). Both branches are kept in Postgres;
+    the newest checkpoint is the thread's latest. Never silent: ERROR, `thread_forks`, health."""
+    if not forked:
+        return
+    metrics.incr("thread_forks")
+    for ns, checkpoint_id in forked:
+        metrics.remember("thread_forks", (tenant_id, thread_id, ns, checkpoint_id))
+    logger.error(
+        "thread %s/%s forked: %s checkpoint(s) %s continue a checkpoint that another writer had "
+        "already continued without this hot tier (a write-through while Redis was unreachable); both "
+        "branches are kept in Postgres, the newest checkpoint is the thread's latest",
+        tenant_id, thread_id, how, ", ".join(f"{c} (ns {n!r})" for n, c in forked),
+        extra={"tenant_id": tenant_id, "thread_id": thread_id},
+    )

@@ -1,0 +1,141 @@
+"""Knowing when Redis lost data (an epoch key, the eviction policy check), and the option to
+not lose it (`HotDurability`).
+
+A deployment's Redis holds one key without TTL, `<prefix>:v2:epoch`, set once to a random
+token, and a copy of it in each shard (keys.py), which the scripts of that shard compare. Each process learns the token on its first write; every `put`/`put_writes` script then
+compares it with the one the process knows (same round trip, no extra cost). A different or
+missing token means Redis restarted empty, was flushed, or failed over to a replica without
+the data: whatever was not flushed yet is gone. That is reported once per process and event
+(ERROR log, `redis_data_lost` counter, `Epoch.lost_at`), never passed
+over silently; the process then adopts the current token.
+
+The same first call checks `maxmemory-policy`: under an `allkeys-*` policy Redis may evict a
+thread that is not flushed yet (its keys keep no TTL until then, so `volatile-*` policies and
+`noeviction` never do).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from langgraph_tiered_saver._sansio.io import Op, RedisCall
+from langgraph_tiered_saver.errors import ConfigError, HotDurabilityError
+from langgraph_tiered_saver.hot import keys as K
+from langgraph_tiered_saver.records.codec import as_str
+
+logger = logging.getLogger("langgraph_tiered_saver")
+
+UNSAFE_POLICIES = ("allkeys-lru", "allkeys-lfu", "allkeys-random")
+
+
+class Epoch:
+    """The epoch this process knows, and what to do when Redis shows another."""
+
+    def __init__(self, key_prefix: str, *, durable: bool, on_lost: Callable[[], None]) -> None:
+        self.prefix = key_prefix
+        self.key = K.epoch_key(key_prefix)
+        self.durable = durable
+        self.on_lost = on_lost
+        self.value: str | None = None
+        self.lost_at: float | None = None
+        # whether the eviction policy keeps keys without TTL (None: not checked, or unreadable)
+        self.policy_safe: bool | None = None
+        self._guard = threading.Lock()
+        self._adopting = False
+
+    def known_op(self) -> Op[str]:
+        """The current epoch (set it if this is the deployment's first write)."""
+        if self.value is None:
+            self.value = yield from self._adopt_op()
+            yield from self._check_policy_op()
+        return self.value
+
+    def lost_op(self, used: str) -> Op[None]:
+        """A write script that ran with epoch `used` saw another: report the loss once (the
+        step's concurrent writes all see it; the first one reports), adopt the current epoch."""
+        with self._guard:
+            if self.value != used or self._adopting:
+                return None
+            self._adopting = True
+        try:
+            current = yield from self._adopt_op()
+        finally:
+            with self._guard:
+                self._adopting = False
+        self.value = current
+        self.lost_at = time.time()
+        self.on_lost()
+        logger.error(
+            "Redis lost data (epoch %s is gone; now %s): it restarted empty, was flushed or failed "
+            "over without its data. Checkpoints not yet flushed to Postgres are lost; threads "
+            "continue from their last flushed checkpoint.",
+            used, current,
+        )
+        return None
+
+    def _adopt_op(self) -> Op[str]:
+        """Set the deployment's epoch if there is none, then copy it into every shard (a shard
+        that lost its copy, its node wiped, shows the loss to the next write there)."""
+        _, current = yield RedisCall((("SET", self.key, secrets.token_hex(16), "NX"), ("GET", self.key)))
+        value = as_str(current)
+        yield RedisCall(tuple(("SET", K.epoch_key(self.prefix, shard), value) for shard in range(K.SHARDS)))
+        return value
+
+    def _check_policy_op(self) -> Op[None]:
+        try:
+            (reply,) = yield RedisCall((("CONFIG", "GET", "maxmemory-policy"),))
+        except Exception as exc:  # managed Redis often refuses CONFIG: nothing to check then
+            logger.debug("cannot read maxmemory-policy: %s", exc)
+            return None
+        policy = _config_value(reply)
+        self.policy_safe = policy is not None and policy not in UNSAFE_POLICIES
+        if self.durable and policy in UNSAFE_POLICIES:
+            logger.warning(
+                "Redis maxmemory-policy is %s: it may evict a thread before its flush (lost, and "
+                "reported). Use volatile-lru or noeviction: unflushed threads keep no TTL, so "
+                "volatile-* policies never evict them.",
+                policy,
+            )
+        return None
+
+
+def _config_value(reply: Any) -> str | None:
+    """CONFIG GET answers a flat list (RESP2) or a map (RESP3)."""
+    values = list(reply.values()) if isinstance(reply, dict) else list(reply or [])[1::2]
+    return as_str(values[0]) if values else None
+
+
+class HotDurability:
+    """`hot_durability`: what a write waits for before it returns, in the same round trip.
+
+    "memory" (default): nothing; Redis acknowledged it in memory (what `appendfsync everysec`
+    or a replica then keep is up to the server's settings). "aof": `WAITAOF 1 0` — the write is
+    fsynced to this server's append-only file (Redis >= 7.2, Valkey >= 8, `appendonly yes`).
+    "replica": `WAIT 1` — at least one replica has it (survives a failover).
+    """
+
+    def __init__(self, mode: str, timeout: float) -> None:
+        self.mode = mode
+        self.timeout_ms = max(1, int(timeout * 1000))
+
+    @classmethod
+    def of(cls, mode: str, timeout: float) -> HotDurability | None:
+        if mode not in ("memory", "aof", "replica"):
+            raise ConfigError(f"hot_durability must be 'memory', 'aof' or 'replica', got {mode!r}")
+        return None if mode == "memory" else cls(mode, timeout)
+
+    def command(self) -> tuple[Any, ...]:
+        if self.mode == "aof":
+            return ("WAITAOF", 1, 0, self.timeout_ms)
+        return ("WAIT", 1, self.timeout_ms)
+
+    def check(self, reply: Any) -> None:
+        confirmed = int(reply[0]) if isinstance(reply, (list, tuple)) else int(reply)
+        if confirmed < 1:
+            what = "fsynced to the AOF" if self.mode == "aof" else "copied to a replica"
+            raise HotDurabilityError(f"Redis did not confirm the write {what} within {self.timeout_ms} ms")

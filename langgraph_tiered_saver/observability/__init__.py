@@ -1,0 +1,1 @@
+"""Metrics, Prometheus exposition, traces, structured logs, and the flusher's health record."""

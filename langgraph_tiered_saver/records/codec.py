@@ -1,0 +1,140 @@
+"""Byte layouts of what the saver stores: typed values, checkpoint records, write records.
+
+Values keep the serializer's own (type, bytes) pair, so any `serde` (EncryptedSerializer
+included) round-trips exactly. Records are msgpack arrays (ormsgpack, already a LangGraph
+dependency) so that a corrupt record fails loudly with CorruptDataError.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import ormsgpack
+
+from langgraph_tiered_saver.errors import CorruptDataError
+
+TypedValue = tuple[str, bytes]
+EMPTY: TypedValue = ("empty", b"")
+
+
+def encode_typed(value: TypedValue) -> bytes:
+    """`type␀bytes`: cheaper than msgpack for the bulk of the data (channel values)."""
+    type_, data = value
+    return type_.encode() + b"\x00" + data
+
+
+def decode_typed(raw: bytes, where: str) -> TypedValue:
+    type_, sep, data = raw.partition(b"\x00")
+    if not sep or not type_:
+        raise CorruptDataError(f"{where}: stored value has no type tag (corrupt or foreign bytes)")
+    try:
+        return type_.decode(), data
+    except UnicodeDecodeError as exc:
+        raise CorruptDataError(f"{where}: stored value has an undecodable type tag") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A checkpoint without its channel values (those are stored per channel version)."""
+
+    checkpoint: TypedValue
+    metadata: TypedValue
+    parent_checkpoint_id: str | None
+    blob_fields: tuple[str, ...]
+
+    def pack(self) -> bytes:
+        return ormsgpack.packb(
+            [1, self.checkpoint[0], self.checkpoint[1], self.metadata[0], self.metadata[1],
+             self.parent_checkpoint_id]
+        )
+
+
+def unpack_checkpoint(raw: bytes, blob_fields: tuple[str, ...], where: str) -> CheckpointRecord:
+    try:
+        v, ctype, cbytes, mtype, mbytes, parent = ormsgpack.unpackb(raw)
+        if v != 1:
+            raise ValueError(f"unknown record version {v!r}")
+    except Exception as exc:
+        raise CorruptDataError(f"{where}: checkpoint record cannot be decoded: {exc}") from exc
+    return CheckpointRecord((ctype, cbytes), (mtype, mbytes), parent, blob_fields)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRecord:
+    task_id: str
+    idx: int
+    channel: str
+    value: TypedValue
+    task_path: str
+    created_at: float | None = None  # when the task wrote it (epoch seconds), for audits
+
+    def pack(self) -> bytes:
+        return ormsgpack.packb(
+            [2, self.task_id, self.idx, self.channel, self.value[0], self.value[1], self.task_path,
+             self.created_at]
+        )
+
+    def sort_key(self) -> tuple[str, str, int]:
+        return (self.task_path, self.task_id, self.idx)
+
+
+def unpack_write(raw: bytes, where: str) -> WriteRecord:
+    try:
+        fields = ormsgpack.unpackb(raw)
+        if fields[0] == 2:
+            _, task_id, idx, channel, vtype, vbytes, task_path, created_at = fields
+        elif fields[0] == 1:
+            _, task_id, idx, channel, vtype, vbytes, task_path = fields
+            created_at = None
+        else:
+            raise ValueError(f"unknown record version {fields[0]!r}")
+    except Exception as exc:
+        raise CorruptDataError(f"{where}: write record cannot be decoded: {exc}") from exc
+    return WriteRecord(task_id, idx, channel, (vtype, vbytes), task_path, created_at)
+
+
+# Oversized values are replaced by ("lts-blob+<type>", pointer) in both tiers (see offload.py).
+BLOB_TYPE = "lts-blob+"
+
+
+def pointer_digest(typed: TypedValue) -> str | None:
+    """The blob-store digest a stored value points at, or None for an inline value."""
+    if not typed[0].startswith(BLOB_TYPE):
+        return None
+    from langgraph_tiered_saver.blobs.pointer import parse_pointer
+
+    return parse_pointer(typed[1]).digest
+
+
+def scored(reply: Any) -> list[tuple[Any, float]]:
+    """(member, score) pairs of a raw ZRANGE ... WITHSCORES reply: redis-py 5 leaves a command
+    sent with execute_command flat (`[m1, s1, m2, s2]`), newer versions pair it."""
+    items = list(reply or ())
+    if items and not isinstance(items[0], (list, tuple)):
+        return [(items[i], float(items[i + 1])) for i in range(0, len(items), 2)]
+    return [(member, float(score)) for member, score in items]
+
+
+def as_str(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+# The library's own generator, seeded from the OS: tokens and version tiebreaks never consume
+# the application's `random` or `uuid.uuid4` sequence (a test that seeds or mocks them, like
+# LangGraph's deterministic ids, sees the same ids with this saver as without it).
+_RANDOM = random.Random(os.urandom(16))
+
+
+def next_version(current: str | int | None) -> str:
+    """A channel's next version. Versions sort as strings: a zero-padded counter, then a random
+    tiebreak (as LangGraph's own savers)."""
+    if current is None:
+        counter = 0
+    elif isinstance(current, int):
+        counter = current
+    else:
+        counter = int(current.split(".")[0])
+    return f"{counter + 1:032}.{_RANDOM.random():016}"

@@ -1,0 +1,370 @@
+"""`get_delta_channel_history` across the tiers (delta.py): DeltaChannel graphs give the same
+state and history as on PostgresSaver, hot, after a Redis wipe restored from Postgres, and
+with Redis holding only part of the chain; the call costs one Redis round trip for a hot
+thread and one more (Postgres) where the chain leaves Redis; every failure branch raises or
+falls back as the contract says."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypedDict
+
+import psycopg
+import pytest
+import redis
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.channels.delta import DeltaChannel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+
+from devtools.servers import PrivatePostgres, PrivateRedis, delete_keys
+from langgraph_tiered_saver import TieredSaver
+from langgraph_tiered_saver._core.delta import delta_history_op
+from langgraph_tiered_saver._sansio.io import Op
+from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
+from langgraph_tiered_saver.flushing.ops import FlushPolicy
+from tests.graphs import Flaky, add_messages_batch, build_graph, comparable, initial_input, resume
+from tests.helpers import QUIET_OFF, TEST_TENANT, thread_config
+
+NO_AUTO_FLUSH = FlushPolicy(**QUIET_OFF)
+CHANNELS = ["history", "messages", "log"]
+
+
+class Chat(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], DeltaChannel(add_messages_batch, snapshot_frequency=4)]
+
+
+def chat_graph(checkpointer: Any) -> Any:
+    """The 2-node chat of the benchmark's DeltaChannel workload: user turn in, model, tool."""
+    g = StateGraph(Chat)
+    g.add_node("model", lambda s: {"messages": [AIMessage(content=f"answer {len(s['messages'])}", id=f"m-{len(s['messages'])}")]})
+    g.add_node("tool", lambda s: {"messages": [AIMessage(content="tool ok", id=f"t-{len(s['messages'])}")]})
+    g.add_edge(START, "model")
+    g.add_edge("model", "tool")
+    g.add_edge("tool", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def turn(i: int) -> dict[str, Any]:
+    return {"messages": [HumanMessage(content=f"question {i}", id=f"u-{i}")]}
+
+
+def plain(history: Any) -> dict[str, Any]:
+    """A DeltaChannelHistory mapping in a form that compares across savers."""
+
+    def value(v: Any) -> Any:
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        if hasattr(v, "content") and hasattr(v, "id"):
+            return (v.id, v.type, v.content)
+        if hasattr(v, "value") and type(v).__name__ == "_DeltaSnapshot":
+            return ("snapshot", value(v.value))
+        return v
+
+    return {
+        ch: {"writes": [(w[1], value(w[2])) for w in entry["writes"]], **({"seed": value(entry["seed"])} if "seed" in entry else {})}
+        for ch, entry in history.items()
+    }
+
+
+def histories(saver: Any, cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """The delta history of every checkpoint of the thread (all namespaces), newest first."""
+    out = []
+    for t in list(saver.list(cfg)):  # PostgresSaver.list holds its lock while iterating
+        out.append(plain(saver.get_delta_channel_history(config=t.config, channels=CHANNELS)))
+    return out
+
+
+def base_walk(saver: Any, config: dict[str, Any], channels: list[str]) -> dict[str, Any]:
+    """The base class' walk (one get_tuple per ancestor): the reference result."""
+    return plain(BaseCheckpointSaver.get_delta_channel_history(saver, config=config, channels=channels))
+
+
+def counting(op: Op[Any], counts: Counter[str]) -> Op[Any]:
+    """`op` unchanged, its requests counted by kind (RedisCall, PgCall, ...)."""
+    try:
+        request = op.send(None)
+        while True:
+            counts[type(request).__name__] += 1
+            try:
+                result = yield request
+            except BaseException as exc:
+                request = op.throw(exc)
+            else:
+                request = op.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
+def counted_history(saver: TieredSaver, config: dict[str, Any], channels: list[str]) -> tuple[dict[str, Any], Counter[str]]:
+    counts: Counter[str] = Counter()
+    result = saver.run_op(counting(delta_history_op(saver.core, saver._ref(config), channels), counts))
+    return plain(result), counts
+
+
+def scenario(graph: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Interrupt, update_state, resume, time travel (a fork), subgraph: see test_graphs."""
+    out: dict[str, Any] = {}
+    graph.invoke(initial_input(), cfg)
+    graph.update_state(cfg, {"log": ["manual-note"]})
+    out["final"] = comparable(graph.invoke(resume("yes"), cfg))
+    history = list(graph.get_state_history(cfg))
+    before_review = next(s for s in history if s.next == ("review",) and "manual-note" not in s.values["log"])
+    out["replayed"] = comparable(graph.invoke(resume("no"), before_review.config))
+    out["history"] = [(s.next, comparable(s.values), s.metadata.get("step")) for s in graph.get_state_history(cfg)]
+    out["state"] = comparable(graph.get_state(cfg, subgraphs=True).values)
+    return out
+
+
+def more(graph: Any, cfg: dict[str, Any]) -> dict[str, Any]:
+    """After a wipe: fork again from before the review, and read everything back."""
+    history = list(graph.get_state_history(cfg))
+    before_review = [s for s in history if s.next == ("review",)][-1]
+    out = {"again": comparable(graph.invoke(resume("later"), before_review.config))}
+    out["history"] = [(s.next, comparable(s.values), s.metadata.get("step")) for s in graph.get_state_history(cfg)]
+    return out
+
+
+@pytest.fixture
+def postgres_saver(test_database_url: str) -> Iterator[Any]:
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(test_database_url) as official:
+        official.setup()
+        yield official
+
+
+def test_delta_graph_matches_postgres_saver_hot_and_after_a_redis_wipe(
+    saver_context: Callable[..., Any], postgres_saver: Any, redis_url: str
+) -> None:
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    cfg = thread_config(thread)
+    expected = scenario(build_graph(postgres_saver, flaky=Flaky(1)), cfg)
+    expected_histories = histories(postgres_saver, cfg)
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        graph = build_graph(saver, flaky=Flaky(1))
+        assert scenario(graph, cfg) == expected
+        assert histories(saver, cfg) == expected_histories
+        assert any(h["history"].get("seed") for h in expected_histories)  # snapshots on the path
+        saver.flush()
+        delete_keys(redis_url, f"{saver.key_prefix}:*")  # Redis wiped: Postgres restores all of it
+        assert histories(saver, cfg) == expected_histories
+        assert more(graph, cfg) == more(build_graph(postgres_saver, flaky=Flaky(1)), cfg)
+        assert histories(saver, cfg) == histories(postgres_saver, cfg)
+
+
+async def test_delta_graph_async_matches_postgres_saver(saver_context: Callable[..., Any], postgres_saver: Any) -> None:
+    cfg = thread_config()
+    chat = chat_graph(postgres_saver)
+    for i in range(9):
+        chat.invoke(turn(i), cfg)
+    expected = [plain(postgres_saver.get_delta_channel_history(config=t.config, channels=["messages"])) for t in list(postgres_saver.list(cfg))]
+    async with saver_context(durable=True) as saver:
+        await saver.asetup()
+        graph = chat_graph(saver)
+        for i in range(9):
+            await graph.ainvoke(turn(i), cfg)
+        tuples = [t async for t in saver.alist(cfg)]
+        actual = [plain(await saver.aget_delta_channel_history(config=t.config, channels=["messages"])) for t in tuples]
+        assert [len(s.values["messages"]) async for s in graph.aget_state_history(cfg)] == [
+            len(s.values["messages"]) for s in chat.get_state_history(cfg)
+        ]
+    assert actual == expected
+
+
+def test_hot_thread_is_one_redis_round_trip_and_a_partial_one_adds_one_postgres(
+    saver_context: Callable[..., Any], redis_url: str
+) -> None:
+    cfg = thread_config()
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        graph = chat_graph(saver)
+        for i in range(12):
+            graph.invoke(turn(i), cfg)
+        latest = saver.get_tuple(cfg)
+        assert latest is not None
+        expected = base_walk(saver, latest.config, ["messages"])
+        assert expected["messages"]["writes"] and "seed" in expected["messages"]
+        hot, counts = counted_history(saver, latest.config, ["messages"])
+        assert hot == expected
+        assert counts == Counter({"RedisCall": 1})
+        # the whole thread: every checkpoint's walk in one Redis round trip
+        for t in saver.list(cfg):
+            assert counted_history(saver, t.config, ["messages"]) == (base_walk(saver, t.config, ["messages"]), Counter({"RedisCall": 1}))
+        saver.flush()
+        delete_keys(redis_url, f"{saver.key_prefix}:*")
+        cold, counts = counted_history(saver, latest.config, ["messages"])  # all in Postgres
+        assert cold == expected and counts["PgCall"] == 1
+        saver.get_tuple(cfg)  # re-warms the latest checkpoint only: the chain leaves Redis at its parent
+        partial, counts = counted_history(saver, latest.config, ["messages"])
+        assert partial == expected
+        assert counts["RedisCall"] == 1 and counts["PgCall"] == 1
+
+
+def test_evicted_value_or_writes_in_redis_are_read_from_postgres(
+    saver_context: Callable[..., Any], redis_url: str
+) -> None:
+    cfg = thread_config()
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        graph = chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        latest = saver.get_tuple(cfg)
+        assert latest is not None
+        expected = base_walk(saver, latest.config, ["messages"])
+        saver.flush()
+        client = redis.Redis.from_url(redis_url)
+        bl = next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:bl"))
+        wi = next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:wi"))
+        client.delete(bl)  # an LRU eviction took the thread's values
+        got, counts = counted_history(saver, latest.config, ["messages"])
+        assert got == expected and counts["PgCall"] == 1
+        client.delete(wi)  # ... and its write index
+        got, counts = counted_history(saver, latest.config, ["messages"])
+        assert got == expected and counts["PgCall"] == 1
+        client.close()
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_an_ancestor_evicted_in_part_and_never_flushed_is_corrupt_data(
+    saver_context: Callable[..., Any], redis_url: str, durable: bool
+) -> None:
+    """Redis lost part of an ancestor (its values) before any flush: no tier can rebuild the
+    channel, and a shorter history would be a wrong state."""
+    cfg = thread_config()
+    with saver_context(durable=durable, flush_policy=NO_AUTO_FLUSH) as saver:
+        if durable:
+            saver.setup()
+        graph = chat_graph(saver)
+        for i in range(3):
+            graph.invoke(turn(i), cfg)
+        client = redis.Redis.from_url(redis_url)
+        client.delete(next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:bl")))
+        client.close()
+        with pytest.raises(CorruptDataError, match="Redis lost part of it"):
+            saver.get_delta_channel_history(config=cfg, channels=["messages"])
+
+
+def test_redis_only_saver_ends_the_walk_where_redis_does(saver_context: Callable[..., Any], redis_url: str) -> None:
+    """No durable tier: an ancestor Redis lost ends the walk, as the base class' get_tuple walk."""
+    cfg = thread_config()
+    with saver_context() as saver:
+        graph = chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        tuples = list(saver.list(cfg))
+        client = redis.Redis.from_url(redis_url)
+        ck = next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:ck"))
+        client.hdel(ck, next(f for f in client.hkeys(ck) if f.endswith(tuples[3].config["configurable"]["checkpoint_id"].encode())))
+        client.close()
+        for t in tuples[:3]:
+            assert counted_history(saver, t.config, ["messages"])[0] == base_walk(saver, t.config, ["messages"])
+        assert saver.get_delta_channel_history(config=tuples[3].config, channels=["messages"]) == {"messages": {"writes": []}}
+
+
+def test_empty_unknown_and_bad_input(saver_context: Callable[..., Any]) -> None:
+    with saver_context(durable=True) as saver:
+        saver.setup()
+        cfg = thread_config()
+        assert saver.get_delta_channel_history(config=cfg, channels=[]) == {}
+        assert saver.get_delta_channel_history(config=cfg, channels=["a", "b"]) == {"a": {"writes": []}, "b": {"writes": []}}
+        with pytest.raises(ConfigError, match="sequence of channel names"):
+            saver.get_delta_channel_history(config=cfg, channels="messages")
+        with pytest.raises(ConfigError, match="non-empty string"):
+            saver.get_delta_channel_history(config=cfg, channels=[""])
+
+
+def test_missing_value_row_in_postgres_is_corrupt_data(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str
+) -> None:
+    cfg = thread_config()
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        graph = chat_graph(saver)
+        for i in range(3):
+            graph.invoke(turn(i), cfg)
+        saver.flush()
+        delete_keys(redis_url, f"{saver.key_prefix}:*")
+        with psycopg.connect(test_database_url, autocommit=True) as conn:
+            conn.execute(f'DELETE FROM "{saver.schema}".checkpoint_blobs WHERE channel = %s', ("messages",))
+        with pytest.raises(CorruptDataError, match="missing from checkpoint_blobs"):
+            saver.get_delta_channel_history(config=cfg, channels=["messages"])
+
+
+@contextmanager
+def private_saver(redis_url: str, postgres_url: str, **options: Any) -> Iterator[TieredSaver]:
+    """A durable saver on its own schema and key prefix (both removed afterwards)."""
+    schema = options.setdefault("schema", f"lts_{uuid.uuid4().hex[:10]}")
+    prefix = options.setdefault("key_prefix", f"ltstest-{uuid.uuid4().hex[:10]}")
+    try:
+        with TieredSaver.from_conn_string(
+            redis_url, postgres_url, tenant_id=TEST_TENANT, flush_policy=NO_AUTO_FLUSH, **options
+        ) as saver:
+            saver.setup()
+            yield saver
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        with contextlib.suppress(redis.exceptions.ConnectionError):  # a private server the test stopped
+            delete_keys(redis_url, f"{prefix}:*")
+
+
+def test_redis_down_falls_back_to_postgres_or_raises(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str
+) -> None:
+    server = make_private_redis()
+    cfg = thread_config()
+    with private_saver(server.url, test_database_url, on_redis_error="fallback") as saver:
+        graph = chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        latest = saver.get_tuple(cfg)
+        assert latest is not None
+        expected = base_walk(saver, latest.config, ["messages"])
+        saver.flush()
+        with private_saver(server.url, test_database_url, schema=saver.schema, key_prefix=saver.key_prefix) as strict:
+            strict.get_tuple(cfg)  # connected while Redis is up
+            server.stop()
+            assert plain(saver.get_delta_channel_history(config=latest.config, channels=["messages"])) == expected
+            assert saver.metrics.counter("redis_fallbacks") > 0
+            with pytest.raises(TierUnavailableError):
+                strict.get_delta_channel_history(config=latest.config, channels=["messages"])
+
+
+def test_postgres_down_where_the_chain_leaves_redis_raises(
+    make_private_postgres: Callable[..., PrivatePostgres], redis_url: str
+) -> None:
+    """A chain cut short would rebuild a wrong state: the call raises instead."""
+    pg = make_private_postgres()
+    cfg = thread_config()
+    with private_saver(redis_url, pg.url) as saver:
+        graph = chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        latest = saver.get_tuple(cfg)
+        assert latest is not None
+        saver.flush()
+        delete_keys(redis_url, f"{saver.key_prefix}:*")
+        saver.get_tuple(cfg)  # the latest only is back in Redis
+        pg.stop()
+        with pytest.raises(TierUnavailableError):
+            saver.get_delta_channel_history(config=latest.config, channels=["messages"])
+        pg.start()
+
+
+def test_on_a_redis_cluster(cluster_saver_context: Callable[..., Any]) -> None:
+    """The walk is one script over one thread's keys, which share a slot: it runs on a Cluster."""
+    cfg = thread_config()
+    with cluster_saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        graph = chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        for t in list(saver.list(cfg)):
+            assert counted_history(saver, t.config, ["messages"]) == (base_walk(saver, t.config, ["messages"]), Counter({"RedisCall": 1}))

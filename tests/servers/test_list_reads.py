@@ -1,0 +1,106 @@
+"""`list` of one thread reads Redis in one round trip (list.lua): `before` and `limit` applied in
+the script, each channel value sent once however many checkpoints share its version."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from langgraph_tiered_saver.hot import keys as K
+from langgraph_tiered_saver.hot import scripts
+from tests.faults.test_delta_history import counting
+from tests.graphs import chain_graph
+from tests.helpers import TEST_TENANT, thread_config
+
+
+def test_list_is_one_round_trip_with_before_limit_and_filter(saver_context: Callable[..., Any]) -> None:
+    with saver_context() as saver:
+        cfg = thread_config()
+        chain_graph(saver, nodes=8).invoke({"n": 0}, cfg)
+        everything = list(saver.list(cfg))
+        assert len(everything) == 10
+        counts: Counter[str] = Counter()
+        ids = [t.config["configurable"]["checkpoint_id"] for t in everything]
+        before = everything[3].config
+        op = saver._list_op(cfg, None, before, 4)
+        got = saver.run_op(counting(op, counts))
+        assert [t.config["configurable"]["checkpoint_id"] for t in got] == ids[4:8]
+        assert counts == Counter({"RedisCall": 1})
+        assert [t.metadata["step"] for t in saver.list(cfg, filter={"source": "loop"}, limit=2)] == [8, 7]
+        assert list(saver.list(cfg, limit=0)) == []
+
+
+def test_list_sends_each_channel_value_once(saver_context: Callable[..., Any]) -> None:
+    with saver_context() as saver:
+        cfg = thread_config()
+        chain_graph(saver, nodes=6).invoke({"n": 0}, cfg)
+        assert len(list(saver.list(cfg))) == 8  # (and the script is loaded)
+        ref = saver._ref(cfg)
+        keys = saver.core.hot.keys(TEST_TENANT, ref.thread_id)
+        args = {"refresh_ttl_ms": 0, "ns_mode": "all", "ns": "", "checkpoint_id": "", "before_id": "", "limit": 0}
+        keys = {**keys, "vgen": K.generation_key(saver.core.hot.prefix, K.shard_of(TEST_TENANT, ref.thread_id))}
+        entries, fields, values, *_ = saver._sync.redis.evalsha(scripts.LIST.sha, len(keys), *keys.values(), *args.values())  # type: ignore[union-attr]
+        referenced = [f for e in entries for f in e[2].split(K.REF_SEP.encode())[1:]]
+        assert len(fields) == len(set(referenced)) < len(referenced)  # shared versions sent once
+        assert len(values) == len(fields)
+
+
+def _list_counted(saver: Any, cfg: dict[str, Any], **kwargs: Any) -> tuple[list[Any], Counter[str]]:
+    counts: Counter[str] = Counter()
+    op = saver._list_op(cfg, kwargs.get("filter"), kwargs.get("before"), kwargs.get("limit"))
+    return saver.run_op(counting(op, counts)), counts
+
+
+def _ids(tuples: list[Any]) -> list[str]:
+    return [t.config["configurable"]["checkpoint_id"] for t in tuples]
+
+
+def test_a_namespace_postgres_has_nothing_more_of_is_then_listed_from_redis_alone(saver_context: Callable[..., Any]) -> None:
+    with saver_context(durable=True, background_flush=False) as saver:
+        saver.setup()
+        cfg = thread_config()
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)
+        saver.flush()
+        first, counts = _list_counted(saver, cfg)
+        assert counts["PgCall"] == 1  # Postgres asked once: it has nothing Redis lacks
+        again, counts = _list_counted(saver, cfg)
+        assert counts == Counter({"RedisCall": 1}) and _ids(again) == _ids(first)
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)  # new checkpoints keep the mark
+        grown, counts = _list_counted(saver, cfg)
+        assert counts == Counter({"RedisCall": 1}) and len(grown) == 2 * len(first)
+        older, counts = _list_counted(saver, cfg, before=grown[3].config, limit=2)
+        assert counts == Counter({"RedisCall": 1}) and _ids(older) == _ids(grown)[4:6]
+
+
+def test_a_thread_redis_holds_in_part_is_listed_with_postgres(saver_context: Callable[..., Any]) -> None:
+    """Expired from Redis, then re-warmed (its latest checkpoint only) by a read: every list asks
+    Postgres, and gets the older checkpoints from it."""
+    with saver_context(durable=True, background_flush=False) as saver:
+        saver.setup()
+        cfg = thread_config()
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)
+        saver.flush()
+        everything = list(saver.list(cfg))
+        assert len(everything) == 6  # ... and the namespace is marked whole
+        ref = saver._ref(cfg)
+        saver.run_op(saver.core.hot.delete_thread_op(TEST_TENANT, [ref.thread_id]))  # as if it expired
+        assert saver.get_tuple(cfg) is not None  # re-warms the latest
+        for _ in range(2):
+            listed, counts = _list_counted(saver, cfg)
+            assert counts["PgCall"] == 1 and _ids(listed) == _ids(everything)
+
+
+def test_an_import_into_a_whole_namespace_drops_its_mark(saver_context: Callable[..., Any]) -> None:
+    with saver_context(durable=True, background_flush=False) as saver:
+        saver.setup()
+        cfg = thread_config()
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)
+        saver.flush()
+        everything = list(saver.list(cfg))
+        ref = saver._ref(cfg)
+        hot = saver.core.hot
+        exported = saver.run_op(hot.export_thread_op(TEST_TENANT, ref.thread_id))
+        saver.run_op(hot.import_thread_op(TEST_TENANT, ref.thread_id, exported, pending=False))
+        listed, counts = _list_counted(saver, cfg)
+        assert counts["PgCall"] == 1 and _ids(listed) == _ids(everything)

@@ -1,0 +1,445 @@
+"""The core ops' failure branches through the scripted driver: no servers, milliseconds each.
+Every real fault kind also has one real-server test (test_hot_faults, test_postgres_faults,
+test_flusher_supervision); these cover the branches exhaustively and deterministically."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from psycopg_pool import ConnectionPool
+
+from langgraph_tiered_saver import (
+    FlushPolicy,
+    StaleLockError,
+    ThreadLockedError,
+    TieredSaver,
+    TierUnavailableError,
+)
+from langgraph_tiered_saver._core.ops import ListQuery
+from langgraph_tiered_saver._sansio.breaker import PgBreaker
+from langgraph_tiered_saver._sansio.io import PgCall, RedisCall
+from langgraph_tiered_saver._sansio.pgfaults import classify_connect_error, classify_statement_error
+from langgraph_tiered_saver._sansio.schedule import Scheduler
+from langgraph_tiered_saver._sansio.scripted import Expect, ScriptedDriver, commands_of
+from langgraph_tiered_saver.errors import (
+    DatabaseMissingError,
+    PostgresAuthError,
+    PostgresError,
+    RedisPermissionError,
+    SchemaMissingError,
+)
+from langgraph_tiered_saver.flushing.ops import FlushOps
+from langgraph_tiered_saver.hot import keys as K
+from langgraph_tiered_saver.hot import scripts
+from langgraph_tiered_saver.hot.ops import HotOps
+from langgraph_tiered_saver.locking.locks import LockOps
+from langgraph_tiered_saver.records.codec import encode_typed
+from langgraph_tiered_saver.records.ids import ThreadRef
+
+TENANT, THREAD = "acme", "t1"
+REDIS_DOWN = TierUnavailableError("redis", "Connection refused")
+PG_DOWN = TierUnavailableError("postgres", "Connection refused")
+
+
+def _is(*names: str) -> Any:
+    return lambda request: commands_of(request) == list(names)
+
+
+def _copy_epoch(value: str) -> Expect:
+    """The epoch copied into every shard (sentinel.py), one pipeline."""
+    return Expect(
+        RedisCall, reply=[True] * K.SHARDS, describe="copy the epoch into every shard",
+        check=lambda r: commands_of(r) == ["SET"] * K.SHARDS and {c[2] for c in r.commands} == {value},
+    )  # fmt: skip
+
+
+@pytest.fixture
+def saver_factory() -> Iterator[Any]:
+    """Savers whose clients never connect: every request goes to the scripted driver."""
+    made: list[TieredSaver] = []
+
+    def make(**options: Any) -> TieredSaver:
+        pool = ConnectionPool("postgresql://nowhere.invalid/db", open=False) if options.pop("durable", True) else None
+        saver = TieredSaver(redis.Redis(host="nowhere.invalid"), pg_pool=pool, tenant_id=TENANT,
+                            background_flush=False, blob_store=None, **options)  # fmt: skip
+        saver.core.hot.epoch.value = "epoch-1"  # as after the process' first write
+        saver.core.hot.watch._loop = None  # no background checks
+        saver.core.hot.watch._checked = True  # as after the process' first read
+        made.append(saver)
+        return saver
+
+    yield make
+
+
+def _put_args() -> tuple[Any, ...]:
+    checkpoint = empty_checkpoint()
+    checkpoint["channel_values"] = {"a": 1}
+    checkpoint["channel_versions"] = {"a": "1"}
+    return {"configurable": {"thread_id": THREAD, "checkpoint_ns": ""}}, checkpoint, {"step": 0}, {"a": "1"}
+
+
+def _put_op(saver: Any) -> Any:
+    cfg, checkpoint, metadata, versions = _put_args()
+    return saver.core.put_op(saver._ref(cfg), cfg, checkpoint, metadata, versions)
+
+
+def test_put_falls_back_to_postgres_when_redis_is_down(saver_factory: Any) -> None:
+    saver = saver_factory(on_redis_error="fallback")
+    driver = ScriptedDriver([
+        Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
+        # thread lock, hot-tier check, fork check (none), value, checkpoint, written-through mark
+        Expect(PgCall, reply=[1, 1, [], 1, 1, 1], check=lambda c: c.tenant_id == TENANT, describe="write-through"),
+    ])  # fmt: skip
+    config = driver.run(_put_op(saver))
+    assert config["configurable"]["thread_id"] == THREAD
+    assert saver.metrics.counter("redis_fallbacks") == 1
+    assert saver.metrics.counter("write_through_rows") == 2  # the value and the checkpoint
+    assert saver.metrics.counter("thread_forks") == 0
+
+
+def test_a_write_through_that_finds_a_fork_reports_it_and_keeps_both(saver_factory: Any) -> None:
+    saver = saver_factory(on_redis_error="fallback")
+    driver = ScriptedDriver([
+        Expect(RedisCall, error=REDIS_DOWN, describe="the put script"),
+        Expect(PgCall, reply=[1, 1, [("", "ck-new")], 1, 1, 1], describe="write-through: Postgres names a fork"),
+    ])  # fmt: skip
+    driver.run(_put_op(saver))
+    assert saver.metrics.counter("thread_forks") == 1
+    assert saver.metrics.recent("thread_forks") == ((TENANT, THREAD, "", "ck-new"),)
+
+
+def test_put_raises_when_redis_is_down_and_fallback_is_off(saver_factory: Any) -> None:
+    driver = ScriptedDriver([Expect(RedisCall, error=REDIS_DOWN)])
+    with pytest.raises(TierUnavailableError, match="redis"):
+        driver.run(_put_op(saver_factory()))
+    assert not any(isinstance(r, PgCall) for r in driver.seen)  # never a silent Postgres write
+
+
+def _get_latest(saver: Any) -> Any:
+    return saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None)
+
+
+def test_a_failed_postgres_read_raises_never_answers_no_thread(saver_factory: Any) -> None:
+    saver = saver_factory()
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, error=PG_DOWN)])
+    with pytest.raises(TierUnavailableError, match="postgres"):
+        driver.run(_get_latest(saver))
+    assert saver.metrics.counter("postgres_read_errors") == 1
+
+
+@pytest.mark.parametrize("status", [b"miss", b"evicted"])
+def test_a_miss_is_answered_by_postgres(saver_factory: Any, status: bytes) -> None:
+    saver = saver_factory()
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[status, [], b"", b""]]), Expect(PgCall, reply=[[]], describe="lookup")])
+    assert driver.run(_get_latest(saver)) is None  # Postgres, which knows, says there is none
+    assert saver.metrics.counter("read_misses") == 1
+
+
+def test_a_failed_postgres_read_fails_a_list(saver_factory: Any) -> None:
+    saver = saver_factory()
+    ref = saver._ref({"configurable": {"thread_id": THREAD}})
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[[[], [], [], 0, b"", b""]], check=_is("EVALSHA:list"), describe="the thread in Redis"),
+        Expect(PgCall, error=PG_DOWN),
+    ])  # fmt: skip
+    with pytest.raises(TierUnavailableError, match="postgres"):
+        driver.run(saver.core.list_op(ListQuery(ref, TENANT, True, None, None, None)))
+
+
+def test_a_thread_redis_holds_whole_is_listed_without_postgres(saver_factory: Any) -> None:
+    """list.lua vouches for it (marked whole, verified): no Postgres call; without the mark, one
+    Postgres call, and a mark when Postgres had nothing more."""
+    saver = saver_factory()
+    ref = saver._ref({"configurable": {"thread_id": THREAD}})
+    query = ListQuery(ref, TENANT, True, None, None, None)
+    whole = ScriptedDriver([Expect(RedisCall, reply=[[[], [], [], 1, b"\x00c1", b""]], check=_is("EVALSHA:list"))])
+    assert whole.run(saver.core.list_op(query)) == []
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[[[], [], [], 0, b"\x00c1", b"7"]], check=_is("EVALSHA:list"), describe="not marked"),
+        Expect(PgCall, reply=[[]], describe="Postgres has nothing more"),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:list_mark"), describe="marked, verified under 7"),
+    ])  # fmt: skip
+    assert driver.run(saver.core.list_op(query)) == []
+
+
+def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) -> None:
+    saver = saver_factory()
+    saver.core.hot.watch._checked = False  # a new process
+    check = lambda r: commands_of(r) == ["EVALSHA:server_check"] and int(r.commands[0][2]) == 1  # noqa: E731
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[b"run-2"], check=check, describe="server check: another run id"),
+        Expect(RedisCall, reply=[1] * K.SHARDS, check=_is(*["INCR"] * K.SHARDS), describe="every generation moves"),
+        Expect(RedisCall, reply=[True], check=lambda r: r.commands[0][0] == "SET" and r.commands[0][2] == "run-2"),
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
+    ])  # fmt: skip
+    assert driver.run(_get_latest(saver)) is None
+    assert saver.metrics.counter("redis_server_changes") == 1
+    ScriptedDriver([Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]])]).run(_get_latest(saver))
+
+
+def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_factory: Any) -> None:
+    saver = saver_factory()
+    saver._sync.on_scripts_lost()  # what the driver calls on NOSCRIPT
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[None], check=_is("EVALSHA:server_check")),
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
+    ])  # fmt: skip
+    driver.run(_get_latest(saver))
+    assert saver.metrics.counter("redis_server_changes") == 0  # same server: nothing moved
+
+
+def test_a_deleted_thread_leaves_the_registry_only_after_postgres(saver_factory: Any) -> None:
+    saver = saver_factory()
+    registry = K.tenant_threads_key("lts", TENANT, K.shard_of(TENANT, THREAD))
+    unregisters = lambda r: any(c[:2] == ("ZREM", registry) for c in r.commands)  # noqa: E731
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[b"OK", [b"1700000000", b"0"]], describe="flush lock and the Redis clock"),
+        Expect(RedisCall, reply=[{}, {}, {}, {}], describe="export"),
+        Expect(RedisCall, reply=[1, 1], check=lambda r: not unregisters(r), describe="delete keys"),
+        Expect(PgCall, error=PG_DOWN, describe="delete rows"),
+        Expect(RedisCall, reply=[1], describe="flush lock release"),
+    ])  # fmt: skip
+    with pytest.raises(TierUnavailableError):
+        driver.run(saver.core.delete_thread_op(TENANT, THREAD))
+    assert not any(isinstance(r, RedisCall) and unregisters(r) for r in driver.seen)
+
+
+def test_a_missing_schema_is_not_masked_by_the_fallback(saver_factory: Any) -> None:
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, error=SchemaMissingError("no tables")),
+    ])  # fmt: skip
+    with pytest.raises(SchemaMissingError):
+        saver = saver_factory()
+        driver.run(saver.core.get_tuple_op(saver._ref({"configurable": {"thread_id": THREAD}}), None))
+
+
+def _flush_ops() -> FlushOps:
+    return FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True, ttl_ms=60_000)
+
+
+def _blob_entries(n: int, start: int = 0) -> tuple[list[bytes], list[bytes]]:
+    fields = [K.blob_field("", "chan", str(i)) for i in range(start, start + n)]
+    return [f"b\x00{f}".encode() for f in fields], [encode_typed(("json", b'"v"')) for _ in fields]
+
+
+def _outbox(entries: list[bytes], values: list[bytes]) -> list[Any]:
+    versions = [b"1"] * len(entries)
+    return [b"1700000000000", [entries, versions, values, 0]]  # ZSCORE of the dirty index, the locked read
+
+
+def test_a_busy_flush_lock_is_skipped(saver_factory: Any) -> None:
+    driver = ScriptedDriver([Expect(RedisCall, reply=[None, None], check=_is("ZSCORE", "EVALSHA:outbox_read"))])
+    result = driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
+    assert result.skipped_locked and driver.slept == 0
+
+
+def _read_arg(call: RedisCall, name: str) -> Any:
+    """The named ARGV slot of the outbox_read script in `call` (its second command)."""
+    command = call.commands[1]
+    return command[3 + int(command[2]) + scripts.OUTBOX_READ.argv.index(name)]
+
+
+def test_a_flush_waiting_for_a_stalled_lease_takes_it_over_after_takeover_seconds() -> None:
+    """A synchronous flush polls for `takeover_seconds` (1 + 2 + 4 + 8 ms of sleeping here),
+    never the holder's whole lease, then reads with `force`: the stalled holder's commit is
+    refused by Postgres' fence afterwards."""
+    ops = FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True, ttl_ms=60_000, takeover_seconds=0.01)
+    busy = [Expect(RedisCall, reply=[None, None], check=lambda c: _read_arg(c, "force") == "0") for _ in range(5)]
+    forced = [b"1700000000000", [[], [], [], 0, b"1700000000", b"5", 1]]
+    driver = ScriptedDriver([
+        *busy,
+        Expect(RedisCall, reply=forced, check=lambda c: _read_arg(c, "force") == "1", describe="forced read"),
+        Expect(RedisCall, reply=[0], check=lambda c: _is("EVALSHA:outbox_ack")(c) and _ack_arg(c, "release") == "1"
+               and _ack_arg(c, "observed") == b"1700000000000", describe="empty outbox: release, clear the mark"),
+    ])  # fmt: skip
+    result = driver.run(ops.flush_thread_op(TENANT, THREAD, wait=True))
+    assert not result.skipped_locked and result.remaining == 0
+    assert driver.slept == pytest.approx(0.015)
+
+
+def _ack_arg(call: RedisCall, name: str) -> Any:
+    """The named ARGV slot of the outbox_ack script in `call`."""
+    command = call.commands[0]
+    return command[3 + int(command[2]) + scripts.OUTBOX_ACK.argv.index(name)]
+
+
+def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("langgraph_tiered_saver.flushing.ops.OUTBOX_BATCH", 2)
+    first, second = _blob_entries(2), _blob_entries(1, start=2)
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=_outbox(*first), check=_is("ZSCORE", "EVALSHA:outbox_read")),
+        Expect(PgCall, reply=[1, 1, 2]),  # thread lock, hot-tier check, values
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:outbox_ack")(c) and _ack_arg(c, "release") == "0",
+               describe="ack, lock kept"),
+        Expect(RedisCall, reply=_outbox(*second)),
+        Expect(PgCall, reply=[1, 1, 1]),
+        Expect(RedisCall, reply=[0], check=lambda c: _ack_arg(c, "release") == "1"
+               and _ack_arg(c, "observed") == b"1700000000000", describe="last ack releases, clears the mark"),
+    ])  # fmt: skip
+    result = driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
+    assert (result.blobs, result.remaining, result.skipped_locked) == (3, 0, False)
+
+
+@pytest.mark.parametrize("error", [PostgresError("refused by a trigger", "P0001"), KeyboardInterrupt()])
+def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) -> None:
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=_outbox(*_blob_entries(1))),
+        Expect(PgCall, error=error),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release"), describe="the finally's release"),
+    ])  # fmt: skip
+    with pytest.raises(type(error)):
+        driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
+
+
+def test_waiting_for_a_checkpoint_put_times_out() -> None:
+    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None, watch=None)
+    ref = ThreadRef(TENANT, THREAD, "", "cp-1")
+    driver = ScriptedDriver([Expect(RedisCall, reply=[0], check=_is("HEXISTS")) for _ in range(5)])
+    assert driver.run(hot.await_checkpoint_op(ref, timeout=0.01)) is False
+    assert driver.slept == pytest.approx(0.015)  # 1 + 2 + 4 + 8 ms, then the deadline
+    found = ScriptedDriver([Expect(RedisCall, reply=[0]), Expect(RedisCall, reply=[1])])
+    assert found.run(hot.await_checkpoint_op(ref, timeout=5)) is True
+
+
+def test_a_busy_thread_lock_raises_or_waits() -> None:
+    locks = LockOps("lts", 60_000, Scheduler("test-locks"))
+    ref = ThreadRef(TENANT, THREAD)
+    with pytest.raises(ThreadLockedError):
+        ScriptedDriver([Expect(RedisCall, reply=[None])]).run(locks.acquire_op(ref, 1000, wait=False, wait_timeout=None))
+    driver = ScriptedDriver([Expect(RedisCall, reply=[None]), Expect(RedisCall, reply=[None]), Expect(RedisCall, reply=[b"7"])])
+    handle = driver.run(locks.acquire_op(ref, 1000, wait=True, wait_timeout=10))
+    assert handle.fence == "7" and driver.slept == pytest.approx(0.003)
+
+
+def test_the_interrupt_flush_goes_on_when_postgres_is_down(saver_factory: Any) -> None:
+    saver = saver_factory(flush_policy=FlushPolicy(on_interrupt="sync"))
+    config = {"configurable": {"thread_id": THREAD, "checkpoint_ns": "", "checkpoint_id": "cp-1"}}
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[1], describe="put_writes"),
+        Expect(RedisCall, reply=[1], check=_is("HEXISTS"), describe="its checkpoint is there"),
+        Expect(RedisCall, reply=_outbox(*_blob_entries(1))),
+        Expect(PgCall, error=PG_DOWN),
+        Expect(RedisCall, reply=[1], check=_is("EVALSHA:lock_release")),
+    ])  # fmt: skip
+    driver.run(saver.core.put_writes_op(saver._ref(config), [("__interrupt__", "approve?")], "task-1", ""))
+    assert saver.metrics.counter("flush_errors") == 1
+
+
+def test_a_write_that_sees_another_epoch_reports_the_loss_once(
+    saver_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    saver = saver_factory()
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:write"), describe="put: Redis holds no epoch-1"),
+        Expect(RedisCall, reply=[None, b"epoch-2"], check=_is("SET", "GET"), describe="adopt the current epoch"),
+        _copy_epoch("epoch-2"),
+    ])  # fmt: skip
+    next_put = ScriptedDriver([Expect(RedisCall, reply=[1], check=_is("EVALSHA:write"), describe="same epoch now")])
+    with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver"):
+        driver.run(_put_op(saver))
+        next_put.run(_put_op(saver))
+    assert saver.metrics.counter("redis_data_lost") == 1
+    assert saver.core.hot.epoch.value == "epoch-2" and saver.core.hot.epoch.lost_at is not None
+    assert [r.levelname for r in caplog.records if "Redis lost data" in r.getMessage()] == ["ERROR"]
+
+
+@pytest.mark.parametrize(("policy", "warned"), [(b"allkeys-lru", True), (b"volatile-lru", False), (None, False)])
+def test_the_first_write_learns_the_epoch_and_checks_the_eviction_policy(
+    saver_factory: Any, caplog: pytest.LogCaptureFixture, policy: bytes | None, warned: bool
+) -> None:
+    saver = saver_factory()
+    saver.core.hot.epoch.value = None  # a process' first write
+    config_reply: Expect = (
+        Expect(RedisCall, reply=[[b"maxmemory-policy", policy]], check=_is("CONFIG"))
+        if policy is not None
+        else Expect(RedisCall, error=redis.exceptions.ResponseError("unknown command 'CONFIG'"), check=_is("CONFIG"))
+    )
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[True, b"epoch-1"], check=_is("SET", "GET"), describe="set the epoch if new"),
+        _copy_epoch("epoch-1"),
+        config_reply,
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:write")(c) and "epoch-1" in c.commands[0]),
+    ])  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="langgraph_tiered_saver"):
+        driver.run(_put_op(saver))
+    assert any("maxmemory-policy" in r.getMessage() for r in caplog.records) is warned
+    assert saver.metrics.counter("redis_data_lost") == 0
+
+
+def test_the_circuit_breaker_opens_once_probes_and_closes() -> None:
+    now = [100.0]
+    breaker = PgBreaker(first_open=1.0, max_open=4.0, clock=lambda: now[0])
+    breaker.before_call()  # closed: passes
+    breaker.failed(PG_DOWN)
+    with pytest.raises(TierUnavailableError, match="circuit open"):
+        breaker.before_call()
+    now[0] += 1.0
+    breaker.before_call()  # the probe
+    with pytest.raises(TierUnavailableError):
+        breaker.before_call()  # only one probe at a time
+    breaker.failed(PG_DOWN)  # the probe failed: window doubles
+    now[0] += 1.5
+    with pytest.raises(TierUnavailableError):
+        breaker.before_call()
+    now[0] += 0.5
+    breaker.before_call()
+    breaker.succeeded()
+    breaker.before_call()
+    assert breaker.metrics.counter("postgres_outages") == 1
+    assert breaker.metrics.counter("postgres_fast_failures") == 3
+
+
+def test_postgres_errors_are_classified() -> None:
+    import psycopg
+
+    refused = psycopg.OperationalError('connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused')
+    assert type(classify_connect_error(refused)) is TierUnavailableError
+    auth = psycopg.OperationalError('connection failed: ... FATAL:  password authentication failed for user "app"')
+    assert isinstance(classify_connect_error(auth), PostgresAuthError)
+    db = psycopg.OperationalError('connection failed: ... FATAL:  database "nope" does not exist')
+    assert isinstance(classify_connect_error(db), DatabaseMissingError)
+    assert isinstance(classify_statement_error(psycopg.errors.UndefinedTable("relation x does not exist")), SchemaMissingError)
+    # one statement's failure is that thread's error, never an outage, whatever psycopg's class
+    for statement_error in (psycopg.errors.QueryCanceled("statement timeout"), psycopg.errors.LockNotAvailable("lock"),
+                            psycopg.errors.ProgramLimitExceeded("index row size 3648 exceeds btree version 4 maximum 2704"),
+                            psycopg.errors.CharacterNotInRepertoire("invalid byte sequence")):  # fmt: skip
+        assert isinstance(statement_error, psycopg.OperationalError) or statement_error.sqlstate.startswith("22")
+        classified = classify_statement_error(statement_error)
+        assert type(classified) is PostgresError and classified.sqlstate == statement_error.sqlstate
+    assert type(classify_statement_error(psycopg.errors.AdminShutdown("terminating connection"))) is TierUnavailableError
+    assert type(classify_statement_error(psycopg.errors.TooManyConnections("too many"))) is TierUnavailableError
+    rejected = classify_statement_error(psycopg.errors.CheckViolation("new row violates check"))
+    assert isinstance(rejected, PostgresError)
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [("OOM command not allowed when used memory > 'maxmemory'", TierUnavailableError),
+     ("READONLY You can't write against a read only replica.", TierUnavailableError),
+     ("STALE fencing token 3 is older than 4: the lock was lost", StaleLockError),
+     ("ERR wrong number of arguments", redis.exceptions.ResponseError)],
+)  # fmt: skip
+def test_redis_error_replies_are_typed(reply: str, expected: type) -> None:
+    from langgraph_tiered_saver._sansio.io import _typed_script_error
+
+    assert type(_typed_script_error(redis.exceptions.ResponseError(reply))) is expected
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [(redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), TierUnavailableError),
+     (redis.exceptions.ReadOnlyError("You can't write against a read only replica."), TierUnavailableError),
+     (redis.exceptions.NoPermissionError("this user has no permissions to run the 'evalsha' command"),
+      RedisPermissionError)],
+)  # fmt: skip
+def test_redis_error_classes_are_typed(exc: Exception, expected: type) -> None:
+    """redis-py parses OOM / READONLY / NOPERM replies into classes and drops the leading word."""
+    from langgraph_tiered_saver._sansio.io import _typed_script_error
+
+    assert type(_typed_script_error(exc)) is expected  # type: ignore[arg-type]

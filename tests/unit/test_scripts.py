@@ -1,0 +1,37 @@
+"""The Lua scripts' named slots: every KEY.x / ARG.x a script uses is declared in `scripts`,
+and a call with other names than the declared ones is refused before it reaches Redis."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from langgraph_tiered_saver.hot import scripts
+
+ALL = [v for v in vars(scripts).values() if isinstance(v, scripts.LuaScript)]
+
+
+@pytest.mark.parametrize("script", ALL, ids=lambda s: s.name)
+def test_every_slot_a_script_uses_is_declared(script: scripts.LuaScript) -> None:
+    body = (resources.files("langgraph_tiered_saver.hot") / "lua" / f"{script.name}.lua").read_text()
+    assert not re.search(r"\bKEYS\[|\bARGV\[\d", body), "positional slots: use KEY.<name> / ARG.<name>"
+    assert set(re.findall(r"\bKEY\.(\w+)", body)) <= set(script.keys)
+    assert set(re.findall(r"\bARG\.(\w+)", body)) <= set(script.argv)
+
+
+def test_common_functions_use_declared_slots_only() -> None:
+    common = (resources.files("langgraph_tiered_saver.hot") / "lua" / "_common.lua").read_text()
+    declared = set().union(*(s.keys for s in ALL)), set().union(*(s.argv for s in ALL))
+    assert set(re.findall(r"\bKEY\.(\w+)", common)) <= declared[0]
+    assert set(re.findall(r"\bARG\.(\w+)", common)) <= declared[1]
+    assert "KEYS[" not in common
+
+
+def test_a_call_must_name_exactly_the_declared_slots() -> None:
+    with pytest.raises(TypeError, match=r"lock_renew\.lua takes"):
+        scripts.LOCK_RENEW.call({"lock": "k"}, {"ttl_ms": 1, "token": "t"})  # order matters too
+    assert scripts.LOCK_RENEW.call({"lock": "k"}, {"token": "t", "ttl_ms": 1}) == (
+        "EVALSHA", scripts.LOCK_RENEW.sha, 1, "k", "t", 1,
+    )
