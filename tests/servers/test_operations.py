@@ -343,7 +343,7 @@ def test_without_optional_packages(tmp_path: Any) -> None:
         "import sys\n"
         "sys.modules['opentelemetry'] = None\n"
         "sys.modules['prometheus_client'] = None\n"
-        "from langgraph_tiered_saver import telemetry, ConfigError\n"
+        "from langgraph_tiered_saver import ConfigError\nfrom langgraph_tiered_saver.observability import telemetry\n"
         "from langgraph_tiered_saver.observability.metrics import Metrics\n"
         "from langgraph_tiered_saver.flushing.endpoints import prometheus_text\n"
         "assert telemetry.otel_trace is None\n"
