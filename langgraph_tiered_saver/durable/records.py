@@ -33,7 +33,7 @@ class BlobRow(NamedTuple):
     channel: str
     version: str
     value: TypedValue
-    value_json: Any = None  # audit.to_audit_json(...) of the value, or None
+    value_json: Any = None  # the audit copy (JSON data or an orjson.Fragment of its text), or None
     blob_ref: str | None = None  # set when the value lives in the blob store: value[1] is the ref
 
 

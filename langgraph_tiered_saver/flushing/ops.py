@@ -217,11 +217,11 @@ class FlushOps:
         # A readable JSON copy of encrypted values would defeat the encryption: off by default.
         self.audit_json = (not isinstance(serde, EncryptedSerializer)) if audit_json is None else audit_json
 
-    def _audit(self, typed: tuple[str, bytes]) -> Any:
+    def _audit(self, typed: tuple[str, bytes], memo: dict[tuple[int, bytes], Any] | None = None) -> Any:
         if not self.audit_json or typed[0] == "empty" or typed[0].startswith(BLOB_TYPE) or self._offloads(typed):
             return None
         if typed[0] == "msgpack":
-            return audit_from_msgpack(typed[1])
+            return audit_from_msgpack(typed[1], memo)
         try:
             return to_audit_json(self.serde.loads_typed(typed))
         except Exception:
@@ -240,6 +240,7 @@ class FlushOps:
         where = f"outbox of thread {thread_id!r}"
         batch = FlushBatch(tenant_id, thread_id, [], [], [])
         unsure: list[Unsure] = []
+        memo: dict[tuple[int, bytes], Any] = {}  # messages read once per batch (audit_from_msgpack)
         for raw_entry, value in zip(entries, values, strict=True):
             entry = as_str(raw_entry)
             if not value:
@@ -269,13 +270,13 @@ class FlushOps:
                 ns, channel, version = K.split_blob_field(rest)
                 typed = decode_typed(value, where)
                 batch.blobs.append(
-                    BlobRow(ns, channel, version, typed, self._audit(typed), _blob_ref(typed))
+                    BlobRow(ns, channel, version, typed, self._audit(typed, memo), _blob_ref(typed))
                 )
             else:
                 ns, checkpoint_id, _task, _idx = K.split_write_field(rest)
                 write = unpack_write(value, where)
                 batch.writes.append(
-                    WriteRow(ns, checkpoint_id, write, self._audit(write.value), _blob_ref(write.value))
+                    WriteRow(ns, checkpoint_id, write, self._audit(write.value, memo), _blob_ref(write.value))
                 )
         return batch, unsure
 

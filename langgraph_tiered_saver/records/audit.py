@@ -16,6 +16,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -47,16 +48,78 @@ def to_audit_json(value: Any) -> JSON:
         return None
 
 
-def audit_from_msgpack(data: bytes) -> JSON:
+def audit_from_msgpack(data: bytes, memo: dict[tuple[int, bytes], Any] | None = None) -> JSON:
     """The audit copy of a value the serializer stored as msgpack, read straight from its bytes:
     LangChain messages and other packed objects are taken as the data they were packed from,
     never rebuilt (rebuilding validates every message with pydantic: it was most of a flush's
-    CPU). Messages keep the same keys as `to_audit_json` gives them. Never raises."""
+    CPU). Messages keep the same keys as `to_audit_json` gives them. Never raises.
+
+    `memo` (one per flush batch) reads each packed object once: a message list channel holds,
+    at each of its versions, every earlier message again, packed to the same bytes."""
+    hook = _audit_ext_hook if memo is None else partial(_memo_ext_hook, memo)
     try:
-        value = ormsgpack.unpackb(data, ext_hook=_audit_ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+        value = ormsgpack.unpackb(data, ext_hook=hook, option=ormsgpack.OPT_NON_STR_KEYS)
+    except Exception:
+        return None
+    text = _plain_json(value)
+    if text is not None:
+        return None if text == b"null" else orjson.Fragment(text)
+    try:
         return _convert(value, 0, set())
     except Exception:
         return None
+
+
+# orjson writes these types its own way (datetime, dataclass, subclasses): hand them to
+# `_refuse`, so that only plain JSON data takes the fast path.
+_PLAIN = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS
+_NOT_BRACKETS = bytes(c for c in range(256) if c not in b"[]{}")
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_INNERMOST = re.compile(rb"\[\]|\{\}")  # one level per pass (no cascade, unlike chained replaces)
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError
+
+
+def _plain_json(value: Any) -> bytes | None:
+    """`value` as JSON text in one C call, when `_convert` would give the same JSON: plain data
+    (str keys, no NUL, no type orjson writes differently) at most `_MAX_DEPTH` deep. None
+    otherwise: the caller takes the slow path. Spares building a converted copy of every value
+    (most of a flush's CPU)."""
+    try:
+        text = orjson.dumps(value, default=_refuse, option=_PLAIN)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    if b"\\u0000" in text or not _shallow(text):
+        return None
+    return text
+
+
+def _shallow(text: bytes) -> bool:
+    """Whether JSON `text` nests at most `_MAX_DEPTH` containers (`_convert`'s limit)."""
+    if text.count(b"[") + text.count(b"{") <= _MAX_DEPTH:
+        return True
+    brackets = _STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
+    for _ in range(_MAX_DEPTH):
+        if not brackets:
+            return True
+        brackets = _INNERMOST.sub(b"", brackets)
+    return not brackets
+
+
+_MISSING = object()
+
+
+def _memo_ext_hook(memo: dict[tuple[int, bytes], Any], code: int, data: bytes) -> Any:
+    """`_audit_ext_hook`, each packed object read once (the copies it returns are never mutated:
+    they are only written out as JSON or converted into new objects)."""
+    if code not in (EXT_PYDANTIC_V1, EXT_PYDANTIC_V2):
+        return _msgpack_ext_hook_to_json(code, data)
+    value = memo.get((code, data), _MISSING)
+    if value is _MISSING:
+        value = memo[(code, data)] = _audit_ext_hook(code, data)
+    return value
 
 
 def _audit_ext_hook(code: int, data: bytes) -> Any:

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import ormsgpack
 import psycopg
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
@@ -50,6 +51,7 @@ from langgraph_tiered_saver.durable.retention import (
 )
 from langgraph_tiered_saver.errors import ConfigError
 from langgraph_tiered_saver.hot.keys import blob_field
+from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, to_audit_json
 from langgraph_tiered_saver.records.codec import CheckpointRecord, TypedValue, WriteRecord
 
@@ -632,6 +634,32 @@ def test_to_audit_json() -> None:
             raise RuntimeError("no")
 
     assert to_audit_json(Exploding()) is None
+
+
+def _nested(depth: int, mapping: bool) -> Any:
+    value: Any = "x"
+    for i in range(depth):
+        value = {"k": value} if mapping and i % 2 else [value]
+    return value
+
+
+@pytest.mark.parametrize("value", [
+    {"n": None}, float("nan"), float("inf"), 1.5, -(2**63), 2**64 - 1, "a\x00b", "\\u0000 lit", {"k\x00": "v", "k": 1}, {1: "int key"},
+    {"t": (1, 2)}, {"s": {3, 1, 2}}, {"b": b"x"}, dt.datetime(2024, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc),
+    {"when": dt.datetime(2024, 1, 2)}, dt.date(2024, 1, 2), uuid.UUID(int=5), Refund(12.5, "EUR"),
+    _nested(64, False), _nested(65, False), _nested(65, True), _nested(130, True), '"[[[[{' * 40, [], {}, "",
+    [HumanMessage("hi", id="1"), AIMessage("a\x00", id="2", tool_calls=[{"name": "f", "args": {"x": [1]}, "id": "c"}])],
+])  # fmt: skip
+def test_audit_from_msgpack_fast_path_matches_conversion(value: Any) -> None:
+    """Plain values skip the converted copy: the JSON written must be the converted copy's."""
+    type_, data = JsonPlusSerializer().dumps_typed(value)
+    assert type_ == "msgpack"
+    unpacked = ormsgpack.unpackb(data, ext_hook=audit._audit_ext_hook, option=ormsgpack.OPT_NON_STR_KEYS)
+    expected = audit.to_audit_json(unpacked)
+    memo: dict[Any, Any] = {}
+    for got in (audit.audit_from_msgpack(data), audit.audit_from_msgpack(data, memo), audit.audit_from_msgpack(data, memo)):
+        assert (got is None) == (expected is None)
+        assert dumps_jsonb(got) == dumps_jsonb(expected)
 
 
 def test_jsonb_text_accepts_nul_and_odd_values(driver: SyncDriver) -> None:
