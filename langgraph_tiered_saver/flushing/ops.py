@@ -382,7 +382,10 @@ class FlushOps:
         token = lease.new_token()
         keys = self._keys(tenant_id, thread_id)
         dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
-        return token, self._read_call(keys, token, dirty, K.dirty_member(tenant_id, thread_id), lease.ms)
+        score, read = self._read_call(keys, token, dirty, K.dirty_member(tenant_id, thread_id), lease.ms).commands
+        # EVAL, not EVALSHA: the script cache may have the write script and not this one (a
+        # restarted Redis), and a NOSCRIPT retry of the pipeline would run the write twice
+        return token, RedisCall((score, scripts.OUTBOX_READ.inline(read)))
 
     def _keys(self, tenant_id: str, thread_id: str) -> dict[str, str]:
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
