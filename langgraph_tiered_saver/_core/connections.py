@@ -15,9 +15,10 @@ Pools the saver creates:
   `pg_max_lifetime`, with `prepare_threshold=None` by default: psycopg then never creates
   server-side prepared statements, which PgBouncer in transaction mode cannot keep per
   client (`DuplicatePreparedStatement`). Safe first: a pooler cannot be detected reliably
-  (same port, another host). The cost falls on Postgres reads, off the hot path: a thread read
-  from Postgres took 1.9 ms instead of 1.1 ms on loopback; set `pg_prepare_threshold=5` when
-  no transaction-mode pooler sits in front.
+  (same port, another host). The cost falls on Postgres reads, off the hot path. A read of one
+  checkpoint (a new thread's first read) goes through the PL/pgSQL function `lts_get_tuple`,
+  whose plans the server keeps per connection whatever the pooler; other reads (`list`) are
+  planned each time: set `pg_prepare_threshold=5` when no transaction-mode pooler sits in front.
 """
 
 from __future__ import annotations

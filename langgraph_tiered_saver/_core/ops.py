@@ -10,6 +10,7 @@ around the checkpoint calls. Configs are parsed by the caller: ops take `ThreadR
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -49,7 +50,7 @@ from langgraph_tiered_saver.errors import (
     TierUnavailableError,
 )
 from langgraph_tiered_saver.flushing.background import BackgroundFlusher, record_flush, report_forks
-from langgraph_tiered_saver.flushing.ops import FlushOps, FlushPolicy, FlushResult
+from langgraph_tiered_saver.flushing.ops import FirstRead, FlushOps, FlushPolicy, FlushResult
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot.combine import Held, WriteCombiner
 from langgraph_tiered_saver.hot.epoch import Epoch, HotDurability
@@ -405,10 +406,31 @@ class Core:
             return None  # the put closing this step carries them (combine.py)
         held = self.combiner.take(ref.tenant_id, ref.thread_id) if self.combiner is not None and special else []
         held.append(Held(ref, list(records), list(digests)))
-        if not (yield from self._send_held_op(held, notify=False, writes=[c for c, _ in writes])) or not self.durable:
+        mode = self.policy.for_writes([channel for channel, _ in writes]) if self.durable else None
+        # A synchronous flush whose checkpoint put landed: its first outbox read (which takes the
+        # lease) rides in the write's round trip, after the write, so it sees it.
+        token, then = (
+            self.flush.first_read(ref.tenant_id, ref.thread_id)
+            if mode == "sync" and self.landed.state(ref) == "landed" else (None, None)
+        )  # fmt: skip
+        try:
+            sent, first = yield from self._send_op(held, notify=False, writes=[c for c, _ in writes], then=then)
+        except Exception:
+            if token is not None:  # the read may have run and taken the lease
+                yield from self._release_lease_op(ref, token)
+            raise
+        if token is not None and first == ():  # sent, but the write found Redis lost data
+            yield from self._release_lease_op(ref, token)
+        if not sent or not self.durable:
             return None
-        mode = self.policy.for_writes([channel for channel, _ in writes])
-        if mode == "sync":
+        if mode == "sync" and token is not None and first:
+            try:
+                yield from self._flush_after_write_op(ref, FirstRead(token, *first))
+            except (TierUnavailableError, PostgresError) as exc:
+                self._interrupt_flush_failed(exc)
+                if self.flusher is not None:
+                    self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)
+        elif mode == "sync":
             try:
                 # the put of the interrupt's checkpoint may still be on its way: wait for it
                 landed = yield from self.landed.landed_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)
@@ -434,21 +456,48 @@ class Core:
         """Write pending writes now (Redis, or Postgres in fallback); False: written through.
         `notify`: tell the flusher (the put_writes path decides that itself); `writes`: the
         channels of the call's own writes (an interrupt or error ends the run: runlock)."""
+        sent, _ = yield from self._send_op(held, notify=notify, writes=writes)
+        return sent
+
+    def _send_op(
+        self, held: Sequence[Held], *, notify: bool = True, writes: Sequence[str] = (), then: RedisCall | None = None
+    ) -> Op[tuple[bool, tuple[Any, ...] | None]]:
+        """`_send_held_op`, with `then` sent in the write's round trip when it can be: the
+        replies of `then` (None: not sent; (): sent, but not to be used: see write_records_op)."""
         if not held:
-            return True
+            return True, None
         ref = held[-1].ref
         records = [r for h in held for r in h.records]
         lock = self._write_lock(ref, writes=writes)
         try:
-            yield from self.hot.write_records_op(ref, records, [d for h in held for d in h.digests], lock)
+            replies = yield from self.hot.write_records_op(ref, records, [d for h in held for d in h.digests], lock, then)
             self._written(ref, lock)
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put_writes")
             yield from self._write_through_op(ref, _write_entries(records))
-            return False
+            return False, None
         if notify and self.flusher is not None:
             self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=False)
-        return True
+        return True, replies
+
+    def _release_lease_op(self, ref: ThreadRef, token: str) -> Op[None]:
+        """Give back a flush lease a write's round trip may have taken (compare-and-delete: a
+        lease another flusher holds is left alone); Redis unreachable: it lapses by itself."""
+        with contextlib.suppress(TierUnavailableError):
+            yield from self.flush.release_flush_lock_op(ref.tenant_id, ref.thread_id, token)
+
+    def _flush_after_write_op(self, ref: ThreadRef, first: FirstRead) -> Op[None]:
+        """The synchronous flush of an interrupt whose outbox read rode in its write. Writes held
+        for the thread since were sent after that read: then it reads again."""
+        late = self.combiner.take(ref.tenant_id, ref.thread_id) if self.combiner is not None else []
+        if late:
+            yield from self._release_lease_op(ref, first.token)
+            for held in late:
+                yield from self._send_held_op([held])
+            yield from self._flush_recorded_op(ref.tenant_id, ref.thread_id)
+            return None
+        yield from self._flush_recorded_op(ref.tenant_id, ref.thread_id, first)
+        return None
 
     def _drain_op(self, tenant_id: str, thread_id: str | None = None, ns: str | None = None) -> Op[None]:
         """Send the writes held for a thread (namespace), or for all threads (`thread_id`
@@ -519,10 +568,10 @@ class Core:
         yield from self._drain_op(tenant_id, thread_id)
         return (yield from self._flush_recorded_op(tenant_id, thread_id))
 
-    def _flush_recorded_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+    def _flush_recorded_op(self, tenant_id: str, thread_id: str, first: FirstRead | None = None) -> Op[FlushResult]:
         """Flush one thread on the caller's path, counted and reported like the flusher's."""
         started = time.perf_counter()
-        result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True)
+        result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True, first=first)
         record_flush(self.metrics, result, time.perf_counter() - started)
         return result
 

@@ -102,8 +102,8 @@ def classify_statement_error(exc: psycopg.Error) -> TieredSaverError:
     """A failure while a transaction ran."""
     if isinstance(exc, _SCHEMA_MISSING):
         return SchemaMissingError(
-            "the saver's Postgres tables are missing: run saver.setup() (or the `setup` command) "
-            "for this schema first",
+            "the saver's Postgres tables or functions are missing (a schema never set up, or set up "
+            "by an older release): run saver.setup() (or the `setup` command) for this schema first",
             str(exc).strip(),
         )
     code = exc.sqlstate

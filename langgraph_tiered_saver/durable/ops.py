@@ -212,13 +212,14 @@ def _select(
 def get_checkpoint_op(
     schema: str, tenant: str, thread: str, ns: str, checkpoint_id: str | None
 ) -> Op[DurableTuple | None]:
-    """One checkpoint (the latest of the namespace when `checkpoint_id` is None), or None."""
-    conditions = [sql.WHERE_THREAD, sql.WHERE_NS]
-    params: dict[str, Any] = {"thread": thread, "ns": ns, "limit": 1}
-    if checkpoint_id is not None:
-        conditions.append(sql.WHERE_CHECKPOINT_ID)
-        params["checkpoint_id"] = checkpoint_id
-    (rows,) = yield _select(schema, tenant, tuple(conditions), params)
+    """One checkpoint (the latest of the namespace when `checkpoint_id` is None), or None.
+
+    Through `lts_get_tuple` (sql.MIGRATION_7_TUPLE_FUNCTION), whose plans the server keeps per
+    connection; a schema set up before it raises `SchemaMissingError` (run setup())."""
+    statement = PgStatement(  # binary: bytea values as raw bytes, not hex text parsed back
+        sql.render(sql.GET_TUPLE, schema), (tenant, thread, ns, checkpoint_id), fetch=True, binary=True
+    )
+    (rows,) = yield PgCall((statement,), tenant_id=tenant)
     return tuple_from_row(rows[0]) if rows else None
 
 

@@ -19,8 +19,8 @@ ROLE_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 # Names and password travel as transaction-local settings and are quoted by format(%I, %L)
 # server-side: CREATE ROLE / GRANT take no bind parameters. The role may use the tables and read
-# schema_migrations (so that its setup() call is a read-only version check) and use the schema's
-# sequences, nothing else.
+# schema_migrations (so that its setup() call is a read-only version check), use the schema's
+# sequences and execute its functions, nothing else.
 CREATE_APP_ROLE = """
 DO $lts_role$
 DECLARE
@@ -56,6 +56,8 @@ BEGIN
             EXECUTE format('GRANT %s %I.%I TO %I', privileges, s, obj, r);
         END IF;
     END LOOP;
+    -- the saver's functions (flush fence, hot-tier check, reads); each runs as its caller
+    EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA %I TO %I', s, r);
 END
 $lts_role$
 """

@@ -163,6 +163,16 @@ class FlushLease:
 DEFAULT_LEASE = FlushLease()
 
 
+@dataclass(frozen=True)
+class FirstRead:
+    """A flush's first outbox read made by a caller (`FlushOps.first_read`): the lease token it
+    used, the thread's dirty score and the outbox script's reply (empty: another holder)."""
+
+    token: str
+    observed: Any
+    reply: Any
+
+
 @dataclass
 class FlushResult:
     tenant_id: str
@@ -367,8 +377,24 @@ class FlushOps:
         yield RedisCall((scripts.LOCK_RELEASE.call({"lock": lock}, {"token": token}),), scripts=(scripts.LOCK_RELEASE,))
         return None
 
+    def first_read(self, tenant_id: str, thread_id: str, lease: FlushLease = DEFAULT_LEASE) -> tuple[str, RedisCall]:
+        """A flush's first outbox read (taking the lease) and its token, for a caller that sends
+        it in the round trip of its own write (an interrupt: `flush_thread_op(first=...)`)."""
+        token = lease.new_token()
+        keys = self._keys(tenant_id, thread_id)
+        dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
+        score, read = self._read_call(keys, token, dirty, K.dirty_member(tenant_id, thread_id), lease.ms).commands
+        # EVAL, not EVALSHA: the script cache may have the write script and not this one (a
+        # restarted Redis), and a NOSCRIPT retry of the pipeline would run the write twice
+        return token, RedisCall((score, scripts.OUTBOX_READ.inline(read)))
+
+    def _keys(self, tenant_id: str, thread_id: str) -> dict[str, str]:
+        lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
+        return scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
+
     def flush_thread_op(
-        self, tenant_id: str, thread_id: str, *, wait: bool = False, lease: FlushLease = DEFAULT_LEASE
+        self, tenant_id: str, thread_id: str, *, wait: bool = False, lease: FlushLease = DEFAULT_LEASE,
+        first: FirstRead | None = None,
     ) -> Op[FlushResult]:
         """Flush one thread completely (in batches), under the thread's flush lease (`lease`).
         With `wait`, wait for a concurrent flusher to finish instead of skipping (a sync flush
@@ -380,28 +406,37 @@ class FlushOps:
         Postgres refuses the commit of a flush whose lease was taken over since its read, or
         whose thread was deleted since (the fence): nothing is written, the entries stay in the
         outbox, and the newer holder flushes them. A background flush reports that as skipped;
-        a synchronous one starts again with a newer token."""
+        a synchronous one starts again with a newer token.
+
+        `first`: the replies of `first_read`'s call, already made (its token, ZSCORE and outbox
+        replies); a lease it did not get is waited for as usual."""
         for attempt in range(FENCED_RETRIES if wait else 1):
             try:
-                return (yield from self._flush_thread_op(tenant_id, thread_id, wait=wait, lease=lease))
+                return (yield from self._flush_thread_op(tenant_id, thread_id, wait=wait, lease=lease, first=first))
             except FlushFencedError as exc:
                 logger.warning("flush of thread %s/%s refused by Postgres (lease lost): %s", tenant_id, thread_id,
                                exc, extra={"tenant_id": tenant_id, "thread_id": thread_id})  # fmt: skip
                 if wait and attempt == FENCED_RETRIES - 1:
                     raise
+                first = None  # a retry reads again, with a newer token
         return FlushResult(tenant_id, thread_id, skipped_locked=True, fenced=True)
 
-    def _flush_thread_op(self, tenant_id: str, thread_id: str, *, wait: bool, lease: FlushLease) -> Op[FlushResult]:
+    def _flush_thread_op(
+        self, tenant_id: str, thread_id: str, *, wait: bool, lease: FlushLease, first: FirstRead | None
+    ) -> Op[FlushResult]:
         result = FlushResult(tenant_id, thread_id)
         dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
         member = K.dirty_member(tenant_id, thread_id)
-        lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
-        keys = scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
+        keys = self._keys(tenant_id, thread_id)
         ack_keys = {**keys, "dirty": dirty}
-        token = lease.new_token()
+        token = lease.new_token() if first is None else first.token
 
         def attempt(force: bool = False) -> Op[tuple[Any, Any] | None]:
-            observed, reply = yield self._read_call(keys, token, dirty, member, lease.ms, force=force)
+            nonlocal first
+            if first is not None:  # made in the caller's round trip
+                observed, reply, first = first.observed, first.reply, None
+            else:
+                observed, reply = yield self._read_call(keys, token, dirty, member, lease.ms, force=force)
             return (observed, reply) if reply else None
 
         read = yield from poll_op(attempt, timeout=self.takeover_seconds if wait else 0)

@@ -293,11 +293,14 @@ class HotOps:
 
     def write_records_op(
         self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], digests: Sequence[str],
-        lock: WriteLock = NO_LOCK,
-    ) -> Op[None]:  # fmt: skip
-        """Store prepared write records."""
+        lock: WriteLock = NO_LOCK, then: RedisCall | None = None,
+    ) -> Op[tuple[Any, ...] | None]:  # fmt: skip
+        """Store prepared write records. `then`: commands to send in the same round trip, after
+        the write (a flush's first outbox read, for an interrupt); returns their replies, None
+        when they were not sent (the write needed a transaction or a durability wait), or ()
+        when they were sent but the write found Redis had lost data (the replies do not count)."""
         if records:
-            yield from self._write_op(ref, records, None, digests, lock)
+            return (yield from self._write_op(ref, records, None, digests, lock, then))
         return None
 
     def _write_op(
@@ -307,7 +310,8 @@ class HotOps:
         put: PreparedPut | None,
         digests: Sequence[str],
         lock: WriteLock,
-    ) -> Op[None]:
+        then: RedisCall | None = None,
+    ) -> Op[tuple[Any, ...] | None]:
         """One round trip: one write.lua (writes, then the checkpoint closing their step), which
         also keeps the outbox, the registry and the TTL, and compares the epoch (a second round
         trip only on a process' first write, or after Redis lost data). Offloaded blobs add their
@@ -328,6 +332,14 @@ class HotOps:
         commands = (scripts.WRITE.call_planned(plan.write_keys, args, rest),
                     *self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests))  # fmt: skip
         wait = self.durability.command() if self.durability is not None else None
+        if then is not None and wait is None and len(commands) == 1:  # `then` rides along
+            replies = yield RedisCall((*commands, *then.commands), scripts=(*_WRITE_SCRIPTS, *then.scripts))
+            if self.durability is not None:
+                self.durability.check(None)
+            if not int(replies[0]):
+                yield from self.epoch.lost_op(epoch)
+                return ()
+            return tuple(replies[1:])
         if wait is None or len(commands) > 1:  # WAIT/WAITAOF cannot run inside MULTI: after it
             replies = yield RedisCall(commands, transaction=len(commands) > 1, scripts=_WRITE_SCRIPTS)
             confirmed = None if wait is None else (yield from self._wait_op(wait, (wait,)))

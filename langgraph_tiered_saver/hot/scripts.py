@@ -52,6 +52,13 @@ class LuaScript:
             raise TypeError(f"{self.name}.lua takes KEYS {self.keys} and ARGV {self.argv}, got {tuple(keys)} {tuple(args)}")
         return ("EVALSHA", self.sha, len(self.keys), *keys.values(), *args.values(), *rest)
 
+    def inline(self, command: tuple[Any, ...]) -> tuple[Any, ...]:
+        """An EVALSHA command of this script as EVAL with its source: never NOSCRIPT, for a
+        command pipelined after a write, which a NOSCRIPT retry of the pipeline would repeat."""
+        if command[:2] != ("EVALSHA", self.sha):
+            raise ValueError(f"not a call of {self.name}.lua")
+        return ("EVAL", self.source, *command[2:])
+
     def check_keys(self, keys: Mapping[str, str]) -> tuple[str, ...]:
         """The values of `keys`, which must name exactly the declared KEYS: a key plan built
         once and checked here, for `call_planned`."""

@@ -49,7 +49,7 @@ from langgraph_tiered_saver.durable.retention import (
     prune_older_than_op,
     prune_op,
 )
-from langgraph_tiered_saver.errors import ConfigError
+from langgraph_tiered_saver.errors import ConfigError, SchemaMissingError
 from langgraph_tiered_saver.hot.keys import blob_field
 from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, to_audit_json
@@ -240,6 +240,36 @@ def test_setup_upgrades_a_version_1_schema(driver: SyncDriver) -> None:
     assert driver.run(applied_versions_op(name)) == [1]
     assert driver.run(setup_op(name)) == ALL_VERSIONS[1:]
     assert driver.run(applied_versions_op(name)) == ALL_VERSIONS
+
+
+def test_a_schema_older_than_the_read_function_asks_for_setup(driver: SyncDriver) -> None:
+    """Reads go through `lts_get_tuple` (migration 7): a schema set up by an earlier release
+    raises SchemaMissingError naming setup(), and reads once setup() added the function."""
+    name = f"lts_{uuid.uuid4().hex[:10]}"
+    statements = [
+        PgStatement(durable_sql.render(durable_sql.CREATE_SCHEMA, name)),
+        PgStatement(durable_sql.render(durable_sql.CREATE_MIGRATIONS_TABLE, name)),
+        *(PgStatement(migration_statement(name, v)) for v in range(1, 7)),
+    ]
+    driver.run(_one(PgCall(tuple(statements))))
+    t = _three_step_thread()
+    driver.run(upsert_batch_op(name, [t.batch]))
+    with pytest.raises(SchemaMissingError, match=r"setup\(\)"):
+        driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
+    assert driver.run(setup_op(name)) == [7]
+    latest = driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
+    assert latest is not None and latest.checkpoint_id == "c3"
+
+
+def test_get_checkpoint_reads_what_list_reads(driver: SyncDriver, schema: str) -> None:
+    """The function and the listing statement are two texts of one read: same tuples."""
+    driver.run(upsert_batch_op(schema, [_three_step_thread().batch, _three_step_thread("acme", "t2").batch]))
+    for thread in ("t1", "t2"):
+        listed = driver.run(list_op(schema, "acme", thread, ""))
+        assert [c.checkpoint_id for c in listed] == ["c3", "c2", "c1"]
+        assert driver.run(get_checkpoint_op(schema, "acme", thread, "", None)) == listed[0]
+        for expected in listed:
+            assert driver.run(get_checkpoint_op(schema, "acme", thread, "", expected.checkpoint_id)) == expected
 
 
 def test_setup_rejects_unsafe_schema_names(driver: SyncDriver) -> None:

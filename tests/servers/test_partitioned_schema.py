@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 
 from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.blobs import PgBlobStore, digest_of
+from langgraph_tiered_saver.durable import sql as durable_sql
 from langgraph_tiered_saver.durable.migrations import LATEST_VERSION, partition_names, setup_op
 from langgraph_tiered_saver.durable.ops import get_checkpoint_op, list_op, upsert_batch_op
 from langgraph_tiered_saver.durable.records import BlobRow, CheckpointRow, FlushBatch, WriteRow
@@ -264,13 +265,31 @@ def _statement(op: Op[Any]) -> PgStatement:
     return call.statements[0]
 
 
+def _tuple_body(body: str) -> Callable[[str, str], Op[Any]]:
+    """A read the saver runs through `lts_get_tuple`: EXPLAIN cannot see inside a function, so the
+    statement the function runs (checked against its definition) is explained, with the function's
+    arguments as parameters (the plan the function starts with, before caching a generic one)."""
+
+    def op(schema: str, tenant: str) -> Op[Any]:
+        checkpoint_id = _cid(7) if "p_checkpoint_id" in body else None
+        call = _statement(get_checkpoint_op(schema, tenant, "thread-2", "", checkpoint_id))
+        assert call.sql == durable_sql.render(durable_sql.GET_TUPLE, schema)
+        args = dict(zip(("tenant", "thread", "ns", "checkpoint_id"), call.params, strict=True))  # type: ignore[arg-type]
+        text = durable_sql.render(body, schema)
+        for name in args:
+            text = re.sub(rf"\bp_{name}\b", f"%({name})s", text)
+        yield PgCall((PgStatement(text, {**args, "body": durable_sql.render(body, schema)}, fetch=True),))
+
+    return op
+
+
 PKEY = r"checkpoints(_p\d+)?_pkey"
 TENANT_INDEX = r"checkpoints_audit_idx|checkpoints_p\d+_tenant_id_created_at_idx"  # (tenant_id, created_at)
 GIN = r"checkpoints_metadata_idx|checkpoints_p\d+_metadata_idx"
 READ_PATHS: dict[str, tuple[Callable[[str, str], Op[Any]], str, str]] = {
     # path: (the op as the saver runs it, the index its checkpoints scan must use, who asks)
-    "latest": (lambda s, t: get_checkpoint_op(s, t, "thread-2", "", None), PKEY, "app"),
-    "by id": (lambda s, t: get_checkpoint_op(s, t, "thread-2", "", _cid(7)), PKEY, "app"),
+    "latest": (_tuple_body(durable_sql.TUPLE_LATEST_BODY), PKEY, "app"),
+    "by id": (_tuple_body(durable_sql.TUPLE_BY_ID_BODY), PKEY, "app"),
     "list before/limit": (lambda s, t: list_op(s, t, "thread-2", "", before_checkpoint_id=_cid(9), limit=5), PKEY, "app"),
     "list of a thread, metadata filter": (
         lambda s, t: list_op(s, t, "thread-2", None, metadata_filter={"source": "loop", "step": 3}), PKEY, "app"),
@@ -305,6 +324,15 @@ def test_each_read_path_uses_its_index(env: dict[str, Any], schema: str, path: s
     tenant = TENANTS[3]
     make_op, index, role = READ_PATHS[path]
     statement = _statement(make_op(schema, tenant))
+    params = statement.params
+    if isinstance(params, dict) and "body" in params:  # the function's statement: as defined
+        params = {k: v for k, v in params.items() if k != "body"}
+        with psycopg.connect(env["admin_url"]) as conn:
+            (definition,) = conn.execute(
+                "SELECT pg_get_functiondef(%s::regprocedure)", (f"{schema}.lts_get_tuple(text, text, text, text)",)
+            ).fetchone()  # type: ignore[misc]
+        assert statement.params["body"] in definition  # type: ignore[index]
+        statement = PgStatement(statement.sql, params, fetch=True)
     with psycopg.connect(env[f"{role}_url"]) as conn, conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (tenant,))
         conn.execute("SET LOCAL enable_seqscan = off")

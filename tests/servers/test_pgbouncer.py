@@ -15,8 +15,9 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from devtools.pgbouncer import PrivatePgBouncer, find_pgbouncer
-from langgraph_tiered_saver import TieredSaver, tenant_scope
+from langgraph_tiered_saver import tenant_scope
 from langgraph_tiered_saver._sansio.io import SyncDriver
+from langgraph_tiered_saver.durable.migrations import setup_op
 from langgraph_tiered_saver.durable.roles import create_app_role_op
 from langgraph_tiered_saver.hot import keys as K
 from tests.graphs import two_step_graph
@@ -36,8 +37,7 @@ def app_role(test_database_url: str) -> Iterator[tuple[str, str]]:
     """A schema set up by the admin, and a NOSUPERUSER NOBYPASSRLS login role for it."""
     schema, role = f"lts_{uuid.uuid4().hex[:8]}", f"lts_bouncer_{uuid.uuid4().hex[:8]}"
     with ConnectionPool(test_database_url, kwargs={"autocommit": True}, open=True) as pool:
-        admin = TieredSaver(redis.Redis(), pg_pool=pool, schema=schema, background_flush=False)
-        admin.setup()
+        SyncDriver(None, pool).run(setup_op(schema))  # the tables only: the saver's setup claims the hot tier
         SyncDriver(None, pool).run(create_app_role_op(schema, role, login=True))
     yield schema, role
     with psycopg.connect(test_database_url, autocommit=True) as conn:

@@ -331,6 +331,59 @@ def test_the_interrupt_flush_goes_on_when_postgres_is_down(saver_factory: Any) -
     assert saver.metrics.counter("flush_errors") == 1
 
 
+def _landed(saver: Any, config: dict[str, Any]) -> Any:
+    """The ref of `config`, its checkpoint's put landed in Redis (as LangGraph's put before it)."""
+    ref = saver._ref(config)
+    saver.core.landed.started(ref, ref.checkpoint_id)
+    saver.core.landed.ended(ref, ref.checkpoint_id, landed=True)
+    return ref
+
+
+def _script_arg(command: tuple[Any, ...], script: Any, name: str) -> Any:
+    return command[3 + int(command[2]) + script.argv.index(name)]
+
+
+def _inline_read(command: tuple[Any, ...]) -> bool:
+    """outbox_read.lua sent as EVAL (its source): never NOSCRIPT, so a retry of the pipeline
+    for the write script's NOSCRIPT is the only one, and it runs the read again after the write."""
+    return command[:2] == ("EVAL", scripts.OUTBOX_READ.source)
+
+
+def test_the_interrupt_flush_reads_the_outbox_in_the_write_round_trip(saver_factory: Any) -> None:
+    """Its checkpoint landed: write, dirty score and locked outbox read in one round trip, then
+    the upsert, then the ack with the lease token of that read."""
+    saver = saver_factory(flush_policy=FlushPolicy(on_interrupt="sync"))
+    ref = _landed(saver, {"configurable": {"thread_id": THREAD, "checkpoint_ns": "", "checkpoint_id": "cp-1"}})
+    tokens: list[Any] = []
+
+    def write_then_read(call: RedisCall) -> bool:
+        tokens.append(_script_arg(call.commands[2], scripts.OUTBOX_READ, "token"))
+        return commands_of(call) == ["EVALSHA:write", "ZSCORE", "EVAL"] and _inline_read(call.commands[2])
+
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[1, *_outbox(*_blob_entries(1))], check=write_then_read, describe="write + read"),
+        Expect(PgCall, reply=[1, 1, 1]),  # thread lock, hot-tier check, values
+        Expect(RedisCall, reply=[0], check=lambda c: _is("EVALSHA:outbox_ack")(c) and _ack_arg(c, "token") == tokens[0]
+               and _ack_arg(c, "release") == "1", describe="ack by the read's token, release"),
+    ])  # fmt: skip
+    driver.run(saver.core.put_writes_op(ref, [("__interrupt__", "approve?")], "task-1", ""))
+    assert saver.metrics.counter("flush_errors") == 0
+
+
+def test_an_interrupt_write_that_fails_gives_back_the_lease_its_read_may_hold(saver_factory: Any) -> None:
+    saver = saver_factory(flush_policy=FlushPolicy(on_interrupt="sync"))
+    ref = _landed(saver, {"configurable": {"thread_id": THREAD, "checkpoint_ns": "", "checkpoint_id": "cp-1"}})
+    tokens: list[Any] = []
+    driver = ScriptedDriver([
+        Expect(RedisCall, error=redis.exceptions.ResponseError("the write script failed"),
+               check=lambda c: bool(tokens.append(_script_arg(c.commands[2], scripts.OUTBOX_READ, "token"))) or True),
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:lock_release")(c)
+               and _script_arg(c.commands[0], scripts.LOCK_RELEASE, "token") == tokens[0], describe="release by token"),
+    ])  # fmt: skip
+    with pytest.raises(redis.exceptions.ResponseError):
+        driver.run(saver.core.put_writes_op(ref, [("__interrupt__", "approve?")], "task-1", ""))
+
+
 def test_a_write_that_sees_another_epoch_reports_the_loss_once(
     saver_factory: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
