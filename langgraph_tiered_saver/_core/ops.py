@@ -29,7 +29,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from langgraph_tiered_saver import _options as opt
-from langgraph_tiered_saver._core.legacy import LegacyReads
+from langgraph_tiered_saver._core.legacy import LegacyReads, parent_key
 from langgraph_tiered_saver._core.pruning import PruneReport, latest_per_namespace, prune_thread_op
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
 from langgraph_tiered_saver._sansio.polling import poll_op
@@ -544,8 +544,10 @@ class Core:
         """Redis answers what it holds and can vouch for; anything else is Postgres' to answer
         (a miss, a copy evicted in part, one that may be older than Postgres), and a Postgres
         that cannot answer is an error, never "no such thread"."""
-        yield from self._recover_op(ref)
-        yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
+        if self.written_through:
+            yield from self._recover_op(ref)
+        if self.combiner is not None:
+            yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
         hot_up = True
         try:
@@ -651,7 +653,9 @@ class Core:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
         found = self.hot.to_tuple(ref, (yield from self.offload.resolve_stored_op(ref.tenant_id, stored)))
-        return found if self.legacy is None else (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
+        if self.legacy is None or parent_key(found) is None:  # the current format: nothing to migrate
+            return found
+        return (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
 
     def list_op(self, q: ListQuery) -> Op[list[CheckpointTuple]]:
         if q.limit is not None and q.limit <= 0:
