@@ -66,7 +66,7 @@ from langgraph_tiered_saver.locking.locks import Fences
 from langgraph_tiered_saver.locking.run_locks import RunLocks
 from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.observability.metrics import Metrics
-from langgraph_tiered_saver.records.codec import next_version
+from langgraph_tiered_saver.records.codec import DecodeOnce, next_version
 from langgraph_tiered_saver.records.ids import ThreadRef, check_indexable, check_thread
 
 # flush() of every thread reads the outbox index this many threads at a time (all pages).
@@ -692,8 +692,10 @@ class Core:
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
+        values = DecodeOnce(self.hot.serde.loads_typed)  # checkpoints share channel versions
         for _, (tref, stored) in ordered[: q.limit]:
-            out.append(self.hot.to_tuple(tref, (yield from self.offload.resolve_stored_op(tref.tenant_id, stored))))
+            stored = yield from self.offload.resolve_stored_op(tref.tenant_id, stored)
+            out.append(self.hot.to_tuple(tref, stored, values))
         return out if self.legacy is None else (yield from self.legacy.migrate_op(q.tenant, out, hot=hot_up))
 
     def _mark_whole_op(self, q: ListQuery, listed: Listed) -> Op[None]:

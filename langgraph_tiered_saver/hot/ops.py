@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -245,9 +245,13 @@ class HotOps:
             out.append((field, record))
         return out, digests
 
-    def to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint) -> CheckpointTuple:
-        """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple."""
+    def to_tuple(
+        self, ref: ThreadRef, stored: StoredCheckpoint, values: Callable[[TypedValue], Any] | None = None
+    ) -> CheckpointTuple:
+        """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple.
+        `values`: how channel values are decoded (a list call's `DecodeOnce`), else the serde."""
         loads = self.serde.loads_typed
+        load_value = loads if values is None else values
         blobs = stored.blobs
         try:
             checkpoint: Checkpoint = loads(stored.record.checkpoint)
@@ -257,7 +261,7 @@ class HotOps:
                 typed = blobs.get(field)
                 if typed is None or typed[0] == "empty":
                     continue
-                channel_values[field.split(K.SEP, 2)[1]] = loads(typed)
+                channel_values[field.split(K.SEP, 2)[1]] = load_value(typed)
             pending = [(w.task_id, w.channel, loads(w.value)) for w in stored.writes]
         except CorruptDataError:
             raise
