@@ -76,6 +76,8 @@ def resolve_tenant(configurable: dict[str, Any] | None, bound: str | None, what:
     methods), `bound` the saver's tenant, `what` names the call for the error message."""
     given = None if configurable is None else configurable.get(TENANT_KEY)
     scoped = _SCOPE.get()
+    if scoped is None and (given is None) != (bound is None):  # one source: the common call
+        return bound if given is None else check_tenant(given)  # type: ignore[return-value]
     candidates = {
         source: tenant
         for source, tenant in (

@@ -30,7 +30,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from langgraph_tiered_saver import _options as opt
-from langgraph_tiered_saver._core.legacy import LegacyReads
+from langgraph_tiered_saver._core.legacy import LegacyReads, parent_key
 from langgraph_tiered_saver._core.pruning import PruneReport, latest_per_namespace, prune_thread_op
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
 from langgraph_tiered_saver._sansio.polling import poll_op
@@ -67,7 +67,7 @@ from langgraph_tiered_saver.locking.locks import Fences
 from langgraph_tiered_saver.locking.run_locks import RunLocks
 from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.observability.metrics import Metrics
-from langgraph_tiered_saver.records.codec import next_version
+from langgraph_tiered_saver.records.codec import DecodeOnce, next_version
 from langgraph_tiered_saver.records.ids import ThreadRef, check_indexable, check_thread
 
 # flush() of every thread reads the outbox index this many threads at a time (all pages).
@@ -593,8 +593,10 @@ class Core:
         """Redis answers what it holds and can vouch for; anything else is Postgres' to answer
         (a miss, a copy evicted in part, one that may be older than Postgres), and a Postgres
         that cannot answer is an error, never "no such thread"."""
-        yield from self._recover_op(ref)
-        yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
+        if self.written_through:
+            yield from self._recover_op(ref)
+        if self.combiner is not None:
+            yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
         hot_up = True
         try:
@@ -700,7 +702,9 @@ class Core:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
         found = self.hot.to_tuple(ref, (yield from self.offload.resolve_stored_op(ref.tenant_id, stored)))
-        return found if self.legacy is None else (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
+        if self.legacy is None or parent_key(found) is None:  # the current format: nothing to migrate
+            return found
+        return (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
 
     def list_op(self, q: ListQuery) -> Op[list[CheckpointTuple]]:
         if q.limit is not None and q.limit <= 0:
@@ -737,8 +741,10 @@ class Core:
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
+        values = DecodeOnce(self.hot.serde.loads_typed)  # checkpoints share channel versions
         for _, (tref, stored) in ordered[: q.limit]:
-            out.append(self.hot.to_tuple(tref, (yield from self.offload.resolve_stored_op(tref.tenant_id, stored))))
+            stored = yield from self.offload.resolve_stored_op(tref.tenant_id, stored)
+            out.append(self.hot.to_tuple(tref, stored, values))
         return out if self.legacy is None else (yield from self.legacy.migrate_op(q.tenant, out, hot=hot_up))
 
     def _mark_whole_op(self, q: ListQuery, listed: Listed) -> Op[None]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -245,25 +245,30 @@ class HotOps:
             out.append((field, record))
         return out, digests
 
-    def to_tuple(self, ref: ThreadRef, stored: StoredCheckpoint) -> CheckpointTuple:
-        """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple."""
+    def to_tuple(
+        self, ref: ThreadRef, stored: StoredCheckpoint, values: Callable[[TypedValue], Any] | None = None
+    ) -> CheckpointTuple:
+        """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple.
+        `values`: how channel values are decoded (a list call's `DecodeOnce`), else the serde."""
         loads = self.serde.loads_typed
-        where = f"thread {ref.thread_id!r} checkpoint {stored.checkpoint_id!r}"
+        load_value = loads if values is None else values
+        blobs = stored.blobs
         try:
             checkpoint: Checkpoint = loads(stored.record.checkpoint)
             metadata: CheckpointMetadata = loads(stored.record.metadata)
             channel_values: dict[str, Any] = {}
             for field in stored.record.blob_fields:
-                typed = stored.blobs.get(field)
+                typed = blobs.get(field)
                 if typed is None or typed[0] == "empty":
                     continue
-                channel_values[K.split_blob_field(field)[1]] = loads(typed)
+                channel_values[field.split(K.SEP, 2)[1]] = load_value(typed)
             pending = [(w.task_id, w.channel, loads(w.value)) for w in stored.writes]
         except CorruptDataError:
             raise
         except Exception as exc:
+            where = f"thread {ref.thread_id!r} checkpoint {stored.checkpoint_id!r}"
             raise CorruptDataError(f"{where}: stored bytes cannot be deserialized: {exc}") from exc
-        ns_ref = replace(ref, checkpoint_ns=stored.checkpoint_ns, checkpoint_id=None)
+        ns_ref = ThreadRef(ref.tenant_id, ref.thread_id, stored.checkpoint_ns, None, ref.tenant_in_config)
         parent = stored.record.parent_checkpoint_id
         return CheckpointTuple(
             config=ns_ref.config(stored.checkpoint_id),

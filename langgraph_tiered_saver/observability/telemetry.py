@@ -1,6 +1,6 @@
 """Where checkpoint time goes: one wrapper op that times an operation and each request it
 yields, by tier, counts failures, and records OpenTelemetry spans when `opentelemetry-api` is
-installed (a no-op without it, and nearly one without a configured tracer provider).
+installed (a no-op without it, or before the application sets a tracer provider).
 
 The wrapper is itself a sans-I/O op (it sits between the operation and the driver), so the
 sync and the async saver share it, and no tier op is edited to be observed:
@@ -17,6 +17,7 @@ sync and the async saver share it, and no tier op is edited to be observed:
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, TypeVar
 
@@ -86,36 +87,65 @@ def _fail(span: Any, error: BaseException | None) -> None:
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
+_UNKNOWN = object()
+_ENV_PROVIDER = otel_trace is not None and "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+_traced = False  # a provider, once set, stays: OpenTelemetry refuses to replace it
+
+
+def _tracing() -> bool:
+    """Whether an application has installed a tracer provider: until it does, the API's proxy
+    hands out non-recording spans, and the call skips building them (a per-call cost). The
+    API's global is read directly (the public getter costs an environment lookup per call),
+    through the public getter when this API version does not have it."""
+    global _traced
+    if _traced:
+        return True
+    if _TRACER is None:
+        return False
+    if getattr(otel_trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _ENV_PROVIDER:
+        return False
+    provider = otel_trace.get_tracer_provider()
+    _traced = not isinstance(provider, (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider))
+    return _traced
+
+
 def observed_op(
     metrics: Metrics, name: str, op: Op[T], tenant: str | None = None, thread: str | None = None
 ) -> Op[T]:
     """Run `op` unchanged (same requests, same results, same errors), measuring it."""
-    spans = _Spans(name, tenant, thread)
+    spans = _Spans(name, tenant, thread) if _tracing() else None
+    by_tier: dict[str, Any] = {}  # a series' labels, built once per call and tier
     started = time.perf_counter()
     try:
         request = next(op)
         while True:
             tier = tier_of(request)
-            child = spans.child(tier)
+            labels = by_tier.get(tier)
+            if labels is None:
+                labels = by_tier[tier] = metrics.labels(tenant, op=name, tier=tier)
+            child = None if spans is None else spans.child(tier)
             sent = time.perf_counter()
             try:
                 result = yield request
             except BaseException as exc:
-                labels = metrics.labels(tenant, op=name, tier=tier)
                 metrics.observe("request_seconds", time.perf_counter() - sent, labels)
                 metrics.incr_labelled("request_errors", metrics.labels(tenant, op=name, tier=tier, error=type(exc).__name__))
-                spans.end_child(child, exc)
+                if spans is not None:
+                    spans.end_child(child, exc)
                 request = op.throw(exc)
             else:
-                metrics.observe("request_seconds", time.perf_counter() - sent, metrics.labels(tenant, op=name, tier=tier))
-                spans.end_child(child, None)
+                metrics.observe("request_seconds", time.perf_counter() - sent, labels)
+                if spans is not None:
+                    spans.end_child(child, None)
                 request = op.send(result)
     except StopIteration as stop:
         metrics.observe("op_seconds", time.perf_counter() - started, metrics.labels(tenant, op=name))
-        spans.end(None)
+        if spans is not None:
+            spans.end(None)
         return stop.value  # type: ignore[no-any-return]
     except BaseException as exc:
         metrics.observe("op_seconds", time.perf_counter() - started, metrics.labels(tenant, op=name))
         metrics.incr_labelled("op_errors", metrics.labels(tenant, op=name, error=type(exc).__name__))
-        spans.end(exc)
+        if spans is not None:
+            spans.end(exc)
         raise

@@ -1,0 +1,50 @@
+"""DecodeOnce: a list call decodes each stored value once, and still hands every tuple its own objects."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from langgraph_tiered_saver.records.codec import DecodeOnce, TypedValue
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.serde = JsonPlusSerializer()
+        self.calls = 0
+
+    def __call__(self, typed: TypedValue) -> Any:
+        self.calls += 1
+        return self.serde.loads_typed(typed)
+
+
+def test_each_value_decoded_once_and_copies_are_independent() -> None:
+    loads = Counting()
+    messages = [HumanMessage(content="hi", id="1"), AIMessage(content="hello", id="2")]
+    typed = loads.serde.dumps_typed(messages)
+    other = loads.serde.dumps_typed({"n": 1})
+    values = DecodeOnce(loads)
+    first, second, third = values(typed), values((typed[0], bytes(typed[1]))), values(typed)
+    assert values(other) == {"n": 1}
+    assert loads.calls == 2  # one per distinct stored value
+    assert first == second == third == messages
+    second[0].content = "changed"
+    second.append(HumanMessage(content="more", id="3"))
+    assert first[0].content == third[0].content == "hi"
+    assert len(first) == len(third) == 2
+    assert first[0] is not third[0]
+
+
+def test_a_value_pickle_cannot_copy_is_decoded_again() -> None:
+    calls: list[TypedValue] = []
+
+    def loads(typed: TypedValue) -> Any:
+        calls.append(typed)
+        return {"lock": threading.Lock()}  # a lock cannot be pickled
+
+    values = DecodeOnce(loads)
+    a, b = values(("x", b"lock")), values(("x", b"lock"))
+    assert len(calls) == 2 and a["lock"] is not b["lock"]
