@@ -415,7 +415,9 @@ UPSERT_SPECIAL_WRITES = (
 # tenant the planner prunes them to the tenant's partition too (tests/servers/test_partitioned_schema.py). Blob and write
 # columns travel as bytea arrays, as in langgraph-checkpoint-postgres.
 
-SELECT_TUPLES = """
+# The checkpoint with its values and writes; `{tenant}` is the tenant's placeholder (a statement
+# parameter here, a function argument in migration 7).
+_TUPLE_SELECT = """
 SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.run_id,
     c.checkpoint_type, c.checkpoint_bytes, c.metadata_type, c.metadata_bytes, c.blob_fields,
     (
@@ -423,7 +425,7 @@ SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.
             convert_to(b.type, 'UTF8'), b.data, convert_to(b.blob_ref, 'UTF8')])
         FROM jsonb_array_elements(c.blob_fields) AS f
         JOIN {s}.checkpoint_blobs b
-            ON b.tenant_id = %(tenant)s AND b.thread_id = c.thread_id
+            ON b.tenant_id = {tenant} AND b.thread_id = c.thread_id
             AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0
             AND b.version = f ->> 1
     ) AS blobs,
@@ -432,11 +434,12 @@ SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.
             convert_to(w.channel, 'UTF8'), convert_to(w.type, 'UTF8'), w.data,
             convert_to(w.task_path, 'UTF8'), convert_to(w.blob_ref, 'UTF8')])
         FROM {s}.checkpoint_writes w
-        WHERE w.tenant_id = %(tenant)s AND w.thread_id = c.thread_id
+        WHERE w.tenant_id = {tenant} AND w.thread_id = c.thread_id
             AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
     ) AS writes
 FROM {s}.checkpoints c
-WHERE c.tenant_id = %(tenant)s {where}
+WHERE c.tenant_id = {tenant}"""
+SELECT_TUPLES = _TUPLE_SELECT.replace("{tenant}", "%(tenant)s") + """ {where}
 ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns
 LIMIT %(limit)s
 """
@@ -446,29 +449,8 @@ LIMIT %(limit)s
 # statement above (~0.8 ms of a new thread's first read). SECURITY INVOKER (the default): the
 # caller's row-level security and tenant setting apply. The bodies are SELECT_TUPLES' statement for
 # one thread and namespace, with the tenant a parameter of every lookup (partition pruning).
-# Part of migration 7: never edit them, add a new function in a new migration instead.
-_TUPLE_COLUMNS = """
-SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.run_id,
-    c.checkpoint_type, c.checkpoint_bytes, c.metadata_type, c.metadata_bytes, c.blob_fields,
-    (
-        SELECT array_agg(ARRAY[convert_to(b.channel, 'UTF8'), convert_to(b.version, 'UTF8'),
-            convert_to(b.type, 'UTF8'), b.data, convert_to(b.blob_ref, 'UTF8')])
-        FROM jsonb_array_elements(c.blob_fields) AS f
-        JOIN {s}.checkpoint_blobs b
-            ON b.tenant_id = p_tenant AND b.thread_id = c.thread_id
-            AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0
-            AND b.version = f ->> 1
-    ) AS blobs,
-    (
-        SELECT array_agg(ARRAY[convert_to(w.task_id, 'UTF8'), convert_to(w.idx::text, 'UTF8'),
-            convert_to(w.channel, 'UTF8'), convert_to(w.type, 'UTF8'), w.data,
-            convert_to(w.task_path, 'UTF8'), convert_to(w.blob_ref, 'UTF8')])
-        FROM {s}.checkpoint_writes w
-        WHERE w.tenant_id = p_tenant AND w.thread_id = c.thread_id
-            AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id
-    ) AS writes
-FROM {s}.checkpoints c
-WHERE c.tenant_id = p_tenant AND c.thread_id = p_thread AND c.checkpoint_ns = p_ns"""
+# Part of migration 7: its text must not change (add a new function in a new migration instead).
+_TUPLE_COLUMNS = _TUPLE_SELECT.replace("{tenant}", "p_tenant") + " AND c.thread_id = p_thread AND c.checkpoint_ns = p_ns"
 TUPLE_LATEST_BODY = _TUPLE_COLUMNS + "\nORDER BY c.checkpoint_id DESC\nLIMIT 1"
 TUPLE_BY_ID_BODY = _TUPLE_COLUMNS + " AND c.checkpoint_id = p_checkpoint_id"
 # One checkpoint of a namespace with its values and writes: the latest when the id is NULL.
