@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from langgraph.checkpoint.base import CheckpointTuple
@@ -74,27 +75,18 @@ def task_writes(writes: Iterable[WriteRecord]) -> list[WriteRecord]:
     return sorted((w for w in writes if w.channel == TASKS), key=WriteRecord.sort_key)
 
 
+@dataclass(eq=False)
 class LegacyReads:
     """Migrates older-format tuples for the saver's read ops (holds settings, no connection)."""
 
-    def __init__(
-        self,
-        hot: HotOps,
-        offloader: Offloader,
-        serde: SerializerProtocol,
-        *,
-        schema: str,
-        durable: bool,
-        first_version: Callable[[], Any],
-        on_hot_error: HotErrorHandler,
-    ) -> None:
-        self.hot = hot
-        self.offloader = offloader
-        self.serde = serde
-        self.schema = schema
-        self.durable = durable
-        self.first_version = first_version
-        self.on_hot_error = on_hot_error  # the saver's policy for a Redis failure: raise, or go on
+    hot: HotOps
+    offloader: Offloader
+    serde: SerializerProtocol
+    _: KW_ONLY
+    schema: str
+    durable: bool
+    first_version: Callable[[], Any]
+    on_hot_error: HotErrorHandler  # the saver's policy for a Redis failure: raise, or go on
 
     def migrate_one_op(self, tenant_id: str, t: CheckpointTuple, *, hot: bool) -> Op[CheckpointTuple]:
         """`migrate` for get_tuple."""

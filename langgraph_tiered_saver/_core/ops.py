@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -153,46 +153,37 @@ class LandedPuts:
         return bool((yield from poll_op(attempt, timeout=timeout, first=0.0002, longest=0.002)))
 
 
+@dataclass(eq=False)
 class Core:
     """The saver's operations over its tiers. Holds settings and the stateless op builders,
     never a connection; `TieredSaver` views of one deployment (`for_tenant`) share one core."""
 
-    def __init__(
-        self,
-        *,
-        hot: HotOps,
-        flush: FlushOps,
-        offload: Offloader,
-        schema: str,
-        durable: bool,
-        on_redis_error: str,
-        policy: FlushPolicy,
-        metrics: Metrics,
-        fences: Fences,
-        clock: Clock = time.monotonic,
-    ) -> None:
-        self.hot = hot
-        self.flush = flush
-        self.offload = offload
-        self.schema = schema
-        self.durable = durable
-        self.on_redis_error = on_redis_error
-        self.policy = policy
-        self.metrics = metrics
-        self.fences = fences
-        self.legacy: LegacyReads | None = None  # checkpoint format < 4: sends migrated on read
-        self.run_locks: RunLocks | None = None  # set by the saver with `auto_lock`
-        self.scheduler = Scheduler("tiered-saver-background", metrics, clock=clock)  # every background job
-        self.flusher: BackgroundFlusher | None = None  # set by the saver with `background_flush`
-        self.combiner: WriteCombiner | None = None  # a step's writes ride with its put (combine.py)
-        # threads this process wrote through to Postgres while Redis was down: their Redis copy,
-        # if Redis comes back with it (persistence, failover), is older than Postgres
-        self.written_through: set[tuple[str, str]] = set()
-        # (tenant, thread, namespace) -> the latest checkpoint id ("" none) Postgres answered
-        # while Redis was down, for the fork check of the write-through that continues it
-        self.read_through: dict[tuple[str, str, str], str] = {}
-        self.landed = LandedPuts()
-        self._stale_reported = ""  # the generation whose first stale thread was logged as an ERROR
+    _: KW_ONLY
+    hot: HotOps
+    flush: FlushOps
+    offload: Offloader
+    schema: str
+    durable: bool
+    on_redis_error: str
+    policy: FlushPolicy
+    metrics: Metrics
+    fences: Fences
+    clock: Clock = time.monotonic
+    legacy: LegacyReads | None = field(default=None, init=False)  # checkpoint format < 4: sends migrated on read
+    run_locks: RunLocks | None = field(default=None, init=False)  # set by the saver with `auto_lock`
+    flusher: BackgroundFlusher | None = field(default=None, init=False)  # set by the saver with `background_flush`
+    combiner: WriteCombiner | None = field(default=None, init=False)  # a step's writes ride with its put
+    # threads this process wrote through to Postgres while Redis was down: their Redis copy,
+    # if Redis comes back with it (persistence, failover), is older than Postgres
+    written_through: set[tuple[str, str]] = field(default_factory=set, init=False)
+    # (tenant, thread, namespace) -> the latest checkpoint id ("" none) Postgres answered
+    # while Redis was down, for the fork check of the write-through that continues it
+    read_through: dict[tuple[str, str, str], str] = field(default_factory=dict, init=False)
+    landed: LandedPuts = field(default_factory=lambda: LandedPuts(), init=False)
+    _stale_reported: str = field(default="", init=False)  # the generation whose first stale thread was logged
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler("tiered-saver-background", self.metrics, clock=self.clock)  # every background job
 
     @classmethod
     def build(
@@ -225,12 +216,12 @@ class Core:
         opt.key_prefix(key_prefix)
         check_schema(schema)
         offload = Offloader(
-            blob_factory(blob_store, schema=schema, durable=durable), key_prefix=key_prefix, threshold=offload_threshold,
+            blob_factory(blob_store, schema=schema, durable=durable), prefix=key_prefix, threshold=offload_threshold,
             collect_garbage=not isinstance(blob_store, BlobStore),
         )
         epoch = Epoch(key_prefix, durable=durable, on_lost=lambda: metrics.incr("redis_data_lost"))
         hot = HotOps(
-            serde, key_prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
+            serde, prefix=key_prefix, ttl_ms=ttl_ms, refresh_on_read=refresh_ttl_on_read,
             track_outbox=durable, offloader=offload, epoch=epoch,
             watch=HotWatch(
                 key_prefix, metrics, enabled=durable, cluster=cluster,

@@ -17,7 +17,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import KW_ONLY, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -118,23 +118,19 @@ def encoded_digest(raw: bytes) -> str | None:
     return parse_pointer(data).digest if is_pointer(data) else None
 
 
+@dataclass(eq=False)
 class Offloader:
-    def __init__(
-        self,
-        stores: BlobStoreFactory | None,
-        *,
-        key_prefix: str,
-        threshold: int = DEFAULT_THRESHOLD,
-        compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD,
-        collect_garbage: bool = True,
-    ) -> None:
-        # One store shared by all tenants cannot tell whether another tenant uses a blob:
-        # garbage collection is then off (blobs are kept), per-tenant factories enable it.
-        self.collect_garbage = collect_garbage
-        self.stores = stores
-        self.prefix = key_prefix
-        self.threshold = threshold
-        self.compress_threshold = compress_threshold
+    """Oversized values to the blob store and back, with the Redis bookkeeping of which live
+    threads reference a blob (for garbage collection). One store shared by all tenants cannot
+    tell whether another tenant uses a blob: `collect_garbage` is then off (blobs are kept);
+    per-tenant factories enable it."""
+
+    stores: BlobStoreFactory | None
+    _: KW_ONLY
+    prefix: str
+    threshold: int = DEFAULT_THRESHOLD
+    compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD
+    collect_garbage: bool = True
 
     def _ops(self, tenant_id: str) -> BlobOps:
         if self.stores is None:

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 from langgraph_tiered_saver._sansio.io import Op
@@ -181,34 +181,28 @@ class RetryBook:
         return FlusherHealth(alive, self.last_success_at, self.consecutive_failures, self.quarantined(), outage, error, forks)
 
 
+@dataclass(eq=False)
 class BackgroundFlusher:
     """Flushes threads when they are due: a job on the saver's `Scheduler` (schedule.py),
     started on the first write. One due thread per turn, so the scheduler's other jobs (lock
     renewal) wait for one flush at most, never for a whole backlog."""
 
-    def __init__(
-        self,
-        run: Callable[[Op[Any]], Any],
-        ops: FlushOps,
-        policy: FlushPolicy,
-        metrics: Metrics,
-        scheduler: Scheduler,
-        *,
-        adopt_interval: float = 5.0,
-    ) -> None:
-        self._run = run
-        self._ops = ops
-        self._policy = policy
-        self._metrics = metrics
-        self._adopt_interval = adopt_interval
-        self._clock = scheduler.clock
-        self.book = RetryBook(policy, metrics, scheduler.clock)
+    _run: Callable[[Op[Any]], Any]
+    _ops: FlushOps
+    _policy: FlushPolicy
+    _metrics: Metrics
+    _scheduler: Scheduler
+    _: KW_ONLY
+    _adopt_interval: float = 5.0
+
+    def __post_init__(self) -> None:
+        self._clock = self._scheduler.clock
+        self.book = RetryBook(self._policy, self._metrics, self._scheduler.clock)
         self._cond = threading.Lock()
         self._due: dict[ThreadId, float] = {}
         self._counts: dict[ThreadId, int] = {}
         self._touched: set[ThreadId] = set()
-        self._scheduler = scheduler
-        self._job = scheduler.job("flusher", self._turn)
+        self._job = self._scheduler.job("flusher", self._turn)
         self._next_adopt: float | None = None  # set on the first write
         self._stopping = False
 

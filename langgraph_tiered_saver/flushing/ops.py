@@ -32,18 +32,9 @@ from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.hot.stored import decode_refs
 from langgraph_tiered_saver.observability.logs import fields
+from langgraph_tiered_saver.records import codec
 from langgraph_tiered_saver.records.audit import audit_from_msgpack, jsonb_value, to_audit_json
-from langgraph_tiered_saver.records.codec import (
-    BLOB_TYPE,
-    TypedValue,
-    as_str,
-    decode_typed,
-    encode_typed,
-    pointer_digest,
-    scored,
-    unpack_checkpoint,
-    unpack_write,
-)
+from langgraph_tiered_saver.records.codec import TypedValue, as_str, scored
 
 if TYPE_CHECKING:
     from langgraph_tiered_saver.blobs.offloader import Offloader
@@ -128,14 +119,14 @@ class Offloaded:
 
     def add(self, entry: str, encoded: bytes, stored: TypedValue) -> None:
         self.pointers[entry] = encoded
-        digest = pointer_digest(stored)
+        digest = codec.pointer_digest(stored)
         if digest:
             self.digests.append(digest)
 
 
 def _blob_ref(typed: tuple[str, bytes]) -> str | None:
     """Offloaded values are stored in Postgres as their pointer (`blob_ref`), data NULL."""
-    return typed[1].decode() if typed[0].startswith(BLOB_TYPE) else None
+    return typed[1].decode() if typed[0].startswith(codec.BLOB_TYPE) else None
 
 
 @dataclass(frozen=True)
@@ -228,7 +219,7 @@ class FlushOps:
         self.audit_json = (not isinstance(serde, EncryptedSerializer)) if audit_json is None else audit_json
 
     def _audit(self, typed: tuple[str, bytes], memo: dict[tuple[int, bytes], Any] | None = None) -> Any:
-        if not self.audit_json or typed[0] == "empty" or typed[0].startswith(BLOB_TYPE) or self._offloads(typed):
+        if not self.audit_json or typed[0] == "empty" or typed[0].startswith(codec.BLOB_TYPE) or self._offloads(typed):
             return None
         if typed[0] == "msgpack":
             return audit_from_msgpack(typed[1], memo)
@@ -269,7 +260,7 @@ class FlushOps:
                 missing = [as_str(f) for f in value[2]] if len(value) > 2 else []
                 if missing:
                     unsure.append((entry, ns, checkpoint_id, missing))
-                record = unpack_checkpoint(value[0], fields, where)
+                record = codec.unpack_checkpoint(value[0], fields, where)
                 checkpoint = dict(self.serde.loads_typed(record.checkpoint))
                 checkpoint.pop("channel_values", None)
                 metadata = self.serde.loads_typed(record.metadata)
@@ -278,13 +269,13 @@ class FlushOps:
                 )
             elif kind == K.OUTBOX_KINDS["blob"]:
                 ns, channel, version = K.split_blob_field(rest)
-                typed = decode_typed(value, where)
+                typed = codec.decode_typed(value, where)
                 batch.blobs.append(
                     BlobRow(ns, channel, version, typed, self._audit(typed, memo), _blob_ref(typed))
                 )
             else:
                 ns, checkpoint_id, _task, _idx = K.split_write_field(rest)
-                write = unpack_write(value, where)
+                write = codec.unpack_write(value, where)
                 batch.writes.append(
                     WriteRow(ns, checkpoint_id, write, self._audit(write.value, memo), _blob_ref(write.value))
                 )
@@ -307,7 +298,7 @@ class FlushOps:
                 stored = yield from self.offloader.offload_op(batch.tenant_id, blob.value)
                 if stored is not blob.value:
                     batch.blobs[i] = blob._replace(value=stored, value_json=None, blob_ref=_blob_ref(stored))
-                    out.add(K.outbox_entry("blob", K.blob_field(blob.ns, blob.channel, blob.version)), encode_typed(stored), stored)
+                    out.add(K.outbox_entry("blob", K.blob_field(blob.ns, blob.channel, blob.version)), codec.encode_typed(stored), stored)
         for i, row in enumerate(batch.writes):
             write_row = WriteRow(*row)
             if write_row.blob_ref is None and self._offloads(write_row.write.value):

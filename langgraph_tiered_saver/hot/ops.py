@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import KW_ONLY, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
@@ -130,35 +130,27 @@ class PreparedPut:
     digests: list[str]  # blobs this checkpoint sent to the blob store
 
 
+@dataclass(eq=False)
 class HotOps:
     """Builds the Redis side of every saver operation. Holds settings only, never a connection."""
 
-    def __init__(
-        self,
-        serde: SerializerProtocol,
-        *,
-        key_prefix: str,
-        ttl_ms: int,
-        refresh_on_read: bool,
-        track_outbox: bool,
-        offloader: Offloader,
-        epoch: Epoch,
-        watch: HotWatch,
-        durability: HotDurability | None = None,
-    ) -> None:
-        self.serde = serde
-        self.prefix = key_prefix
-        self.ttl_ms = ttl_ms
-        self.refresh_on_read = refresh_on_read
-        self.track_outbox = track_outbox
-        self.offloader = offloader
-        # Oversized values go to the blob store at put time only without a durable tier: with
-        # one, the flush sends them there (no blob-store I/O on the hot path; until the flush
-        # the value is in Redis, which every replica reads).
-        self.offload_on_put = not track_outbox
-        self.epoch = epoch
-        self.watch = watch
-        self.durability = durability
+    serde: SerializerProtocol
+    _: KW_ONLY
+    prefix: str
+    ttl_ms: int
+    refresh_on_read: bool
+    track_outbox: bool
+    offloader: Offloader
+    epoch: Epoch
+    watch: HotWatch
+    durability: HotDurability | None = None
+
+    @property
+    def offload_on_put(self) -> bool:
+        """Oversized values go to the blob store at put time only without a durable tier: with
+        one, the flush sends them there (no blob-store I/O on the hot path; until the flush the
+        value is in Redis, which every replica reads)."""
+        return not self.track_outbox
 
     @property
     def _track(self) -> str:

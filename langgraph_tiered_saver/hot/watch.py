@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
@@ -38,19 +39,19 @@ logger = logging.getLogger("langgraph_tiered_saver")
 CHECK_SECONDS = 2.0
 
 
+@dataclass(eq=False)
 class HotWatch:
     """Whether this process has checked the Redis server's identity recently, and the op that
     checks it. Shared by a saver's sync and async calls; no I/O here."""
 
-    def __init__(self, key_prefix: str, metrics: Metrics, *, enabled: bool, cluster: bool = False,
-                 check_seconds: float = CHECK_SECONDS) -> None:  # fmt: skip
-        self.prefix = key_prefix
-        self.metrics = metrics
-        self.enabled = enabled
-        self.cluster = cluster
-        self.check_seconds = check_seconds
-        self._checked = False
-        self._loop: WatchLoop | None = None
+    prefix: str
+    metrics: Metrics
+    _: KW_ONLY
+    enabled: bool
+    cluster: bool = False
+    check_seconds: float = CHECK_SECONDS
+    _checked: bool = field(default=False, init=False)
+    _loop: WatchLoop | None = field(default=None, init=False)
 
     @property
     def due(self) -> bool:

@@ -298,7 +298,7 @@ def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) 
 
 
 def test_waiting_for_a_checkpoint_put_times_out() -> None:
-    hot = HotOps(JsonPlusSerializer(), key_prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None, watch=None)
+    hot = HotOps(JsonPlusSerializer(), prefix="lts", ttl_ms=1000, refresh_on_read=False, track_outbox=True, offloader=None, epoch=None, watch=None)
     ref = ThreadRef(TENANT, THREAD, "", "cp-1")
     driver = ScriptedDriver([Expect(RedisCall, reply=[0], check=_is("HEXISTS")) for _ in range(5)])
     assert driver.run(hot.await_checkpoint_op(ref, timeout=0.01)) is False
