@@ -354,15 +354,15 @@ class Core:
         yield from self._recover_op(ref)
         carried = self.combiner.closed_by(ref, checkpoint["id"]) if self.combiner is not None else []
         lock = self._write_lock(ref, checkpoint=checkpoint)
+        p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
         self.landed.started(ref, checkpoint["id"])
         landed = False
         try:
-            result = yield from self.hot.put_op(ref, checkpoint, metadata, new_versions, config, lock, carried)
+            yield from self.hot.put_op(ref, p, lock, carried)
             self._written(ref, lock)
             landed = True
         except TierUnavailableError as exc:
             self._hot_failed(exc, "put")
-            p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
             entries: list[tuple[str, Any]] = _write_entries([r for held in carried for r in held.records])
             entries += [(K.outbox_entry("blob", f), v) for f, v in p.blobs]
             refs = encode_refs(p.run_id, p.record.blob_fields)
@@ -374,7 +374,7 @@ class Core:
             self.landed.ended(ref, checkpoint["id"], landed=landed)
         if self.flusher is not None:
             self.flusher.on_checkpoint(ref.tenant_id, ref.thread_id)
-        return result
+        return ref.config(checkpoint["id"])
 
     def put_writes_op(
         self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str, in_run: bool = False

@@ -112,12 +112,17 @@ CREATE POLICY tenant_isolation ON {s}.{table}
     WITH CHECK (tenant_id = current_setting('{setting}', true));
 """.replace("{setting}", TENANT_SETTING)
 
+# The first columns of every per-thread table (tenant first: row-level security and the
+# partitioned layout key on it), and of those keyed by namespace too.
+_THREAD_KEY_COLUMNS = """    tenant_id text NOT NULL CHECK (tenant_id <> ''),
+    thread_id text NOT NULL,
+"""
+_NAMESPACE_KEY_COLUMNS = _THREAD_KEY_COLUMNS + """    checkpoint_ns text NOT NULL DEFAULT '',
+"""
+
 MIGRATION_1_TABLES = """
 CREATE TABLE {s}.checkpoints (
-    tenant_id text NOT NULL CHECK (tenant_id <> ''),
-    thread_id text NOT NULL,
-    checkpoint_ns text NOT NULL DEFAULT '',
-    checkpoint_id text NOT NULL,
+""" + _NAMESPACE_KEY_COLUMNS + """    checkpoint_id text NOT NULL,
     parent_checkpoint_id text,
     step integer,
     source text,
@@ -139,10 +144,7 @@ CREATE INDEX checkpoints_run_idx ON {s}.checkpoints (tenant_id, run_id) WHERE ru
 CREATE INDEX checkpoints_metadata_idx ON {s}.checkpoints USING gin (metadata jsonb_path_ops);
 
 CREATE TABLE {s}.checkpoint_blobs (
-    tenant_id text NOT NULL CHECK (tenant_id <> ''),
-    thread_id text NOT NULL,
-    checkpoint_ns text NOT NULL DEFAULT '',
-    channel text NOT NULL,
+""" + _NAMESPACE_KEY_COLUMNS + """    channel text NOT NULL,
     version text NOT NULL,
     type text NOT NULL,
     data bytea,
@@ -155,10 +157,7 @@ CREATE INDEX checkpoint_blobs_ref_idx ON {s}.checkpoint_blobs (tenant_id, blob_r
     WHERE blob_ref IS NOT NULL;
 
 CREATE TABLE {s}.checkpoint_writes (
-    tenant_id text NOT NULL CHECK (tenant_id <> ''),
-    thread_id text NOT NULL,
-    checkpoint_ns text NOT NULL DEFAULT '',
-    checkpoint_id text NOT NULL,
+""" + _NAMESPACE_KEY_COLUMNS + """    checkpoint_id text NOT NULL,
     task_id text NOT NULL,
     idx integer NOT NULL,
     channel text NOT NULL,
@@ -228,9 +227,7 @@ HOT_TIER_OWNER = "SELECT key_prefix FROM {s}.hot_tier"
 # (a deletion that could not ask Redis) takes the Postgres clock.
 MIGRATION_5_FLUSH_FENCE = """
 CREATE TABLE {s}.flush_fence (
-    tenant_id text NOT NULL CHECK (tenant_id <> ''),
-    thread_id text NOT NULL,
-    token bigint NOT NULL,
+""" + _THREAD_KEY_COLUMNS + """    token bigint NOT NULL,
     deleted_at timestamptz,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, thread_id)
@@ -272,9 +269,7 @@ TOMBSTONE = "SELECT {s}.lts_flush_fence(%s, %s, %s, true)"
 # later with the same parent continued the thread beside it: a fork (FORKED_CHECKPOINTS).
 MIGRATION_6_WRITTEN_THROUGH = """
 CREATE TABLE {s}.written_through (
-    tenant_id text NOT NULL CHECK (tenant_id <> ''),
-    thread_id text NOT NULL,
-    checkpoint_ns text NOT NULL,
+""" + _THREAD_KEY_COLUMNS + """    checkpoint_ns text NOT NULL,
     checkpoint_id text NOT NULL,
     parent_checkpoint_id text,
     written_at timestamptz NOT NULL DEFAULT now(),

@@ -233,20 +233,11 @@ def worker_loop(
     return flushed
 
 
-def run_workers(
-    run: Callable[[Op[Any]], Any],
-    ops: FlushOps,
-    metrics: Metrics,
-    *,
-    prefix: str,
-    count: int,
-    lease_seconds: float,
-    stop: threading.Event,
-    **loop: Any,
-) -> int:
-    """`count` workers as threads of this process, each with its own membership and retry
-    bookkeeping; returns their flushes. Ends when `stop` is set (or after one pass each with
-    `once=True`), re-raising the first worker's error once all have ended."""
+def run_workers(count: int, *, prefix: str, lease_seconds: float, stop: threading.Event, **loop: Any) -> int:
+    """`count` workers as threads of this process, each running `worker_loop(**loop)` with its
+    own membership and retry bookkeeping; returns their flushes. Ends when `stop` is set (or
+    after one pass each with `once=True`), re-raising the first worker's error once all have
+    ended."""
     lease_ms = int(lease_seconds * 1000)
     results: list[int] = []
     errors: list[BaseException] = []
@@ -254,8 +245,7 @@ def run_workers(
     def body(worker_id: str) -> None:
         try:
             roster = Roster(prefix, worker_id, lease_ms) if not loop.get("once") else None
-            results.append(worker_loop(run, ops, metrics, stop=stop, roster=roster,
-                                       lease=FlushLease(worker_id, lease_ms), **loop))  # fmt: skip
+            results.append(worker_loop(stop=stop, roster=roster, lease=FlushLease(worker_id, lease_ms), **loop))
         except BaseException as exc:  # re-raised by run_workers once every worker has ended
             errors.append(exc)
             stop.set()

@@ -94,8 +94,8 @@ class Worker:
         )  # fmt: skip
         try:
             flushed = run_workers(
-                self.saver.run_op, self.saver.core.flush, self.metrics, prefix=self.saver.key_prefix,
-                count=self.options.workers, lease_seconds=self.options.lease_seconds, stop=stop,
+                self.options.workers, prefix=self.saver.key_prefix, lease_seconds=self.options.lease_seconds, stop=stop,
+                run=self.saver.run_op, ops=self.saver.core.flush, metrics=self.metrics,
                 quiet_seconds=self.options.quiet_seconds, poll_seconds=self.options.poll_seconds,
                 once=self.options.once, book=self.book,
             )  # fmt: skip

@@ -161,34 +161,6 @@ class HotOps:
     def keys(self, tenant_id: str, thread_id: str, **extra: str) -> dict[str, str]:
         return scripts.thread_keys(self.prefix, tenant_id, thread_id, **extra)
 
-    def encode_put(
-        self,
-        ref: ThreadRef,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-        config: RunnableConfig,
-    ) -> tuple[str, CheckpointRecord, str, list[tuple[str, TypedValue]]]:
-        """Serialize a checkpoint: (member, record, run id, changed channel values by field)."""
-        ns = ref.checkpoint_ns
-        c: dict[str, Any] = dict(checkpoint)
-        values: dict[str, Any] = c.pop("channel_values")
-        blobs = [
-            (
-                K.blob_field(ns, channel, version),
-                self.serde.dumps_typed(values[channel]) if channel in values else EMPTY,
-            )
-            for channel, version in new_versions.items()
-        ]
-        md = get_serializable_checkpoint_metadata(config, metadata)
-        run_id = md.get("run_id")
-        fields = tuple(K.blob_field(ns, ch, v) for ch, v in checkpoint["channel_versions"].items())
-        record = CheckpointRecord(
-            self.serde.dumps_typed(c), self.serde.dumps_typed(md), ref.checkpoint_id, fields
-        )
-        member = K.checkpoint_member(ns, check_field_id("checkpoint id", checkpoint["id"], 128))
-        return member, record, str(run_id) if run_id else "", blobs
-
     def encode_writes(
         self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
     ) -> list[tuple[str, WriteRecord]]:
@@ -209,17 +181,27 @@ class HotOps:
         new_versions: ChannelVersions,
         config: RunnableConfig,
     ) -> Op[PreparedPut]:
-        """Encode a checkpoint; without a durable tier, oversized channel values go to the blob
-        store first (with one, the flush sends them there: `offload_on_put`)."""
-        member, record, run_id, typed = self.encode_put(ref, checkpoint, metadata, new_versions, config)
+        """Serialize a checkpoint (its record, and the values of the channels it changed);
+        without a durable tier, oversized channel values go to the blob store first (with one,
+        the flush sends them there: `offload_on_put`)."""
+        ns = ref.checkpoint_ns
+        c: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = c.pop("channel_values")
+        md = get_serializable_checkpoint_metadata(config, metadata)
+        run_id = md.get("run_id")
+        fields = tuple(K.blob_field(ns, ch, v) for ch, v in checkpoint["channel_versions"].items())
+        record = CheckpointRecord(self.serde.dumps_typed(c), self.serde.dumps_typed(md), ref.checkpoint_id, fields)
+        member = K.checkpoint_member(ns, check_field_id("checkpoint id", checkpoint["id"], 128))
         blobs: list[tuple[str, bytes]] = []
         digests: list[str] = []
-        for field, value in typed:
+        for channel, version in new_versions.items():
+            field = K.blob_field(ns, channel, version)
+            value = self.serde.dumps_typed(values[channel]) if channel in values else EMPTY
             stored = (yield from self.offloader.offload_op(ref.tenant_id, value)) if self.offload_on_put else value
             if stored is not value:
                 digests.append(pointer_digest(stored) or "")
             blobs.append((field, encode_typed(stored)))
-        return PreparedPut(member, record, run_id, blobs, digests)
+        return PreparedPut(member, record, str(run_id) if run_id else "", blobs, digests)
 
     def prepare_writes_op(
         self, ref: ThreadRef, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
@@ -272,21 +254,11 @@ class HotOps:
 
     # ----------------------------------------------------------------- operations
 
-    def put_op(
-        self,
-        ref: ThreadRef,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-        config: RunnableConfig,
-        lock: WriteLock = NO_LOCK,
-        carried: Sequence[Held] = (),
-    ) -> Op[RunnableConfig]:
-        """Store a checkpoint, and in the same script the `carried` writes of the step it
-        closes (combine.py)."""
-        p = yield from self.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
-        yield from self._write_op(ref, _held_records(carried), p, [*_held_digests(carried), *p.digests], lock)
-        return ref.config(checkpoint["id"])
+    def put_op(self, ref: ThreadRef, put: PreparedPut, lock: WriteLock = NO_LOCK, carried: Sequence[Held] = ()) -> Op[None]:
+        """Store a prepared checkpoint, and in the same script the `carried` writes of the step
+        it closes (combine.py)."""
+        yield from self._write_op(ref, _held_records(carried), put, [*_held_digests(carried), *put.digests], lock)
+        return None
 
     def write_records_op(
         self, ref: ThreadRef, records: Sequence[tuple[str, WriteRecord]], digests: Sequence[str],

@@ -16,7 +16,8 @@ OpenTelemetry Collector (prometheus receiver) scrapes. Traces go through OpenTel
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,7 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from langgraph_tiered_saver.observability.health import FlusherHealth
-from langgraph_tiered_saver.observability.metrics import Histogram, Metrics
+from langgraph_tiered_saver.observability.metrics import Histogram, Labels, Metrics
 
 PREFIX = "lts_"
 _HELP = {
@@ -81,32 +82,29 @@ class MetricsCollector(Collector):
             )
 
 
-def _labelled_counters(counters: dict[tuple[str, tuple[tuple[str, str], ...]], int]) -> Iterator[Metric]:
-    by_name: dict[str, list[tuple[tuple[str, str], ...]]] = {}
-    for name, labels in sorted(counters):
+def _families(
+    series: Mapping[tuple[str, Labels], Any],
+) -> Iterator[tuple[str, list[str], list[tuple[list[str], Any]]]]:
+    """Labelled series grouped by name: (name, label names, [(label values, value), ...])."""
+    by_name: dict[str, list[Labels]] = {}
+    for name, labels in sorted(series):
         by_name.setdefault(name, []).append(labels)
     for name, label_sets in by_name.items():
         names = sorted({k for labels in label_sets for k, _ in labels})
+        yield name, names, [([dict(labels).get(k, "") for k in names], series[(name, labels)]) for labels in label_sets]
+
+
+def _labelled_counters(counters: dict[tuple[str, Labels], int]) -> Iterator[Metric]:
+    for name, names, rows in _families(counters):
         family = CounterMetricFamily(PREFIX + name, _HELP.get(name, name), labels=names)
-        for labels in label_sets:
-            values = dict(labels)
-            family.add_metric([values.get(k, "") for k in names], counters[(name, labels)])
+        for values, count in rows:
+            family.add_metric(values, count)
         yield family
 
 
-def _histograms(histograms: dict[tuple[str, tuple[tuple[str, str], ...]], Histogram]) -> Iterator[Metric]:
-    by_name: dict[str, list[tuple[tuple[str, str], ...]]] = {}
-    for name, labels in sorted(histograms):
-        by_name.setdefault(name, []).append(labels)
-    for name, label_sets in by_name.items():
-        names = sorted({k for labels in label_sets for k, _ in labels})
+def _histograms(histograms: dict[tuple[str, Labels], Histogram]) -> Iterator[Metric]:
+    for name, names, rows in _families(histograms):
         family = HistogramMetricFamily(PREFIX + name, _HELP.get(name, name), labels=names)
-        for labels in label_sets:
-            hist = histograms[(name, labels)]
-            values = dict(labels)
-            family.add_metric(
-                [values.get(k, "") for k in names],
-                buckets=hist.cumulative(),
-                sum_value=hist.total,
-            )
+        for values, hist in rows:
+            family.add_metric(values, buckets=hist.cumulative(), sum_value=hist.total)
         yield family
