@@ -619,26 +619,16 @@ db AS (
     RETURNING b.thread_id, b.checkpoint_ns, b.channel, b.version, b.blob_ref
 ),
 orphaned AS (
-    SELECT DISTINCT g.blob_ref
+    -- A ref is orphaned when every row of the tenant that holds it (as the statement's snapshot
+    -- sees them, before these deletions) is among the rows deleted here.
+    SELECT g.blob_ref
     FROM (SELECT blob_ref FROM dw UNION ALL SELECT blob_ref FROM db) AS g
     WHERE g.blob_ref IS NOT NULL
-    AND NOT EXISTS (
-        SELECT 1 FROM {s}.checkpoint_blobs b
-        WHERE b.tenant_id = %(tenant)s AND b.blob_ref = g.blob_ref
-        AND NOT EXISTS (
-            SELECT 1 FROM db x WHERE x.thread_id = b.thread_id
-            AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
-            AND x.version = b.version
-        )
-    )
-    AND NOT EXISTS (
-        SELECT 1 FROM {s}.checkpoint_writes w
-        WHERE w.tenant_id = %(tenant)s AND w.blob_ref = g.blob_ref
-        AND NOT EXISTS (
-            SELECT 1 FROM dw x WHERE x.thread_id = w.thread_id
-            AND x.checkpoint_ns = w.checkpoint_ns AND x.checkpoint_id = w.checkpoint_id
-            AND x.task_id = w.task_id AND x.idx = w.idx
-        )
+    GROUP BY g.blob_ref
+    HAVING count(*) = (
+        SELECT count(*) FROM {s}.checkpoint_blobs b WHERE b.tenant_id = %(tenant)s AND b.blob_ref = g.blob_ref
+    ) + (
+        SELECT count(*) FROM {s}.checkpoint_writes w WHERE w.tenant_id = %(tenant)s AND w.blob_ref = g.blob_ref
     )
 ),
 reparented AS (
