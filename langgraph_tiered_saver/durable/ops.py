@@ -79,10 +79,7 @@ def _write_params(thread: str, row: WriteRow) -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-def _fork_check(schema: str, tenant: str, batch: FlushBatch) -> PgStatement | None:
-    rows = [CheckpointRow(*r) for r in batch.checkpoints]
-    if not rows:
-        return None
+def _fork_check(schema: str, tenant: str, batch: FlushBatch, rows: list[CheckpointRow]) -> PgStatement:
     ids = [r.checkpoint_id for r in rows]
     parents = [r.record.parent_checkpoint_id for r in rows]
     params = {
@@ -116,9 +113,12 @@ def _flush_call(
     writes: list[tuple[Any, ...]] = []
     specials: list[tuple[Any, ...]] = []
     through: list[tuple[Any, ...]] = []
+    forks: list[tuple[str, PgStatement]] = []
     for b in batches:
         blobs += [_blob_params(b.thread_id, BlobRow(*r)) for r in b.blobs]
         rows = [CheckpointRow(*r) for r in b.checkpoints]
+        if rows:
+            forks.append((b.thread_id, _fork_check(schema, tenant, b, rows)))
         checkpoints += [_checkpoint_params(b.thread_id, row) for row in rows]
         if b.written_through:
             through += [(tenant, b.thread_id, r.ns, r.checkpoint_id, r.record.parent_checkpoint_id) for r in rows]
@@ -136,11 +136,9 @@ def _flush_call(
     for thread in sorted({b.thread_id for b in batches} & set(fences)):
         statements.append(PgStatement(sql.render(sql.FLUSH_FENCE, schema), (tenant, thread, fences[thread])))
         results.append("-")
-    for b in batches:
-        check = _fork_check(schema, tenant, b)
-        if check is not None:
-            statements.append(check)
-            results.append("fork:" + b.thread_id)
+    for thread, check in forks:
+        statements.append(check)
+        results.append("fork:" + thread)
     for table, template, rows_ in (
         ("blobs", sql.INSERT_BLOBS, blobs),
         ("checkpoints", sql.INSERT_CHECKPOINTS, checkpoints),
