@@ -63,7 +63,9 @@ class SaverFactory:
         return slug(self.name)
 
     def supports(self, op: str) -> bool:
-        return op in self.ops
+        """`linear`: the 10-node linear graph on new threads (no resume, so no pending writes
+        read back), which every saver running graphs can run, and the raw floor too."""
+        return op in self.ops or (op == "linear" and "graph" in self.ops)
 
     def open_sync(
         self, env: BenchEnv, scope: str, *, setup: bool = True
@@ -370,7 +372,9 @@ def redis_stack_note(env: BenchEnv) -> str | None:
 
 class FloorFactory(SaverFactory):
     name = "raw redis floor"
-    ops = frozenset({"put", "put_writes", "get_tuple"})
+    # `linear`: a graph run on a new thread reads nothing back but "no checkpoint yet", so the
+    # floor can checkpoint it: its figure is the least a Redis round trip per superstep costs
+    ops = frozenset({"put", "put_writes", "get_tuple", "linear"})
     conformance = False
 
     def redis_patterns(self, env: BenchEnv, scope: str) -> tuple[str, list[str]] | None:

@@ -256,7 +256,7 @@ def _timed(ctx: Context, net: Network) -> None:
         # create every table up front (report order; unavailable savers are listed too)
         for d in DURABILITIES:
             for level in p.rtt_levels:
-                tables.get(f"{LINEAR} (durability={d})", level, "graph")
+                tables.get(f"{LINEAR} (durability={d})", level, "linear")
         for level in p.rtt_levels:
             tables.get(f"{CASE} (durability=sync)", level, "graph")
         for op in MICRO:
@@ -278,10 +278,11 @@ def _timed(ctx: Context, net: Network) -> None:
 def _one_turn(ctx: Context, s: Subject, threads: _Threads, tables: _Tables, level: float) -> None:
     p = ctx.profile
     steps: list[tuple[Table, Callable[[], list[float]]]] = []
-    if s.factory.supports("graph"):
+    if s.factory.supports("linear"):
         for d in DURABILITIES:
-            table = tables.get(f"{LINEAR} (durability={d})", level, "graph")
+            table = tables.get(f"{LINEAR} (durability={d})", level, "linear")
             steps.append((table, lambda d=d: linear_runs(s, threads, p.rtt_linear_runs, d)))  # type: ignore[misc]
+    if s.factory.supports("graph"):
         table = tables.get(f"{CASE} (durability=sync)", level, "graph")
         steps.append((table, lambda: case_runs(s, threads, p.rtt_case_runs)))
     for table, fn in steps:
