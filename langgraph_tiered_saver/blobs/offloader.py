@@ -174,6 +174,8 @@ class Offloader:
     # ------------------------------------------------------------------ reference tracking
 
     def track_commands(self, tenant_id: str, thread_id: str, digests: Iterable[str]) -> list[tuple[Any, ...]]:
+        if not digests:  # the common case: nothing offloaded (spares the shard's CRC32)
+            return []
         shard = K.shard_of(tenant_id, thread_id)
         return [("SADD", K.blob_threads_key(self.prefix, tenant_id, d, shard), thread_id) for d in sorted(set(digests))]
 

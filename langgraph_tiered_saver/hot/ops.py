@@ -189,7 +189,8 @@ class HotOps:
         values: dict[str, Any] = c.pop("channel_values")
         md = get_serializable_checkpoint_metadata(config, metadata)
         run_id = md.get("run_id")
-        fields = tuple(K.blob_field(ns, ch, v) for ch, v in checkpoint["channel_versions"].items())
+        head = ns + K.SEP  # K.blob_field, inline: every channel of every put
+        fields = tuple(f"{head}{ch}{K.SEP}{v}" for ch, v in checkpoint["channel_versions"].items())
         record = CheckpointRecord(self.serde.dumps_typed(c), self.serde.dumps_typed(md), ref.checkpoint_id, fields)
         member = K.checkpoint_member(ns, check_field_id("checkpoint id", checkpoint["id"], 128))
         blobs: list[tuple[str, bytes]] = []

@@ -43,6 +43,9 @@ def check_field_id(kind: str, value: Any, max_len: int, *, allow_empty: bool = F
 def check_indexable(ref: ThreadRef, *parts: str) -> None:
     """Refuse (typed, up front, the same for both tiers) a row key Postgres could not index: the
     tenant, thread and namespace of `ref` with each of `parts` (the rest of one row's key)."""
+    chars = len(ref.tenant_id) + len(ref.thread_id) + len(ref.checkpoint_ns)
+    if 4 * (chars + max(map(len, parts), default=0)) <= MAX_INDEXED_BYTES:
+        return  # short enough whatever the characters (UTF-8 takes at most 4 bytes each)
     base = sum(len(v.encode()) for v in (ref.tenant_id, ref.thread_id, ref.checkpoint_ns))
     for part in parts:
         size = base + len(part.encode())

@@ -44,10 +44,13 @@ end
 -- Add outbox entries, all under one new version of the thread's outbox: an entry written again
 -- (a special write replaced) gets a newer version, and a flush acknowledges an entry only at
 -- the version it read (compare-and-acknowledge, outbox_ack.lua).
-local function add_to_outbox(entries)
+-- `unflushed`: the meta mark, when the caller read it already.
+local function add_to_outbox(entries, unflushed)
   if #entries == 0 then return end
   local version = redis.call("HINCRBY", KEY.meta, "outbox_version", 1)
-  redis.call("HSET", KEY.meta, "unflushed", "1")  -- survives an evicted outbox: see outbox_read
+  if not unflushed then
+    redis.call("HSET", KEY.meta, "unflushed", "1")  -- survives an evicted outbox: see outbox_read
+  end
   local args = {}
   for i = 1, #entries do
     args[#args + 1] = version
@@ -62,14 +65,15 @@ end
 
 -- Fencing: a writer without a token may not write while someone holds the thread lock; a writer
 -- whose token is older than the newest issued one lost its lock and may not write at all.
-local function check_fence(token)
+-- `current`: the meta's fence, when the caller read it already.
+local function check_fence(token, current)
   if token == "" then
     if redis.call("EXISTS", KEY.lock) == 1 then
       return "LOCKED thread is locked by another holder; take the lock or wait"
     end
     return nil
   end
-  local current = redis.call("HGET", KEY.meta, "fence")
+  if current == nil then current = redis.call("HGET", KEY.meta, "fence") end
   if current and tonumber(current) > tonumber(token) then
     return "STALE fencing token " .. token .. " is older than " .. current .. ": the lock was lost"
   end

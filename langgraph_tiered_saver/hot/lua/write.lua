@@ -7,11 +7,14 @@
 -- pairs of the checkpoint's changed channel values.
 -- Regular writes (idx >= 0) are never overwritten; special writes (ERROR, INTERRUPT, ... with a
 -- negative idx) replace an earlier one, as LangGraph expects.
-local err = check_fence(ARG.fence)
+-- The thread's meta fields this write needs, read once: fence (check_fence, the run lock),
+-- expiring (keep_written), unflushed (add_to_outbox). No field at all: meta may be missing.
+local meta = redis.call("HMGET", KEY.meta, "fence", "expiring", "unflushed")
+local err = check_fence(ARG.fence, meta[1])
 if err then return redis.error_reply(err) end
 local track = ARG.track == "1"
 local born = redis.call("EXISTS", KEY.idx) == 0  -- Redis holds no checkpoint of the thread
-local expiring = track and (redis.call("EXISTS", KEY.meta) == 0 or redis.call("HGET", KEY.meta, "expiring"))
+local expiring = track and (meta[2] or (not meta[1] and not meta[3] and redis.call("EXISTS", KEY.meta) == 0))
 local pend = {}
 local last_write = REST + 3 * tonumber(ARG.writes) - 1
 if last_write >= REST then
@@ -50,12 +53,12 @@ if member ~= "" then
   end
 end
 if born then born_verified() end
-if track then add_to_outbox(pend) end
+if track then add_to_outbox(pend, meta[3]) end
 mark_thread(track)
 keep_written(track, expiring, ARG.ttl_ms)
 -- The writer's run lock (ARG.fence: it holds the newest one): each write keeps it, and the write
 -- that ends the run (ARG.release "1") lets it go, in the same round trip.
-if ARG.fence ~= "" and redis.call("HGET", KEY.meta, "fence") == ARG.fence then
+if ARG.fence ~= "" and meta[1] == ARG.fence then
   if ARG.release == "1" then
     redis.call("DEL", KEY.lock)
   elseif tonumber(ARG.lock_ttl_ms) > 0 then
