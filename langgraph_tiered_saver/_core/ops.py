@@ -30,6 +30,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from langgraph_tiered_saver import _options as opt
+from langgraph_tiered_saver._core.fresh_threads import FreshThreads
 from langgraph_tiered_saver._core.legacy import LegacyReads, parent_key
 from langgraph_tiered_saver._core.pruning import PruneReport, latest_per_namespace, prune_thread_op
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
@@ -180,6 +181,7 @@ class Core:
     # while Redis was down, for the fork check of the write-through that continues it
     read_through: dict[tuple[str, str, str], str] = field(default_factory=dict, init=False)
     landed: LandedPuts = field(default_factory=lambda: LandedPuts(), init=False)
+    fresh: FreshThreads = field(default_factory=lambda: FreshThreads(), init=False)
     _stale_reported: str = field(default="", init=False)  # the generation whose first stale thread was logged
 
     def __post_init__(self) -> None:
@@ -357,8 +359,9 @@ class Core:
         p = yield from self.hot.prepare_put_op(ref, checkpoint, metadata, new_versions, config)
         self.landed.started(ref, checkpoint["id"])
         landed = False
+        fresh = self.durable and self.fresh.take(ref.tenant_id, ref.thread_id)
         try:
-            yield from self.hot.put_op(ref, p, lock, carried)
+            yield from self.hot.put_op(ref, p, lock, carried, fresh=fresh)
             self._written(ref, lock)
             landed = True
         except TierUnavailableError as exc:
@@ -592,6 +595,9 @@ class Core:
         hot_up = True
         try:
             found = yield from (read() if read is not None else self.hot.get_stored_op(ref))
+            if found.status == "absent":  # Redis holds all of the thread: see fresh_threads.py
+                self.metrics.incr("read_absent_redis")
+                return None
             stored = found.first
             if stored is not None and found.status == "unverified" and self.durable:
                 stored = yield from self._verified_op(ref, stored, found.generation)
@@ -611,9 +617,16 @@ class Core:
         # never for its own latest, which may be older (not flushed yet) and would move it back.
         wanted = ref.checkpoint_id if stored is None else stored.checkpoint_id
         try:
-            durable = yield from pg.get_checkpoint_op(
-                self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, wanted
-            )
+            if stored is None and hot_up:  # nothing of it in Redis: is the thread new everywhere?
+                durable, new = yield from pg.get_checkpoint_or_new_op(
+                    self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, wanted
+                )
+                if new:
+                    self.fresh.add(ref.tenant_id, ref.thread_id)
+            else:
+                durable = yield from pg.get_checkpoint_op(
+                    self.schema, ref.tenant_id, ref.thread_id, ref.checkpoint_ns, wanted
+                )
         except TierUnavailableError:
             self.metrics.incr("postgres_read_errors")
             raise

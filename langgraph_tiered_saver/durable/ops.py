@@ -221,6 +221,20 @@ def get_checkpoint_op(
     return tuple_from_row(rows[0]) if rows else None
 
 
+def get_checkpoint_or_new_op(
+    schema: str, tenant: str, thread: str, ns: str, checkpoint_id: str | None
+) -> Op[tuple[DurableTuple | None, bool]]:
+    """`get_checkpoint_op`, and whether the thread is new to Postgres (no checkpoint in any
+    namespace), in the same round trip: Redis may then vouch for all of a new thread it holds
+    from its first write on (hot/lua/write.lua `fresh`)."""
+    statements = (
+        PgStatement(sql.render(sql.GET_TUPLE, schema), (tenant, thread, ns, checkpoint_id), fetch=True, binary=True),
+        PgStatement(sql.render(sql.THREAD_HAS_CHECKPOINTS, schema), (tenant, thread), fetch=True),
+    )
+    rows, present = yield PgCall(statements, tenant_id=tenant)
+    return (tuple_from_row(rows[0]) if rows else None), not present[0][0]
+
+
 def list_op(
     schema: str,
     tenant: str,

@@ -472,6 +472,8 @@ $lts_tuple$;
 """
 )
 GET_TUPLE = "SELECT * FROM {s}.lts_get_tuple(%s, %s, %s, %s)"
+# Whether a thread has any checkpoint, in any namespace (the primary key's prefix: an index probe)
+THREAD_HAS_CHECKPOINTS = "SELECT EXISTS (SELECT 1 FROM {s}.checkpoints WHERE tenant_id = %s AND thread_id = %s)"
 
 WHERE_THREAD = "AND c.thread_id = %(thread)s"
 WHERE_NS = "AND c.checkpoint_ns = %(ns)s"

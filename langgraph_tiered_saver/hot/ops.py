@@ -255,10 +255,14 @@ class HotOps:
 
     # ----------------------------------------------------------------- operations
 
-    def put_op(self, ref: ThreadRef, put: PreparedPut, lock: WriteLock = NO_LOCK, carried: Sequence[Held] = ()) -> Op[None]:
+    def put_op(
+        self, ref: ThreadRef, put: PreparedPut, lock: WriteLock = NO_LOCK, carried: Sequence[Held] = (), *,
+        fresh: bool = False,
+    ) -> Op[None]:  # fmt: skip
         """Store a prepared checkpoint, and in the same script the `carried` writes of the step
-        it closes (combine.py)."""
-        yield from self._write_op(ref, _held_records(carried), put, [*_held_digests(carried), *put.digests], lock)
+        it closes (combine.py). `fresh`: Postgres holds nothing of the thread (fresh_threads.py)."""
+        records, digests = _held_records(carried), [*_held_digests(carried), *put.digests]
+        yield from self._write_op(ref, records, put, digests, lock, fresh=fresh)
         return None
 
     def write_records_op(
@@ -281,6 +285,8 @@ class HotOps:
         digests: Sequence[str],
         lock: WriteLock,
         then: RedisCall | None = None,
+        *,
+        fresh: bool = False,
     ) -> Op[tuple[Any, ...] | None]:
         """One round trip: one write.lua (writes, then the checkpoint closing their step), which
         also keeps the outbox, the registry and the TTL, and compares the epoch (a second round
@@ -297,7 +303,7 @@ class HotOps:
             rest += [item for pair in put.blobs for item in pair]
         args = (
             self.ttl_ms, lock.fence, lock.ttl_ms, "1" if lock.release else "0", self._track, now_ms(), ref.thread_id,
-            plan.dirty_member, epoch, *checkpoint, len(records),
+            plan.dirty_member, epoch, *checkpoint, "1" if fresh else "0", len(records),
         )  # fmt: skip
         commands = (scripts.WRITE.call_planned(plan.write_keys, args, rest),
                     *self.offloader.track_commands(ref.tenant_id, ref.thread_id, digests))  # fmt: skip
@@ -335,7 +341,8 @@ class HotOps:
         self, ref: ThreadRef, members: Sequence[str] | None, lock: LockRequest | None = None
     ) -> Op[Fetched]:
         """The latest checkpoint of `ref`'s namespace (members=None), or the given members, with
-        get.lua's status: "hit", "unverified" (hotwatch.py), "evicted", "miss", or "locked" when
+        get.lua's status: "hit", "unverified" (hotwatch.py), "evicted", "miss", "absent" (no tier
+        holds it: fresh_threads.py), or "locked" when
         `lock` (a graph run starting: it takes the thread's run lock in the same script) is held
         by another run."""
         ttl = self.ttl_ms if self.refresh_on_read else 0

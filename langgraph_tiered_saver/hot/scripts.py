@@ -83,7 +83,8 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str, **extra: str) -> di
 _WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch")
 WRITE = LuaScript.load(
     "write", (*THREAD_KEYS, "registry", "dirty", "epoch", "vgen"),
-    ("ttl_ms", "fence", "lock_ttl_ms", "release", "track", *_WRITE_MARK, "member", "record", "refs", "run_id", "writes"),
+    ("ttl_ms", "fence", "lock_ttl_ms", "release", "track", *_WRITE_MARK, "member", "record", "refs", "run_id", "fresh",
+     "writes"),
     rest="(field, record, overwrite) * writes, (blob field, value)",
 )  # fmt: skip
 # `vgen`: the shard's generation, which a thread's copy must have been verified under (hotwatch.py)

@@ -136,9 +136,42 @@ def test_a_failed_postgres_read_raises_never_answers_no_thread(saver_factory: An
 @pytest.mark.parametrize("status", [b"miss", b"evicted"])
 def test_a_miss_is_answered_by_postgres(saver_factory: Any, status: bytes) -> None:
     saver = saver_factory()
-    driver = ScriptedDriver([Expect(RedisCall, reply=[[status, [], b"", b""]]), Expect(PgCall, reply=[[]], describe="lookup")])
+    lookup = Expect(PgCall, reply=[[], [(True,)]], describe="lookup: no such checkpoint, other ones of the thread")
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[status, [], b"", b""]]), lookup])
     assert driver.run(_get_latest(saver)) is None  # Postgres, which knows, says there is none
     assert saver.metrics.counter("read_misses") == 1
+    assert len(saver.core.fresh) == 0  # Postgres holds some of the thread: not new
+
+
+def _fresh_arg(request: Any) -> str:
+    """The `fresh` argument of the write.lua call in `request`."""
+    (command,) = [c for c in request.commands if c[0] == "EVALSHA" and c[1] == scripts.WRITE.sha]
+    return str(command[3 + len(scripts.WRITE.keys) + scripts.WRITE.argv.index("fresh")])
+
+
+def test_a_thread_postgres_holds_nothing_of_tells_redis_so_in_its_first_write(saver_factory: Any) -> None:
+    """A miss that Postgres answers "no checkpoint of this thread at all" makes the thread's first
+    put say so (write.lua marks the copy whole); the next put does not."""
+    saver = saver_factory()
+    read = ScriptedDriver([
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]),
+        Expect(PgCall, reply=[[], [(False,)]], check=lambda c: len(c.statements) == 2, describe="lookup + presence"),
+    ])  # fmt: skip
+    assert read.run(_get_latest(saver)) is None
+    assert len(saver.core.fresh) == 1
+    first, second = (ScriptedDriver([Expect(RedisCall, reply=[1])]) for _ in range(2))
+    first.run(_put_op(saver))
+    second.run(_put_op(saver))
+    assert _fresh_arg(first.seen[0]) == "1" and _fresh_arg(second.seen[0]) == "0"
+    assert len(saver.core.fresh) == 0
+
+
+def test_a_namespace_redis_vouches_absent_is_none_without_postgres(saver_factory: Any) -> None:
+    saver = saver_factory()
+    driver = ScriptedDriver([Expect(RedisCall, reply=[[b"absent", [], b"", b""]])])
+    assert driver.run(_get_latest(saver)) is None
+    assert not any(isinstance(r, PgCall) for r in driver.seen)
+    assert saver.metrics.counter("read_absent_redis") == 1
 
 
 def test_a_failed_postgres_read_fails_a_list(saver_factory: Any) -> None:
@@ -176,11 +209,13 @@ def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) ->
         Expect(RedisCall, reply=[b"run-2"], check=check, describe="server check: another run id"),
         Expect(RedisCall, reply=[1] * K.SHARDS, check=_is(*["INCR"] * K.SHARDS), describe="every generation moves"),
         Expect(RedisCall, reply=[True], check=lambda r: r.commands[0][0] == "SET" and r.commands[0][2] == "run-2"),
-        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[], [(False,)]]),
     ])  # fmt: skip
     assert driver.run(_get_latest(saver)) is None
     assert saver.metrics.counter("redis_server_changes") == 1
-    ScriptedDriver([Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]])]).run(_get_latest(saver))
+    ScriptedDriver([Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[], [(False,)]])]).run(
+        _get_latest(saver)
+    )
 
 
 def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_factory: Any) -> None:
@@ -188,7 +223,7 @@ def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_f
     saver._sync.on_scripts_lost()  # what the driver calls on NOSCRIPT
     driver = ScriptedDriver([
         Expect(RedisCall, reply=[None], check=_is("EVALSHA:server_check")),
-        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[]]),
+        Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[], [(False,)]]),
     ])  # fmt: skip
     driver.run(_get_latest(saver))
     assert saver.metrics.counter("redis_server_changes") == 0  # same server: nothing moved

@@ -3,7 +3,8 @@
 -- are the checkpoint members. Returns {status, entries, generation, fence}: "hit"; "unverified"
 -- (with the shard's generation) when Redis may
 -- have come back from an older copy since the thread was last checked (verify.lua: Postgres
--- decides); "evicted" when Redis lost part of what was asked; "miss" when it holds none of it.
+-- decides); "evicted" when Redis lost part of what was asked; "miss" when it holds none of it;
+-- "absent" when it holds none of it and vouches that no tier does.
 -- ARG.lock_token "": a plain read; else the read starts a graph run, which takes the thread's run
 -- lock first (take_lock): {"locked", {}} when another holder has it, else the reply ends with
 -- the fencing token.
@@ -31,7 +32,17 @@ else
     end
   end
 end
-if #out == 0 then return {evicted and "evicted" or "miss", out, "", fence} end
+if #out == 0 then
+  -- "absent": the thread's copy is whole for every namespace (write.lua `fresh`, list_mark.lua)
+  -- and verified, so what it lacks exists nowhere (only the tier that knows says not found)
+  if not evicted then
+    local first = redis.call("ZRANGE", KEY.idx, 0, 0)[1]
+    if first and redis.call("HGET", KEY.meta, whole_field("all", "")) == first and not unverified() then
+      return {"absent", out, "", fence}
+    end
+  end
+  return {evicted and "evicted" or "miss", out, "", fence}
+end
 touch(ARG.refresh_ttl_ms)
 local generation = unverified()
 if generation then return {"unverified", out, generation, fence} end
