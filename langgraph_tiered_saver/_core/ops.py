@@ -402,11 +402,11 @@ class Core:
         held.append(Held(ref, list(records), list(digests)))
         mode = self.policy.for_writes([channel for channel, _ in writes]) if self.durable else None
         # A synchronous flush whose checkpoint put landed: its first outbox read (which takes the
-        # lease) rides in the write's round trip, after the write, so it sees it.
-        token, then = (
-            self.flush.first_read(ref.tenant_id, ref.thread_id)
-            if mode == "sync" and self.landed.state(ref) == "landed" else (None, None)
-        )  # fmt: skip
+        # lease) rides in the write's round trip, after the write, so it sees it. LangGraph often
+        # writes an interrupt while its checkpoint's put is still on its way (another thread or
+        # task): that put is awaited here, in process, so the read can still ride along.
+        landed = mode == "sync" and (yield from self.landed.landed_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS))
+        token, then = self.flush.first_read(ref.tenant_id, ref.thread_id) if landed else (None, None)
         try:
             sent, first = yield from self._send_op(held, notify=False, writes=[c for c, _ in writes], then=then)
         except Exception:
