@@ -28,6 +28,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.types import RESUME
 
 from langgraph_tiered_saver import _options as opt
 from langgraph_tiered_saver._core.fresh_threads import FreshThreads
@@ -395,7 +396,9 @@ class Core:
         check_indexable(ref, ref.checkpoint_id + task_id, *(channel for channel, _ in writes))
         yield from self._recover_op(ref)
         records, digests = yield from self.hot.prepare_writes_op(ref, writes, task_id, task_path)
-        special = any(channel in WRITES_IDX_MAP for channel, _ in writes)
+        # Specials that end or stop a run (an error, an interrupt, ...) are written at once; a
+        # resume value is consumed by the step the run goes on with, whose put carries it.
+        special = any(channel in WRITES_IDX_MAP and channel != RESUME for channel, _ in writes)
         if in_run and self.combiner is not None and not special and self.combiner.hold(ref, records, digests):
             return None  # the put closing this step carries them (combine.py)
         held = self.combiner.take(ref.tenant_id, ref.thread_id) if self.combiner is not None and special else []

@@ -9,8 +9,9 @@ So regular writes for the thread's *open* checkpoint (the newest one put, whose 
 or a newer one whose put has not come yet) are held here, for at most `hold_seconds`, and the
 `put` that closes their step carries them: the same pipeline, one round trip, before that `put`
 returns. LangGraph's promise holds: a step's writes are in Redis before the next step starts.
-Never held: special writes (an interrupt, an error: they are flushed at once, and take what is
-held for the thread along), and writes for an older checkpoint (its step closed already). A
+Never held: special writes that end or stop a run (an interrupt, an error: they are flushed at
+once, and take what is held for the thread along; a resume value is held, like a task's writes,
+for the step that consumes it), and writes for an older checkpoint (its step closed already). A
 holding that no `put` takes within `hold_seconds` (a long parallel sibling, a run that stopped)
 is sent on its own by a job on the saver's scheduler, as is everything at `close()`. What a crash of the
 process can take: held writes, at most `hold_seconds` old, whose tasks then run again on resume.

@@ -152,6 +152,42 @@ def test_one_round_trip_per_superstep_and_each_steps_writes_in_redis_before_the_
         assert saver.metrics.counter("writes_held") > 0
 
 
+def test_a_resume_rides_with_the_put_of_the_step_it_resumes(saver_context: Callable[..., Any]) -> None:
+    """The resume value (`__resume__`) and the resumed task's writes are held like any task's
+    writes: the step's put carries them, and the resumed run sees them (same state as on
+    InMemorySaver); an interrupt or error would take them along (the special writes test)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from tests.graphs import build_graph, comparable, initial_input, resume
+
+    with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+        saver.setup()
+        config = thread_config()
+        graph = build_graph(saver)
+        graph.invoke(initial_input(), config)  # to the interrupt
+        paused = final_checkpoint(saver, config)
+        held, alone = saver.metrics.counter("writes_held"), saver.metrics.counter("writes_sent_alone")
+        calls = RedisCalls(saver)
+        final = graph.invoke(resume("yes"), config)
+        scripts = [t for t in calls.trips if t == ["EVALSHA"]]  # the run's, before the reads below
+        assert saver.metrics.counter("writes_held") > held  # the resume value among them
+        assert saver.metrics.counter("writes_sent_alone") == alone
+        # the resumed run's round trips: its first read, the DeltaChannel's history, then one
+        # script per checkpoint it put
+        steps = sum(1 for t in saver.list(config) if t.config["configurable"]["checkpoint_id"] > paused)
+        assert len(scripts) == steps + 2, scripts
+        mem = build_graph(InMemorySaver())
+        mem_config = thread_config()
+        mem.invoke(initial_input(), mem_config)
+        assert comparable(final) == comparable(mem.invoke(resume("yes"), mem_config))
+
+
+def final_checkpoint(saver: TieredSaver, config: dict[str, Any]) -> str:
+    found = saver.get_tuple(config)
+    assert found is not None
+    return str(found.config["configurable"]["checkpoint_id"])
+
+
 def test_writes_no_put_takes_are_sent_alone_and_direct_calls_are_never_held(
     saver_context: Callable[..., Any], redis_url: str
 ) -> None:
