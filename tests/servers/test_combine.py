@@ -129,7 +129,8 @@ def _in_run(stored: Any) -> dict[str, Any]:
 def test_one_round_trip_per_superstep_and_each_steps_writes_in_redis_before_the_next(
     saver_context: Callable[..., Any], redis_url: str
 ) -> None:
-    with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+    # a hold time no loaded machine outlasts: the rule under test is the combining, not the timer
+    with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF), write_hold_seconds=5.0) as saver:
         saver.setup()
         config = thread_config()
         thread = config["configurable"]["thread_id"]
@@ -160,7 +161,7 @@ def test_a_resume_rides_with_the_put_of_the_step_it_resumes(saver_context: Calla
 
     from tests.graphs import build_graph, comparable, initial_input, resume
 
-    with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF)) as saver:
+    with saver_context(durable=True, flush_policy=FlushPolicy(**QUIET_OFF), write_hold_seconds=5.0) as saver:
         saver.setup()
         config = thread_config()
         graph = build_graph(saver)
