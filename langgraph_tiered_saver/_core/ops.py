@@ -152,7 +152,8 @@ class LandedPuts:
             return None if state == "flying" else state == "landed"
             yield  # a generator: poll_op runs it with `yield from`
 
-        return bool((yield from poll_op(attempt, timeout=timeout, first=0.0002, longest=0.002)))
+        # a put lands within a round trip or two: checked often, so the wait ends close to it
+        return bool((yield from poll_op(attempt, timeout=timeout, first=0.0001, longest=0.0004)))
 
 
 @dataclass(eq=False)
