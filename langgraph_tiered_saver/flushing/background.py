@@ -215,7 +215,7 @@ class BackgroundFlusher:
         self._job = self._scheduler.job("flusher", self._turn)
         self._next_adopt: float | None = None  # set on the first write
         self._stopping = False
-        self._overflowed = False  # a thread was left to the outbox index: the drain reads it
+        self._left_out = 0  # writes of threads left to the outbox index: the drain reads that many at most
 
     # ------------------------------------------------------------------ called by the saver
 
@@ -244,7 +244,7 @@ class BackgroundFlusher:
         next adoption's turn comes now), so a backlog costs Redis memory, not this process'."""
         if key in self._touched or key in self._due or len(self._touched) < TRACKED_THREADS:
             return True
-        self._overflowed = True
+        self._left_out += 1
         self._next_adopt = self._clock() if self._next_adopt is None else self._next_adopt
         self._job.wake(self._next_adopt)
         return False
@@ -294,6 +294,7 @@ class BackgroundFlusher:
         results: list[FlushResult] = []
         failed: list[tuple[ThreadId, Exception]] = []
         tried: set[ThreadId] = set()
+        budget = len(pending) + self._left_out  # ends even while other processes keep writing
         while pending:
             for key in pending:
                 tried.add(key)
@@ -302,7 +303,7 @@ class BackgroundFlusher:
                 except Exception as exc:
                     self.book.failed(key, exc, self._clock())
                     failed.append((key, exc))
-            pending = self._overflow(tried, len(failed))
+            pending = self._overflow(tried, len(failed), budget - len(tried))
         if failed:
             names = ", ".join(f"{t}/{th} ({type(e).__name__}: {e})" for (t, th), e in failed)
             raise FlushError(
@@ -312,11 +313,11 @@ class BackgroundFlusher:
             )
         return results
 
-    def _overflow(self, tried: set[ThreadId], failed: int) -> list[ThreadId]:
+    def _overflow(self, tried: set[ThreadId], failed: int, budget: int) -> list[ThreadId]:
         """The threads left to the outbox index (more waited than this process tracks) that the
-        drain has not tried yet, a batch at a time (past the `failed` ones, which stay in the
-        index); none when nothing overflowed."""
-        if not self._overflowed:
+        drain has not tried yet, a batch of at most `budget` at a time (read past the `failed`
+        ones, which stay in the index); none when nothing was left out."""
+        if budget <= 0:
             return []
         try:
             batch = self._run(self._ops.dirty_threads_op(limit=failed + OVERFLOW_BATCH))
@@ -324,7 +325,7 @@ class BackgroundFlusher:
             logger.warning("could not read the outbox index to drain the threads it alone holds; "
                            "their entries stay in the outbox for the next flusher: %s", exc)
             return []
-        return [key for key in batch if key not in tried]
+        return [key for key in batch if key not in tried][:budget]
 
     def _turn(self) -> float | None:
         """The scheduler's turn: flush the thread due first, or adopt when that is due.

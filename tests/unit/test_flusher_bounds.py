@@ -109,3 +109,21 @@ def test_a_drain_that_cannot_read_the_index_says_so_and_flushes_what_it_tracks(
     results = fl.stop(drain=True)
     assert len(results) == LIMIT and list(outbox.dirty) == [("t", f"th{LIMIT}")]  # kept, not lost
     assert "stay in the outbox" in caplog.text
+
+
+def test_the_drain_of_the_outbox_index_ends_while_other_processes_keep_writing(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock],
+) -> None:
+    fl, outbox, _ = flusher
+    for i in range(LIMIT + 2):
+        _write(fl, outbox, f"th{i}")
+    busy = outbox.dirty_threads_op
+
+    def others_keep_writing(older_than_ms: int | None = None, limit: int = 500) -> Iterator[Any]:
+        outbox.dirty.update({("t", f"other{len(outbox.dirty)}-{i}"): None for i in range(limit)})
+        return (yield from busy(older_than_ms, limit))
+
+    outbox.dirty_threads_op = others_keep_writing  # type: ignore[method-assign]
+    results = fl.stop(drain=True)
+    assert len(results) == LIMIT + 2  # what it tracked, and as many as it left out
+    assert not {("t", f"th{i}") for i in range(LIMIT + 2)} & set(outbox.dirty)  # the oldest first
