@@ -4,11 +4,15 @@
   and on a tenant it has never seen (a new one every run), interleaved per saver. A saver that
   keeps per-tenant state (a registry to rebuild, a cache to warm) shows it as the ratio
   `x_known_tenant` of the new-tenant row.
-- `memory`: one process serves many short threads (a read that finds nothing, a task's writes,
-  two checkpoints: the shape of a one-turn conversation), each new, with the saver's background
-  work on. The resident set size is sampled along the way; a saver that keeps state per thread
-  it has served grows with the count. Reported: RSS at the first and last sample and the growth
-  per 10,000 threads in between (the first tenth is warm-up: pools, caches, interpreter).
+- `memory`: one process serves many short threads (a checkpoint, a task's writes, a read of
+  the thread: the quickest shape that takes every path of a turn), each new, with the saver's
+  background work on (flusher included). The resident set size is sampled every tenth of the
+  run; a saver that keeps state per thread it has served grows with the count. Reported: RSS
+  at the first, middle and last sample, the growth per 10,000 threads fitted over the second
+  half (the first is warm-up: pools, caches filling up to their bounds, interpreter), and how
+  many threads the background flusher carried to Postgres meanwhile (when writes outpace it,
+  the rest wait in the Redis outbox, not in the process). The Python allocation sites that
+  still grow, over a short tracemalloc window after the run, go to the log.
 - `cpu`: the TieredSaver's own client CPU per call with no server (benchmarks.client_cpu).
 - `lock`: what the run lock (on by default) costs a run: the 10-node graph on the TieredSaver
   with `auto_lock` on and off, interleaved (the lock rides in the run's first read and its
@@ -17,11 +21,16 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
+import tracemalloc
 import uuid
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+
+from langgraph_tiered_saver.flushing.ops import FlushPolicy
 
 from ..client_cpu import measure as measure_client_cpu
 from ..data import checkpoint_chain, task_writes
@@ -80,47 +89,89 @@ def _rss_kib() -> int:
 
 
 def run_memory(ctx: Context) -> None:
+    """The process-state question is the TieredSaver's (InMemorySaver keeps all by design). Its
+    close does not drain the backlog the run leaves in the outbox (minutes of flushes that say
+    nothing of memory); the benchmark's cleanup deletes it."""
     threads = ctx.profile.memory_threads
-    samples = 10
-    with ExitStack() as stack:
-        subjects, failed = open_sync(ctx, stack, "memory", "put")
-        table = Table(ctx, GROUP, f"RSS over {threads:,} short threads", "put", failed, unit="MiB")
-        for s in subjects:
-            if not s.name.startswith("TieredSaver") or not table.ok(s):
-                continue  # the process-state question is the TieredSaver's (InMemorySaver keeps all by design)
-            try:
-                table.set_metrics(s, _memory_run(ctx, s, threads, samples))
-            except Exception as exc:
-                table.fail(s, exc)
-        table.results = {k: v for k, v in table.results.items() if k.startswith("TieredSaver")}
-        table.emit()
+    table = Table(ctx, GROUP, f"RSS over {threads:,} short threads", "put", {}, unit="MiB")
+    table.results = {k: v for k, v in table.results.items() if k.startswith("TieredSaver")}
+    for f in ctx.factories:
+        if f.name not in table.results or f.unavailable:
+            continue
+        subject = Subject(f, None)  # type: ignore[arg-type]
+        try:
+            with f._conn_manager(ctx.env, "memory", flush_policy=FlushPolicy(on_close=False)) as saver:  # type: ignore[attr-defined]
+                saver.setup()
+                subject.saver = saver
+                table.set_metrics(subject, _memory_run(ctx, subject, threads))
+        except Exception as exc:
+            table.fail(subject, exc)
+    table.emit()
 
 
-def _memory_run(ctx: Context, s: Subject, threads: int, samples: int) -> dict[str, float]:
-    args = list(checkpoint_chain(s.saver, 2))
+MEMORY_SAMPLES = 10  # RSS samples over the run (every 10,000 threads of the full profile)
+
+
+def _memory_run(ctx: Context, s: Subject, threads: int) -> dict[str, float]:
+    """`threads` new threads, each a put, its task's writes and a read of it; RSS after every
+    tenth, growth per 10,000 threads fitted over the second half (the first is warm-up: pools,
+    caches up to their bounds, the interpreter). Then a short window under tracemalloc names
+    the Python allocations that still grow (the log only: tracing costs time and memory)."""
+    args = checkpoint_chain(s.saver, 1)[0]
     task, writes = task_writes(2)
-    rss: list[int] = []
-    every = max(1, threads // samples)
+    every = max(1, threads // MEMORY_SAMPLES)
     run = uuid.uuid4().hex[:6]
+
+    def serve(i: int) -> None:
+        base = s.config(ctx.env.thread_id(f"mem-{run}-{i}"), i % 100)
+        cfg = merge_config(base, s.saver.put(base, args.checkpoint, args.metadata, args.new_versions))
+        s.saver.put_writes(cfg, writes, task)
+        s.saver.get_tuple(base)
+
+    rss: list[int] = []
     t0 = time.perf_counter()
     for i in range(threads):
-        base = s.config(ctx.env.thread_id(f"mem-{run}-{i}"), i % 100)
-        s.saver.get_tuple(base)
-        cfg = merge_config(base, s.saver.put(base, args[0].checkpoint, args[0].metadata, args[0].new_versions))
-        s.saver.put_writes(cfg, writes, task)
-        s.saver.put(cfg, args[1].checkpoint, args[1].metadata, args[1].new_versions)
+        serve(i)
         if (i + 1) % every == 0:
             rss.append(_rss_kib())
     seconds = time.perf_counter() - t0
-    first, last = rss[0], rss[-1]  # after the first tenth (warm-up), and at the end
-    span = threads - every
+    flushed = s.saver.metrics.counter("flushes")  # type: ignore[attr-defined]
+    series = " ".join(f"{kib / 1024:.1f}" for kib in rss)
+    ctx.progress.line(f"{'memory (RSS MiB)':<28} {s.name:<40} every {every:,} threads: {series}")
+    _log_python_growth(ctx, s, lambda i: serve(threads + i), min(every, 5_000))
+    half = rss[len(rss) // 2 - 1 :]  # from the middle sample on
+    slope_kib = statistics.linear_regression(range(len(half)), half).slope if len(half) > 1 else 0.0
     return {
         "threads": threads,
-        "rss_first_mib": round(first / 1024, 1),
-        "rss_last_mib": round(last / 1024, 1),
-        "growth_mib_per_10k_threads": round((last - first) / 1024 / span * 10_000, 2) if span else 0.0,
+        "rss_first_mib": round(rss[0] / 1024, 1),
+        "rss_mid_mib": round(half[0] / 1024, 1),
+        "rss_last_mib": round(rss[-1] / 1024, 1),
+        "growth_mib_per_10k_threads": round(slope_kib / 1024 / every * 10_000, 2),
         "threads_per_s": round(threads / seconds, 1),
+        "threads_flushed": flushed,
     }
+
+
+def _log_python_growth(ctx: Context, s: Subject, serve: Callable[[int], None], count: int) -> None:
+    """The three Python allocation sites that grew most over `count` more threads. Traced from
+    `count` threads earlier, so that what a bounded cache of up to `count` entries replaces in
+    the window was traced too and does not count as growth (a larger one's turnover still does)."""
+    if count < 1:
+        return
+    tracemalloc.start()
+    try:
+        for i in range(count):
+            serve(i)
+        gc.collect()
+        before = tracemalloc.take_snapshot()
+        for i in range(count, 2 * count):
+            serve(i)
+        gc.collect()
+        top = tracemalloc.take_snapshot().compare_to(before, "lineno")[:3]
+    finally:
+        tracemalloc.stop()
+    for stat in top:
+        ctx.progress.line(f"{'memory (tracemalloc)':<28} {s.name:<40} {count:,} threads: {stat}")
 
 
 def run_cpu(ctx: Context) -> None:

@@ -19,6 +19,12 @@ Neither may stop silently, and `RetryBook` tells two kinds of failure apart:
 
 An error outside one thread's flush is the scheduler's to contain (schedule.py): logged,
 counted (`background_job_errors`), and the flusher runs again.
+
+The flusher's memory does not grow with the threads a process serves: a thread's deadline and
+counts go when it is flushed (or flushed synchronously, or deleted), and while more than
+`TRACKED_THREADS` wait (writes outpace the flushes), further threads are left to the outbox
+index in Redis, which records every unflushed thread anyway: adoption flushes them, and
+`stop()` drains them from the index.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ ThreadId = tuple[str, str]
 # The longest wait between flush attempts while a tier is down for everyone: the backlog reaches
 # Postgres within this (plus the breaker's probe window) of its return.
 OUTAGE_MAX_BACKOFF = 2.0
+# The most threads the background flusher keeps a deadline for; past it, the outbox index in
+# Redis is their only record (adoption and the drain at close read it), not this process' memory.
+TRACKED_THREADS = 10_000
+OVERFLOW_BATCH = 500  # threads the drain reads from the outbox index at a time
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -205,6 +215,7 @@ class BackgroundFlusher:
         self._job = self._scheduler.job("flusher", self._turn)
         self._next_adopt: float | None = None  # set on the first write
         self._stopping = False
+        self._left_out = 0  # writes of threads left to the outbox index: the drain reads that many at most
 
     # ------------------------------------------------------------------ called by the saver
 
@@ -212,6 +223,8 @@ class BackgroundFlusher:
         """A checkpoint was written: push the quiet deadline, count towards every-N."""
         key = (tenant_id, thread_id)
         with self._cond:
+            if not self._tracks(key):
+                return
             count = self._counts.get(key, 0) + 1
             self._counts[key] = count
             if self._policy.for_checkpoint_count(count) == "async":
@@ -220,8 +233,21 @@ class BackgroundFlusher:
                 self._schedule(key, self._policy.quiet_seconds)
 
     def on_writes(self, tenant_id: str, thread_id: str, urgent: bool) -> None:
+        key = (tenant_id, thread_id)
         with self._cond:
-            self._schedule((tenant_id, thread_id), 0.0 if urgent else self._policy.quiet_seconds)
+            if self._tracks(key):
+                self._schedule(key, 0.0 if urgent else self._policy.quiet_seconds)
+
+    def _tracks(self, key: ThreadId) -> bool:
+        """Whether this process keeps `key`'s deadline: a thread it already tracks, or a new one
+        while fewer than `TRACKED_THREADS` wait. Otherwise the outbox index holds it (and the
+        next adoption's turn comes now), so a backlog costs Redis memory, not this process'."""
+        if key in self._touched or key in self._due or len(self._touched) < TRACKED_THREADS:
+            return True
+        self._left_out += 1
+        self._next_adopt = self._clock() if self._next_adopt is None else self._next_adopt
+        self._job.wake(self._next_adopt)
+        return False
 
     def forget(self, tenant_id: str, thread_id: str) -> None:
         """The thread was flushed synchronously or deleted: nothing left to schedule."""
@@ -229,6 +255,7 @@ class BackgroundFlusher:
         with self._cond:
             self._due.pop(key, None)
             self._counts.pop(key, None)
+            self._touched.discard(key)
         self.book.succeeded(key)
 
     def _schedule(self, key: ThreadId, delay: float) -> None:
@@ -264,21 +291,41 @@ class BackgroundFlusher:
         with self._cond:
             pending = sorted(self._touched | set(self._due) | {(t, th) for t, th, _ in self.book.quarantined()})
             self._due.clear()
-        results, failed = [], []
-        for key in pending:
-            try:
-                results.append(self._flush(key))
-            except Exception as exc:
-                self.book.failed(key, exc, self._clock())
-                failed.append((key, exc))
+        results: list[FlushResult] = []
+        failed: list[tuple[ThreadId, Exception]] = []
+        tried: set[ThreadId] = set()
+        budget = len(pending) + self._left_out  # ends even while other processes keep writing
+        while pending:
+            for key in pending:
+                tried.add(key)
+                try:
+                    results.append(self._flush(key))
+                except Exception as exc:
+                    self.book.failed(key, exc, self._clock())
+                    failed.append((key, exc))
+            pending = self._overflow(tried, len(failed), budget - len(tried))
         if failed:
             names = ", ".join(f"{t}/{th} ({type(e).__name__}: {e})" for (t, th), e in failed)
             raise FlushError(
-                f"{len(failed)} of {len(pending)} threads could not be flushed at close; their "
+                f"{len(failed)} of {len(tried)} threads could not be flushed at close; their "
                 f"entries stay in the Redis outbox for the next flusher: {names}",
                 threads=[key for key, _ in failed],
             )
         return results
+
+    def _overflow(self, tried: set[ThreadId], failed: int, budget: int) -> list[ThreadId]:
+        """The threads left to the outbox index (more waited than this process tracks) that the
+        drain has not tried yet, a batch of at most `budget` at a time (read past the `failed`
+        ones, which stay in the index); none when nothing was left out."""
+        if budget <= 0:
+            return []
+        try:
+            batch = self._run(self._ops.dirty_threads_op(limit=failed + OVERFLOW_BATCH))
+        except Exception as exc:
+            logger.warning("could not read the outbox index to drain the threads it alone holds; "
+                           "their entries stay in the outbox for the next flusher: %s", exc)
+            return []
+        return [key for key in batch if key not in tried][:budget]
 
     def _turn(self) -> float | None:
         """The scheduler's turn: flush the thread due first, or adopt when that is due.
@@ -314,6 +361,8 @@ class BackgroundFlusher:
         now = self._clock()
         with self._cond:
             for key in threads:  # flushed one per turn, like every other due thread
+                if len(self._due) >= TRACKED_THREADS and key not in self._due:
+                    break  # the rest wait in the outbox index for a later adoption
                 if not self.book.waiting(key, now) and not self._stopping:
                     self._due[key] = min(self._due.get(key, now), now)
 

@@ -210,3 +210,23 @@ def test_every_string_survives_jsonb(pg: psycopg.Connection[Any], value: dict[st
     (stored,) = pg.execute("SELECT %s::jsonb", (dumps_jsonb(value),)).fetchone()  # type: ignore[misc]
     assert stored == expected
     assert expected == _without_nul(value)  # keys equal but for a NUL merge, the last one wins
+
+
+def test_threads_past_the_flushers_bound_wait_in_the_outbox_index_and_reach_postgres_at_close(
+    saver_context: Callable[..., Any], test_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More threads wait than the flusher keeps a deadline for: its memory stays at the bound,
+    and `close()` reads the rest back from the outbox index in Redis: every thread is flushed."""
+    from langgraph_tiered_saver.flushing import background
+
+    monkeypatch.setattr(background, "TRACKED_THREADS", 3)
+    threads = [f"over-{i}-{uuid.uuid4().hex[:6]}" for i in range(8)]
+    with saver_context(durable=True, flush_policy=FlushPolicy(quiet_seconds=3600.0, every_n_checkpoints=0)) as saver:  # type: ignore[arg-type]
+        saver.setup()
+        graph = chain_graph(saver, nodes=2)
+        for thread in threads:
+            graph.invoke({"n": 0}, thread_config(thread))
+        flusher = saver.core.flusher
+        assert len(flusher._touched) == 3 and len(flusher._due) <= 3
+        schema = saver.schema
+    assert all(pg_rows(test_database_url, schema, t) == 4 for t in threads)

@@ -1,0 +1,129 @@
+"""The background flusher's memory does not grow with the threads a process serves: a thread's
+bookkeeping goes when it is flushed or forgotten, and past `TRACKED_THREADS` waiting threads
+the outbox index (here a fake of it) is their only record, drained at close all the same."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from langgraph_tiered_saver._sansio.schedule import Scheduler
+from langgraph_tiered_saver.errors import TierUnavailableError
+from langgraph_tiered_saver.flushing import background
+from langgraph_tiered_saver.flushing.background import BackgroundFlusher
+from langgraph_tiered_saver.flushing.ops import FlushPolicy, FlushResult, OutboxStatus
+from langgraph_tiered_saver.observability.metrics import Metrics
+from tests.helpers import ManualClock
+
+LIMIT = 4
+
+
+class FakeOutbox:
+    """The flush ops the flusher calls, on an in-memory outbox index (insertion order = age)."""
+
+    def __init__(self) -> None:
+        self.dirty: dict[tuple[str, str], None] = {}
+        self.index_down = False
+
+    def flush_thread_op(self, tenant_id: str, thread_id: str) -> Iterator[Any]:
+        self.dirty.pop((tenant_id, thread_id), None)
+        return FlushResult(tenant_id, thread_id)
+        yield  # a sans-I/O op that needs no I/O
+
+    def dirty_threads_op(self, older_than_ms: int | None = None, limit: int = 500) -> Iterator[Any]:
+        if self.index_down:
+            raise TierUnavailableError("Redis is unreachable")
+        return list(self.dirty)[:limit]
+        yield
+
+    def outbox_status_op(self) -> Iterator[Any]:
+        return OutboxStatus(len(self.dirty), 0.0)
+        yield
+
+
+def _run(op: Iterator[Any]) -> Any:
+    try:
+        next(op)
+    except StopIteration as stop:
+        return stop.value
+    raise AssertionError("the fake ops yield no request")
+
+
+@pytest.fixture
+def flusher(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[BackgroundFlusher, FakeOutbox, ManualClock]]:
+    monkeypatch.setattr(background, "TRACKED_THREADS", LIMIT)
+    clock, outbox, metrics = ManualClock(), FakeOutbox(), Metrics()
+    scheduler = Scheduler("test-flusher-bounds", metrics, clock=clock)
+    flusher = BackgroundFlusher(_run, outbox, FlushPolicy(quiet_seconds=3600), metrics, scheduler)  # type: ignore[arg-type]
+    yield flusher, outbox, clock
+    scheduler.stop()
+
+
+def _write(flusher: BackgroundFlusher, outbox: FakeOutbox, thread: str) -> None:
+    outbox.dirty[("t", thread)] = None  # what the write script records in Redis
+    flusher.on_checkpoint("t", thread)
+
+
+def test_a_backlog_past_the_bound_is_left_to_the_outbox_index_and_drained_at_close(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock],
+) -> None:
+    fl, outbox, _ = flusher
+    for i in range(3 * LIMIT):
+        _write(fl, outbox, f"th{i}")
+        fl.on_writes("t", f"th{i}", urgent=False)
+    assert len(fl._touched) == LIMIT and len(fl._due) == LIMIT and len(fl._counts) == LIMIT
+    results = fl.stop(drain=True)
+    assert sorted(r.thread_id for r in results) == sorted(f"th{i}" for i in range(3 * LIMIT))
+    assert outbox.dirty == {}
+
+
+def test_flushed_and_forgotten_threads_leave_nothing_behind(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock],
+) -> None:
+    fl, outbox, clock = flusher
+    for i in range(LIMIT):
+        _write(fl, outbox, f"th{i}")
+    fl.forget("t", "th0")  # flushed synchronously (an interrupt) or deleted
+    clock.advance(3600, fl._scheduler)
+    assert (fl._touched, fl._due, fl._counts, fl.book._trouble) == (set(), {}, {}, {})
+
+
+def test_adoption_keeps_to_the_bound(flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock]) -> None:
+    fl, outbox, _ = flusher
+    for i in range(LIMIT):
+        _write(fl, outbox, f"th{i}")
+    outbox.dirty.update({("t", f"crashed{i}"): None for i in range(LIMIT)})  # another process' outbox
+    fl._adopt()
+    assert len(fl._due) == LIMIT
+
+
+def test_a_drain_that_cannot_read_the_index_says_so_and_flushes_what_it_tracks(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock], caplog: pytest.LogCaptureFixture
+) -> None:
+    fl, outbox, _ = flusher
+    for i in range(LIMIT + 1):
+        _write(fl, outbox, f"th{i}")
+    outbox.index_down = True
+    results = fl.stop(drain=True)
+    assert len(results) == LIMIT and list(outbox.dirty) == [("t", f"th{LIMIT}")]  # kept, not lost
+    assert "stay in the outbox" in caplog.text
+
+
+def test_the_drain_of_the_outbox_index_ends_while_other_processes_keep_writing(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock],
+) -> None:
+    fl, outbox, _ = flusher
+    for i in range(LIMIT + 2):
+        _write(fl, outbox, f"th{i}")
+    busy = outbox.dirty_threads_op
+
+    def others_keep_writing(older_than_ms: int | None = None, limit: int = 500) -> Iterator[Any]:
+        outbox.dirty.update({("t", f"other{len(outbox.dirty)}-{i}"): None for i in range(limit)})
+        return (yield from busy(older_than_ms, limit))
+
+    outbox.dirty_threads_op = others_keep_writing  # type: ignore[method-assign]
+    results = fl.stop(drain=True)
+    assert len(results) == LIMIT + 2  # what it tracked, and as many as it left out
+    assert not {("t", f"th{i}") for i in range(LIMIT + 2)} & set(outbox.dirty)  # the oldest first
