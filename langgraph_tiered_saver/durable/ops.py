@@ -38,11 +38,30 @@ from langgraph_tiered_saver.durable.retention import (
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.records import filters
 from langgraph_tiered_saver.records.audit import dumps_jsonb
-from langgraph_tiered_saver.records.codec import WriteRecord
+from langgraph_tiered_saver.records.codec import JSON_RECORD, TypedValue, WriteRecord
 
 
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else dumps_jsonb(value)
+
+
+def _record_part(typed: TypedValue, exact: bool) -> tuple[str, bytes | None]:
+    """(type, bytes) columns of a checkpoint's or metadata's record: no bytes where the JSONB
+    column holds the exact value (sql.MIGRATION_8_LEANER_ROWS)."""
+    return (JSON_RECORD, None) if exact else typed
+
+
+def _stored_fields(checkpoint_json: Mapping[str, Any], pairs: list[list[str]]) -> str | None:
+    """The blob_fields column: NULL where the pairs are the checkpoint's channel_versions (what
+    readers derive them from, sql.blob_fields), else the pairs."""
+    versions = checkpoint_json.get("channel_versions")
+    if (
+        isinstance(versions, dict) and len(versions) == len(pairs)
+        and all(type(v) is str for v in versions.values())
+        and sorted(pairs) == sorted([k, v] for k, v in versions.items())
+    ):  # fmt: skip
+        return None
+    return dumps_jsonb(pairs)
 
 
 def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
@@ -56,8 +75,8 @@ def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
         None if run_id is None else str(run_id),
         created_at(row.checkpoint_json),
         dumps_jsonb(row.checkpoint_json), dumps_jsonb(meta),
-        rec.checkpoint[0], rec.checkpoint[1], rec.metadata[0], rec.metadata[1],
-        dumps_jsonb(fields_to_pairs(row.ns, rec.blob_fields)),
+        *_record_part(rec.checkpoint, row.checkpoint_exact), *_record_part(rec.metadata, row.metadata_exact),
+        _stored_fields(row.checkpoint_json, fields_to_pairs(row.ns, rec.blob_fields)),
     )  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import ormsgpack
 
 from langgraph_tiered_saver.errors import CorruptDataError
@@ -96,6 +97,21 @@ def unpack_write(raw: bytes, where: str) -> WriteRecord:
     except Exception as exc:
         raise CorruptDataError(f"{where}: write record cannot be decoded: {exc}") from exc
     return WriteRecord(task_id, idx, channel, (vtype, vbytes), task_path, created_at)
+
+
+# A checkpoint's or its metadata's part of a record that the durable tier keeps only as its JSONB
+# column (the serializer's bytes were dropped there: the JSON is the same value exactly, see
+# audit.json_exact); its bytes are that JSON's text. Read with `loads_record`, in both tiers (a
+# Postgres read re-warms Redis with it).
+JSON_RECORD = "lts-json"
+
+
+def loads_record(serde: Any, typed: TypedValue) -> Any:
+    """A checkpoint record's checkpoint or metadata: JSON text kept by the durable tier, or the
+    serializer's own bytes."""
+    if typed[0] == JSON_RECORD:
+        return orjson.loads(typed[1])
+    return serde.loads_typed(typed)
 
 
 # Oversized values are replaced by ("lts-blob+<type>", pointer) in both tiers (see offload.py).
