@@ -10,6 +10,7 @@ import concurrent.futures
 import dataclasses
 import datetime as dt
 import multiprocessing
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -363,6 +364,36 @@ def _named(driver: SyncDriver, schema: str, where: str) -> list[Any]:
         "ORDER BY ordinal_position", (schema,), fetch=True),))))[0]]  # fmt: skip
     Row = collections.namedtuple("Row", names)  # type: ignore[misc]
     return [Row(*r) for r in result]
+
+
+def test_a_row_another_writer_inserts_meanwhile_is_skipped(driver: SyncDriver, schema: str, db_url: str) -> None:
+    """Rows go in by plain inserts of those not stored yet (no ON CONFLICT: less WAL). A row
+    another transaction inserts at the same time fails that insert with a unique violation; the
+    flush then runs again with ON CONFLICT DO NOTHING and commits, the other row kept."""
+    t = _three_step_thread("acme", "race")
+    blob = BlobRow(*t.batch.blobs[0])
+    insert = (
+        f'INSERT INTO "{schema}".checkpoint_blobs (tenant_id, thread_id, checkpoint_ns, channel, version, type, data)'
+        " VALUES ('acme', 'race', %s, %s, %s, 'msgpack', 'other')"
+    )
+    with psycopg.connect(db_url) as other, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        other.execute(insert, (blob.ns, blob.channel, blob.version))  # uncommitted: the flush waits on it
+        flush = pool.submit(driver.run, upsert_batch_op(schema, [t.batch]))
+        with psycopg.connect(db_url, autocommit=True) as probe:
+            deadline = time.monotonic() + 10
+            waiting = (
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database()"
+            )
+            while not probe.execute(waiting).fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline and not flush.done(), "the flush did not wait for the other insert"
+                time.sleep(0.02)
+        other.commit()
+        counts = flush.result(timeout=10)
+    assert counts == RowCounts(checkpoints=3, blobs=len(t.batch.blobs) - 1, writes=4)
+    kept = rows(driver, schema, "checkpoint_blobs", f"thread_id = 'race' AND channel = '{blob.channel}' AND version = '{blob.version}'")
+    assert [bytes(r[6]) for r in kept] == [b"other"]
+    assert len(driver.run(list_op(schema, "acme", "race"))) == 3
 
 
 def test_get_checkpoint_reads_what_list_reads(driver: SyncDriver, schema: str) -> None:
