@@ -101,13 +101,13 @@ class PgMonitor:
 # A block reference in pg_walinspect's `block_ref`: "blkref #0: rel 1663/16384/16385 blk 0".
 _BLOCK_REL = re.compile(r"rel \d+/(\d+)/(\d+)")
 _RELATION_NAMES = """
-SELECT c.relfilenode::text, coalesce(t.relname || ' (toast)', ti.relname || ' (toast index)', c.relname)
+SELECT pg_relation_filenode(c.oid)::text, coalesce(t.relname || ' (toast)', ti.relname || ' (toast index)', c.relname)
 FROM pg_class c
 LEFT JOIN pg_class t ON t.reltoastrelid = c.oid
 LEFT JOIN pg_index x ON x.indexrelid = c.oid
 LEFT JOIN pg_class ti ON ti.reltoastrelid = x.indrelid
-WHERE c.relfilenode <> 0
-"""
+WHERE pg_relation_filenode(c.oid) IS NOT NULL
+"""  # pg_relation_filenode: also the system catalogs, whose pg_class.relfilenode is 0
 
 
 class WalByRelation:
