@@ -147,21 +147,20 @@ _RANDOM = random.Random(os.urandom(16))
 
 
 def next_version(current: str | int | None) -> str:
-    """A channel's next version. Versions sort as strings: a counter zero-padded to 16 digits,
-    then 8 hex digits of random tiebreak: 25 characters, where LangGraph's own savers write 51
-    (a 32-digit counter and a random float). A version is stored wherever a checkpoint names a
-    channel (its channel_versions and versions_seen, each value's key in both tiers), so every
-    character is paid many times over, in Redis memory and in Postgres rows and WAL. A thread
-    that holds 32-digit versions (written before, or by PostgresSaver) continues correctly:
-    the next counter is higher, so its 16 digits start with a nonzero digit where the older
-    version still has zeros, and it sorts after every version it follows."""
+    """A channel's next version. Versions sort as strings: a counter zero-padded to 32 digits (as
+    LangGraph's own savers), then 8 hex digits of random tiebreak where they write a random float
+    (41 characters instead of 51: a version is stored wherever a checkpoint names a channel, in
+    channel_versions, versions_seen and the key of each value, in both tiers). The counter keeps
+    its 32 digits so that versions of both forms order by counter alone: a thread continues in
+    order whichever release or saver wrote its last version (a shorter counter would sort an
+    older release's next version before the one it follows)."""
     if current is None:
         counter = 0
     elif isinstance(current, int):
         counter = current
     else:
         counter = int(current.split(".")[0])
-    return f"{counter + 1:016}.{_RANDOM.getrandbits(32):08x}"
+    return f"{counter + 1:032}.{_RANDOM.getrandbits(32):08x}"
 
 
 _UNSET = object()

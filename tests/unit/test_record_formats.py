@@ -57,12 +57,13 @@ def test_a_json_record_reads_without_the_serializer() -> None:
     assert loads_record(serde, serde.dumps_typed(checkpoint)) == checkpoint
 
 
-def test_versions_sort_after_the_32_digit_ones_they_follow() -> None:
-    """Threads written with LangGraph's own format (and by earlier releases) continue in order."""
-    old = "00000000000000000000000000000009.0.3731221380113904"
-    new = next_version(old)
-    assert new.startswith("0000000000000010.") and len(new) == 25
-    assert new > old and max(old, new) == new
-    newer = next_version(new)
-    assert newer > new > old and newer.startswith("0000000000000011.")
-    assert next_version(None).startswith("0000000000000001.") and next_version(7).startswith("0000000000000008.")
+def test_versions_order_by_counter_whoever_wrote_the_last_one() -> None:
+    """LangGraph's own format (PostgresSaver, and this saver's earlier releases: a random float
+    after the counter) and this one continue each other in order."""
+    theirs = "00000000000000000000000000000009.0.3731221380113904"
+    ours = next_version(theirs)
+    assert ours == f"{10:032}.{ours[33:]}" and len(ours) == 41 and int(ours[33:], 16) >= 0
+    assert ours > theirs and max(theirs, ours) == ours
+    theirs_next = f"{int(ours.split('.')[0]) + 1:032}.0.9856933810872035"  # what they make of ours
+    assert theirs_next > ours and next_version(theirs_next) > theirs_next
+    assert next_version(None).startswith(f"{1:032}.") and next_version(7).startswith(f"{8:032}.")
