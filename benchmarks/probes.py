@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -95,3 +96,78 @@ class PgMonitor:
             "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)", (after.wal_lsn, before.wal_lsn)
         ).fetchone()
         return int(row[0]) if row else 0
+
+
+# A block reference in pg_walinspect's `block_ref`: "blkref #0: rel 1663/16384/16385 blk 0".
+_BLOCK_REL = re.compile(r"rel \d+/(\d+)/(\d+)")
+_RELATION_NAMES = """
+SELECT pg_relation_filenode(c.oid)::text, coalesce(t.relname || ' (toast)', ti.relname || ' (toast index)', c.relname)
+FROM pg_class c
+LEFT JOIN pg_class t ON t.reltoastrelid = c.oid
+LEFT JOIN pg_index x ON x.indexrelid = c.oid
+LEFT JOIN pg_class ti ON ti.reltoastrelid = x.indrelid
+WHERE pg_relation_filenode(c.oid) IS NOT NULL
+"""  # pg_relation_filenode: also the system catalogs, whose pg_class.relfilenode is 0
+
+
+class WalByRelation:
+    """WAL a database's relations received between two LSNs, by relation, read with
+    pg_walinspect (superuser or pg_read_server_files; the extension is created in the bench
+    database, dropped with it). Unlike the cluster-wide LSN difference, other databases'
+    sessions add nothing; commit records count for the database when their transaction wrote
+    to it. `reason` says why it is unavailable (then `None` is returned).
+
+    Connections to the bench database are opened only for a read and closed at once, so
+    `PgMonitor.quiesce` still sees the database empty between windows."""
+
+    def __init__(self, monitor: PgMonitor, bench_url: str, *, dedicated_db: bool) -> None:
+        self.monitor = monitor
+        self.bench_url = bench_url
+        self.reason: str | None = None
+        if not dedicated_db:  # never an extension in a database the benchmark does not own
+            self.reason = "the bench database is a shared one"
+            return
+        try:
+            with psycopg.connect(bench_url, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        except psycopg.Error as exc:
+            self.reason = f"pg_walinspect unavailable: {str(exc).strip().splitlines()[0]}"
+
+    def lsn(self) -> str:
+        row = self.monitor.conn.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def by_relation(self, start: str, end: str, timeout: float = 10.0) -> dict[str, int] | None:
+        """Bytes of WAL per relation name (schema left out), and `(commit)` for commit records."""
+        if self.reason is not None:
+            return None
+        deadline = time.monotonic() + timeout
+        with psycopg.connect(self.bench_url, autocommit=True) as conn:
+            # pg_walinspect reads only WAL already flushed to disk
+            while conn.execute("SELECT pg_current_wal_flush_lsn() < %s::pg_lsn", (end,)).fetchone()[0]:  # type: ignore[index]
+                if time.monotonic() > deadline:
+                    raise TimeoutError("WAL not flushed in 10 s")
+                time.sleep(0.05)
+            db_row = conn.execute("SELECT oid::text FROM pg_database WHERE datname = current_database()").fetchone()
+            assert db_row is not None
+            names = dict(conn.execute(_RELATION_NAMES).fetchall())
+            records = conn.execute(
+                "SELECT xid::text, record_length, block_ref FROM pg_get_wal_records_info(%s::pg_lsn, %s::pg_lsn)",
+                (start, end),
+            ).fetchall()
+        out: dict[str, int] = {}
+        xids: set[str] = set()
+        unattributed: list[tuple[str, int]] = []
+        for xid, length, block_ref in records:
+            match = _BLOCK_REL.search(block_ref or "")
+            if match is None:
+                unattributed.append((xid, int(length)))
+            elif match.group(1) == db_row[0]:
+                name = names.get(match.group(2), f"relfilenode {match.group(2)}")
+                out[name] = out.get(name, 0) + int(length)
+                xids.add(xid)
+        commits = sum(length for xid, length in unattributed if xid in xids and xid != "0")
+        if commits:
+            out["(commit)"] = commits
+        return out

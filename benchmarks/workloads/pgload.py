@@ -5,6 +5,9 @@ in an earlier, closed session), run `pgload_runs` graph runs, `flush`, close. Ev
 bench database is then gone, so `pg_stat_database.xact_commit` of that database is final (see
 `PgMonitor`); its delta ÷ runs is the transactions per run. WAL bytes come from
 `pg_current_wal_lsn()`, which is cluster-wide: other sessions on the server add noise to it.
+Where pg_walinspect can be used (a superuser), the same windows are also read record by record
+(`WalByRelation`): `wal_db_bytes_per_run` counts only the bench database's WAL, and
+`wal:<relation>` splits it by table and index (`(commit)`: commit records).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import statistics
 from collections import defaultdict
 
 from ..graph import build_case_graph, run_case
-from ..probes import PgMonitor
+from ..probes import PgMonitor, WalByRelation
 from ..savers import error_reason
 from ._common import Context, Table, rotated
 
@@ -25,6 +28,9 @@ def run(ctx: Context) -> None:
     table = Table(ctx, "pgload", "postgres load per graph run", "graph", {}, unit="xact/run")
     factories = [f for f in ctx.factories if not f.unavailable and f.supports("graph")]
     monitor = PgMonitor(ctx.env.admin_pg_url, ctx.env.db_name)
+    wal = WalByRelation(monitor, ctx.env.pg_url, dedicated_db=ctx.env.dedicated_db)
+    if wal.reason:
+        ctx.notes["pgload wal"] = f"WAL by relation not measured: {wal.reason}"
     per_rep: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     try:
         for f in factories:  # create tables outside the measured windows
@@ -40,6 +46,7 @@ def run(ctx: Context) -> None:
                 try:
                     monitor.quiesce()
                     before = monitor.read()
+                    start = wal.lsn()
                     with f.open_sync(ctx.env, SCOPE, setup=False) as saver:
                         case = build_case_graph(saver)
                         for k in range(runs):
@@ -49,12 +56,18 @@ def run(ctx: Context) -> None:
                     if not monitor.quiesce():
                         raise TimeoutError("bench database backends did not exit in 10 s")
                     after = monitor.read()
+                    end = wal.lsn()
                     stats = per_rep[f.name]
                     stats["xact_per_run"].append((after.xact_commit - before.xact_commit) / runs)
                     stats["rollback_per_run"].append(
                         (after.xact_rollback - before.xact_rollback) / runs
                     )
                     stats["wal_bytes_per_run"].append(monitor.wal_bytes(before, after) / runs)
+                    relations = wal.by_relation(start, end)
+                    if relations is not None:
+                        stats["wal_db_bytes_per_run"].append(sum(relations.values()) / runs)
+                        for name, size in sorted(relations.items(), key=lambda kv: -kv[1]):
+                            stats[f"wal:{name}"].append(size / runs)
                 except Exception as exc:
                     table.results[f.name].status = f"error: {error_reason(exc)}"
     finally:
@@ -63,7 +76,8 @@ def run(ctx: Context) -> None:
         result = table.results[name]
         if result.status == "ok":
             result.samples = stats["xact_per_run"]
-            result.metrics = {k: statistics.median(v) for k, v in stats.items()}
+            windows = len(stats["xact_per_run"])  # a relation a window did not write: 0 there
+            result.metrics = {k: statistics.median([*v, *[0.0] * (windows - len(v))]) for k, v in stats.items()}
     if not ctx.env.dedicated_db:
         ctx.notes["pgload"] = "shared database: transaction counts include other sessions"
     table.emit()

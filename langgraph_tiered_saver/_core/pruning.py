@@ -30,7 +30,12 @@ from langgraph_tiered_saver.durable.roles import check_role_op
 from langgraph_tiered_saver.errors import ConfigError
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot.stored import decode_refs, from_durable
-from langgraph_tiered_saver.records.codec import CheckpointRecord, unpack_checkpoint, unpack_write
+from langgraph_tiered_saver.records.codec import (
+    CheckpointRecord,
+    loads_record,
+    unpack_checkpoint,
+    unpack_write,
+)
 
 # `core` below is the `core.Core` that imports this module (typed Any: no import cycle)
 Core = Any
@@ -73,7 +78,7 @@ def with_delta_ancestors(serde: Any, records: Mapping[str, CheckpointRecord], se
     keep = set(seeds)
     for member in seeds:
         ns, record = K.split_checkpoint_member(member)[0], records[member]
-        while "counters_since_delta_snapshot" in (serde.loads_typed(record.metadata) or {}):
+        while "counters_since_delta_snapshot" in (loads_record(serde, record.metadata) or {}):
             parent = K.checkpoint_member(ns, record.parent_checkpoint_id or "")
             if record.parent_checkpoint_id is None or parent not in records:
                 break
@@ -88,7 +93,7 @@ def retention_chooser(serde: Any, older_than: dt.timedelta | None, keep_last: in
     cutoff = None if older_than is None else dt.datetime.now(dt.timezone.utc) - older_than
 
     def newer(record: CheckpointRecord) -> bool:
-        ts = serde.loads_typed(record.checkpoint).get("ts")
+        ts = loads_record(serde, record.checkpoint).get("ts")
         return ts is not None and dt.datetime.fromisoformat(ts) >= cutoff  # type: ignore[operator]
 
     def choose(records: Mapping[str, CheckpointRecord], paused: set[str]) -> set[str]:

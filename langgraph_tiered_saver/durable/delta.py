@@ -29,7 +29,7 @@ _STATE = """
     CROSS JOIN LATERAL (
         SELECT coalesce(array_agg(f ->> 0) FILTER (WHERE b.type <> 'empty'), '{}'::text[]) AS seeded,
             coalesce(array_agg(f ->> 0) FILTER (WHERE b.type IS NULL), '{}'::text[]) AS missing
-        FROM jsonb_array_elements({row}.blob_fields) AS f
+        FROM jsonb_array_elements({fields}) AS f
         LEFT JOIN {s}.checkpoint_blobs b
             ON b.tenant_id = %(tenant)s AND b.thread_id = %(thread)s AND b.checkpoint_ns = %(ns)s
             AND b.channel = f ->> 0 AND b.version = f ->> 1
@@ -39,11 +39,11 @@ _STATE = """
 SELECT_DELTA_HISTORY = (
     """
 WITH RECURSIVE walk AS (
-    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.blob_fields, %(channels)s::text[] AS wanted,
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, {fields_c} AS blob_fields, %(channels)s::text[] AS wanted,
         st.seeded, st.missing, 0 AS depth
     FROM {s}.checkpoints c
 """
-    + _STATE.replace("{row}", "c").replace("{wanted}", "%(channels)s::text[]")
+    + _STATE.replace("{fields}", "{fields_c}").replace("{wanted}", "%(channels)s::text[]")
     + """
     WHERE c.tenant_id = %(tenant)s AND c.thread_id = %(thread)s AND c.checkpoint_ns = %(ns)s
         AND c.checkpoint_id = coalesce(%(start)s::text, (
@@ -53,7 +53,7 @@ WITH RECURSIVE walk AS (
             ORDER BY t.checkpoint_id DESC LIMIT 1
         ))
     UNION ALL
-    SELECT p.checkpoint_id, p.parent_checkpoint_id, p.blob_fields, nw.wanted, st.seeded, st.missing,
+    SELECT p.checkpoint_id, p.parent_checkpoint_id, {fields_p} AS blob_fields, nw.wanted, st.seeded, st.missing,
         w.depth + 1
     FROM walk w
     CROSS JOIN LATERAL (
@@ -63,7 +63,7 @@ WITH RECURSIVE walk AS (
         ON p.tenant_id = %(tenant)s AND p.thread_id = %(thread)s AND p.checkpoint_ns = %(ns)s
         AND p.checkpoint_id = w.parent_checkpoint_id
 """
-    + _STATE.replace("{row}", "p").replace("{wanted}", "nw.wanted")
+    + _STATE.replace("{fields}", "{fields_p}").replace("{wanted}", "nw.wanted")
     + """
     WHERE cardinality(nw.wanted) > 0
 )
@@ -86,7 +86,7 @@ UNION ALL
 SELECT 'm', w.depth, m, w.checkpoint_id, NULL, NULL, NULL, NULL, NULL
 FROM walk w CROSS JOIN LATERAL unnest(w.missing) AS m
 """
-)
+).replace("{fields_c}", sql.blob_fields("c")).replace("{fields_p}", sql.blob_fields("p"))
 
 
 @dataclass

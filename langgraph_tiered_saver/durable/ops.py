@@ -35,14 +35,34 @@ from langgraph_tiered_saver.durable.retention import (
     prune_older_than_op,
     prune_op,
 )
+from langgraph_tiered_saver.errors import PostgresError
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.records import filters
 from langgraph_tiered_saver.records.audit import dumps_jsonb
-from langgraph_tiered_saver.records.codec import WriteRecord
+from langgraph_tiered_saver.records.codec import JSON_RECORD, TypedValue, WriteRecord
 
 
 def _json_or_none(value: Any) -> str | None:
     return None if value is None else dumps_jsonb(value)
+
+
+def _record_part(typed: TypedValue, exact: bool) -> tuple[str, bytes | None]:
+    """(type, bytes) columns of a checkpoint's or metadata's record: no bytes where the JSONB
+    column holds the exact value (sql.MIGRATION_8_LEANER_ROWS)."""
+    return (JSON_RECORD, None) if exact else typed
+
+
+def _stored_fields(checkpoint_json: Mapping[str, Any], pairs: list[list[str]]) -> str | None:
+    """The blob_fields column: NULL where the pairs are the checkpoint's channel_versions (what
+    readers derive them from, sql.blob_fields), else the pairs."""
+    versions = checkpoint_json.get("channel_versions")
+    if (
+        isinstance(versions, dict) and len(versions) == len(pairs)
+        and all(type(v) is str for v in versions.values())
+        and sorted(pairs) == sorted([k, v] for k, v in versions.items())
+    ):  # fmt: skip
+        return None
+    return dumps_jsonb(pairs)
 
 
 def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
@@ -56,8 +76,8 @@ def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
         None if run_id is None else str(run_id),
         created_at(row.checkpoint_json),
         dumps_jsonb(row.checkpoint_json), dumps_jsonb(meta),
-        rec.checkpoint[0], rec.checkpoint[1], rec.metadata[0], rec.metadata[1],
-        dumps_jsonb(fields_to_pairs(row.ns, rec.blob_fields)),
+        *_record_part(rec.checkpoint, row.checkpoint_exact), *_record_part(rec.metadata, row.metadata_exact),
+        _stored_fields(row.checkpoint_json, fields_to_pairs(row.ns, rec.blob_fields)),
     )  # fmt: skip
 
 
@@ -101,13 +121,15 @@ def _columns(tenant: str, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
 
 
 def _flush_call(
-    schema: str, tenant: str, batches: list[FlushBatch], fences: Mapping[str, int], hot_tier: str | None
+    schema: str, tenant: str, batches: list[FlushBatch], fences: Mapping[str, int], hot_tier: str | None,
+    *, plain: bool = True,
 ) -> tuple[PgCall, list[str]]:
     """The tenant's transaction, and what each statement's result is (a table's row count, a
     thread's forks, or nothing). The writer's hot tier (`hot_tier`, its key prefix) and a thread
     in `fences` are checked first (sql.CHECK_HOT_TIER, sql.MIGRATION_5_FLUSH_FENCE): another
     hot tier's flush, a lease taken over, or a deletion since the read, rolls the whole
-    transaction back. Forks are found before the inserts."""
+    transaction back. Forks are found before the inserts. `plain`: rows go in by plain inserts
+    of those not stored yet (sql.INSERT_NEW_BLOBS, less WAL), else by `ON CONFLICT DO NOTHING`."""
     blobs: list[tuple[Any, ...]] = []
     checkpoints: list[tuple[Any, ...]] = []
     writes: list[tuple[Any, ...]] = []
@@ -140,9 +162,9 @@ def _flush_call(
         statements.append(check)
         results.append("fork:" + thread)
     for table, template, rows_ in (
-        ("blobs", sql.INSERT_BLOBS, blobs),
-        ("checkpoints", sql.INSERT_CHECKPOINTS, checkpoints),
-        ("writes", sql.INSERT_WRITES, writes),
+        ("blobs", sql.INSERT_NEW_BLOBS if plain else sql.INSERT_BLOBS, blobs),
+        ("checkpoints", sql.INSERT_NEW_CHECKPOINTS if plain else sql.INSERT_CHECKPOINTS, checkpoints),
+        ("writes", sql.INSERT_NEW_WRITES if plain else sql.INSERT_WRITES, writes),
         ("writes", sql.UPSERT_SPECIAL_WRITES, _last_per_key(specials)),
     ):
         if rows_:  # one statement per non-empty kind, its rows as column arrays
@@ -189,7 +211,13 @@ def upsert_batch_op(
     for tenant in sorted(by_tenant):
         tenant_fences = {thread: token for (t, thread), token in (fences or {}).items() if t == tenant}
         call, kinds = _flush_call(schema, tenant, by_tenant[tenant], tenant_fences, hot_tier)
-        results = yield call
+        try:
+            results = yield call
+        except PostgresError as exc:  # a row another writer inserted meanwhile: skip it instead
+            if exc.sqlstate != sql.UNIQUE_VIOLATION:
+                raise
+            call, kinds = _flush_call(schema, tenant, by_tenant[tenant], tenant_fences, hot_tier, plain=False)
+            results = yield call
         for kind, result in zip(kinds, results, strict=True):
             if kind.startswith("fork:"):
                 forked += _branch_starts(by_tenant[tenant], kind[5:], result)

@@ -26,6 +26,10 @@ class CheckpointRow(NamedTuple):
     record: CheckpointRecord
     checkpoint_json: Mapping[str, Any]  # the checkpoint without channel_values, JSON-like
     metadata_json: Mapping[str, Any]
+    # the JSON above is the checkpoint's (metadata's) exact value (audit.json_exact): the row
+    # keeps no serializer bytes of it, only the JSONB column
+    checkpoint_exact: bool = False
+    metadata_exact: bool = False
 
 
 class BlobRow(NamedTuple):

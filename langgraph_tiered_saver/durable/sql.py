@@ -7,7 +7,9 @@ travel as bind parameters (`%s` / `%(name)s`).
 
 The blob fields of a checkpoint (`ns␀channel␀version` in the Redis tier) are stored as a jsonb
 array of `[channel, version]` pairs: Postgres text cannot hold NUL, and a checkpoint only ever
-references channel versions of its own namespace.
+references channel versions of its own namespace. Since migration 8 the column is NULL where the
+pairs are the checkpoint's own `channel_versions` (nearly always): readers derive them
+(`blob_fields`), and no row repeats them.
 """
 
 from __future__ import annotations
@@ -403,6 +405,30 @@ UPSERT_SPECIAL_WRITES = (
 """
 )
 
+
+
+def _insert_absent(insert: str, table: str, key: str) -> str:
+    """An `unnest` insert above as a plain insert of the rows not stored yet (`key`: the primary
+    key columns after the tenant). `ON CONFLICT` inserts each row speculatively, which costs a
+    second WAL record per row (a confirmation, ~50 bytes); this costs none. Two writers that
+    insert the same row at once make one fail with a unique violation: the flush then runs again
+    with the `ON CONFLICT` statement (durable.ops.upsert_batch_op)."""
+    conflict = insert.index("ON CONFLICT")
+    matches = " AND ".join(f"x.{c} = u.{c}" for c in key.split(", "))
+    return (
+        insert[:conflict].replace("SELECT %s, ", "SELECT k.tenant, ", 1)
+        .replace("FROM unnest(", "FROM (SELECT %s::text AS tenant) AS k, unnest(", 1)
+        + f"WHERE NOT EXISTS (\n    SELECT 1 FROM {{s}}.{table} x WHERE x.tenant_id = k.tenant AND {matches}\n)\n"
+    )  # fmt: skip
+
+
+INSERT_NEW_BLOBS = _insert_absent(INSERT_BLOBS, "checkpoint_blobs", "thread_id, checkpoint_ns, channel, version")
+INSERT_NEW_CHECKPOINTS = _insert_absent(INSERT_CHECKPOINTS, "checkpoints", "thread_id, checkpoint_ns, checkpoint_id")
+INSERT_NEW_WRITES = _insert_absent(
+    INSERT_WRITES, "checkpoint_writes", "thread_id, checkpoint_ns, checkpoint_id, task_id, idx"
+)
+UNIQUE_VIOLATION = "23505"
+
 # --- reads ---------------------------------------------------------------------------------------
 # One statement returns checkpoints with their blobs and writes (one snapshot: a concurrent prune
 # cannot remove a blob between reading a checkpoint and reading its values). The value and write
@@ -434,7 +460,32 @@ SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.
     ) AS writes
 FROM {s}.checkpoints c
 WHERE c.tenant_id = {tenant}"""
-SELECT_TUPLES = _TUPLE_SELECT.replace("{tenant}", "%(tenant)s") + """ {where}
+
+# The blob fields of checkpoint row `{row}`: its column, or where that is NULL (migration 8) the
+# [channel, version] pairs of its checkpoint's `channel_versions`, which they were derived from.
+_BLOB_FIELDS = (
+    "coalesce({row}.blob_fields, (SELECT jsonb_agg(jsonb_build_array(v.key, v.value)) "
+    "FROM jsonb_each_text({row}.checkpoint -> 'channel_versions') AS v))"
+)
+
+
+def blob_fields(row: str) -> str:
+    """The SQL expression of a checkpoint row's blob fields (see _BLOB_FIELDS)."""
+    return _BLOB_FIELDS.replace("{row}", row)
+
+
+# A record's checkpoint and metadata: the serializer's bytes, or (migration 8; type JSON_RECORD,
+# bytes NULL) the text of the JSONB column, which holds the same value exactly.
+_RECORD_COLUMNS_7 = "c.checkpoint_type, c.checkpoint_bytes, c.metadata_type, c.metadata_bytes, c.blob_fields,"
+_RECORD_COLUMNS = (
+    "c.checkpoint_type, coalesce(c.checkpoint_bytes, convert_to(c.checkpoint::text, 'UTF8')),\n"
+    "    c.metadata_type, coalesce(c.metadata_bytes, convert_to(c.metadata::text, 'UTF8')),\n"
+    "    " + blob_fields("c") + ","
+)
+_READ_SELECT = _TUPLE_SELECT.replace(_RECORD_COLUMNS_7, _RECORD_COLUMNS).replace(
+    "jsonb_array_elements(c.blob_fields)", "jsonb_array_elements(" + blob_fields("c") + ")"
+)
+SELECT_TUPLES = _READ_SELECT.replace("{tenant}", "%(tenant)s") + """ {where}
 ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns
 LIMIT %(limit)s
 """
@@ -445,13 +496,20 @@ LIMIT %(limit)s
 # caller's row-level security and tenant setting apply. The bodies are SELECT_TUPLES' statement for
 # one thread and namespace, with the tenant a parameter of every lookup (partition pruning).
 # Part of migration 7: its text must not change (add a new function in a new migration instead).
-_TUPLE_COLUMNS = _TUPLE_SELECT.replace("{tenant}", "p_tenant") + " AND c.thread_id = p_thread AND c.checkpoint_ns = p_ns"
-TUPLE_LATEST_BODY = _TUPLE_COLUMNS + "\nORDER BY c.checkpoint_id DESC\nLIMIT 1"
-TUPLE_BY_ID_BODY = _TUPLE_COLUMNS + " AND c.checkpoint_id = p_checkpoint_id"
-# One checkpoint of a namespace with its values and writes: the latest when the id is NULL.
-MIGRATION_7_TUPLE_FUNCTION = (
-    """
-CREATE FUNCTION {s}.lts_get_tuple(p_tenant text, p_thread text, p_ns text, p_checkpoint_id text)
+
+
+def _tuple_bodies(select: str) -> tuple[str, str]:
+    """The statements of `lts_get_tuple` made of `select`: the latest, and one by id."""
+    columns = select.replace("{tenant}", "p_tenant") + " AND c.thread_id = p_thread AND c.checkpoint_ns = p_ns"
+    return columns + "\nORDER BY c.checkpoint_id DESC\nLIMIT 1", columns + " AND c.checkpoint_id = p_checkpoint_id"
+
+
+def _tuple_function(select: str, create: str) -> str:
+    """`lts_get_tuple` (`create`: CREATE or CREATE OR REPLACE) with the statement `select`."""
+    latest, by_id = _tuple_bodies(select)
+    return (
+        """
+""" + create + """ FUNCTION {s}.lts_get_tuple(p_tenant text, p_thread text, p_ns text, p_checkpoint_id text)
 RETURNS TABLE (thread_id text, checkpoint_ns text, checkpoint_id text, parent_checkpoint_id text,
     run_id text, checkpoint_type text, checkpoint_bytes bytea, metadata_type text,
     metadata_bytes bytea, blob_fields jsonb, blobs bytea[], writes bytea[])
@@ -460,16 +518,41 @@ LANGUAGE plpgsql STABLE SECURITY INVOKER AS $lts_tuple$
 BEGIN
     IF p_checkpoint_id IS NULL THEN
         RETURN QUERY"""
-    + TUPLE_LATEST_BODY
-    + """;
+        + latest
+        + """;
     ELSE
         RETURN QUERY"""
-    + TUPLE_BY_ID_BODY
-    + """;
+        + by_id
+        + """;
     END IF;
 END
 $lts_tuple$;
 """
+    )
+
+
+# One checkpoint of a namespace with its values and writes: the latest when the id is NULL.
+MIGRATION_7_TUPLE_FUNCTION = _tuple_function(_TUPLE_SELECT, "CREATE")
+# The statements of the function as migration 8 left it (the one every read runs).
+TUPLE_LATEST_BODY, TUPLE_BY_ID_BODY = _tuple_bodies(_READ_SELECT)
+
+# Less write-ahead log per checkpoint, the readable copies kept (see docs/design.md, "Write-ahead
+# log"): a checkpoint row no longer repeats what its JSONB columns hold exactly: the serializer's
+# bytes of the checkpoint and metadata (NULL, type JSON_RECORD, where the JSON is the same value)
+# and the blob fields (NULL where they are its channel_versions). Rows written before keep theirs;
+# readers take either. The index of writes by (thread, channel, time) goes: the primary key
+# serves every lookup of the saver's, by thread. `lts_get_tuple` reads both kinds of rows (a
+# process still running the older release reads through it too).
+MIGRATION_8_LEANER_ROWS = (
+    """
+ALTER TABLE {s}.checkpoints
+    ALTER COLUMN checkpoint_bytes DROP NOT NULL,
+    ALTER COLUMN metadata_bytes DROP NOT NULL,
+    ALTER COLUMN blob_fields DROP NOT NULL,
+    ALTER COLUMN blob_fields DROP DEFAULT;
+DROP INDEX IF EXISTS {s}.checkpoint_writes_audit_idx;
+"""
+    + _tuple_function(_READ_SELECT, "CREATE OR REPLACE")
 )
 GET_TUPLE = "SELECT * FROM {s}.lts_get_tuple(%s, %s, %s, %s)"
 # Whether a thread has any checkpoint, in any namespace (the primary key's prefix: an index probe)
@@ -570,7 +653,7 @@ kept AS (
     WHERE c.metadata ? 'counters_since_delta_snapshot'
 ),
 doomed AS (
-    SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.blob_fields
+    SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, {fields_c} AS blob_fields
     FROM {s}.checkpoints c
     WHERE c.tenant_id = %(tenant)s AND c.thread_id = ANY(%(threads)s) AND ({candidates})
     AND NOT EXISTS (
@@ -600,7 +683,7 @@ freed AS (
 ),
 live AS (
     SELECT DISTINCT c.thread_id, c.checkpoint_ns, f ->> 0 AS channel, f ->> 1 AS version
-    FROM {s}.checkpoints c CROSS JOIN LATERAL jsonb_array_elements(c.blob_fields) AS f
+    FROM {s}.checkpoints c CROSS JOIN LATERAL jsonb_array_elements({fields_c}) AS f
     WHERE c.tenant_id = %(tenant)s AND c.thread_id = ANY(%(threads)s)
     AND NOT EXISTS (
         SELECT 1 FROM doomed d WHERE d.thread_id = c.thread_id
@@ -704,6 +787,7 @@ def delete_checkpoints(schema: str, heads: tuple[str, ...], candidates: str) -> 
     """DELETE_CHECKPOINTS with its head and candidate fragments."""
     head_sql = "\nUNION\n".join(f"({h})" for h in heads) if heads else HEADS_NONE
     sql = DELETE_CHECKPOINTS.replace("{heads}", head_sql).replace("{candidates}", candidates)
+    sql = sql.replace("{fields_c}", blob_fields("c"))
     return render(sql, schema)
 
 

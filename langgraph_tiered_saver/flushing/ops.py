@@ -26,14 +26,19 @@ from langgraph_tiered_saver import _options as opt
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
 from langgraph_tiered_saver._sansio.polling import poll_op
 from langgraph_tiered_saver.durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
-from langgraph_tiered_saver.durable.records import BlobRow, WriteRow
+from langgraph_tiered_saver.durable.records import BlobRow, CheckpointRow, WriteRow
 from langgraph_tiered_saver.errors import FlushFencedError, TierUnavailableError
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.hot.stored import decode_refs
 from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.records import codec
-from langgraph_tiered_saver.records.audit import audit_from_msgpack, jsonb_value, to_audit_json
+from langgraph_tiered_saver.records.audit import (
+    audit_from_msgpack,
+    json_exact,
+    jsonb_value,
+    to_audit_json,
+)
 from langgraph_tiered_saver.records.codec import TypedValue, as_str, scored
 
 if TYPE_CHECKING:
@@ -261,11 +266,13 @@ class FlushOps:
                 if missing:
                     unsure.append((entry, ns, checkpoint_id, missing))
                 record = codec.unpack_checkpoint(value[0], fields, where)
-                checkpoint = dict(self.serde.loads_typed(record.checkpoint))
+                checkpoint = dict(codec.loads_record(self.serde, record.checkpoint))
+                exact = "channel_values" not in checkpoint and json_exact(checkpoint)
                 checkpoint.pop("channel_values", None)
-                metadata = self.serde.loads_typed(record.metadata)
+                metadata = codec.loads_record(self.serde, record.metadata)
                 batch.checkpoints.append(
-                    (ns, checkpoint_id, record, jsonb_value(checkpoint), jsonb_value(metadata))
+                    CheckpointRow(ns, checkpoint_id, record, jsonb_value(checkpoint), jsonb_value(metadata),
+                                  exact, json_exact(metadata))
                 )
             elif kind == K.OUTBOX_KINDS["blob"]:
                 ns, channel, version = K.split_blob_field(rest)

@@ -43,6 +43,7 @@ from langgraph_tiered_saver.records.codec import (
     as_str,
     decode_typed,
     encode_typed,
+    loads_record,
     pointer_digest,
     scored,
     unpack_checkpoint,
@@ -229,8 +230,8 @@ class HotOps:
         load_value = loads if values is None else values
         blobs = stored.blobs
         try:
-            checkpoint: Checkpoint = loads(stored.record.checkpoint)
-            metadata: CheckpointMetadata = loads(stored.record.metadata)
+            checkpoint: Checkpoint = loads_record(self.serde, stored.record.checkpoint)
+            metadata: CheckpointMetadata = loads_record(self.serde, stored.record.metadata)
             channel_values: dict[str, Any] = {}
             for field in stored.record.blob_fields:
                 typed = blobs.get(field)
@@ -499,7 +500,7 @@ class HotOps:
         return None
 
     def matches(self, stored: StoredCheckpoint, metadata_filter: Mapping[str, Any]) -> bool:
-        return filters.matches(self.serde.loads_typed(stored.record.metadata), metadata_filter)
+        return filters.matches(loads_record(self.serde, stored.record.metadata), metadata_filter)
 
     def delete_thread_op(self, tenant_id: str, thread_ids: Sequence[str]) -> Op[None]:
         """Drop threads' keys from Redis (and their outbox index entries). They stay in the

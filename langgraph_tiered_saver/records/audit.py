@@ -13,6 +13,7 @@ import datetime as dt
 import decimal
 import enum
 import json
+import math
 import re
 import uuid
 from collections.abc import Mapping
@@ -202,6 +203,27 @@ def jsonb_value(value: Any) -> Any:
     """The JSON value Postgres holds for `value` in a JSONB column (NUL characters dropped from
     every string and key; a literal backslash-u0000 in the text kept exactly)."""
     return orjson.loads(dumps_jsonb(value))
+
+
+def json_exact(value: Any, depth: int = 0) -> bool:
+    """Whether `value` comes back from its JSONB column (`dumps_jsonb`, Postgres' text of it,
+    `orjson.loads`) equal and of the same types: plain dicts with str keys, lists, str, bool,
+    None, 64-bit ints and floats Postgres writes back as written (no exponent: jsonb would give
+    `1e+16` back as an int; no -0.0). No NUL (jsonb drops it), no tuple (it comes back a list)."""
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return kind is not str or "\x00" not in value
+    if kind is int:
+        return -(1 << 63) <= value < (1 << 63)
+    if kind is float:
+        return math.isfinite(value) and not (value == 0 and math.copysign(1.0, value) < 0) and b"e" not in orjson.dumps(value)
+    if depth >= _MAX_DEPTH:
+        return False
+    if kind is list:
+        return all(json_exact(v, depth + 1) for v in value)
+    if kind is dict:
+        return all(type(k) is str and "\x00" not in k and json_exact(v, depth + 1) for k, v in value.items())
+    return False
 
 
 def _fallback(value: Any) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import ormsgpack
 
 from langgraph_tiered_saver.errors import CorruptDataError
@@ -98,6 +99,21 @@ def unpack_write(raw: bytes, where: str) -> WriteRecord:
     return WriteRecord(task_id, idx, channel, (vtype, vbytes), task_path, created_at)
 
 
+# A checkpoint's or its metadata's part of a record that the durable tier keeps only as its JSONB
+# column (the serializer's bytes were dropped there: the JSON is the same value exactly, see
+# audit.json_exact); its bytes are that JSON's text. Read with `loads_record`, in both tiers (a
+# Postgres read re-warms Redis with it).
+JSON_RECORD = "lts-json"
+
+
+def loads_record(serde: Any, typed: TypedValue) -> Any:
+    """A checkpoint record's checkpoint or metadata: JSON text kept by the durable tier, or the
+    serializer's own bytes."""
+    if typed[0] == JSON_RECORD:
+        return orjson.loads(typed[1])
+    return serde.loads_typed(typed)
+
+
 # Oversized values are replaced by ("lts-blob+<type>", pointer) in both tiers (see offload.py).
 BLOB_TYPE = "lts-blob+"
 
@@ -131,15 +147,20 @@ _RANDOM = random.Random(os.urandom(16))
 
 
 def next_version(current: str | int | None) -> str:
-    """A channel's next version. Versions sort as strings: a zero-padded counter, then a random
-    tiebreak (as LangGraph's own savers)."""
+    """A channel's next version. Versions sort as strings: a counter zero-padded to 32 digits (as
+    LangGraph's own savers), then 8 hex digits of random tiebreak where they write a random float
+    (41 characters instead of 51: a version is stored wherever a checkpoint names a channel, in
+    channel_versions, versions_seen and the key of each value, in both tiers). The counter keeps
+    its 32 digits so that versions of both forms order by counter alone: a thread continues in
+    order whichever release or saver wrote its last version (a shorter counter would sort an
+    older release's next version before the one it follows)."""
     if current is None:
         counter = 0
     elif isinstance(current, int):
         counter = current
     else:
         counter = int(current.split(".")[0])
-    return f"{counter + 1:032}.{_RANDOM.random():016}"
+    return f"{counter + 1:032}.{_RANDOM.getrandbits(32):08x}"
 
 
 _UNSET = object()

@@ -5,10 +5,12 @@ Each module run creates its own database (`lts_durable_<random>`) and each test 
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import datetime as dt
 import multiprocessing
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +24,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel
 
 from langgraph_tiered_saver._sansio.io import AsyncDriver, PgCall, PgStatement, SyncDriver
+from langgraph_tiered_saver.durable import ops as durable_ops
 from langgraph_tiered_saver.durable import sql as durable_sql
 from langgraph_tiered_saver.durable.migrations import (
     LATEST_VERSION,
@@ -53,7 +56,13 @@ from langgraph_tiered_saver.errors import ConfigError, SchemaMissingError
 from langgraph_tiered_saver.hot.keys import blob_field
 from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, to_audit_json
-from langgraph_tiered_saver.records.codec import CheckpointRecord, TypedValue, WriteRecord
+from langgraph_tiered_saver.records.codec import (
+    JSON_RECORD,
+    CheckpointRecord,
+    TypedValue,
+    WriteRecord,
+    loads_record,
+)
 
 SERDE = JsonPlusSerializer()
 OLD = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
@@ -171,6 +180,12 @@ class Thread:
         return w
 
 
+def unordered(record: CheckpointRecord) -> CheckpointRecord:
+    """A record with its blob fields sorted: Postgres derives them from the checkpoint's
+    channel_versions (migration 8), in JSONB's key order, not the order they were written in."""
+    return dataclasses.replace(record, blob_fields=tuple(sorted(record.blob_fields)))
+
+
 def rows(driver: SyncDriver, schema: str, table: str, where: str = "true") -> list[tuple[Any, ...]]:
     """Rows as the admin (superuser: row-level security does not apply) sees them."""
     statement = PgStatement(
@@ -224,8 +239,9 @@ def test_setup_is_idempotent_and_enables_rls(driver: SyncDriver) -> None:
             )
         )
     )
-    assert {"checkpoints_audit_idx", "checkpoints_run_idx", "checkpoints_metadata_idx",
-            "checkpoint_writes_audit_idx"} <= {i for (i,) in indexes}  # fmt: skip
+    found = {i for (i,) in indexes}
+    assert {"checkpoints_audit_idx", "checkpoints_run_idx", "checkpoints_metadata_idx"} <= found
+    assert "checkpoint_writes_audit_idx" not in found  # migration 8: the primary key serves
 
 
 def test_setup_upgrades_a_version_1_schema(driver: SyncDriver) -> None:
@@ -252,13 +268,132 @@ def test_a_schema_older_than_the_read_function_asks_for_setup(driver: SyncDriver
         *(PgStatement(migration_statement(name, v)) for v in range(1, 7)),
     ]
     driver.run(_one(PgCall(tuple(statements))))
-    t = _three_step_thread()
-    driver.run(upsert_batch_op(name, [t.batch]))
     with pytest.raises(SchemaMissingError, match=r"setup\(\)"):
         driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
-    assert driver.run(setup_op(name)) == [7]
+    assert driver.run(setup_op(name)) == [7, 8]
+    driver.run(upsert_batch_op(name, [_three_step_thread().batch]))
     latest = driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
     assert latest is not None and latest.checkpoint_id == "c3"
+
+
+def _exact(t: Thread) -> Thread:
+    """The thread's checkpoints flagged as the flusher flags JSON-exact ones (audit.json_exact)."""
+    t.batch.checkpoints = [
+        CheckpointRow(*r)._replace(checkpoint_exact=True, metadata_exact=True) for r in t.batch.checkpoints
+    ]
+    return t
+
+
+def _decoded(found: Any) -> tuple[Any, ...]:
+    """What a read gives LangGraph: the record decoded, values and writes by field."""
+    record = found.record
+    return (
+        loads_record(SERDE, record.checkpoint), loads_record(SERDE, record.metadata),
+        record.parent_checkpoint_id, sorted(record.blob_fields), found.blobs, found.writes,
+    )  # fmt: skip
+
+
+def test_rows_keep_no_bytes_their_jsonb_holds_exactly(driver: SyncDriver, schema: str) -> None:
+    """Migration 8: a JSON-exact checkpoint and metadata keep only their JSONB column, blob
+    fields equal to the channel_versions are NULL; reads give the same values back."""
+    exact = _exact(_three_step_thread("acme", "t1"))
+    plain = dataclasses.replace(_three_step_thread("acme", "t1").batch, thread_id="t2", checkpoints=[
+        CheckpointRow(*r)._replace(checkpoint_exact=False, metadata_exact=False) for r in exact.batch.checkpoints
+    ])  # fmt: skip
+    driver.run(upsert_batch_op(schema, [exact.batch, plain]))
+    columns = [
+        (r.checkpoint_type, r.checkpoint_bytes, r.metadata_type, r.metadata_bytes, r.blob_fields)
+        for r in _named(driver, schema, "thread_id = 't1'")
+    ]
+    assert columns == [(JSON_RECORD, None, JSON_RECORD, None, None)] * 3
+    assert all(r.checkpoint_bytes is not None and r.blob_fields is None for r in _named(driver, schema, "thread_id = 't2'"))
+    for found, row in zip(reversed(driver.run(list_op(schema, "acme", "t1"))), exact.batch.checkpoints, strict=True):
+        original = CheckpointRow(*row).record
+        assert found.record.checkpoint[0] == JSON_RECORD
+        assert loads_record(SERDE, found.record.checkpoint) == SERDE.loads_typed(original.checkpoint)
+        assert loads_record(SERDE, found.record.metadata) == SERDE.loads_typed(original.metadata)
+        assert sorted(found.record.blob_fields) == sorted(original.blob_fields)
+    t1 = driver.run(get_checkpoint_op(schema, "acme", "t1", "", None))
+    t2 = driver.run(get_checkpoint_op(schema, "acme", "t2", "", None))
+    assert t1 is not None and t2 is not None and _decoded(t1) == _decoded(t2)
+
+
+def test_blob_fields_other_than_the_channel_versions_are_stored(driver: SyncDriver, schema: str) -> None:
+    """Versions that are not strings (a caller's own) would not read back as written from the
+    JSONB: the row keeps its pairs."""
+    t = Thread("acme", "t3")
+    t.checkpoint("c1", values={"count": (1, 5)})  # type: ignore[dict-item]
+    driver.run(upsert_batch_op(schema, [t.batch]))
+    (row,) = _named(driver, schema, "thread_id = 't3'")
+    assert row.blob_fields == [["count", "1"]]
+    found = driver.run(get_checkpoint_op(schema, "acme", "t3", "", None))
+    assert found is not None and found.record.blob_fields == (blob_field("", "count", 1),)
+
+
+def test_setup_8_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows written before migration 8 (serializer bytes, explicit blob fields) read the same
+    after it, beside rows written after it."""
+    name = f"lts_{uuid.uuid4().hex[:10]}"
+    statements = [
+        PgStatement(durable_sql.render(durable_sql.CREATE_SCHEMA, name)),
+        PgStatement(durable_sql.render(durable_sql.CREATE_MIGRATIONS_TABLE, name)),
+        *(PgStatement(migration_statement(name, v)) for v in range(1, 8)),
+    ]
+    driver.run(_one(PgCall(tuple(statements))))
+    with monkeypatch.context() as m:  # the writer of the release before migration 8
+        m.setattr(durable_ops, "_record_part", lambda typed, exact: typed)
+        m.setattr(durable_ops, "_stored_fields", lambda checkpoint_json, pairs: dumps_jsonb(pairs))
+        batch = _exact(_three_step_thread("acme", "old")).batch
+        driver.run(upsert_batch_op(name, [batch]))
+    assert driver.run(setup_op(name)) == [8]
+    driver.run(upsert_batch_op(name, [dataclasses.replace(batch, thread_id="new")]))
+    assert all(r.checkpoint_bytes is not None for r in _named(driver, name, "thread_id = 'old'"))
+    old = driver.run(list_op(name, "acme", "old"))
+    new = driver.run(list_op(name, "acme", "new"))
+    assert [_decoded(o) for o in old] == [_decoded(n) for n in new] and len(old) == 3
+    latest = driver.run(get_checkpoint_op(name, "acme", "old", "", None))
+    assert latest is not None and _decoded(latest) == _decoded(old[0])
+
+
+def _named(driver: SyncDriver, schema: str, where: str) -> list[Any]:
+    """Checkpoint rows (as the admin sees them) with their columns by name."""
+    statement = PgStatement(f'SELECT * FROM "{schema}".checkpoints WHERE {where} ORDER BY checkpoint_id', fetch=True)
+    (result,) = driver.run(_one(PgCall((statement,))))
+    names = [c for c, in driver.run(_one(PgCall((PgStatement(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = 'checkpoints' "
+        "ORDER BY ordinal_position", (schema,), fetch=True),))))[0]]  # fmt: skip
+    Row = collections.namedtuple("Row", names)  # type: ignore[misc]
+    return [Row(*r) for r in result]
+
+
+def test_a_row_another_writer_inserts_meanwhile_is_skipped(driver: SyncDriver, schema: str, db_url: str) -> None:
+    """Rows go in by plain inserts of those not stored yet (no ON CONFLICT: less WAL). A row
+    another transaction inserts at the same time fails that insert with a unique violation; the
+    flush then runs again with ON CONFLICT DO NOTHING and commits, the other row kept."""
+    t = _three_step_thread("acme", "race")
+    blob = BlobRow(*t.batch.blobs[0])
+    insert = (
+        f'INSERT INTO "{schema}".checkpoint_blobs (tenant_id, thread_id, checkpoint_ns, channel, version, type, data)'
+        " VALUES ('acme', 'race', %s, %s, %s, 'msgpack', 'other')"
+    )
+    with psycopg.connect(db_url) as other, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        other.execute(insert, (blob.ns, blob.channel, blob.version))  # uncommitted: the flush waits on it
+        flush = pool.submit(driver.run, upsert_batch_op(schema, [t.batch]))
+        with psycopg.connect(db_url, autocommit=True) as probe:
+            deadline = time.monotonic() + 10
+            waiting = (
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database()"
+            )
+            while not probe.execute(waiting).fetchone()[0]:  # type: ignore[index]
+                assert time.monotonic() < deadline and not flush.done(), "the flush did not wait for the other insert"
+                time.sleep(0.02)
+        other.commit()
+        counts = flush.result(timeout=10)
+    assert counts == RowCounts(checkpoints=3, blobs=len(t.batch.blobs) - 1, writes=4)
+    kept = rows(driver, schema, "checkpoint_blobs", f"thread_id = 'race' AND channel = '{blob.channel}' AND version = '{blob.version}'")
+    assert [bytes(r[6]) for r in kept] == [b"other"]
+    assert len(driver.run(list_op(schema, "acme", "race"))) == 3
 
 
 def test_get_checkpoint_reads_what_list_reads(driver: SyncDriver, schema: str) -> None:
@@ -332,7 +467,7 @@ def test_upsert_get_roundtrip(driver: SyncDriver, schema: str) -> None:
     latest = driver.run(get_checkpoint_op(schema, "acme", "t1", "", None))
     assert latest is not None
     assert (latest.thread_id, latest.checkpoint_ns, latest.checkpoint_id) == ("t1", "", "c3")
-    assert latest.record == t.batch.checkpoints[2][2]
+    assert unordered(latest.record) == unordered(t.batch.checkpoints[2][2])
     assert latest.run_id == "run-b"
     assert latest.blobs == {
         blob_field("", "messages", "2"): t.batch.blobs[1][3],
@@ -447,7 +582,7 @@ def test_list_filters_before_limit_and_threads(driver: SyncDriver, schema: str) 
     assert ids(known=[("t1", "", "c3"), ("t2", "", "c3"), ("t1", "", "c9")]) == ["s1", "c9", "c2", "c1"]
     assert ids(thread="t1", ns="", known=[("t1", "", "c3")], limit=1) == ["c2"]  # newest unknown
     sub_read = driver.run(list_op(schema, "acme", "t1", "child:1"))[0]
-    assert sub_read.record == sub.record and sub_read.checkpoint_ns == "child:1"
+    assert unordered(sub_read.record) == unordered(sub.record) and sub_read.checkpoint_ns == "child:1"
     threads = driver.run(list_threads_op(schema, "acme"))
     assert [(i.thread_id, i.checkpoints, i.latest_checkpoint_id) for i in threads] == [
         ("t1", 4, "s1"),
