@@ -46,7 +46,7 @@ class Profile:
     memory_threads: int = 3_000  # short threads one process serves (workload `memory`)
     delta_turns: tuple[int, ...] = (100, 500)  # DeltaChannel conversation lengths (workload `delta`)
     history_checkpoints: int = 500  # thread length of the get_state_history workload
-    history_reads: int = 10  # timed get_state_history calls per saver and repetition
+    history_reads: int = 3  # timed get_state_history calls per saver and repetition (each takes ~2 s)
 
 
 QUICK = Profile(

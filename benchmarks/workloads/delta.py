@@ -11,7 +11,9 @@ first and last 10.
 History: a thread of `history_checkpoints` checkpoints (a one-node graph invoked until it has
 them), then, for TieredSaver, flushed and its Redis copy dropped, and its latest checkpoint
 read back (Redis holds the latest, Postgres the rest: what a thread that expired from Redis
-looks like when its user returns). Samples: full `get_state_history` calls.
+looks like when its user returns). Samples: full `get_state_history` calls, `history_reads`
+per saver and repetition (the thread is built once per saver; a call takes seconds, so the
+samples come from many short rotations of the savers rather than long runs of one).
 """
 
 from __future__ import annotations

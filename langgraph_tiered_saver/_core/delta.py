@@ -152,7 +152,8 @@ def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[
 
 def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> Op[dict[str, DeltaChannelHistory]]:
     """The walk as LangGraph's `DeltaChannelHistory` entries: values resolved from the blob
-    store and deserialized."""
+    store and deserialized; a seed read before is a copy from `core.seeds` (no blob fetch, no
+    deserialization: records/decoded.py)."""
     loads = core.hot.serde.loads_typed
 
     def load(typed: TypedValue) -> Op[Any]:
@@ -170,5 +171,9 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
                 entry["writes"].append((w.task_id, w.channel, (yield from load(w.value))))
     for channel, typed in walk.seeds.items():
         if channel in history:
-            history[channel]["seed"] = yield from load(typed)
+            hit, seed = core.seeds.get(ref.tenant_id, typed)  # the turn before read it too
+            if not hit:
+                seed = yield from load(typed)
+                core.seeds.put(ref.tenant_id, typed, seed)
+            history[channel]["seed"] = seed
     return history

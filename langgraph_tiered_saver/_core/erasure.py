@@ -5,9 +5,9 @@ Threads are found in all the places one may be known (the Redis registry, Postgr
 index) and each is deleted as `delete_thread` deletes it: under its flush lock, so a flush in
 flight cannot write it back, with its blobs collected. Then whatever is left under the tenant is
 removed wholesale: every row of every table of the saver's schema that has a `tenant_id` column,
-every blob of the tenant's blob store, and every Redis key of the tenant (registry slices, marks,
-blob reference sets, locks). A sans-I/O op like the others: `delete_tenant` and
-`adelete_tenant` run the same code.
+every blob of the tenant's blob store, every Redis key of the tenant (registry slices, marks,
+blob reference sets, locks), and the tenant's values this process kept decoded. A sans-I/O op
+like the others: `delete_tenant` and `adelete_tenant` run the same code.
 
 Redis keys are found with SCAN (one Redis; on a Cluster the driver's SCAN covers one node) and
 deleted only when they parse as this tenant's exactly: an id may contain ':', so a glob alone
@@ -25,6 +25,7 @@ from langgraph_tiered_saver.durable import ops as pg
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot.ops import HotOps
 from langgraph_tiered_saver.records.codec import as_str
+from langgraph_tiered_saver.records.decoded import DecodedValues
 from langgraph_tiered_saver.tenancy import check_tenant
 
 _PAGE = 1000
@@ -37,6 +38,7 @@ class Core(Protocol):
     offload: Offloader
     durable: bool
     schema: str
+    seeds: DecodedValues
 
     def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]: ...
 
@@ -66,6 +68,7 @@ def delete_tenant_op(core: Core, tenant: str) -> Op[TenantErasure]:
         result.postgres_rows = yield from _delete_rows_op(core.schema, tenant)
     result.blobs = yield from _delete_blobs_op(core, tenant)
     result.redis_keys = yield from _delete_keys_op(core.hot.prefix, tenant)
+    core.seeds.forget_tenant(tenant)  # decoded values this process kept
     return result
 
 

@@ -70,6 +70,7 @@ from langgraph_tiered_saver.locking.run_locks import RunLocks
 from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.observability.metrics import Metrics
 from langgraph_tiered_saver.records.codec import DecodeOnce, next_version
+from langgraph_tiered_saver.records.decoded import DecodedValues
 from langgraph_tiered_saver.records.ids import ThreadRef, check_indexable, check_thread
 
 # flush() of every thread reads the outbox index this many threads at a time (all pages).
@@ -184,6 +185,7 @@ class Core:
     read_through: dict[tuple[str, str, str], str] = field(default_factory=dict, init=False)
     landed: LandedPuts = field(default_factory=lambda: LandedPuts(), init=False)
     fresh: FreshThreads = field(default_factory=lambda: FreshThreads(), init=False)
+    seeds: DecodedValues = field(default_factory=lambda: DecodedValues(), init=False)  # DeltaChannel seeds read
     _stale_reported: str = field(default="", init=False)  # the generation whose first stale thread was logged
 
     def __post_init__(self) -> None:

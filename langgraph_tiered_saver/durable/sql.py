@@ -485,7 +485,28 @@ _RECORD_COLUMNS = (
 _READ_SELECT = _TUPLE_SELECT.replace(_RECORD_COLUMNS_7, _RECORD_COLUMNS).replace(
     "jsonb_array_elements(c.blob_fields)", "jsonb_array_elements(" + blob_fields("c") + ")"
 )
-SELECT_TUPLES = _READ_SELECT.replace("{tenant}", "%(tenant)s") + """ {where}
+# `list` reads many checkpoints of a thread: each value it references is fetched by one primary-key
+# lookup, in a LATERAL subquery whose LIMIT 1 (one row per channel version) keeps the planner from
+# flattening it into a join. As a join, a thread whose rows are not yet ANALYZEd, or a small table,
+# got a hash or sequential scan of all the thread's values per checkpoint: a history of 500
+# checkpoints read 500 x 1,000 value rows.
+_VALUES_JOIN = """
+        JOIN {s}.checkpoint_blobs b
+            ON b.tenant_id = {tenant} AND b.thread_id = c.thread_id
+            AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0
+            AND b.version = f ->> 1
+"""
+_VALUES_LOOKUP = """
+        CROSS JOIN LATERAL (
+            SELECT b.channel, b.version, b.type, b.data, b.blob_ref FROM {s}.checkpoint_blobs b
+            WHERE b.tenant_id = {tenant} AND b.thread_id = c.thread_id
+                AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0 AND b.version = f ->> 1
+            LIMIT 1
+        ) AS b
+"""
+_LIST_SELECT = _READ_SELECT.replace(_VALUES_JOIN, _VALUES_LOOKUP)
+assert _VALUES_LOOKUP in _LIST_SELECT  # the join was found and replaced
+SELECT_TUPLES = _LIST_SELECT.replace("{tenant}", "%(tenant)s") + """ {where}
 ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns
 LIMIT %(limit)s
 """

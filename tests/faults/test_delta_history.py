@@ -206,6 +206,36 @@ def test_hot_thread_is_one_redis_round_trip_and_a_partial_one_adds_one_postgres(
         assert counts["RedisCall"] == 1 and counts["PgCall"] == 1
 
 
+def test_a_seed_read_again_is_a_copy_without_blob_fetch_or_decode(saver_context: Callable[..., Any]) -> None:
+    """Each turn reads the same seed: the second read takes a copy from `core.seeds` (no blob
+    store call, no deserialization), equal to the base walk and independent of the first; the
+    tenant's erasure forgets it."""
+    cfg = thread_config()
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH, blob_store="postgres", offload_threshold=600) as saver:
+        saver.setup()
+        graph = chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        saver.flush()  # the snapshot is offloaded: Redis keeps a pointer to the blob store
+        latest = saver.get_tuple(cfg)
+        assert latest is not None
+        expected = base_walk(saver, latest.config, ["messages"])
+        assert "seed" in expected["messages"]
+        saver.core.seeds.forget_tenant(TEST_TENANT)
+        first, counts = counted_history(saver, latest.config, ["messages"])
+        assert first == expected and counts["RedisCall"] == 1 and sum(counts.values()) > 1  # the blob fetched
+        again, counts = counted_history(saver, latest.config, ["messages"])
+        assert again == expected and counts == Counter({"RedisCall": 1})
+        one = saver.get_delta_channel_history(config=latest.config, channels=["messages"])
+        one["messages"]["seed"].value[0].content = "changed"
+        one["messages"]["seed"].value.clear()
+        two = saver.get_delta_channel_history(config=latest.config, channels=["messages"])
+        assert plain(two) == expected
+        assert len(saver.core.seeds) == 1
+        saver.delete_tenant(TEST_TENANT)
+        assert len(saver.core.seeds) == 0
+
+
 def test_evicted_value_or_writes_in_redis_are_read_from_postgres(
     saver_context: Callable[..., Any], redis_url: str
 ) -> None:

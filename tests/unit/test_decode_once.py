@@ -1,4 +1,4 @@
-"""DecodeOnce: a list call decodes each stored value once, and still hands every tuple its own objects."""
+"""DecodeOnce and DecodedValues: each stored value decoded once (per list call, or across calls), and every caller still gets its own objects."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_tiered_saver.records.codec import DecodeOnce, TypedValue
+from langgraph_tiered_saver.records.decoded import DecodedValues
 
 
 class Counting:
@@ -48,3 +49,27 @@ def test_a_value_pickle_cannot_copy_is_decoded_again() -> None:
     values = DecodeOnce(loads)
     a, b = values(("x", b"lock")), values(("x", b"lock"))
     assert len(calls) == 2 and a["lock"] is not b["lock"]
+
+
+def test_decoded_values_copies_per_tenant_within_a_bound() -> None:
+    serde = JsonPlusSerializer()
+    messages = [HumanMessage(content="hi", id="1"), AIMessage(content="hello", id="2")]
+    typed = serde.dumps_typed(messages)
+    values = DecodedValues(limit=10_000)
+    assert values.get("a", typed) == (False, None)
+    values.put("a", typed, serde.loads_typed(typed))
+    assert values.get("b", typed) == (False, None)  # another tenant's entry is not shared
+    hit, first = values.get("a", (typed[0], bytes(typed[1])))
+    _, second = values.get("a", typed)
+    assert hit and first == second == messages
+    first[0].content = "changed"
+    assert second[0].content == "hi" and first[0] is not second[0]
+    values.put("a", ("x", b"1"), threading.Lock())  # pickle cannot copy it: not kept
+    assert len(values) == 1
+    for i in range(200):  # least recently used out first, the total stays under the limit
+        values.put("a", ("msgpack", serde.dumps_typed(f"value {i}" * 10)[1]), f"value {i}" * 10)
+    assert values.get("a", typed) == (False, None)
+    assert 0 < len(values) < 200
+    values.put("b", typed, messages)
+    values.forget_tenant("a")
+    assert len(values) == 1 and values.get("b", typed)[0]

@@ -1,0 +1,78 @@
+"""Decoded values kept across calls, for the one read that repeats with the same bytes: the
+seed of a DeltaChannel, which each turn of a conversation reads again until the next snapshot
+(every `snapshot_frequency` updates). A long conversation's seed holds the whole message list
+(hundreds of KB, often offloaded to the blob store), so without this each turn fetches it and
+deserializes every message again.
+
+Entries are keyed by the tenant and the stored (type, bytes) pair: the value's own bytes, or the
+pointer of an offloaded value, which names its content by hash. Equal keys are equal content, so
+an entry is never stale. A hit returns an independent copy (a pickle round trip of the first
+decoded value, as `DecodeOnce`), never a shared object. The entries of a tenant go with its
+erasure; the total is bounded (`limit` bytes of keys and copies, least recently used first out).
+"""
+
+from __future__ import annotations
+
+import pickle  # copies of values this process decoded, never foreign bytes
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from langgraph_tiered_saver.records.codec import TypedValue
+
+DEFAULT_LIMIT = 32 * 1024 * 1024
+
+Key = tuple[str, str, bytes]
+
+
+class DecodedValues:
+    """A bounded LRU of decoded values as pickles, by (tenant, type, stored bytes)."""
+
+    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Key, bytes] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, tenant: str, typed: TypedValue) -> tuple[bool, Any]:
+        """(True, a fresh copy) for a value seen before, else (False, None)."""
+        key = (tenant, typed[0], typed[1])
+        with self._lock:
+            copy = self._entries.get(key)
+            if copy is None:
+                return False, None
+            self._entries.move_to_end(key)
+        return True, pickle.loads(copy)  # our own bytes
+
+    def put(self, tenant: str, typed: TypedValue, value: Any) -> None:
+        """Remember `value`, decoded from `typed`; a value pickle cannot copy, or too large for
+        the limit, is not kept."""
+        try:
+            copy = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            return
+        key = (tenant, typed[0], typed[1])
+        size = _size(key, copy)
+        if size > self.limit:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._size -= _size(key, old)
+            self._entries[key] = copy
+            self._size += size
+            while self._size > self.limit:
+                evicted, data = self._entries.popitem(last=False)
+                self._size -= _size(evicted, data)
+
+    def forget_tenant(self, tenant: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == tenant]:
+                self._size -= _size(key, self._entries.pop(key))
+
+
+def _size(key: Key, copy: bytes) -> int:
+    return len(key[0]) + len(key[1]) + len(key[2]) + len(copy)
