@@ -432,8 +432,8 @@ class Core:
                     self.flusher.on_writes(ref.tenant_id, ref.thread_id, urgent=True)
         elif mode == "sync":
             try:
-                # the put of the interrupt's checkpoint may still be on its way: wait for it
-                landed = yield from self.landed.landed_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)
+                # a put this process did not see land (another process', or one still on its way
+                # after the wait above): Redis says whether it came
                 if not landed and not (yield from self.hot.await_checkpoint_op(ref, SYNC_FLUSH_PUT_WAIT_SECONDS)):
                     logger.warning(
                         "checkpoint %s of thread %r was not written within %.0f s of its %s write; "
