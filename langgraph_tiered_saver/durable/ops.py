@@ -235,6 +235,11 @@ def _select(
     return PgCall((statement,), tenant_id=tenant)
 
 
+def _tuple_statement(schema: str, tenant: str, thread: str, ns: str, checkpoint_id: str | None) -> PgStatement:
+    """`lts_get_tuple`'s call; binary: bytea values as raw bytes, not hex text parsed back."""
+    return PgStatement(sql.render(sql.GET_TUPLE, schema), (tenant, thread, ns, checkpoint_id), fetch=True, binary=True)
+
+
 def get_checkpoint_op(
     schema: str, tenant: str, thread: str, ns: str, checkpoint_id: str | None
 ) -> Op[DurableTuple | None]:
@@ -242,10 +247,7 @@ def get_checkpoint_op(
 
     Through `lts_get_tuple` (sql.MIGRATION_7_TUPLE_FUNCTION), whose plans the server keeps per
     connection; a schema set up before it raises `SchemaMissingError` (run setup())."""
-    statement = PgStatement(  # binary: bytea values as raw bytes, not hex text parsed back
-        sql.render(sql.GET_TUPLE, schema), (tenant, thread, ns, checkpoint_id), fetch=True, binary=True
-    )
-    (rows,) = yield PgCall((statement,), tenant_id=tenant)
+    (rows,) = yield PgCall((_tuple_statement(schema, tenant, thread, ns, checkpoint_id),), tenant_id=tenant)
     return tuple_from_row(rows[0]) if rows else None
 
 
@@ -256,7 +258,7 @@ def get_checkpoint_or_new_op(
     namespace), in the same round trip: Redis may then vouch for all of a new thread it holds
     from its first write on (hot/lua/write.lua `fresh`)."""
     statements = (
-        PgStatement(sql.render(sql.GET_TUPLE, schema), (tenant, thread, ns, checkpoint_id), fetch=True, binary=True),
+        _tuple_statement(schema, tenant, thread, ns, checkpoint_id),
         PgStatement(sql.render(sql.THREAD_HAS_CHECKPOINTS, schema), (tenant, thread), fetch=True),
     )
     rows, present = yield PgCall(statements, tenant_id=tenant)

@@ -56,7 +56,7 @@ if born then born_verified() end
 -- A thread Postgres holds nothing of (ARG.fresh "1", the writer asked it), born here and now,
 -- with no data lost since the writer last knew this Redis: every namespace of it is whole here
 -- (list.lua, get.lua `absent`) as long as this member stays its first.
-if born and member ~= "" and ARG.fresh == "1" and redis.call("GET", KEY.epoch) == ARG.epoch then
+if born and member ~= "" and ARG.fresh == "1" and same_epoch() == 1 then
   redis.call("HSET", KEY.meta, whole_field("all", ""), member)
 end
 if track then add_to_outbox(pend, meta[3]) end
