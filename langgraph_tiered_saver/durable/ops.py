@@ -130,6 +130,32 @@ def _flush_call(
     hot tier's flush, a lease taken over, or a deletion since the read, rolls the whole
     transaction back. Forks are found before the inserts. `plain`: rows go in by plain inserts
     of those not stored yet (sql.INSERT_NEW_BLOBS, less WAL), else by `ON CONFLICT DO NOTHING`."""
+    lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
+    statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
+    results = ["-"]
+    if hot_tier is not None:
+        statements.append(PgStatement(sql.render(sql.CHECK_HOT_TIER, schema), (hot_tier,)))
+        results.append("-")
+    statements += _fence_statements(schema, tenant, batches, fences)
+    results += ["-"] * (len(statements) - len(results))
+    rows, kinds = _row_statements(schema, tenant, batches, plain=plain)
+    return PgCall(tuple(statements + rows), tenant_id=tenant), results + kinds
+
+
+def _fence_statements(
+    schema: str, tenant: str, batches: list[FlushBatch], fences: Mapping[str, int]
+) -> list[PgStatement]:
+    """The fence of each of the tenant's threads in `fences`, in thread order."""
+    return [
+        PgStatement(sql.render(sql.FLUSH_FENCE, schema), (tenant, thread, fences[thread]))
+        for thread in sorted({b.thread_id for b in batches} & set(fences))
+    ]
+
+
+def _row_statements(
+    schema: str, tenant: str, batches: list[FlushBatch], *, plain: bool
+) -> tuple[list[PgStatement], list[str]]:
+    """The fork checks and inserts of one tenant's batches, and what each result is."""
     blobs: list[tuple[Any, ...]] = []
     checkpoints: list[tuple[Any, ...]] = []
     writes: list[tuple[Any, ...]] = []
@@ -149,15 +175,8 @@ def _flush_call(
             (specials if row.write.idx < 0 else writes).append(
                 _write_params(b.thread_id, row)
             )
-    lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
-    statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
-    results = ["-"]
-    if hot_tier is not None:
-        statements.append(PgStatement(sql.render(sql.CHECK_HOT_TIER, schema), (hot_tier,)))
-        results.append("-")
-    for thread in sorted({b.thread_id for b in batches} & set(fences)):
-        statements.append(PgStatement(sql.render(sql.FLUSH_FENCE, schema), (tenant, thread, fences[thread])))
-        results.append("-")
+    statements: list[PgStatement] = []
+    results: list[str] = []
     for thread, check in forks:
         statements.append(check)
         results.append("fork:" + thread)
@@ -173,7 +192,40 @@ def _flush_call(
     if through:  # rare (a write-through while Redis was unreachable): one row per checkpoint
         statements.append(PgStatement(sql.render(sql.INSERT_WRITTEN_THROUGH, schema), through, many=True))
         results.append("-")
-    return PgCall(tuple(statements), tenant_id=tenant), results
+    return statements, results
+
+
+def _group_call(
+    schema: str, by_tenant: Mapping[str, list[FlushBatch]], fences: Mapping[tuple[str, str], int],
+    hot_tier: str | None, *, plain: bool = True,
+) -> tuple[PgCall, list[tuple[str, str]]]:
+    """One transaction for the batches of several tenants, and (tenant, result kind) of each
+    statement. Each tenant's statements follow its own `sql.SET_TENANT`, so row-level security
+    checks every row against its tenant. Every thread lock is taken first and every fence next,
+    each in one global order, so two group flushes that share a thread (a takeover) wait for
+    each other instead of deadlocking; then the fork checks and inserts, tenant by tenant."""
+    tenants = sorted(by_tenant)
+    lock_keys = sorted({k for t in tenants for k in sql.thread_lock_keys(t, (b.thread_id for b in by_tenant[t]))})
+    statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
+    kinds = [("", "-")]
+    for tenant in tenants:
+        statements.append(PgStatement(sql.SET_TENANT, (tenant,)))
+        kinds.append((tenant, "-"))
+        if hot_tier is not None and tenant == tenants[0]:
+            statements.append(PgStatement(sql.render(sql.CHECK_HOT_TIER, schema), (hot_tier,)))
+            kinds.append((tenant, "-"))
+        tenant_fences = {thread: token for (t, thread), token in fences.items() if t == tenant}
+        fenced = _fence_statements(schema, tenant, by_tenant[tenant], tenant_fences)
+        statements += fenced
+        kinds += [(tenant, "-")] * len(fenced)
+    for tenant in tenants:
+        if len(tenants) > 1:  # the setting in force is the last tenant's
+            statements.append(PgStatement(sql.SET_TENANT, (tenant,)))
+            kinds.append((tenant, "-"))
+        rows, row_kinds = _row_statements(schema, tenant, by_tenant[tenant], plain=plain)
+        statements += rows
+        kinds += [(tenant, kind) for kind in row_kinds]
+    return PgCall(tuple(statements)), kinds
 
 
 def _branch_starts(batches: list[FlushBatch], thread: str, flagged: list[Any]) -> list[tuple[str, str, str]]:
@@ -224,6 +276,41 @@ def upsert_batch_op(
             elif kind in totals:
                 totals[kind] += max(int(result), 0)
     return RowCounts(totals["checkpoints"], totals["blobs"], totals["writes"], forked)
+
+
+def upsert_group_op(
+    schema: str,
+    batches: Iterable[FlushBatch],
+    fences: Mapping[tuple[str, str], int] | None = None,
+    *,
+    hot_tier: str | None = None,
+) -> Op[dict[tuple[str, str], list[tuple[str, str]]]]:
+    """`upsert_batch_op` for the threads of any tenants in one transaction (one commit, one
+    round trip, where `upsert_batch_op` costs one per tenant): the background flusher's group.
+    Returns, per (tenant, thread), the (namespace, checkpoint id) of its new checkpoints that
+    fork it. All or nothing: one thread's failing row, or fence, rolls back every thread's
+    (the caller then flushes them one by one to find it)."""
+    by_tenant: dict[str, list[FlushBatch]] = defaultdict(list)
+    for batch in batches:
+        by_tenant[batch.tenant_id].append(batch)
+    forked: dict[tuple[str, str], list[tuple[str, str]]] = {
+        (t, b.thread_id): [] for t, group in by_tenant.items() for b in group
+    }
+    if not by_tenant:
+        return forked
+    call, kinds = _group_call(schema, by_tenant, fences or {}, hot_tier)
+    try:
+        results = yield call
+    except PostgresError as exc:  # a row another writer inserted meanwhile: skip it instead
+        if exc.sqlstate != sql.UNIQUE_VIOLATION:
+            raise
+        call, kinds = _group_call(schema, by_tenant, fences or {}, hot_tier, plain=False)
+        results = yield call
+    for (tenant, kind), result in zip(kinds, results, strict=True):
+        if kind.startswith("fork:"):
+            thread = kind[5:]
+            forked[(tenant, thread)] += [(ns, c) for _, ns, c in _branch_starts(by_tenant[tenant], thread, result)]
+    return forked
 
 
 def _select(
@@ -351,6 +438,7 @@ __all__ = [
     "prune_older_than_op",
     "prune_op",
     "upsert_batch_op",
+    "upsert_group_op",
 ]
 
 

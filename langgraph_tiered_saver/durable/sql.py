@@ -79,6 +79,10 @@ SELECT count(*) FROM (
 ) AS locked
 """
 
+# A transaction that writes for several tenants (a group flush, durable.ops.upsert_group_op) sets
+# the tenant before each tenant's statements: row-level security reads the setting per statement.
+SET_TENANT = "SELECT set_config('" + TENANT_SETTING + "', %s, true)"
+
 # --- migrations ----------------------------------------------------------------------------------
 
 SETUP_LOCK = "SELECT pg_advisory_xact_lock(%s)"

@@ -29,6 +29,7 @@ index in Redis, which records every unflushed thread anyway: adoption flushes th
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -38,8 +39,14 @@ from typing import Any
 
 from langgraph_tiered_saver._sansio.io import Op
 from langgraph_tiered_saver._sansio.schedule import Clock, Scheduler
-from langgraph_tiered_saver.errors import FlushError, PostgresConfigError, TierUnavailableError
-from langgraph_tiered_saver.flushing.ops import FlushOps, FlushPolicy, FlushResult, OutboxStatus
+from langgraph_tiered_saver.errors import FlushError
+from langgraph_tiered_saver.flushing.ops import (
+    FlushOps,
+    FlushPolicy,
+    FlushResult,
+    OutboxStatus,
+    is_outage,
+)
 from langgraph_tiered_saver.observability.health import FlusherHealth
 from langgraph_tiered_saver.observability.metrics import Metrics
 from langgraph_tiered_saver.observability.telemetry import observed_op
@@ -54,12 +61,10 @@ OUTAGE_MAX_BACKOFF = 2.0
 # Redis is their only record (adoption and the drain at close read it), not this process' memory.
 TRACKED_THREADS = 10_000
 OVERFLOW_BATCH = 500  # threads the drain reads from the outbox index at a time
-
-
-def is_outage(exc: BaseException) -> bool:
-    """Whether a flush failure is everyone's (a tier unreachable, or refusing the saver's
-    configuration) rather than the thread's own (its data, or a statement that fails for it)."""
-    return isinstance(exc, (TierUnavailableError, PostgresConfigError))
+# The most due threads one turn flushes together (FlushOps.flush_group_op: one Postgres commit
+# and two Redis round trips for all of them): a backlog drains a group per commit, and the
+# scheduler's other jobs wait for one group's flush at most.
+FLUSH_GROUP = 32
 
 
 @dataclass
@@ -194,8 +199,10 @@ class RetryBook:
 @dataclass(eq=False)
 class BackgroundFlusher:
     """Flushes threads when they are due: a job on the saver's `Scheduler` (schedule.py),
-    started on the first write. One due thread per turn, so the scheduler's other jobs (lock
-    renewal) wait for one flush at most, never for a whole backlog."""
+    started on the first write. The due threads, up to `FLUSH_GROUP` of them (any tenants), per
+    turn, in one transaction, so the scheduler's other jobs (lock renewal) wait for one group's
+    flush at most, never for a whole backlog. A thread's failure in a group is its own: the
+    group op flushes each alone when the group's transaction is refused."""
 
     _run: Callable[[Op[Any]], Any]
     _ops: FlushOps
@@ -334,11 +341,15 @@ class BackgroundFlusher:
         with self._cond:
             if self._stopping:
                 return None
-            ready = min(((due, key) for key, due in self._due.items() if due <= now), default=None)
-            if ready is not None:
-                del self._due[ready[1]]
-        if ready is not None:
-            self._flush_contained(ready[1])
+            ready = [key for _, key in heapq.nsmallest(
+                FLUSH_GROUP, ((due, key) for key, due in self._due.items() if due <= now)
+            )]  # fmt: skip
+            for key in ready:
+                del self._due[key]
+        if len(ready) == 1:
+            self._flush_contained(ready[0])
+        elif ready:
+            self._flush_group(ready)
         elif self._next_adopt is not None and now >= self._next_adopt:
             self._adopt()
             self._next_adopt = self._clock() + self._adopt_interval
@@ -369,7 +380,29 @@ class BackgroundFlusher:
     def _flush(self, key: ThreadId) -> FlushResult:
         started = time.perf_counter()
         result: FlushResult = self._run(observed_op(self._metrics, "flush", self._ops.flush_thread_op(*key), *key))
-        record_flush(self._metrics, result, time.perf_counter() - started)
+        self._flushed(key, result, time.perf_counter() - started)
+        return result
+
+    def _flush_group(self, keys: list[ThreadId]) -> None:
+        """Flush several threads in one go; each outcome is booked as its thread's own (a
+        failure that is everyone's, raised by the op, for each of them: the book counts it as
+        an outage, never against a thread). `flush_seconds` is the group's, for each thread."""
+        started = time.perf_counter()
+        try:
+            outcomes: list[FlushResult | Exception] = self._run(
+                observed_op(self._metrics, "flush_group", self._ops.flush_group_op(keys))
+            )
+        except Exception as exc:
+            outcomes = [exc] * len(keys)
+        seconds = time.perf_counter() - started
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self._failed(key, outcome)
+            else:
+                self._flushed(key, outcome, seconds)
+
+    def _flushed(self, key: ThreadId, result: FlushResult, seconds: float) -> None:
+        record_flush(self._metrics, result, seconds)
         outage_over = self.book.succeeded(key)
         with self._cond:
             if outage_over:  # the threads that waited on the outage are due now, not at their backoff
@@ -380,17 +413,19 @@ class BackgroundFlusher:
             self._counts.pop(key, None)
             if result.remaining == 0 and key not in self._due:
                 self._touched.discard(key)
-        return result
 
     def _flush_contained(self, key: ThreadId) -> None:
         """Flush one thread; a failure is this thread's alone: booked and rescheduled."""
         try:
             self._flush(key)
         except Exception as exc:
-            retry_at = self.book.failed(key, exc, self._clock())
-            with self._cond:
-                if not self._stopping:
-                    self._due[key] = retry_at
+            self._failed(key, exc)
+
+    def _failed(self, key: ThreadId, exc: Exception) -> None:
+        retry_at = self.book.failed(key, exc, self._clock())
+        with self._cond:
+            if not self._stopping:
+                self._due[key] = retry_at
 
 
 def record_outbox(metrics: Metrics, status: OutboxStatus) -> None:

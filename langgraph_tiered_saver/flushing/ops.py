@@ -25,9 +25,18 @@ from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 from langgraph_tiered_saver import _options as opt
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
 from langgraph_tiered_saver._sansio.polling import poll_op
-from langgraph_tiered_saver.durable.ops import FlushBatch, blob_fields_present_op, upsert_batch_op
+from langgraph_tiered_saver.durable.ops import (
+    FlushBatch,
+    blob_fields_present_op,
+    upsert_batch_op,
+    upsert_group_op,
+)
 from langgraph_tiered_saver.durable.records import BlobRow, CheckpointRow, WriteRow
-from langgraph_tiered_saver.errors import FlushFencedError, TierUnavailableError
+from langgraph_tiered_saver.errors import (
+    FlushFencedError,
+    PostgresConfigError,
+    TierUnavailableError,
+)
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.hot.stored import decode_refs
@@ -419,6 +428,135 @@ class FlushOps:
                 first = None  # a retry reads again, with a newer token
         return FlushResult(tenant_id, thread_id, skipped_locked=True, fenced=True)
 
+    def flush_group_op(
+        self, threads: Sequence[tuple[str, str]], lease: FlushLease = DEFAULT_LEASE
+    ) -> Op[list[FlushResult | Exception]]:
+        """Flush several threads, of any tenants, as one: their leases taken and outboxes read in
+        one Redis round trip, their rows written in one Postgres transaction
+        (`upsert_group_op`: fenced per thread, forks reported per thread, one commit), their
+        entries acknowledged in one round trip. The background flusher's way through a
+        backlog: a commit, and its round trips, per group instead of per thread.
+
+        Returns each thread's result, or the exception that is its own (corrupt bytes, its
+        transaction refused), in the order given. A failed group transaction is not blamed on
+        every thread: each is then flushed alone (`flush_thread_op`, with the read already
+        made), so a failing or fenced thread is found and handled as it would be alone and the
+        others are written. A failure that is everyone's (`is_outage`: a tier down) raises.
+        A thread that needs more than one outbox read, or has nothing to write, is flushed
+        alone too. Pipelines span Redis Cluster slots (one per thread), never a MULTI."""
+        tokens = [lease.new_token() for _ in threads]
+        commands: list[tuple[Any, ...]] = []
+        for (tenant_id, thread_id), token in zip(threads, tokens, strict=True):
+            dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
+            member = K.dirty_member(tenant_id, thread_id)
+            commands += self._read_call(self._keys(tenant_id, thread_id), token, dirty, member, lease.ms).commands
+        replies = yield RedisCall(tuple(commands), scripts=(scripts.OUTBOX_READ,))
+        outcomes: list[FlushResult | Exception | None] = [None] * len(threads)
+        held: dict[int, FirstRead] = {}  # leases this op still has to release or hand on
+        for i, key in enumerate(threads):
+            observed, reply = replies[2 * i], replies[2 * i + 1]
+            if reply:
+                held[i] = FirstRead(tokens[i], observed, reply)
+                if len(reply) > 6 and not int(reply[6]):
+                    logger.warning("flush of thread %s/%s runs without a lease: Redis refused the lease write (out of "
+                                   "memory?); Postgres' fence still orders flushers", *key)  # fmt: skip
+            else:
+                outcomes[i] = FlushResult(*key, skipped_locked=True)
+        alone = [i for i, read in held.items() if not read.reply[0] or len(read.reply[0]) >= OUTBOX_BATCH]
+        try:
+            group: dict[int, tuple[FlushBatch, Offloaded, int]] = {}
+            for i, read in held.items():
+                if i in alone:
+                    continue
+                try:
+                    group[i] = yield from self._rows_op(*threads[i], read.reply[0], read.reply[2])
+                except Exception as exc:  # this thread's own (corrupt bytes): its lease goes below
+                    outcomes[i] = exc
+            written = yield from self._group_transaction_op(threads, held, group)
+            if written is None:  # refused: each thread alone finds the one to blame
+                alone += list(group)
+            else:
+                yield from self._group_ack_op(threads, held, group, written, outcomes)
+            for i in sorted(alone):
+                first = held.pop(i)  # the lease goes with the read: flush_thread_op releases it
+                try:
+                    outcomes[i] = yield from self.flush_thread_op(*threads[i], lease=lease, first=first)
+                except Exception as exc:
+                    outcomes[i] = exc
+        finally:
+            if held:
+                yield from self._release_all_op(threads, held)
+        done = [outcome for outcome in outcomes if outcome is not None]
+        assert len(done) == len(threads), "every thread of a group flush has an outcome"
+        return done
+
+    def _group_transaction_op(
+        self, threads: Sequence[tuple[str, str]], held: dict[int, FirstRead],
+        group: dict[int, tuple[FlushBatch, Offloaded, int]],
+    ) -> Op[dict[tuple[str, str], list[tuple[str, str]]] | None]:
+        """The group's rows in one transaction; per thread, the forks it found. None when the
+        transaction failed for a reason that may be one thread's (logged): nothing committed."""
+        batches = [batch for batch, _, _ in group.values() if batch.checkpoints or batch.blobs or batch.writes]
+        fences = {threads[i]: fence for i in group if (fence := _fence_of(held[i].reply)) is not None}
+        try:
+            return (yield from upsert_group_op(self.schema, batches, fences, hot_tier=self.prefix))
+        except Exception as exc:
+            if is_outage(exc):
+                raise
+            logger.info("group flush of %d threads refused (%s: %s): flushing them one by one",
+                        len(group), type(exc).__name__, exc)  # fmt: skip
+            return None
+
+    def _group_ack_op(
+        self, threads: Sequence[tuple[str, str]], held: dict[int, FirstRead],
+        group: dict[int, tuple[FlushBatch, Offloaded, int]],
+        written: dict[tuple[str, str], list[tuple[str, str]]], outcomes: list[FlushResult | Exception | None],
+    ) -> Op[None]:
+        """Acknowledge the group's entries, releasing each lease: one round trip, plus one MULTI
+        per thread whose offloaded values must be tracked with its ack (rare)."""
+        calls: list[tuple[list[int], RedisCall]] = []
+        plain: list[int] = []
+        acks: list[tuple[Any, ...]] = []
+        for i, (batch, offloaded, _) in group.items():
+            read = held[i]
+            entries, versions = read.reply[0], read.reply[1]
+            ack, track = self._ack_commands(batch, read.token, read.observed, entries, versions, offloaded, last=True)
+            if track:
+                calls.append(([i], RedisCall((ack, *track), transaction=True, scripts=(scripts.OUTBOX_ACK,))))
+            else:
+                plain.append(i)
+                acks.append(ack)
+        if acks:
+            calls.append((plain, RedisCall(tuple(acks), scripts=(scripts.OUTBOX_ACK,))))
+        for indexes, call in calls:
+            replies = yield call
+            for i, remaining in zip(indexes, replies, strict=False):
+                batch, _, lost = group[i]
+                read = held.pop(i)
+                result = FlushResult(batch.tenant_id, batch.thread_id, remaining=int(remaining))
+                result.lost += _outbox_lost(batch.tenant_id, batch.thread_id, read.reply[3])
+                _count(result, batch, lost)
+                result.forked = written.get(threads[i], [])
+                if read.observed is not None and (batch.checkpoints or batch.blobs or batch.writes):
+                    result.lag_seconds = _seconds_since(read.observed)
+                outcomes[i] = result
+        return None
+
+    def _release_all_op(self, threads: Sequence[tuple[str, str]], held: dict[int, FirstRead]) -> Op[None]:
+        """Release the leases a group flush still holds, in one round trip. A failure is logged,
+        not raised: it would hide the flush's own outcome, and a lease lapses on its own."""
+        commands = tuple(
+            scripts.LOCK_RELEASE.call({"lock": K.lock_key(self.prefix, *threads[i], "flush")}, {"token": read.token})
+            for i, read in held.items()
+        )  # fmt: skip
+        try:
+            yield RedisCall(commands, scripts=(scripts.LOCK_RELEASE,))
+        except Exception as exc:
+            logger.warning("could not release the flush leases of %d threads (they lapse within their lease): %s",
+                           len(commands), exc)  # fmt: skip
+        held.clear()
+        return None
+
     def _flush_thread_op(
         self, tenant_id: str, thread_id: str, *, wait: bool, lease: FlushLease, first: FirstRead | None
     ) -> Op[FlushResult]:
@@ -461,44 +599,24 @@ class FlushOps:
         try:
             while True:
                 entries, versions, values, outbox_lost = reply[:4]
-                if int(outbox_lost):
-                    result.lost += 1
-                    logger.error(
-                        "the outbox of thread %s/%s was lost: Redis evicted it before its flush "
-                        "(use a volatile-* maxmemory-policy, see README); its unflushed checkpoints "
-                        "never reach Postgres", tenant_id, thread_id,
-                        extra={"tenant_id": tenant_id, "thread_id": thread_id},
-                    )
+                result.lost += _outbox_lost(tenant_id, thread_id, outbox_lost)
                 if not entries:  # nothing to flush: release the lease, clear the dirty mark
                     ack = {"token": token, "release": "1", "ttl_ms": self.ttl_ms, "member": member, "observed": seen}
                     (remaining,) = yield RedisCall((scripts.OUTBOX_ACK.call(ack_keys, ack),), scripts=(scripts.OUTBOX_ACK,))
                     released = True
                     result.remaining = int(remaining)
                     break
-                batch, unsure = self._decode(tenant_id, thread_id, entries, values)
-                result.lost += yield from self._settle_op(batch, unsure)
-                offloaded = yield from self.offload_rows_op(batch)
+                batch, offloaded, lost = yield from self._rows_op(tenant_id, thread_id, entries, values)
                 if batch.checkpoints or batch.blobs or batch.writes:
                     counts = yield from upsert_batch_op(self.schema, [batch], fences, hot_tier=self.prefix)
                     result.forked += [(ns, checkpoint_id) for _, ns, checkpoint_id in counts.forked]
                     if observed is not None:
                         result.lag_seconds = _seconds_since(observed)
-                result.checkpoints += len(batch.checkpoints)
-                result.blobs += len(batch.blobs)
-                result.writes += len(batch.writes)
-                result.lost += sum(1 for value in values if not value)
+                _count(result, batch, lost)
                 last = len(entries) < OUTBOX_BATCH
-                ack = {
-                    "token": token, "release": "1" if last else "0", "ttl_ms": self.ttl_ms, "member": member,
-                    "observed": seen,
-                }  # fmt: skip
-                acked = [
-                    item for entry, version in zip(entries, versions, strict=True)
-                    for item in (entry, version, offloaded.pointers.get(as_str(entry), b""))
-                ]  # fmt: skip
-                track = self.offloader.track_commands(tenant_id, thread_id, offloaded.digests) if offloaded.digests and self.offloader else []
+                ack_call, track = self._ack_commands(batch, token, observed, entries, versions, offloaded, last=last)
                 replies = yield RedisCall(
-                    (scripts.OUTBOX_ACK.call(ack_keys, ack, acked), *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
+                    (ack_call, *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
                 )
                 remaining = replies[0]
                 released = last
@@ -517,6 +635,35 @@ class FlushOps:
             if not released:
                 yield from self.release_flush_lock_op(tenant_id, thread_id, token)
         return result
+
+    def _rows_op(
+        self, tenant_id: str, thread_id: str, entries: Sequence[Any], values: Sequence[Any]
+    ) -> Op[tuple[FlushBatch, Offloaded, int]]:
+        """The rows of one outbox read, their oversized values sent to the blob store, and how
+        many entries (or checkpoints) are lost: their data was gone from Redis."""
+        batch, unsure = self._decode(tenant_id, thread_id, entries, values)
+        lost = yield from self._settle_op(batch, unsure)
+        offloaded = yield from self.offload_rows_op(batch)
+        return batch, offloaded, lost + sum(1 for value in values if not value)
+
+    def _ack_commands(
+        self, batch: FlushBatch, token: str, observed: Any, entries: Sequence[Any], versions: Sequence[Any],
+        offloaded: Offloaded, *, last: bool,
+    ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+        """The acknowledgement of flushed entries (releasing the lease when `last`) and the
+        offloaded values' tracking commands, which must go with it in one MULTI."""
+        tenant_id, thread_id = batch.tenant_id, batch.thread_id
+        dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
+        ack = {
+            "token": token, "release": "1" if last else "0", "ttl_ms": self.ttl_ms,
+            "member": K.dirty_member(tenant_id, thread_id), "observed": "" if observed is None else observed,
+        }  # fmt: skip
+        acked = [
+            item for entry, version in zip(entries, versions, strict=True)
+            for item in (entry, version, offloaded.pointers.get(as_str(entry), b""))
+        ]  # fmt: skip
+        track = self.offloader.track_commands(tenant_id, thread_id, offloaded.digests) if offloaded.digests and self.offloader else []
+        return scripts.OUTBOX_ACK.call({**self._keys(tenant_id, thread_id), "dirty": dirty}, ack, acked), track
 
     @staticmethod
     def _read_call(
@@ -548,6 +695,32 @@ class FlushOps:
         depth = sum(int(n) for n in replies[0::2])
         scores = [score for oldest in replies[1::2] for _, score in scored(oldest)]
         return OutboxStatus(depth, _seconds_since(min(scores)) if scores else 0.0)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a flush failure is everyone's (a tier unreachable, or refusing the saver's
+    configuration) rather than the thread's own (its data, or a statement that fails for it)."""
+    return isinstance(exc, (TierUnavailableError, PostgresConfigError))
+
+
+def _outbox_lost(tenant_id: str, thread_id: str, flag: Any) -> int:
+    """1 (and an ERROR) when the outbox read found the thread's outbox evicted, else 0."""
+    if not int(flag):
+        return 0
+    logger.error(
+        "the outbox of thread %s/%s was lost: Redis evicted it before its flush "
+        "(use a volatile-* maxmemory-policy, see README); its unflushed checkpoints "
+        "never reach Postgres", tenant_id, thread_id,
+        extra={"tenant_id": tenant_id, "thread_id": thread_id},
+    )
+    return 1
+
+
+def _count(result: FlushResult, batch: FlushBatch, lost: int) -> None:
+    result.checkpoints += len(batch.checkpoints)
+    result.blobs += len(batch.blobs)
+    result.writes += len(batch.writes)
+    result.lost += lost
 
 
 def _out_of_memory(exc: TierUnavailableError) -> bool:

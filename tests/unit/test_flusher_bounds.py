@@ -26,11 +26,19 @@ class FakeOutbox:
     def __init__(self) -> None:
         self.dirty: dict[tuple[str, str], None] = {}
         self.index_down = False
+        self.groups: list[int] = []  # the size of each group flush
 
     def flush_thread_op(self, tenant_id: str, thread_id: str) -> Iterator[Any]:
         self.dirty.pop((tenant_id, thread_id), None)
         return FlushResult(tenant_id, thread_id)
         yield  # a sans-I/O op that needs no I/O
+
+    def flush_group_op(self, threads: list[tuple[str, str]]) -> Iterator[Any]:
+        self.groups.append(len(threads))
+        for key in threads:
+            self.dirty.pop(key, None)
+        return [FlushResult(*key) for key in threads]
+        yield
 
     def dirty_threads_op(self, older_than_ms: int | None = None, limit: int = 500) -> Iterator[Any]:
         if self.index_down:
@@ -127,3 +135,15 @@ def test_the_drain_of_the_outbox_index_ends_while_other_processes_keep_writing(
     results = fl.stop(drain=True)
     assert len(results) == LIMIT + 2  # what it tracked, and as many as it left out
     assert not {("t", f"th{i}") for i in range(LIMIT + 2)} & set(outbox.dirty)  # the oldest first
+
+
+def test_a_backlog_is_flushed_in_groups_of_at_most_flush_group_threads(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(background, "FLUSH_GROUP", 3)
+    fl, outbox, clock = flusher
+    for i in range(LIMIT):
+        _write(fl, outbox, f"th{i}")
+    clock.advance(3600, fl._scheduler)
+    assert outbox.groups == [3] and outbox.dirty == {}  # three in a group, the last one alone
+    assert (fl._touched, fl._due, fl._counts) == (set(), {}, {})
