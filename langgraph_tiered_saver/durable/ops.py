@@ -200,10 +200,11 @@ def _group_call(
     hot_tier: str | None, *, plain: bool = True,
 ) -> tuple[PgCall, list[tuple[str, str]]]:
     """One transaction for the batches of several tenants, and (tenant, result kind) of each
-    statement. Each tenant's statements follow its own `sql.SET_TENANT`, so row-level security
-    checks every row against its tenant. Every thread lock is taken first and every fence next,
-    each in one global order, so two group flushes that share a thread (a takeover) wait for
-    each other instead of deadlocking; then the fork checks and inserts, tenant by tenant."""
+    statement. Every thread lock is taken first (one statement, one global order); then, tenant
+    by tenant in order, `sql.SET_TENANT` (row-level security checks each row against its
+    tenant), the tenant's fences (thread order), fork checks and inserts. A thread's rows are
+    written only under its fence's row lock, taken in one global (tenant, thread) order: two
+    group flushes that share threads (a takeover) wait for each other, never deadlock."""
     tenants = sorted(by_tenant)
     lock_keys = sorted({k for t in tenants for k in sql.thread_lock_keys(t, (b.thread_id for b in by_tenant[t]))})
     statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
@@ -216,15 +217,9 @@ def _group_call(
             kinds.append((tenant, "-"))
         tenant_fences = {thread: token for (t, thread), token in fences.items() if t == tenant}
         fenced = _fence_statements(schema, tenant, by_tenant[tenant], tenant_fences)
-        statements += fenced
-        kinds += [(tenant, "-")] * len(fenced)
-    for tenant in tenants:
-        if len(tenants) > 1:  # the setting in force is the last tenant's
-            statements.append(PgStatement(sql.SET_TENANT, (tenant,)))
-            kinds.append((tenant, "-"))
         rows, row_kinds = _row_statements(schema, tenant, by_tenant[tenant], plain=plain)
-        statements += rows
-        kinds += [(tenant, kind) for kind in row_kinds]
+        statements += fenced + rows
+        kinds += [(tenant, "-")] * len(fenced) + [(tenant, kind) for kind in row_kinds]
     return PgCall(tuple(statements)), kinds
 
 
