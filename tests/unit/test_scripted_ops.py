@@ -29,12 +29,13 @@ from langgraph_tiered_saver._sansio.schedule import Scheduler
 from langgraph_tiered_saver._sansio.scripted import Expect, ScriptedDriver, commands_of
 from langgraph_tiered_saver.errors import (
     DatabaseMissingError,
+    FlushFencedError,
     PostgresAuthError,
     PostgresError,
     RedisPermissionError,
     SchemaMissingError,
 )
-from langgraph_tiered_saver.flushing.ops import FlushOps
+from langgraph_tiered_saver.flushing.ops import FlushOps, FlushResult
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.hot.ops import HotOps
@@ -531,3 +532,121 @@ def test_redis_error_classes_are_typed(exc: Exception, expected: type) -> None:
     from langgraph_tiered_saver._sansio.io import _typed_script_error
 
     assert type(_typed_script_error(exc)) is expected  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- group flushes
+
+GROUP = [("acme", "t1"), ("globex", "t2"), ("acme", "t3")]
+
+
+def _fenced_outbox(entries: list[bytes], values: list[bytes]) -> list[Any]:
+    """`_outbox` with the fencing clock and the lease flag the outbox read script returns."""
+    score, read = _outbox(entries, values)
+    return [score, [*read, b"1700000000", b"5", 1]]
+
+
+def _group_read(*replies: list[Any]) -> Expect:
+    return Expect(
+        RedisCall, reply=[part for reply in replies for part in reply], describe="every thread's lease and outbox",
+        check=lambda c: commands_of(c) == ["ZSCORE", "EVALSHA:outbox_read"] * len(replies) and not c.transaction,
+    )  # fmt: skip
+
+
+def _sql_of(call: PgCall) -> list[str]:
+    return [st.sql for st in call.statements]
+
+
+def test_a_group_flush_writes_threads_of_several_tenants_in_one_transaction() -> None:
+    """Three round trips for three threads of two tenants: one pipelined read (each thread's
+    own slot, no MULTI), one transaction with each tenant's statements after its own
+    set_config, one pipelined ack."""
+    from langgraph_tiered_saver.durable import sql
+
+    def transaction(call: PgCall) -> bool:
+        texts = _sql_of(call)
+        tenants = [st.params[0] for st in call.statements if st.sql == sql.SET_TENANT]
+        fences = [st.params[:2] for st in call.statements if "lts_flush_fence" in st.sql]
+        acme = texts.index(sql.SET_TENANT)
+        globex = texts.index(sql.SET_TENANT, acme + 1)
+        return (
+            call.tenant_id is None and tenants == ["acme", "globex"]
+            and fences == [("acme", "t1"), ("acme", "t3"), ("globex", "t2")]
+            and all(st.params[0] == "acme" for st in call.statements[acme + 1:globex] if "INSERT" in st.sql)
+            and all(st.params[0] == "globex" for st in call.statements[globex + 1:] if "INSERT" in st.sql)
+        )  # fmt: skip
+
+    driver = ScriptedDriver([
+        _group_read(*(_fenced_outbox(*_blob_entries(1 + i)) for i in range(3))),
+        # thread locks; acme: tenant, hot-tier check, 2 fences, values; globex: tenant, fence, values
+        Expect(PgCall, reply=[1, 1, 1, 1, 1, 3, 1, 1, 2], check=transaction, describe="one transaction"),
+        Expect(RedisCall, reply=[0, 0, 0], check=lambda c: commands_of(c) == ["EVALSHA:outbox_ack"] * 3
+               and not c.transaction and all(_ack_arg(RedisCall((cmd,)), "release") == "1" for cmd in c.commands),
+               describe="every ack in one pipeline, each releasing its lease"),
+    ])  # fmt: skip
+    results = driver.run(_flush_ops().flush_group_op(GROUP))
+    assert [(r.tenant_id, r.thread_id, r.blobs, r.remaining) for r in results] == [
+        ("acme", "t1", 1, 0), ("globex", "t2", 2, 0), ("acme", "t3", 3, 0),
+    ]  # fmt: skip
+
+
+def test_a_refused_group_transaction_flushes_each_thread_alone() -> None:
+    """One thread's fence (a takeover since the read) or failing row rolls the group back: each
+    thread is then flushed alone from the read already made, so the fenced one is skipped, the
+    failing one gets its own error, and the other is written."""
+    trigger = PostgresError("refused by a trigger", "P0001")
+    driver = ScriptedDriver([
+        _group_read(*(_fenced_outbox(*_blob_entries(1)) for _ in GROUP)),
+        Expect(PgCall, error=FlushFencedError("lease lost"), describe="the group, refused"),
+        Expect(PgCall, error=FlushFencedError("lease lost"), check=lambda c: c.tenant_id == "acme", describe="t1 alone"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:lock_release"), describe="t1's lease released"),
+        Expect(PgCall, reply=[1, 1, 1, 1], check=lambda c: c.tenant_id == "globex", describe="t2 alone"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:outbox_ack"), describe="t2 acknowledged"),
+        Expect(PgCall, error=trigger, check=lambda c: c.tenant_id == "acme", describe="t3 alone"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:lock_release"), describe="t3's lease released"),
+    ])  # fmt: skip
+    fenced, written, failed = driver.run(_flush_ops().flush_group_op(GROUP))
+    assert isinstance(fenced, FlushResult) and fenced.fenced and fenced.skipped_locked and fenced.blobs == 0
+    assert isinstance(written, FlushResult) and (written.thread_id, written.blobs, written.remaining) == ("t2", 1, 0)
+    assert failed is trigger
+
+
+def test_a_busy_thread_of_a_group_is_skipped_and_a_corrupt_one_fails_alone() -> None:
+    entries, _ = _blob_entries(1)
+    driver = ScriptedDriver([
+        _group_read([None, None], _fenced_outbox(entries, [b"\xffcorrupt"]), _fenced_outbox(*_blob_entries(2))),
+        Expect(PgCall, reply=[1, 1, 1, 1, 2], check=lambda c: "t2" not in str(c), describe="t3 alone in the group"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:outbox_ack"), describe="t3 acknowledged"),
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:lock_release")(c) and "t2" in str(c.commands),
+               describe="the corrupt thread's lease released"),
+    ])  # fmt: skip
+    busy, corrupt, written = driver.run(_flush_ops().flush_group_op(GROUP))
+    assert isinstance(busy, FlushResult) and busy.skipped_locked and not busy.fenced
+    assert isinstance(corrupt, Exception)
+    assert isinstance(written, FlushResult) and written.blobs == 2
+
+
+def test_a_group_flush_in_an_outage_raises_and_releases_every_lease() -> None:
+    driver = ScriptedDriver([
+        _group_read(*(_fenced_outbox(*_blob_entries(1)) for _ in GROUP)),
+        Expect(PgCall, error=PG_DOWN),
+        Expect(RedisCall, reply=[1, 1, 1], check=lambda c: commands_of(c) == ["EVALSHA:lock_release"] * 3,
+               describe="every lease released in one round trip"),
+    ])  # fmt: skip
+    with pytest.raises(TierUnavailableError):
+        driver.run(_flush_ops().flush_group_op(GROUP))
+
+
+def test_a_group_thread_with_more_than_one_outbox_batch_is_flushed_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("langgraph_tiered_saver.flushing.ops.OUTBOX_BATCH", 2)
+    driver = ScriptedDriver([
+        _group_read(_fenced_outbox(*_blob_entries(1)), _fenced_outbox(*_blob_entries(2))),
+        Expect(PgCall, reply=[1, 1, 1, 1, 1], check=lambda c: c.tenant_id is None, describe="the group: t1"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:outbox_ack")),
+        Expect(PgCall, reply=[1, 1, 1, 2], check=lambda c: c.tenant_id == "globex", describe="t2 alone, first batch"),
+        Expect(RedisCall, reply=[1], check=lambda c: _ack_arg(c, "release") == "0", describe="lease kept"),
+        Expect(RedisCall, reply=_fenced_outbox(*_blob_entries(1, start=2)), describe="t2's next read"),
+        Expect(PgCall, reply=[1, 1, 1, 1]),
+        Expect(RedisCall, reply=[0], check=lambda c: _ack_arg(c, "release") == "1"),
+    ])  # fmt: skip
+    one, two = driver.run(_flush_ops().flush_group_op(GROUP[:2]))
+    assert isinstance(one, FlushResult) and isinstance(two, FlushResult) and (one.blobs, two.blobs) == (1, 3)

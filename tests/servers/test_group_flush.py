@@ -1,0 +1,123 @@
+"""Group flushes on real Redis and Postgres: the background flusher's several threads, of any
+tenants, in one transaction. Row-level security holds for each tenant's rows (as the
+application role), and one thread's fence or failing row never costs the others their flush."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from langgraph_tiered_saver._sansio.io import PgCall, SyncDriver
+from langgraph_tiered_saver.durable.roles import create_app_role_op
+from langgraph_tiered_saver.flushing.ops import FlushLease, FlushPolicy, FlushResult
+from tests.faults.test_flush_fencing import _finish
+from tests.faults.test_flush_workers import _step_until
+from tests.graphs import chain_graph
+from tests.helpers import thread_config
+from tests.servers.test_flusher_supervision import _trigger
+
+MANUAL = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0, on_close=False)
+TENANTS = ("acme", "globex", "initech")
+
+
+def _rows_by_tenant(url: str, schema: str, threads: list[str]) -> dict[tuple[str, str], int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            f'SELECT tenant_id, thread_id, count(*) FROM "{schema}".checkpoints WHERE thread_id = ANY(%s) GROUP BY 1, 2',
+            (threads,),
+        ).fetchall()
+    return {(t, th): n for t, th, n in rows}
+
+
+def _write(saver: Any, keys: list[tuple[str, str]]) -> None:
+    graph = chain_graph(saver, nodes=1)
+    for tenant, thread in keys:
+        graph.invoke({"n": 0}, thread_config(thread, tenant_id=tenant))
+
+
+def _pg_calls(monkeypatch: pytest.MonkeyPatch) -> list[PgCall]:
+    calls: list[PgCall] = []
+    original = SyncDriver._pg
+
+    def record(self: SyncDriver, call: PgCall) -> Any:
+        calls.append(call)
+        return original(self, call)
+
+    monkeypatch.setattr(SyncDriver, "_pg", record)
+    return calls
+
+
+def test_a_group_of_several_tenants_commits_once_as_the_app_role(
+    saver_context: Callable[..., Any], test_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the NOBYPASSRLS application role: each tenant's rows pass its row-level security
+    check because its statements follow its own set_config; one transaction for all."""
+    suffix = uuid.uuid4().hex[:10]
+    role, password = f"lts_group_app_{suffix}", f"pw-{suffix}"
+    app_url = psycopg.conninfo.make_conninfo(test_database_url, user=role, password=password)
+    with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False) as admin:
+        admin.setup()
+        admin.run_op(create_app_role_op(admin.schema, role, login=True, password=password))
+        try:
+            with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False,
+                               key_prefix=admin.key_prefix, schema=admin.schema, postgres_url=app_url) as app:  # fmt: skip
+                keys = [(tenant, f"g{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS * 2)]
+                _write(app, keys)
+                calls = _pg_calls(monkeypatch)
+                results = app.run_op(app.core.flush.flush_group_op(keys))
+                assert len(calls) == 1 and calls[0].tenant_id is None  # one transaction, tenants set inside
+                assert all(isinstance(r, FlushResult) and r.checkpoints == 3 and r.remaining == 0 for r in results)
+                stored = _rows_by_tenant(test_database_url, admin.schema, [t for _, t in keys])
+                assert stored == {key: 3 for key in keys}  # each thread's rows under its own tenant
+                assert not set(app.run_op(app.core.flush.dirty_threads_op())) & set(keys)  # out of the outbox
+                for tenant in TENANTS:  # read back through row-level security
+                    listed = {t.thread_id for t in app.for_tenant(tenant).list_threads()}
+                    assert listed == {th for t, th in keys if t == tenant}
+        finally:
+            with psycopg.connect(test_database_url, autocommit=True) as conn:
+                conn.execute(f'DROP OWNED BY "{role}"')
+                conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_a_fenced_thread_of_a_group_is_skipped_and_the_others_are_written(
+    saver_context: Callable[..., Any], test_database_url: str
+) -> None:
+    """A thread deleted after the group read its outbox: the group's transaction is refused by
+    its fence, each thread is then flushed alone, and only the deleted one is left out."""
+    policy = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0,
+                         on_close=False, takeover_seconds=0.2)  # fmt: skip
+    with saver_context(durable=True, tenant_id=None, flush_policy=policy, background_flush=False) as saver:
+        saver.setup()
+        keys = [(tenant, f"f{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
+        _write(saver, keys)
+        group = saver.core.flush.flush_group_op(keys, lease=FlushLease("stalled", 60_000))
+        upsert = _step_until(saver, group, PgCall)  # leases held, outboxes read
+        deleted = keys[1]
+        saver.for_tenant(deleted[0]).delete_thread(deleted[1])  # takes the lease over, tombstones
+        results = _finish(saver, group, upsert)
+        by_key = {(r.tenant_id, r.thread_id): r for r in results}
+        assert by_key[deleted].fenced and by_key[deleted].skipped_locked
+        assert all(by_key[k].checkpoints == 3 for k in keys if k != deleted)
+        stored = _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys])
+        assert stored == {k: 3 for k in keys if k != deleted}
+
+
+def test_a_thread_whose_rows_fail_costs_the_group_nothing_but_its_own_flush(
+    saver_context: Callable[..., Any], test_database_url: str
+) -> None:
+    with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False) as saver:
+        saver.setup()
+        keys = [(tenant, f"x{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
+        bad = keys[0]
+        _trigger(test_database_url, saver.schema, bad[1])
+        _write(saver, keys)
+        results = saver.run_op(saver.core.flush.flush_group_op(keys))
+        assert isinstance(results[0], Exception) and "refused by a trigger" in str(results[0])
+        assert all(isinstance(r, FlushResult) and r.checkpoints == 3 for r in results[1:])
+        stored = _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys])
+        assert stored == {k: 3 for k in keys[1:]}
+        assert bad in set(saver.run_op(saver.core.flush.dirty_threads_op()))  # still in the outbox
