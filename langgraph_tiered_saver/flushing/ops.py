@@ -176,6 +176,7 @@ class FirstRead:
     token: str
     observed: Any
     reply: Any
+    limit: int | None = None  # the most entries the read asked for (None: OUTBOX_BATCH); fewer: all of them
 
 
 @dataclass
@@ -442,27 +443,31 @@ class FlushOps:
         every thread: each is then flushed alone (`flush_thread_op`, with the read already
         made), so a failing or fenced thread is found and handled as it would be alone and the
         others are written. A failure that is everyone's (`is_outage`: a tier down) raises.
-        A thread that needs more than one outbox read, or has nothing to write, is flushed
-        alone too. Pipelines span Redis Cluster slots (one per thread), never a MULTI."""
+        Each thread's read asks for `OUTBOX_BATCH / len(threads)` entries at most, so a group
+        holds no more entries than one thread's flush does; a thread with more, or with nothing
+        to write, is flushed alone (its further reads as usual). Pipelines span Redis Cluster
+        slots (one per thread), never a MULTI."""
         tokens = [lease.new_token() for _ in threads]
+        limit = max(1, OUTBOX_BATCH // max(1, len(threads)))
         commands: list[tuple[Any, ...]] = []
         for (tenant_id, thread_id), token in zip(threads, tokens, strict=True):
             dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
             member = K.dirty_member(tenant_id, thread_id)
-            commands += self._read_call(self._keys(tenant_id, thread_id), token, dirty, member, lease.ms).commands
+            keys = self._keys(tenant_id, thread_id)
+            commands += self._read_call(keys, token, dirty, member, lease.ms, limit=limit).commands
         replies = yield RedisCall(tuple(commands), scripts=(scripts.OUTBOX_READ,))
         outcomes: list[FlushResult | Exception | None] = [None] * len(threads)
         held: dict[int, FirstRead] = {}  # leases this op still has to release or hand on
         for i, key in enumerate(threads):
             observed, reply = replies[2 * i], replies[2 * i + 1]
             if reply:
-                held[i] = FirstRead(tokens[i], observed, reply)
+                held[i] = FirstRead(tokens[i], observed, reply, limit)
                 if len(reply) > 6 and not int(reply[6]):
                     logger.warning("flush of thread %s/%s runs without a lease: Redis refused the lease write (out of "
                                    "memory?); Postgres' fence still orders flushers", *key)  # fmt: skip
             else:
                 outcomes[i] = FlushResult(*key, skipped_locked=True)
-        alone = [i for i, read in held.items() if not read.reply[0] or len(read.reply[0]) >= OUTBOX_BATCH]
+        alone = [i for i, read in held.items() if not read.reply[0] or len(read.reply[0]) >= limit]
         try:
             group: dict[int, tuple[FlushBatch, Offloaded, int]] = {}
             for i, read in held.items():
@@ -566,13 +571,15 @@ class FlushOps:
         keys = self._keys(tenant_id, thread_id)
         ack_keys = {**keys, "dirty": dirty}
         token = lease.new_token() if first is None else first.token
+        limit = OUTBOX_BATCH  # of the read the loop starts from
 
         def attempt(force: bool = False) -> Op[tuple[Any, Any] | None]:
-            nonlocal first
+            nonlocal first, limit
             if first is not None:  # made in the caller's round trip
-                observed, reply, first = first.observed, first.reply, None
+                observed, reply, limit, first = first.observed, first.reply, first.limit or OUTBOX_BATCH, None
             else:
                 observed, reply = yield self._read_call(keys, token, dirty, member, lease.ms, force=force)
+                limit = OUTBOX_BATCH
             return (observed, reply) if reply else None
 
         read = yield from poll_op(attempt, timeout=self.takeover_seconds if wait else 0)
@@ -613,7 +620,7 @@ class FlushOps:
                     if observed is not None:
                         result.lag_seconds = _seconds_since(observed)
                 _count(result, batch, lost)
-                last = len(entries) < OUTBOX_BATCH
+                last, limit = len(entries) < limit, OUTBOX_BATCH
                 ack_call, track = self._ack_commands(batch, token, observed, entries, versions, offloaded, last=last)
                 replies = yield RedisCall(
                     (ack_call, *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
@@ -667,10 +674,11 @@ class FlushOps:
 
     @staticmethod
     def _read_call(
-        keys: dict[str, str], token: str, dirty: str, member: str, lease_ms: int, *, force: bool = False
+        keys: dict[str, str], token: str, dirty: str, member: str, lease_ms: int, *, force: bool = False,
+        limit: int | None = None,
     ) -> RedisCall:
         """The dirty score (the shard's index, in the thread's slot) and the locked outbox read (taking or renewing the lease), pipelined."""
-        args = {"limit": OUTBOX_BATCH, "token": token, "lock_ttl_ms": lease_ms, "force": "1" if force else "0"}
+        args = {"limit": OUTBOX_BATCH if limit is None else limit, "token": token, "lock_ttl_ms": lease_ms, "force": "1" if force else "0"}
         return RedisCall((("ZSCORE", dirty, member), scripts.OUTBOX_READ.call(keys, args)), scripts=(scripts.OUTBOX_READ,))
 
     def dirty_threads_op(

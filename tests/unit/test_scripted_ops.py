@@ -636,15 +636,20 @@ def test_a_group_flush_in_an_outage_raises_and_releases_every_lease() -> None:
         driver.run(_flush_ops().flush_group_op(GROUP))
 
 
-def test_a_group_thread_with_more_than_one_outbox_batch_is_flushed_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("langgraph_tiered_saver.flushing.ops.OUTBOX_BATCH", 2)
+def test_a_group_thread_with_more_than_its_share_of_entries_is_flushed_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads read at most 4 / 2 entries each (a group holds no more than one thread's
+    flush would); the one that has more goes on alone, its next read a whole batch."""
+    monkeypatch.setattr("langgraph_tiered_saver.flushing.ops.OUTBOX_BATCH", 4)
+    share = _group_read(_fenced_outbox(*_blob_entries(1)), _fenced_outbox(*_blob_entries(2)))
+    share.check = lambda c: _read_arg(RedisCall(c.commands[:2]), "limit") == 2 == _read_arg(RedisCall(c.commands[2:]), "limit")
     driver = ScriptedDriver([
-        _group_read(_fenced_outbox(*_blob_entries(1)), _fenced_outbox(*_blob_entries(2))),
+        share,
         Expect(PgCall, reply=[1, 1, 1, 1, 1], check=lambda c: c.tenant_id is None, describe="the group: t1"),
         Expect(RedisCall, reply=[0], check=_is("EVALSHA:outbox_ack")),
         Expect(PgCall, reply=[1, 1, 1, 2], check=lambda c: c.tenant_id == "globex", describe="t2 alone, first batch"),
         Expect(RedisCall, reply=[1], check=lambda c: _ack_arg(c, "release") == "0", describe="lease kept"),
-        Expect(RedisCall, reply=_fenced_outbox(*_blob_entries(1, start=2)), describe="t2's next read"),
+        Expect(RedisCall, reply=_fenced_outbox(*_blob_entries(1, start=2)), check=lambda c: _read_arg(c, "limit") == 4,
+               describe="t2's next read: a whole batch"),
         Expect(PgCall, reply=[1, 1, 1, 1]),
         Expect(RedisCall, reply=[0], check=lambda c: _ack_arg(c, "release") == "1"),
     ])  # fmt: skip
