@@ -16,7 +16,8 @@ containment are written once, here:
   final work (drain the flusher, send held writes) on the caller's thread.
 
 Jobs take turns, so a job must do one bounded piece of work per turn (the flusher flushes one
-due thread per turn, not all of them): a lock renewal waits for one flush at most, bounded by
+group of due threads per turn, `FLUSH_GROUP` at most, not all of them): a lock renewal waits
+for one group's flush at most, bounded by
 the Postgres deadline (`PgLimits`), which a lock's TTL should exceed by far. A job whose
 purpose is to unblock calls stuck on a server (the Postgres watchdog, `_sansio/io.py`) must not share
 a thread with jobs that make such calls: it runs on its own process-wide `Scheduler`.

@@ -37,7 +37,7 @@ _HELP = {
     "op_errors": "Saver calls that raised, by error class.",
     "request_errors": "Requests that failed, by tier and error class (also when the call recovered).",
     "flush_lag_seconds": "From a thread's last hot write to its commit in Postgres.",
-    "flush_seconds": "Duration of one thread's flush to Postgres.",
+    "flush_seconds": "Duration of one thread's flush to Postgres (in a group flush, the group's).",
     "postgres_outage_seconds": "Duration of a Postgres outage, from its first failure to its first success.",
 }
 

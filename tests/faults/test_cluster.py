@@ -157,6 +157,28 @@ async def test_conformance_on_the_cluster(api: str, cluster_saver_context: Calla
     await _run_suite(f"TieredSaver[{api},cluster]", lambda: _SetUp(cluster_saver_context(cls=cls, durable=True)))
 
 
+# ----------------------------------------------------------------------------- group flushes
+
+
+def test_a_group_flush_spans_the_slots_of_its_threads(
+    cluster_saver_context: Callable[..., Any], redis_cluster: PrivateRedisCluster, test_database_url: str
+) -> None:
+    """The background flusher's group reads and acknowledges threads of several slots (and
+    nodes) in one pipeline each, no MULTI; with every node's script cache emptied first, the
+    NOSCRIPT retry loads the scripts on every node."""
+    with cluster_saver_context(durable=True, background_flush=False, tenant_id=None) as saver:
+        saver.setup()
+        keys = [(f"tenant-{i % 3}", f"group-{i}-{uuid.uuid4().hex[:6]}") for i in range(9)]
+        graph = chain_graph(saver, nodes=1)
+        for tenant, thread in keys:
+            graph.invoke({"n": 0}, thread_config(thread, tenant_id=tenant))
+        for node in redis_cluster.nodes:
+            redis.Redis(port=node.port).script_flush()
+        results = saver.run_op(saver.core.flush.flush_group_op(keys))
+        assert [(r.tenant_id, r.thread_id, r.checkpoints, r.remaining) for r in results] == [(*k, 3, 0) for k in keys]
+        assert all(pg_rows(test_database_url, saver.schema, thread) == 3 for _, thread in keys)
+
+
 # ----------------------------------------------------------------------------- wipe and restore
 
 
