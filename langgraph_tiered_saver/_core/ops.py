@@ -11,6 +11,7 @@ around the checkpoint calls. Configs are parsed by the caller: ops take `ThreadR
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -185,7 +186,8 @@ class Core:
     read_through: dict[tuple[str, str, str], str] = field(default_factory=dict, init=False)
     landed: LandedPuts = field(default_factory=lambda: LandedPuts(), init=False)
     fresh: FreshThreads = field(default_factory=lambda: FreshThreads(), init=False)
-    seeds: DecodedValues = field(default_factory=lambda: DecodedValues(), init=False)  # DeltaChannel seeds read
+    # values read again (DeltaChannel seeds and writes, a checkpoint's values): records/decoded.py
+    decoded: DecodedValues = field(default_factory=lambda: DecodedValues(), init=False)
     _stale_reported: str = field(default="", init=False)  # the generation whose first stale thread was logged
 
     def __post_init__(self) -> None:
@@ -711,7 +713,8 @@ class Core:
     def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
-        found = self.hot.to_tuple(ref, (yield from self.offload.resolve_stored_op(ref.tenant_id, stored)))
+        stored = yield from self.offload.resolve_stored_op(ref.tenant_id, stored)
+        found = self.hot.to_tuple(ref, stored, functools.partial(self.decoded.load, ref.tenant_id, loads=self.hot.serde.loads_typed))
         if self.legacy is None or parent_key(found) is None:  # the current format: nothing to migrate
             return found
         return (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))

@@ -225,9 +225,9 @@ class HotOps:
         self, ref: ThreadRef, stored: StoredCheckpoint, values: Callable[[TypedValue], Any] | None = None
     ) -> CheckpointTuple:
         """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple.
-        `values`: how channel values are decoded (a list call's `DecodeOnce`), else the serde."""
-        loads = self.serde.loads_typed
-        load_value = loads if values is None else values
+        `values`: how channel values and pending writes are decoded (a list call's `DecodeOnce`,
+        a read's `DecodedValues`), else the serde."""
+        load_value = self.serde.loads_typed if values is None else values
         blobs = stored.blobs
         try:
             checkpoint: Checkpoint = loads_record(self.serde, stored.record.checkpoint)
@@ -238,7 +238,7 @@ class HotOps:
                 if typed is None or typed[0] == "empty":
                     continue
                 channel_values[field.split(K.SEP, 2)[1]] = load_value(typed)
-            pending = [(w.task_id, w.channel, loads(w.value)) for w in stored.writes]
+            pending = [(w.task_id, w.channel, load_value(w.value)) for w in stored.writes]
         except CorruptDataError:
             raise
         except Exception as exc:

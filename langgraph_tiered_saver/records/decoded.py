@@ -1,8 +1,14 @@
-"""Decoded values kept across calls, for the one read that repeats with the same bytes: the
-seed of a DeltaChannel, which each turn of a conversation reads again until the next snapshot
-(every `snapshot_frequency` updates). A long conversation's seed holds the whole message list
+"""Decoded values kept across calls, for reads that repeat with the same bytes: the seed of a
+DeltaChannel, which each turn of a conversation reads again until the next snapshot (every
+`snapshot_frequency` updates), with the writes appended since; and the channel values and
+pending writes of a checkpoint read more than once (`get_tuple` of a thread whose channels did
+not all change since the last read). A long conversation's seed holds the whole message list
 (hundreds of KB, often offloaded to the blob store), so without this each turn fetches it and
-deserializes every message again.
+deserializes every message again. Deserializing messages (pydantic validation of each) costs
+about 4x a pickle copy.
+
+Seeds are kept on their first read (`put`). Other values only on their second (`seen_again`):
+a value read once, like most of a conversation's, costs no pickle and takes no room.
 
 Entries are keyed by the tenant and the stored (type, bytes) pair: the value's own bytes, or the
 pointer of an offloaded value, which names its content by hash. Equal keys are equal content, so
@@ -16,11 +22,18 @@ from __future__ import annotations
 import pickle  # copies of values this process decoded, never foreign bytes
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from langgraph_tiered_saver.records.codec import TypedValue
 
 DEFAULT_LIMIT = 32 * 1024 * 1024
+# Below this many stored bytes the serializer decodes as fast as a copy: not worth an entry.
+MIN_BYTES = 128
+# Values read once, remembered by hash until read again (then kept) or forgotten (all at once
+# when there are this many): a bound on memory, not on correctness (a hash that collides only
+# admits a value one read early).
+SEEN_ONCE_LIMIT = 16_384
 
 Key = tuple[str, str, bytes]
 
@@ -33,6 +46,7 @@ class DecodedValues:
         self._lock = threading.Lock()
         self._entries: OrderedDict[Key, bytes] = OrderedDict()
         self._size = 0
+        self._seen_once: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -46,6 +60,33 @@ class DecodedValues:
                 return False, None
             self._entries.move_to_end(key)
         return True, pickle.loads(copy)  # our own bytes
+
+    def seen_again(self, tenant: str, typed: TypedValue) -> bool:
+        """Whether `typed` was read before (and is worth keeping): True on its second read."""
+        if len(typed[1]) < MIN_BYTES:
+            return False
+        mark = hash((tenant, typed[0], typed[1]))
+        with self._lock:
+            if mark in self._seen_once:
+                self._seen_once.discard(mark)
+                return True
+            if len(self._seen_once) >= SEEN_ONCE_LIMIT:
+                self._seen_once.clear()
+            self._seen_once.add(mark)
+        return False
+
+    def load(self, tenant: str, typed: TypedValue, loads: Callable[[TypedValue], Any]) -> Any:
+        """`loads(typed)`, or a copy of the value these bytes decoded to before; kept from its
+        second read on (see module docstring)."""
+        if len(typed[1]) < MIN_BYTES:
+            return loads(typed)
+        hit, value = self.get(tenant, typed)
+        if hit:
+            return value
+        value = loads(typed)
+        if self.seen_again(tenant, typed):
+            self.put(tenant, typed, value)
+        return value
 
     def put(self, tenant: str, typed: TypedValue, value: Any) -> None:
         """Remember `value`, decoded from `typed`; a value pickle cannot copy, or too large for
@@ -72,6 +113,7 @@ class DecodedValues:
         with self._lock:
             for key in [k for k in self._entries if k[0] == tenant]:
                 self._size -= _size(key, self._entries.pop(key))
+            self._seen_once.clear()  # hashes carry no tenant: all of them go
 
 
 def _size(key: Key, copy: bytes) -> int:

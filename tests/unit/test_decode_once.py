@@ -73,3 +73,27 @@ def test_decoded_values_copies_per_tenant_within_a_bound() -> None:
     values.put("b", typed, messages)
     values.forget_tenant("a")
     assert len(values) == 1 and values.get("b", typed)[0]
+
+
+def test_decoded_values_load_keeps_a_value_from_its_second_read() -> None:
+    loads = Counting()
+    messages = [HumanMessage(content="hi " * 50, id="1"), AIMessage(content="hello " * 50, id="2")]
+    typed = loads.serde.dumps_typed(messages)
+    small = loads.serde.dumps_typed("node-1")
+    values = DecodedValues(limit=1_000_000)
+    first = values.load("a", typed, loads)
+    assert len(values) == 0  # read once: not kept
+    second = values.load("a", (typed[0], bytes(typed[1])), loads)
+    assert len(values) == 1 and loads.calls == 2  # read again: decoded and kept
+    third = values.load("a", typed, loads)
+    assert loads.calls == 2 and first == second == third == messages
+    third[0].content = "changed"
+    assert values.load("a", typed, loads)[0].content == "hi " * 50
+    assert values.load("b", typed, loads) == messages and loads.calls == 3  # another tenant's is not shared
+    for _ in range(3):  # a value too small to be worth a copy is always decoded
+        assert values.load("a", small, loads) == "node-1"
+    assert loads.calls == 6 and len(values) == 1
+    values.load("b", typed, loads)
+    values.forget_tenant("b")  # erasure forgets its values and the marks of values read once
+    values.load("b", typed, loads)
+    assert len(values) == 1 and loads.calls == 8
