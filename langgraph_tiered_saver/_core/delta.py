@@ -28,6 +28,7 @@ from langgraph_tiered_saver.durable import delta as pgdelta
 from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.records.codec import (
+    BLOB_TYPE,
     TypedValue,
     WriteRecord,
     as_str,
@@ -158,15 +159,19 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
     loads = core.hot.serde.loads_typed
     decoded, tenant = core.decoded, ref.tenant_id
 
+    def checked_loads(typed: TypedValue) -> Any:
+        try:
+            return loads(typed)
+        except Exception as exc:
+            raise CorruptDataError(f"thread {ref.thread_id!r}: stored bytes cannot be deserialized: {exc}") from exc
+
     def load(typed: TypedValue, seed: bool) -> Op[Any]:
+        if not seed and not typed[0].startswith(BLOB_TYPE):  # inline: no blob fetch to spare
+            return decoded.load(tenant, typed, checked_loads)
         hit, value = decoded.get(tenant, typed)
         if hit:
             return value
-        resolved = yield from core.offload.resolve_op(tenant, typed)
-        try:
-            value = loads(resolved)
-        except Exception as exc:
-            raise CorruptDataError(f"thread {ref.thread_id!r}: stored bytes cannot be deserialized: {exc}") from exc
+        value = checked_loads((yield from core.offload.resolve_op(tenant, typed)))
         if seed or decoded.seen_again(tenant, typed):
             decoded.put(tenant, typed, value)
         return value
