@@ -80,13 +80,14 @@ local function visit(member)
     local raw = writes[i]
     if remaining[mp_field(raw, 4)] then mine[#mine + 1] = raw end
   end
+  -- refs: run id, then one blob field per channel (ns NUL channel NUL version), SOH-separated;
+  -- a field holds no SOH, and ns and channel no NUL: a wanted channel's field is found directly
   local seeds = {}
-  local parts = split(refs, SOH)
-  for i = 2, #parts do
-    local from = string.find(parts[i], NUL, 1, true) + 1  -- ns NUL channel NUL version
-    local channel = string.sub(parts[i], from, string.find(parts[i], NUL, from, true) - 1)
-    if remaining[channel] then
-      local value = redis.call("HGET", KEY.bl, parts[i])
+  for channel in pairs(remaining) do
+    local start = string.find(refs, SOH .. ns .. NUL .. channel .. NUL, 1, true)
+    if start then
+      local stop = string.find(refs, SOH, start + 1, true)
+      local value = redis.call("HGET", KEY.bl, string.sub(refs, start + 1, stop and stop - 1 or -1))
       if not value then return nil end
       if string.sub(value, 1, 6) ~= "empty" .. NUL then
         seeds[#seeds + 1] = channel
