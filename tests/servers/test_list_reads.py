@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
 from langgraph_tiered_saver.hot import keys as K
@@ -110,11 +111,16 @@ def test_an_import_into_a_whole_namespace_drops_its_mark(saver_context: Callable
         assert counts["PgCall"] == 1 and _ids(listed) == _ids(everything)
 
 
-def test_a_checkpoint_read_again_is_decoded_once_into_independent_copies(saver_context: Callable[..., Any]) -> None:
+def test_a_checkpoint_read_again_is_decoded_once_into_independent_copies(
+    saver_context: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`get_tuple` keeps a channel value or pending write read twice (records/decoded.py): later
     reads copy it instead of deserializing it, and every caller still gets its own objects."""
     from langchain_core.messages import AIMessage, HumanMessage
 
+    from langgraph_tiered_saver.records import decoded
+
+    monkeypatch.setattr(decoded, "COPY_OVERHEAD_SECONDS", -1.0)  # a copy always wins: no timing in the test
     with saver_context() as saver:
         cfg = thread_config()
         checkpoint = empty_checkpoint()
