@@ -17,6 +17,7 @@ an older one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -32,6 +33,7 @@ from langgraph_tiered_saver.records.codec import (
     WriteRecord,
     as_str,
     decode_typed,
+    loads_record,
     unpack_write,
 )
 from langgraph_tiered_saver.records.ids import ThreadRef
@@ -154,7 +156,7 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
     """The walk as LangGraph's `DeltaChannelHistory` entries: values resolved from the blob
     store and deserialized; a seed read before is a copy from `core.seeds` (no blob fetch, no
     deserialization: records/decoded.py)."""
-    loads = core.hot.serde.loads_typed
+    loads = functools.partial(loads_record, core.hot.serde)
 
     def load(typed: TypedValue) -> Op[Any]:
         value = yield from core.offload.resolve_op(ref.tenant_id, typed)

@@ -17,7 +17,12 @@ from typing import Any, NamedTuple
 
 from langgraph_tiered_saver.errors import CorruptDataError
 from langgraph_tiered_saver.hot.keys import blob_field, split_blob_field
-from langgraph_tiered_saver.records.codec import CheckpointRecord, TypedValue, WriteRecord
+from langgraph_tiered_saver.records.codec import (
+    JSON_RECORD,
+    CheckpointRecord,
+    TypedValue,
+    WriteRecord,
+)
 
 
 class CheckpointRow(NamedTuple):
@@ -30,6 +35,10 @@ class CheckpointRow(NamedTuple):
     # keeps no serializer bytes of it, only the JSONB column
     checkpoint_exact: bool = False
     metadata_exact: bool = False
+    # channel -> type of the values it references that are a type without payload (an empty
+    # channel, a None), which the row names instead of a value row; None: not known (every
+    # value of the batch then gets a row)
+    bare: Mapping[str, str] | None = None
 
 
 class BlobRow(NamedTuple):
@@ -39,6 +48,7 @@ class BlobRow(NamedTuple):
     value: TypedValue
     value_json: Any = None  # the audit copy (JSON data or an orjson.Fragment of its text), or None
     blob_ref: str | None = None  # set when the value lives in the blob store: value[1] is the ref
+    exact: bool = False  # value_json is the value exactly (audit.exact_json): the row keeps no bytes
 
 
 class WriteRow(NamedTuple):
@@ -47,6 +57,7 @@ class WriteRow(NamedTuple):
     write: WriteRecord
     value_json: Any = None
     blob_ref: str | None = None
+    exact: bool = False
 
 
 @dataclass
@@ -129,6 +140,19 @@ def fields_to_pairs(ns: str, fields: Sequence[str]) -> list[list[str]]:
     return pairs
 
 
+def bare_channels(flat: Sequence[Any]) -> dict[str, str]:
+    """A checkpoint's `bare` (channel -> type) from a `field, type, field, type...` list (the
+    outbox read's, or `HotOps.bare_fields`)."""
+    items = [x.decode() if isinstance(x, bytes) else str(x) for x in flat]
+    return {split_blob_field(items[i])[1]: items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def is_bare(value: TypedValue, blob_ref: str | None) -> bool:
+    """A value that is its type alone (an empty channel, a None): no value row needed where the
+    checkpoint rows name it (CheckpointRow.bare)."""
+    return blob_ref is None and value[1] == b""
+
+
 def pairs_to_fields(ns: str, pairs: Sequence[Sequence[str]]) -> tuple[str, ...]:
     return tuple(blob_field(ns, channel, version) for channel, version in pairs)
 
@@ -145,10 +169,13 @@ def created_at(checkpoint_json: Mapping[str, Any]) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def stored_value(value: TypedValue, blob_ref: str | None, where: str) -> tuple[str, bytes | None]:
-    """(type, data) columns for a value: data is NULL when the value is offloaded."""
+def stored_value(
+    value: TypedValue, blob_ref: str | None, where: str, json_only: bool = False
+) -> tuple[str, bytes | None]:
+    """(type, data) columns for a value: data is NULL when the value is offloaded, or when its
+    JSONB column holds it exactly (`json_only`: type JSON_RECORD, read back as that JSON's text)."""
     if blob_ref is None:
-        return value[0], value[1]
+        return (JSON_RECORD, None) if json_only else (value[0], value[1])
     if value[1] != blob_ref.encode():
         raise ValueError(f"{where}: an offloaded value's bytes must be its blob_ref {blob_ref!r}")
     return value[0], None

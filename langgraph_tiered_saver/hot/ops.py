@@ -226,7 +226,7 @@ class HotOps:
     ) -> CheckpointTuple:
         """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple.
         `values`: how channel values are decoded (a list call's `DecodeOnce`), else the serde."""
-        loads = self.serde.loads_typed
+        loads = functools.partial(loads_record, self.serde)
         load_value = loads if values is None else values
         blobs = stored.blobs
         try:

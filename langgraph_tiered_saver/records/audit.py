@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import itertools
 import json
 import math
 import re
@@ -224,6 +225,34 @@ def json_exact(value: Any, depth: int = 0) -> bool:
     if kind is dict:
         return all(type(k) is str and "\x00" not in k and json_exact(v, depth + 1) for k, v in value.items())
     return False
+
+
+def exact_json(data: bytes) -> bytes | None:
+    """The JSON text of a value the serializer stored as msgpack `data`, when its JSONB column
+    gives back exactly what the serializer would (`json_exact`, and every dict's keys already in
+    the order JSONB keeps them: `jsonb_ordered`); else None. Plain msgpack data only: an
+    extension type (a message, a set, a datetime...) is not read at all. Never raises."""
+    try:
+        value = ormsgpack.unpackb(data)  # no ext hook: an extension type raises
+    except Exception:
+        return None
+    if not (json_exact(value) and jsonb_ordered(value)):
+        return None
+    try:
+        return orjson.dumps(value)
+    except Exception:
+        return None
+
+
+def jsonb_ordered(value: Any) -> bool:
+    """Whether every dict in `value` has its keys in JSONB's order (shorter keys first, then
+    bytewise), which is the order they come back in: a value read back keeps its key order."""
+    if type(value) is dict:
+        keys = [(len(k.encode()), k.encode()) for k in value]
+        return all(a < b for a, b in itertools.pairwise(keys)) and all(jsonb_ordered(v) for v in value.values())
+    if type(value) is list:
+        return all(jsonb_ordered(v) for v in value)
+    return True
 
 
 def _fallback(value: Any) -> Any:

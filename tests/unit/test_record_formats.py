@@ -8,8 +8,10 @@ from typing import Any
 
 import orjson
 import pytest
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, json_exact
 from langgraph_tiered_saver.records.codec import JSON_RECORD, loads_record, next_version
 
@@ -67,3 +69,27 @@ def test_versions_order_by_counter_whoever_wrote_the_last_one() -> None:
     theirs_next = f"{int(ours.split('.')[0]) + 1:032}.0.9856933810872035"  # what they make of ours
     assert theirs_next > ours and next_version(theirs_next) > theirs_next
     assert next_version(None).startswith(f"{1:032}.") and next_version(7).startswith(f"{8:032}.")
+
+
+def test_exact_json_is_the_serializers_value_with_its_key_order() -> None:
+    """A value is kept as its JSONB alone only when that gives back what the serializer would:
+    plain JSON types, every dict's keys already in JSONB's order (shorter first, then bytewise),
+    no extension type (message, set, datetime...), no float JSONB writes back otherwise."""
+    serde = JsonPlusSerializer()
+    exact = [
+        "text", 1, 2.5, True, [1, "a", None], {"a": 1, "bb": {"x": [1.5]}, "cc": 2},
+        {"ab": 2, "é": 1}, {"issue_refund": 1, "check_login_status": 1},
+    ]
+    for value in exact:
+        text = audit.exact_json(serde.dumps_typed(value)[1])
+        assert text is not None and orjson.loads(text) == value
+        assert repr(orjson.loads(text)) == repr(serde.loads_typed(serde.dumps_typed(value)))
+    inexact = [
+        {"bb": 1, "a": 2}, {"b": 1, "a": 2}, {"é": 1, "ab": 2}, {"x": {"zz": 1, "y": 2}}, [{"b": 1, "a": 2}],
+        {1, 2}, HumanMessage("hi"), dt.datetime(2024, 1, 1), 1e16, -0.0, "a\x00b", {"a\x00": 1}, b"bytes",
+        [b"x"],
+    ]
+    for value in inexact:
+        typed = serde.dumps_typed(value)
+        assert typed[0] != "msgpack" or audit.exact_json(typed[1]) is None, value
+    assert audit.exact_json(b"\xc1 not msgpack") is None
