@@ -71,15 +71,14 @@ WITH RECURSIVE walk AS (
 )
 SELECT 'a', w.depth, NULL, w.checkpoint_id, NULL, NULL, NULL, NULL, NULL FROM walk w WHERE w.depth = 0
 UNION ALL
-SELECT 'w', w.depth, wr.channel, wr.type, coalesce(wr.data, convert_to(wr.value::text, 'UTF8')), wr.blob_ref,
-    wr.task_id, wr.idx, wr.task_path
+SELECT 'w', w.depth, wr.channel, wr.type, {bytes_wr}, wr.blob_ref, wr.task_id, wr.idx, wr.task_path
 FROM walk w
 JOIN {s}.checkpoint_writes wr
     ON wr.tenant_id = %(tenant)s AND wr.thread_id = %(thread)s AND wr.checkpoint_ns = %(ns)s
     AND wr.checkpoint_id = w.checkpoint_id AND wr.channel = ANY(w.wanted)
 UNION ALL
 SELECT 'b', w.depth, f ->> 0, coalesce(b.type, w.bare ->> (f ->> 0)),
-    CASE WHEN b.type IS NULL THEN ''::bytea ELSE coalesce(b.data, convert_to(b.value::text, 'UTF8')) END,
+    CASE WHEN b.type IS NULL THEN ''::bytea ELSE {bytes_b} END,
     b.blob_ref, NULL, NULL, NULL
 FROM walk w
 CROSS JOIN LATERAL jsonb_array_elements(w.blob_fields) AS f
@@ -92,6 +91,9 @@ SELECT 'm', w.depth, m, w.checkpoint_id, NULL, NULL, NULL, NULL, NULL
 FROM walk w CROSS JOIN LATERAL unnest(w.missing) AS m
 """
 ).replace("{fields_c}", sql.blob_fields("c")).replace("{fields_p}", sql.blob_fields("p"))
+SELECT_DELTA_HISTORY = SELECT_DELTA_HISTORY.replace("{bytes_wr}", sql.stored_bytes("wr")).replace(
+    "{bytes_b}", sql.stored_bytes("b")
+)
 
 
 @dataclass

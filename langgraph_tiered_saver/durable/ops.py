@@ -97,13 +97,13 @@ def _checkpoint_params(thread: str, row: CheckpointRow, batch: Mapping[str, str 
     )  # fmt: skip
 
 
-def _json_only(row: BlobRow | WriteRow) -> bool:
-    """Whether the row keeps its value as the JSONB alone (an offloaded value never does)."""
-    return row.exact and row.blob_ref is None and row.value_json is not None
+def _json_keys(row: BlobRow | WriteRow) -> bytes | None:
+    """The key order when the row keeps its value as its JSONB (an offloaded value never does)."""
+    return row.json_keys if row.blob_ref is None and row.value_json is not None else None
 
 
 def _blob_params(thread: str, row: BlobRow) -> tuple[Any, ...]:
-    type_, data = stored_value(row.value, row.blob_ref, f"blob {row.channel}@{row.version}", _json_only(row))
+    type_, data = stored_value(row.value, row.blob_ref, f"blob {row.channel}@{row.version}", _json_keys(row))
     return (
         thread, row.ns, row.channel, str(row.version), type_, data, row.blob_ref,
         _json_or_none(row.value_json),
@@ -112,7 +112,7 @@ def _blob_params(thread: str, row: BlobRow) -> tuple[Any, ...]:
 
 def _write_params(thread: str, row: WriteRow) -> tuple[Any, ...]:
     w = row.write
-    type_, data = stored_value(w.value, row.blob_ref, f"write {w.task_id}/{w.idx}", _json_only(row))
+    type_, data = stored_value(w.value, row.blob_ref, f"write {w.task_id}/{w.idx}", _json_keys(row))
     return (
         thread, row.ns, row.checkpoint_id, w.task_id, w.idx, w.channel, type_, data,
         row.blob_ref, w.task_path, _json_or_none(row.value_json),

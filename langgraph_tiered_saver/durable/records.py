@@ -48,7 +48,9 @@ class BlobRow(NamedTuple):
     value: TypedValue
     value_json: Any = None  # the audit copy (JSON data or an orjson.Fragment of its text), or None
     blob_ref: str | None = None  # set when the value lives in the blob store: value[1] is the ref
-    exact: bool = False  # value_json is the value exactly (audit.exact_json): the row keeps no bytes
+    # set when value_json is the value exactly (audit.exact_json): the row keeps no serializer
+    # bytes, only this key order of its dicts (b"": JSONB's own)
+    json_keys: bytes | None = None
 
 
 class WriteRow(NamedTuple):
@@ -57,7 +59,7 @@ class WriteRow(NamedTuple):
     write: WriteRecord
     value_json: Any = None
     blob_ref: str | None = None
-    exact: bool = False
+    json_keys: bytes | None = None  # as BlobRow's
 
 
 @dataclass
@@ -170,12 +172,13 @@ def created_at(checkpoint_json: Mapping[str, Any]) -> dt.datetime | None:
 
 
 def stored_value(
-    value: TypedValue, blob_ref: str | None, where: str, json_only: bool = False
+    value: TypedValue, blob_ref: str | None, where: str, json_keys: bytes | None = None
 ) -> tuple[str, bytes | None]:
-    """(type, data) columns for a value: data is NULL when the value is offloaded, or when its
-    JSONB column holds it exactly (`json_only`: type JSON_RECORD, read back as that JSON's text)."""
+    """(type, data) columns for a value: data is NULL when the value is offloaded; type
+    JSON_RECORD when its JSONB column holds it exactly (`json_keys` not None), data then the key
+    order to keep (NULL when JSONB's own: sql.stored_bytes reads them back together)."""
     if blob_ref is None:
-        return (JSON_RECORD, None) if json_only else (value[0], value[1])
+        return (JSON_RECORD, json_keys or None) if json_keys is not None else (value[0], value[1])
     if value[1] != blob_ref.encode():
         raise ValueError(f"{where}: an offloaded value's bytes must be its blob_ref {blob_ref!r}")
     return value[0], None

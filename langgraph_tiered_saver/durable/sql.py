@@ -522,11 +522,24 @@ _READ_SELECT = _TUPLE_SELECT.replace(_RECORD_COLUMNS_7, _RECORD_COLUMNS).replace
 # Migration 9's reading of a value: a row's bytes, or (type JSON_RECORD, data NULL) the text of its
 # JSONB, which holds the same value exactly; and a value the checkpoint row names bare (an empty
 # channel, a None: `bare_values`, channel -> type) is its type with no bytes, without a row.
+_STORED_BYTES = (
+    "CASE WHEN {a}.type = 'lts-json' THEN coalesce({a}.data || decode('0a', 'hex'), ''::bytea)"
+    " || convert_to({a}.value::text, 'UTF8') ELSE {a}.data END"
+)
+
+
+def stored_bytes(alias: str) -> str:
+    """The SQL expression of a value or write row's bytes: its `data`, or for a row that keeps
+    its value as its JSONB alone (type JSON_RECORD, migration 9) the key order it keeps, a
+    newline, and the JSON's text (records/key_order.py; codec.loads_record reads them)."""
+    return _STORED_BYTES.replace("{a}", alias)
+
+
 _VALUES_8 = """SELECT array_agg(ARRAY[convert_to(b.channel, 'UTF8'), convert_to(b.version, 'UTF8'),
             convert_to(b.type, 'UTF8'), b.data, convert_to(b.blob_ref, 'UTF8')])"""
 _VALUES_9 = """SELECT array_agg(ARRAY[convert_to(f ->> 0, 'UTF8'), convert_to(f ->> 1, 'UTF8'),
             convert_to(coalesce(b.type, c.bare_values ->> (f ->> 0)), 'UTF8'),
-            CASE WHEN b.type IS NULL THEN ''::bytea ELSE coalesce(b.data, convert_to(b.value::text, 'UTF8')) END,
+            CASE WHEN b.type IS NULL THEN ''::bytea ELSE """ + stored_bytes("b") + """ END,
             convert_to(b.blob_ref, 'UTF8')])"""
 _VALUES_JOIN_8 = """
         JOIN {s}.checkpoint_blobs b
@@ -537,7 +550,7 @@ _VALUES_JOIN_8 = """
 _VALUES_JOIN_9 = _VALUES_JOIN_8.replace("JOIN", "LEFT JOIN", 1) + """        WHERE b.type IS NOT NULL OR c.bare_values ? (f ->> 0)
 """
 _WRITE_DATA_8 = "convert_to(w.type, 'UTF8'), w.data,"
-_WRITE_DATA_9 = "convert_to(w.type, 'UTF8'), coalesce(w.data, convert_to(w.value::text, 'UTF8')),"
+_WRITE_DATA_9 = "convert_to(w.type, 'UTF8'), " + stored_bytes("w") + ","
 _READ_SELECT_9 = _READ_SELECT
 for _old, _new in ((_VALUES_8, _VALUES_9), (_VALUES_JOIN_8, _VALUES_JOIN_9), (_WRITE_DATA_8, _WRITE_DATA_9)):
     assert _READ_SELECT_9.count(_old) == 1, _old
@@ -663,13 +676,13 @@ WHERE_NOT_KNOWN = (
 # writes of the parents of checkpoints written before format 4 with it).
 SELECT_CHANNEL_WRITES = """
 SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx, w.channel, w.type,
-    coalesce(w.data, convert_to(w.value::text, 'UTF8')), w.task_path, w.blob_ref
+    {bytes_w}, w.task_path, w.blob_ref
 FROM unnest(%(threads)s::text[], %(ns)s::text[], %(ids)s::text[]) AS p(thread_id, checkpoint_ns, checkpoint_id)
 JOIN {s}.checkpoint_writes w
     ON w.tenant_id = %(tenant)s AND w.thread_id = p.thread_id
     AND w.checkpoint_ns = p.checkpoint_ns AND w.checkpoint_id = p.checkpoint_id
 WHERE w.channel = %(channel)s
-"""
+""".replace("{bytes_w}", stored_bytes("w"))
 
 
 @lru_cache(maxsize=256)

@@ -235,17 +235,20 @@ class FlushOps:
         except Exception:
             return None
 
-    def _value_json(self, typed: tuple[str, bytes], memo: dict[tuple[int, bytes], Any]) -> tuple[Any, bool]:
-        """A value's audit copy, and whether it is the value exactly (the row then keeps no
-        serializer bytes: audit.exact_json)."""
+    def _value_json(
+        self, typed: tuple[str, bytes], memo: dict[tuple[int, bytes], Any]
+    ) -> tuple[Any, bytes | None]:
+        """A value's audit copy, and when it is the value exactly, the key order of its dicts
+        (the row then keeps no serializer bytes: audit.exact_json); else None."""
         if self.audit_json and not self._offloads(typed):
             if typed[0] == codec.JSON_RECORD:  # a value read back from such a row
-                return orjson.Fragment(typed[1]), True
+                order, newline, text = typed[1].partition(b"\n")
+                return (orjson.Fragment(text), order) if newline else (orjson.Fragment(order), b"")
             if typed[0] == "msgpack":
-                text = exact_json(typed[1])
-                if text is not None:
-                    return orjson.Fragment(text), True
-        return self._audit(typed, memo), False
+                exact = exact_json(typed[1])
+                if exact is not None:
+                    return orjson.Fragment(exact[0]), exact[1]
+        return self._audit(typed, memo), None
 
     def build_batch(
         self, tenant_id: str, thread_id: str, entries: Sequence[Any], values: Sequence[Any]
@@ -291,13 +294,13 @@ class FlushOps:
             elif kind == K.OUTBOX_KINDS["blob"]:
                 ns, channel, version = K.split_blob_field(rest)
                 typed = codec.decode_typed(value, where)
-                audit, exact = self._value_json(typed, memo)
-                batch.blobs.append(BlobRow(ns, channel, version, typed, audit, _blob_ref(typed), exact))
+                audit, keys = self._value_json(typed, memo)
+                batch.blobs.append(BlobRow(ns, channel, version, typed, audit, _blob_ref(typed), keys))
             else:
                 ns, checkpoint_id, _task, _idx = K.split_write_field(rest)
                 write = codec.unpack_write(value, where)
-                audit, exact = self._value_json(write.value, memo)
-                batch.writes.append(WriteRow(ns, checkpoint_id, write, audit, _blob_ref(write.value), exact))
+                audit, keys = self._value_json(write.value, memo)
+                batch.writes.append(WriteRow(ns, checkpoint_id, write, audit, _blob_ref(write.value), keys))
         return batch, unsure
 
     def _offloads(self, typed: TypedValue) -> bool:

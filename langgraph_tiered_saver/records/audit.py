@@ -12,7 +12,6 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
-import itertools
 import json
 import math
 import re
@@ -28,6 +27,8 @@ from langgraph.checkpoint.serde.jsonplus import (  # the serializer's ext codes 
     EXT_PYDANTIC_V2,
     _msgpack_ext_hook_to_json,
 )
+
+from langgraph_tiered_saver.records.key_order import key_order
 
 # A JSON-compatible object: dict[str, JSON] | list[JSON] | str | int | float | bool | None.
 JSON = Any
@@ -227,32 +228,22 @@ def json_exact(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def exact_json(data: bytes) -> bytes | None:
-    """The JSON text of a value the serializer stored as msgpack `data`, when its JSONB column
-    gives back exactly what the serializer would (`json_exact`, and every dict's keys already in
-    the order JSONB keeps them: `jsonb_ordered`); else None. Plain msgpack data only: an
-    extension type (a message, a set, a datetime...) is not read at all. Never raises."""
+def exact_json(data: bytes) -> tuple[bytes, bytes] | None:
+    """(JSON text, key order) of a value the serializer stored as msgpack `data`, when its JSONB
+    column, with the key order of the dicts JSONB reorders (`key_order`: b"" when none is), gives
+    back exactly what the serializer would (`json_exact`); else None. Plain msgpack data only:
+    an extension type (a message, a set, a datetime...) is not read at all. Never raises."""
     try:
         value = ormsgpack.unpackb(data)  # no ext hook: an extension type raises
     except Exception:
         return None
-    if not (json_exact(value) and jsonb_ordered(value)):
+    if not json_exact(value):
         return None
     try:
-        return orjson.dumps(value)
+        order = key_order(value)
+        return orjson.dumps(value), orjson.dumps(order) if order else b""
     except Exception:
         return None
-
-
-def jsonb_ordered(value: Any) -> bool:
-    """Whether every dict in `value` has its keys in JSONB's order (shorter keys first, then
-    bytewise), which is the order they come back in: a value read back keeps its key order."""
-    if type(value) is dict:
-        keys = [(len(k.encode()), k.encode()) for k in value]
-        return all(a < b for a, b in itertools.pairwise(keys)) and all(jsonb_ordered(v) for v in value.values())
-    if type(value) is list:
-        return all(jsonb_ordered(v) for v in value)
-    return True
 
 
 def _fallback(value: Any) -> Any:

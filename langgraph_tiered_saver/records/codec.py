@@ -18,6 +18,7 @@ import orjson
 import ormsgpack
 
 from langgraph_tiered_saver.errors import CorruptDataError
+from langgraph_tiered_saver.records.key_order import with_key_order
 
 TypedValue = tuple[str, bytes]
 EMPTY: TypedValue = ("empty", b"")
@@ -101,8 +102,9 @@ def unpack_write(raw: bytes, where: str) -> WriteRecord:
 
 # A checkpoint's or its metadata's part of a record, or a value, that the durable tier keeps only
 # as its JSONB column (the serializer's bytes were dropped there: the JSON is the same value
-# exactly, see audit.json_exact and audit.exact_json); its bytes are that JSON's text. Read with
-# `loads_record`, in both tiers (a Postgres read re-warms Redis with it).
+# exactly, see audit.json_exact and audit.exact_json); its bytes are that JSON's text, after the
+# key order of its dicts and a newline where JSONB reorders some (records/key_order.py). Read
+# with `loads_record`, in both tiers (a Postgres read re-warms Redis with it).
 JSON_RECORD = "lts-json"
 
 
@@ -111,7 +113,10 @@ def loads_record(serde: Any, typed: TypedValue) -> Any:
     by the durable tier (a row whose JSONB holds the value exactly), or the serializer's own
     bytes."""
     if typed[0] == JSON_RECORD:
-        return orjson.loads(typed[1])
+        order, newline, text = typed[1].partition(b"\n")
+        if not newline:
+            return orjson.loads(order)
+        return with_key_order(orjson.loads(text), orjson.loads(order))
     return serde.loads_typed(typed)
 
 

@@ -934,8 +934,8 @@ async def test_an_async_transaction_is_rolled_back_when_a_statement_fails(db_url
 def _exact_value(row: Any) -> Any:
     """A value or write row flagged as the flusher flags one whose JSONB holds it exactly."""
     value = row.value if isinstance(row, BlobRow) else row.write.value
-    text = audit.exact_json(value[1]) if value[0] == "msgpack" else None
-    return row if text is None else row._replace(value_json=orjson.Fragment(text), exact=True)
+    exact = audit.exact_json(value[1]) if value[0] == "msgpack" else None
+    return row if exact is None else row._replace(value_json=orjson.Fragment(exact[0]), json_keys=exact[1])
 
 
 def _lean(batch: FlushBatch, *, named: bool = True) -> FlushBatch:
@@ -960,8 +960,9 @@ def _lean(batch: FlushBatch, *, named: bool = True) -> FlushBatch:
 
 
 def _bare_thread(tenant: str = "acme", thread: str = "b1") -> Thread:
-    """Values of every form: an unordered dict (keeps its bytes), exact JSON (kept as JSONB
-    alone), a None and an empty channel (bare: no value row), a message (bytes and audit copy)."""
+    """Values of every form: exact JSON kept as JSONB alone (with the key order of a dict JSONB
+    reorders), a None and an empty channel (bare: no value row), a message (bytes and audit
+    copy)."""
     t = Thread(tenant, thread)
     t.checkpoint("c1", values={"a": ("1", {"b": 1, "a": 2}), "s": ("1", "text"), "n": ("1", None)})
     t.checkpoint(
@@ -969,7 +970,7 @@ def _bare_thread(tenant: str = "acme", thread: str = "b1") -> Thread:
         values={"a": ("1", None), "s": ("2", [1, 2.5, {"x": True, "yy": None}]), "n": ("1", None), "e": ("1", None)},
     )  # fmt: skip
     t.batch.blobs.append(BlobRow("", "e", "1", ("empty", b"")))
-    t.write("c2", "task-a", 0, "s", {"k": "v", "kk": [1]})
+    t.write("c2", "task-a", 0, "s", {"kk": [{"z": 1, "a": 2}], "k": "v"})
     t.write("c2", "task-a", 1, "m", [HumanMessage("hi", id="m1")])
     t.write("c2", "task-a", 2, "branch:to:x", None)
     return t
@@ -1000,13 +1001,13 @@ def test_bare_and_json_values_keep_no_row_or_bytes_and_read_back_exactly(
         driver.run(upsert_batch_op(schema, [plain]))
     blobs = {(r[3], r[4]): (r[5], r[6], r[8]) for r in rows(driver, schema, "checkpoint_blobs", "thread_id = 'b1'")}
     assert set(blobs) == {("a", "1"), ("s", "1"), ("s", "2")}
-    assert blobs[("a", "1")][0] == "msgpack" and blobs[("a", "1")][1] is not None
+    assert blobs[("a", "1")] == (JSON_RECORD, b"[[0,1,0]]", {"a": 2, "b": 1})  # JSONB's order, and the row's
     assert blobs[("s", "2")] == (JSON_RECORD, None, [1, 2.5, {"x": True, "yy": None}])
     assert [r.bare_values for r in _named(driver, schema, "thread_id = 'b1'")] == [
         {"n": "null"}, {"n": "null", "e": "empty"}
     ]
-    writes = {r[5]: (r[7], r[8] is None) for r in rows(driver, schema, "checkpoint_writes", "thread_id = 'b1'")}
-    assert writes == {0: (JSON_RECORD, True), 1: ("msgpack", False), 2: ("null", False)}
+    writes = {r[5]: (r[7], r[8]) for r in rows(driver, schema, "checkpoint_writes", "thread_id = 'b1'")}
+    assert writes[0] == (JSON_RECORD, b"[[0,1,0],[1,1,0]]") and writes[1][0] == "msgpack" and writes[2] == ("null", b"")
     assert len(rows(driver, schema, "checkpoint_blobs", "thread_id = 'plain'")) == 5
     lean, plain = (driver.run(list_op(schema, "acme", thread)) for thread in ("b1", "plain"))
     assert [_values(x) for x in lean] == [_values(x) for x in plain] and len(lean) == 2
