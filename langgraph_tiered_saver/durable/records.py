@@ -11,6 +11,7 @@ holds, for the saver's blob-store resolution step.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -171,6 +172,33 @@ def created_at(checkpoint_json: Mapping[str, Any]) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
+# A value row's bytes (the serializer's, of a value its JSONB does not hold exactly: messages,
+# objects) are deflated (zlib, raw) where that saves a tenth: they are written to the table and
+# to the write-ahead log; the row's type says so (`lts-z+<type>`). Only the durable tier
+# stores them so: reads give the serializer's bytes back.
+DEFLATED = "lts-z+"
+_DEFLATE_MIN = 128  # bytes: below, deflate saves little and costs a call
+
+
+def deflated(value: TypedValue) -> TypedValue:
+    """`value` as its row stores it: deflated where that pays (see DEFLATED)."""
+    if len(value[1]) < _DEFLATE_MIN or value[0].startswith(DEFLATED):
+        return value
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)  # raw: no header or checksum to store
+    packed = deflate.compress(value[1]) + deflate.flush()
+    return (DEFLATED + value[0], packed) if len(packed) * 10 <= len(value[1]) * 9 else value
+
+
+def inflated(value: TypedValue, where: str) -> TypedValue:
+    """A row's value as the serializer wrote it (`deflated` undone)."""
+    if not value[0].startswith(DEFLATED):
+        return value
+    try:
+        return value[0][len(DEFLATED):], zlib.decompress(value[1], wbits=-15)
+    except zlib.error as exc:
+        raise CorruptDataError(f"{where}: deflated value cannot be inflated: {exc}") from exc
+
+
 def stored_value(
     value: TypedValue, blob_ref: str | None, where: str, json_keys: bytes | None = None
 ) -> tuple[str, bytes | None]:
@@ -178,7 +206,7 @@ def stored_value(
     JSON_RECORD when its JSONB column holds it exactly (`json_keys` not None), data then the key
     order to keep (NULL when JSONB's own: sql.stored_bytes reads them back together)."""
     if blob_ref is None:
-        return (JSON_RECORD, json_keys or None) if json_keys is not None else (value[0], value[1])
+        return (JSON_RECORD, json_keys or None) if json_keys is not None else deflated(value)
     if value[1] != blob_ref.encode():
         raise ValueError(f"{where}: an offloaded value's bytes must be its blob_ref {blob_ref!r}")
     return value[0], None
@@ -190,7 +218,7 @@ def loaded_value(
     if type_ is None:
         raise CorruptDataError(f"{where}: stored value has no type")
     if data is not None:
-        return type_.decode(), bytes(data)
+        return inflated((type_.decode(), bytes(data)), where)
     if ref is not None:
         return type_.decode(), bytes(ref)
     raise CorruptDataError(f"{where}: stored value has neither data nor a blob_ref")

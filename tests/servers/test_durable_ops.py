@@ -971,7 +971,7 @@ def _bare_thread(tenant: str = "acme", thread: str = "b1") -> Thread:
     )  # fmt: skip
     t.batch.blobs.append(BlobRow("", "e", "1", ("empty", b"")))
     t.write("c2", "task-a", 0, "s", {"kk": [{"z": 1, "a": 2}], "k": "v"})
-    t.write("c2", "task-a", 1, "m", [HumanMessage("hi", id="m1")])
+    t.write("c2", "task-a", 1, "m", [HumanMessage("hi " * 40, id="m1"), AIMessage("hello " * 40, id="m2")])
     t.write("c2", "task-a", 2, "branch:to:x", None)
     return t
 
@@ -1007,7 +1007,9 @@ def test_bare_and_json_values_keep_no_row_or_bytes_and_read_back_exactly(
         {"n": "null"}, {"n": "null", "e": "empty"}
     ]
     writes = {r[5]: (r[7], r[8]) for r in rows(driver, schema, "checkpoint_writes", "thread_id = 'b1'")}
-    assert writes[0] == (JSON_RECORD, b"[[0,1,0],[1,1,0]]") and writes[1][0] == "msgpack" and writes[2] == ("null", b"")
+    assert writes[0] == (JSON_RECORD, b"[[0,1,0],[1,1,0]]") and writes[2] == ("null", b"")
+    message = WriteRow(*t.batch.writes[1]).write.value  # deflated, the audit copy kept
+    assert writes[1][0] == "lts-z+msgpack" and len(writes[1][1]) < len(message[1]) * 0.9
     assert len(rows(driver, schema, "checkpoint_blobs", "thread_id = 'plain'")) == 5
     lean, plain = (driver.run(list_op(schema, "acme", thread)) for thread in ("b1", "plain"))
     assert [_values(x) for x in lean] == [_values(x) for x in plain] and len(lean) == 2

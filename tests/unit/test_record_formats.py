@@ -4,6 +4,7 @@ of channel versions."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import orjson
@@ -11,6 +12,8 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from langgraph_tiered_saver.durable.records import deflated, inflated, loaded_value
+from langgraph_tiered_saver.errors import CorruptDataError
 from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, json_exact
 from langgraph_tiered_saver.records.codec import JSON_RECORD, loads_record, next_version
@@ -107,3 +110,17 @@ def _in_jsonb_order(value: Any) -> Any:
     if type(value) is list:
         return [_in_jsonb_order(v) for v in value]
     return value
+
+
+def test_a_deflated_value_row_reads_back_the_serializers_bytes() -> None:
+    """Value rows deflate the serializer's bytes where that saves a tenth; reads inflate them;
+    small or incompressible values are kept as they are; a corrupt one is an error."""
+    big = ("msgpack", b"message " * 40)
+    stored = deflated(big)
+    assert stored[0] == "lts-z+msgpack" and len(stored[1]) < 100
+    assert inflated(stored, "here") == big and deflated(stored) == stored
+    assert loaded_value(b"lts-z+msgpack", stored[1], None, "here") == big
+    for kept in (("msgpack", b"short"), ("msgpack", os.urandom(400))):
+        assert deflated(kept) == kept and inflated(kept, "here") == kept
+    with pytest.raises(CorruptDataError, match="cannot be inflated"):
+        inflated(("lts-z+msgpack", b"\xff not deflate"), "here")
