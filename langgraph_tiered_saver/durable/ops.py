@@ -75,8 +75,8 @@ def _bare(row: CheckpointRow, batch: Mapping[str, str | None]) -> tuple[Mapping[
     if row.bare is not None:
         return row.bare, False
     fields = row.record.blob_fields
-    known = {split_blob_field(f)[1]: batch[f] for f in fields if batch.get(f) is not None}
-    return known, any(f not in batch for f in fields)  # type: ignore[return-value]
+    known = {split_blob_field(f)[1]: t for f in fields if (t := batch.get(f)) is not None}
+    return known, any(f not in batch for f in fields)
 
 
 def _checkpoint_params(thread: str, row: CheckpointRow, batch: Mapping[str, str | None]) -> tuple[Any, ...]:
