@@ -188,6 +188,9 @@ def _flush_call(
             (specials if row.write.idx < 0 else writes).append(
                 _write_params(b.thread_id, row)
             )
+    blobs.sort(key=lambda r: r[:4])  # primary-key order (after the tenant): fewer index page splits
+    checkpoints.sort(key=lambda r: r[:3])
+    writes.sort(key=lambda r: r[:5])
     lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
     statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
     results = ["-"]
@@ -200,11 +203,13 @@ def _flush_call(
     for thread, check in forks:
         statements.append(check)
         results.append("fork:" + thread)
+    last = _last_per_key(specials)
+    special = [sql.UPDATE_SPECIAL_WRITES, sql.INSERT_NEW_WRITES] if plain else [sql.UPSERT_SPECIAL_WRITES]
     for table, template, rows_ in (
         ("blobs", sql.INSERT_NEW_BLOBS if plain else sql.INSERT_BLOBS, blobs),
         ("checkpoints", sql.INSERT_NEW_CHECKPOINTS if plain else sql.INSERT_CHECKPOINTS, checkpoints),
         ("writes", sql.INSERT_NEW_WRITES if plain else sql.INSERT_WRITES, writes),
-        ("writes", sql.UPSERT_SPECIAL_WRITES, _last_per_key(specials)),
+        *(("writes", template, last) for template in special),
     ):
         if rows_:  # one statement per non-empty kind, its rows as column arrays
             statements.append(PgStatement(sql.render(template, schema), _columns(tenant, rows_)))

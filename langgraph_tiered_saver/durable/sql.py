@@ -461,6 +461,20 @@ INSERT_NEW_CHECKPOINTS = _insert_absent(INSERT_CHECKPOINTS, "checkpoints", "thre
 INSERT_NEW_WRITES = _insert_absent(
     INSERT_WRITES, "checkpoint_writes", "thread_id, checkpoint_ns, checkpoint_id, task_id, idx"
 )
+# The plain flush's special writes: those stored already are overwritten here, then the others
+# go in by INSERT_NEW_WRITES (UPSERT_SPECIAL_WRITES' ON CONFLICT would log a confirmation per new
+# row, or lock a stored one first). Same parameters as the inserts.
+UPDATE_SPECIAL_WRITES = (
+    """
+UPDATE {s}.checkpoint_writes x SET channel = u.channel, type = u.type, data = u.data,
+    blob_ref = u.blob_ref, task_path = u.task_path, value = u.value::jsonb,
+    created_at = coalesce(to_timestamp(u.created_at), now())
+FROM (SELECT %s::text AS tenant) AS k, """
+    + _WRITES_INSERT[_WRITES_INSERT.index("unnest(") : _WRITES_INSERT.index("ON CONFLICT")]
+    + """WHERE x.tenant_id = k.tenant AND x.thread_id = u.thread_id AND x.checkpoint_ns = u.checkpoint_ns
+    AND x.checkpoint_id = u.checkpoint_id AND x.task_id = u.task_id AND x.idx = u.idx
+"""
+)
 UNIQUE_VIOLATION = "23505"
 
 # --- reads ---------------------------------------------------------------------------------------

@@ -566,8 +566,8 @@ def test_one_transaction_per_tenant(driver: SyncDriver, schema: str) -> None:
     except StopIteration as stop:
         assert stop.value == RowCounts(9, 12, 12)
     assert [c.tenant_id for c in calls] == ["a", "b"]
-    # lock, a fork check per thread, blobs, checkpoints, writes, special writes
-    assert [len(c.statements) for c in calls] == [7, 6]
+    # lock, a fork check per thread, blobs, checkpoints, writes, special writes (update, insert)
+    assert [len(c.statements) for c in calls] == [8, 7]
 
 
 def test_list_filters_before_limit_and_threads(driver: SyncDriver, schema: str) -> None:
