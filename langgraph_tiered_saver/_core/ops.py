@@ -70,7 +70,7 @@ from langgraph_tiered_saver.locking.locks import Fences
 from langgraph_tiered_saver.locking.run_locks import RunLocks
 from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.observability.metrics import Metrics
-from langgraph_tiered_saver.records.codec import DecodeOnce, next_version
+from langgraph_tiered_saver.records.codec import DecodeOnce, loads_record, next_version
 from langgraph_tiered_saver.records.decoded import DecodedValues
 from langgraph_tiered_saver.records.ids import ThreadRef, check_indexable, check_thread
 
@@ -714,7 +714,7 @@ class Core:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
         stored = yield from self.offload.resolve_stored_op(ref.tenant_id, stored)
-        found = self.hot.to_tuple(ref, stored, functools.partial(self.decoded.load, ref.tenant_id, loads=self.hot.serde.loads_typed))
+        found = self.hot.to_tuple(ref, stored, functools.partial(self.decoded.load, ref.tenant_id, loads=functools.partial(loads_record, self.hot.serde)))
         if self.legacy is None or parent_key(found) is None:  # the current format: nothing to migrate
             return found
         return (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
@@ -754,7 +754,7 @@ class Core:
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
-        values = DecodeOnce(self.hot.serde.loads_typed)  # checkpoints share channel versions
+        values = DecodeOnce(functools.partial(loads_record, self.hot.serde))  # checkpoints share channel versions
         for _, (tref, stored) in ordered[: q.limit]:
             stored = yield from self.offload.resolve_stored_op(tref.tenant_id, stored)
             out.append(self.hot.to_tuple(tref, stored, values))

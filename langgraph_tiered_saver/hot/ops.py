@@ -227,7 +227,7 @@ class HotOps:
         """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple.
         `values`: how channel values and pending writes are decoded (a list call's `DecodeOnce`,
         a read's `DecodedValues`), else the serde."""
-        load_value = self.serde.loads_typed if values is None else values
+        load_value = functools.partial(loads_record, self.serde) if values is None else values
         blobs = stored.blobs
         try:
             checkpoint: Checkpoint = loads_record(self.serde, stored.record.checkpoint)
