@@ -17,7 +17,6 @@ an older one.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -34,7 +33,6 @@ from langgraph_tiered_saver.records.codec import (
     WriteRecord,
     as_str,
     decode_typed,
-    loads_record,
     unpack_write,
 )
 from langgraph_tiered_saver.records.ids import ThreadRef
@@ -158,7 +156,7 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
     store and deserialized. Each turn of a conversation reads the same seed and, but for the
     newest, the same writes again: a seed read before, and a write read twice before, is a copy
     from `core.decoded` (no blob fetch, no deserialization: records/decoded.py)."""
-    loads = functools.partial(loads_record, core.hot.serde)
+    loads = core.loads
     decoded, tenant = core.decoded, ref.tenant_id
 
     def checked_loads(typed: TypedValue) -> Any:

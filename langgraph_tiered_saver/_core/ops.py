@@ -251,6 +251,11 @@ class Core:
         )
         return core
 
+    @functools.cached_property
+    def loads(self) -> Callable[[Any], Any]:
+        """How a stored value decodes: the durable tier's JSON form, or the serializer's bytes."""
+        return functools.partial(loads_record, self.hot.serde)
+
     def attach(self, run: Callable[[Op[Any]], Any], *, background_flush: bool) -> None:
         """The background jobs on the saver's scheduler, given its sync op runner: the flusher
         (durable tier with `background_flush`), the check of the Redis server (hotwatch.py)
@@ -714,7 +719,7 @@ class Core:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
         stored = yield from self.offload.resolve_stored_op(ref.tenant_id, stored)
-        found = self.hot.to_tuple(ref, stored, functools.partial(self.decoded.load, ref.tenant_id, loads=functools.partial(loads_record, self.hot.serde)))
+        found = self.hot.to_tuple(ref, stored, functools.partial(self.decoded.load, ref.tenant_id, loads=self.loads))
         if self.legacy is None or parent_key(found) is None:  # the current format: nothing to migrate
             return found
         return (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
@@ -754,7 +759,7 @@ class Core:
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
-        values = DecodeOnce(functools.partial(loads_record, self.hot.serde))  # checkpoints share channel versions
+        values = DecodeOnce(self.loads)  # checkpoints share channel versions
         for _, (tref, stored) in ordered[: q.limit]:
             stored = yield from self.offload.resolve_stored_op(tref.tenant_id, stored)
             out.append(self.hot.to_tuple(tref, stored, values))
