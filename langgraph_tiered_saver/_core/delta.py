@@ -28,6 +28,7 @@ from langgraph_tiered_saver.durable import delta as pgdelta
 from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.records.codec import (
+    BLOB_TYPE,
     TypedValue,
     WriteRecord,
     as_str,
@@ -152,28 +153,36 @@ def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[
 
 def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> Op[dict[str, DeltaChannelHistory]]:
     """The walk as LangGraph's `DeltaChannelHistory` entries: values resolved from the blob
-    store and deserialized; a seed read before is a copy from `core.seeds` (no blob fetch, no
-    deserialization: records/decoded.py)."""
-    loads = core.hot.serde.loads_typed
+    store and deserialized. Each turn of a conversation reads the same seed and, but for the
+    newest, the same writes again: a seed read before, and a write read twice before, is a copy
+    from `core.decoded` (no blob fetch, no deserialization: records/decoded.py)."""
+    loads = core.loads
+    decoded, tenant = core.decoded, ref.tenant_id
 
-    def load(typed: TypedValue) -> Op[Any]:
-        value = yield from core.offload.resolve_op(ref.tenant_id, typed)
+    def checked_loads(typed: TypedValue) -> Any:
         try:
-            return loads(value)
+            return loads(typed)
         except Exception as exc:
             raise CorruptDataError(f"thread {ref.thread_id!r}: stored bytes cannot be deserialized: {exc}") from exc
+
+    def load(typed: TypedValue, seed: bool) -> Op[Any]:
+        if not seed and not typed[0].startswith(BLOB_TYPE):  # inline: no blob fetch to spare
+            return decoded.load(tenant, typed, checked_loads)
+        hit, value = decoded.get(tenant, typed)
+        if hit:
+            return value
+        value = checked_loads((yield from core.offload.resolve_op(tenant, typed)))
+        if seed or decoded.seen_again(tenant, typed):
+            decoded.put(tenant, typed, value)
+        return value
 
     history: dict[str, DeltaChannelHistory] = {ch: {"writes": []} for ch in wanted}
     for step in reversed(walk.steps):
         for w in step:
             entry = history.get(w.channel)
             if entry is not None:
-                entry["writes"].append((w.task_id, w.channel, (yield from load(w.value))))
+                entry["writes"].append((w.task_id, w.channel, (yield from load(w.value, False))))
     for channel, typed in walk.seeds.items():
         if channel in history:
-            hit, seed = core.seeds.get(ref.tenant_id, typed)  # the turn before read it too
-            if not hit:
-                seed = yield from load(typed)
-                core.seeds.put(ref.tenant_id, typed, seed)
-            history[channel]["seed"] = seed
+            history[channel]["seed"] = yield from load(typed, True)  # the turn before read it too
     return history

@@ -38,7 +38,7 @@ class Core(Protocol):
     offload: Offloader
     durable: bool
     schema: str
-    seeds: DecodedValues
+    decoded: DecodedValues
 
     def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]: ...
 
@@ -68,7 +68,7 @@ def delete_tenant_op(core: Core, tenant: str) -> Op[TenantErasure]:
         result.postgres_rows = yield from _delete_rows_op(core.schema, tenant)
     result.blobs = yield from _delete_blobs_op(core, tenant)
     result.redis_keys = yield from _delete_keys_op(core.hot.prefix, tenant)
-    core.seeds.forget_tenant(tenant)  # decoded values this process kept
+    core.decoded.forget_tenant(tenant)  # decoded values this process kept
     return result
 
 

@@ -30,7 +30,7 @@ from langgraph_tiered_saver.durable import ops as pg
 from langgraph_tiered_saver.errors import CorruptDataError, TierUnavailableError
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot.ops import HotOps
-from langgraph_tiered_saver.records.codec import WriteRecord
+from langgraph_tiered_saver.records.codec import WriteRecord, loads_record
 
 # The first checkpoint format that keeps pending sends in the checkpoint's own TASKS channel.
 SENDS_IN_CHECKPOINT_FORMAT = 4
@@ -146,7 +146,7 @@ class LegacyReads:
         for w in writes:
             typed = yield from self.offloader.resolve_op(tenant_id, w.value)
             try:
-                out.append(self.serde.loads_typed(typed))
+                out.append(loads_record(self.serde, typed))
             except Exception as exc:
                 raise CorruptDataError(
                     f"thread {key[0]!r} checkpoint {key[2]!r}: TASKS write cannot be deserialized: {exc}"

@@ -11,6 +11,7 @@ around the checkpoint calls. Configs are parsed by the caller: ops take `ThreadR
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -69,7 +70,7 @@ from langgraph_tiered_saver.locking.locks import Fences
 from langgraph_tiered_saver.locking.run_locks import RunLocks
 from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.observability.metrics import Metrics
-from langgraph_tiered_saver.records.codec import DecodeOnce, next_version
+from langgraph_tiered_saver.records.codec import DecodeOnce, loads_record, next_version
 from langgraph_tiered_saver.records.decoded import DecodedValues
 from langgraph_tiered_saver.records.ids import ThreadRef, check_indexable, check_thread
 
@@ -185,7 +186,8 @@ class Core:
     read_through: dict[tuple[str, str, str], str] = field(default_factory=dict, init=False)
     landed: LandedPuts = field(default_factory=lambda: LandedPuts(), init=False)
     fresh: FreshThreads = field(default_factory=lambda: FreshThreads(), init=False)
-    seeds: DecodedValues = field(default_factory=lambda: DecodedValues(), init=False)  # DeltaChannel seeds read
+    # values read again (DeltaChannel seeds and writes, a checkpoint's values): records/decoded.py
+    decoded: DecodedValues = field(default_factory=lambda: DecodedValues(), init=False)
     _stale_reported: str = field(default="", init=False)  # the generation whose first stale thread was logged
 
     def __post_init__(self) -> None:
@@ -248,6 +250,11 @@ class Core:
             first_version=lambda: next_version(None), on_hot_error=core._hot_failed,
         )
         return core
+
+    @functools.cached_property
+    def loads(self) -> Callable[[Any], Any]:
+        """How a stored value decodes: the durable tier's JSON form, or the serializer's bytes."""
+        return functools.partial(loads_record, self.hot.serde)
 
     def attach(self, run: Callable[[Op[Any]], Any], *, background_flush: bool) -> None:
         """The background jobs on the saver's scheduler, given its sync op runner: the flusher
@@ -711,7 +718,8 @@ class Core:
     def _to_tuple_op(self, ref: ThreadRef, stored: StoredCheckpoint, hot_up: bool) -> Op[CheckpointTuple]:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
-        found = self.hot.to_tuple(ref, (yield from self.offload.resolve_stored_op(ref.tenant_id, stored)))
+        stored = yield from self.offload.resolve_stored_op(ref.tenant_id, stored)
+        found = self.hot.to_tuple(ref, stored, functools.partial(self.decoded.load, ref.tenant_id, loads=self.loads))
         if self.legacy is None or parent_key(found) is None:  # the current format: nothing to migrate
             return found
         return (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))
@@ -751,7 +759,7 @@ class Core:
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
         out = []
-        values = DecodeOnce(self.hot.serde.loads_typed)  # checkpoints share channel versions
+        values = DecodeOnce(self.loads)  # checkpoints share channel versions
         for _, (tref, stored) in ordered[: q.limit]:
             stored = yield from self.offload.resolve_stored_op(tref.tenant_id, stored)
             out.append(self.hot.to_tuple(tref, stored, values))

@@ -2,8 +2,8 @@
 statement whatever the depth (see `_core/delta.py` for the walk across tiers).
 
 A recursive CTE follows `parent_checkpoint_id` from a starting checkpoint and carries the
-channels still without a seed: a checkpoint whose value for a channel is stored (a blob row
-that is not `empty`) seeds it, and the walk stops when every channel is seeded or the root is
+channels still without a seed: a checkpoint whose value for a channel is stored (a blob row,
+or a value its row names bare, that is not `empty`) seeds it, and the walk stops when every channel is seeded or the root is
 reached. The same statement then returns, per visited checkpoint, its writes to the channels
 it still wanted and the seeds it holds, so the chain costs one round trip, not one per
 ancestor (as the base class' `get_tuple` walk would).
@@ -27,8 +27,10 @@ from langgraph_tiered_saver.records.codec import TypedValue, WriteRecord
 # schema partitioned by tenant prunes them to one partition (as sql.SELECT_TUPLES).
 _STATE = """
     CROSS JOIN LATERAL (
-        SELECT coalesce(array_agg(f ->> 0) FILTER (WHERE b.type <> 'empty'), '{}'::text[]) AS seeded,
-            coalesce(array_agg(f ->> 0) FILTER (WHERE b.type IS NULL), '{}'::text[]) AS missing
+        SELECT coalesce(array_agg(f ->> 0) FILTER (WHERE coalesce(b.type, {bare} ->> (f ->> 0)) <> 'empty'),
+                '{}'::text[]) AS seeded,
+            coalesce(array_agg(f ->> 0) FILTER (WHERE coalesce(b.type, {bare} ->> (f ->> 0)) IS NULL),
+                '{}'::text[]) AS missing
         FROM jsonb_array_elements({fields}) AS f
         LEFT JOIN {s}.checkpoint_blobs b
             ON b.tenant_id = %(tenant)s AND b.thread_id = %(thread)s AND b.checkpoint_ns = %(ns)s
@@ -39,11 +41,11 @@ _STATE = """
 SELECT_DELTA_HISTORY = (
     """
 WITH RECURSIVE walk AS (
-    SELECT c.checkpoint_id, c.parent_checkpoint_id, {fields_c} AS blob_fields, %(channels)s::text[] AS wanted,
-        st.seeded, st.missing, 0 AS depth
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, {fields_c} AS blob_fields, c.bare_values AS bare,
+        %(channels)s::text[] AS wanted, st.seeded, st.missing, 0 AS depth
     FROM {s}.checkpoints c
 """
-    + _STATE.replace("{fields}", "{fields_c}").replace("{wanted}", "%(channels)s::text[]")
+    + _STATE.replace("{fields}", "{fields_c}").replace("{wanted}", "%(channels)s::text[]").replace("{bare}", "c.bare_values")
     + """
     WHERE c.tenant_id = %(tenant)s AND c.thread_id = %(thread)s AND c.checkpoint_ns = %(ns)s
         AND c.checkpoint_id = coalesce(%(start)s::text, (
@@ -53,8 +55,8 @@ WITH RECURSIVE walk AS (
             ORDER BY t.checkpoint_id DESC LIMIT 1
         ))
     UNION ALL
-    SELECT p.checkpoint_id, p.parent_checkpoint_id, {fields_p} AS blob_fields, nw.wanted, st.seeded, st.missing,
-        w.depth + 1
+    SELECT p.checkpoint_id, p.parent_checkpoint_id, {fields_p} AS blob_fields, p.bare_values AS bare, nw.wanted,
+        st.seeded, st.missing, w.depth + 1
     FROM walk w
     CROSS JOIN LATERAL (
         SELECT ARRAY(SELECT x FROM unnest(w.wanted) AS x WHERE x <> ALL(w.seeded)) AS wanted
@@ -63,22 +65,24 @@ WITH RECURSIVE walk AS (
         ON p.tenant_id = %(tenant)s AND p.thread_id = %(thread)s AND p.checkpoint_ns = %(ns)s
         AND p.checkpoint_id = w.parent_checkpoint_id
 """
-    + _STATE.replace("{fields}", "{fields_p}").replace("{wanted}", "nw.wanted")
+    + _STATE.replace("{fields}", "{fields_p}").replace("{wanted}", "nw.wanted").replace("{bare}", "p.bare_values")
     + """
     WHERE cardinality(nw.wanted) > 0
 )
 SELECT 'a', w.depth, NULL, w.checkpoint_id, NULL, NULL, NULL, NULL, NULL FROM walk w WHERE w.depth = 0
 UNION ALL
-SELECT 'w', w.depth, wr.channel, wr.type, wr.data, wr.blob_ref, wr.task_id, wr.idx, wr.task_path
+SELECT 'w', w.depth, wr.channel, wr.type, {bytes_wr}, wr.blob_ref, wr.task_id, wr.idx, wr.task_path
 FROM walk w
 JOIN {s}.checkpoint_writes wr
     ON wr.tenant_id = %(tenant)s AND wr.thread_id = %(thread)s AND wr.checkpoint_ns = %(ns)s
     AND wr.checkpoint_id = w.checkpoint_id AND wr.channel = ANY(w.wanted)
 UNION ALL
-SELECT 'b', w.depth, b.channel, b.type, b.data, b.blob_ref, NULL, NULL, NULL
+SELECT 'b', w.depth, f ->> 0, coalesce(b.type, w.bare ->> (f ->> 0)),
+    CASE WHEN b.type IS NULL THEN ''::bytea ELSE {bytes_b} END,
+    b.blob_ref, NULL, NULL, NULL
 FROM walk w
 CROSS JOIN LATERAL jsonb_array_elements(w.blob_fields) AS f
-JOIN {s}.checkpoint_blobs b
+LEFT JOIN {s}.checkpoint_blobs b
     ON b.tenant_id = %(tenant)s AND b.thread_id = %(thread)s AND b.checkpoint_ns = %(ns)s
     AND b.channel = f ->> 0 AND b.version = f ->> 1
 WHERE f ->> 0 = ANY(w.seeded)
@@ -87,6 +91,9 @@ SELECT 'm', w.depth, m, w.checkpoint_id, NULL, NULL, NULL, NULL, NULL
 FROM walk w CROSS JOIN LATERAL unnest(w.missing) AS m
 """
 ).replace("{fields_c}", sql.blob_fields("c")).replace("{fields_p}", sql.blob_fields("p"))
+SELECT_DELTA_HISTORY = SELECT_DELTA_HISTORY.replace("{bytes_wr}", sql.stored_bytes("wr")).replace(
+    "{bytes_b}", sql.stored_bytes("b")
+)
 
 
 @dataclass

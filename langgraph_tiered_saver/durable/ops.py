@@ -24,6 +24,7 @@ from langgraph_tiered_saver.durable.records import (
     WriteRow,
     created_at,
     fields_to_pairs,
+    is_bare,
     loaded_value,
     stored_value,
     tuple_from_row,
@@ -37,6 +38,7 @@ from langgraph_tiered_saver.durable.retention import (
 )
 from langgraph_tiered_saver.errors import PostgresError
 from langgraph_tiered_saver.hot import keys as K
+from langgraph_tiered_saver.hot.keys import blob_field, split_blob_field
 from langgraph_tiered_saver.records import filters
 from langgraph_tiered_saver.records.audit import dumps_jsonb
 from langgraph_tiered_saver.records.codec import JSON_RECORD, TypedValue, WriteRecord
@@ -65,8 +67,21 @@ def _stored_fields(checkpoint_json: Mapping[str, Any], pairs: list[list[str]]) -
     return dumps_jsonb(pairs)
 
 
-def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
+def _bare(row: CheckpointRow, batch: Mapping[str, str | None]) -> tuple[Mapping[str, str], bool]:
+    """The row's bare values, and whether Postgres must add those of them an earlier flush wrote
+    (sql.INSERT_CHECKPOINTS `inherit`): a row that does not know them (`bare` None) knows those
+    of its batch (`batch`: blob field -> its type when bare, else None), and inherits when it
+    references a value the batch does not carry."""
+    if row.bare is not None:
+        return row.bare, False
+    fields = row.record.blob_fields
+    known = {split_blob_field(f)[1]: t for f in fields if (t := batch.get(f)) is not None}
+    return known, any(f not in batch for f in fields)
+
+
+def _checkpoint_params(thread: str, row: CheckpointRow, batch: Mapping[str, str | None]) -> tuple[Any, ...]:
     rec, meta = row.record, row.metadata_json
+    bare, inherit = _bare(row, batch)
     step = meta.get("step")
     source, run_id = meta.get("source"), meta.get("run_id")
     return (
@@ -78,11 +93,17 @@ def _checkpoint_params(thread: str, row: CheckpointRow) -> tuple[Any, ...]:
         dumps_jsonb(row.checkpoint_json), dumps_jsonb(meta),
         *_record_part(rec.checkpoint, row.checkpoint_exact), *_record_part(rec.metadata, row.metadata_exact),
         _stored_fields(row.checkpoint_json, fields_to_pairs(row.ns, rec.blob_fields)),
+        dumps_jsonb(dict(bare)) if bare else None, inherit,
     )  # fmt: skip
 
 
+def _json_keys(row: BlobRow | WriteRow) -> bytes | None:
+    """The key order when the row keeps its value as its JSONB (an offloaded value never does)."""
+    return row.json_keys if row.blob_ref is None and row.value_json is not None else None
+
+
 def _blob_params(thread: str, row: BlobRow) -> tuple[Any, ...]:
-    type_, data = stored_value(row.value, row.blob_ref, f"blob {row.channel}@{row.version}")
+    type_, data = stored_value(row.value, row.blob_ref, f"blob {row.channel}@{row.version}", _json_keys(row))
     return (
         thread, row.ns, row.channel, str(row.version), type_, data, row.blob_ref,
         _json_or_none(row.value_json),
@@ -91,12 +112,21 @@ def _blob_params(thread: str, row: BlobRow) -> tuple[Any, ...]:
 
 def _write_params(thread: str, row: WriteRow) -> tuple[Any, ...]:
     w = row.write
-    type_, data = stored_value(w.value, row.blob_ref, f"write {w.task_id}/{w.idx}")
+    type_, data = stored_value(w.value, row.blob_ref, f"write {w.task_id}/{w.idx}", _json_keys(row))
     return (
         thread, row.ns, row.checkpoint_id, w.task_id, w.idx, w.channel, type_, data,
         row.blob_ref, w.task_path, _json_or_none(row.value_json),
         None if w.created_at is None else float(w.created_at),
     )  # fmt: skip
+
+
+def _late_bare_values(schema: str, tenant: str, thread: str, bare: list[BlobRow]) -> PgStatement:
+    """sql.NAME_LATE_BARE_VALUES for the bare values of a batch."""
+    params = {
+        "tenant": tenant, "thread": thread, "ns": [v.ns for v in bare], "channel": [v.channel for v in bare],
+        "version": [str(v.version) for v in bare], "type": [v.value[0] for v in bare],
+    }  # fmt: skip
+    return PgStatement(sql.render(sql.NAME_LATE_BARE_VALUES, schema), params)
 
 
 def _fork_check(schema: str, tenant: str, batch: FlushBatch, rows: list[CheckpointRow]) -> PgStatement:
@@ -162,12 +192,21 @@ def _row_statements(
     specials: list[tuple[Any, ...]] = []
     through: list[tuple[Any, ...]] = []
     forks: list[tuple[str, PgStatement]] = []
+    late: list[PgStatement] = []
     for b in batches:
-        blobs += [_blob_params(b.thread_id, BlobRow(*r)) for r in b.blobs]
         rows = [CheckpointRow(*r) for r in b.checkpoints]
+        batch_blobs = [BlobRow(*r) for r in b.blobs]
+        carried = {  # bare values (type) get no value row: each checkpoint row names them (bare_values)
+            blob_field(v.ns, v.channel, v.version): v.value[0] if is_bare(v.value, v.blob_ref) else None
+            for v in batch_blobs
+        }  # fmt: skip
+        blobs += [_blob_params(b.thread_id, v) for v in batch_blobs if not is_bare(v.value, v.blob_ref)]
+        bare = [v for v in batch_blobs if is_bare(v.value, v.blob_ref)]
+        if bare:
+            late.append(_late_bare_values(schema, tenant, b.thread_id, bare))
         if rows:
             forks.append((b.thread_id, _fork_check(schema, tenant, b, rows)))
-        checkpoints += [_checkpoint_params(b.thread_id, row) for row in rows]
+        checkpoints += [_checkpoint_params(b.thread_id, row, carried) for row in rows]
         if b.written_through:
             through += [(tenant, b.thread_id, r.ns, r.checkpoint_id, r.record.parent_checkpoint_id) for r in rows]
         for r in b.writes:
@@ -175,20 +214,27 @@ def _row_statements(
             (specials if row.write.idx < 0 else writes).append(
                 _write_params(b.thread_id, row)
             )
+    blobs.sort(key=lambda r: r[:4])  # primary-key order (after the tenant): fewer index page splits
+    checkpoints.sort(key=lambda r: r[:3])
+    writes.sort(key=lambda r: r[:5])
     statements: list[PgStatement] = []
     results: list[str] = []
     for thread, check in forks:
         statements.append(check)
         results.append("fork:" + thread)
+    last = _last_per_key(specials)
+    special = [sql.UPDATE_SPECIAL_WRITES, sql.INSERT_NEW_WRITES] if plain else [sql.UPSERT_SPECIAL_WRITES]
     for table, template, rows_ in (
         ("blobs", sql.INSERT_NEW_BLOBS if plain else sql.INSERT_BLOBS, blobs),
         ("checkpoints", sql.INSERT_NEW_CHECKPOINTS if plain else sql.INSERT_CHECKPOINTS, checkpoints),
         ("writes", sql.INSERT_NEW_WRITES if plain else sql.INSERT_WRITES, writes),
-        ("writes", sql.UPSERT_SPECIAL_WRITES, _last_per_key(specials)),
+        *(("writes", template, last) for template in special),
     ):
         if rows_:  # one statement per non-empty kind, its rows as column arrays
             statements.append(PgStatement(sql.render(template, schema), _columns(tenant, rows_)))
             results.append(table)
+    statements += late
+    results += ["-"] * len(late)
     if through:  # rare (a write-through while Redis was unreachable): one row per checkpoint
         statements.append(PgStatement(sql.render(sql.INSERT_WRITTEN_THROUGH, schema), through, many=True))
         results.append("-")

@@ -11,13 +11,19 @@ holds, for the saver's blob-store resolution step.
 from __future__ import annotations
 
 import datetime as dt
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from langgraph_tiered_saver.errors import CorruptDataError
 from langgraph_tiered_saver.hot.keys import blob_field, split_blob_field
-from langgraph_tiered_saver.records.codec import CheckpointRecord, TypedValue, WriteRecord
+from langgraph_tiered_saver.records.codec import (
+    JSON_RECORD,
+    CheckpointRecord,
+    TypedValue,
+    WriteRecord,
+)
 
 
 class CheckpointRow(NamedTuple):
@@ -30,6 +36,10 @@ class CheckpointRow(NamedTuple):
     # keeps no serializer bytes of it, only the JSONB column
     checkpoint_exact: bool = False
     metadata_exact: bool = False
+    # channel -> type of the values it references that are a type without payload (an empty
+    # channel, a None), which the row names instead of a value row; None: not known (every
+    # value of the batch then gets a row)
+    bare: Mapping[str, str] | None = None
 
 
 class BlobRow(NamedTuple):
@@ -39,6 +49,9 @@ class BlobRow(NamedTuple):
     value: TypedValue
     value_json: Any = None  # the audit copy (JSON data or an orjson.Fragment of its text), or None
     blob_ref: str | None = None  # set when the value lives in the blob store: value[1] is the ref
+    # set when value_json is the value exactly (audit.exact_json): the row keeps no serializer
+    # bytes, only this key order of its dicts (b"": JSONB's own)
+    json_keys: bytes | None = None
 
 
 class WriteRow(NamedTuple):
@@ -47,6 +60,7 @@ class WriteRow(NamedTuple):
     write: WriteRecord
     value_json: Any = None
     blob_ref: str | None = None
+    json_keys: bytes | None = None  # as BlobRow's
 
 
 @dataclass
@@ -129,6 +143,19 @@ def fields_to_pairs(ns: str, fields: Sequence[str]) -> list[list[str]]:
     return pairs
 
 
+def bare_channels(flat: Sequence[Any]) -> dict[str, str]:
+    """A checkpoint's `bare` (channel -> type) from a `field, type, field, type...` list (the
+    outbox read's, or `HotOps.bare_fields`)."""
+    items = [x.decode() if isinstance(x, bytes) else str(x) for x in flat]
+    return {split_blob_field(items[i])[1]: items[i + 1] for i in range(0, len(items) - 1, 2)}
+
+
+def is_bare(value: TypedValue, blob_ref: str | None) -> bool:
+    """A value that is its type alone (an empty channel, a None): no value row needed where the
+    checkpoint rows name it (CheckpointRow.bare)."""
+    return blob_ref is None and value[1] == b""
+
+
 def pairs_to_fields(ns: str, pairs: Sequence[Sequence[str]]) -> tuple[str, ...]:
     return tuple(blob_field(ns, channel, version) for channel, version in pairs)
 
@@ -145,10 +172,41 @@ def created_at(checkpoint_json: Mapping[str, Any]) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
 
 
-def stored_value(value: TypedValue, blob_ref: str | None, where: str) -> tuple[str, bytes | None]:
-    """(type, data) columns for a value: data is NULL when the value is offloaded."""
+# A value row's bytes (the serializer's, of a value its JSONB does not hold exactly: messages,
+# objects) are deflated (zlib, raw) where that saves a tenth: they are written to the table and
+# to the write-ahead log; the row's type says so (`lts-z+<type>`). Only the durable tier
+# stores them so: reads give the serializer's bytes back.
+DEFLATED = "lts-z+"
+_DEFLATE_MIN = 128  # bytes: below, deflate saves little and costs a call
+
+
+def deflated(value: TypedValue) -> TypedValue:
+    """`value` as its row stores it: deflated where that pays (see DEFLATED)."""
+    if len(value[1]) < _DEFLATE_MIN or value[0].startswith(DEFLATED):
+        return value
+    deflate = zlib.compressobj(1, zlib.DEFLATED, -15)  # raw: no header or checksum; level 1: as small as 6 on these values, a quarter less CPU
+    packed = deflate.compress(value[1]) + deflate.flush()
+    return (DEFLATED + value[0], packed) if len(packed) * 10 <= len(value[1]) * 9 else value
+
+
+def inflated(value: TypedValue, where: str) -> TypedValue:
+    """A row's value as the serializer wrote it (`deflated` undone)."""
+    if not value[0].startswith(DEFLATED):
+        return value
+    try:
+        return value[0][len(DEFLATED):], zlib.decompress(value[1], wbits=-15)
+    except zlib.error as exc:
+        raise CorruptDataError(f"{where}: deflated value cannot be inflated: {exc}") from exc
+
+
+def stored_value(
+    value: TypedValue, blob_ref: str | None, where: str, json_keys: bytes | None = None
+) -> tuple[str, bytes | None]:
+    """(type, data) columns for a value: data is NULL when the value is offloaded; type
+    JSON_RECORD when its JSONB column holds it exactly (`json_keys` not None), data then the key
+    order to keep (NULL when JSONB's own: sql.stored_bytes reads them back together)."""
     if blob_ref is None:
-        return value[0], value[1]
+        return (JSON_RECORD, json_keys or None) if json_keys is not None else deflated(value)
     if value[1] != blob_ref.encode():
         raise ValueError(f"{where}: an offloaded value's bytes must be its blob_ref {blob_ref!r}")
     return value[0], None
@@ -160,7 +218,7 @@ def loaded_value(
     if type_ is None:
         raise CorruptDataError(f"{where}: stored value has no type")
     if data is not None:
-        return type_.decode(), bytes(data)
+        return inflated((type_.decode(), bytes(data)), where)
     if ref is not None:
         return type_.decode(), bytes(ref)
     raise CorruptDataError(f"{where}: stored value has neither data nor a blob_ref")

@@ -303,6 +303,27 @@ INSERT INTO {s}.written_through (tenant_id, thread_id, checkpoint_ns, checkpoint
 VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
 """
 DELETE_WRITTEN_THROUGH = "DELETE FROM {s}.written_through WHERE tenant_id = %s AND thread_id = %s"
+# A written-through checkpoint may reference values that reach Postgres after it (flushed from
+# Redis once it is back); its row names those of them that are bare when they come (migration 9).
+# Nothing to do, and no write, for a thread with no written-through checkpoint (the usual case:
+# one index probe). Params: tenant, thread, and the batch's bare values as parallel arrays.
+NAME_LATE_BARE_VALUES = """
+UPDATE {s}.checkpoints c SET bare_values = coalesce(c.bare_values, '{}') || n.names
+FROM (
+    SELECT x.checkpoint_ns, x.checkpoint_id, jsonb_object_agg(u.channel, u.type) AS names
+    FROM {s}.written_through x
+    JOIN {s}.checkpoints r ON r.tenant_id = x.tenant_id AND r.thread_id = x.thread_id
+        AND r.checkpoint_ns = x.checkpoint_ns AND r.checkpoint_id = x.checkpoint_id
+    JOIN unnest(%(ns)s::text[], %(channel)s::text[], %(version)s::text[], %(type)s::text[])
+        AS u(ns, channel, version, type)
+        ON u.ns = r.checkpoint_ns AND r.checkpoint -> 'channel_versions' ->> u.channel = u.version
+    WHERE x.tenant_id = %(tenant)s AND x.thread_id = %(thread)s
+        AND NOT coalesce(r.bare_values ? u.channel, false)
+    GROUP BY x.checkpoint_ns, x.checkpoint_id
+) AS n
+WHERE c.tenant_id = %(tenant)s AND c.thread_id = %(thread)s AND c.checkpoint_ns = n.checkpoint_ns
+    AND c.checkpoint_id = n.checkpoint_id
+"""
 
 # Fork check, in the flush transaction before its inserts: the batch's checkpoints Postgres does
 # not hold yet that another writer has passed by. A checkpoint `b` forks when, in its namespace,
@@ -369,22 +390,35 @@ FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::byte
 ON CONFLICT (tenant_id, thread_id, checkpoint_ns, channel, version) DO NOTHING
 """
 
+# A checkpoint row's bare values (migration 9). `inherit`: the batch did not know them all (a
+# write-through, or a checkpoint some of whose values Redis lost: the flusher knows the values
+# its batch carries, not those an earlier flush wrote): the other bare values of its channel
+# versions are taken from the rows of its thread that name them (same channel, same version:
+# the same value; the tenant is the flush transaction's).
+_BARE_VALUES = """CASE WHEN u.inherit THEN nullif(coalesce(u.bare_values::jsonb, '{}') || coalesce((
+        SELECT jsonb_object_agg(e.key, e.value) FROM {s}.checkpoints p
+        CROSS JOIN LATERAL jsonb_each(p.bare_values) AS e
+        WHERE p.tenant_id = current_setting('{setting}', true) AND p.thread_id = u.thread_id
+            AND p.checkpoint_ns = u.checkpoint_ns AND p.bare_values IS NOT NULL
+            AND p.checkpoint -> 'channel_versions' -> e.key = u.checkpoint::jsonb -> 'channel_versions' -> e.key
+    ), '{}'), '{}') ELSE u.bare_values::jsonb END""".replace("{setting}", TENANT_SETTING)
+
 INSERT_CHECKPOINTS = """
 INSERT INTO {s}.checkpoints
     (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
      run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
-     metadata_bytes, blob_fields)
+     metadata_bytes, blob_fields, bare_values)
 SELECT %s, u.thread_id, u.checkpoint_ns, u.checkpoint_id, u.parent_checkpoint_id, u.step,
     u.source, u.run_id, coalesce(u.created_at, now()), u.checkpoint::jsonb, u.metadata::jsonb,
     u.checkpoint_type, u.checkpoint_bytes, u.metadata_type, u.metadata_bytes,
-    u.blob_fields::jsonb
+    u.blob_fields::jsonb, {bare}
 FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::int4[], %b::text[], %b::text[],
     %b::timestamptz[], %b::text[], %b::text[], %b::text[], %b::bytea[], %b::text[], %b::bytea[],
-    %b::text[]) AS u(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
-    run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
-    metadata_bytes, blob_fields)
+    %b::text[], %b::text[], %b::bool[]) AS u(thread_id, checkpoint_ns, checkpoint_id,
+    parent_checkpoint_id, step, source, run_id, created_at, checkpoint, metadata, checkpoint_type,
+    checkpoint_bytes, metadata_type, metadata_bytes, blob_fields, bare_values, inherit)
 ON CONFLICT (tenant_id, thread_id, checkpoint_ns, checkpoint_id) DO NOTHING
-"""
+""".replace("{bare}", _BARE_VALUES)
 
 _WRITES_INSERT = """
 INSERT INTO {s}.checkpoint_writes
@@ -430,6 +464,20 @@ INSERT_NEW_BLOBS = _insert_absent(INSERT_BLOBS, "checkpoint_blobs", "thread_id, 
 INSERT_NEW_CHECKPOINTS = _insert_absent(INSERT_CHECKPOINTS, "checkpoints", "thread_id, checkpoint_ns, checkpoint_id")
 INSERT_NEW_WRITES = _insert_absent(
     INSERT_WRITES, "checkpoint_writes", "thread_id, checkpoint_ns, checkpoint_id, task_id, idx"
+)
+# The plain flush's special writes: those stored already are overwritten here, then the others
+# go in by INSERT_NEW_WRITES (UPSERT_SPECIAL_WRITES' ON CONFLICT would log a confirmation per new
+# row, or lock a stored one first). Same parameters as the inserts.
+UPDATE_SPECIAL_WRITES = (
+    """
+UPDATE {s}.checkpoint_writes x SET channel = u.channel, type = u.type, data = u.data,
+    blob_ref = u.blob_ref, task_path = u.task_path, value = u.value::jsonb,
+    created_at = coalesce(to_timestamp(u.created_at), now())
+FROM (SELECT %s::text AS tenant) AS k, """
+    + _WRITES_INSERT[_WRITES_INSERT.index("unnest(") : _WRITES_INSERT.index("ON CONFLICT")]
+    + """WHERE x.tenant_id = k.tenant AND x.thread_id = u.thread_id AND x.checkpoint_ns = u.checkpoint_ns
+    AND x.checkpoint_id = u.checkpoint_id AND x.task_id = u.task_id AND x.idx = u.idx
+"""
 )
 UNIQUE_VIOLATION = "23505"
 
@@ -489,26 +537,58 @@ _RECORD_COLUMNS = (
 _READ_SELECT = _TUPLE_SELECT.replace(_RECORD_COLUMNS_7, _RECORD_COLUMNS).replace(
     "jsonb_array_elements(c.blob_fields)", "jsonb_array_elements(" + blob_fields("c") + ")"
 )
-# `list` reads many checkpoints of a thread: each value it references is fetched by one primary-key
-# lookup, in a LATERAL subquery whose LIMIT 1 (one row per channel version) keeps the planner from
-# flattening it into a join. As a join, a thread whose rows are not yet ANALYZEd, or a small table,
-# got a hash or sequential scan of all the thread's values per checkpoint: a history of 500
-# checkpoints read 500 x 1,000 value rows.
-_VALUES_JOIN = """
+# Migration 9's reading of a value: a row's bytes, or (type JSON_RECORD, data NULL) the text of its
+# JSONB, which holds the same value exactly; and a value the checkpoint row names bare (an empty
+# channel, a None: `bare_values`, channel -> type) is its type with no bytes, without a row.
+_STORED_BYTES = (
+    "CASE WHEN {a}.type = 'lts-json' THEN coalesce({a}.data || decode('0a', 'hex'), ''::bytea)"
+    " || convert_to({a}.value::text, 'UTF8') ELSE {a}.data END"
+)
+
+
+def stored_bytes(alias: str) -> str:
+    """The SQL expression of a value or write row's bytes: its `data`, or for a row that keeps
+    its value as its JSONB alone (type JSON_RECORD, migration 9) the key order it keeps, a
+    newline, and the JSON's text (records/key_order.py; codec.loads_record reads them)."""
+    return _STORED_BYTES.replace("{a}", alias)
+
+
+_VALUES_8 = """SELECT array_agg(ARRAY[convert_to(b.channel, 'UTF8'), convert_to(b.version, 'UTF8'),
+            convert_to(b.type, 'UTF8'), b.data, convert_to(b.blob_ref, 'UTF8')])"""
+_VALUES_9 = """SELECT array_agg(ARRAY[convert_to(f ->> 0, 'UTF8'), convert_to(f ->> 1, 'UTF8'),
+            convert_to(coalesce(b.type, c.bare_values ->> (f ->> 0)), 'UTF8'),
+            CASE WHEN b.type IS NULL THEN ''::bytea ELSE """ + stored_bytes("b") + """ END,
+            convert_to(b.blob_ref, 'UTF8')])"""
+_VALUES_JOIN_8 = """
         JOIN {s}.checkpoint_blobs b
             ON b.tenant_id = {tenant} AND b.thread_id = c.thread_id
             AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0
             AND b.version = f ->> 1
 """
+_VALUES_JOIN_9 = _VALUES_JOIN_8.replace("JOIN", "LEFT JOIN", 1) + """        WHERE b.type IS NOT NULL OR c.bare_values ? (f ->> 0)
+"""
+_WRITE_DATA_8 = "convert_to(w.type, 'UTF8'), w.data,"
+_WRITE_DATA_9 = "convert_to(w.type, 'UTF8'), " + stored_bytes("w") + ","
+_READ_SELECT_9 = _READ_SELECT
+for _old, _new in ((_VALUES_8, _VALUES_9), (_VALUES_JOIN_8, _VALUES_JOIN_9), (_WRITE_DATA_8, _WRITE_DATA_9)):
+    assert _READ_SELECT_9.count(_old) == 1, _old
+    _READ_SELECT_9 = _READ_SELECT_9.replace(_old, _new)
+# `list` reads many checkpoints of a thread: each value it references is fetched by one primary-key
+# lookup, in a LATERAL subquery whose LIMIT 1 (one row per channel version) keeps the planner from
+# flattening it into a join. As a join, a thread whose rows are not yet ANALYZEd, or a small table,
+# got a hash or sequential scan of all the thread's values per checkpoint: a history of 500
+# checkpoints read 500 x 1,000 value rows.
+_VALUES_JOIN = _VALUES_JOIN_9
 _VALUES_LOOKUP = """
-        CROSS JOIN LATERAL (
-            SELECT b.channel, b.version, b.type, b.data, b.blob_ref FROM {s}.checkpoint_blobs b
+        LEFT JOIN LATERAL (
+            SELECT b.type, b.data, b.value, b.blob_ref FROM {s}.checkpoint_blobs b
             WHERE b.tenant_id = {tenant} AND b.thread_id = c.thread_id
                 AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = f ->> 0 AND b.version = f ->> 1
             LIMIT 1
-        ) AS b
+        ) AS b ON true
+        WHERE b.type IS NOT NULL OR c.bare_values ? (f ->> 0)
 """
-_LIST_SELECT = _READ_SELECT.replace(_VALUES_JOIN, _VALUES_LOOKUP)
+_LIST_SELECT = _READ_SELECT_9.replace(_VALUES_JOIN, _VALUES_LOOKUP)
 assert _VALUES_LOOKUP in _LIST_SELECT  # the join was found and replaced
 SELECT_TUPLES = _LIST_SELECT.replace("{tenant}", "%(tenant)s") + """ {where}
 ORDER BY c.checkpoint_id DESC, c.thread_id, c.checkpoint_ns
@@ -558,8 +638,8 @@ $lts_tuple$;
 
 # One checkpoint of a namespace with its values and writes: the latest when the id is NULL.
 MIGRATION_7_TUPLE_FUNCTION = _tuple_function(_TUPLE_SELECT, "CREATE")
-# The statements of the function as migration 8 left it (the one every read runs).
-TUPLE_LATEST_BODY, TUPLE_BY_ID_BODY = _tuple_bodies(_READ_SELECT)
+# The statements of the function as migration 9 left it (the one every read runs).
+TUPLE_LATEST_BODY, TUPLE_BY_ID_BODY = _tuple_bodies(_READ_SELECT_9)
 
 # Less write-ahead log per checkpoint, the readable copies kept (see docs/design.md, "Write-ahead
 # log"): a checkpoint row no longer repeats what its JSONB columns hold exactly: the serializer's
@@ -579,6 +659,23 @@ DROP INDEX IF EXISTS {s}.checkpoint_writes_audit_idx;
 """
     + _tuple_function(_READ_SELECT, "CREATE OR REPLACE")
 )
+
+# Less write-ahead log per channel value (see docs/design.md, "Write-ahead log"): a checkpoint row
+# names the values it references that are a type alone (an empty channel, a None) in
+# `bare_values` (channel -> type), and no value row is written for them; a value or write whose
+# JSONB holds it exactly (audit.exact_json: same types, same key order) keeps no serializer bytes
+# (type JSON_RECORD, data NULL). Rows written before keep theirs; readers take either. The new
+# CHECK constraints are implied by the old ones: existing rows need no scan (NOT VALID).
+MIGRATION_9_BARE_AND_JSON_VALUES = (
+    """
+ALTER TABLE {s}.checkpoints ADD COLUMN bare_values jsonb;
+ALTER TABLE {s}.checkpoint_blobs DROP CONSTRAINT IF EXISTS checkpoint_blobs_check,
+    ADD CONSTRAINT checkpoint_blobs_stored CHECK (data IS NOT NULL OR blob_ref IS NOT NULL OR value IS NOT NULL);
+ALTER TABLE {s}.checkpoint_writes DROP CONSTRAINT IF EXISTS checkpoint_writes_check,
+    ADD CONSTRAINT checkpoint_writes_stored CHECK (data IS NOT NULL OR blob_ref IS NOT NULL OR value IS NOT NULL);
+"""
+    + _tuple_function(_READ_SELECT_9, "CREATE OR REPLACE")
+)
 GET_TUPLE = "SELECT * FROM {s}.lts_get_tuple(%s, %s, %s, %s)"
 # Whether a thread has any checkpoint, in any namespace (the primary key's prefix: an index probe)
 THREAD_HAS_CHECKPOINTS = "SELECT EXISTS (SELECT 1 FROM {s}.checkpoints WHERE tenant_id = %s AND thread_id = %s)"
@@ -596,14 +693,14 @@ WHERE_NOT_KNOWN = (
 # Writes to one channel of some checkpoints, given as parallel arrays (legacy.py reads the TASKS
 # writes of the parents of checkpoints written before format 4 with it).
 SELECT_CHANNEL_WRITES = """
-SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx, w.channel, w.type, w.data,
-    w.task_path, w.blob_ref
+SELECT w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.idx, w.channel, w.type,
+    {bytes_w}, w.task_path, w.blob_ref
 FROM unnest(%(threads)s::text[], %(ns)s::text[], %(ids)s::text[]) AS p(thread_id, checkpoint_ns, checkpoint_id)
 JOIN {s}.checkpoint_writes w
     ON w.tenant_id = %(tenant)s AND w.thread_id = p.thread_id
     AND w.checkpoint_ns = p.checkpoint_ns AND w.checkpoint_id = p.checkpoint_id
 WHERE w.channel = %(channel)s
-"""
+""".replace("{bytes_w}", stored_bytes("w"))
 
 
 @lru_cache(maxsize=256)
@@ -634,10 +731,10 @@ COPY_CHECKPOINTS = """
 INSERT INTO {s}.checkpoints
     (tenant_id, thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
      run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
-     metadata_bytes, blob_fields)
+     metadata_bytes, blob_fields, bare_values)
 SELECT tenant_id, %(dst)s, checkpoint_ns, checkpoint_id, parent_checkpoint_id, step, source,
     run_id, created_at, checkpoint, metadata, checkpoint_type, checkpoint_bytes, metadata_type,
-    metadata_bytes, blob_fields
+    metadata_bytes, blob_fields, bare_values
 FROM {s}.checkpoints WHERE tenant_id = %(tenant)s AND thread_id = %(src)s
 ON CONFLICT DO NOTHING
 """
@@ -836,12 +933,21 @@ ORDER BY tenant_id, thread_id
 # `lts-blob:v1:<digest>:<size>:<flag>`, so the digest is the third ':'-separated part. The
 # explicit tenant filter makes the answer the same for a role that bypasses row-level security
 # (a superuser would otherwise keep a blob alive for another tenant's reference).
-# Which channel values of a thread Postgres holds, of those given as parallel arrays.
+# Which channel values of a thread Postgres holds, of those given as parallel arrays: as a value
+# row, or named bare by a checkpoint row (migration 9: then a row that references it inherits it).
 BLOB_FIELDS_PRESENT = """
 SELECT b.checkpoint_ns, b.channel, b.version FROM {s}.checkpoint_blobs b
 JOIN unnest(%(ns)s::text[], %(channel)s::text[], %(version)s::text[]) AS f(ns, channel, version)
   ON b.checkpoint_ns = f.ns AND b.channel = f.channel AND b.version = f.version
 WHERE b.tenant_id = %(tenant)s AND b.thread_id = %(thread)s
+UNION
+SELECT f.ns, f.channel, f.version
+FROM unnest(%(ns)s::text[], %(channel)s::text[], %(version)s::text[]) AS f(ns, channel, version)
+WHERE EXISTS (
+    SELECT 1 FROM {s}.checkpoints p
+    WHERE p.tenant_id = %(tenant)s AND p.thread_id = %(thread)s AND p.checkpoint_ns = f.ns
+        AND p.bare_values ? f.channel AND p.checkpoint -> 'channel_versions' ->> f.channel = f.version
+)
 """
 
 BLOB_DIGESTS_IN_USE = """

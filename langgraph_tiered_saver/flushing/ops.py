@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
@@ -31,7 +32,7 @@ from langgraph_tiered_saver.durable.ops import (
     upsert_batch_op,
     upsert_group_op,
 )
-from langgraph_tiered_saver.durable.records import BlobRow, CheckpointRow, WriteRow
+from langgraph_tiered_saver.durable.records import BlobRow, CheckpointRow, WriteRow, bare_channels
 from langgraph_tiered_saver.errors import (
     FlushFencedError,
     PostgresConfigError,
@@ -44,6 +45,7 @@ from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.records import codec
 from langgraph_tiered_saver.records.audit import (
     audit_from_msgpack,
+    exact_json,
     json_exact,
     jsonb_value,
     to_audit_json,
@@ -243,6 +245,21 @@ class FlushOps:
         except Exception:
             return None
 
+    def _value_json(
+        self, typed: tuple[str, bytes], memo: dict[tuple[int, bytes], Any]
+    ) -> tuple[Any, bytes | None]:
+        """A value's audit copy, and when it is the value exactly, the key order of its dicts
+        (the row then keeps no serializer bytes: audit.exact_json); else None."""
+        if self.audit_json and not self._offloads(typed):
+            if typed[0] == codec.JSON_RECORD:  # a value read back from such a row
+                order, newline, text = typed[1].partition(b"\n")
+                return (orjson.Fragment(text), order) if newline else (orjson.Fragment(order), b"")
+            if typed[0] == "msgpack":
+                exact = exact_json(typed[1])
+                if exact is not None:
+                    return orjson.Fragment(exact[0]), exact[1]
+        return self._audit(typed, memo), None
+
     def build_batch(
         self, tenant_id: str, thread_id: str, entries: Sequence[Any], values: Sequence[Any]
     ) -> FlushBatch:
@@ -282,20 +299,18 @@ class FlushOps:
                 metadata = codec.loads_record(self.serde, record.metadata)
                 batch.checkpoints.append(
                     CheckpointRow(ns, checkpoint_id, record, jsonb_value(checkpoint), jsonb_value(metadata),
-                                  exact, json_exact(metadata))
+                                  exact, json_exact(metadata), bare_channels(value[3]) if len(value) > 3 and not missing else None)
                 )
             elif kind == K.OUTBOX_KINDS["blob"]:
                 ns, channel, version = K.split_blob_field(rest)
                 typed = codec.decode_typed(value, where)
-                batch.blobs.append(
-                    BlobRow(ns, channel, version, typed, self._audit(typed, memo), _blob_ref(typed))
-                )
+                audit, keys = self._value_json(typed, memo)
+                batch.blobs.append(BlobRow(ns, channel, version, typed, audit, _blob_ref(typed), keys))
             else:
                 ns, checkpoint_id, _task, _idx = K.split_write_field(rest)
                 write = codec.unpack_write(value, where)
-                batch.writes.append(
-                    WriteRow(ns, checkpoint_id, write, self._audit(write.value, memo), _blob_ref(write.value))
-                )
+                audit, keys = self._value_json(write.value, memo)
+                batch.writes.append(WriteRow(ns, checkpoint_id, write, audit, _blob_ref(write.value), keys))
         return batch, unsure
 
     def _offloads(self, typed: TypedValue) -> bool:

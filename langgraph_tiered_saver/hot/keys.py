@@ -158,6 +158,10 @@ def split_dirty_member(member: str) -> tuple[str, str]:
     return decode_id(tenant_id), decode_id(thread_id)
 
 
+# The run lock's key after the thread's prefix (scripts derive it: scripts.LuaScript.load).
+LOCK_SUFFIX = "lock:run"
+
+
 def lock_key(prefix: str, tenant_id: str, thread_id: str, kind: str = "run") -> str:
     return f"{thread_prefix(prefix, tenant_id, thread_id)}:lock:{kind}"
 

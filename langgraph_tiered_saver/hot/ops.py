@@ -225,9 +225,9 @@ class HotOps:
         self, ref: ThreadRef, stored: StoredCheckpoint, values: Callable[[TypedValue], Any] | None = None
     ) -> CheckpointTuple:
         """Turn a stored checkpoint (from either tier) into LangGraph's CheckpointTuple.
-        `values`: how channel values are decoded (a list call's `DecodeOnce`), else the serde."""
-        loads = self.serde.loads_typed
-        load_value = loads if values is None else values
+        `values`: how channel values and pending writes are decoded (a list call's `DecodeOnce`,
+        a read's `DecodedValues`), else the serde."""
+        load_value = functools.partial(loads_record, self.serde) if values is None else values
         blobs = stored.blobs
         try:
             checkpoint: Checkpoint = loads_record(self.serde, stored.record.checkpoint)
@@ -238,7 +238,7 @@ class HotOps:
                 if typed is None or typed[0] == "empty":
                     continue
                 channel_values[field.split(K.SEP, 2)[1]] = load_value(typed)
-            pending = [(w.task_id, w.channel, loads(w.value)) for w in stored.writes]
+            pending = [(w.task_id, w.channel, load_value(w.value)) for w in stored.writes]
         except CorruptDataError:
             raise
         except Exception as exc:
@@ -353,7 +353,7 @@ class HotOps:
             ttl, "latest" if members is None else "ids", lock.token if lock else "", lock.ttl_ms if lock else 0,
             self.ttl_ms,
         )  # fmt: skip
-        call = scripts.GET.call_planned(plan.read_keys, args, rest)
+        call = scripts.GET.call_planned(plan.get_keys, args, rest)
         ((status, entries, generation, fence),) = yield RedisCall((call,), scripts=(scripts.GET,))
         where = f"Redis thread {ref.thread_id!r}"
         return Fetched(
@@ -588,7 +588,8 @@ class ThreadPlan:
 
     dirty_member: str
     write_keys: tuple[str, ...]  # scripts.WRITE's KEYS, in order
-    read_keys: tuple[str, ...]  # scripts.GET's (and VERIFY's) KEYS, in order
+    read_keys: tuple[str, ...]  # scripts.VERIFY's (and LIST's) KEYS, in order
+    get_keys: tuple[str, ...]  # scripts.GET's: the thread's key prefix, the shard's generation
 
 
 @functools.lru_cache(maxsize=1024)
@@ -602,7 +603,11 @@ def thread_plan(prefix: str, tenant_id: str, thread_id: str) -> ThreadPlan:
         "epoch": K.epoch_key(prefix, shard), "vgen": K.generation_key(prefix, shard),
     }  # fmt: skip
     read = {**thread, "vgen": K.generation_key(prefix, shard)}
-    return ThreadPlan(K.dirty_member(tenant_id, thread_id), scripts.WRITE.check_keys(write), scripts.GET.check_keys(read))
+    get = {"thread": K.thread_prefix(prefix, tenant_id, thread_id), "vgen": K.generation_key(prefix, shard)}
+    return ThreadPlan(
+        K.dirty_member(tenant_id, thread_id), scripts.WRITE.check_keys(write), scripts.VERIFY.check_keys(read),
+        scripts.GET.check_keys(get),
+    )
 
 
 def _held_records(held: Sequence[Held]) -> list[tuple[str, WriteRecord]]:

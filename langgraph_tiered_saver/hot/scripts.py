@@ -30,13 +30,32 @@ class LuaScript:
     argv: tuple[str, ...]
     source: str
     sha: str
+    derived: bool = False
+
+    @property
+    def key_names(self) -> tuple[str, ...]:
+        """The KEY.<name> the script may use: its declared keys, and those it derives."""
+        return (*self.keys, *THREAD_KEYS) if self.derived else self.keys
 
     @classmethod
-    def load(cls, name: str, keys: Sequence[str], argv: Sequence[str], rest: str | None = None) -> LuaScript:
+    def load(
+        cls, name: str, keys: Sequence[str], argv: Sequence[str], rest: str | None = None, *, derived: bool = False
+    ) -> LuaScript:
+        """`derived`: the first key is the thread's key prefix (`keys.thread_prefix`), from which
+        the script names the thread's keys and run lock itself (THREAD_KEYS): one argument
+        instead of ten on the hot read. They share the prefix's hash tag, hence its Cluster
+        slot, so the script still touches one slot."""
         lua = resources.files(__package__) / "lua"
+        bind = "local KEY = {" + ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(keys, 1)) + "}"
+        if derived:
+            bind += (
+                "\nfor _, name in ipairs({" + ", ".join(f'"{k}"' for k in K.THREAD_KEY_NAMES) + "}) do"
+                " KEY[name] = KEYS[1] .. \":\" .. name end"
+                f"\nKEY.lock = KEYS[1] .. \":{K.LOCK_SUFFIX}\""
+            )
         header = "\n".join([
             f"-- {name}.lua  KEYS: {', '.join(keys)}  ARGV: {', '.join(argv)}" + (f", {rest}..." if rest else ""),
-            "local KEY = {" + ", ".join(f"{k} = KEYS[{i}]" for i, k in enumerate(keys, 1)) + "}",
+            bind,
             "local ARG = {" + ", ".join(f"{a} = ARGV[{i}]" for i, a in enumerate(argv, 1)) + "}",
             f"local REST = {len(argv) + 1}",
             "local THREAD_KEYS = {" + ", ".join(f'"{k}"' for k in K.THREAD_KEY_NAMES) + "}",
@@ -44,7 +63,7 @@ class LuaScript:
         ])  # fmt: skip
         common = (lua / "_common.lua").read_text()
         full = header + "\n" + common + "\n" + (lua / f"{name}.lua").read_text()
-        return cls(name, tuple(keys), tuple(argv), full, hashlib.sha1(full.encode()).hexdigest())
+        return cls(name, tuple(keys), tuple(argv), full, hashlib.sha1(full.encode()).hexdigest(), derived)
 
     def call(self, keys: Mapping[str, str], args: Mapping[str, Any], rest: Sequence[Any] = ()) -> tuple[Any, ...]:
         """The EVALSHA command; `keys` and `args` must name exactly the declared slots."""
@@ -89,8 +108,8 @@ WRITE = LuaScript.load(
 )  # fmt: skip
 # `vgen`: the shard's generation, which a thread's copy must have been verified under (hotwatch.py)
 GET = LuaScript.load(
-    "get", (*THREAD_KEYS, "vgen"), ("refresh_ttl_ms", "mode", "lock_token", "lock_ttl_ms", "thread_ttl_ms"),
-    rest="namespace | member",
+    "get", ("thread", "vgen"), ("refresh_ttl_ms", "mode", "lock_token", "lock_ttl_ms", "thread_ttl_ms"),
+    rest="namespace | member", derived=True,
 )
 VERIFY = LuaScript.load("verify", (*THREAD_KEYS, "vgen"), ("generation",))
 WRITES = LuaScript.load("writes", THREAD_KEYS, (), rest="member")

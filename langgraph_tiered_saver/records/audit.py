@@ -28,6 +28,8 @@ from langgraph.checkpoint.serde.jsonplus import (  # the serializer's ext codes 
     _msgpack_ext_hook_to_json,
 )
 
+from langgraph_tiered_saver.records.key_order import key_order
+
 # A JSON-compatible object: dict[str, JSON] | list[JSON] | str | int | float | bool | None.
 JSON = Any
 _MESSAGE_KEYS = ("type", "content", "name", "tool_calls", "tool_call_id", "id")
@@ -224,6 +226,24 @@ def json_exact(value: Any, depth: int = 0) -> bool:
     if kind is dict:
         return all(type(k) is str and "\x00" not in k and json_exact(v, depth + 1) for k, v in value.items())
     return False
+
+
+def exact_json(data: bytes) -> tuple[bytes, bytes] | None:
+    """(JSON text, key order) of a value the serializer stored as msgpack `data`, when its JSONB
+    column, with the key order of the dicts JSONB reorders (`key_order`: b"" when none is), gives
+    back exactly what the serializer would (`json_exact`); else None. Plain msgpack data only:
+    an extension type (a message, a set, a datetime...) is not read at all. Never raises."""
+    try:
+        value = ormsgpack.unpackb(data)  # no ext hook: an extension type raises
+    except Exception:
+        return None
+    if not json_exact(value):
+        return None
+    try:
+        order = key_order(value)
+        return orjson.dumps(value), orjson.dumps(order) if order else b""
+    except Exception:
+        return None
 
 
 def _fallback(value: Any) -> Any:

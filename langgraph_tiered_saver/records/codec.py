@@ -18,6 +18,7 @@ import orjson
 import ormsgpack
 
 from langgraph_tiered_saver.errors import CorruptDataError
+from langgraph_tiered_saver.records.key_order import with_key_order
 
 TypedValue = tuple[str, bytes]
 EMPTY: TypedValue = ("empty", b"")
@@ -99,18 +100,23 @@ def unpack_write(raw: bytes, where: str) -> WriteRecord:
     return WriteRecord(task_id, idx, channel, (vtype, vbytes), task_path, created_at)
 
 
-# A checkpoint's or its metadata's part of a record that the durable tier keeps only as its JSONB
-# column (the serializer's bytes were dropped there: the JSON is the same value exactly, see
-# audit.json_exact); its bytes are that JSON's text. Read with `loads_record`, in both tiers (a
-# Postgres read re-warms Redis with it).
+# A checkpoint's or its metadata's part of a record, or a value, that the durable tier keeps only
+# as its JSONB column (the serializer's bytes were dropped there: the JSON is the same value
+# exactly, see audit.json_exact and audit.exact_json); its bytes are that JSON's text, after the
+# key order of its dicts and a newline where JSONB reorders some (records/key_order.py). Read
+# with `loads_record`, in both tiers (a Postgres read re-warms Redis with it).
 JSON_RECORD = "lts-json"
 
 
 def loads_record(serde: Any, typed: TypedValue) -> Any:
-    """A checkpoint record's checkpoint or metadata: JSON text kept by the durable tier, or the
-    serializer's own bytes."""
+    """A checkpoint record's checkpoint or metadata, or a channel value or write: JSON text kept
+    by the durable tier (a row whose JSONB holds the value exactly), or the serializer's own
+    bytes."""
     if typed[0] == JSON_RECORD:
-        return orjson.loads(typed[1])
+        order, newline, text = typed[1].partition(b"\n")
+        if not newline:
+            return orjson.loads(order)
+        return with_key_order(orjson.loads(text), orjson.loads(order))
     return serde.loads_typed(typed)
 
 

@@ -1,8 +1,17 @@
-"""Decoded values kept across calls, for the one read that repeats with the same bytes: the
-seed of a DeltaChannel, which each turn of a conversation reads again until the next snapshot
-(every `snapshot_frequency` updates). A long conversation's seed holds the whole message list
+"""Decoded values kept across calls, for reads that repeat with the same bytes: the seed of a
+DeltaChannel, which each turn of a conversation reads again until the next snapshot (every
+`snapshot_frequency` updates), with the writes appended since; and the channel values and
+pending writes of a checkpoint read more than once (`get_tuple` of a thread whose channels did
+not all change since the last read). A long conversation's seed holds the whole message list
 (hundreds of KB, often offloaded to the blob store), so without this each turn fetches it and
-deserializes every message again.
+deserializes every message again. Deserializing messages (pydantic validation of each) costs
+about 4x a pickle copy.
+
+Seeds are kept on their first read (`put`). Other values only on their second (`load`): a
+value read once, like most of a conversation's, costs no pickle and takes no room; and only
+when a copy is cheaper than decoding, which it is not for plain data (dicts, lists and strings
+decode from msgpack faster than pickle copies them): such a value is marked plain and always
+decoded.
 
 Entries are keyed by the tenant and the stored (type, bytes) pair: the value's own bytes, or the
 pointer of an offloaded value, which names its content by hash. Equal keys are equal content, so
@@ -15,12 +24,23 @@ from __future__ import annotations
 
 import pickle  # copies of values this process decoded, never foreign bytes
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from langgraph_tiered_saver.records.codec import TypedValue
 
 DEFAULT_LIMIT = 32 * 1024 * 1024
+# Below this many stored bytes the serializer decodes as fast as a copy: not worth an entry.
+MIN_BYTES = 128
+# Values read once or found plain, remembered by hash (all forgotten at once when there are
+# this many): a bound on memory, not on correctness (a hash that collides only admits a value
+# one read early, or decodes it where a copy would do).
+MARKS_LIMIT = 16_384
+_ONCE, _PLAIN = 1, 2
+# A copy must beat decoding by this much (an entry's lookup and LRU upkeep) to be kept.
+COPY_OVERHEAD_SECONDS = 0.5e-6
 
 Key = tuple[str, str, bytes]
 
@@ -33,6 +53,7 @@ class DecodedValues:
         self._lock = threading.Lock()
         self._entries: OrderedDict[Key, bytes] = OrderedDict()
         self._size = 0
+        self._marks: dict[int, int] = {}  # hash of a key -> _ONCE or _PLAIN
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -47,6 +68,65 @@ class DecodedValues:
             self._entries.move_to_end(key)
         return True, pickle.loads(copy)  # our own bytes
 
+    def seen_again(self, tenant: str, typed: TypedValue) -> bool:
+        """Whether `typed` was read before (and is worth keeping): True on its second read."""
+        if len(typed[1]) < MIN_BYTES:
+            return False
+        mark = hash((tenant, typed[0], typed[1]))
+        with self._lock:
+            if self._marks.get(mark) == _ONCE:
+                del self._marks[mark]
+                return True
+            self._mark(mark, _ONCE)
+        return False
+
+    def load(self, tenant: str, typed: TypedValue, loads: Callable[[TypedValue], Any]) -> Any:
+        """`loads(typed)`, or a copy of the value these bytes decoded to before: kept from its
+        second read on, if a copy is cheaper than decoding (see module docstring)."""
+        if len(typed[1]) < MIN_BYTES:
+            return loads(typed)
+        key = (tenant, typed[0], typed[1])
+        with self._lock:
+            copy = self._entries.get(key)
+            if copy is not None:
+                self._entries.move_to_end(key)
+                mark = None
+            else:
+                mark = self._marks.get(hash(key))
+        if copy is not None:
+            return pickle.loads(copy)  # our own bytes
+        if mark == _PLAIN:
+            return loads(typed)
+        started = time.perf_counter()
+        value = loads(typed)
+        decode_seconds = time.perf_counter() - started
+        if mark is None:
+            with self._lock:
+                self._mark(hash(key), _ONCE)
+            return value
+        try:
+            copy = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+            copy_seconds = float("inf")
+            for _ in range(2):  # the better of two: a process' first copy of a type is slower
+                started = time.perf_counter()
+                pickle.loads(copy)
+                copy_seconds = min(copy_seconds, time.perf_counter() - started)
+            cheaper = copy_seconds + COPY_OVERHEAD_SECONDS < decode_seconds
+        except Exception:  # pickle cannot copy it: decoded each time
+            copy, cheaper = b"", False
+        if cheaper:
+            self._keep(key, copy)
+        with self._lock:
+            self._marks.pop(hash(key), None)
+            if not cheaper:
+                self._mark(hash(key), _PLAIN)
+        return value
+
+    def _mark(self, mark: int, state: int) -> None:
+        if len(self._marks) >= MARKS_LIMIT:
+            self._marks.clear()
+        self._marks[mark] = state
+
     def put(self, tenant: str, typed: TypedValue, value: Any) -> None:
         """Remember `value`, decoded from `typed`; a value pickle cannot copy, or too large for
         the limit, is not kept."""
@@ -54,7 +134,9 @@ class DecodedValues:
             copy = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
         except Exception:
             return
-        key = (tenant, typed[0], typed[1])
+        self._keep((tenant, typed[0], typed[1]), copy)
+
+    def _keep(self, key: Key, copy: bytes) -> None:
         size = _size(key, copy)
         if size > self.limit:
             return
@@ -72,6 +154,7 @@ class DecodedValues:
         with self._lock:
             for key in [k for k in self._entries if k[0] == tenant]:
                 self._size -= _size(key, self._entries.pop(key))
+            self._marks.clear()  # hashes carry no tenant: all of them go
 
 
 def _size(key: Key, copy: bytes) -> int:

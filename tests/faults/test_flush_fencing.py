@@ -71,7 +71,9 @@ def _finish(saver: Any, op: Generator[Request, Any, Any], request: Request) -> A
 def _special_value(url: str, schema: str, thread: str, channel: str) -> list[bytes]:
     with psycopg.connect(url, autocommit=True) as conn:
         rows = conn.execute(
-            f'SELECT data FROM "{schema}".checkpoint_writes WHERE thread_id = %s AND channel = %s', (thread, channel)
+            f'SELECT coalesce(data, convert_to(value::text, \'UTF8\')) FROM "{schema}".checkpoint_writes'
+            " WHERE thread_id = %s AND channel = %s",  # a value kept as its JSONB alone: its text
+            (thread, channel),
         ).fetchall()
     return [bytes(r[0]) for r in rows]
 

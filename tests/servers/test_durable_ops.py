@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import ormsgpack
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from langgraph_tiered_saver._sansio.io import AsyncDriver, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.durable import ops as durable_ops
 from langgraph_tiered_saver.durable import sql as durable_sql
+from langgraph_tiered_saver.durable.delta import delta_history_op
 from langgraph_tiered_saver.durable.migrations import (
     LATEST_VERSION,
     applied_versions_op,
@@ -53,7 +55,7 @@ from langgraph_tiered_saver.durable.retention import (
     prune_op,
 )
 from langgraph_tiered_saver.errors import ConfigError, SchemaMissingError
-from langgraph_tiered_saver.hot.keys import blob_field
+from langgraph_tiered_saver.hot.keys import blob_field, split_blob_field
 from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, to_audit_json
 from langgraph_tiered_saver.records.codec import (
@@ -270,7 +272,7 @@ def test_a_schema_older_than_the_read_function_asks_for_setup(driver: SyncDriver
     driver.run(_one(PgCall(tuple(statements))))
     with pytest.raises(SchemaMissingError, match=r"setup\(\)"):
         driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
-    assert driver.run(setup_op(name)) == [7, 8]
+    assert driver.run(setup_op(name)) == [7, 8, 9]
     driver.run(upsert_batch_op(name, [_three_step_thread().batch]))
     latest = driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
     assert latest is not None and latest.checkpoint_id == "c3"
@@ -341,11 +343,12 @@ def test_setup_8_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkey
     ]
     driver.run(_one(PgCall(tuple(statements))))
     with monkeypatch.context() as m:  # the writer of the release before migration 8
+        release_8_writer(m)
         m.setattr(durable_ops, "_record_part", lambda typed, exact: typed)
         m.setattr(durable_ops, "_stored_fields", lambda checkpoint_json, pairs: dumps_jsonb(pairs))
         batch = _exact(_three_step_thread("acme", "old")).batch
         driver.run(upsert_batch_op(name, [batch]))
-    assert driver.run(setup_op(name)) == [8]
+    assert driver.run(setup_op(name)) == [8, 9]
     driver.run(upsert_batch_op(name, [dataclasses.replace(batch, thread_id="new")]))
     assert all(r.checkpoint_bytes is not None for r in _named(driver, name, "thread_id = 'old'"))
     old = driver.run(list_op(name, "acme", "old"))
@@ -353,6 +356,18 @@ def test_setup_8_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkey
     assert [_decoded(o) for o in old] == [_decoded(n) for n in new] and len(old) == 3
     latest = driver.run(get_checkpoint_op(name, "acme", "old", "", None))
     assert latest is not None and _decoded(latest) == _decoded(old[0])
+
+
+def release_8_writer(m: pytest.MonkeyPatch) -> None:
+    """The flush as the release before migration 9 wrote it: no `bare_values` column (a
+    checkpoint row's bare values then have value rows: no batch row names them)."""
+    params = durable_ops._checkpoint_params
+    m.setattr(durable_ops, "_checkpoint_params", lambda thread, row, bare: params(thread, row, bare)[:-2])
+    for name in ("INSERT_CHECKPOINTS", "INSERT_NEW_CHECKPOINTS"):
+        text = getattr(durable_sql, name).replace(", " + durable_sql._BARE_VALUES, "")
+        text = text.replace("%b::text[], %b::text[], %b::bool[]) AS u(", "%b::text[]) AS u(")
+        m.setattr(durable_sql, name, text.replace(", bare_values)", ")").replace(", bare_values, inherit)", ")"))
+    m.setattr(durable_ops, "is_bare", lambda value, ref: False)  # every value has its row
 
 
 def _named(driver: SyncDriver, schema: str, where: str) -> list[Any]:
@@ -551,8 +566,8 @@ def test_one_transaction_per_tenant(driver: SyncDriver, schema: str) -> None:
     except StopIteration as stop:
         assert stop.value == RowCounts(9, 12, 12)
     assert [c.tenant_id for c in calls] == ["a", "b"]
-    # lock, a fork check per thread, blobs, checkpoints, writes, special writes
-    assert [len(c.statements) for c in calls] == [7, 6]
+    # lock, a fork check per thread, blobs, checkpoints, writes, special writes (update, insert)
+    assert [len(c.statements) for c in calls] == [8, 7]
 
 
 def test_list_filters_before_limit_and_threads(driver: SyncDriver, schema: str) -> None:
@@ -911,3 +926,148 @@ async def test_an_async_transaction_is_rolled_back_when_a_statement_fails(db_url
             assert await (await conn.execute(f"SELECT n FROM {table} ORDER BY n")).fetchall() == [(1,)]
         finally:
             await conn.execute(f"DROP TABLE {table}")
+
+
+# --- migration 9: bare values and values kept as JSON -------------------------------------------
+
+
+def _exact_value(row: Any) -> Any:
+    """A value or write row flagged as the flusher flags one whose JSONB holds it exactly."""
+    value = row.value if isinstance(row, BlobRow) else row.write.value
+    exact = audit.exact_json(value[1]) if value[0] == "msgpack" else None
+    return row if exact is None else row._replace(value_json=orjson.Fragment(exact[0]), json_keys=exact[1])
+
+
+def _lean(batch: FlushBatch, *, named: bool = True) -> FlushBatch:
+    """The batch as the flusher writes it since migration 9: each checkpoint row names the bare
+    values it references (as the outbox read reports them; `named` False: as a write-through,
+    which knows only those of its batch), values whose JSON is exact are flagged."""
+    bare = {
+        blob_field(b.ns, b.channel, b.version): b.value[0] for b in map(lambda r: BlobRow(*r), batch.blobs)
+        if b.value[1] == b""
+    }  # fmt: skip
+    return dataclasses.replace(
+        batch,
+        checkpoints=[
+            CheckpointRow(*r)._replace(bare={
+                split_blob_field(f)[1]: bare[f] for f in CheckpointRow(*r).record.blob_fields if f in bare
+            } if named else None)
+            for r in batch.checkpoints
+        ],
+        blobs=[_exact_value(BlobRow(*r)) for r in batch.blobs],
+        writes=[_exact_value(WriteRow(*r)) for r in batch.writes],
+    )  # fmt: skip
+
+
+def _bare_thread(tenant: str = "acme", thread: str = "b1") -> Thread:
+    """Values of every form: exact JSON kept as JSONB alone (with the key order of a dict JSONB
+    reorders), a None and an empty channel (bare: no value row), a message (bytes and audit
+    copy)."""
+    t = Thread(tenant, thread)
+    t.checkpoint("c1", values={"a": ("1", {"b": 1, "a": 2}), "s": ("1", "text"), "n": ("1", None)})
+    t.checkpoint(
+        "c2", "c1", new=("s",),
+        values={"a": ("1", None), "s": ("2", [1, 2.5, {"x": True, "yy": None}]), "n": ("1", None), "e": ("1", None)},
+    )  # fmt: skip
+    t.batch.blobs.append(BlobRow("", "e", "1", ("empty", b"")))
+    t.write("c2", "task-a", 0, "s", {"kk": [{"z": 1, "a": 2}], "k": "v"})
+    t.write("c2", "task-a", 1, "m", [HumanMessage("hi " * 40, id="m1"), AIMessage("hello " * 40, id="m2")])
+    t.write("c2", "task-a", 2, "branch:to:x", None)
+    return t
+
+
+def _values(found: Any) -> tuple[Any, ...]:
+    """What LangGraph gets of a read: decoded values (dict key order included) and writes."""
+
+    def both(value: Any) -> Any:
+        return (value, repr(value))  # repr: the key order of every dict
+
+    blobs = {f: both(loads_record(SERDE, v)) if v[1] else v for f, v in found.blobs.items()}
+    writes = [(w.task_id, w.idx, w.channel, both(loads_record(SERDE, w.value)) if w.value[1] else w.value) for w in found.writes]
+    return _decoded(found)[:4], blobs, writes
+
+
+def test_bare_and_json_values_keep_no_row_or_bytes_and_read_back_exactly(
+    driver: SyncDriver, schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 9: no value row for a bare value (each checkpoint row names it in
+    bare_values), exact JSON values keep only their JSONB (type lts-json, data NULL); get, list
+    and DeltaChannel history read what the rows of the release before read."""
+    t = _bare_thread()
+    plain = dataclasses.replace(t.batch, thread_id="plain")
+    driver.run(upsert_batch_op(schema, [_lean(t.batch)]))
+    with monkeypatch.context() as m:
+        release_8_writer(m)
+        driver.run(upsert_batch_op(schema, [plain]))
+    blobs = {(r[3], r[4]): (r[5], r[6], r[8]) for r in rows(driver, schema, "checkpoint_blobs", "thread_id = 'b1'")}
+    assert set(blobs) == {("a", "1"), ("s", "1"), ("s", "2")}
+    assert blobs[("a", "1")] == (JSON_RECORD, b"[[0,1,0]]", {"a": 2, "b": 1})  # JSONB's order, and the row's
+    assert blobs[("s", "2")] == (JSON_RECORD, None, [1, 2.5, {"x": True, "yy": None}])
+    assert [r.bare_values for r in _named(driver, schema, "thread_id = 'b1'")] == [
+        {"n": "null"}, {"n": "null", "e": "empty"}
+    ]
+    writes = {r[5]: (r[7], r[8]) for r in rows(driver, schema, "checkpoint_writes", "thread_id = 'b1'")}
+    assert writes[0] == (JSON_RECORD, b"[[0,1,0],[1,1,0]]") and writes[2] == ("null", b"")
+    message = WriteRow(*t.batch.writes[1]).write.value  # deflated, the audit copy kept
+    assert writes[1][0] == "lts-z+msgpack" and len(writes[1][1]) < len(message[1]) * 0.9
+    assert len(rows(driver, schema, "checkpoint_blobs", "thread_id = 'plain'")) == 5
+    lean, plain = (driver.run(list_op(schema, "acme", thread)) for thread in ("b1", "plain"))
+    assert [_values(x) for x in lean] == [_values(x) for x in plain] and len(lean) == 2
+    for cid in ("c1", "c2"):
+        found = driver.run(get_checkpoint_op(schema, "acme", "b1", "", cid))
+        assert found is not None and _values(found) == _values(plain[0 if cid == "c2" else 1])
+    histories = [
+        driver.run(delta_history_op(schema, "acme", thread, "", ["n", "e", "s", "m"], start="c2"))
+        for thread in ("b1", "plain")
+    ]
+    seeds = [{k: loads_record(SERDE, v) if v[1] else v for k, v in h.seeds.items()} for h in histories]
+    assert seeds[0] == seeds[1] and seeds[0].keys() == {"n", "s"}
+    writes = [{d: [(w.channel, loads_record(SERDE, w.value) if w.value[1] else w.value) for w in ws]
+               for d, ws in h.writes.items()} for h in histories]  # fmt: skip
+    assert writes[0] == writes[1] and writes[0]
+
+
+def test_a_row_that_does_not_know_its_bare_values_takes_them_from_earlier_rows(driver: SyncDriver, schema: str) -> None:
+    """A checkpoint row whose batch does not carry all its values (a write-through: bare values
+    not known) names the bare values earlier rows of its thread named (same channel version)."""
+    base = _bare_thread()
+    plain = dataclasses.replace(base.batch, thread_id="plain")
+    t = _lean(base.batch)
+    first = dataclasses.replace(t, checkpoints=t.checkpoints[:1], blobs=t.blobs[:3], writes=[])
+    later = _lean(base.batch, named=False)
+    second = dataclasses.replace(
+        later, checkpoints=later.checkpoints[1:], blobs=[b for b in later.blobs if b[1] in ("s", "e")]
+    )  # fmt: skip
+    assert [BlobRow(*b).channel for b in first.blobs] == ["a", "s", "n"]
+    driver.run(upsert_batch_op(schema, [first]))
+    driver.run(upsert_batch_op(schema, [second]))
+    assert [r.bare_values for r in _named(driver, schema, "thread_id = 'b1'")] == [
+        {"n": "null"}, {"n": "null", "e": "empty"}
+    ]
+    driver.run(upsert_batch_op(schema, [plain]))
+    assert [_values(x) for x in driver.run(list_op(schema, "acme", "b1"))] == [
+        _values(x) for x in driver.run(list_op(schema, "acme", "plain"))
+    ]
+
+
+def test_setup_9_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows written before migration 9 (a row per value, serializer bytes) read the same after
+    it, beside rows written after it; its setup applies 9 alone."""
+    name = f"lts_{uuid.uuid4().hex[:10]}"
+    statements = [
+        PgStatement(durable_sql.render(durable_sql.CREATE_SCHEMA, name)),
+        PgStatement(durable_sql.render(durable_sql.CREATE_MIGRATIONS_TABLE, name)),
+        *(PgStatement(migration_statement(name, v)) for v in range(1, 9)),
+    ]
+    driver.run(_one(PgCall(tuple(statements))))
+    t = _bare_thread("acme", "old")
+    new = dataclasses.replace(t.batch, thread_id="new")
+    with monkeypatch.context() as m:
+        release_8_writer(m)
+        driver.run(upsert_batch_op(name, [t.batch]))
+    assert driver.run(setup_op(name)) == [9]
+    driver.run(upsert_batch_op(name, [_lean(new)]))
+    assert len(rows(driver, name, "checkpoint_blobs", "thread_id = 'old'")) == 5
+    assert len(rows(driver, name, "checkpoint_blobs", "thread_id = 'new'")) == 3
+    old, new = (driver.run(list_op(name, "acme", thread)) for thread in ("old", "new"))
+    assert [_values(o) for o in old] == [_values(n) for n in new] and len(old) == 2

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from langgraph.checkpoint.base import empty_checkpoint
 
 from langgraph_tiered_saver.hot import keys as K
@@ -108,3 +109,36 @@ def test_an_import_into_a_whole_namespace_drops_its_mark(saver_context: Callable
         saver.run_op(hot.import_thread_op(TEST_TENANT, ref.thread_id, exported, pending=False))
         listed, counts = _list_counted(saver, cfg)
         assert counts["PgCall"] == 1 and _ids(listed) == _ids(everything)
+
+
+def test_a_checkpoint_read_again_is_decoded_once_into_independent_copies(
+    saver_context: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`get_tuple` keeps a channel value or pending write read twice (records/decoded.py): later
+    reads copy it instead of deserializing it, and every caller still gets its own objects."""
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from langgraph_tiered_saver.records import decoded
+
+    monkeypatch.setattr(decoded, "COPY_OVERHEAD_SECONDS", -1.0)  # a copy always wins: no timing in the test
+    with saver_context() as saver:
+        cfg = thread_config()
+        checkpoint = empty_checkpoint()
+        messages = [HumanMessage(content="I was charged twice " * 10, id="h1")]
+        checkpoint["channel_values"] = {"messages": messages}
+        checkpoint["channel_versions"] = {"messages": saver.get_next_version(None, None)}
+        stored = saver.put(cfg, checkpoint, {"source": "loop", "step": 0}, checkpoint["channel_versions"])
+        saver.put_writes(stored, [("messages", [AIMessage(content="refund approved " * 10, id="a1")])], "task-1")
+        reads = [saver.get_tuple(cfg) for _ in range(4)]
+        assert all(r is not None for r in reads)
+        assert len(saver.core.decoded) == 2  # the value and the write, kept from their second read
+        first, last = reads[0], reads[-1]
+        assert first is not None and last is not None
+        assert last.checkpoint["channel_values"] == first.checkpoint["channel_values"] == {"messages": messages}
+        assert last.pending_writes == first.pending_writes
+        last.checkpoint["channel_values"]["messages"][0].content = "changed"
+        last.pending_writes[0][2][0].content = "changed"  # type: ignore[index]
+        again = saver.get_tuple(cfg)
+        assert again is not None
+        assert again.checkpoint["channel_values"]["messages"][0].content == "I was charged twice " * 10
+        assert again.pending_writes[0][2][0].content == "refund approved " * 10

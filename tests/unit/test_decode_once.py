@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -73,3 +74,49 @@ def test_decoded_values_copies_per_tenant_within_a_bound() -> None:
     values.put("b", typed, messages)
     values.forget_tenant("a")
     assert len(values) == 1 and values.get("b", typed)[0]
+
+
+def test_decoded_values_load_keeps_a_value_from_its_second_read() -> None:
+    serde = JsonPlusSerializer()
+    calls: list[TypedValue] = []
+
+    def slow_loads(typed: TypedValue) -> Any:  # a decode far dearer than a copy (messages)
+        calls.append(typed)
+        time.sleep(0.002)
+        return serde.loads_typed(typed)
+
+    messages = [HumanMessage(content="hi " * 50, id="1"), AIMessage(content="hello " * 50, id="2")]
+    typed = serde.dumps_typed(messages)
+    small = serde.dumps_typed("node-1")
+    values = DecodedValues(limit=1_000_000)
+    first = values.load("a", typed, slow_loads)
+    assert len(values) == 0  # read once: not kept
+    second = values.load("a", (typed[0], bytes(typed[1])), slow_loads)
+    assert len(values) == 1 and len(calls) == 2  # read again: decoded and kept
+    third = values.load("a", typed, slow_loads)
+    assert len(calls) == 2 and first == second == third == messages
+    third[0].content = "changed"
+    assert values.load("a", typed, slow_loads)[0].content == "hi " * 50
+    assert values.load("b", typed, slow_loads) == messages and len(calls) == 3  # another tenant's is not shared
+    for _ in range(3):  # a value too small to be worth a copy is always decoded
+        assert values.load("a", small, slow_loads) == "node-1"
+    assert len(calls) == 6 and len(values) == 1
+    values.load("b", typed, slow_loads)
+    values.forget_tenant("b")  # erasure forgets its values and the marks of values read once
+    values.load("b", typed, slow_loads)
+    assert len(values) == 1 and len(calls) == 8
+
+
+def test_decoded_values_load_decodes_plain_data_a_copy_would_not_speed_up() -> None:
+    big = [{"n": i, "text": "x" * 20} for i in range(2_000)]
+    calls: list[TypedValue] = []
+
+    def fast_loads(typed: TypedValue) -> Any:  # a decode far cheaper than a copy (plain data)
+        calls.append(typed)
+        return big
+
+    typed = ("msgpack", b"p" * 500)
+    values = DecodedValues(limit=10_000_000)
+    for _ in range(4):
+        assert values.load("a", typed, fast_loads) == big
+    assert len(calls) == 4 and len(values) == 0  # marked plain on its second read: never kept

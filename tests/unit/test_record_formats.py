@@ -4,14 +4,20 @@ of channel versions."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 from typing import Any
 
 import orjson
 import pytest
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
+from langgraph_tiered_saver.durable.records import deflated, inflated, loaded_value
+from langgraph_tiered_saver.errors import CorruptDataError
+from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, json_exact
 from langgraph_tiered_saver.records.codec import JSON_RECORD, loads_record, next_version
+from langgraph_tiered_saver.records.key_order import jsonb_key
 
 DEEP: list[Any] = []
 for _ in range(70):
@@ -67,3 +73,54 @@ def test_versions_order_by_counter_whoever_wrote_the_last_one() -> None:
     theirs_next = f"{int(ours.split('.')[0]) + 1:032}.0.9856933810872035"  # what they make of ours
     assert theirs_next > ours and next_version(theirs_next) > theirs_next
     assert next_version(None).startswith(f"{1:032}.") and next_version(7).startswith(f"{8:032}.")
+
+
+def test_exact_json_is_the_serializers_value_with_its_key_order() -> None:
+    """A value is kept as its JSONB alone only when that, with the key order of the dicts JSONB
+    reorders (shorter keys first, then bytewise), gives back what the serializer would: plain
+    JSON types, no extension type (message, set, datetime...), no float JSONB writes back
+    otherwise."""
+    serde = JsonPlusSerializer()
+    exact: list[tuple[Any, bytes]] = [
+        ("text", b""), (1, b""), (2.5, b""), (True, b""), ([1, "a", None], b""),
+        ({"a": 1, "bb": {"x": [1.5]}, "cc": 2}, b""), ({"ab": 2, "é": 1}, b""),
+        ({"bb": 1, "a": 2}, b"[[0,1,0]]"), ({"é": 1, "ab": 2}, b"[[0,1,0]]"),
+        ([{"x": {"zz": 1, "y": 2}}, {"c": 1, "bbb": 2, "a": 3}], b"[[1,1,0],[2,1,2,0]]"),
+    ]  # fmt: skip
+    for value, order in exact:
+        typed = serde.dumps_typed(value)
+        found = audit.exact_json(typed[1])
+        assert found is not None and found[1] == order, value
+        text = orjson.dumps(_in_jsonb_order(orjson.loads(found[0])))  # as Postgres gives it back
+        stored = (JSON_RECORD, found[1] + b"\n" + text if found[1] else text)
+        back = loads_record(serde, stored)
+        assert back == value and repr(back) == repr(serde.loads_typed(typed))
+    inexact = [{1, 2}, HumanMessage("hi"), dt.datetime(2024, 1, 1), 1e16, -0.0, "a\x00b", {"a\x00": 1}, b"bytes", [b"x"]]
+    for value in inexact:
+        typed = serde.dumps_typed(value)
+        assert typed[0] != "msgpack" or audit.exact_json(typed[1]) is None, value
+    assert audit.exact_json(b"\xc1 not msgpack") is None
+    with pytest.raises(ValueError, match="key order"):
+        loads_record(serde, (JSON_RECORD, b'[[0,0,0]]\n{"a":1,"b":2}'))
+
+
+def _in_jsonb_order(value: Any) -> Any:
+    if type(value) is dict:
+        return {k: _in_jsonb_order(value[k]) for k in sorted(value, key=jsonb_key)}
+    if type(value) is list:
+        return [_in_jsonb_order(v) for v in value]
+    return value
+
+
+def test_a_deflated_value_row_reads_back_the_serializers_bytes() -> None:
+    """Value rows deflate the serializer's bytes where that saves a tenth; reads inflate them;
+    small or incompressible values are kept as they are; a corrupt one is an error."""
+    big = ("msgpack", b"message " * 40)
+    stored = deflated(big)
+    assert stored[0] == "lts-z+msgpack" and len(stored[1]) < 100
+    assert inflated(stored, "here") == big and deflated(stored) == stored
+    assert loaded_value(b"lts-z+msgpack", stored[1], None, "here") == big
+    for kept in (("msgpack", b"short"), ("msgpack", os.urandom(400))):
+        assert deflated(kept) == kept and inflated(kept, "here") == kept
+    with pytest.raises(CorruptDataError, match="cannot be inflated"):
+        inflated(("lts-z+msgpack", b"\xff not deflate"), "here")

@@ -29,33 +29,35 @@ for i = REST, #ARGV do
 end
 
 -- Just enough msgpack to read one field of a record (codec.py packs them with ormsgpack; the
--- server's cmsgpack rejects bin types): the byte length of the value at `pos` and, for a string
--- or nil, the value (false for nil). Records are arrays of ints, strings, bins, floats and nil.
-local function mp_value(s, pos)
+-- server's cmsgpack rejects bin types): the byte length of the value at `pos` and, when `want`
+-- and it is a string or nil, the value (false for nil). Records are arrays of ints, strings,
+-- bins, floats and nil. A field skipped is never copied out of the record.
+local FIXED = {[0xca] = 5, [0xcb] = 9, [0xcc] = 2, [0xcd] = 3, [0xce] = 5, [0xcf] = 9,
+  [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9, [0xc2] = 1, [0xc3] = 1}
+local LENGTH_BYTES = {[0xd9] = 1, [0xc4] = 1, [0xda] = 2, [0xc5] = 2, [0xdb] = 4, [0xc6] = 4}
+local function mp_value(s, pos, want)
   local b = string.byte(s, pos)
-  local function be(n)
-    local v = 0
-    for i = 1, n do v = v * 256 + string.byte(s, pos + i) end
-    return v
-  end
   if b < 0x80 or b >= 0xe0 then return 1 end  -- fixint
-  if b >= 0xa0 and b <= 0xbf then return 1 + b - 0xa0, string.sub(s, pos + 1, pos + b - 0xa0) end
+  if b >= 0xa0 and b <= 0xbf then
+    local n = b - 0xa0
+    return 1 + n, want and string.sub(s, pos + 1, pos + n)
+  end
   if b == 0xc0 then return 1, false end
-  if b == 0xd9 or b == 0xc4 then local n = be(1); return 2 + n, string.sub(s, pos + 2, pos + 1 + n) end
-  if b == 0xda or b == 0xc5 then local n = be(2); return 3 + n, string.sub(s, pos + 3, pos + 2 + n) end
-  if b == 0xdb or b == 0xc6 then local n = be(4); return 5 + n, string.sub(s, pos + 5, pos + 4 + n) end
-  if b == 0xc2 or b == 0xc3 then return 1 end  -- false, true
-  local fixed = {[0xca] = 5, [0xcb] = 9, [0xcc] = 2, [0xcd] = 3, [0xce] = 5, [0xcf] = 9,
-    [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9}
-  if fixed[b] then return fixed[b] end
+  local size = LENGTH_BYTES[b]
+  if size then
+    local n = 0
+    for i = 1, size do n = n * 256 + string.byte(s, pos + i) end
+    return 1 + size + n, want and string.sub(s, pos + 1 + size, pos + size + n)
+  end
+  if FIXED[b] then return FIXED[b] end
   error("unexpected msgpack type " .. b .. " in a stored record")
 end
 
 -- Field `n` (1-based) of a packed record (a fixarray), as mp_value returns it.
 local function mp_field(s, n)
   local pos = 2  -- past the fixarray header
-  for _ = 1, n - 1 do pos = pos + mp_value(s, pos) end
-  local _, value = mp_value(s, pos)
+  for _ = 1, n - 1 do pos = pos + mp_value(s, pos, false) end
+  local _, value = mp_value(s, pos, true)
   return value
 end
 
@@ -78,12 +80,14 @@ local function visit(member)
     local raw = writes[i]
     if remaining[mp_field(raw, 4)] then mine[#mine + 1] = raw end
   end
+  -- refs: run id, then one blob field per channel (ns NUL channel NUL version), SOH-separated;
+  -- a field holds no SOH, and ns and channel no NUL: a wanted channel's field is found directly
   local seeds = {}
-  local parts = split(refs, SOH)
-  for i = 2, #parts do
-    local channel = split(parts[i], NUL)[2]
-    if remaining[channel] then
-      local value = redis.call("HGET", KEY.bl, parts[i])
+  for channel in pairs(remaining) do
+    local start = string.find(refs, SOH .. ns .. NUL .. channel .. NUL, 1, true)
+    if start then
+      local stop = string.find(refs, SOH, start + 1, true)
+      local value = redis.call("HGET", KEY.bl, string.sub(refs, start + 1, stop and stop - 1 or -1))
       if not value then return nil end
       if string.sub(value, 1, 6) ~= "empty" .. NUL then
         seeds[#seeds + 1] = channel

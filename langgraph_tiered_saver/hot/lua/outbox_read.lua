@@ -7,11 +7,14 @@
 -- Redis full under noeviction refuses SET (it may allocate) but not GET, PEXPIRE or DEL: the flush
 -- then goes on without a lease (leased 0) rather than never draining; Postgres' fence still
 -- orders concurrent flushers (a lower token never commits over a higher one).
--- A checkpoint's value is {record, refs, missing}: `missing` lists the channel values it
+-- A checkpoint's value is {record, refs, missing, bare}: `missing` lists the channel values it
 -- references that Redis no longer holds (the flusher checks Postgres for them before writing
--- the row: a row that would not read back is never written). Re-running with the same token
+-- the row: a row that would not read back is never written); `bare` is field, type, field,
+-- type... of the values it references that are a type alone, without payload (an empty
+-- channel, a None): the row names them, no value row is written for them. Re-running with the same token
 -- (the next batch, or a retry after the script cache was flushed) finds the lease ours and
 -- renews it for ARG.lock_ttl_ms: a flush keeps its lease while it makes progress.
+local BARE_MAX = 32  -- a stored value is `type\0payload`; a type is short
 local function refused(reply) return type(reply) == "table" and reply.err ~= nil end
 local holder, leased = redis.call("GET", KEY.flush_lock), 1
 if holder == ARG.token then
@@ -34,11 +37,20 @@ for i = 1, #scored, 2 do
     local record = redis.call("HGET", KEY.ck, rest)
     local refs = redis.call("HGET", KEY.cv, rest)
     if record and refs then
-      local parts, missing = split(refs, SOH), {}
+      local parts, missing, bare = split(refs, SOH), {}, {}
       for j = 2, #parts do
-        if redis.call("HEXISTS", KEY.bl, parts[j]) == 0 then missing[#missing + 1] = parts[j] end
+        local size = redis.call("HSTRLEN", KEY.bl, parts[j])
+        if size == 0 then
+          missing[#missing + 1] = parts[j]
+        elseif size <= BARE_MAX then
+          local stored = redis.call("HGET", KEY.bl, parts[j])
+          if string.find(stored, NUL, 1, true) == size then  -- `type\0`: no payload
+            bare[#bare + 1] = parts[j]
+            bare[#bare + 1] = string.sub(stored, 1, size - 1)
+          end
+        end
       end
-      values[n] = {record, refs, missing}
+      values[n] = {record, refs, missing, bare}
     else  -- deleted, or its value refs evicted: a row without its values would restore wrong
       values[n] = false
     end
