@@ -252,8 +252,8 @@ class FlushOps:
         (the row then keeps no serializer bytes: audit.exact_json); else None."""
         if self.audit_json and not self._offloads(typed):
             if typed[0] == codec.JSON_RECORD:  # a value read back from such a row
-                order, newline, text = typed[1].partition(b"\n")
-                return (orjson.Fragment(text), order) if newline else (orjson.Fragment(order), b"")
+                text, order = codec.json_record_parts(typed[1])
+                return orjson.Fragment(text), order
             if typed[0] == "msgpack":
                 exact = exact_json(typed[1])
                 if exact is not None:
@@ -465,11 +465,13 @@ class FlushOps:
         tokens = [lease.new_token() for _ in threads]
         limit = max(1, OUTBOX_BATCH // max(1, len(threads)))
         commands: list[tuple[Any, ...]] = []
+        plans: list[tuple[dict[str, str], str]] = []  # each thread's ack keys and dirty member, for its ack
         for (tenant_id, thread_id), token in zip(threads, tokens, strict=True):
             dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
             member = K.dirty_member(tenant_id, thread_id)
             keys = self._keys(tenant_id, thread_id)
             commands += self._read_call(keys, token, dirty, member, lease.ms, limit=limit).commands
+            plans.append(({**keys, "dirty": dirty}, member))
         replies = yield RedisCall(tuple(commands), scripts=(scripts.OUTBOX_READ,))
         outcomes: list[FlushResult | Exception | None] = [None] * len(threads)
         held: dict[int, FirstRead] = {}  # leases this op still has to release or hand on
@@ -496,7 +498,7 @@ class FlushOps:
             if written is None:  # refused: each thread alone finds the one to blame
                 alone += list(group)
             else:
-                yield from self._group_ack_op(threads, held, group, written, outcomes)
+                yield from self._group_ack_op(threads, plans, held, group, written, outcomes)
             for i in sorted(alone):
                 first = held.pop(i)  # the lease goes with the read: flush_thread_op releases it
                 try:
@@ -528,7 +530,7 @@ class FlushOps:
             return None
 
     def _group_ack_op(
-        self, threads: Sequence[tuple[str, str]], held: dict[int, FirstRead],
+        self, threads: Sequence[tuple[str, str]], plans: Sequence[tuple[dict[str, str], str]], held: dict[int, FirstRead],
         group: dict[int, tuple[FlushBatch, Offloaded, int]],
         written: dict[tuple[str, str], list[tuple[str, str]]], outcomes: list[FlushResult | Exception | None],
     ) -> Op[None]:
@@ -540,7 +542,9 @@ class FlushOps:
         for i, (batch, offloaded, _) in group.items():
             read = held[i]
             entries, versions = read.reply[0], read.reply[1]
-            ack, track = self._ack_commands(batch, read.token, read.observed, entries, versions, offloaded, last=True)
+            ack, track = self._ack_commands(
+                *plans[i], batch, read.token, read.observed, entries, versions, offloaded, last=True
+            )
             if track:
                 calls.append(([i], RedisCall((ack, *track), transaction=True, scripts=(scripts.OUTBOX_ACK,))))
             else:
@@ -636,7 +640,9 @@ class FlushOps:
                         result.lag_seconds = _seconds_since(observed)
                 _count(result, batch, lost)
                 last, limit = len(entries) < limit, OUTBOX_BATCH
-                ack_call, track = self._ack_commands(batch, token, observed, entries, versions, offloaded, last=last)
+                ack_call, track = self._ack_commands(
+                    ack_keys, member, batch, token, observed, entries, versions, offloaded, last=last
+                )
                 replies = yield RedisCall(
                     (ack_call, *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
                 )
@@ -669,23 +675,24 @@ class FlushOps:
         return batch, offloaded, lost + sum(1 for value in values if not value)
 
     def _ack_commands(
-        self, batch: FlushBatch, token: str, observed: Any, entries: Sequence[Any], versions: Sequence[Any],
-        offloaded: Offloaded, *, last: bool,
+        self, ack_keys: dict[str, str], member: str, batch: FlushBatch, token: str, observed: Any,
+        entries: Sequence[Any], versions: Sequence[Any], offloaded: Offloaded, *, last: bool,
     ) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
         """The acknowledgement of flushed entries (releasing the lease when `last`) and the
-        offloaded values' tracking commands, which must go with it in one MULTI."""
+        offloaded values' tracking commands, which must go with it in one MULTI. `ack_keys`,
+        `member`: the thread's keys with its outbox index, and its member there, as its read
+        had them."""
         tenant_id, thread_id = batch.tenant_id, batch.thread_id
-        dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
         ack = {
             "token": token, "release": "1" if last else "0", "ttl_ms": self.ttl_ms,
-            "member": K.dirty_member(tenant_id, thread_id), "observed": "" if observed is None else observed,
+            "member": member, "observed": "" if observed is None else observed,
         }  # fmt: skip
         acked = [
             item for entry, version in zip(entries, versions, strict=True)
             for item in (entry, version, offloaded.pointers.get(as_str(entry), b""))
         ]  # fmt: skip
         track = self.offloader.track_commands(tenant_id, thread_id, offloaded.digests) if offloaded.digests and self.offloader else []
-        return scripts.OUTBOX_ACK.call({**self._keys(tenant_id, thread_id), "dirty": dirty}, ack, acked), track
+        return scripts.OUTBOX_ACK.call(ack_keys, ack, acked), track
 
     @staticmethod
     def _read_call(

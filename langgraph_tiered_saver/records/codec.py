@@ -108,15 +108,19 @@ def unpack_write(raw: bytes, where: str) -> WriteRecord:
 JSON_RECORD = "lts-json"
 
 
+def json_record_parts(data: bytes) -> tuple[bytes, bytes]:
+    """A JSON_RECORD's JSON text and the key order kept before it (b"" when JSONB's own)."""
+    order, newline, text = data.partition(b"\n")
+    return (text, order) if newline else (order, b"")
+
+
 def loads_record(serde: Any, typed: TypedValue) -> Any:
     """A checkpoint record's checkpoint or metadata, or a channel value or write: JSON text kept
     by the durable tier (a row whose JSONB holds the value exactly), or the serializer's own
     bytes."""
     if typed[0] == JSON_RECORD:
-        order, newline, text = typed[1].partition(b"\n")
-        if not newline:
-            return orjson.loads(order)
-        return with_key_order(orjson.loads(text), orjson.loads(order))
+        text, order = json_record_parts(typed[1])
+        return with_key_order(orjson.loads(text), orjson.loads(order)) if order else orjson.loads(text)
     return serde.loads_typed(typed)
 
 
