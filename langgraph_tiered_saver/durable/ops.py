@@ -8,9 +8,10 @@ import every durable operation from this module.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement
 from langgraph_tiered_saver.durable import sql
@@ -42,6 +43,8 @@ from langgraph_tiered_saver.hot.keys import blob_field, split_blob_field
 from langgraph_tiered_saver.records import filters
 from langgraph_tiered_saver.records.audit import dumps_jsonb
 from langgraph_tiered_saver.records.codec import JSON_RECORD, TypedValue, WriteRecord
+
+KindsT = TypeVar("KindsT")  # what each statement of a flush transaction returns
 
 
 def _json_or_none(value: Any) -> str | None:
@@ -279,6 +282,26 @@ def _branch_starts(batches: list[FlushBatch], thread: str, flagged: list[Any]) -
     return [(thread, ns, c) for ns, c in sorted(ids) if (ns, parents.get((ns, c))) not in ids]
 
 
+def _by_tenant(batches: Iterable[FlushBatch]) -> dict[str, list[FlushBatch]]:
+    by_tenant: dict[str, list[FlushBatch]] = defaultdict(list)
+    for batch in batches:
+        by_tenant[batch.tenant_id].append(batch)
+    return by_tenant
+
+
+def _inserts_op(build: Callable[..., tuple[PgCall, KindsT]]) -> Op[tuple[Any, KindsT]]:
+    """The flush transaction `build(plain=...)` makes, with plain inserts; a row another writer
+    inserted meanwhile (a unique violation) makes it run again with `ON CONFLICT`, skipping it."""
+    call, kinds = build(plain=True)
+    try:
+        return (yield call), kinds
+    except PostgresError as exc:
+        if exc.sqlstate != sql.UNIQUE_VIOLATION:
+            raise
+    call, kinds = build(plain=False)
+    return (yield call), kinds
+
+
 def upsert_batch_op(
     schema: str,
     batches: Iterable[FlushBatch],
@@ -296,21 +319,13 @@ def upsert_batch_op(
     writer's key prefix; a schema claimed by another raises `HotTierConflictError`, and the
     transaction commits nothing.
     """
-    by_tenant: dict[str, list[FlushBatch]] = defaultdict(list)
-    for batch in batches:
-        by_tenant[batch.tenant_id].append(batch)
+    by_tenant = _by_tenant(batches)
     totals = {"checkpoints": 0, "blobs": 0, "writes": 0}
     forked: list[tuple[str, str, str]] = []
     for tenant in sorted(by_tenant):
         tenant_fences = {thread: token for (t, thread), token in (fences or {}).items() if t == tenant}
-        call, kinds = _flush_call(schema, tenant, by_tenant[tenant], tenant_fences, hot_tier)
-        try:
-            results = yield call
-        except PostgresError as exc:  # a row another writer inserted meanwhile: skip it instead
-            if exc.sqlstate != sql.UNIQUE_VIOLATION:
-                raise
-            call, kinds = _flush_call(schema, tenant, by_tenant[tenant], tenant_fences, hot_tier, plain=False)
-            results = yield call
+        build = functools.partial(_flush_call, schema, tenant, by_tenant[tenant], tenant_fences, hot_tier)
+        results, kinds = yield from _inserts_op(build)
         for kind, result in zip(kinds, results, strict=True):
             if kind.startswith("fork:"):
                 forked += _branch_starts(by_tenant[tenant], kind[5:], result)
@@ -331,22 +346,14 @@ def upsert_group_op(
     Returns, per (tenant, thread), the (namespace, checkpoint id) of its new checkpoints that
     fork it. All or nothing: one thread's failing row, or fence, rolls back every thread's
     (the caller then flushes them one by one to find it)."""
-    by_tenant: dict[str, list[FlushBatch]] = defaultdict(list)
-    for batch in batches:
-        by_tenant[batch.tenant_id].append(batch)
+    by_tenant = _by_tenant(batches)
     forked: dict[tuple[str, str], list[tuple[str, str]]] = {
         (t, b.thread_id): [] for t, group in by_tenant.items() for b in group
     }
     if not by_tenant:
         return forked
-    call, kinds = _group_call(schema, by_tenant, fences or {}, hot_tier)
-    try:
-        results = yield call
-    except PostgresError as exc:  # a row another writer inserted meanwhile: skip it instead
-        if exc.sqlstate != sql.UNIQUE_VIOLATION:
-            raise
-        call, kinds = _group_call(schema, by_tenant, fences or {}, hot_tier, plain=False)
-        results = yield call
+    build = functools.partial(_group_call, schema, by_tenant, fences or {}, hot_tier)
+    results, kinds = yield from _inserts_op(build)
     for (tenant, kind), result in zip(kinds, results, strict=True):
         if kind.startswith("fork:"):
             thread = kind[5:]
