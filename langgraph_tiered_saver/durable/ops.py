@@ -129,7 +129,7 @@ def _late_bare_values(schema: str, tenant: str, thread: str, bare: list[BlobRow]
         "tenant": tenant, "thread": thread, "ns": [v.ns for v in bare], "channel": [v.channel for v in bare],
         "version": [str(v.version) for v in bare], "type": [v.value[0] for v in bare],
     }  # fmt: skip
-    return PgStatement(sql.render(sql.NAME_LATE_BARE_VALUES, schema), params)
+    return _flush_statement(sql.CALL_NAME_LATE_BARE_VALUES, schema, params)
 
 
 def _fork_check(schema: str, tenant: str, batch: FlushBatch, rows: list[CheckpointRow]) -> PgStatement:
@@ -139,7 +139,7 @@ def _fork_check(schema: str, tenant: str, batch: FlushBatch, rows: list[Checkpoi
         "tenant": tenant, "thread": batch.thread_id, "ns": [r.ns for r in rows], "ids": ids, "parents": parents,
         "floors": [batch.continues.get(i, i) for i in ids], "known": [*ids, *(p for p in parents if p)],
     }  # fmt: skip
-    return PgStatement(sql.render(sql.FORKED_CHECKPOINTS, schema), params, fetch=True)
+    return PgStatement(sql.render(sql.CALL_FORKED_CHECKPOINTS, schema), params, fetch=True)
 
 
 def _last_per_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -226,15 +226,17 @@ def _row_statements(
         statements.append(check)
         results.append("fork:" + thread)
     last = _last_per_key(specials)
-    special = [sql.UPDATE_SPECIAL_WRITES, sql.INSERT_NEW_WRITES] if plain else [sql.UPSERT_SPECIAL_WRITES]
+    # plain: through the functions of migration 10 (their plans kept per connection), which
+    # return the count of rows written; else the `ON CONFLICT` statements (a rare rerun)
+    special = [sql.CALL_UPDATE_SPECIAL_WRITES, sql.CALL_INSERT_NEW_WRITES] if plain else [sql.UPSERT_SPECIAL_WRITES]
     for table, template, rows_ in (
-        ("blobs", sql.INSERT_NEW_BLOBS if plain else sql.INSERT_BLOBS, blobs),
-        ("checkpoints", sql.INSERT_NEW_CHECKPOINTS if plain else sql.INSERT_CHECKPOINTS, checkpoints),
-        ("writes", sql.INSERT_NEW_WRITES if plain else sql.INSERT_WRITES, writes),
+        ("blobs", sql.CALL_INSERT_NEW_BLOBS if plain else sql.INSERT_BLOBS, blobs),
+        ("checkpoints", sql.CALL_INSERT_NEW_CHECKPOINTS if plain else sql.INSERT_CHECKPOINTS, checkpoints),
+        ("writes", sql.CALL_INSERT_NEW_WRITES if plain else sql.INSERT_WRITES, writes),
         *(("writes", template, last) for template in special),
     ):
         if rows_:  # one statement per non-empty kind, its rows as column arrays
-            statements.append(PgStatement(sql.render(template, schema), _columns(tenant, rows_)))
+            statements.append(_flush_statement(template, schema, _columns(tenant, rows_)))
             results.append(table)
     statements += late
     results += ["-"] * len(late)
@@ -280,6 +282,17 @@ def _branch_starts(batches: list[FlushBatch], thread: str, flagged: list[Any]) -
         for b in batches if b.thread_id == thread for row in map(lambda r: CheckpointRow(*r), b.checkpoints)
     }  # fmt: skip
     return [(thread, ns, c) for ns, c in sorted(ids) if (ns, parents.get((ns, c))) not in ids]
+
+
+def _flush_statement(template: str, schema: str, params: Any) -> PgStatement:
+    """A flush statement: a function's call (sql.MIGRATION_10_FLUSH_FUNCTIONS) returns its count
+    as a row, fetched; a statement sent as text (an `ON CONFLICT` rerun) has its row count."""
+    return PgStatement(sql.render(template, schema), params, fetch=template.lstrip().startswith("SELECT"))
+
+
+def _rows_written(result: Any) -> int:
+    """Rows a flush statement wrote: a function's count (one row), or the statement's row count."""
+    return int(result[0][0]) if isinstance(result, list) else max(int(result), 0)
 
 
 def _by_tenant(batches: Iterable[FlushBatch]) -> dict[str, list[FlushBatch]]:
@@ -330,7 +343,7 @@ def upsert_batch_op(
             if kind.startswith("fork:"):
                 forked += _branch_starts(by_tenant[tenant], kind[5:], result)
             elif kind in totals:
-                totals[kind] += max(int(result), 0)
+                totals[kind] += _rows_written(result)
     return RowCounts(totals["checkpoints"], totals["blobs"], totals["writes"], forked)
 
 

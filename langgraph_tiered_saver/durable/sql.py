@@ -677,6 +677,83 @@ ALTER TABLE {s}.checkpoint_writes DROP CONSTRAINT IF EXISTS checkpoint_writes_ch
     + _tuple_function(_READ_SELECT_9, "CREATE OR REPLACE")
 )
 GET_TUPLE = "SELECT * FROM {s}.lts_get_tuple(%s, %s, %s, %s)"
+
+# --- the flush's statements as functions (migration 10) ------------------------------------------
+# Each statement of the plain flush (fork check, the inserts of rows not stored yet, the special
+# writes' update, the late naming of bare values) as a PL/pgSQL function: a function keeps the
+# plans of its statements per server connection (safe behind PgBouncer in transaction mode, like
+# `lts_get_tuple`), where the statement sent as text is parsed and planned again in every flush
+# (~1.5 ms of server time for a case_8842 interrupt's flush, most of it planning). SECURITY
+# INVOKER (the default): the caller's row-level security and tenant setting apply. The bodies are
+# the statements above, their placeholders the function's parameters, in order; the functions are
+# called with the same parameters the statements take (`flush_call`). Their text is migration
+# 10's: a later change of a statement above needs a new migration.
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%[sb]")
+_CAST = re.compile(r"::(\w+(?:\[\])?)")
+
+
+def _placeholders(template: str) -> tuple[list[str], list[str]]:
+    """The template's parameters in order of first use (a name, or its position) and the SQL
+    type each is cast to where first used (text when not cast)."""
+    names: list[str] = []
+    types: list[str] = []
+    for i, match in enumerate(_PLACEHOLDER.finditer(template)):
+        name = match.group(1) or str(i)
+        if name in names:
+            continue
+        cast = _CAST.match(template, match.end())
+        names.append(name)
+        types.append(cast.group(1) if cast else "text")
+    return names, types
+
+
+def _as_function(name: str, template: str, *, fetch: bool) -> tuple[str, str]:
+    """(CREATE statement, call) of `template` as the function `name`: it returns the rows of a
+    query (`fetch`), else the count of rows the statement wrote. The call takes the template's
+    own parameters (`%s`/`%b` by position, or `%(name)s` by name), cast as the template casts them."""
+    names, types = _placeholders(template)
+    numbered = {n: f"${k}" for k, n in enumerate(names, start=1)}
+    position = iter(range(len(template)))
+
+    def number(match: re.Match[str]) -> str:
+        i = next(position)  # every placeholder counts, as in `_placeholders`
+        return numbered[match.group(1) or str(i)]
+
+    body = _PLACEHOLDER.sub(number, template).strip()
+    if fetch:
+        returns, run = "TABLE (fork_ns text, fork_id text)", f"RETURN QUERY {body};"
+    else:
+        returns, run = "bigint", f"{body};\n    GET DIAGNOSTICS lts_rows = ROW_COUNT;\n    RETURN lts_rows;"
+    create = f"""
+CREATE FUNCTION {{s}}.{name}({", ".join(types)}) RETURNS {returns} LANGUAGE plpgsql AS $lts_flush$
+DECLARE
+    lts_rows bigint;
+BEGIN
+    {run}
+END
+$lts_flush$;
+"""
+    marks = [(f"%({n})s" if not n.isdigit() else "%b" if t.endswith("[]") else "%s") + "::" + t for n, t in zip(names, types, strict=True)]
+    return create, f"SELECT * FROM {{s}}.{name}({', '.join(marks)})"
+
+
+_FLUSH_FUNCTIONS = {
+    "lts_forked_checkpoints": (FORKED_CHECKPOINTS, True),
+    "lts_insert_new_blobs": (INSERT_NEW_BLOBS, False),
+    "lts_insert_new_checkpoints": (INSERT_NEW_CHECKPOINTS, False),
+    "lts_insert_new_writes": (INSERT_NEW_WRITES, False),
+    "lts_update_special_writes": (UPDATE_SPECIAL_WRITES, False),
+    "lts_name_late_bare_values": (NAME_LATE_BARE_VALUES, False),
+}
+_FLUSH_DEFINED = {name: _as_function(name, t, fetch=f) for name, (t, f) in _FLUSH_FUNCTIONS.items()}
+MIGRATION_10_FLUSH_FUNCTIONS = "".join(create for create, _ in _FLUSH_DEFINED.values())
+# The calls, with the statements' own parameters.
+CALL_FORKED_CHECKPOINTS = _FLUSH_DEFINED["lts_forked_checkpoints"][1]
+CALL_INSERT_NEW_BLOBS = _FLUSH_DEFINED["lts_insert_new_blobs"][1]
+CALL_INSERT_NEW_CHECKPOINTS = _FLUSH_DEFINED["lts_insert_new_checkpoints"][1]
+CALL_INSERT_NEW_WRITES = _FLUSH_DEFINED["lts_insert_new_writes"][1]
+CALL_UPDATE_SPECIAL_WRITES = _FLUSH_DEFINED["lts_update_special_writes"][1]
+CALL_NAME_LATE_BARE_VALUES = _FLUSH_DEFINED["lts_name_late_bare_values"][1]
 # Whether a thread has any checkpoint, in any namespace (the primary key's prefix: an index probe)
 THREAD_HAS_CHECKPOINTS = "SELECT EXISTS (SELECT 1 FROM {s}.checkpoints WHERE tenant_id = %s AND thread_id = %s)"
 

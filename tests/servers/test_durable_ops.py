@@ -272,7 +272,7 @@ def test_a_schema_older_than_the_read_function_asks_for_setup(driver: SyncDriver
     driver.run(_one(PgCall(tuple(statements))))
     with pytest.raises(SchemaMissingError, match=r"setup\(\)"):
         driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
-    assert driver.run(setup_op(name)) == [7, 8, 9]
+    assert driver.run(setup_op(name)) == ALL_VERSIONS[6:]
     driver.run(upsert_batch_op(name, [_three_step_thread().batch]))
     latest = driver.run(get_checkpoint_op(name, "acme", "t1", "", None))
     assert latest is not None and latest.checkpoint_id == "c3"
@@ -348,7 +348,7 @@ def test_setup_8_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkey
         m.setattr(durable_ops, "_stored_fields", lambda checkpoint_json, pairs: dumps_jsonb(pairs))
         batch = _exact(_three_step_thread("acme", "old")).batch
         driver.run(upsert_batch_op(name, [batch]))
-    assert driver.run(setup_op(name)) == [8, 9]
+    assert driver.run(setup_op(name)) == ALL_VERSIONS[7:]
     driver.run(upsert_batch_op(name, [dataclasses.replace(batch, thread_id="new")]))
     assert all(r.checkpoint_bytes is not None for r in _named(driver, name, "thread_id = 'old'"))
     old = driver.run(list_op(name, "acme", "old"))
@@ -358,13 +358,22 @@ def test_setup_8_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkey
     assert latest is not None and _decoded(latest) == _decoded(old[0])
 
 
+def release_9_writer(m: pytest.MonkeyPatch) -> None:
+    """The flush as the release before migration 10 wrote it: its statements sent as text, not
+    through the functions of migration 10."""
+    for name in ("FORKED_CHECKPOINTS", "INSERT_NEW_BLOBS", "INSERT_NEW_CHECKPOINTS", "INSERT_NEW_WRITES",
+                 "UPDATE_SPECIAL_WRITES", "NAME_LATE_BARE_VALUES"):  # fmt: skip
+        m.setattr(durable_sql, "CALL_" + name, getattr(durable_sql, name))
+
+
 def release_8_writer(m: pytest.MonkeyPatch) -> None:
     """The flush as the release before migration 9 wrote it: no `bare_values` column (a
     checkpoint row's bare values then have value rows: no batch row names them)."""
+    release_9_writer(m)
     params = durable_ops._checkpoint_params
     m.setattr(durable_ops, "_checkpoint_params", lambda thread, row, bare: params(thread, row, bare)[:-2])
-    for name in ("INSERT_CHECKPOINTS", "INSERT_NEW_CHECKPOINTS"):
-        text = getattr(durable_sql, name).replace(", " + durable_sql._BARE_VALUES, "")
+    for name, statement in (("INSERT_CHECKPOINTS", "INSERT_CHECKPOINTS"), ("CALL_INSERT_NEW_CHECKPOINTS", "INSERT_NEW_CHECKPOINTS")):
+        text = getattr(durable_sql, statement).replace(", " + durable_sql._BARE_VALUES, "")
         text = text.replace("%b::text[], %b::text[], %b::bool[]) AS u(", "%b::text[]) AS u(")
         m.setattr(durable_sql, name, text.replace(", bare_values)", ")").replace(", bare_values, inherit)", ")"))
     m.setattr(durable_ops, "is_bare", lambda value, ref: False)  # every value has its row
@@ -1052,7 +1061,7 @@ def test_a_row_that_does_not_know_its_bare_values_takes_them_from_earlier_rows(d
 
 def test_setup_9_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows written before migration 9 (a row per value, serializer bytes) read the same after
-    it, beside rows written after it; its setup applies 9 alone."""
+    it, beside rows written after it; its setup applies 9 and the later ones."""
     name = f"lts_{uuid.uuid4().hex[:10]}"
     statements = [
         PgStatement(durable_sql.render(durable_sql.CREATE_SCHEMA, name)),
@@ -1065,7 +1074,7 @@ def test_setup_9_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkey
     with monkeypatch.context() as m:
         release_8_writer(m)
         driver.run(upsert_batch_op(name, [t.batch]))
-    assert driver.run(setup_op(name)) == [9]
+    assert driver.run(setup_op(name)) == ALL_VERSIONS[8:]
     driver.run(upsert_batch_op(name, [_lean(new)]))
     assert len(rows(driver, name, "checkpoint_blobs", "thread_id = 'old'")) == 5
     assert len(rows(driver, name, "checkpoint_blobs", "thread_id = 'new'")) == 3
