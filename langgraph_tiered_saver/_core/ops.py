@@ -328,6 +328,8 @@ class Core:
         return None
 
     def close_op(self) -> Op[None]:
+        if self.durable:
+            yield from self.flush.acks.send_op()
         if self.run_locks is not None:
             yield from self.run_locks.release_all_op()
         return None
@@ -448,7 +450,7 @@ class Core:
                         ref.checkpoint_id, ref.thread_id, SYNC_FLUSH_PUT_WAIT_SECONDS, "/".join(c for c, _ in writes),
                         extra=fields(ref),
                     )
-                yield from self._flush_now_op(ref.tenant_id, ref.thread_id)
+                yield from self._flush_now_op(ref.tenant_id, ref.thread_id, defer_ack=True)
             except (TierUnavailableError, PostgresError) as exc:
                 # Postgres down, or this thread's statement refused: the agent goes on; the outbox
                 # keeps the entries for the flusher's retries (which report a thread's own error).
@@ -503,7 +505,7 @@ class Core:
                 yield from self._send_held_op([held])
             yield from self._flush_recorded_op(ref.tenant_id, ref.thread_id)
             return None
-        yield from self._flush_recorded_op(ref.tenant_id, ref.thread_id, first)
+        yield from self._flush_recorded_op(ref.tenant_id, ref.thread_id, first, defer_ack=True)
         return None
 
     def _drain_op(self, tenant_id: str, thread_id: str | None = None, ns: str | None = None) -> Op[None]:
@@ -571,14 +573,21 @@ class Core:
         )
         return None
 
-    def _flush_now_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:
+    def _flush_now_op(self, tenant_id: str, thread_id: str, *, defer_ack: bool = False) -> Op[FlushResult]:
         yield from self._drain_op(tenant_id, thread_id)
-        return (yield from self._flush_recorded_op(tenant_id, thread_id))
+        return (yield from self._flush_recorded_op(tenant_id, thread_id, defer_ack=defer_ack))
 
-    def _flush_recorded_op(self, tenant_id: str, thread_id: str, first: FirstRead | None = None) -> Op[FlushResult]:
-        """Flush one thread on the caller's path, counted and reported like the flusher's."""
+    def _flush_recorded_op(
+        self, tenant_id: str, thread_id: str, first: FirstRead | None = None, *, defer_ack: bool = False
+    ) -> Op[FlushResult]:
+        """Flush one thread on the caller's path, counted and reported like the flusher's.
+        `defer_ack` (an interrupt's flush): its acknowledgement changes nothing the caller sees,
+        so the background thread sends it, where there is one (flushing/acks.py)."""
         started = time.perf_counter()
-        result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True, first=first)
+        defer_ack = defer_ack and self.flusher is not None
+        result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True, first=first, defer_ack=defer_ack)
+        if defer_ack and self.flush.acks and self.flusher is not None:
+            self.flusher.send_acks_soon()
         record_flush(self.metrics, result, time.perf_counter() - started)
         return result
 
@@ -851,6 +860,7 @@ class Core:
         tombstone: a flusher that read before it, and took the lock back later, is refused)."""
         if not self.durable:
             return (yield from (body(None) if callable(body) else body))
+        yield from self.flush.acks.send_op([(tenant, thread_id)])  # a lease this process still holds
         held = yield from self.flush.acquire_flush_lock_op(tenant, thread_id, wait=True)
         try:
             return (yield from (body(held[1] if held else None) if callable(body) else body))

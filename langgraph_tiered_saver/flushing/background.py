@@ -256,6 +256,10 @@ class BackgroundFlusher:
         self._job.wake(self._next_adopt)
         return False
 
+    def send_acks_soon(self) -> None:
+        """A synchronous flush left its acknowledgement (acks.py): the next turn, now, sends it."""
+        self._job.wake(self._clock())
+
     def forget(self, tenant_id: str, thread_id: str) -> None:
         """The thread was flushed synchronously or deleted: nothing left to schedule."""
         key = (tenant_id, thread_id)
@@ -337,6 +341,8 @@ class BackgroundFlusher:
     def _turn(self) -> float | None:
         """The scheduler's turn: flush the thread due first, or adopt when that is due.
         Returns when the next turn is due."""
+        if self._ops.acks:
+            self._run(self._ops.acks.send_op())
         now = self._clock()
         with self._cond:
             if self._stopping:

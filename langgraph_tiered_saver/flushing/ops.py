@@ -38,6 +38,7 @@ from langgraph_tiered_saver.errors import (
     PostgresConfigError,
     TierUnavailableError,
 )
+from langgraph_tiered_saver.flushing.acks import DeferredAcks
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.hot.stored import decode_refs
@@ -234,6 +235,7 @@ class FlushOps:
         self.schema = schema
         # A readable JSON copy of encrypted values would defeat the encryption: off by default.
         self.audit_json = (not isinstance(serde, EncryptedSerializer)) if audit_json is None else audit_json
+        self.acks = DeferredAcks()  # of synchronous flushes, sent by the background thread (acks.py)
 
     def _audit(self, typed: tuple[str, bytes], memo: dict[tuple[int, bytes], Any] | None = None) -> Any:
         if not self.audit_json or typed[0] == "empty" or typed[0].startswith(codec.BLOB_TYPE) or self._offloads(typed):
@@ -417,7 +419,7 @@ class FlushOps:
 
     def flush_thread_op(
         self, tenant_id: str, thread_id: str, *, wait: bool = False, lease: FlushLease = DEFAULT_LEASE,
-        first: FirstRead | None = None,
+        first: FirstRead | None = None, defer_ack: bool = False,
     ) -> Op[FlushResult]:
         """Flush one thread completely (in batches), under the thread's flush lease (`lease`).
         With `wait`, wait for a concurrent flusher to finish instead of skipping (a sync flush
@@ -432,10 +434,13 @@ class FlushOps:
         a synchronous one starts again with a newer token.
 
         `first`: the replies of `first_read`'s call, already made (its token, ZSCORE and outbox
-        replies); a lease it did not get is waited for as usual."""
+        replies); a lease it did not get is waited for as usual. `defer_ack`: the last
+        acknowledgement is left in `acks` for the background thread to send (acks.py)."""
         for attempt in range(FENCED_RETRIES if wait else 1):
             try:
-                return (yield from self._flush_thread_op(tenant_id, thread_id, wait=wait, lease=lease, first=first))
+                return (yield from self._flush_thread_op(
+                    tenant_id, thread_id, wait=wait, lease=lease, first=first, defer_ack=defer_ack
+                ))
             except FlushFencedError as exc:
                 logger.warning("flush of thread %s/%s refused by Postgres (lease lost): %s", tenant_id, thread_id,
                                exc, extra={"tenant_id": tenant_id, "thread_id": thread_id})  # fmt: skip
@@ -462,6 +467,7 @@ class FlushOps:
         holds no more entries than one thread's flush does; a thread with more, or with nothing
         to write, is flushed alone (its further reads as usual). Pipelines span Redis Cluster
         slots (one per thread), never a MULTI."""
+        yield from self.acks.send_op(threads)  # leases this process still holds
         tokens = [lease.new_token() for _ in threads]
         limit = max(1, OUTBOX_BATCH // max(1, len(threads)))
         commands: list[tuple[Any, ...]] = []
@@ -582,8 +588,10 @@ class FlushOps:
         return None
 
     def _flush_thread_op(
-        self, tenant_id: str, thread_id: str, *, wait: bool, lease: FlushLease, first: FirstRead | None
+        self, tenant_id: str, thread_id: str, *, wait: bool, lease: FlushLease, first: FirstRead | None,
+        defer_ack: bool = False,
     ) -> Op[FlushResult]:
+        yield from self.acks.send_op([(tenant_id, thread_id)])  # a lease this process still holds
         result = FlushResult(tenant_id, thread_id)
         dirty = K.dirty_key(self.prefix, K.shard_of(tenant_id, thread_id))
         member = K.dirty_member(tenant_id, thread_id)
@@ -643,6 +651,10 @@ class FlushOps:
                 ack_call, track = self._ack_commands(
                     ack_keys, member, batch, token, observed, entries, versions, offloaded, last=last
                 )
+                if defer_ack and last and not track:  # the read held all: nothing remains to read
+                    self.acks.leave((tenant_id, thread_id), RedisCall((ack_call,), scripts=(scripts.OUTBOX_ACK,)))
+                    released = True
+                    break
                 replies = yield RedisCall(
                     (ack_call, *track), transaction=bool(track), scripts=(scripts.OUTBOX_ACK,)
                 )
@@ -717,7 +729,9 @@ class FlushOps:
         return [K.split_dirty_member(m) for _, m in due[:limit]]
 
     def outbox_status_op(self) -> Op[OutboxStatus]:
-        """Depth of the outbox index and the age of its oldest entry, in one round trip."""
+        """Depth of the outbox index and the age of its oldest entry, in one round trip (after
+        the acknowledgements this process still owes, which would count)."""
+        yield from self.acks.send_op()
         commands: list[tuple[Any, ...]] = []
         for dirty in K.dirty_keys(self.prefix):
             commands += [("ZCARD", dirty), ("ZRANGE", dirty, 0, 0, "WITHSCORES")]

@@ -12,6 +12,9 @@ step it checks against a reference model:
 - a Redis that lost data is reported (`redis_data_lost`) on the next write, once;
 - a flusher that stalled between its outbox read and its commit, while the thread ran on and
   was flushed by another, never commits its older rows (the flush fence);
+- a synchronous flush whose process dies after its commit, before the acknowledgement it left
+  for its background thread (flushing/acks.py) is sent: the entries stay, the next flush writes
+  them again, and nothing is lost, duplicated or forked;
 - a thread Redis no longer holds, read or run while Postgres is down, is a typed error, never
   an empty state or a conversation started over.
 
@@ -100,6 +103,7 @@ class Figures:
     losses_unreported: int = 0
     stalled_flushes: int = 0
     stalled_flushes_refused: int = 0
+    acks_lost: int = 0
     snapshot_restores: int = 0
     lost_to_snapshot_restores: int = 0  # threads whose unflushed runs after the snapshot went
     forks_reported: int = 0
@@ -312,6 +316,27 @@ class TieredModel(RuleBasedStateMachine):
         FIGURES.stalled_flushes += 1
         FIGURES.stalled_flushes_refused += bool(result.fenced)
         assert result.fenced, "a stalled flusher's commit after a newer flush must be refused"
+        FIGURES.faults += 1
+
+    @rule(i=st.integers(0, THREADS - 1))
+    def acknowledgement_lost(self, i: int) -> None:
+        """A synchronous flush commits the thread's runs and leaves its acknowledgement for the
+        background thread; the process dies before it is sent (dropped here) and its lease
+        lapses. The entries are still in the outbox: the next flush writes them again."""
+        thread = f"{self.prefix}-t{i}"
+        self.run(i)
+        flush = self.saver.core.flush
+        result = self.saver.run_op(
+            flush.flush_thread_op(TEST_TENANT, thread, wait=True, lease=FlushLease("lost-ack", 100), defer_ack=True)
+        )
+        assert result.checkpoints > 0 and len(flush.acks) == 1
+        flush.acks._take(None)  # never sent: the process is gone
+        model = self.threads[thread]
+        # in Postgres: a run written through now continues it, no fork (the entries only wait
+        # for a flush that skips what Postgres holds)
+        model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
+        time.sleep(0.15)  # its lease lapses
+        FIGURES.acks_lost += 1
         FIGURES.faults += 1
 
     @precondition(lambda self: CHECK_POSTGRES_READ_FAILURES and self.runs > 0 and self.postgres_outages < OUTAGES_PER_EXAMPLE)
@@ -560,7 +585,7 @@ def test_the_tiers_agree_with_the_model(model_env: tuple[PrivateRedis, PrivatePo
         f"runs), {FIGURES.checkpoints} checkpoints, "
         f"{FIGURES.losses_reported} threads' unflushed runs lost with a reported Redis loss, "
         f"{FIGURES.losses_unreported} unreported losses, {FIGURES.stalled_flushes} stalled flushers "
-        f"({FIGURES.stalled_flushes_refused} refused by the fence), {FIGURES.snapshot_restores} restarts from an "
+        f"({FIGURES.stalled_flushes_refused} refused by the fence), {FIGURES.acks_lost} acknowledgements lost, {FIGURES.snapshot_restores} restarts from an "
         f"older snapshot ({FIGURES.lost_to_snapshot_restores} threads' unflushed runs since the snapshot lost, "
         f"each restart reported), {FIGURES.forks_reported} forks reported, {FIGURES.silent_forks} silent forks, "
         f"{FIGURES.second_hot_tiers_refused} second hot tiers refused"

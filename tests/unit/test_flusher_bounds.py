@@ -12,6 +12,7 @@ import pytest
 from langgraph_tiered_saver._sansio.schedule import Scheduler
 from langgraph_tiered_saver.errors import TierUnavailableError
 from langgraph_tiered_saver.flushing import background
+from langgraph_tiered_saver.flushing.acks import DeferredAcks
 from langgraph_tiered_saver.flushing.background import BackgroundFlusher
 from langgraph_tiered_saver.flushing.ops import FlushPolicy, FlushResult, OutboxStatus
 from langgraph_tiered_saver.observability.metrics import Metrics
@@ -27,6 +28,7 @@ class FakeOutbox:
         self.dirty: dict[tuple[str, str], None] = {}
         self.index_down = False
         self.groups: list[int] = []  # the size of each group flush
+        self.acks = DeferredAcks()  # none left: no synchronous flush here
 
     def flush_thread_op(self, tenant_id: str, thread_id: str) -> Iterator[Any]:
         self.dirty.pop((tenant_id, thread_id), None)

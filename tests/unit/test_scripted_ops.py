@@ -322,6 +322,46 @@ def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> No
     assert (result.blobs, result.remaining, result.skipped_locked) == (3, 0, False)
 
 
+def _deferred(ops: FlushOps) -> None:
+    """A synchronous flush that leaves its acknowledgement (flushing/acks.py): read, upsert."""
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=_outbox(*_blob_entries(1)), check=_is("ZSCORE", "EVALSHA:outbox_read")),
+        Expect(PgCall, reply=[1, 1, 1]),  # thread lock, hot-tier check, values; no ack
+    ])  # fmt: skip
+    result = driver.run(ops.flush_thread_op(TENANT, THREAD, wait=True, defer_ack=True))
+    assert result.blobs == 1 and len(ops.acks) == 1
+
+
+def test_a_deferred_ack_is_sent_before_the_threads_next_flush_reads() -> None:
+    """The lease the left acknowledgement gives back is this process' own: the next flush of
+    the thread sends it first instead of waiting for the lease."""
+    ops = _flush_ops()
+    _deferred(ops)
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[0], check=lambda c: _is("EVALSHA:outbox_ack")(c) and _ack_arg(c, "release") == "1",
+               describe="the left ack, releasing the lease"),
+        Expect(RedisCall, reply=[None, [[], [], [], 0, b"1700000000", b"5", 1]], describe="read: empty"),
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:outbox_ack"), describe="release"),
+    ])  # fmt: skip
+    result = driver.run(ops.flush_thread_op(TENANT, THREAD, wait=True))
+    assert not result.skipped_locked and driver.slept == 0 and len(ops.acks) == 0
+
+
+def test_a_deferred_ack_redis_refuses_is_logged_and_its_entries_flushed_again(caplog: pytest.LogCaptureFixture) -> None:
+    ops = _flush_ops()
+    _deferred(ops)
+    with caplog.at_level(logging.WARNING, "langgraph_tiered_saver.flush"):
+        assert ScriptedDriver([Expect(RedisCall, error=REDIS_DOWN)]).run(ops.acks.send_op()) == 0
+    assert len(ops.acks) == 0 and "flushed again once its lease lapses" in caplog.text
+    # the entries are still in the outbox: the next flush (past the lapsed lease) writes them again
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=_outbox(*_blob_entries(1))),
+        Expect(PgCall, reply=[1, 1, 0]),  # the value is in Postgres already: nothing inserted
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:outbox_ack")),
+    ])  # fmt: skip
+    assert driver.run(ops.flush_thread_op(TENANT, THREAD)).remaining == 0
+
+
 @pytest.mark.parametrize("error", [PostgresError("refused by a trigger", "P0001"), KeyboardInterrupt()])
 def test_an_error_mid_flush_still_releases_the_flush_lock(error: BaseException) -> None:
     driver = ScriptedDriver([
