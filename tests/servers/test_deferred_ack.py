@@ -4,6 +4,7 @@ background thread, and one never sent costs a second flush of the same rows, not
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -108,3 +109,24 @@ class _NoBackground:
 
     def stop(self, drain: bool = True) -> list[Any]:
         return []
+
+
+async def test_an_async_interrupt_leaves_its_ack_to_the_background_thread_too(
+    saver_context: Callable[..., Any], redis_url: str, test_database_url: str
+) -> None:
+    """`ainvoke`: the same flush on the asyncio driver; the acknowledgement it leaves is sent by
+    the saver's background thread (on the sync driver), not by the event loop."""
+    client = redis.Redis.from_url(redis_url)
+    async with saver_context(durable=True, flush_policy=FlushPolicy(on_interrupt="sync")) as saver:
+        await saver.asetup()
+        graph = build_graph(saver)
+        config = {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}"}}
+        assert "__interrupt__" in await graph.ainvoke(initial_input(), config)
+        thread = config["configurable"]["thread_id"]
+        assert _rows(test_database_url, saver.schema, thread)[3] == 1
+        deadline = time.monotonic() + 5
+        while not _settled(client, saver, thread):
+            assert time.monotonic() < deadline, "the deferred acknowledgement was never sent"
+            await asyncio.sleep(0.01)
+        assert "__interrupt__" not in await graph.ainvoke(resume("approve"), config)
+    client.close()
