@@ -25,7 +25,9 @@ owner (who works oldest first) in the middle rather than at the head of the queu
 efficiency, never a correctness, device: a thread in two shares for a moment (the membership
 changed between two workers' polls) is still flushed by one of them at a time.
 
-Failures are contained per thread exactly as in the background flusher (`flusher.RetryBook`).
+A pass flushes its threads in groups of `FLUSH_GROUP`, each in one Postgres transaction
+(`FlushOps.flush_group_op`, as the background flusher does), and failures are contained per
+thread exactly as in the background flusher (`flusher.RetryBook`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
 from langgraph_tiered_saver.errors import TierUnavailableError
 from langgraph_tiered_saver.flushing.background import (
+    FLUSH_GROUP,
     OUTAGE_MAX_BACKOFF,
     RetryBook,
     ThreadId,
@@ -194,7 +197,7 @@ def worker_loop(
             done = 0
             beat = time.monotonic()
             refresh = min(SHARE_REFRESH_SECONDS, lease.ms / 3000)
-            for key in threads:
+            for start in range(0, len(threads), FLUSH_GROUP):
                 if stop.is_set():
                     break
                 if roster is not None and time.monotonic() - beat >= refresh:
@@ -205,19 +208,12 @@ def worker_loop(
                         logger.warning("worker could not renew its membership, ending this pass: %s", exc)
                         break
                     beat = time.monotonic()
-                if share is not None and not stolen and not share.owns(key):
-                    continue  # the workers changed since the claim: the thread is another's now
-                if book.waiting(key, time.monotonic()):
-                    continue
-                started = time.perf_counter()
-                try:
-                    result = run(observed_op(metrics, "flush", ops.flush_thread_op(*key, lease=lease), *key))
-                except Exception as exc:
-                    book.failed(key, exc, time.monotonic())
-                    continue
-                book.succeeded(key)
-                record_flush(metrics, result, time.perf_counter() - started)
-                done += not result.skipped_locked
+                group = [
+                    key for key in threads[start : start + FLUSH_GROUP]
+                    # a thread the workers' change since the claim made another's, or in backoff
+                    if (share is None or stolen or share.owns(key)) and not book.waiting(key, time.monotonic())
+                ]  # fmt: skip
+                done += _flush_group(run, ops, metrics, book, group, lease)
             flushed += done
             if once:
                 break
@@ -231,6 +227,35 @@ def worker_loop(
                 logger.warning("worker %s could not leave the roster (its share moves when its lease lapses): %s",
                                roster.worker_id, exc)
     return flushed
+
+
+def _flush_group(
+    run: Callable[[Op[Any]], Any], ops: FlushOps, metrics: Metrics, book: RetryBook, group: list[ThreadId],
+    lease: FlushLease,
+) -> int:
+    """Flush `group` as the background flusher does (`FlushOps.flush_group_op`: one Postgres
+    transaction, each thread's own failure its own); how many threads were flushed (not
+    skipped for another flusher's lease). A failure that is everyone's is booked for each."""
+    if not group:
+        return 0
+    started = time.perf_counter()
+    try:
+        if len(group) == 1:
+            outcomes: list[Any] = [run(observed_op(metrics, "flush", ops.flush_thread_op(*group[0], lease=lease), *group[0]))]
+        else:
+            outcomes = run(observed_op(metrics, "flush_group", ops.flush_group_op(group, lease)))
+    except Exception as exc:
+        outcomes = [exc] * len(group)
+    seconds = time.perf_counter() - started
+    done = 0
+    for key, outcome in zip(group, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            book.failed(key, outcome, time.monotonic())
+            continue
+        book.succeeded(key)
+        record_flush(metrics, outcome, seconds)
+        done += not outcome.skipped_locked
+    return done
 
 
 def run_workers(count: int, *, prefix: str, lease_seconds: float, stop: threading.Event, **loop: Any) -> int:

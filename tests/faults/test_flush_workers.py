@@ -275,3 +275,27 @@ def test_a_worker_killed_mid_flush_is_taken_over_and_nothing_is_lost(
         assert survivor.returncode == 0, outputs
         assert json.loads(outputs[workers.index(survivor)][0])["flushed_threads"] > 0
         assert pg_rows(test_database_url, schema) == CHECKPOINTS_PER_THREAD * len(threads)
+
+
+def test_a_worker_pass_flushes_its_threads_in_groups(
+    saver_context: Callable[..., Any], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """40 due threads: two Postgres transactions (groups of FLUSH_GROUP = 32 and 8), not 40."""
+    with saver_context(durable=True, background_flush=False, flush_policy=MANUAL) as saver:
+        saver.setup()
+        threads = [f"group-{i}" for i in range(40)]
+        _write_threads(saver, threads)
+        driver = saver._runners.sync
+        flushes: list[PgCall] = []
+        original = driver._pg
+
+        def spy(call: PgCall) -> Any:
+            if any(".lts_insert_new_" in s.sql for s in call.statements):
+                flushes.append(call)
+            return original(call)
+
+        monkeypatch.setattr(driver, "_pg", spy)
+        flushed = worker_loop(saver.run_op, saver.core.flush, saver.metrics, quiet_seconds=0, poll_seconds=0.05,
+                              stop=threading.Event(), once=True)  # fmt: skip
+        assert flushed == len(threads) and len(flushes) == 2
+        assert _dirty(redis_url, saver.key_prefix) == set()
