@@ -20,11 +20,12 @@ else
 end
 local target_id = string.sub(target, #ns + 2)
 
-local remaining, wanted, left = {}, {}, 0
+local remaining, wanted, needles, left = {}, {}, {}, 0
 for i = REST, #ARGV do
   if not remaining[ARGV[i]] then
     remaining[ARGV[i]] = true
     wanted[ARGV[i]] = true
+    needles[ARGV[i]] = SOH .. ns .. NUL .. ARGV[i] .. NUL  -- its blob field in a checkpoint's refs
     left = left + 1
   end
 end
@@ -36,19 +37,29 @@ end
 local FIXED = {[0xca] = 5, [0xcb] = 9, [0xcc] = 2, [0xcd] = 3, [0xce] = 5, [0xcf] = 9,
   [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9, [0xc2] = 1, [0xc3] = 1}
 local LENGTH_BYTES = {[0xd9] = 1, [0xc4] = 1, [0xda] = 2, [0xc5] = 2, [0xdb] = 4, [0xc6] = 4}
+local byte, sub, find = string.byte, string.sub, string.find
+local EMPTY_TAG = "empty" .. NUL  -- the typed value of a channel with no value (codec.EMPTY)
 local function mp_value(s, pos, want)
-  local b = string.byte(s, pos)
+  local b = byte(s, pos)
   if b < 0x80 or b >= 0xe0 then return 1 end  -- fixint
   if b >= 0xa0 and b <= 0xbf then
     local n = b - 0xa0
-    return 1 + n, want and string.sub(s, pos + 1, pos + n)
+    return 1 + n, want and sub(s, pos + 1, pos + n)
   end
   if b == 0xc0 then return 1, false end
   local size = LENGTH_BYTES[b]
   if size then
-    local n = 0
-    for i = 1, size do n = n * 256 + string.byte(s, pos + i) end
-    return 1 + size + n, want and string.sub(s, pos + 1 + size, pos + size + n)
+    local n
+    if size == 1 then
+      n = byte(s, pos + 1)
+    elseif size == 2 then
+      local b1, b2 = byte(s, pos + 1, pos + 2)
+      n = b1 * 256 + b2
+    else
+      local b1, b2, b3, b4 = byte(s, pos + 1, pos + 4)
+      n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    end
+    return 1 + size + n, want and sub(s, pos + 1 + size, pos + size + n)
   end
   if FIXED[b] then return FIXED[b] end
   error("unexpected msgpack type " .. b .. " in a stored record")
@@ -81,14 +92,14 @@ local function seeds_of(member)
   -- a field holds no SOH, and ns and channel no NUL: a wanted channel's field is found directly
   local seeds = {}
   for channel in pairs(remaining) do
-    local start = string.find(refs, SOH .. ns .. NUL .. channel .. NUL, 1, true)
+    local start = find(refs, needles[channel], 1, true)
     if start then
-      local stop = string.find(refs, SOH, start + 1, true)
-      local field = string.sub(refs, start + 1, stop and stop - 1 or -1)
+      local stop = find(refs, SOH, start + 1, true)
+      local field = sub(refs, start + 1, stop and stop - 1 or -1)
       if not empty[field] then
         local value = redis.call("HGET", KEY.bl, field)
         if not value then return nil end
-        if string.sub(value, 1, 6) ~= "empty" .. NUL then
+        if sub(value, 1, 6) ~= EMPTY_TAG then
           seeds[#seeds + 1] = channel
           seeds[#seeds + 1] = value
         else
@@ -133,7 +144,7 @@ for i = 1, #visited do on_path[visited[i]] = i end
 if #visited > 0 then
   local range = redis.call("ZRANGEBYLEX", KEY.wi, "[" .. visited[#visited] .. NUL, "(" .. visited[1] .. SOH)
   for _, field in ipairs(range) do
-    local member = string.sub(field, 1, string.find(field, NUL, #ns + 2, true) - 1)
+    local member = sub(field, 1, find(field, NUL, #ns + 2, true) - 1)
     local i = on_path[member]
     if i then
       fields_of[i] = fields_of[i] or {}
@@ -171,7 +182,7 @@ for i = 1, #visited do
       if wanted[channel] and (not seeded_at[channel] or seeded_at[channel] >= i) then mine[#mine + 1] = raw end
     end
   end
-  if lost then return {"lost", target_id, steps, seeds, string.sub(visited[i], #ns + 2)} end
+  if lost then return {"lost", target_id, steps, seeds, sub(visited[i], #ns + 2)} end
   steps[i] = mine
   for j = 1, #found_at[i] do seeds[#seeds + 1] = found_at[i][j] end
 end
