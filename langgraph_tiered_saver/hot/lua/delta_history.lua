@@ -162,8 +162,8 @@ for first = 1, #all, 1000 do  -- unpack() has a stack limit
   local chunk = redis.call("HMGET", KEY.wr, unpack(all, first, math.min(first + 999, #all)))
   for _, record in ipairs(chunk) do records[#records + 1] = record or false end
 end
--- nothing indexed while writes exist: the write index went, the writes did not (which are
--- whose is unknown), as member_writes
+-- Nothing indexed while writes exist: the write index went and the writes did not, so which
+-- writes are whose is unknown (as member_writes)
 local index_lost = #all == 0 and #visited > 0 and redis.call("EXISTS", KEY.wr) == 1
   and redis.call("EXISTS", KEY.wi) == 0
 
