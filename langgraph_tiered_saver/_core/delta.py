@@ -27,6 +27,7 @@ from langgraph_tiered_saver._sansio.io import Op, RedisCall
 from langgraph_tiered_saver.durable import delta as pgdelta
 from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
 from langgraph_tiered_saver.hot import scripts
+from langgraph_tiered_saver.hot.ops import thread_plan
 from langgraph_tiered_saver.records.codec import (
     BLOB_TYPE,
     TypedValue,
@@ -98,16 +99,15 @@ def _check_channels(channels: Sequence[str]) -> list[str]:
 
 def hot_walk_op(hot: HotOps, ref: ThreadRef, channels: Sequence[str], walk: _Walk) -> Op[tuple[str, str, str]]:
     """Walk in Redis (one round trip). Returns (status, target id, next id): see the script."""
-    args = {
-        "refresh_ttl_ms": hot.ttl_ms if hot.refresh_on_read else 0, "ns": ref.checkpoint_ns,
-        "checkpoint_id": ref.checkpoint_id or "",
-    }  # fmt: skip
-    call = scripts.DELTA_HISTORY.call(hot.keys(ref.tenant_id, ref.thread_id), args, list(channels))
+    args = (hot.ttl_ms if hot.refresh_on_read else 0, ref.checkpoint_ns, ref.checkpoint_id or "")
+    plan = thread_plan(hot.prefix, ref.tenant_id, ref.thread_id)  # its key prefix: GET's first key
+    call = scripts.DELTA_HISTORY.call_planned(plan.get_keys[:1], args, list(channels))
     ((status, target_id, steps, seeds, next_id),) = yield RedisCall((call,), scripts=(scripts.DELTA_HISTORY,))
     where = f"Redis thread {ref.thread_id!r}"
     for raw_writes in steps:
         writes = [unpack_write(raw, where) for raw in raw_writes]
-        writes.sort(key=WriteRecord.sort_key)
+        if len(writes) > 1:
+            writes.sort(key=WriteRecord.sort_key)
         walk.steps.append(writes)
     for i in range(0, len(seeds), 2):
         walk.seeds[as_str(seeds[i])] = decode_typed(seeds[i + 1], where)
@@ -165,9 +165,8 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
         except Exception as exc:
             raise CorruptDataError(f"thread {ref.thread_id!r}: stored bytes cannot be deserialized: {exc}") from exc
 
-    def load(typed: TypedValue, seed: bool) -> Op[Any]:
-        if not seed and not typed[0].startswith(BLOB_TYPE):  # inline: no blob fetch to spare
-            return decoded.load(tenant, typed, checked_loads)
+    def resolve(typed: TypedValue, seed: bool) -> Op[Any]:
+        """A seed, or an offloaded write: a copy of the value read before, if it was."""
         hit, value = decoded.get(tenant, typed)
         if hit:
             return value
@@ -181,8 +180,13 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
         for w in step:
             entry = history.get(w.channel)
             if entry is not None:
-                entry["writes"].append((w.task_id, w.channel, (yield from load(w.value, False))))
+                typed = w.value
+                if typed[0].startswith(BLOB_TYPE):
+                    value = yield from resolve(typed, False)
+                else:  # inline: no blob fetch to spare (nor a generator to step through, per write)
+                    value = decoded.load(tenant, typed, checked_loads)
+                entry["writes"].append((w.task_id, w.channel, value))
     for channel, typed in walk.seeds.items():
         if channel in history:
-            history[channel]["seed"] = yield from load(typed, True)  # the turn before read it too
+            history[channel]["seed"] = yield from resolve(typed, True)  # the turn before read it too
     return history

@@ -261,6 +261,65 @@ def test_evicted_value_or_writes_in_redis_are_read_from_postgres(
         client.close()
 
 
+def test_one_write_evicted_mid_chain_hands_that_ancestor_and_beyond_to_postgres(
+    saver_context: Callable[..., Any], redis_url: str
+) -> None:
+    """The script reads the writes of the whole chain at once: a write missing from one
+    ancestor ends the Redis part there (the newer ancestors' writes and seeds stand), and
+    Postgres answers for it and what lies beyond."""
+    cfg = thread_config()
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        graph = chat_graph(saver)
+        for i in range(7):
+            graph.invoke(turn(i), cfg)
+        tuples = list(saver.list(cfg))
+        expected = [base_walk(saver, t.config, ["messages"]) for t in tuples]
+        saver.flush()
+        client = redis.Redis.from_url(redis_url)
+        wr = next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:wr"))
+        fields = client.hkeys(wr)
+        # the nearest ancestor of the latest checkpoint that has writes: on the latest's walk
+        evicted = next(f for t in tuples[1:] for f in fields if f.split(b"\x00")[1] == t.checkpoint["id"].encode())
+        client.hdel(wr, evicted)
+        client.close()
+        for t, want in zip(tuples, expected, strict=True):
+            assert counted_history(saver, t.config, ["messages"])[0] == want
+        assert counted_history(saver, tuples[0].config, ["messages"])[1] == Counter({"RedisCall": 1, "PgCall": 1})
+
+
+def test_ids_that_do_not_sort_by_age_and_forks_off_the_path(saver_context: Callable[..., Any]) -> None:
+    """Checkpoint ids need not sort in the order of the chain (the script's range read of the
+    writes then misses some ancestors, read on their own), and a fork's writes stay out."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    cfg = thread_config()
+    with saver_context() as saver:
+        parent: str | None = None
+        chain = ["c5", "c1", "c9", "c3", "c7"]  # root first
+        for n, cid in enumerate([*chain, "c8"]):
+            if cid == "c8":
+                parent = "c1"  # a fork off the chain, between c1 and c9 by id
+            checkpoint = {**empty_checkpoint(), "id": cid, "channel_versions": {"messages": f"{n + 1:032}.0"}}
+            if cid == "c9":
+                checkpoint["channel_values"] = {"messages": [f"seed-{cid}"]}
+            conf = {"configurable": {**cfg["configurable"], "checkpoint_ns": "", **({"checkpoint_id": parent} if parent else {})}}
+            saver.put(conf, checkpoint, {"step": n}, {"messages": f"{n + 1:032}.0"})
+            written = {"configurable": {**cfg["configurable"], "checkpoint_ns": "", "checkpoint_id": cid}}
+            saver.put_writes(written, [("messages", f"write-{cid}"), ("other", f"other-{cid}")], task_id=f"task-{cid}")
+            if cid != "c3":  # c3 wrote nothing to messages
+                saver.put_writes(written, [("messages", f"second-{cid}")], task_id=f"task2-{cid}")
+            parent = cid
+        for target in ["c7", "c3", "c9", "c1", "c8"]:
+            conf = {"configurable": {**cfg["configurable"], "checkpoint_ns": "", "checkpoint_id": target}}
+            got, counts = counted_history(saver, conf, ["messages", "other"])
+            assert got == base_walk(saver, conf, ["messages", "other"]) and counts == Counter({"RedisCall": 1})
+        c7 = {"configurable": {**cfg["configurable"], "checkpoint_ns": "", "checkpoint_id": "c7"}}
+        walked = saver.get_delta_channel_history(config=c7, channels=["messages"])["messages"]
+        assert walked["seed"] == ["seed-c9"]
+        assert [w[2] for w in walked["writes"]] == ["write-c9", "second-c9", "write-c3"]
+
+
 @pytest.mark.parametrize("durable", [True, False])
 def test_an_ancestor_evicted_in_part_and_never_flushed_is_corrupt_data(
     saver_context: Callable[..., Any], redis_url: str, durable: bool

@@ -20,10 +20,12 @@ else
 end
 local target_id = string.sub(target, #ns + 2)
 
-local remaining, left = {}, 0
+local remaining, wanted, needles, left = {}, {}, {}, 0
 for i = REST, #ARGV do
   if not remaining[ARGV[i]] then
     remaining[ARGV[i]] = true
+    wanted[ARGV[i]] = true
+    needles[ARGV[i]] = SOH .. ns .. NUL .. ARGV[i] .. NUL  -- its blob field in a checkpoint's refs
     left = left + 1
   end
 end
@@ -35,19 +37,29 @@ end
 local FIXED = {[0xca] = 5, [0xcb] = 9, [0xcc] = 2, [0xcd] = 3, [0xce] = 5, [0xcf] = 9,
   [0xd0] = 2, [0xd1] = 3, [0xd2] = 5, [0xd3] = 9, [0xc2] = 1, [0xc3] = 1}
 local LENGTH_BYTES = {[0xd9] = 1, [0xc4] = 1, [0xda] = 2, [0xc5] = 2, [0xdb] = 4, [0xc6] = 4}
+local byte, sub, find = string.byte, string.sub, string.find
+local EMPTY_TAG = "empty" .. NUL  -- the typed value of a channel with no value (codec.EMPTY)
 local function mp_value(s, pos, want)
-  local b = string.byte(s, pos)
+  local b = byte(s, pos)
   if b < 0x80 or b >= 0xe0 then return 1 end  -- fixint
   if b >= 0xa0 and b <= 0xbf then
     local n = b - 0xa0
-    return 1 + n, want and string.sub(s, pos + 1, pos + n)
+    return 1 + n, want and sub(s, pos + 1, pos + n)
   end
   if b == 0xc0 then return 1, false end
   local size = LENGTH_BYTES[b]
   if size then
-    local n = 0
-    for i = 1, size do n = n * 256 + string.byte(s, pos + i) end
-    return 1 + size + n, want and string.sub(s, pos + 1 + size, pos + size + n)
+    local n
+    if size == 1 then
+      n = byte(s, pos + 1)
+    elseif size == 2 then
+      local b1, b2 = byte(s, pos + 1, pos + 2)
+      n = b1 * 256 + b2
+    else
+      local b1, b2, b3, b4 = byte(s, pos + 1, pos + 4)
+      n = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    end
+    return 1 + size + n, want and sub(s, pos + 1 + size, pos + size + n)
   end
   if FIXED[b] then return FIXED[b] end
   error("unexpected msgpack type " .. b .. " in a stored record")
@@ -68,54 +80,112 @@ local function parent_of(member)
   return mp_field(record, 6) or nil
 end
 
--- One ancestor: its writes to the channels still wanted and the seeds it holds, or nil when
--- eviction took part of what it needs (then Postgres answers for it and what lies beyond).
-local function visit(member)
+-- The seeds an ancestor holds for the channels still wanted (flat {channel, value, ...}), or
+-- nil when eviction took part of what it needs (then Postgres answers for it and beyond).
+-- `empty` remembers the blob fields found holding no value: an ancestor whose channel did not
+-- change names its parent's field again, which is not read twice.
+local empty = {}
+local function seeds_of(member)
   local refs = redis.call("HGET", KEY.cv, member)
   if not refs then return nil end
-  local writes, lost = member_writes(member)
-  if lost == 1 then return nil end
-  local mine = {}
-  for i = 1, #writes do
-    local raw = writes[i]
-    if remaining[mp_field(raw, 4)] then mine[#mine + 1] = raw end
-  end
   -- refs: run id, then one blob field per channel (ns NUL channel NUL version), SOH-separated;
   -- a field holds no SOH, and ns and channel no NUL: a wanted channel's field is found directly
   local seeds = {}
   for channel in pairs(remaining) do
-    local start = string.find(refs, SOH .. ns .. NUL .. channel .. NUL, 1, true)
+    local start = find(refs, needles[channel], 1, true)
     if start then
-      local stop = string.find(refs, SOH, start + 1, true)
-      local value = redis.call("HGET", KEY.bl, string.sub(refs, start + 1, stop and stop - 1 or -1))
-      if not value then return nil end
-      if string.sub(value, 1, 6) ~= "empty" .. NUL then
-        seeds[#seeds + 1] = channel
-        seeds[#seeds + 1] = value
+      local stop = find(refs, SOH, start + 1, true)
+      local field = sub(refs, start + 1, stop and stop - 1 or -1)
+      if not empty[field] then
+        local value = redis.call("HGET", KEY.bl, field)
+        if not value then return nil end
+        if sub(value, 1, 6) ~= EMPTY_TAG then
+          seeds[#seeds + 1] = channel
+          seeds[#seeds + 1] = value
+        else
+          empty[field] = true
+        end
       end
     end
   end
-  return mine, seeds
+  return seeds
 end
 
+-- The walk: first the parent chain and the seeds (the ancestors visited, newest first, and for
+-- each the seeds found there), then the writes of all of them at once.
 local target_parent = parent_of(target)  -- all the walk needs of the target itself
 if target_parent == false then return {"target", target_id, {}, {}, ""} end
-local steps, seeds = {}, {}
+local visited, found_at, seeded_at = {}, {}, {}
+local status, next_id = "done", ""
 local cursor = target_parent
 while cursor and left > 0 do
   local member = ns .. NUL .. cursor
   local parent = parent_of(member)
-  if parent == false then return {"handoff", target_id, steps, seeds, cursor} end
-  local mine, found = visit(member)
-  if not mine then return {"lost", target_id, steps, seeds, cursor} end
-  steps[#steps + 1] = mine
+  if parent == false then status, next_id = "handoff", cursor; break end
+  local found = seeds_of(member)
+  if not found then status, next_id = "lost", cursor; break end
+  visited[#visited + 1] = member
+  found_at[#visited] = found
   for i = 1, #found, 2 do
-    seeds[#seeds + 1] = found[i]
-    seeds[#seeds + 1] = found[i + 1]
     remaining[found[i]] = nil
+    seeded_at[found[i]] = #visited
     left = left - 1
   end
   cursor = parent
 end
+
+-- The write fields of the visited ancestors: one range read over the write index, from the
+-- oldest visited to the newest. A checkpoint's fields are contiguous (ns NUL id NUL ...), so
+-- each visited ancestor has all of its fields in the range or none; one with none (it wrote
+-- nothing, or its id does not sort between the two, as ids need not) is read on its own.
+-- Fields of checkpoints off the path (forks) are left out.
+local fields_of, on_path = {}, {}
+for i = 1, #visited do on_path[visited[i]] = i end
+if #visited > 0 then
+  local range = redis.call("ZRANGEBYLEX", KEY.wi, "[" .. visited[#visited] .. NUL, "(" .. visited[1] .. SOH)
+  for _, field in ipairs(range) do
+    local member = sub(field, 1, find(field, NUL, #ns + 2, true) - 1)
+    local i = on_path[member]
+    if i then
+      fields_of[i] = fields_of[i] or {}
+      table.insert(fields_of[i], field)
+    end
+  end
+end
+local all = {}
+for i = 1, #visited do
+  if not fields_of[i] then fields_of[i] = lex_prefix(KEY.wi, visited[i]) end
+  for _, field in ipairs(fields_of[i]) do all[#all + 1] = field end
+end
+local records = {}
+for first = 1, #all, 1000 do  -- unpack() has a stack limit
+  local chunk = redis.call("HMGET", KEY.wr, unpack(all, first, math.min(first + 999, #all)))
+  for _, record in ipairs(chunk) do records[#records + 1] = record or false end
+end
+-- Nothing indexed while writes exist: the write index went and the writes did not, so which
+-- writes are whose is unknown (as member_writes)
+local index_lost = #all == 0 and #visited > 0 and redis.call("EXISTS", KEY.wr) == 1
+  and redis.call("EXISTS", KEY.wi) == 0
+
+-- Steps and seeds, up to the first ancestor eviction took part of: that one and what lies
+-- beyond go to Postgres. A channel's writes count up to (and at) the ancestor holding its seed.
+local steps, seeds, n = {}, {}, 0
+for i = 1, #visited do
+  local mine, lost = {}, index_lost
+  for _ = 1, #fields_of[i] do
+    n = n + 1
+    local raw = records[n]
+    if not raw then
+      lost = true
+    else
+      local channel = mp_field(raw, 4)
+      if wanted[channel] and (not seeded_at[channel] or seeded_at[channel] >= i) then mine[#mine + 1] = raw end
+    end
+  end
+  if lost then return {"lost", target_id, steps, seeds, sub(visited[i], #ns + 2)} end
+  steps[i] = mine
+  for j = 1, #found_at[i] do seeds[#seeds + 1] = found_at[i][j] end
+end
+if status ~= "done" then return {status, target_id, steps, seeds, next_id} end
 touch(ARG.refresh_ttl_ms)
 return {"done", target_id, steps, seeds, ""}
