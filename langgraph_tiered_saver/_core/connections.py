@@ -158,8 +158,11 @@ class AsyncBlockingPool(redis.asyncio.BlockingConnectionPool):
     async def release(self, connection: Any) -> None:
         if self._waiting:  # someone waits on the condition: release through it (notify)
             await super().release(connection)
-        else:
-            await redis.asyncio.ConnectionPool.release(self, connection)
+            return
+        await redis.asyncio.ConnectionPool.release(self, connection)
+        if self._waiting:  # a call began to wait while this release was suspended: wake it
+            async with self._condition:
+                self._condition.notify()
 
 
 def redis_from_url(url: str, options: PoolOptions, *, asyncio: bool) -> Any:
