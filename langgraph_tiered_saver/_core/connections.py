@@ -306,7 +306,7 @@ class Connections:
                 self._sides[loop] = side
                 self.aredis, self.apg = side
         aredis, apg = side
-        if apg is not None and apg in self.owned:
+        if apg is not None and apg.closed and apg in self.owned:  # open already: no lock per call
             await apg.open()
         return aredis, apg
 
