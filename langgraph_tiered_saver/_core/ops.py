@@ -728,7 +728,8 @@ class Core:
         """The CheckpointTuple of a stored checkpoint: blob pointers resolved, and an older
         format migrated (`legacy`; a lookup only for checkpoints of format < 4)."""
         stored = yield from self.offload.resolve_stored_op(ref.tenant_id, stored)
-        found = self.hot.to_tuple(ref, stored, functools.partial(self.decoded.load, ref.tenant_id, loads=self.loads))
+        load, tenant, loads = self.decoded.load, ref.tenant_id, self.loads
+        found = self.hot.to_tuple(ref, stored, lambda typed: load(tenant, typed, loads))
         if self.legacy is None or parent_key(found) is None:  # the current format: nothing to migrate
             return found
         return (yield from self.legacy.migrate_one_op(ref.tenant_id, found, hot=hot_up))

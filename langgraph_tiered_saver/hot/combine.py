@@ -123,10 +123,15 @@ class WriteCombiner:
         included (left to it as well): the caller cannot tell whether that write has landed."""
 
         with self._lock:
-            namespaces = [
-                n for n in self._held
-                if n[0] == tenant_id and thread_id in (None, n[1]) and ns in (None, n[2])
-            ]  # fmt: skip
+            if not self._held and not self._sending:  # the common case: a read with nothing held
+                return []
+            if thread_id is not None and ns is not None:  # one namespace (a read): no scan
+                namespaces = [(tenant_id, thread_id, ns)] if (tenant_id, thread_id, ns) in self._held else []
+            else:
+                namespaces = [
+                    n for n in self._held
+                    if n[0] == tenant_id and thread_id in (None, n[1]) and ns in (None, n[2])
+                ]  # fmt: skip
             sending = [
                 h for h in self._sending.values()
                 if h.ref.tenant_id == tenant_id and thread_id in (None, h.ref.thread_id) and ns in (None, h.ref.checkpoint_ns)

@@ -122,7 +122,7 @@ def observed_op(
             tier = tier_of(request)
             labels = by_tier.get(tier)
             if labels is None:
-                labels = by_tier[tier] = metrics.labels(tenant, op=name, tier=tier)
+                labels = by_tier[tier] = metrics.op_labels(tenant, name, tier)
             child = None if spans is None else spans.child(tier)
             sent = time.perf_counter()
             try:
@@ -139,7 +139,7 @@ def observed_op(
                     spans.end_child(child, None)
                 request = op.send(result)
     except StopIteration as stop:
-        metrics.observe("op_seconds", time.perf_counter() - started, metrics.labels(tenant, op=name))
+        metrics.observe("op_seconds", time.perf_counter() - started, metrics.op_labels(tenant, name))
         if spans is not None:
             spans.end(None)
         return stop.value  # type: ignore[no-any-return]

@@ -86,13 +86,16 @@ class DecodedValues:
         if len(typed[1]) < MIN_BYTES:
             return loads(typed)
         key = (tenant, typed[0], typed[1])
+        marked = hash(key)
+        if self._marks.get(marked) == _PLAIN:  # a dict read needs no lock (GIL): plain values,
+            return loads(typed)  # most of a read's, skip the entry lookup and the lock
         with self._lock:
             copy = self._entries.get(key)
             if copy is not None:
                 self._entries.move_to_end(key)
                 mark = None
             else:
-                mark = self._marks.get(hash(key))
+                mark = self._marks.get(marked)
         if copy is not None:
             return pickle.loads(copy)  # our own bytes
         if mark == _PLAIN:
@@ -102,7 +105,7 @@ class DecodedValues:
         decode_seconds = time.perf_counter() - started
         if mark is None:
             with self._lock:
-                self._mark(hash(key), _ONCE)
+                self._mark(marked, _ONCE)
             return value
         try:
             copy = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
@@ -117,9 +120,9 @@ class DecodedValues:
         if cheaper:
             self._keep(key, copy)
         with self._lock:
-            self._marks.pop(hash(key), None)
+            self._marks.pop(marked, None)
             if not cheaper:
-                self._mark(hash(key), _PLAIN)
+                self._mark(marked, _PLAIN)
         return value
 
     def _mark(self, mark: int, state: int) -> None:

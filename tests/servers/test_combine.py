@@ -61,6 +61,17 @@ def test_namespaces_and_threads_are_held_apart() -> None:
     assert [h.ref.thread_id for h in c.take("acme")] == ["t2"]
 
 
+def test_a_read_takes_its_own_namespace_only() -> None:
+    c = WriteCombiner(10.0, Metrics())
+    assert c.take("acme", "t1", "") == []  # nothing held
+    for ref in (_ref("0001"), _ref("0001", ns="child:1"), _ref("0001", thread="t2")):
+        assert c.hold(ref, _records(), [])
+    assert c.take("acme", "t1", "missing") == [] and c.take("other", "t1", "") == []
+    assert [(h.ref.thread_id, h.ref.checkpoint_ns) for h in c.take("acme", "t1", "child:1")] == [("t1", "child:1")]
+    assert [(h.ref.thread_id, h.ref.checkpoint_ns) for h in c.take("acme", "t1", "")] == [("t1", "")]
+    assert [h.ref.thread_id for h in c.take("acme")] == ["t2"]
+
+
 def test_holdings_fall_due_after_the_hold_time() -> None:
     c = WriteCombiner(0.05, Metrics())
     c.hold(_ref("0001"), _records(), [])

@@ -108,6 +108,11 @@ def test_tenant_label_is_opt_in() -> None:
 
     assert Metrics().labels("acme", op="put") == (("op", "put"),)
     assert Metrics(tenant_label=True).labels("acme", op="put") == (("op", "put"), ("tenant", "acme"))
+    kept = Metrics(tenant_label=True)  # op_labels: the same tuples, built once per tenant, op and tier
+    assert kept.op_labels("acme", "put", "redis") == kept.labels("acme", op="put", tier="redis")
+    assert kept.op_labels("acme", "put") == (("op", "put"), ("tenant", "acme"))
+    assert kept.op_labels("other", "put") == (("op", "put"), ("tenant", "other"))
+    assert Metrics().op_labels("acme", "put", "redis") == (("op", "put"), ("tier", "redis"))
 
 
 def test_blob_store_latency_and_errors_are_scraped(saver_context: Callable[..., Any], tmp_path: Any) -> None:

@@ -45,3 +45,21 @@ def test_a_script_with_derived_keys_names_the_thread_keys_and_lock_as_keys_does(
     derived = {name: f"{base}:{name}" for name in K.THREAD_KEY_NAMES} | {"lock": f"{base}:{K.LOCK_SUFFIX}"}
     assert derived == scripts.thread_keys("p", "acme", "user 42")
     assert 'KEY[name] = KEYS[1] .. ":" .. name' in scripts.GET.source and f'":{K.LOCK_SUFFIX}"' in scripts.GET.source
+
+
+def test_a_script_carries_the_common_functions_it_calls_and_no_others() -> None:
+    common = "\n".join([
+        "local NUL = \"\\0\"",
+        "-- a helper no script calls",
+        "local function unused()", "  return 1", "end",
+        "local function leaf(x)", "  return x .. NUL", "end",
+        "-- calls leaf",
+        "local function middle(x)", "  return leaf(x)", "end",
+    ])  # fmt: skip
+    kept = scripts.used_common(common, "-- unused() is only named here\nreturn middle(ARGV[1])")
+    assert "local NUL" in kept and "local function middle" in kept and "local function leaf" in kept
+    assert "unused" not in kept and "-- calls leaf" in kept
+    assert kept.index("local function leaf") < kept.index("local function middle")  # defined before use
+    assert "local function" not in scripts.VERIFY.source and "local OUTBOX" not in scripts.GET.source
+    with pytest.raises(ValueError, match="no `end`"):
+        scripts.used_common("local function broken()\n  return 1\n  end", "broken()")

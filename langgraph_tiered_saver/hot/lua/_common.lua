@@ -196,8 +196,10 @@ local function member_writes(member)
     end
     return writes, 0
   end
-  if redis.call("EXISTS", KEY.wr) == 1 and redis.call("EXISTS", KEY.wi) == 0 then
-    return {}, 1  -- the write index went, the writes did not: which are ours is unknown
+  -- none indexed: lost if the write index went and the writes did not (which are ours is
+  -- unknown). One EXISTS of both answers, unless exactly one of them is there.
+  if redis.call("EXISTS", KEY.wr, KEY.wi) == 1 and redis.call("EXISTS", KEY.wi) == 0 then
+    return {}, 1
   end
   return {}, 0
 end
@@ -209,11 +211,7 @@ local function fetch_checkpoint(member)
   local refs = redis.call("HGET", KEY.cv, member)
   local parts = split(refs or "", SOH)
   local values = {}
-  if #parts > 1 then
-    local fields = {}
-    for i = 2, #parts do fields[#fields + 1] = parts[i] end
-    values = redis.call("HMGET", KEY.bl, unpack(fields))
-  end
+  if #parts > 1 then values = redis.call("HMGET", KEY.bl, unpack(parts, 2)) end
   local writes, writes_lost = member_writes(member)
   -- lost = 1 when eviction took part of what this checkpoint needs (see hot.parse_entry): its
   -- refs, some of its writes, or the whole value hash (eviction takes keys, never a field: a
