@@ -74,7 +74,10 @@ def test_a_new_threads_subgraph_reads_are_answered_by_redis(
         saver.setup()
         cfg = thread_config("fresh-run")
         with postgres_reads(saver) as calls:
-            out = build_graph(saver).invoke(initial_input(), cfg)  # to the interrupt
+            # durability="sync": the root's first put has landed when the subgraph reads (with
+            # "async", a subgraph that reads before it may find Redis without the thread yet,
+            # and rightly asks Postgres: a second read, seen under load)
+            out = build_graph(saver).invoke(initial_input(), cfg, durability="sync")  # to the interrupt
         assert len(_reads(calls)) == 1  # the root's first read: Postgres says the thread is new
         assert saver.metrics.counter("read_absent_redis") >= 1  # the subgraph's first read
         expected = build_graph(InMemorySaver()).invoke(initial_input(), thread_config("fresh-run"))

@@ -291,7 +291,8 @@ def test_cli_worker_serves_http_until_sigterm(
         try:
             assert wait_for(lambda: pg_rows(test_database_url, saver.schema, thread) == 3, timeout=20)
             assert wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz")[0] == 200, timeout=10)
-            assert "lts_flushes_total 1.0" in get(f"http://127.0.0.1:{port}/metrics")[1]
+            # counted once the flush returns, after its rows are visible (its acknowledgement between)
+            assert wait_for(lambda: "lts_flushes_total 1.0" in get(f"http://127.0.0.1:{port}/metrics")[1], timeout=10)
             assert wait_for(lambda: "lts_outbox_depth 0.0" in get(f"http://127.0.0.1:{port}/metrics")[1], timeout=10)
             time.sleep(0.5)  # at least two periodic summary lines
         finally:
