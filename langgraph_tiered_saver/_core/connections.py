@@ -158,11 +158,8 @@ class AsyncBlockingPool(redis.asyncio.BlockingConnectionPool):
     async def release(self, connection: Any) -> None:
         if self._waiting:  # someone waits on the condition: release through it (notify)
             await super().release(connection)
-            return
-        await redis.asyncio.ConnectionPool.release(self, connection)
-        if self._waiting:  # a call began to wait while this release was suspended: wake it
-            async with self._condition:
-                self._condition.notify()
+        else:
+            await redis.asyncio.ConnectionPool.release(self, connection)
 
 
 def redis_from_url(url: str, options: PoolOptions, *, asyncio: bool) -> Any:
