@@ -10,8 +10,7 @@ Pools the saver creates:
 
 - Redis: a *blocking* pool (`BlockingConnectionPool`) of `redis_max_connections`: a burst of
   concurrent runs waits up to `redis_pool_timeout` for a connection instead of failing with
-  "Too many connections" (and a wait past it raises `PoolExhaustedError`, not "unreachable");
-  the asyncio one (`AsyncBlockingPool`) pays for that wait only when it has to wait.
+  "Too many connections" (and a wait past it raises `PoolExhaustedError`, not "unreachable").
 - Postgres: `pg_min_size`..`pg_max_size` connections, recycled after `pg_max_idle` /
   `pg_max_lifetime`, with `prepare_threshold=None` by default: psycopg then never creates
   server-side prepared statements, which PgBouncer in transaction mode cannot keep per
@@ -128,40 +127,6 @@ def _cluster_kwargs(client: Any) -> dict[str, Any]:
     return dict(given)
 
 
-_POOL_FULL = getattr(redis.exceptions, "MaxConnectionsError", None)  # redis-py >= 5.3
-
-
-class AsyncBlockingPool(redis.asyncio.BlockingConnectionPool):
-    """redis-py's asyncio `BlockingConnectionPool`, without its waiting machinery when there is
-    nothing to wait for. Its `get_connection` takes an `asyncio.Condition` and arms a timer on
-    every call, and its `release` takes the condition again: ~10 µs of a ~70 µs round trip
-    on loopback. Here a call takes a free connection (or makes one, under the limit) as the
-    plain pool does, and only a pool at its limit waits, up to `timeout`, as before. While
-    calls wait, every call queues behind them, so none is overtaken by a fast path."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._waiting = 0
-
-    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if not self._waiting and _POOL_FULL is not None:
-            try:
-                return await redis.asyncio.ConnectionPool.get_connection(self, *args, **kwargs)
-            except _POOL_FULL:
-                pass  # every connection is in use: wait for one
-        self._waiting += 1
-        try:
-            return await super().get_connection(*args, **kwargs)
-        finally:
-            self._waiting -= 1
-
-    async def release(self, connection: Any) -> None:
-        if self._waiting:  # someone waits on the condition: release through it (notify)
-            await super().release(connection)
-        else:
-            await redis.asyncio.ConnectionPool.release(self, connection)
-
-
 def redis_from_url(url: str, options: PoolOptions, *, asyncio: bool) -> Any:
     """A client on a blocking pool of the configured size (a RedisCluster for a cluster URL)."""
     node_url = cluster_url(url, options)
@@ -171,8 +136,7 @@ def redis_from_url(url: str, options: PoolOptions, *, asyncio: bool) -> Any:
             node_url, max_connections=options.redis_max_connections, decode_responses=False
         )
     module: Any = redis.asyncio if asyncio else redis
-    pool_class = AsyncBlockingPool if asyncio else redis.BlockingConnectionPool
-    pool = pool_class.from_url(
+    pool = module.BlockingConnectionPool.from_url(
         url, max_connections=options.redis_max_connections, timeout=options.redis_pool_timeout,
         decode_responses=False,
     )  # fmt: skip
@@ -206,8 +170,7 @@ def redis_twin(client: Any, options: PoolOptions, *, asyncio: bool) -> Any:
     module: Any = redis.asyncio if asyncio else redis
     settings = redis_settings(client)
     connection_class = getattr(module.connection, settings.pop("connection_class"), module.Connection)
-    pool_class = AsyncBlockingPool if asyncio else redis.BlockingConnectionPool
-    pool = pool_class(
+    pool = module.BlockingConnectionPool(
         connection_class=connection_class, max_connections=options.redis_max_connections,
         timeout=options.redis_pool_timeout, **settings,
     )  # fmt: skip

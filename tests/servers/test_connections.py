@@ -18,12 +18,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from devtools.servers import delete_keys
 from langgraph_tiered_saver import ConfigError, TieredSaver
-from langgraph_tiered_saver._core.connections import (
-    AsyncBlockingPool,
-    PoolOptions,
-    redis_settings,
-    redis_twin,
-)
+from langgraph_tiered_saver._core.connections import PoolOptions, redis_settings, redis_twin
 from langgraph_tiered_saver.errors import PoolExhaustedError
 from tests.graphs import two_step_graph
 from tests.helpers import TEST_TENANT, new_prefix, thread_config
@@ -117,31 +112,6 @@ def test_a_pool_that_stays_busy_says_so(redis_url: str) -> None:
         finally:
             saver._conn.redis.connection_pool.release(held)
         assert saver.get_tuple(thread_config()) is None
-
-
-async def test_an_async_pool_at_its_limit_waits_then_says_so(redis_url: str) -> None:
-    """The asyncio pool skips its wait machinery when a connection is free (AsyncBlockingPool),
-    and still waits at its limit: for a connection released meanwhile, else PoolExhaustedError."""
-    async with TieredSaver.from_conn_string(
-        redis_url, tenant_id=TEST_TENANT, key_prefix=new_prefix(),
-        redis_max_connections=1, redis_pool_timeout=0.3,
-    ) as saver:  # fmt: skip
-        pool = saver._conn.aredis.connection_pool
-        assert type(pool) is AsyncBlockingPool
-        assert await saver.aget_tuple(thread_config()) is None  # the fast path
-        held = await pool.get_connection()
-        try:
-            with pytest.raises(PoolExhaustedError, match="every pooled connection stayed busy"):
-                await saver.aget_tuple(thread_config())
-        finally:
-            await pool.release(held)
-        held = await pool.get_connection()
-        waiting = [asyncio.create_task(saver.aget_tuple(thread_config())) for _ in range(3)]
-        await asyncio.sleep(0.05)
-        assert pool._waiting == 3 and not any(task.done() for task in waiting)
-        await pool.release(held)  # the waiters take turns on the one connection
-        assert await asyncio.gather(*waiting) == [None] * 3
-        assert pool._waiting == 0 and len(pool._available_connections) == 1
 
 
 def test_a_busy_postgres_pool_is_not_called_unreachable(saver_context: Callable[..., Any]) -> None:
