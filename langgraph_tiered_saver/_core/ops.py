@@ -584,10 +584,12 @@ class Core:
         `defer_ack` (an interrupt's flush): its acknowledgement changes nothing the caller sees,
         so the background thread sends it, where there is one (flushing/acks.py)."""
         started = time.perf_counter()
-        defer_ack = defer_ack and self.flusher is not None
-        result = yield from self.flush.flush_thread_op(tenant_id, thread_id, wait=True, first=first, defer_ack=defer_ack)
-        if defer_ack and self.flush.acks and self.flusher is not None:
-            self.flusher.send_acks_soon()
+        flusher = self.flusher if defer_ack else None
+        result = yield from self.flush.flush_thread_op(
+            tenant_id, thread_id, wait=True, first=first, defer_ack=flusher is not None
+        )
+        if flusher is not None and self.flush.acks:
+            flusher.send_acks_soon()
         record_flush(self.metrics, result, time.perf_counter() - started)
         return result
 

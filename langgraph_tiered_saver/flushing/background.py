@@ -41,6 +41,8 @@ from langgraph_tiered_saver._sansio.io import Op
 from langgraph_tiered_saver._sansio.schedule import Clock, Scheduler
 from langgraph_tiered_saver.errors import FlushError
 from langgraph_tiered_saver.flushing.ops import (
+    DEFAULT_LEASE,
+    FlushLease,
     FlushOps,
     FlushPolicy,
     FlushResult,
@@ -393,14 +395,7 @@ class BackgroundFlusher:
         """Flush several threads in one go; each outcome is booked as its thread's own (a
         failure that is everyone's, raised by the op, for each of them: the book counts it as
         an outage, never against a thread). `flush_seconds` is the group's, for each thread."""
-        started = time.perf_counter()
-        try:
-            outcomes: list[FlushResult | Exception] = self._run(
-                observed_op(self._metrics, "flush_group", self._ops.flush_group_op(keys))
-            )
-        except Exception as exc:
-            outcomes = [exc] * len(keys)
-        seconds = time.perf_counter() - started
+        outcomes, seconds = flush_group(self._run, self._ops, self._metrics, keys)
         for key, outcome in zip(keys, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 self._failed(key, outcome)
@@ -432,6 +427,26 @@ class BackgroundFlusher:
         with self._cond:
             if not self._stopping:
                 self._due[key] = retry_at
+
+
+def flush_group(
+    run: Callable[[Op[Any]], Any], ops: FlushOps, metrics: Metrics, keys: list[ThreadId],
+    lease: FlushLease = DEFAULT_LEASE,
+) -> tuple[list[FlushResult | Exception], float]:
+    """Flush `keys` as one group (`FlushOps.flush_group_op`; one thread alone by
+    `flush_thread_op`): each thread's outcome, its result or the exception that is its own (a
+    failure that is everyone's, raised by the op, for each of them), and the seconds it took.
+    The background flusher's and the standalone workers' way through their due threads."""
+    started = time.perf_counter()
+    outcomes: list[FlushResult | Exception]
+    try:
+        if len(keys) == 1:
+            outcomes = [run(observed_op(metrics, "flush", ops.flush_thread_op(*keys[0], lease=lease), *keys[0]))]
+        else:
+            outcomes = run(observed_op(metrics, "flush_group", ops.flush_group_op(keys, lease)))
+    except Exception as exc:
+        outcomes = [exc] * len(keys)
+    return outcomes, time.perf_counter() - started
 
 
 def record_outbox(metrics: Metrics, status: OutboxStatus) -> None:

@@ -49,6 +49,7 @@ from langgraph_tiered_saver.flushing.background import (
     OUTAGE_MAX_BACKOFF,
     RetryBook,
     ThreadId,
+    flush_group,
     record_flush,
     record_outbox,
 )
@@ -56,7 +57,6 @@ from langgraph_tiered_saver.flushing.ops import DEFAULT_LEASE, FlushLease, Flush
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.observability.metrics import Metrics
-from langgraph_tiered_saver.observability.telemetry import observed_op
 from langgraph_tiered_saver.records.codec import as_str, scored
 
 logger = logging.getLogger("langgraph_tiered_saver.flush")
@@ -233,20 +233,12 @@ def _flush_group(
     run: Callable[[Op[Any]], Any], ops: FlushOps, metrics: Metrics, book: RetryBook, group: list[ThreadId],
     lease: FlushLease,
 ) -> int:
-    """Flush `group` as the background flusher does (`FlushOps.flush_group_op`: one Postgres
-    transaction, each thread's own failure its own); how many threads were flushed (not
-    skipped for another flusher's lease). A failure that is everyone's is booked for each."""
+    """Flush `group` as the background flusher does (`background.flush_group`), each outcome
+    booked as its thread's own; how many threads were flushed (not skipped for another
+    flusher's lease)."""
     if not group:
         return 0
-    started = time.perf_counter()
-    try:
-        if len(group) == 1:
-            outcomes: list[Any] = [run(observed_op(metrics, "flush", ops.flush_thread_op(*group[0], lease=lease), *group[0]))]
-        else:
-            outcomes = run(observed_op(metrics, "flush_group", ops.flush_group_op(group, lease)))
-    except Exception as exc:
-        outcomes = [exc] * len(group)
-    seconds = time.perf_counter() - started
+    outcomes, seconds = flush_group(run, ops, metrics, group, lease)
     done = 0
     for key, outcome in zip(group, outcomes, strict=True):
         if isinstance(outcome, Exception):

@@ -30,12 +30,12 @@ class FakeOutbox:
         self.groups: list[int] = []  # the size of each group flush
         self.acks = DeferredAcks()  # none left: no synchronous flush here
 
-    def flush_thread_op(self, tenant_id: str, thread_id: str) -> Iterator[Any]:
+    def flush_thread_op(self, tenant_id: str, thread_id: str, lease: Any = None) -> Iterator[Any]:
         self.dirty.pop((tenant_id, thread_id), None)
         return FlushResult(tenant_id, thread_id)
         yield  # a sans-I/O op that needs no I/O
 
-    def flush_group_op(self, threads: list[tuple[str, str]]) -> Iterator[Any]:
+    def flush_group_op(self, threads: list[tuple[str, str]], lease: Any = None) -> Iterator[Any]:
         self.groups.append(len(threads))
         for key in threads:
             self.dirty.pop(key, None)
