@@ -135,6 +135,35 @@ def test_thread_expires_whole_never_in_part(saver_context: Callable[..., Any], r
         assert saver.get_tuple(thread_config(thread)) is None
 
 
+def test_a_read_refreshes_the_ttl_only_when_due(saver_context: Callable[..., Any], redis_url: str) -> None:
+    """With refresh_ttl_on_read, a read of a clean thread whose keys got their TTL less than a
+    sixteenth of it ago leaves them alone; a later read gives every key its full TTL again.
+    A dirty thread's keys keep no TTL through reads."""
+    client = redis.Redis.from_url(redis_url)
+    thread = f"t-{uuid.uuid4().hex[:8]}"
+    ttl_ms = 3_200
+    with saver_context(durable=True, ttl_seconds=ttl_ms / 1000, refresh_ttl_on_read=True, background_flush=False) as saver:
+        saver.setup()
+        first = _put(saver, thread, {"a": "A1"}, {"a": "1"})
+        _put(saver, thread, {"a": "A2", "b": "B1"}, {"a": "2", "b": "1"}, parent=first)
+        tk = _thread_keys(saver, thread)
+        data_keys = [key for key in tk if client.exists(key)]
+        assert saver.get_tuple(thread_config(thread)) is not None
+        assert all(client.pttl(key) == -1 for key in data_keys)  # dirty: no TTL, a read keeps it so
+        saver.flush(thread_config(thread))
+        data_keys = [key for key in tk if client.exists(key)]
+        assert all(0 < client.pttl(key) <= ttl_ms for key in data_keys)  # clean: the flush gave it back
+        time.sleep(0.05)  # under 200 ms, a sixteenth of the TTL: not due
+        before = {key: client.pttl(key) for key in data_keys}
+        assert saver.get_tuple(thread_config(thread)) is not None
+        assert all(client.pttl(key) <= before[key] for key in data_keys)
+        time.sleep(0.4)  # past a sixteenth: due
+        assert saver.get_tuple(thread_config(thread)) is not None
+        after = [client.pttl(key) for key in data_keys]
+        assert all(ttl_ms - 150 < ttl <= ttl_ms for ttl in after), after
+    client.close()
+
+
 def test_bad_config_errors(saver: TieredSaver) -> None:
     cp = empty_checkpoint()
     with pytest.raises(ConfigError, match="thread_id"):

@@ -26,6 +26,23 @@ local function touch(ttl)
   end
 end
 
+-- A read's TTL refresh, done only when due. A thread with outbox entries whose keys already
+-- carry no TTL (meta without `expiring`, as every tracked write leaves it: keep_written) needs
+-- none; a clean thread whose keys got their TTL (`expiring`) less than a sixteenth of it ago
+-- keeps it. Either way one or two reads replace a PEXPIRE or PERSIST per key, and the thread
+-- still expires whole: its keys took their TTL together, in the last touch.
+local function refresh(ttl)
+  ttl = tonumber(ttl)
+  if not ttl or ttl <= 0 then return end
+  local expiring = redis.call("HGET", KEY.meta, "expiring")
+  if expiring then
+    if redis.call("PTTL", KEY.meta) > ttl - ttl / 16 then return end
+  elseif redis.call("ZCARD", KEY.pend) > 0 and redis.call("EXISTS", KEY.meta) == 1 then
+    return
+  end
+  touch(ttl)
+end
+
 -- After a write: a thread with outbox entries keeps no TTL (see touch); the PERSISTs run only
 -- when its keys had one (`expiring`, or no meta: a new thread, or one whose meta expired or was
 -- evicted), i.e. on the first write after a flush emptied the outbox.

@@ -187,5 +187,5 @@ for i = 1, #visited do
   for j = 1, #found_at[i] do seeds[#seeds + 1] = found_at[i][j] end
 end
 if status ~= "done" then return {status, target_id, steps, seeds, next_id} end
-touch(ARG.refresh_ttl_ms)
+refresh(ARG.refresh_ttl_ms)
 return {"done", target_id, steps, seeds, ""}

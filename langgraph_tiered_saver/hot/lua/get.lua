@@ -43,7 +43,7 @@ if #out == 0 then
   end
   return {evicted and "evicted" or "miss", out, "", fence}
 end
-touch(ARG.refresh_ttl_ms)
+refresh(ARG.refresh_ttl_ms)
 local generation = unverified()
 if generation then return {"unverified", out, generation, fence} end
 return {"hit", out, "", fence}

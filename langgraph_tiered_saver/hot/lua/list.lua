@@ -131,5 +131,5 @@ if members[1] then
     end
   end
 end
-if #entries > 0 then touch(ARG.refresh_ttl_ms) end
+if #entries > 0 then refresh(ARG.refresh_ttl_ms) end
 return {entries, fields, values, whole, oldest, generation}
