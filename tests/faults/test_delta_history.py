@@ -49,6 +49,13 @@ def chat_graph(checkpointer: Any) -> Any:
     return g.compile(checkpointer=checkpointer)
 
 
+def chat(saver: Any, cfg: dict[str, Any], turns: int) -> None:
+    """`turns` turns of the chat graph on `saver`, on the thread `cfg` names."""
+    graph = chat_graph(saver)
+    for i in range(turns):
+        graph.invoke(turn(i), cfg)
+
+
 def turn(i: int) -> dict[str, Any]:
     return {"messages": [HumanMessage(content=f"question {i}", id=f"u-{i}")]}
 
@@ -183,9 +190,7 @@ def test_hot_thread_is_one_redis_round_trip_and_a_partial_one_adds_one_postgres(
     cfg = thread_config()
     with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
         saver.setup()
-        graph = chat_graph(saver)
-        for i in range(12):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 12)
         latest = saver.get_tuple(cfg)
         assert latest is not None
         expected = base_walk(saver, latest.config, ["messages"])
@@ -213,9 +218,7 @@ def test_a_seed_read_again_is_a_copy_without_blob_fetch_or_decode(saver_context:
     cfg = thread_config()
     with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH, blob_store="postgres", offload_threshold=600) as saver:
         saver.setup()
-        graph = chat_graph(saver)
-        for i in range(6):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 6)
         saver.flush()  # the snapshot is offloaded: Redis keeps a pointer to the blob store
         latest = saver.get_tuple(cfg)
         assert latest is not None
@@ -242,9 +245,7 @@ def test_evicted_value_or_writes_in_redis_are_read_from_postgres(
     cfg = thread_config()
     with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
         saver.setup()
-        graph = chat_graph(saver)
-        for i in range(6):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 6)
         latest = saver.get_tuple(cfg)
         assert latest is not None
         expected = base_walk(saver, latest.config, ["messages"])
@@ -270,9 +271,7 @@ def test_one_write_evicted_mid_chain_hands_that_ancestor_and_beyond_to_postgres(
     cfg = thread_config()
     with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
         saver.setup()
-        graph = chat_graph(saver)
-        for i in range(7):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 7)
         tuples = list(saver.list(cfg))
         expected = [base_walk(saver, t.config, ["messages"]) for t in tuples]
         saver.flush()
@@ -330,9 +329,7 @@ def test_an_ancestor_evicted_in_part_and_never_flushed_is_corrupt_data(
     with saver_context(durable=durable, flush_policy=NO_AUTO_FLUSH) as saver:
         if durable:
             saver.setup()
-        graph = chat_graph(saver)
-        for i in range(3):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 3)
         client = redis.Redis.from_url(redis_url)
         client.delete(next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:bl")))
         client.close()
@@ -344,9 +341,7 @@ def test_redis_only_saver_ends_the_walk_where_redis_does(saver_context: Callable
     """No durable tier: an ancestor Redis lost ends the walk, as the base class' get_tuple walk."""
     cfg = thread_config()
     with saver_context() as saver:
-        graph = chat_graph(saver)
-        for i in range(6):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 6)
         tuples = list(saver.list(cfg))
         client = redis.Redis.from_url(redis_url)
         ck = next(k for k in client.scan_iter(match=f"{saver.key_prefix}:*:ck"))
@@ -375,9 +370,7 @@ def test_missing_value_row_in_postgres_is_corrupt_data(
     cfg = thread_config()
     with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
         saver.setup()
-        graph = chat_graph(saver)
-        for i in range(3):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 3)
         saver.flush()
         delete_keys(redis_url, f"{saver.key_prefix}:*")
         with psycopg.connect(test_database_url, autocommit=True) as conn:
@@ -410,9 +403,7 @@ def test_redis_down_falls_back_to_postgres_or_raises(
     server = make_private_redis()
     cfg = thread_config()
     with private_saver(server.url, test_database_url, on_redis_error="fallback") as saver:
-        graph = chat_graph(saver)
-        for i in range(6):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 6)
         latest = saver.get_tuple(cfg)
         assert latest is not None
         expected = base_walk(saver, latest.config, ["messages"])
@@ -433,9 +424,7 @@ def test_postgres_down_where_the_chain_leaves_redis_raises(
     pg = make_private_postgres()
     cfg = thread_config()
     with private_saver(redis_url, pg.url) as saver:
-        graph = chat_graph(saver)
-        for i in range(6):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 6)
         latest = saver.get_tuple(cfg)
         assert latest is not None
         saver.flush()
@@ -452,8 +441,6 @@ def test_on_a_redis_cluster(cluster_saver_context: Callable[..., Any]) -> None:
     cfg = thread_config()
     with cluster_saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
         saver.setup()
-        graph = chat_graph(saver)
-        for i in range(6):
-            graph.invoke(turn(i), cfg)
+        chat(saver, cfg, 6)
         for t in list(saver.list(cfg)):
             assert counted_history(saver, t.config, ["messages"]) == (base_walk(saver, t.config, ["messages"]), Counter({"RedisCall": 1}))
