@@ -162,7 +162,8 @@ def _flush_call(
     in `fences` are checked first (sql.CHECK_HOT_TIER, sql.MIGRATION_5_FLUSH_FENCE): another
     hot tier's flush, a lease taken over, or a deletion since the read, rolls the whole
     transaction back. Forks are found before the inserts. `plain`: rows go in by plain inserts
-    of those not stored yet (sql.INSERT_NEW_BLOBS, less WAL), else by `ON CONFLICT DO NOTHING`."""
+    (sql.INSERT_PLAIN_BLOBS, less WAL; a row stored already fails them: see `_inserts_op`), else
+    by `ON CONFLICT DO NOTHING`."""
     lock_keys = sql.thread_lock_keys(tenant, (b.thread_id for b in batches))
     statements = [PgStatement(sql.LOCK_THREADS_SHARED, (sql.thread_lock_class(schema), lock_keys))]
     results = ["-"]
@@ -226,13 +227,13 @@ def _row_statements(
         statements.append(check)
         results.append("fork:" + thread)
     last = _last_per_key(specials)
-    # plain: through the functions of migration 10 (their plans kept per connection), which
-    # return the count of rows written; else the `ON CONFLICT` statements (a rare rerun)
+    # plain: through the functions of migrations 10 and 11 (their plans kept per connection),
+    # which return the count of rows written; else the `ON CONFLICT` statements (a rare rerun)
     special = [sql.CALL_UPDATE_SPECIAL_WRITES, sql.CALL_INSERT_NEW_WRITES] if plain else [sql.UPSERT_SPECIAL_WRITES]
     for table, template, rows_ in (
-        ("blobs", sql.CALL_INSERT_NEW_BLOBS if plain else sql.INSERT_BLOBS, blobs),
-        ("checkpoints", sql.CALL_INSERT_NEW_CHECKPOINTS if plain else sql.INSERT_CHECKPOINTS, checkpoints),
-        ("writes", sql.CALL_INSERT_NEW_WRITES if plain else sql.INSERT_WRITES, writes),
+        ("blobs", sql.CALL_INSERT_BLOBS if plain else sql.INSERT_BLOBS, blobs),
+        ("checkpoints", sql.CALL_INSERT_CHECKPOINTS if plain else sql.INSERT_CHECKPOINTS, checkpoints),
+        ("writes", sql.CALL_INSERT_WRITES if plain else sql.INSERT_WRITES, writes),
         *(("writes", template, last) for template in special),
     ):
         if rows_:  # one statement per non-empty kind, its rows as column arrays
@@ -285,7 +286,7 @@ def _branch_starts(batches: list[FlushBatch], thread: str, flagged: list[Any]) -
 
 
 def _flush_statement(template: str, schema: str, params: Any) -> PgStatement:
-    """A flush statement: a function's call (sql.MIGRATION_10_FLUSH_FUNCTIONS) returns its count
+    """A flush statement: a function's call (sql.MIGRATION_11_BOUNDED_FLUSH) returns its count
     as a row, fetched; a statement sent as text (an `ON CONFLICT` rerun) has its row count."""
     return PgStatement(sql.render(template, schema), params, fetch=template.lstrip().startswith("SELECT"))
 
@@ -303,8 +304,9 @@ def _by_tenant(batches: Iterable[FlushBatch]) -> dict[str, list[FlushBatch]]:
 
 
 def _inserts_op(build: Callable[..., tuple[PgCall, KindsT]]) -> Op[tuple[Any, KindsT]]:
-    """The flush transaction `build(plain=...)` makes, with plain inserts; a row another writer
-    inserted meanwhile (a unique violation) makes it run again with `ON CONFLICT`, skipping it."""
+    """The flush transaction `build(plain=...)` makes, with plain inserts; a row stored already
+    (a unique violation: another writer's, inserted meanwhile, or the flush's own, replayed after
+    its acknowledgement was lost) makes it run again with `ON CONFLICT`, skipping it."""
     call, kinds = build(plain=True)
     try:
         return (yield call), kinds
@@ -324,7 +326,7 @@ def upsert_batch_op(
 ) -> Op[RowCounts]:
     """Make the batches durable: one transaction per tenant, idempotent on replay.
 
-    Checkpoints, blobs and regular writes are insert-if-absent; special writes (idx < 0)
+    Checkpoints, blobs and regular writes are inserted where absent; special writes (idx < 0)
     overwrite. Returns the rows actually inserted or overwritten (zeros for a replay) and the
     new checkpoints that fork their thread (committed all the same: nothing is dropped; the
     caller reports them). `fences`: the flush token of (tenant, thread) pairs; a token older

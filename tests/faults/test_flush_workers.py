@@ -127,18 +127,27 @@ def _execute(saver: TieredSaver, request: Request) -> Any:
     return saver.run_op(one())
 
 
+def _answer(saver: TieredSaver, op: Generator[Request, Any, Any], request: Request) -> Request:
+    """Run `request` and give `op` its reply, or its error (as the saver's driver does)."""
+    try:
+        reply = _execute(saver, request)
+    except Exception as exc:
+        return op.throw(exc)
+    return op.send(reply)
+
+
 def _step_until(saver: TieredSaver, op: Generator[Request, Any, Any], kind: type, reply: Any = None) -> Request:
     """Run `op`'s requests until it yields one of `kind` (returned, not run)."""
     request = op.send(reply)
     while not isinstance(request, kind):
-        request = op.send(_execute(saver, request))
+        request = _answer(saver, op, request)
     return request
 
 
 def _finish(saver: TieredSaver, op: Generator[Request, Any, Any], request: Request) -> Any:
     try:
         while True:
-            request = op.send(_execute(saver, request))
+            request = _answer(saver, op, request)
     except StopIteration as stop:
         return stop.value
 
@@ -290,7 +299,7 @@ def test_a_worker_pass_flushes_its_threads_in_groups(
         original = driver._pg
 
         def spy(call: PgCall) -> Any:
-            if any(".lts_insert_new_" in s.sql for s in call.statements):
+            if any(".lts_insert_" in s.sql for s in call.statements):
                 flushes.append(call)
             return original(call)
 

@@ -278,6 +278,34 @@ def test_a_schema_older_than_the_read_function_asks_for_setup(driver: SyncDriver
     assert latest is not None and latest.checkpoint_id == "c3"
 
 
+def test_setup_11_upgrades_a_schema_the_release_before_keeps_writing_to(
+    driver: SyncDriver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migration 11 replaces the fork check and the late bare-value naming in place (same
+    parameters and results) and adds plain inserts beside migration 10's: a process of the
+    release before, still flushing through migration 10's functions, and one of this release
+    write side by side, and each one's rows read back the same; a replay of either is a no-op."""
+    name = f"lts_{uuid.uuid4().hex[:10]}"
+    statements = [
+        PgStatement(durable_sql.render(durable_sql.CREATE_SCHEMA, name)),
+        PgStatement(durable_sql.render(durable_sql.CREATE_MIGRATIONS_TABLE, name)),
+        *(PgStatement(migration_statement(name, v)) for v in range(1, 11)),
+    ]
+    driver.run(_one(PgCall(tuple(statements))))
+    old, new = (_three_step_thread("acme", thread).batch for thread in ("old", "new"))
+    with monkeypatch.context() as m:
+        release_10_writer(m)
+        assert driver.run(upsert_batch_op(name, [old])) == RowCounts(checkpoints=3, blobs=4, writes=4)
+    assert driver.run(setup_op(name)) == ALL_VERSIONS[10:]
+    with monkeypatch.context() as m:
+        release_10_writer(m)  # the release before, after the upgrade
+        assert driver.run(upsert_batch_op(name, [old])) == RowCounts(checkpoints=0, blobs=0, writes=1)
+    assert driver.run(upsert_batch_op(name, [new])) == RowCounts(checkpoints=3, blobs=4, writes=4)
+    assert driver.run(upsert_batch_op(name, [new])) == RowCounts(checkpoints=0, blobs=0, writes=1)
+    read = [driver.run(list_op(name, "acme", thread)) for thread in ("old", "new")]
+    assert [_decoded(x)[1:] for x in read[0]] == [_decoded(x)[1:] for x in read[1]] and len(read[0]) == 3
+
+
 def _exact(t: Thread) -> Thread:
     """The thread's checkpoints flagged as the flusher flags JSON-exact ones (audit.json_exact)."""
     t.batch.checkpoints = [
@@ -358,12 +386,77 @@ def test_setup_8_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkey
     assert latest is not None and _decoded(latest) == _decoded(old[0])
 
 
+def _rows_read(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Rows this transaction's scans read from the schema's tables so far (through an index, or
+    sequentially)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0) FROM pg_stat_xact_user_tables WHERE schemaname = %s",
+        (schema,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _flush_reads(conn: psycopg.Connection[Any], schema: str, batch: FlushBatch) -> int:
+    """What the flush statements of `batch` read, run on `conn` (its plans kept) and rolled back."""
+    call, _ = durable_ops._flush_call(schema, batch.tenant_id, [batch], {}, None)
+    with conn.transaction(force_rollback=True):
+        conn.execute("SELECT set_config('app.tenant_id', %s, true)", (batch.tenant_id,))
+        before = _rows_read(conn, schema)
+        for st in call.statements:
+            conn.cursor().execute(st.sql, st.params, binary=st.binary or None)
+        return _rows_read(conn, schema) - before
+
+
+@pytest.mark.parametrize("release", ["current", "10"])
+def test_a_flush_reads_its_batch_not_the_tenant_whatever_plan_its_connection_made_first(
+    driver: SyncDriver, schema: str, db_url: str, monkeypatch: pytest.MonkeyPatch, release: str
+) -> None:
+    """The flush statements keep the generic plan of their connection's first call (functions of
+    migrations 10 and 11), made from what the tables held then. Planned on an empty schema, a
+    flush into a tenant of 3,000 checkpoints reads about its own batch (migration 11); migration
+    10's fork check and inserts read the tenant's rows again for each flush (the contrast shows
+    that the count sees it)."""
+    if release == "10":
+        release_10_writer(monkeypatch)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        _flush_reads(conn, schema, _three_step_thread("acme", "first").batch)  # plans made, tables empty
+        with psycopg.connect(db_url, autocommit=True) as other:
+            other.execute(
+                f'INSERT INTO "{schema}".checkpoints (tenant_id, thread_id, checkpoint_ns, checkpoint_id,'
+                " checkpoint_type, metadata_type, checkpoint, metadata, created_at)"
+                " SELECT 'acme', 'other-' || t, '', lpad(i::text, 8, '0'), 'json', 'json',"
+                " '{\"channel_versions\": {}}', '{}', now() FROM generate_series(1, 30) t, generate_series(1, 100) i"
+            )
+        reads = _flush_reads(conn, schema, _three_step_thread("acme", "next").batch)
+    if release == "current":
+        assert reads < 100
+    else:
+        assert reads > 3000
+
+
+def release_10_writer(m: pytest.MonkeyPatch) -> None:
+    """The flush as the release before migration 11 wrote it: migration 10's functions, its
+    inserts of the rows not stored yet and its unbounded fork check."""
+    defined = durable_sql._FLUSH_DEFINED
+    for name, function in (
+        ("CALL_FORKED_CHECKPOINTS", "lts_forked_checkpoints"), ("CALL_INSERT_BLOBS", "lts_insert_new_blobs"),
+        ("CALL_INSERT_CHECKPOINTS", "lts_insert_new_checkpoints"), ("CALL_INSERT_WRITES", "lts_insert_new_writes"),
+        ("CALL_NAME_LATE_BARE_VALUES", "lts_name_late_bare_values"),
+    ):  # fmt: skip
+        m.setattr(durable_sql, name, defined[function][1])
+
+
 def release_9_writer(m: pytest.MonkeyPatch) -> None:
     """The flush as the release before migration 10 wrote it: its statements sent as text, not
     through the functions of migration 10."""
-    for name in ("FORKED_CHECKPOINTS", "INSERT_NEW_BLOBS", "INSERT_NEW_CHECKPOINTS", "INSERT_NEW_WRITES",
-                 "UPDATE_SPECIAL_WRITES", "NAME_LATE_BARE_VALUES"):  # fmt: skip
-        m.setattr(durable_sql, "CALL_" + name, getattr(durable_sql, name))
+    for name, statement in (
+        ("CALL_FORKED_CHECKPOINTS", "FORKED_CHECKPOINTS_10"), ("CALL_INSERT_BLOBS", "INSERT_NEW_BLOBS"),
+        ("CALL_INSERT_CHECKPOINTS", "INSERT_NEW_CHECKPOINTS"), ("CALL_INSERT_WRITES", "INSERT_NEW_WRITES"),
+        ("CALL_INSERT_NEW_WRITES", "INSERT_NEW_WRITES"), ("CALL_UPDATE_SPECIAL_WRITES", "UPDATE_SPECIAL_WRITES"),
+        ("CALL_NAME_LATE_BARE_VALUES", "NAME_LATE_BARE_VALUES_10"),
+    ):  # fmt: skip
+        m.setattr(durable_sql, name, getattr(durable_sql, statement))
 
 
 def release_8_writer(m: pytest.MonkeyPatch) -> None:
@@ -372,7 +465,7 @@ def release_8_writer(m: pytest.MonkeyPatch) -> None:
     release_9_writer(m)
     params = durable_ops._checkpoint_params
     m.setattr(durable_ops, "_checkpoint_params", lambda thread, row, bare: params(thread, row, bare)[:-2])
-    for name, statement in (("INSERT_CHECKPOINTS", "INSERT_CHECKPOINTS"), ("CALL_INSERT_NEW_CHECKPOINTS", "INSERT_NEW_CHECKPOINTS")):
+    for name, statement in (("INSERT_CHECKPOINTS", "INSERT_CHECKPOINTS"), ("CALL_INSERT_CHECKPOINTS", "INSERT_NEW_CHECKPOINTS")):
         text = getattr(durable_sql, statement).replace(", " + durable_sql._BARE_VALUES, "")
         text = text.replace("%b::text[], %b::text[], %b::bool[]) AS u(", "%b::text[]) AS u(")
         m.setattr(durable_sql, name, text.replace(", bare_values)", ")").replace(", bare_values, inherit)", ")"))

@@ -45,9 +45,9 @@ def postgres_reads(saver: TieredSaver) -> Iterator[list[PgCall]]:
 
 
 def _reads(calls: list[PgCall]) -> list[PgCall]:
-    """The calls that read (a flush inserts, or calls the insert functions of migration 10)."""
+    """The calls that read (a flush inserts, or calls the insert functions of migrations 10 and 11)."""
     return [c for c in calls if any("lts_get_tuple" in s.sql or "SELECT" in s.sql[:40] for s in c.statements)
-            and not any("INSERT" in s.sql or ".lts_insert_new_" in s.sql for s in c.statements)]  # fmt: skip
+            and not any("INSERT" in s.sql or ".lts_insert_" in s.sql for s in c.statements)]  # fmt: skip
 
 
 def _drop_redis_copy(redis_url: str, saver: TieredSaver, thread: str) -> None:
