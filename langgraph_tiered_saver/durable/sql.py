@@ -360,11 +360,33 @@ WHERE NOT EXISTS (
 )
 ORDER BY b.ns, b.id
 """
+# Parts of migration 10's fork check that migration 11's replaces.
+_FORK_BATCH = """SELECT b.ns, b.id FROM unnest(%(ns)s::text[], %(ids)s::text[], %(parents)s::text[], %(floors)s::text[])
+    AS b(ns, id, parent, floor)
+"""
+_FORK_STORED = """NOT EXISTS (
+    SELECT 1 FROM {s}.checkpoints c WHERE c.tenant_id = %(tenant)s AND c.thread_id = %(thread)s
+    AND c.checkpoint_ns = b.ns AND c.checkpoint_id = b.id
+)"""
+_FORK_NEWER = """SELECT 1 FROM {s}.checkpoints c WHERE c.tenant_id = %(tenant)s AND c.thread_id = %(thread)s
+        AND c.checkpoint_ns = b.ns AND c.checkpoint_id > b.floor AND c.checkpoint_id <> ALL(%(known)s::text[])"""
+
+
+def _replaced(text: str, *pairs: tuple[str, str]) -> str:
+    """`text` with each (old, new) replaced once; an `old` not found is an error (sql.py's own)."""
+    for old, new in pairs:
+        if old not in text:
+            raise ValueError(f"statement fragment not found: {old[:60]!r}")
+        text = text.replace(old, new, 1)
+    return text
+
+
 # The same check as migration 11 has it, its work bounded by what Postgres holds of the thread from
 # the batch's oldest floor on (usually nothing: the batch is the thread's newest), read once per
 # namespace along the primary key (the ORDER BY makes it the only index that serves), whatever the
 # plan: migration 10's looked, for each batch row, through the tenant's checkpoints by the audit
-# index when planned while the table was small (69 ms for 50 rows in a tenant of 10,000).
+# index when planned while the table was small (69 ms for 50 rows in a tenant of 10,000). Its
+# text is migration 10's with the parts above replaced, the written-through sibling kept.
 FORKED_CHECKPOINTS = """
 WITH b AS MATERIALIZED (
     SELECT * FROM unnest(%(ns)s::text[], %(ids)s::text[], %(parents)s::text[], %(floors)s::text[])
@@ -378,21 +400,12 @@ WITH b AS MATERIALIZED (
             AND c.checkpoint_id >= n.floor
         ORDER BY c.checkpoint_id
     ) AS c
+)""" + _replaced(
+    FORKED_CHECKPOINTS_10,
+    (_FORK_BATCH, "SELECT b.ns, b.id FROM b\n"),
+    (_FORK_STORED, "NOT EXISTS (SELECT 1 FROM stored s WHERE s.ns = b.ns AND s.id = b.id)"),
+    (_FORK_NEWER, "SELECT 1 FROM stored s WHERE s.ns = b.ns AND s.id > b.floor AND s.id <> ALL(%(known)s::text[])"),
 )
-SELECT b.ns, b.id FROM b
-WHERE NOT EXISTS (SELECT 1 FROM stored s WHERE s.ns = b.ns AND s.id = b.id) AND (
-    EXISTS (
-        SELECT 1 FROM stored s WHERE s.ns = b.ns AND s.id > b.floor AND s.id <> ALL(%(known)s::text[])
-    ) OR EXISTS (
-        SELECT 1 FROM {s}.written_through w
-        JOIN {s}.checkpoints c ON c.tenant_id = w.tenant_id AND c.thread_id = w.thread_id
-            AND c.checkpoint_ns = w.checkpoint_ns AND c.checkpoint_id = w.checkpoint_id
-        WHERE w.tenant_id = %(tenant)s AND w.thread_id = %(thread)s AND w.checkpoint_ns = b.ns
-        AND w.parent_checkpoint_id = b.parent AND w.checkpoint_id <> ALL(%(known)s::text[])
-    )
-)
-ORDER BY b.ns, b.id
-"""
 # --- partitioned layout (migrations.py) ----------------------------------------------------------
 # A schema set up with `partitions=N` gets every tenant table hash-partitioned by tenant_id: the
 # same migrations, each CREATE TABLE followed by its N partitions, and row-level security
