@@ -227,8 +227,8 @@ def _row_statements(
         statements.append(check)
         results.append("fork:" + thread)
     last = _last_per_key(specials)
-    # plain: through the functions of migrations 10 and 11 (their plans kept per connection),
-    # which return the count of rows written; else the `ON CONFLICT` statements (a rare rerun)
+    # plain: through the functions of migration 11 (their plans kept per connection), which
+    # return the count of rows written; else the `ON CONFLICT` statements (a rare rerun)
     special = sql.CALL_SPECIAL_WRITES if plain else (sql.UPSERT_SPECIAL_WRITES,)
     for table, template, rows_ in (
         ("blobs", sql.CALL_INSERT_BLOBS if plain else sql.INSERT_BLOBS, blobs),

@@ -504,7 +504,8 @@ def _insert_absent(insert: str, table: str, key: str) -> str:
     key columns after the tenant). `ON CONFLICT` inserts each row speculatively, which costs a
     second WAL record per row (a confirmation, ~50 bytes); this costs none. Two writers that
     insert the same row at once make one fail with a unique violation: the flush then runs again
-    with the `ON CONFLICT` statement (durable.ops.upsert_batch_op)."""
+    with the `ON CONFLICT` statement (durable.ops.upsert_batch_op). Migration 10's flush; migration
+    11's inserts are plain, without the look for stored rows (see MIGRATION_11_BOUNDED_FLUSH)."""
     conflict = insert.index("ON CONFLICT")
     matches = " AND ".join(f"x.{c} = u.{c}" for c in key.split(", "))
     return (
@@ -519,9 +520,10 @@ INSERT_NEW_CHECKPOINTS = _insert_absent(INSERT_CHECKPOINTS, "checkpoints", "thre
 INSERT_NEW_WRITES = _insert_absent(
     INSERT_WRITES, "checkpoint_writes", "thread_id, checkpoint_ns, checkpoint_id, task_id, idx"
 )
-# The plain flush's special writes: those stored already are overwritten here, then the others
-# go in by INSERT_NEW_WRITES (UPSERT_SPECIAL_WRITES' ON CONFLICT would log a confirmation per new
-# row, or lock a stored one first). Same parameters as the inserts.
+# Migration 10's plain flush's special writes (this release's: lts_write_specials, migration 11):
+# those stored already are overwritten here, then the others go in by INSERT_NEW_WRITES
+# (UPSERT_SPECIAL_WRITES' ON CONFLICT would log a confirmation per new row, or lock a stored one
+# first). Same parameters as the inserts.
 UPDATE_SPECIAL_WRITES = (
     """
 UPDATE {s}.checkpoint_writes x SET channel = u.channel, type = u.type, data = u.data,
