@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -159,13 +159,6 @@ def _attempt(execute: Callable[[Any], Any], request: Request | None) -> tuple[bo
         return False, exc
 
 
-async def _aattempt(pending: Awaitable[Any]) -> tuple[bool, Any]:
-    try:
-        return True, await pending
-    except BaseException as exc:  # CancelledError included: the op's cleanup still runs
-        return False, exc
-
-
 # Error replies that mean "Redis cannot take this now", not "this command is wrong": out of
 # memory (noeviction), a replica, a failover or a load in progress, a cluster without quorum.
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "BUSY")
@@ -198,20 +191,18 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     return exc
 
 
-@contextlib.contextmanager
-def _redis_errors() -> Iterator[None]:
-    """Redis client exceptions as the saver's typed errors (both drivers)."""
-    try:
-        yield
-    except redis.exceptions.ConnectionError as exc:
+def _redis_error(exc: Exception) -> BaseException | None:
+    """The saver's typed error for a Redis client exception (both drivers); None for another."""
+    if isinstance(exc, redis.exceptions.ConnectionError):
         if "No connection available" in str(exc) or "Too many connections" in str(exc):
-            raise PoolExhaustedError("redis", f"every pooled connection stayed busy ({exc}); "
-                                     "raise max_connections or its wait timeout") from exc
-        raise TierUnavailableError("redis", str(exc)) from exc
-    except _REDIS_DOWN as exc:
-        raise TierUnavailableError("redis", str(exc)) from exc
-    except redis.exceptions.ResponseError as exc:
-        raise _typed_script_error(exc) from exc
+            return PoolExhaustedError("redis", f"every pooled connection stayed busy ({exc}); "
+                                      "raise max_connections or its wait timeout")  # fmt: skip
+        return TierUnavailableError("redis", str(exc))
+    if isinstance(exc, _REDIS_DOWN):
+        return TierUnavailableError("redis", str(exc))
+    if isinstance(exc, redis.exceptions.ResponseError):
+        return _typed_script_error(exc)
+    return None
 
 
 def _pg_statements(call: PgCall, limits: PgLimits) -> list[tuple[str, Any]]:
@@ -417,7 +408,7 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
     def _redis(self, call: RedisCall) -> Any:
         if self.redis is None:
             raise TierUnavailableError("redis", "the saver has no Redis client")
-        with _redis_errors():
+        try:
             try:
                 return self._redis_once(call)
             except redis.exceptions.NoScriptError:
@@ -425,6 +416,11 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
                 for script in call.scripts:
                     self.redis.script_load(script.source)
                 return self._redis_once(call)
+        except Exception as exc:  # a try costs nothing until it catches (a `with` block did)
+            typed = _redis_error(exc)
+            if typed is None:
+                raise
+            raise typed from exc
 
     def _redis_once(self, call: RedisCall) -> Any:
         assert self.redis is not None
@@ -573,7 +569,12 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
     async def run(self, op: Op[T]) -> T:
         step = Stepper(op)
         while not step.done:
-            step.feed(*await _aattempt(self._execute(step.request)))
+            try:
+                outcome = await self._execute(step.request)
+            except BaseException as exc:  # CancelledError included: the op's cleanup still runs
+                step.feed(False, exc)
+            else:
+                step.feed(True, outcome)
         return step.value  # type: ignore[return-value]
 
     # Set when the saver has a sync Postgres pool only: Postgres calls run on it in a thread.
@@ -595,7 +596,7 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
     async def _redis(self, call: RedisCall) -> Any:
         if self.redis is None:
             raise TierUnavailableError("redis", "the saver has no Redis client")
-        with _redis_errors():
+        try:
             try:
                 return await self._redis_once(call)
             except redis.exceptions.NoScriptError:
@@ -603,6 +604,11 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
                 for script in call.scripts:
                     await self.redis.script_load(script.source)
                 return await self._redis_once(call)
+        except Exception as exc:
+            typed = _redis_error(exc)
+            if typed is None:
+                raise
+            raise typed from exc
 
     async def _redis_once(self, call: RedisCall) -> Any:
         assert self.redis is not None

@@ -18,7 +18,12 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from devtools.servers import delete_keys
 from langgraph_tiered_saver import ConfigError, TieredSaver
-from langgraph_tiered_saver._core.connections import PoolOptions, redis_settings, redis_twin
+from langgraph_tiered_saver._core.connections import (
+    AsyncBlockingPool,
+    PoolOptions,
+    redis_settings,
+    redis_twin,
+)
 from langgraph_tiered_saver.errors import PoolExhaustedError
 from tests.graphs import two_step_graph
 from tests.helpers import TEST_TENANT, new_prefix, thread_config
@@ -112,6 +117,32 @@ def test_a_pool_that_stays_busy_says_so(redis_url: str) -> None:
         finally:
             saver._conn.redis.connection_pool.release(held)
         assert saver.get_tuple(thread_config()) is None
+
+
+async def test_the_async_pool_stays_bounded_and_waits_when_no_connection_is_idle(redis_url: str) -> None:
+    """Its checkout takes an idle connection at once; a burst beyond its size waits for one (no
+    "Too many connections"), and a wait past its timeout fails as redis-py's does."""
+    name = f"lts-pool-{uuid.uuid4().hex[:8]}"
+    pool = AsyncBlockingPool.from_url(redis_url, max_connections=2, timeout=0.3, client_name=name)
+    client = redis.asyncio.Redis(connection_pool=pool)
+    observer = redis.Redis.from_url(redis_url)
+    try:
+        for _ in range(20):
+            assert await client.ping()
+        assert all(r == b"PONG" or r is True for r in await asyncio.gather(*(client.ping() for _ in range(200))))
+        assert sum(1 for c in observer.client_list() if c.get("name") == name) == 2
+        held = [await pool.get_connection("PING"), await pool.get_connection("PING")]
+        with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
+            await client.ping()
+        waiting = asyncio.ensure_future(client.ping())  # waits for a release, then goes on
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await pool.release(held.pop())
+        assert await waiting
+        await pool.release(held.pop())
+    finally:
+        await client.aclose()
+        observer.close()
 
 
 def test_a_busy_postgres_pool_is_not_called_unreachable(saver_context: Callable[..., Any]) -> None:
