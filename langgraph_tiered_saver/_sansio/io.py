@@ -34,6 +34,7 @@ import redis.cluster
 import redis.exceptions
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
+from langgraph_tiered_saver._sansio import pgarrays
 from langgraph_tiered_saver._sansio.breaker import PgBreaker
 from langgraph_tiered_saver._sansio.pgfaults import (
     PgLimits,
@@ -491,6 +492,7 @@ PIPELINE = psycopg.Pipeline.is_supported()
 
 
 def _transaction_sync(conn: Any, call: PgCall, limits: PgLimits) -> list[Any]:
+    pgarrays.ready(conn)
     if PIPELINE and conn.autocommit:
         try:
             with conn.pipeline():
@@ -518,6 +520,7 @@ def _rollback_sync(conn: Any) -> None:
 
 
 async def _transaction_async(conn: Any, call: PgCall, limits: PgLimits) -> list[Any]:
+    pgarrays.ready(conn)
     if PIPELINE and conn.autocommit:
         try:
             async with conn.pipeline():

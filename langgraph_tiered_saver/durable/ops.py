@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from langgraph_tiered_saver._sansio import pgarrays
 from langgraph_tiered_saver._sansio.io import Op, PgCall, PgStatement
 from langgraph_tiered_saver.durable import sql
 from langgraph_tiered_saver.durable.records import (
@@ -129,7 +130,7 @@ def _late_bare_values(schema: str, tenant: str, thread: str, bare: list[BlobRow]
         "tenant": tenant, "thread": thread, "ns": [v.ns for v in bare], "channel": [v.channel for v in bare],
         "version": [str(v.version) for v in bare], "type": [v.value[0] for v in bare],
     }  # fmt: skip
-    return _flush_statement(sql.CALL_NAME_LATE_BARE_VALUES, schema, params)
+    return _flush_statement(sql.CALL_NAME_LATE_BARE_VALUES, schema, _arrays(sql.CALL_NAME_LATE_BARE_VALUES, params))
 
 
 def _fork_check(schema: str, tenant: str, batch: FlushBatch, rows: list[CheckpointRow]) -> PgStatement:
@@ -139,7 +140,7 @@ def _fork_check(schema: str, tenant: str, batch: FlushBatch, rows: list[Checkpoi
         "tenant": tenant, "thread": batch.thread_id, "ns": [r.ns for r in rows], "ids": ids, "parents": parents,
         "floors": [batch.continues.get(i, i) for i in ids], "known": [*ids, *(p for p in parents if p)],
     }  # fmt: skip
-    return PgStatement(sql.render(sql.CALL_FORKED_CHECKPOINTS, schema), params, fetch=True)
+    return PgStatement(sql.render(sql.CALL_FORKED_CHECKPOINTS, schema), _arrays(sql.CALL_FORKED_CHECKPOINTS, params), fetch=True)
 
 
 def _last_per_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
@@ -148,9 +149,18 @@ def _last_per_key(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return list({row[:5]: row for row in rows}.values())
 
 
-def _columns(tenant: str, rows: list[tuple[Any, ...]]) -> tuple[Any, ...]:
-    """The tenant, then one list per column: the parameters of an `unnest` insert (sql.py)."""
-    return (tenant, *(list(column) for column in zip(*rows, strict=True)))
+def _columns(tenant: str, rows: list[tuple[Any, ...]], template: str) -> tuple[Any, ...]:
+    """The tenant, then one array per column: the parameters of `template`, an `unnest` insert
+    or its function's call (sql.py), each array as the type the template casts it to."""
+    types = sql.param_types(template)
+    columns = (list(column) for column in zip(*rows, strict=True))
+    return (tenant, *(pgarrays.column(types.get(str(i), ""), c) for i, c in enumerate(columns, start=1)))
+
+
+def _arrays(template: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Named parameters of `template`, each list as the type the template casts it to."""
+    types = sql.param_types(template)
+    return {k: pgarrays.column(types.get(k, ""), v) if type(v) is list else v for k, v in params.items()}
 
 
 def _flush_call(
@@ -237,7 +247,7 @@ def _row_statements(
         *(("writes", template, last) for template in special),
     ):
         if rows_:  # one statement per non-empty kind, its rows as column arrays
-            statements.append(_flush_statement(template, schema, _columns(tenant, rows_)))
+            statements.append(_flush_statement(template, schema, _columns(tenant, rows_, template)))
             results.append(table)
     statements += late
     results += ["-"] * len(late)

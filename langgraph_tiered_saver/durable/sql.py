@@ -767,6 +767,14 @@ def _placeholders(template: str) -> tuple[list[str], list[str]]:
     return names, types
 
 
+@lru_cache(maxsize=64)
+def param_types(template: str) -> dict[str, str]:
+    """The SQL type of each of the template's parameters, by name or position: its column arrays
+    are dumped by that type (`_sansio.pgarrays`)."""
+    names, types = _placeholders(template)
+    return dict(zip(names, types, strict=True))
+
+
 def _as_function(name: str, template: str, *, fetch: bool, create: str = "CREATE") -> tuple[str, str]:
     """(CREATE statement, call) of `template` as the function `name`: it returns the rows of a
     query (`fetch`), else the count of rows the statement wrote. The call takes the template's

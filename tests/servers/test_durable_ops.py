@@ -24,6 +24,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pydantic import BaseModel
 
+from langgraph_tiered_saver._sansio import pgarrays
 from langgraph_tiered_saver._sansio.io import AsyncDriver, PgCall, PgStatement, SyncDriver
 from langgraph_tiered_saver.durable import ops as durable_ops
 from langgraph_tiered_saver.durable import sql as durable_sql
@@ -400,6 +401,7 @@ def _rows_read(conn: psycopg.Connection[Any], schema: str) -> int:
 def _flush_reads(conn: psycopg.Connection[Any], schema: str, batch: FlushBatch) -> int:
     """What the flush statements of `batch` read, run on `conn` (its plans kept) and rolled back."""
     call, _ = durable_ops._flush_call(schema, batch.tenant_id, [batch], {}, None)
+    pgarrays.ready(conn)  # as the saver's drivers do: its column arrays
     with conn.transaction(force_rollback=True):
         conn.execute("SELECT set_config('app.tenant_id', %s, true)", (batch.tenant_id,))
         before = _rows_read(conn, schema)
