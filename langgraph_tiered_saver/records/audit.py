@@ -28,7 +28,7 @@ from langgraph.checkpoint.serde.jsonplus import (  # the serializer's ext codes 
     _msgpack_ext_hook_to_json,
 )
 
-from langgraph_tiered_saver.records.key_order import key_order
+from langgraph_tiered_saver.records.key_order import jsonb_key
 
 # A JSON-compatible object: dict[str, JSON] | list[JSON] | str | int | float | bool | None.
 JSON = Any
@@ -212,20 +212,59 @@ def json_exact(value: Any, depth: int = 0) -> bool:
     `orjson.loads`) equal and of the same types: plain dicts with str keys, lists, str, bool,
     None, 64-bit ints and floats Postgres writes back as written (no exponent: jsonb would give
     `1e+16` back as an int; no -0.0). No NUL (jsonb drops it), no tuple (it comes back a list)."""
-    kind = type(value)
-    if value is None or kind is bool or kind is str:
-        return kind is not str or "\x00" not in value
-    if kind is int:
-        return -(1 << 63) <= value < (1 << 63)
-    if kind is float:
-        return math.isfinite(value) and not (value == 0 and math.copysign(1.0, value) < 0) and b"e" not in orjson.dumps(value)
-    if depth >= _MAX_DEPTH:
-        return False
-    if kind is list:
-        return all(json_exact(v, depth + 1) for v in value)
-    if kind is dict:
-        return all(type(k) is str and "\x00" not in k and json_exact(v, depth + 1) for k, v in value.items())
-    return False
+    return _exact_walk(value, depth, None)
+
+
+def _float_exact(value: float) -> bool:
+    return math.isfinite(value) and not (value == 0 and math.copysign(1.0, value) < 0) and b"e" not in orjson.dumps(value)
+
+
+def _exact_walk(value: Any, depth: int, order: list[list[int]] | None) -> bool:
+    """`json_exact`, and with `order` the key order JSONB would lose, gathered in the same walk
+    (`key_order`'s: dicts numbered depth first, their keys visited in JSONB's order)."""
+    seen = 0
+
+    def walk(v: Any, depth: int) -> bool:
+        nonlocal seen
+        kind = type(v)
+        if kind is str:
+            return "\x00" not in v
+        if v is None or kind is bool:
+            return True
+        if kind is int:
+            return -(1 << 63) <= v < (1 << 63)
+        if kind is float:
+            return _float_exact(v)
+        if depth >= _MAX_DEPTH:
+            return False
+        if kind is list:  # loops, not all(): a generator per container costs more than the check
+            for x in v:  # noqa: SIM110
+                if not walk(x, depth + 1):
+                    return False
+            return True
+        if kind is not dict:
+            return False
+        for k in v:
+            if type(k) is not str or "\x00" in k:
+                return False
+        if order is None:
+            for x in v.values():  # noqa: SIM110
+                if not walk(x, depth + 1):
+                    return False
+            return True
+        place = seen
+        seen += 1
+        keys = list(v)
+        ordered = sorted(keys, key=jsonb_key)
+        if keys != ordered:
+            position = {k: i for i, k in enumerate(ordered)}
+            order.append([place, *(position[k] for k in keys)])
+        for k in ordered:  # noqa: SIM110
+            if not walk(v[k], depth + 1):
+                return False
+        return True
+
+    return walk(value, depth)
 
 
 def exact_json(data: bytes) -> tuple[bytes, bytes] | None:
@@ -237,10 +276,10 @@ def exact_json(data: bytes) -> tuple[bytes, bytes] | None:
         value = ormsgpack.unpackb(data)  # no ext hook: an extension type raises
     except Exception:
         return None
-    if not json_exact(value):
-        return None
+    order: list[list[int]] = []
     try:
-        order = key_order(value)
+        if not _exact_walk(value, 0, order):
+            return None
         return orjson.dumps(value), orjson.dumps(order) if order else b""
     except Exception:
         return None

@@ -8,7 +8,10 @@ import os
 from typing import Any
 
 import orjson
+import ormsgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
@@ -17,7 +20,7 @@ from langgraph_tiered_saver.errors import CorruptDataError
 from langgraph_tiered_saver.records import audit
 from langgraph_tiered_saver.records.audit import dumps_jsonb, json_exact
 from langgraph_tiered_saver.records.codec import JSON_RECORD, loads_record, next_version
-from langgraph_tiered_saver.records.key_order import jsonb_key
+from langgraph_tiered_saver.records.key_order import jsonb_key, key_order
 
 DEEP: list[Any] = []
 for _ in range(70):
@@ -124,3 +127,23 @@ def test_a_deflated_value_row_reads_back_the_serializers_bytes() -> None:
         assert deflated(kept) == kept and inflated(kept, "here") == kept
     with pytest.raises(CorruptDataError, match="cannot be inflated"):
         inflated(("lts-z+msgpack", b"\xff not deflate"), "here")
+
+
+_json_leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=4)
+_json_values = st.recursive(
+    _json_leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_json_values)
+def test_exact_json_walks_once_what_json_exact_and_key_order_say(value: Any) -> None:
+    """One walk gives both answers: exact or not as `json_exact`, and `key_order`'s order."""
+    found = audit.exact_json(ormsgpack.packb(value))
+    if not json_exact(value):
+        assert found is None
+        return
+    order = key_order(value)
+    assert found == (orjson.dumps(value), orjson.dumps(order) if order else b"")
