@@ -1181,3 +1181,23 @@ def test_setup_9_upgrades_a_schema_with_rows_in_place(driver: SyncDriver, monkey
     assert len(rows(driver, name, "checkpoint_blobs", "thread_id = 'new'")) == 3
     old, new = (driver.run(list_op(name, "acme", thread)) for thread in ("old", "new"))
     assert [_values(o) for o in old] == [_values(n) for n in new] and len(old) == 2
+
+
+def test_column_arrays_reach_postgres_as_the_lists_they_wrap(db_url: str) -> None:
+    """The flush's text and bytea column arrays (pgarrays) read back as the lists they wrap:
+    NULLs, empty strings and arrays, NUL bytes, non-ASCII text in the connection's encoding; a
+    column holding another class is left to psycopg."""
+    texts = ["a", None, "", "é☃", "x" * 5000]
+    blobs = [b"\x00\x01", None, b"", b"y" * 5000]
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        pgarrays.ready(conn)
+        found = conn.execute(
+            "SELECT %(t)s::text[], %(b)s::bytea[], %(e)s::text[]",
+            {"t": pgarrays.TextArray(texts), "b": pgarrays.ByteaArray(blobs), "e": pgarrays.TextArray([])},
+        ).fetchone()
+        assert found == (texts, blobs, [])
+        conn.execute("SET client_encoding TO 'LATIN1'")
+        found = conn.execute("SELECT %b::text[]", (pgarrays.TextArray(["é", None]),)).fetchone()
+        assert found == (["é", None],)
+    assert pgarrays.column("text[]", ["a", 1]) == ["a", 1]
+    assert isinstance(pgarrays.column("bytea[]", [b"a", None]), pgarrays.ByteaArray)
