@@ -28,7 +28,7 @@ from langgraph.checkpoint.serde.jsonplus import (  # the serializer's ext codes 
     _msgpack_ext_hook_to_json,
 )
 
-from langgraph_tiered_saver.records.key_order import jsonb_key
+from langgraph_tiered_saver.records.key_order import jsonb_keys
 
 # A JSON-compatible object: dict[str, JSON] | list[JSON] | str | int | float | bool | None.
 JSON = Any
@@ -254,12 +254,7 @@ def _exact_walk(value: Any, depth: int, order: list[list[int]] | None) -> bool:
             return True
         place = seen
         seen += 1
-        keys = list(v)
-        ordered = sorted(keys, key=jsonb_key)
-        if keys != ordered:
-            position = {k: i for i, k in enumerate(ordered)}
-            order.append([place, *(position[k] for k in keys)])
-        for k in ordered:  # noqa: SIM110
+        for k in jsonb_keys(v, place, order):  # noqa: SIM110
             if not walk(v[k], depth + 1):
                 return False
         return True

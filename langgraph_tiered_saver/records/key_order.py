@@ -19,6 +19,17 @@ def jsonb_key(key: str) -> tuple[int, bytes]:
     return len(raw), raw
 
 
+def jsonb_keys(d: dict[str, Any], place: int, out: list[list[int]]) -> list[str]:
+    """The keys of dict number `place` of a walk in JSONB's order; when that is not its own,
+    its entry of the order to keep goes to `out`."""
+    keys = list(d)
+    ordered = sorted(keys, key=jsonb_key)
+    if keys != ordered:
+        position = {k: i for i, k in enumerate(ordered)}
+        out.append([place, *(position[k] for k in keys)])
+    return ordered
+
+
 def key_order(value: Any) -> list[list[int]]:
     """The order to keep for `value` (plain JSON data): [] when JSONB keeps every dict's."""
     out: list[list[int]] = []
@@ -29,12 +40,7 @@ def key_order(value: Any) -> list[list[int]]:
         if type(v) is dict:
             place = seen
             seen += 1
-            keys = list(v)
-            ordered = sorted(keys, key=jsonb_key)
-            if keys != ordered:
-                position = {k: i for i, k in enumerate(ordered)}
-                out.append([place, *(position[k] for k in keys)])
-            for k in ordered:
+            for k in jsonb_keys(v, place, out):
                 walk(v[k])
         elif type(v) is list:
             for x in v:
