@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, NoReturn, Protocol, TypeVar
 
 import psycopg
 import redis
@@ -192,18 +192,19 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     return exc
 
 
-def _redis_error(exc: Exception) -> BaseException | None:
-    """The saver's typed error for a Redis client exception (both drivers); None for another."""
+def _raise_redis_error(exc: Exception) -> NoReturn:
+    """Raise a Redis client exception as the saver's typed error (both drivers, from their
+    `except`: a try costs nothing until it catches, where a `with` block did); another as is."""
     if isinstance(exc, redis.exceptions.ConnectionError):
         if "No connection available" in str(exc) or "Too many connections" in str(exc):
-            return PoolExhaustedError("redis", f"every pooled connection stayed busy ({exc}); "
-                                      "raise max_connections or its wait timeout")  # fmt: skip
-        return TierUnavailableError("redis", str(exc))
+            raise PoolExhaustedError("redis", f"every pooled connection stayed busy ({exc}); "
+                                     "raise max_connections or its wait timeout") from exc
+        raise TierUnavailableError("redis", str(exc)) from exc
     if isinstance(exc, _REDIS_DOWN):
-        return TierUnavailableError("redis", str(exc))
+        raise TierUnavailableError("redis", str(exc)) from exc
     if isinstance(exc, redis.exceptions.ResponseError):
-        return _typed_script_error(exc)
-    return None
+        raise _typed_script_error(exc) from exc
+    raise exc
 
 
 def _pg_statements(call: PgCall, limits: PgLimits) -> list[tuple[str, Any]]:
@@ -417,11 +418,8 @@ class SyncDriver(_Driver["redis.Redis | redis.cluster.RedisCluster", ConnectionP
                 for script in call.scripts:
                     self.redis.script_load(script.source)
                 return self._redis_once(call)
-        except Exception as exc:  # a try costs nothing until it catches (a `with` block did)
-            typed = _redis_error(exc)
-            if typed is None:
-                raise
-            raise typed from exc
+        except Exception as exc:
+            _raise_redis_error(exc)
 
     def _redis_once(self, call: RedisCall) -> Any:
         assert self.redis is not None
@@ -608,10 +606,7 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
                     await self.redis.script_load(script.source)
                 return await self._redis_once(call)
         except Exception as exc:
-            typed = _redis_error(exc)
-            if typed is None:
-                raise
-            raise typed from exc
+            _raise_redis_error(exc)
 
     async def _redis_once(self, call: RedisCall) -> Any:
         assert self.redis is not None
