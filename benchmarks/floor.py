@@ -2,9 +2,11 @@
 
 `put` serializes the checkpoint with the same serializer the savers use, then sends one pipeline
 (HSET of the bytes + EXPIRE) — one round trip carrying the same bytes as a put. `put_writes` is the
-same for the writes, and `get_tuple` is one round trip (HGET by id, or a two-line Lua script for
-the latest) plus deserialization. It keeps no history, so it only takes part in the put,
-put_writes and get_tuple workloads; it is the lower bound, not a usable saver.
+same for the writes (a hash per checkpoint). `get_tuple` is one round trip (a pipeline of HGET and
+HGETALL by id, or a short Lua script for the latest) plus deserialization of the checkpoint and of
+its pending writes: a tuple without them is not one LangGraph can resume from, so a floor that
+skipped them would be below what any checkpointer can do. It keeps no history, so it only takes
+part in the put, put_writes and get_tuple workloads; it is the lower bound, not a usable saver.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from langgraph.checkpoint.base import (
 from redis.typing import EncodableT, FieldT
 
 _LATEST = "latest"
+# KEYS[1]: the thread's hash; its writes live in KEYS[1] .. ":w:" .. <checkpoint id>, in the same
+# Cluster slot (the thread key's hash tag)
 _GET_LATEST = (
     "local latest = redis.call('HGET', KEYS[1], 'latest') "
-    "if not latest then return false end return redis.call('HGET', KEYS[1], latest)"
+    "if not latest then return false end "
+    "return {redis.call('HGET', KEYS[1], latest), redis.call('HGETALL', KEYS[1] .. ':w:' .. latest)}"
 )
 _TYPE_SEP = b"\x00"
 
@@ -55,7 +60,10 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
     # ------------------------------------------------------------ encoding
 
     def _key(self, config: RunnableConfig) -> str:
-        return f"{self.prefix}:{config['configurable']['thread_id']}"
+        return f"{self.prefix}:{{{config['configurable']['thread_id']}}}"
+
+    def _writes_key(self, config: RunnableConfig, checkpoint_id: str) -> str:
+        return f"{self._key(config)}:w:{checkpoint_id}"
 
     def _dumps(self, value: Any) -> bytes:
         type_, data = self.serde.dumps_typed(value)
@@ -71,17 +79,33 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         return {checkpoint["id"]: self._dumps((checkpoint, metadata)), _LATEST: checkpoint["id"]}
 
     def _writes_mapping(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str
+        self, writes: Sequence[tuple[str, Any]], task_id: str
     ) -> dict[FieldT, EncodableT]:
-        cid = config["configurable"]["checkpoint_id"]
-        return {f"w:{cid}:{task_id}:{i}": self._dumps(w) for i, w in enumerate(writes)}
+        return {f"{task_id}:{i:08d}": self._dumps(w) for i, w in enumerate(writes)}
 
-    def _tuple(self, config: RunnableConfig, raw: bytes | None) -> CheckpointTuple | None:
+    def _tuple(
+        self, config: RunnableConfig, raw: bytes | None, writes: dict[bytes, bytes] | list[bytes]
+    ) -> CheckpointTuple | None:
         if raw is None:
             return None
         checkpoint, metadata = self._loads(raw)
         conf = {**config["configurable"], "checkpoint_id": checkpoint["id"]}
-        return CheckpointTuple({"configurable": conf}, checkpoint, metadata)
+        # HGETALL: a dict from redis-py, a flat [field, value, ...] list from a script
+        fields = (
+            writes
+            if isinstance(writes, dict)
+            else dict(zip(writes[::2], writes[1::2], strict=True))
+        )
+        pending = [
+            (field.decode().partition(":")[0], *self._loads(value))
+            for field, value in sorted(fields.items())
+        ]
+        return CheckpointTuple({"configurable": conf}, checkpoint, metadata, pending_writes=pending)
+
+    def _latest_tuple(
+        self, config: RunnableConfig, reply: list[Any] | None
+    ) -> CheckpointTuple | None:
+        return None if not reply else self._tuple(config, reply[0], reply[1])
 
     def _next_config(self, config: RunnableConfig, checkpoint: Checkpoint) -> RunnableConfig:
         return {"configurable": {**config["configurable"], "checkpoint_id": checkpoint["id"]}}
@@ -111,9 +135,9 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         assert self.client is not None
-        key = self._key(config)
+        key = self._writes_key(config, config["configurable"]["checkpoint_id"])
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping=self._writes_mapping(config, writes, task_id))
+        pipe.hset(key, mapping=self._writes_mapping(writes, task_id))
         pipe.expire(key, self.ttl_seconds)
         pipe.execute()
 
@@ -121,8 +145,13 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         assert self.client is not None and self._latest is not None
         key = self._key(config)
         cid = get_checkpoint_id(config)
-        raw = self.client.hget(key, cid) if cid else self._latest(keys=[key])
-        return self._tuple(config, raw)  # type: ignore[arg-type]
+        if not cid:
+            return self._latest_tuple(config, self._latest(keys=[key]))  # type: ignore[arg-type]
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(key, cid)
+        pipe.hgetall(self._writes_key(config, cid))
+        raw, writes = pipe.execute()
+        return self._tuple(config, raw, writes)
 
     # --------------------------------------------------------------- async
 
@@ -149,9 +178,9 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         assert self.aclient is not None
-        key = self._key(config)
+        key = self._writes_key(config, config["configurable"]["checkpoint_id"])
         pipe = self.aclient.pipeline(transaction=False)
-        pipe.hset(key, mapping=self._writes_mapping(config, writes, task_id))
+        pipe.hset(key, mapping=self._writes_mapping(writes, task_id))
         pipe.expire(key, self.ttl_seconds)
         await pipe.execute()
 
@@ -159,5 +188,10 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         assert self.aclient is not None and self._alatest is not None
         key = self._key(config)
         cid = get_checkpoint_id(config)
-        raw = await self.aclient.hget(key, cid) if cid else await self._alatest(keys=[key])
-        return self._tuple(config, raw)  # type: ignore[arg-type]
+        if not cid:
+            return self._latest_tuple(config, await self._alatest(keys=[key]))  # type: ignore[arg-type]
+        pipe = self.aclient.pipeline(transaction=False)
+        pipe.hget(key, cid)
+        pipe.hgetall(self._writes_key(config, cid))
+        raw, writes = await pipe.execute()
+        return self._tuple(config, raw, writes)
