@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import heapq
 import os
+import re
 import socket
 import threading
 import time
@@ -165,12 +166,22 @@ def _attempt(execute: Callable[[Any], Any], request: Request | None) -> tuple[bo
 _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", "CLUSTERDOWN", "BUSY")
 # ... which redis-py turns into classes of their own, with the leading word removed.
 _UNAVAILABLE_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
+# A reply a command gave inside a script, as some servers word it (Redis 7.0 for a write refused
+# by a read-only replica, among others): "Error running script (call to f_<sha>): @user_script:74:
+# @user_script: 74: -READONLY You can't write against a read only replica."
+_IN_SCRIPT = re.compile(r"(?:ERR )?Error running script \(call to [^)]*\): .*?-([A-Z]+) ")
+_CLASS_OF_REPLY = {"READONLY": "ReadOnlyError", "OOM": "OutOfMemoryError"}  # as redis-py names them
 
 
 def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     """Scripts signal fencing failures with an error reply; give them their typed class, and
     the server's "unavailable" replies theirs."""
     message = str(exc)
+    inner = _IN_SCRIPT.match(message)
+    if inner is not None and inner[1] in _UNAVAILABLE_REPLIES:
+        return TierUnavailableError("redis", f"{_CLASS_OF_REPLY.get(inner[1], inner[1])}: {message}")
+    if inner is not None and inner[1] == "NOPERM":
+        message = message[inner.start(1):]
     if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)) or message.startswith(("MOVED ", "ASK ")):
         return ConfigError(
             f"the Redis server is a Redis Cluster node (it answered MOVED/ASK: {message}); connect with a cluster "
