@@ -175,31 +175,30 @@ _CLASS_OF_REPLY = {"READONLY": "ReadOnlyError", "OOM": "OutOfMemoryError"}  # as
 
 def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     """Scripts signal fencing failures with an error reply; give them their typed class, and
-    the server's "unavailable" replies theirs."""
+    the server's "unavailable" replies theirs. A command's reply wrapped in a script error is
+    typed as that reply."""
     message = str(exc)
     inner = _IN_SCRIPT.match(message)
-    if inner is not None and inner[1] in _UNAVAILABLE_REPLIES:
-        return TierUnavailableError("redis", f"{_CLASS_OF_REPLY.get(inner[1], inner[1])}: {message}")
-    if inner is not None and inner[1] == "NOPERM":
-        message = message[inner.start(1):]
-    if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)) or message.startswith(("MOVED ", "ASK ")):
+    reply = message if inner is None else message[inner.start(1):]
+    if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)) or reply.startswith(("MOVED ", "ASK ")):
         return ConfigError(
             f"the Redis server is a Redis Cluster node (it answered MOVED/ASK: {message}); connect with a cluster "
             "client: redis.cluster.RedisCluster, a redis+cluster:// URL or from_conn_string(..., redis_cluster=True)"
         )
     if isinstance(exc, _UNAVAILABLE_CLASSES):  # redis-py strips the OOM / READONLY word from these
         return TierUnavailableError("redis", f"{type(exc).__name__}: {message}")
-    if isinstance(exc, redis.exceptions.NoPermissionError) or message.startswith("NOPERM"):
+    if isinstance(exc, redis.exceptions.NoPermissionError) or reply.startswith("NOPERM"):
         return RedisPermissionError(
             f"the Redis user may not run a command the saver needs ({message}); grant it the commands "
             "listed in the README (EVALSHA, SCRIPT LOAD and the keys under the saver's key_prefix)"
         )
-    if message.startswith("STALE"):
+    if reply.startswith("STALE"):
         return StaleLockError(message)
-    if message.startswith("LOCKED"):
+    if reply.startswith("LOCKED"):
         return ThreadLockedError(message)
-    if message.split(" ", 1)[0] in _UNAVAILABLE_REPLIES:
-        return TierUnavailableError("redis", message)
+    word = reply.split(" ", 1)[0]
+    if word in _UNAVAILABLE_REPLIES:
+        return TierUnavailableError("redis", message if inner is None else f"{_CLASS_OF_REPLY.get(word, word)}: {message}")
     return exc
 
 
