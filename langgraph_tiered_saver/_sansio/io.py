@@ -168,7 +168,8 @@ _UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "LOADING", "TRYAGAIN", 
 _UNAVAILABLE_CLASSES = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError)
 # A reply a command gave inside a script, as some servers word it (Redis 7.0 for a write refused
 # by a read-only replica, among others): "Error running script (call to f_<sha>): @user_script:74:
-# @user_script: 74: -READONLY You can't write against a read only replica."
+# @user_script: 74: -READONLY You can't write against a read only replica.", after redis-py's
+# "Command # 2 (EVALSHA ...) of pipeline caused error: " when the script ran in a pipeline.
 _IN_SCRIPT = re.compile(r"(?:ERR )?Error running script \(call to [^)]*\): .*?-([A-Z]+) ")
 _CLASS_OF_REPLY = {"READONLY": "ReadOnlyError", "OOM": "OutOfMemoryError"}  # as redis-py names them
 
@@ -178,7 +179,7 @@ def _typed_script_error(exc: redis.exceptions.ResponseError) -> Exception:
     the server's "unavailable" replies theirs. A command's reply wrapped in a script error is
     typed as that reply."""
     message = str(exc)
-    inner = _IN_SCRIPT.match(message)
+    inner = _IN_SCRIPT.search(message)
     reply = message if inner is None else message[inner.start(1):]
     if isinstance(exc, (redis.exceptions.MovedError, redis.exceptions.AskError)) or reply.startswith(("MOVED ", "ASK ")):
         return ConfigError(
