@@ -238,7 +238,8 @@ class Core:
             durability=HotDurability.of(hot_durability, opt.seconds("hot_durability_timeout", hot_durability_timeout)),
         )
         flush = FlushOps(serde, key_prefix=key_prefix, schema=schema, audit_json=audit_json, ttl_ms=ttl_ms,
-                         offloader=offload, takeover_seconds=policy.takeover_seconds)  # fmt: skip
+                         offloader=offload, takeover_seconds=policy.takeover_seconds,
+                         on_forked=lambda tenant, thread, forked: report_forks(metrics, tenant, thread, forked, "flushed"))  # fmt: skip
         core = cls(
             hot=hot, flush=flush, offload=offload, schema=schema, durable=durable, on_redis_error=on_redis_error,
             policy=policy, metrics=metrics, fences=Fences(), clock=clock,
@@ -611,25 +612,30 @@ class Core:
         """Redis answers what it holds and can vouch for; anything else is Postgres' to answer
         (a miss, a copy evicted in part, one that may be older than Postgres), and a Postgres
         that cannot answer is an error, never "no such thread"."""
+        hot_up = True
         if self.written_through:
             yield from self._recover_op(ref)
+            # Still written through: Redis answers reads but still refuses the writes that went to
+            # Postgres instead (a demoted replica, out of memory). Its copy predates them: Postgres
+            # answers for the thread until Redis takes writes again.
+            hot_up = (ref.tenant_id, ref.thread_id) not in self.written_through
         if self.combiner is not None:
             yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
-        hot_up = True
-        try:
-            found = yield from (read() if read is not None else self.hot.get_stored_op(ref))
-            if found.status == "absent":  # Redis holds all of the thread: see fresh_threads.py
-                self.metrics.incr("read_absent_redis")
-                return None
-            stored = found.first
-            if stored is not None and found.status == "unverified" and self.durable:
-                stored = yield from self._verified_op(ref, stored, found.generation)
-        except TierUnavailableError as exc:
-            if exc.tier != "redis":
-                raise
-            self._hot_failed(exc, "get_tuple")
-            hot_up = False
+        if hot_up:
+            try:
+                found = yield from (read() if read is not None else self.hot.get_stored_op(ref))
+                if found.status == "absent":  # Redis holds all of the thread: see fresh_threads.py
+                    self.metrics.incr("read_absent_redis")
+                    return None
+                stored = found.first
+                if stored is not None and found.status == "unverified" and self.durable:
+                    stored = yield from self._verified_op(ref, stored, found.generation)
+            except TierUnavailableError as exc:
+                if exc.tier != "redis":
+                    raise
+                self._hot_failed(exc, "get_tuple")
+                hot_up = False
         if stored is not None and stored.complete:
             self.metrics.incr("read_hits_redis")
             return (yield from self._to_tuple_op(ref, stored, hot_up))

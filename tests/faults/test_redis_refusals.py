@@ -92,6 +92,34 @@ def test_a_read_only_replica_is_typed_and_falls_back_to_postgres(
         assert pg_count(test_database_url, saver.schema, cfg["configurable"]["thread_id"]) == STEPS
 
 
+def test_a_demoted_redis_never_answers_for_a_thread_written_through(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str
+) -> None:
+    """A failover demotes the saver's Redis to a replica of a primary it cannot reach: it keeps
+    its data and serves reads, but refuses writes. A run is then written through to Postgres,
+    and from then on the older copy Redis still serves must not answer for the thread (a state
+    read right after the run would go back in time), until Redis takes writes again."""
+    server = make_private_redis()
+    with private_saver(server.url, test_database_url, on_redis_error="fallback") as saver, client_of(server.url) as client:
+        cfg = thread_config()
+        graph = chain_graph(saver)
+        per_run = graph.invoke({"n": 0}, cfg)["n"]  # each run adds one per node
+        saver.flush()
+        client.execute_command("REPLICAOF", "127.0.0.1", "1")  # no primary there: it keeps what it holds
+        assert graph.invoke({"n": 0}, cfg)["n"] == 2 * per_run
+        assert saver.metrics.counter("redis_fallbacks") > 0
+        assert graph.get_state(cfg).values["n"] == 2 * per_run
+        assert next(iter(graph.get_state_history(cfg))).values["n"] == 2 * per_run
+        assert graph.invoke({"n": 0}, cfg)["n"] == 3 * per_run
+        assert graph.get_state(cfg).values["n"] == 3 * per_run
+        client.execute_command("REPLICAOF", "NO", "ONE")  # writable again: the thread goes on from Postgres
+        assert graph.get_state(cfg).values["n"] == 3 * per_run
+        assert graph.invoke({"n": 0}, cfg)["n"] == 4 * per_run
+        saver.flush()
+        assert saver.metrics.counter("thread_forks") == 0
+        assert pg_count(test_database_url, saver.schema, cfg["configurable"]["thread_id"]) == 4 * STEPS
+
+
 def test_a_user_without_evalsha_gets_a_typed_error(
     make_private_redis: Callable[..., PrivateRedis], test_database_url: str
 ) -> None:
