@@ -465,7 +465,6 @@ def record_flush(metrics: Metrics, result: FlushResult, seconds: float) -> None:
     metrics.incr("flushed_blobs", result.blobs)
     if result.lost:
         metrics.incr("outbox_entries_lost", result.lost)
-    report_forks(metrics, result.tenant_id, result.thread_id, result.forked, "flushed")
     metrics.observe("flush_seconds", seconds)
     if result.lag_seconds is not None:
         metrics.observe("flush_lag_seconds", result.lag_seconds)

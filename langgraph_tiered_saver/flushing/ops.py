@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -222,8 +222,14 @@ class FlushOps:
         ttl_ms: int,
         offloader: Offloader | None = None,
         takeover_seconds: float = TAKEOVER_SECONDS,
+        on_forked: Callable[[str, str, list[tuple[str, str]]], None] | None = None,
     ) -> None:
         self.serde = serde
+        # Told of the forks a flush found as soon as its transaction commits (tenant, thread,
+        # [(namespace, checkpoint id)]): a later step of that flush may fail (its acknowledgement,
+        # on a Redis that refuses writes), and its retry finds the rows stored, the fork no
+        # longer visible to it.
+        self.on_forked = on_forked
         self.offloader = offloader  # sends oversized values to the blob store before their rows
         # A synchronous flush waits at most this long for another flusher's lease, then takes
         # the thread over with a newer fencing token: a stalled holder (SIGSTOP, a GC pause, a
@@ -417,6 +423,10 @@ class FlushOps:
         lock = K.lock_key(self.prefix, tenant_id, thread_id, "flush")
         return scripts.thread_keys(self.prefix, tenant_id, thread_id, flush_lock=lock)
 
+    def _forked(self, tenant_id: str, thread_id: str, forked: list[tuple[str, str]]) -> None:
+        if forked and self.on_forked is not None:
+            self.on_forked(tenant_id, thread_id, forked)
+
     def flush_thread_op(
         self, tenant_id: str, thread_id: str, *, wait: bool = False, lease: FlushLease = DEFAULT_LEASE,
         first: FirstRead | None = None, defer_ack: bool = False,
@@ -501,6 +511,8 @@ class FlushOps:
                 except Exception as exc:  # this thread's own (corrupt bytes): its lease goes below
                     outcomes[i] = exc
             written = yield from self._group_transaction_op(threads, held, group)
+            for key, forked in (written or {}).items():
+                self._forked(*key, forked)
             if written is None:  # refused: each thread alone finds the one to blame
                 alone += list(group)
             else:
@@ -643,7 +655,9 @@ class FlushOps:
                 batch, offloaded, lost = yield from self._rows_op(tenant_id, thread_id, entries, values)
                 if batch.checkpoints or batch.blobs or batch.writes:
                     counts = yield from upsert_batch_op(self.schema, [batch], fences, hot_tier=self.prefix)
-                    result.forked += [(ns, checkpoint_id) for _, ns, checkpoint_id in counts.forked]
+                    forked = [(ns, checkpoint_id) for _, ns, checkpoint_id in counts.forked]
+                    self._forked(tenant_id, thread_id, forked)
+                    result.forked += forked
                     if observed is not None:
                         result.lag_seconds = _seconds_since(observed)
                 _count(result, batch, lost)
