@@ -24,6 +24,9 @@ step it checks against a reference model:
 
 - a fallback run of a thread with unflushed runs in the stopped Redis forks it (both branches
   are kept): the fork is reported (`thread_forks`) when the older branch is flushed;
+- a Redis demoted to a replica (it serves reads, refuses writes) under fallback: the run is
+  written through, and a state read while Redis is still demoted is the run's, never the older
+  copy Redis serves;
 - a second hot tier (another key prefix, no `setup()`) over the schema runs a turn in its own
   Redis keys but can never flush it into the schema: refused in Postgres' transaction.
 
@@ -97,6 +100,7 @@ class Figures:
     faults: int = 0
     postgres_outages: int = 0
     redis_outages: int = 0  # with fallback; dirty: the thread had unflushed runs in Redis
+    redis_demotions: int = 0  # of them, Redis demoted to a replica (reads served, writes refused)
     redis_outages_dirty: int = 0
     checkpoints: int = 0
     losses_reported: int = 0
@@ -294,6 +298,40 @@ class TieredModel(RuleBasedStateMachine):
         model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
         FIGURES.faults += 1
         FIGURES.redis_outages += 1
+        FIGURES.steps += 1
+
+    @precondition(lambda self: self.runs > 0 and self.redis_outages < OUTAGES_PER_EXAMPLE)
+    @rule(i=st.integers(0, THREADS - 1))
+    def redis_demoted_with_fallback(self, i: int) -> None:
+        """A failover demotes Redis to a replica of a primary it cannot reach: it keeps what it
+        holds and serves reads, but refuses writes. The run is written through to Postgres, going
+        on from what Postgres holds (its first read takes the run lock, which Redis refuses); a
+        state read while Redis is still demoted is the run's, never the older copy Redis serves;
+        writable again, that copy never answers as the latest, and its unflushed checkpoints are
+        kept (flushed), as after an outage."""
+        self.redis_outages += 1
+        dirty = [t for t, m in self.threads.items() if m.dirty]
+        thread = dirty[i % len(dirty)] if dirty else f"{self.prefix}-t{i}"
+        model = self.threads[thread]
+        had_unflushed_runs = model.dirty
+        tag = self._next_tag()
+        self.client.execute_command("REPLICAOF", "127.0.0.1", "1")  # nothing listens there
+        try:
+            out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
+            read_while_demoted = self.graph.get_state(self._cfg(thread)).values.get("log", [])
+        finally:
+            self.client.execute_command("REPLICAOF", "NO", "ONE")
+        assert out["log"] == [*model.flushed_log, tag, "a", "b"]
+        assert read_while_demoted == out["log"]
+        assert self.saver.metrics.counter("redis_fallbacks") >= 1
+        self.expected_forks += had_unflushed_runs
+        model.log = list(model.flushed_log)
+        self._record(thread, tag)
+        FIGURES.redis_outages_dirty += had_unflushed_runs
+        model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
+        FIGURES.faults += 1
+        FIGURES.redis_outages += 1
+        FIGURES.redis_demotions += 1
         FIGURES.steps += 1
 
     @precondition(lambda self: self.runs > 0)
@@ -581,8 +619,8 @@ def test_the_tiers_agree_with_the_model(model_env: tuple[PrivateRedis, PrivatePo
     print(
         f"\nmodel-based test: {FIGURES.examples} examples, {FIGURES.steps} steps, {FIGURES.faults} faults "
         f"(expiry, eviction, Redis restarts; {FIGURES.postgres_outages} Postgres outages, "
-        f"{FIGURES.redis_outages} Redis outages with fallback, {FIGURES.redis_outages_dirty} of a thread with unflushed "
-        f"runs), {FIGURES.checkpoints} checkpoints, "
+        f"{FIGURES.redis_outages} Redis outages with fallback ({FIGURES.redis_demotions} demotions to a replica), "
+        f"{FIGURES.redis_outages_dirty} of a thread with unflushed runs), {FIGURES.checkpoints} checkpoints, "
         f"{FIGURES.losses_reported} threads' unflushed runs lost with a reported Redis loss, "
         f"{FIGURES.losses_unreported} unreported losses, {FIGURES.stalled_flushes} stalled flushers "
         f"({FIGURES.stalled_flushes_refused} refused by the fence), {FIGURES.acks_lost} acknowledgements lost, {FIGURES.snapshot_restores} restarts from an "

@@ -39,8 +39,9 @@ from langgraph_tiered_saver.flushing.ops import FlushOps, FlushResult
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from langgraph_tiered_saver.hot.ops import HotOps
+from langgraph_tiered_saver.hot.stored import encode_refs
 from langgraph_tiered_saver.locking.locks import LockOps
-from langgraph_tiered_saver.records.codec import encode_typed
+from langgraph_tiered_saver.records.codec import CheckpointRecord, encode_typed
 from langgraph_tiered_saver.records.ids import ThreadRef
 
 TENANT, THREAD = "acme", "t1"
@@ -142,6 +143,21 @@ def test_a_miss_is_answered_by_postgres(saver_factory: Any, status: bytes) -> No
     assert driver.run(_get_latest(saver)) is None  # Postgres, which knows, says there is none
     assert saver.metrics.counter("read_misses") == 1
     assert len(saver.core.fresh) == 0  # Postgres holds some of the thread: not new
+
+
+def test_a_thread_written_through_is_read_from_postgres_while_redis_still_refuses_writes(saver_factory: Any) -> None:
+    """Redis answers reads but refused the writes that went to Postgres (a demoted replica, out
+    of memory): its copy of the thread predates them, so Postgres answers, never that copy."""
+    saver = saver_factory(on_redis_error="fallback")
+    saver.core.written_through.add((TENANT, THREAD))
+    refused = TierUnavailableError("redis", "ReadOnlyError: You can't write against a read only replica.")
+    driver = ScriptedDriver([
+        Expect(RedisCall, error=refused, check=_is("ZSCORE", "EVALSHA:outbox_read"), describe="the recovery flush"),
+        Expect(PgCall, reply=[[]], describe="Postgres' latest, Redis' copy left unread"),
+    ])  # fmt: skip
+    assert driver.run(_get_latest(saver)) is None
+    assert (TENANT, THREAD) in saver.core.written_through  # recovered on a later call, once Redis takes writes
+    assert saver.metrics.counter("read_hits_redis") == 0
 
 
 def _fresh_arg(request: Any) -> str:
@@ -320,6 +336,36 @@ def test_the_outbox_is_flushed_in_batches(monkeypatch: pytest.MonkeyPatch) -> No
     ])  # fmt: skip
     result = driver.run(_flush_ops().flush_thread_op(TENANT, THREAD))
     assert (result.blobs, result.remaining, result.skipped_locked) == (3, 0, False)
+
+
+def _checkpoint_entry(checkpoint_id: str) -> tuple[bytes, list[Any]]:
+    """An outbox entry of a checkpoint (no channel values) and what the outbox read gives for it."""
+    serde = JsonPlusSerializer()
+    bare = {**empty_checkpoint(), "id": checkpoint_id}
+    bare.pop("channel_values")
+    record = CheckpointRecord(serde.dumps_typed(bare), serde.dumps_typed({"step": 1}), None, ())
+    member = K.checkpoint_member("", checkpoint_id)
+    return K.outbox_entry("checkpoint", member).encode(), [record.pack(), encode_refs("run-1", ()).encode(), [], []]
+
+
+def test_a_fork_a_flush_commits_is_reported_though_its_acknowledgement_fails() -> None:
+    """Forks are told as the transaction that found them commits: the acknowledgement after it
+    may fail (a Redis that now refuses writes), and the flush that retries finds the rows stored,
+    the fork no longer visible to it."""
+    told: list[Any] = []
+    ops = FlushOps(JsonPlusSerializer(), key_prefix="lts", schema="s", audit_json=True, ttl_ms=60_000,
+                   on_forked=lambda tenant, thread, forked: told.append((tenant, thread, forked)))  # fmt: skip
+    entry, value = _checkpoint_entry("ck-1")
+    refused = TierUnavailableError("redis", "ReadOnlyError: You can't write against a read only replica.")
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=_outbox([entry], [value]), check=_is("ZSCORE", "EVALSHA:outbox_read")),
+        Expect(PgCall, reply=[1, 1, [("", "ck-1")], [(1,)]], describe="lock, hot-tier check, fork check: a fork; the row"),
+        Expect(RedisCall, error=refused, check=_is("EVALSHA:outbox_ack"), describe="the acknowledgement, refused"),
+        Expect(RedisCall, error=refused, describe="the lease's release, refused too"),
+    ])  # fmt: skip
+    with pytest.raises(TierUnavailableError):
+        driver.run(ops.flush_thread_op(TENANT, THREAD))
+    assert told == [(TENANT, THREAD, [("", "ck-1")])]
 
 
 def _deferred(ops: FlushOps) -> None:
@@ -558,6 +604,8 @@ def test_postgres_errors_are_classified() -> None:
       "against a read only replica.", TierUnavailableError),
      ("Error running script (call to f_084b42c3): @user_script:12: @user_script: 12: -OOM command not allowed when "
       "used memory > 'maxmemory'.", TierUnavailableError),
+     ("Command # 2 (EVALSHA e85b5922 11...) of pipeline caused error: Error running script (call to f_e85b5922): "
+      "@user_script:69: @user_script: 69: -READONLY You can't write against a read only replica.", TierUnavailableError),
      ("Error running script (call to f_084b42c3): @user_script:3: @user_script: 3: -NOPERM this user has no "
       "permissions to run the 'hdel' command", RedisPermissionError),
      # a fault of the script itself stays what it is
