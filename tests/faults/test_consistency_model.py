@@ -44,6 +44,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,21 +276,51 @@ class TieredModel(RuleBasedStateMachine):
         holds (the thread's unflushed runs are in the stopped Redis); Redis comes back from its
         AOF with its older copy, which must never answer as the latest again: the run written
         through is the latest, and the older copy's unflushed checkpoints are kept (flushed)."""
+        self._written_through_run(i, self._redis_stopped())
+
+    @precondition(lambda self: self.runs > 0 and self.redis_outages < OUTAGES_PER_EXAMPLE)
+    @rule(i=st.integers(0, THREADS - 1))
+    def redis_demoted_with_fallback(self, i: int) -> None:
+        """A failover demotes Redis to a replica of a primary it cannot reach: it keeps what it
+        holds and serves reads, but refuses writes. As in an outage, the run is written through
+        (its first read takes the run lock, which Redis refuses), and the older copy Redis still
+        serves never answers for the thread, before or after Redis takes writes again."""
+        self._written_through_run(i, self._redis_demoted())
+        FIGURES.redis_demotions += 1
+
+    @contextmanager
+    def _redis_stopped(self) -> Iterator[None]:
+        self.redis_server.stop()
+        try:
+            yield
+        finally:
+            self.redis_server.start()
+
+    @contextmanager
+    def _redis_demoted(self) -> Iterator[None]:
+        self.client.execute_command("REPLICAOF", "127.0.0.1", "1")  # nothing listens there
+        try:
+            yield
+        finally:
+            self.client.execute_command("REPLICAOF", "NO", "ONE")
+
+    def _written_through_run(self, i: int, fault: AbstractContextManager[None]) -> None:
+        """A run while `fault` keeps Redis from taking writes, of a thread with unflushed runs
+        (the fork case) when there is one; the thread's state is read before the fault ends."""
         self.redis_outages += 1
-        dirty = [t for t, m in self.threads.items() if m.dirty]  # the fork case, when there is one
+        dirty = [t for t, m in self.threads.items() if m.dirty]
         thread = dirty[i % len(dirty)] if dirty else f"{self.prefix}-t{i}"
         model = self.threads[thread]
         had_unflushed_runs = model.dirty
         tag = self._next_tag()
-        self.redis_server.stop()
-        try:
+        with fault:
             out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
-        finally:
-            self.redis_server.start()
+            read_meanwhile = self.graph.get_state(self._cfg(thread)).values.get("log", [])
         assert out["log"] == [*model.flushed_log, tag, "a", "b"]
+        assert read_meanwhile == out["log"]
         assert self.saver.metrics.counter("redis_fallbacks") >= 1
-        # the stopped Redis' unflushed runs and this run both continue the flushed latest: a
-        # fork, reported when the saver next meets the thread and flushes the older branch
+        # Redis' unflushed runs and this run both continue the flushed latest: a fork, reported
+        # when the saver next meets the thread and flushes the older branch
         self.expected_forks += had_unflushed_runs
         model.log = list(model.flushed_log)
         self._record(thread, tag)
@@ -298,40 +330,6 @@ class TieredModel(RuleBasedStateMachine):
         model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
         FIGURES.faults += 1
         FIGURES.redis_outages += 1
-        FIGURES.steps += 1
-
-    @precondition(lambda self: self.runs > 0 and self.redis_outages < OUTAGES_PER_EXAMPLE)
-    @rule(i=st.integers(0, THREADS - 1))
-    def redis_demoted_with_fallback(self, i: int) -> None:
-        """A failover demotes Redis to a replica of a primary it cannot reach: it keeps what it
-        holds and serves reads, but refuses writes. The run is written through to Postgres, going
-        on from what Postgres holds (its first read takes the run lock, which Redis refuses); a
-        state read while Redis is still demoted is the run's, never the older copy Redis serves;
-        writable again, that copy never answers as the latest, and its unflushed checkpoints are
-        kept (flushed), as after an outage."""
-        self.redis_outages += 1
-        dirty = [t for t, m in self.threads.items() if m.dirty]
-        thread = dirty[i % len(dirty)] if dirty else f"{self.prefix}-t{i}"
-        model = self.threads[thread]
-        had_unflushed_runs = model.dirty
-        tag = self._next_tag()
-        self.client.execute_command("REPLICAOF", "127.0.0.1", "1")  # nothing listens there
-        try:
-            out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
-            read_while_demoted = self.graph.get_state(self._cfg(thread)).values.get("log", [])
-        finally:
-            self.client.execute_command("REPLICAOF", "NO", "ONE")
-        assert out["log"] == [*model.flushed_log, tag, "a", "b"]
-        assert read_while_demoted == out["log"]
-        assert self.saver.metrics.counter("redis_fallbacks") >= 1
-        self.expected_forks += had_unflushed_runs
-        model.log = list(model.flushed_log)
-        self._record(thread, tag)
-        FIGURES.redis_outages_dirty += had_unflushed_runs
-        model.flushed_log, model.flushed_ids, model.dirty = list(model.log), set(model.ids), False
-        FIGURES.faults += 1
-        FIGURES.redis_outages += 1
-        FIGURES.redis_demotions += 1
         FIGURES.steps += 1
 
     @precondition(lambda self: self.runs > 0)
