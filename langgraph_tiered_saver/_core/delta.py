@@ -120,12 +120,13 @@ def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[
     wanted = _check_channels(channels)
     if not wanted:
         return {}
-    yield from core._recover_op(ref)
+    hot_up = yield from core._recover_op(ref)  # not: Redis' copy predates a write-through
     yield from core._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)  # held writes belong to it
     walk = _Walk()
     status, target_id, next_id = "target", ref.checkpoint_id or "", ""
     try:
-        status, target_id, next_id = yield from hot_walk_op(core.hot, ref, wanted, walk)
+        if hot_up:
+            status, target_id, next_id = yield from hot_walk_op(core.hot, ref, wanted, walk)
     except TierUnavailableError as exc:
         core._hot_failed(exc, "get_delta_channel_history")  # re-raises unless falling back to Postgres
     if status == "lost" and not core.durable:

@@ -551,20 +551,22 @@ class Core:
         self._read_through(ref, checkpoint_id)
         return {checkpoint_id: parent or ""}
 
-    def _recover_op(self, ref: ThreadRef) -> Op[None]:
+    def _recover_op(self, ref: ThreadRef) -> Op[bool]:
         """Redis answers again for a thread written through to Postgres meanwhile: its Redis copy
         (back from AOF or a replica) predates those writes and must not answer as the latest.
         Flush what it still holds (older checkpoints never displace Postgres' newer latest), then
-        drop it, so the thread is read from Postgres and re-warmed from there."""
+        drop it, so the thread is read from Postgres and re-warmed from there. Returns whether
+        Redis may answer reads of the thread: not while it still refuses this (it is down, or
+        serves reads but refuses writes: a demoted replica, out of memory)."""
         key = (ref.tenant_id, ref.thread_id)
         if key not in self.written_through:
-            return None
+            return True
         try:
             if self.durable:
                 yield from self._flush_recorded_op(*key)
             yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
         except TierUnavailableError:
-            return None  # still down: the next call tries again
+            return False  # still refused: the next call tries again
         self.written_through.discard(key)
         self.metrics.incr("redis_stale_threads_dropped")
         logger.warning(
@@ -572,7 +574,7 @@ class Core:
             "was flushed and dropped, the thread now reads from Postgres", ref.tenant_id, ref.thread_id,
             extra=fields(ref),
         )
-        return None
+        return True
 
     def _flush_now_op(self, tenant_id: str, thread_id: str, *, defer_ack: bool = False) -> Op[FlushResult]:
         yield from self._drain_op(tenant_id, thread_id)
@@ -612,13 +614,7 @@ class Core:
         """Redis answers what it holds and can vouch for; anything else is Postgres' to answer
         (a miss, a copy evicted in part, one that may be older than Postgres), and a Postgres
         that cannot answer is an error, never "no such thread"."""
-        hot_up = True
-        if self.written_through:
-            yield from self._recover_op(ref)
-            # Still written through: Redis answers reads but still refuses the writes that went to
-            # Postgres instead (a demoted replica, out of memory). Its copy predates them: Postgres
-            # answers for the thread until Redis takes writes again.
-            hot_up = (ref.tenant_id, ref.thread_id) not in self.written_through
+        hot_up = (yield from self._recover_op(ref)) if self.written_through else True
         if self.combiner is not None:
             yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
@@ -745,15 +741,18 @@ class Core:
     def list_op(self, q: ListQuery) -> Op[list[CheckpointTuple]]:
         if q.limit is not None and q.limit <= 0:
             return []
-        if q.ref is not None:
-            yield from self._recover_op(q.ref)
+        hot_up = (yield from self._recover_op(q.ref)) if q.ref is not None else True
         yield from self._drain_op(q.tenant, q.ref.thread_id if q.ref else None)
         found: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
         partial: dict[ListKey, tuple[ThreadRef, StoredCheckpoint]] = {}
-        hot_up = True
         listed: Listed | None = None  # one thread's answer: may spare the Postgres query
         try:
-            threads = [q.ref] if q.ref else [ThreadRef(q.tenant, t) for t in (yield from self.hot.list_threads_op(q.tenant))]
+            if not hot_up:  # Redis' copy of the thread predates its write-through (_recover_op)
+                threads = []
+            elif q.ref is not None:
+                threads = [q.ref]
+            else:
+                threads = [ThreadRef(q.tenant, t) for t in (yield from self.hot.list_threads_op(q.tenant))]
             for thread_ref in threads:
                 listed = yield from self.hot.list_stored_op(
                     thread_ref, all_namespaces=q.all_namespaces, before_id=q.before_id, metadata_filter=q.filter,

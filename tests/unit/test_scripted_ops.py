@@ -158,6 +158,12 @@ def test_a_thread_written_through_is_read_from_postgres_while_redis_still_refuse
     assert driver.run(_get_latest(saver)) is None
     assert (TENANT, THREAD) in saver.core.written_through  # recovered on a later call, once Redis takes writes
     assert saver.metrics.counter("read_hits_redis") == 0
+    listing = ScriptedDriver([
+        Expect(RedisCall, error=refused, check=_is("ZSCORE", "EVALSHA:outbox_read"), describe="the recovery flush"),
+        Expect(PgCall, reply=[[]], describe="Postgres' checkpoints, Redis' list left unread"),
+    ])  # fmt: skip
+    ref = saver._ref({"configurable": {"thread_id": THREAD}})
+    assert listing.run(saver.core.list_op(ListQuery(ref, TENANT, True, None, None, None))) == []
 
 
 def _fresh_arg(request: Any) -> str:
