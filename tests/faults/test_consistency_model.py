@@ -295,6 +295,7 @@ class TieredModel(RuleBasedStateMachine):
             yield
         finally:
             self.redis_server.start()
+            self.client.connection_pool.disconnect()  # its connections went with the old server
 
     @contextmanager
     def _redis_demoted(self) -> Iterator[None]:
@@ -486,6 +487,7 @@ class TieredModel(RuleBasedStateMachine):
             self.redis_server.start()
         finally:
             self.redis_server.args = args
+        self.client.connection_pool.disconnect()  # its connections went with the killed server
         self.client.config_set("appendonly", "yes")  # as configured again, for the other rules
         for thread, model in self.threads.items():
             snap = self.snapshot[thread]
