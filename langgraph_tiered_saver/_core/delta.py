@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import DeltaChannelHistory
 
+from langgraph_tiered_saver._core.delta_walks import KeptWalk, KeptWalks, strictly_decreasing
 from langgraph_tiered_saver._sansio.io import Op, RedisCall
 from langgraph_tiered_saver.durable import delta as pgdelta
 from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
@@ -97,21 +98,45 @@ def _check_channels(channels: Sequence[str]) -> list[str]:
     return wanted
 
 
-def hot_walk_op(hot: HotOps, ref: ThreadRef, channels: Sequence[str], walk: _Walk) -> Op[tuple[str, str, str]]:
-    """Walk in Redis (one round trip). Returns (status, target id, next id): see the script."""
-    args = (hot.ttl_ms if hot.refresh_on_read else 0, ref.checkpoint_ns, ref.checkpoint_id or "")
+def hot_walk_op(
+    hot: HotOps, ref: ThreadRef, channels: Sequence[str], walk: _Walk, kept: KeptWalks | None = None
+) -> Op[tuple[str, str, str]]:
+    """Walk in Redis (one round trip), stopping where a walk `kept` from an earlier call begins
+    (delta_walks.py). Returns (status, target id, next id): see the script ("known" comes back
+    as "done", the kept part added)."""
+    key = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns, tuple(channels))
+    known = kept.get(key) if kept is not None else None
+    args = (
+        hot.ttl_ms if hot.refresh_on_read else 0, ref.checkpoint_ns, ref.checkpoint_id or "",
+        *((known.newest, known.oldest, known.count) if known is not None else ("", "", 0)),
+    )  # fmt: skip
     plan = thread_plan(hot.prefix, ref.tenant_id, ref.thread_id)  # its key prefix: GET's first key
     call = scripts.DELTA_HISTORY.call_planned(plan.get_keys[:1], args, list(channels))
-    ((status, target_id, steps, seeds, next_id),) = yield RedisCall((call,), scripts=(scripts.DELTA_HISTORY,))
+    ((status, target_id, raw_steps, raw_seeds, next_id, *whole),) = yield RedisCall((call,), scripts=(scripts.DELTA_HISTORY,))
     where = f"Redis thread {ref.thread_id!r}"
-    for raw_writes in steps:
+    steps: list[list[WriteRecord]] = []
+    for raw_writes in raw_steps:
         writes = [unpack_write(raw, where) for raw in raw_writes]
         if len(writes) > 1:
             writes.sort(key=WriteRecord.sort_key)
-        walk.steps.append(writes)
-    for i in range(0, len(seeds), 2):
-        walk.seeds[as_str(seeds[i])] = decode_typed(seeds[i + 1], where)
-    return as_str(status), as_str(target_id), as_str(next_id)
+        steps.append(writes)
+    seeds = {as_str(raw_seeds[i]): decode_typed(raw_seeds[i + 1], where) for i in range(0, len(raw_seeds), 2)}
+    status = as_str(status)
+    if status == "known" and known is not None:  # the kept walk goes on where this one stopped
+        steps, seeds = known.after(steps, seeds)
+    if status in ("done", "known") and kept is not None and whole:
+        ids, count = [as_str(i) for i in whole[0]], int(whole[1])
+        before = known if status == "known" else None
+        newest = ids[0] if ids else before.newest if before is not None else None
+        oldest = before.oldest if before is not None else ids[-1] if ids else None
+        if newest is not None and oldest is not None and strictly_decreasing(ids, before.newest if before is not None else None):
+            kept.keep(key, KeptWalk(newest, oldest, count, tuple(steps), seeds))
+        else:
+            kept.drop(key)
+        status = "done"
+    walk.steps += steps
+    walk.seeds.update(seeds)
+    return status, as_str(target_id), as_str(next_id)
 
 
 def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[dict[str, DeltaChannelHistory]]:
@@ -126,7 +151,7 @@ def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[
     status, target_id, next_id = "target", ref.checkpoint_id or "", ""
     try:
         if hot_up:
-            status, target_id, next_id = yield from hot_walk_op(core.hot, ref, wanted, walk)
+            status, target_id, next_id = yield from hot_walk_op(core.hot, ref, wanted, walk, core.delta_walks)
     except TierUnavailableError as exc:
         core._hot_failed(exc, "get_delta_channel_history")  # re-raises unless falling back to Postgres
     if status == "lost" and not core.durable:

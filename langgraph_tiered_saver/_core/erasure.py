@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from langgraph_tiered_saver._core.delta_walks import KeptWalks
 from langgraph_tiered_saver._sansio.io import BlobIO, Op, PgCall, PgStatement, RedisCall
 from langgraph_tiered_saver.blobs.offloader import Offloader
 from langgraph_tiered_saver.durable import ops as pg
@@ -39,6 +40,7 @@ class Core(Protocol):
     durable: bool
     schema: str
     decoded: DecodedValues
+    delta_walks: KeptWalks
 
     def delete_thread_op(self, tenant: str, thread_id: str) -> Op[None]: ...
 
@@ -69,6 +71,7 @@ def delete_tenant_op(core: Core, tenant: str) -> Op[TenantErasure]:
     result.blobs = yield from _delete_blobs_op(core, tenant)
     result.redis_keys = yield from _delete_keys_op(core.hot.prefix, tenant)
     core.decoded.forget_tenant(tenant)  # decoded values this process kept
+    core.delta_walks.forget_tenant(tenant)  # and its DeltaChannel walks
     return result
 
 

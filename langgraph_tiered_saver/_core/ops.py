@@ -32,6 +32,7 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.types import RESUME
 
 from langgraph_tiered_saver import _options as opt
+from langgraph_tiered_saver._core.delta_walks import KeptWalks
 from langgraph_tiered_saver._core.fresh_threads import FreshThreads
 from langgraph_tiered_saver._core.legacy import LegacyReads, parent_key
 from langgraph_tiered_saver._core.pruning import PruneReport, latest_per_namespace, prune_thread_op
@@ -188,6 +189,8 @@ class Core:
     fresh: FreshThreads = field(default_factory=lambda: FreshThreads(), init=False)
     # values read again (DeltaChannel seeds and writes, a checkpoint's values): records/decoded.py
     decoded: DecodedValues = field(default_factory=lambda: DecodedValues(), init=False)
+    # DeltaChannel walks made, where the next walk of their thread may stop: delta_walks.py
+    delta_walks: KeptWalks = field(default_factory=lambda: KeptWalks(), init=False)
     _stale_reported: str = field(default="", init=False)  # the generation whose first stale thread was logged
 
     def __post_init__(self) -> None:

@@ -444,3 +444,123 @@ def test_on_a_redis_cluster(cluster_saver_context: Callable[..., Any]) -> None:
         chat(saver, cfg, 6)
         for t in list(saver.list(cfg)):
             assert counted_history(saver, t.config, ["messages"]) == (base_walk(saver, t.config, ["messages"]), Counter({"RedisCall": 1}))
+
+
+# ------------------------------------------------------------------ walks kept across calls
+
+
+class LongChat(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], DeltaChannel(add_messages_batch, snapshot_frequency=40)]
+
+
+def long_chat_graph(checkpointer: Any) -> Any:
+    """`chat_graph` with snapshots far apart: each turn's walk goes back over many turns."""
+    g = StateGraph(LongChat)
+    g.add_node("model", lambda s: {"messages": [AIMessage(content=f"answer {len(s['messages'])}", id=f"m-{len(s['messages'])}")]})
+    g.add_node("tool", lambda s: {"messages": [AIMessage(content="tool ok", id=f"t-{len(s['messages'])}")]})
+    g.add_edge(START, "model")
+    g.add_edge("model", "tool")
+    g.add_edge("tool", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def walked(saver: TieredSaver, config: dict[str, Any], channels: list[str]) -> tuple[dict[str, Any], str, int]:
+    """The history, and what the Redis walk answered: its status and how many ancestors it visited."""
+    seen: list[Any] = []
+
+    def watching(op: Op[Any]) -> Op[Any]:
+        try:
+            request = op.send(None)
+            while True:
+                result = yield request
+                seen.append(result)
+                request = op.send(result)
+        except StopIteration as stop:
+            return stop.value
+
+    result = saver.run_op(watching(delta_history_op(saver.core, saver._ref(config), channels)))
+    ((status, _, _, _, _, ids, _),) = seen[-1]
+    return plain(result), status.decode(), len(ids)
+
+
+def at(cfg: dict[str, Any], checkpoint_id: str) -> dict[str, Any]:
+    return {"configurable": {**cfg["configurable"], "checkpoint_ns": "", "checkpoint_id": checkpoint_id}}
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_each_turn_walks_only_its_new_ancestors_and_gets_the_whole_walks_history(
+    saver_context: Callable[..., Any], durable: bool
+) -> None:
+    """A walk kept from the turn before (delta_walks.py) stops the next one where it began: the
+    turn's 4 new ancestors are walked, the history is the full walk's, across a snapshot."""
+    cfg = thread_config()
+    with saver_context(durable=durable) as saver:
+        saver.setup()
+        graph = long_chat_graph(saver)
+        statuses = []
+        for i in range(20):  # 60 updates: a snapshot at the 40th
+            graph.invoke(turn(i), cfg)
+            history, status, visited = walked(saver, cfg, ["messages"])
+            assert history == base_walk(saver, cfg, ["messages"])
+            statuses.append((status, visited))
+            again = walked(saver, cfg, ["messages"])  # the same target: nothing new to walk
+            assert again[0] == history and (i == 0 or again[1:] == ("known", 0))
+        assert statuses[0] == ("done", 3)
+        assert all(s == ("known", 4) for s in statuses[1:13]), statuses  # before the snapshot
+        assert statuses[13][0] == "done"  # the turn's new part holds the snapshot: nothing kept is needed
+        assert all(s == ("known", 4) for s in statuses[15:]), statuses
+        state = graph.get_state(cfg).values["messages"]
+        assert len(state) == 60 and [m.id for m in state[:3]] == ["u-0", "m-1", "t-2"]
+
+
+def test_a_kept_walk_is_not_used_once_its_ancestors_changed(saver_context: Callable[..., Any]) -> None:
+    """A write added to an ancestor the kept walk covers, or a fork, or the thread deleted and
+    written again: the next walk does not stop at the kept one, and matches the full walk."""
+    cfg = thread_config()
+    with saver_context() as saver:
+        graph = long_chat_graph(saver)
+        for i in range(6):
+            graph.invoke(turn(i), cfg)
+        assert walked(saver, cfg, ["messages"])[1] == "known"
+        ancestors = list(saver.list(cfg))
+        late = at(cfg, ancestors[7].config["configurable"]["checkpoint_id"])
+        saver.put_writes(late, [("messages", [AIMessage(content="late", id="late-1")])], task_id="late-task")
+        history, status, visited = walked(saver, cfg, ["messages"])
+        assert (status, visited) == ("done", len(ancestors) - 1)
+        assert history == base_walk(saver, cfg, ["messages"])
+        assert ("messages", [("late-1", "ai", "late")]) in history["messages"]["writes"]
+        assert walked(saver, cfg, ["messages"])[1:] == ("known", 0)  # kept again, the late write in it
+        # time travel: a fork off an older checkpoint walks its own path
+        fork = graph.invoke(turn(100), at(cfg, ancestors[4].config["configurable"]["checkpoint_id"]))
+        assert fork["messages"][-1].id.startswith("t-")
+        history, status, _ = walked(saver, cfg, ["messages"])  # stops at the walk the fork's run kept
+        assert history == base_walk(saver, cfg, ["messages"])
+        assert all(w[1][0][0] != "u-5" for w in history["messages"]["writes"])  # the fork left turn 5 out
+        # the thread deleted and written again (new ids): nothing kept of it applies
+        saver.delete_thread(cfg["configurable"]["thread_id"])
+        for i in range(3):
+            graph.invoke(turn(i), cfg)
+        history, status, _ = walked(saver, cfg, ["messages"])
+        assert history == base_walk(saver, cfg, ["messages"]) and len(history["messages"]["writes"]) == 9
+
+
+def test_a_walk_whose_ids_do_not_sort_is_not_kept(saver_context: Callable[..., Any]) -> None:
+    """Ids out of order along the chain: a late write to an ancestor outside the id range the
+    count covers would go unseen, so such a walk is never kept."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    cfg = thread_config()
+    with saver_context() as saver:
+        parent: str | None = None
+        for n, cid in enumerate(["c1", "c9", "c3", "c7"]):
+            checkpoint = {**empty_checkpoint(), "id": cid, "channel_versions": {"messages": f"{n + 1:032}.0"}}
+            conf = at(cfg, parent) if parent else {"configurable": {**cfg["configurable"], "checkpoint_ns": ""}}
+            saver.put(conf, checkpoint, {"step": n}, {"messages": f"{n + 1:032}.0"})
+            saver.put_writes(at(cfg, cid), [("messages", f"write-{cid}")], task_id=f"task-{cid}")
+            parent = cid
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
+        assert len(saver.core.delta_walks) == 0
+        saver.put_writes(at(cfg, "c9"), [("messages", "late-c9")], task_id="late-task")
+        history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
+        assert status == "done"
+        assert [w[1] for w in history["messages"]["writes"]] == ["write-c1", "late-c9", "write-c9", "write-c3"]

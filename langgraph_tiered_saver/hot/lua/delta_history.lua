@@ -3,8 +3,12 @@
 -- the stored value ("seed") at the nearest ancestor that holds one. The walk starts at the
 -- target's parent (the target's own writes belong to the next step) and stops for a channel at
 -- its seed. ARG.checkpoint_id "" = the latest checkpoint of namespace ARG.ns.
--- Reply: {status, target id, steps, seeds, next}
+-- ARG.known: the newest ancestor of a walk the caller kept (delta.py), "" for none; ARG.known_from
+-- its oldest, ARG.known_count the write fields its range held then. Reaching it, the walk stops
+-- there if the range holds as many now (nothing was written to those ancestors, nor deleted).
+-- Reply: {status, target id, steps, seeds, next, visited ids, count}
 --   status "done": the walk ended here (every channel seeded, or the root reached);
+--          "known": it reached the caller's walk, which goes on from here;
 --          "handoff": Redis lacks ancestor `next`: continue from it in Postgres;
 --          "lost": Redis holds ancestor `next` only in part (evicted): Postgres must have it;
 --          "target": Redis lacks the target itself: walk it all in Postgres.
@@ -118,8 +122,16 @@ if target_parent == false then return {"target", target_id, {}, {}, ""} end
 local visited, found_at, seeded_at = {}, {}, {}
 local status, next_id = "done", ""
 local cursor = target_parent
+local known = ARG.known ~= "" and ns .. NUL .. ARG.known or nil
+local function write_count(oldest, newest)  -- the write fields of the ancestors in this id range
+  return redis.call("ZLEXCOUNT", KEY.wi, "[" .. ns .. NUL .. oldest .. NUL, "(" .. newest .. SOH)
+end
 while cursor and left > 0 do
   local member = ns .. NUL .. cursor
+  if member == known then
+    if write_count(ARG.known_from, member) == tonumber(ARG.known_count) then status = "known"; break end
+    known = nil  -- changed since: walk on
+  end
   local parent = parent_of(member)
   if parent == false then status, next_id = "handoff", cursor; break end
   local found = seeds_of(member)
@@ -186,6 +198,15 @@ for i = 1, #visited do
   steps[i] = mine
   for j = 1, #found_at[i] do seeds[#seeds + 1] = found_at[i][j] end
 end
-if status ~= "done" then return {status, target_id, steps, seeds, next_id} end
+if status ~= "done" and status ~= "known" then return {status, target_id, steps, seeds, next_id} end
 refresh(ARG.refresh_ttl_ms)
-return {"done", target_id, steps, seeds, ""}
+-- The ids visited, and the write fields of the whole walk's id range (the caller's part
+-- included): what the caller keeps to stop a later walk here (it checks the ids' order).
+local ids, count = {}, 0
+for i = 1, #visited do ids[i] = sub(visited[i], #ns + 2) end
+local newest = visited[1] or (status == "known" and known)
+if newest then
+  local oldest = status == "known" and ARG.known_from or sub(visited[#visited], #ns + 2)
+  count = write_count(oldest, newest)
+end
+return {status, target_id, steps, seeds, "", ids, count}
