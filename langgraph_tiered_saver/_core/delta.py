@@ -18,6 +18,7 @@ an older one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -107,7 +108,7 @@ def hot_walk_op(
     key = (ref.tenant_id, ref.thread_id, ref.checkpoint_ns, tuple(channels))
     known = kept.get(key) if kept is not None else None
     args = (
-        hot.ttl_ms if hot.refresh_on_read else 0, ref.checkpoint_ns, ref.checkpoint_id or "",
+        hot.read_ttl_ms, ref.checkpoint_ns, ref.checkpoint_id or "",
         *((known.newest, known.oldest, known.count) if known is not None else ("", "", 0)),
     )  # fmt: skip
     plan = thread_plan(hot.prefix, ref.tenant_id, ref.thread_id)  # its key prefix: GET's first key
@@ -146,6 +147,12 @@ def delta_history_op(core: Core, ref: ThreadRef, channels: Sequence[str]) -> Op[
     if not wanted:
         return {}
     hot_up = yield from core._recover_op(ref)  # not: Redis' copy predates a write-through
+    if hot_up and ref.checkpoint_id is None and core.durable and core.hot.watch.replica:
+        # a replica's latest may be older than Postgres' (hot/watch.py): the target is the newer one
+        latest = yield from core._get_tuple_op(ref)
+        if latest is None:
+            return {channel: {"writes": []} for channel in wanted}
+        ref = replace(ref, checkpoint_id=latest.config["configurable"]["checkpoint_id"])
     yield from core._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)  # held writes belong to it
     walk = _Walk()
     status, target_id, next_id = "target", ref.checkpoint_id or "", ""

@@ -528,6 +528,7 @@ class Core:
         written through (a hot-tier sibling flushed later is a fork, reported). `continues`: a
         checkpoint that continues the latest this process read from Postgres (see `_continues`)."""
         self.written_through.add((ref.tenant_id, ref.thread_id))
+        self.hot.watch.moves_pending = True  # other processes' reads must not trust Redis' copies: hot/watch.py
         batch = self.flush.build_batch(ref.tenant_id, ref.thread_id, [e for e, _ in entries], [v for _, v in entries])
         batch.written_through, batch.continues = True, continues or {}
         yield from self.flush.offload_rows_op(batch)
@@ -568,6 +569,8 @@ class Core:
             if self.durable:
                 yield from self._flush_recorded_op(*key)
             yield from self.hot.delete_thread_op(ref.tenant_id, [ref.thread_id])
+            if self.hot.watch.moves_pending:  # Redis takes writes again: every process checks its copies
+                yield from self.hot.watch.check_op()
         except TierUnavailableError:
             return False  # still refused: the next call tries again
         self.written_through.discard(key)
@@ -621,15 +624,18 @@ class Core:
         if self.combiner is not None:
             yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
+        # a replica (hot/watch.py): its copies may be older than Postgres', and it takes no writes
+        replica = self.durable and self.hot.watch.replica
         if hot_up:
             try:
                 found = yield from (read() if read is not None else self.hot.get_stored_op(ref))
-                if found.status == "absent":  # Redis holds all of the thread: see fresh_threads.py
+                replica = self.durable and self.hot.watch.replica  # the read may have run the check
+                if found.status == "absent" and not replica:  # Redis holds all of the thread: see fresh_threads.py
                     self.metrics.incr("read_absent_redis")
                     return None
                 stored = found.first
-                if stored is not None and found.status == "unverified" and self.durable:
-                    stored = yield from self._verified_op(ref, stored, found.generation)
+                if stored is not None and (found.status == "unverified" or replica) and self.durable:
+                    stored = yield from self._verified_op(ref, stored, found.generation, mark=not replica)
             except TierUnavailableError as exc:
                 if exc.tier != "redis":
                     raise
@@ -665,7 +671,7 @@ class Core:
             return None if stored is None else (yield from self._partial_op(ref, stored, hot_up))
         cold = from_durable(durable)
         self.metrics.incr("read_hits_postgres")
-        if hot_up:
+        if hot_up and not replica:
             # Re-warm: the next read of this checkpoint, and the writes that follow, are hot. A
             # checkpoint read by id may be an old one: the namespace's latest goes in with it, or
             # Redis would hold the old one alone and take it for the latest.
@@ -677,11 +683,15 @@ class Core:
             yield from self.hot.import_thread_op(ref.tenant_id, ref.thread_id, stored_to_export(warm), pending=False)
         return (yield from self._to_tuple_op(ref, cold, hot_up))
 
-    def _verified_op(self, ref: ThreadRef, stored: StoredCheckpoint, generation: str) -> Op[StoredCheckpoint | None]:
+    def _verified_op(
+        self, ref: ThreadRef, stored: StoredCheckpoint, generation: str, *, mark: bool = True
+    ) -> Op[StoredCheckpoint | None]:
         """Redis may have come back with an older copy of this thread than Postgres holds
         (hotwatch.py): Postgres' latest decides. A copy as new as it (or newer: not flushed yet)
         is marked verified and answers; an older one is reported, its outbox flushed (older
-        rows never displace newer ones), and dropped: None, so Postgres answers the read."""
+        rows never displace newer ones), and dropped: None, so Postgres answers the read.
+        Without `mark` (Redis is a replica: it takes no writes) nothing is written to Redis:
+        the newer copy answers, and an older one is left for the check after its promotion."""
         latest_ref = replace(ref, checkpoint_id=None)
         if ref.checkpoint_id is None:
             hot_latest: StoredCheckpoint | None = stored
@@ -693,9 +703,17 @@ class Core:
             self.metrics.incr("postgres_read_errors")
             raise
         if row is None or (hot_latest is not None and not _behind(hot_latest, from_durable(row))):
-            yield from self.hot.verify_op(ref, generation)
+            if mark:
+                yield from self.hot.verify_op(ref, generation)
             return stored
         self.metrics.incr("redis_stale_threads")
+        if not mark:
+            logger.warning(
+                "Redis (a replica) holds an older copy of thread %s/%s than Postgres (latest %s, Postgres %s): "
+                "Postgres answers", ref.tenant_id, ref.thread_id, hot_latest.checkpoint_id if hot_latest else None,
+                row.checkpoint_id, extra=fields(ref),
+            )
+            return None
         log = logger.error if self._stale_reported != generation else logger.debug
         self._stale_reported = generation
         log(
@@ -770,10 +788,12 @@ class Core:
         except TierUnavailableError as exc:
             self._hot_failed(exc, "list")
             hot_up = False
-        if self.durable and not (hot_up and q.ref is not None and listed is not None and listed.whole):
+        # a replica (hot/watch.py) may lack what went through to Postgres, and takes no marks
+        trusted = hot_up and not (self.durable and self.hot.watch.replica)
+        if self.durable and not (trusted and q.ref is not None and listed is not None and listed.whole):
             known = len(found)
             yield from self._list_durable_op(q, found, hot_up)
-            if hot_up and listed is not None and listed.oldest and len(found) == known and not partial and _unrestricted(q):
+            if trusted and listed is not None and listed.oldest and len(found) == known and not partial and _unrestricted(q):
                 yield from self._mark_whole_op(q, listed)
         for key, entry in partial.items():
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is

@@ -154,6 +154,12 @@ class HotOps:
         return not self.track_outbox
 
     @property
+    def read_ttl_ms(self) -> int:
+        """The TTL a read refreshes (0: none): none while the server is a replica (hot/watch.py),
+        which would refuse the refresh, and so the read."""
+        return self.ttl_ms if self.refresh_on_read and not self.watch.replica else 0
+
+    @property
     def _track(self) -> str:
         return "1" if self.track_outbox else "0"
 
@@ -346,7 +352,7 @@ class HotOps:
         holds it: fresh_threads.py), or "locked" when
         `lock` (a graph run starting: it takes the thread's run lock in the same script) is held
         by another run."""
-        ttl = self.ttl_ms if self.refresh_on_read else 0
+        ttl = self.read_ttl_ms
         plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)
         rest = [ref.checkpoint_ns] if members is None else list(members)
         args = (
@@ -458,7 +464,7 @@ class HotOps:
         round trip (list.lua), each channel value sent once however many checkpoints share it,
         the limit applied in the script unless a metadata filter (read here) must go first."""
         args = (
-            self.ttl_ms if self.refresh_on_read else 0, "all" if all_namespaces else "one", ref.checkpoint_ns,
+            self.read_ttl_ms, "all" if all_namespaces else "one", ref.checkpoint_ns,
             ref.checkpoint_id or "", before_id or "", 0 if metadata_filter or limit is None else limit,
         )  # fmt: skip
         plan = thread_plan(self.prefix, ref.tenant_id, ref.thread_id)

@@ -15,6 +15,15 @@ copy carries the generation it was last verified under (`vg` in its meta); `get.
 copy as new as Postgres' is marked verified (`verify.lua`), an older one is reported and
 dropped, and the thread is read from Postgres. Writes need no check: they add to the thread.
 
+A server demoted to a replica (a failover the client was not told of, e.g. `REPLICAOF` run by
+an operator) keeps its run id and its data, serves reads and refuses writes. Writes then go
+through to Postgres (`on_redis_error="fallback"`), and Redis' copies of those threads fall
+behind, in every process, not only in the one that wrote them. The check reports the role:
+while the server is a replica (`HotWatch.replica`), reads answer from whichever tier holds the
+newer copy, writing nothing to Redis (core's `_get_tuple_op`, `list_op`); when it takes writes
+again, every generation moves, so each thread it holds is checked against Postgres on its next
+read, as after a restart.
+
 The check runs before the process' first Redis call, every `check_seconds` in the background,
 and at once after a driver saw the server's script cache empty (NOSCRIPT: the server restarted).
 The background check is a job on the saver's scheduler (schedule.py).
@@ -51,6 +60,10 @@ class HotWatch:
     cluster: bool = False
     check_seconds: float = CHECK_SECONDS
     _checked: bool = field(default=False, init=False)
+    replica: bool = field(default=False, init=False)  # the last check found a replica (see module docstring)
+    # this process wrote through to Postgres while Redis refused (core's `_write_through_op`):
+    # the generations move once Redis takes writes again, in this process, whatever others saw
+    moves_pending: bool = field(default=False, init=False)
     _loop: WatchLoop | None = field(default=None, init=False)
 
     @property
@@ -73,24 +86,41 @@ class HotWatch:
         """Compare the server's run id with the recorded one; True when the generations moved.
         The generations move before the new run id is recorded: a check cut short between the
         two moves them again next time, never not at all."""
-        if self.cluster:  # each shard's keys live on its own node: one check per shard
-            groups = [(K.server_key(self.prefix, s), [K.generation_key(self.prefix, s)]) for s in range(K.SHARDS)]
-        else:
-            groups = [(K.server_key(self.prefix), [K.generation_key(self.prefix, s) for s in range(K.SHARDS)])]
+        groups = self.groups()  # each of a Cluster's shards' keys live on its own node: one check per shard
         calls = tuple(scripts.SERVER_CHECK.call({"server": server}, {}) for server, _ in groups)
-        replies = yield RedisCall(calls, scripts=(scripts.SERVER_CHECK,))
-        changed = [(group, as_str(run_id)) for group, run_id in zip(groups, replies, strict=True) if run_id]
+        replies = [_check_reply(reply) for reply in (yield RedisCall(calls, scripts=(scripts.SERVER_CHECK,)))]
+        replica = any(is_replica for _, is_replica in replies)
+        if replica and not self.replica:
+            self.metrics.incr("redis_replica_seen")
+            logger.warning(
+                "Redis is a replica (it refuses writes: demoted in a failover?): reads answer from whichever of "
+                "Redis and Postgres holds the newer copy until it takes writes again"
+            )
+        # writes may have gone through to Postgres meanwhile: this process saw the replica, or wrote some
+        promoted = not replica and (self.replica or self.moves_pending)
+        self.replica = self.replica or replica  # no longer a replica once the generations moved
+        changed = [(group, as_str(run_id)) for group, (run_id, _) in zip(groups, replies, strict=True) if run_id]
+        moved = groups if promoted else [group for group, _ in changed]
+        if moved:
+            yield RedisCall(tuple(("INCR", key) for _, generations in moved for key in generations))
+            self.moves_pending = self.moves_pending and not promoted
         if changed:
-            yield RedisCall(tuple(("INCR", key) for (_, generations), _ in changed for key in generations))
             yield RedisCall(tuple(("SET", server, run_id) for (server, _), run_id in changed))
+        self.replica = replica
         self._checked = True
-        if changed:
+        if moved:
             self.metrics.incr("redis_server_changes")
             logger.warning(
-                "Redis is a server this deployment has not verified (restarted, failed over, or new): "
-                "each thread it holds is checked against Postgres on its next read"
+                "Redis is a server this deployment has not verified (restarted, failed over, new, or a replica "
+                "taking writes again): each thread it holds is checked against Postgres on its next read"
             )
-        return bool(changed)
+        return bool(moved)
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """(the server key, the generation keys it answers for), per server: one on a Cluster's each shard."""
+        if self.cluster:
+            return [(K.server_key(self.prefix, s), [K.generation_key(self.prefix, s)]) for s in range(K.SHARDS)]
+        return [(K.server_key(self.prefix), [K.generation_key(self.prefix, s) for s in range(K.SHARDS)])]
 
     def unknown(self) -> None:
         """The check failed: whether the server changed is unknown, so the next read checks first."""
@@ -100,6 +130,14 @@ class HotWatch:
         """Run the check every `check_seconds` as a job on `scheduler`, from the first call on."""
         if self.enabled:
             self._loop = WatchLoop(self, run, scheduler)
+
+
+def _check_reply(reply: Any) -> tuple[Any, bool]:
+    """(the run id when it changed, else None; whether the server is a replica) from
+    server_check.lua's reply (or a bare run id, which only a scripted test driver still answers)."""
+    if isinstance(reply, list):
+        return reply[0], bool(int(reply[1]))
+    return reply, False
 
 
 class WatchLoop:

@@ -40,6 +40,7 @@ prints the figures.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -103,6 +104,7 @@ class Figures:
     postgres_outages: int = 0
     redis_outages: int = 0  # with fallback; dirty: the thread had unflushed runs in Redis
     redis_demotions: int = 0  # of them, Redis demoted to a replica (reads served, writes refused)
+    other_process_reads: int = 0  # reads of a demotion's thread by a process that wrote nothing
     redis_outages_dirty: int = 0
     checkpoints: int = 0
     losses_reported: int = 0
@@ -284,8 +286,9 @@ class TieredModel(RuleBasedStateMachine):
         """A failover demotes Redis to a replica of a primary it cannot reach: it keeps what it
         holds and serves reads, but refuses writes. As in an outage, the run is written through
         (its first read takes the run lock, which Redis refuses), and the older copy Redis still
-        serves never answers for the thread, before or after Redis takes writes again."""
-        self._written_through_run(i, self._redis_demoted())
+        serves never answers for the thread, before or after Redis takes writes again: not in
+        this process, and not in another one that wrote nothing (hot/watch.py)."""
+        self._written_through_run(i, self._redis_demoted(), other_reads=True)
         FIGURES.redis_demotions += 1
 
     @contextmanager
@@ -305,20 +308,37 @@ class TieredModel(RuleBasedStateMachine):
         finally:
             self.client.execute_command("REPLICAOF", "NO", "ONE")
 
-    def _written_through_run(self, i: int, fault: AbstractContextManager[None]) -> None:
+    def _written_through_run(self, i: int, fault: AbstractContextManager[None], *, other_reads: bool = False) -> None:
         """A run while `fault` keeps Redis from taking writes, of a thread with unflushed runs
-        (the fork case) when there is one; the thread's state is read before the fault ends."""
+        (the fork case) when there is one; the thread's state is read before the fault ends.
+        `other_reads`: so does another process, which wrote nothing, after its check of the
+        server, and again once the fault ended and the checks ran."""
         self.redis_outages += 1
         dirty = [t for t, m in self.threads.items() if m.dirty]
         thread = dirty[i % len(dirty)] if dirty else f"{self.prefix}-t{i}"
         model = self.threads[thread]
         had_unflushed_runs = model.dirty
         tag = self._next_tag()
-        with fault:
-            out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
-            read_meanwhile = self.graph.get_state(self._cfg(thread)).values.get("log", [])
+        with contextlib.ExitStack() as stack:
+            other = stack.enter_context(TieredSaver.from_conn_string(
+                self.redis_server.url, self.postgres_server.url, tenant_id=TEST_TENANT, key_prefix=self.prefix,
+                schema=self.schema, flush_policy=FlushPolicy(**QUIET_OFF), background_flush=False,  # type: ignore[arg-type]
+                on_redis_error="fallback", redis_check_seconds=3600.0,
+            )) if other_reads else None  # fmt: skip
+            reads: list[list[str]] = []
+            with fault:
+                out = self.graph.invoke({"log": [tag]}, self._cfg(thread))
+                reads.append(self.graph.get_state(self._cfg(thread)).values.get("log", []))
+                if other is not None:
+                    other.run_op(other.core.hot.watch.check_op())  # what its background check does
+                    reads.append(two_step_graph(other).get_state(self._cfg(thread)).values.get("log", []))
+            if other is not None:
+                self.saver.run_op(self.saver.core.hot.watch.check_op())  # the writer's background check
+                other.run_op(other.core.hot.watch.check_op())
+                reads.append(two_step_graph(other).get_state(self._cfg(thread)).values.get("log", []))
+                FIGURES.other_process_reads += 2
         assert out["log"] == [*model.flushed_log, tag, "a", "b"]
-        assert read_meanwhile == out["log"]
+        assert all(read == out["log"] for read in reads), reads
         assert self.saver.metrics.counter("redis_fallbacks") >= 1
         # Redis' unflushed runs and this run both continue the flushed latest: a fork, reported
         # when the saver next meets the thread and flushes the older branch
@@ -619,7 +639,8 @@ def test_the_tiers_agree_with_the_model(model_env: tuple[PrivateRedis, PrivatePo
     print(
         f"\nmodel-based test: {FIGURES.examples} examples, {FIGURES.steps} steps, {FIGURES.faults} faults "
         f"(expiry, eviction, Redis restarts; {FIGURES.postgres_outages} Postgres outages, "
-        f"{FIGURES.redis_outages} Redis outages with fallback ({FIGURES.redis_demotions} demotions to a replica), "
+        f"{FIGURES.redis_outages} Redis outages with fallback ({FIGURES.redis_demotions} demotions to a replica, "
+        f"{FIGURES.other_process_reads} reads of their threads by another process), "
         f"{FIGURES.redis_outages_dirty} of a thread with unflushed runs), {FIGURES.checkpoints} checkpoints, "
         f"{FIGURES.losses_reported} threads' unflushed runs lost with a reported Redis loss, "
         f"{FIGURES.losses_unreported} unreported losses, {FIGURES.stalled_flushes} stalled flushers "

@@ -120,6 +120,50 @@ def test_a_demoted_redis_never_answers_for_a_thread_written_through(
         assert pg_count(test_database_url, saver.schema, cfg["configurable"]["thread_id"]) == 4 * STEPS
 
 
+@pytest.mark.parametrize("reader_saw_it", [True, False])
+def test_another_process_never_reads_the_older_copy_a_demoted_redis_keeps(
+    make_private_redis: Callable[..., PrivateRedis], test_database_url: str, reader_saw_it: bool
+) -> None:
+    """A run written through to Postgres by one process (the demoted Redis refused its writes)
+    must not be read back older by another process, which wrote nothing: once its check finds
+    the replica, its reads take the newer of the two tiers. Once Redis takes writes again, the
+    generations move (the writer's check, or the reader's if it saw the replica), so the older
+    copy is checked against Postgres and dropped, and the reader's run goes on from the newest."""
+    server = make_private_redis()
+    with (
+        private_saver(server.url, test_database_url, on_redis_error="fallback") as saver,
+        client_of(server.url) as client,
+        TieredSaver.from_conn_string(
+            server.url, test_database_url, tenant_id=TEST_TENANT, key_prefix=saver.key_prefix, schema=saver.schema,
+            on_redis_error="fallback", redis_check_seconds=3600.0,  # its checks: the test's, below
+        ) as other,
+    ):
+        cfg = thread_config()
+        graph, reader = chain_graph(saver), chain_graph(other)
+        per_run = graph.invoke({"n": 0}, cfg)["n"]
+        saver.flush()
+        assert reader.get_state(cfg).values["n"] == per_run
+        client.execute_command("REPLICAOF", "127.0.0.1", "1")  # it keeps the copy of n = per_run
+        assert graph.invoke({"n": 0}, cfg)["n"] == 2 * per_run  # written through
+        if reader_saw_it:
+            other.run_op(other.core.hot.watch.check_op())  # what its background check does
+            assert other.core.hot.watch.replica
+            assert reader.get_state(cfg).values["n"] == 2 * per_run
+            assert next(iter(reader.get_state_history(cfg))).values["n"] == 2 * per_run
+            assert [s.values["n"] for s in reader.get_state_history(cfg)][:2] == [2 * per_run, 2 * per_run - 1]
+        client.execute_command("REPLICAOF", "NO", "ONE")
+        saver.run_op(saver.core.hot.watch.check_op())  # the writer's background check
+        if reader_saw_it:
+            other.run_op(other.core.hot.watch.check_op())
+        assert not other.core.hot.watch.replica
+        assert reader.get_state(cfg).values["n"] == 2 * per_run
+        assert reader.invoke({"n": 0}, cfg)["n"] == 3 * per_run
+        other.flush()
+        saver.flush()
+        assert saver.metrics.counter("thread_forks") == 0 and other.metrics.counter("thread_forks") == 0
+        assert pg_count(test_database_url, saver.schema, cfg["configurable"]["thread_id"]) == 3 * STEPS
+
+
 def test_a_user_without_evalsha_gets_a_typed_error(
     make_private_redis: Callable[..., PrivateRedis], test_database_url: str
 ) -> None:

@@ -241,6 +241,61 @@ def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) ->
     )
 
 
+def test_a_replica_found_by_the_check_moves_the_generations_once_it_takes_writes_again(saver_factory: Any) -> None:
+    """A server demoted to a replica keeps its run id: the check reports the role. While it is a
+    replica nothing moves (it would refuse); once it takes writes again, every generation does."""
+    saver = saver_factory()
+    watch = saver.core.hot.watch
+    ScriptedDriver([Expect(RedisCall, reply=[[None, 1]], check=_is("EVALSHA:server_check"))]).run(watch.check_op())
+    assert watch.replica and saver.metrics.counter("redis_replica_seen") == 1
+    ScriptedDriver([Expect(RedisCall, reply=[[None, 1]])]).run(watch.check_op())  # still one: nothing written
+    promoted = ScriptedDriver([
+        Expect(RedisCall, reply=[[None, 0]], check=_is("EVALSHA:server_check")),
+        Expect(RedisCall, error=TierUnavailableError("redis", "connection reset"), check=_is(*["INCR"] * K.SHARDS)),
+    ])  # fmt: skip
+    with pytest.raises(TierUnavailableError):
+        promoted.run(watch.check_op())
+    assert watch.replica  # the generations did not move: the next check tries again
+    again = ScriptedDriver([
+        Expect(RedisCall, reply=[[None, 0]]), Expect(RedisCall, reply=[1] * K.SHARDS, check=_is(*["INCR"] * K.SHARDS)),
+    ])  # fmt: skip
+    assert again.run(watch.check_op()) is True
+    assert not watch.replica and saver.metrics.counter("redis_server_changes") == 1
+    assert ScriptedDriver([Expect(RedisCall, reply=[[None, 0]])]).run(watch.check_op()) is False
+
+
+def test_a_process_that_wrote_through_moves_the_generations_when_redis_takes_writes_again(saver_factory: Any) -> None:
+    """Another process may read Redis' copy of a thread this one wrote through to Postgres, and
+    may never have seen Redis refuse: the writer moves the generations, so every process checks
+    its copies against Postgres, whatever its own checks saw."""
+    saver = saver_factory(on_redis_error="fallback")
+    watch = saver.core.hot.watch
+    watch.moves_pending = True  # what a write-through sets (core's _write_through_op)
+    ScriptedDriver([Expect(RedisCall, reply=[[None, 1]])]).run(watch.check_op())  # still refusing
+    assert watch.moves_pending
+    moved = ScriptedDriver([Expect(RedisCall, reply=[[None, 0]]), Expect(RedisCall, reply=[1] * K.SHARDS, check=_is(*["INCR"] * K.SHARDS))])
+    assert moved.run(watch.check_op()) is True and not watch.moves_pending
+
+
+def test_while_redis_is_a_replica_reads_ask_postgres_and_write_nothing_to_redis(saver_factory: Any) -> None:
+    """A replica's copies may be older than what went through to Postgres: a thread it holds
+    whole ("absent": no checkpoint in the namespace) and a list it marked whole both ask
+    Postgres; nothing is re-warmed or marked (the replica would refuse)."""
+    saver = saver_factory()
+    saver.core.hot.watch.replica = True
+    read = ScriptedDriver([
+        Expect(RedisCall, reply=[[b"absent", [], b"", b""]], check=_is("EVALSHA:get")),
+        Expect(PgCall, reply=[[], [(False,)]], describe="Postgres asked, nothing re-warmed"),
+    ])  # fmt: skip
+    assert read.run(_get_latest(saver)) is None
+    ref = saver._ref({"configurable": {"thread_id": THREAD}})
+    listing = ScriptedDriver([
+        Expect(RedisCall, reply=[[[], [], [], 1, b"\x00c1", b""]], check=_is("EVALSHA:list"), describe="marked whole"),
+        Expect(PgCall, reply=[[]], describe="Postgres asked all the same; no mark written"),
+    ])  # fmt: skip
+    assert listing.run(saver.core.list_op(ListQuery(ref, TENANT, True, None, None, None))) == []
+
+
 def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_factory: Any) -> None:
     saver = saver_factory()
     saver._sync.on_scripts_lost()  # what the driver calls on NOSCRIPT
