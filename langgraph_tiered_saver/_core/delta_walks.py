@@ -14,8 +14,8 @@ strictly decreasing order from the newest: then every field of every one of them
 range the count covers. An ancestor's parent, writes and stored values never change once it
 has a child, and the count catches the exceptions (late writes, deletion, expiry, a wiped
 Redis), so a kept walk gives what the full walk would. Bounded: `limit` walks, least recently
-used first out; a walk of more than `max_records` writes is not kept. A tenant's go with its
-erasure.
+used first out; a walk of more than `max_records` writes is not kept. A thread's go when this
+process deletes, prunes or overwrites it, a tenant's with its erasure.
 """
 
 from __future__ import annotations
@@ -98,6 +98,14 @@ class KeptWalks:
     def drop(self, key: Key) -> None:
         with self._lock:
             self._walks.pop(key, None)
+
+    def forget_thread(self, tenant: str, thread: str) -> None:
+        """The thread was deleted, pruned or overwritten here: a thread built again with the same
+        ids and as many writes would pass the count (LangGraph's ids never repeat; hand-made
+        ones may)."""
+        with self._lock:
+            for key in [k for k in self._walks if k[0] == tenant and k[1] == thread]:
+                del self._walks[key]
 
     def forget_tenant(self, tenant: str) -> None:
         with self._lock:

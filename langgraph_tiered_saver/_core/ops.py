@@ -907,6 +907,7 @@ class Core:
         return None
 
     def _delete_thread_op(self, tenant: str, thread_id: str, fence: int | None = None) -> Op[None]:
+        self.delta_walks.forget_thread(tenant, thread_id)
         yield from self._drain_op(tenant, thread_id)
         before = yield from self.hot.export_thread_op(tenant, thread_id)
         candidates = digests_in_export(before)
@@ -923,6 +924,7 @@ class Core:
         run_ids = opt.id_list("run_ids", run_ids)
         if not run_ids:
             return None
+        self.delta_walks.forget_tenant(tenant)
         threads = yield from self.hot.list_threads_op(tenant)
         yield from self.hot.delete_members_op(tenant, {t: run_ids for t in threads}, "runs")
         if self.durable:
@@ -950,6 +952,7 @@ class Core:
 
     def copy_thread_op(self, tenant: str, source_thread_id: str, target_thread_id: str) -> Op[None]:
         src, dst = check_thread(source_thread_id), check_thread(target_thread_id)
+        self.delta_walks.forget_thread(tenant, dst)
         yield from self._drain_op(tenant, src)
         if self.durable:
             yield from pg.copy_thread_op(self.schema, tenant, src, dst)
@@ -966,6 +969,7 @@ class Core:
         opt.choice("strategy", strategy, PRUNE_STRATEGIES)
         threads = [check_thread(t) for t in opt.id_list("thread_ids", thread_ids)]
         for thread_id in threads:
+            self.delta_walks.forget_thread(tenant, thread_id)
             if strategy == "delete":
                 yield from self.delete_thread_op(tenant, thread_id)
             else:

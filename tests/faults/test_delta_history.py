@@ -564,3 +564,31 @@ def test_a_walk_whose_ids_do_not_sort_is_not_kept(saver_context: Callable[..., A
         history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
         assert status == "done"
         assert [w[1] for w in history["messages"]["writes"]] == ["write-c1", "late-c9", "write-c9", "write-c3"]
+
+
+def test_a_thread_deleted_and_built_again_with_the_same_ids_is_walked_anew(saver_context: Callable[..., Any]) -> None:
+    """Hand-made ids may repeat where LangGraph's never do: a thread deleted here and built again
+    with the same ids and as many writes would pass the kept walk's count, so the deletion
+    forgets the thread's kept walks."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    cfg = thread_config()
+
+    def build(saver: Any, tag: str) -> None:
+        parent: str | None = None
+        for n, cid in enumerate(["c1", "c3", "c5", "c7"]):
+            checkpoint = {**empty_checkpoint(), "id": cid, "channel_versions": {"messages": f"{n + 1:032}.0"}}
+            conf = at(cfg, parent) if parent else {"configurable": {**cfg["configurable"], "checkpoint_ns": ""}}
+            saver.put(conf, checkpoint, {"step": n}, {"messages": f"{n + 1:032}.0"})
+            saver.put_writes(at(cfg, cid), [("messages", f"{tag}-{cid}")], task_id=f"task-{cid}")
+            parent = cid
+
+    with saver_context() as saver:
+        build(saver, "first")
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
+        saver.delete_thread(cfg["configurable"]["thread_id"])
+        build(saver, "second")
+        history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
+        assert status == "done"
+        assert [w[1] for w in history["messages"]["writes"]] == ["second-c1", "second-c3", "second-c5"]

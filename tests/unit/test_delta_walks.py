@@ -37,5 +37,7 @@ def test_bounded_by_walks_and_records_and_forgotten_with_the_tenant() -> None:
     walks.keep(("acme", "t2", "", ("a",)), KeptWalk("c2", "c1", 4, ([write("a", "x")] * 4,), {}))
     assert walks.get(("acme", "t2", "", ("a",))) is None  # too many records: not kept, the older one gone
     walks.keep(("other", "t1", "", ("a",)), walk)
+    walks.keep(("other", "t2", "", ("a",)), walk)
     walks.forget_tenant("acme")
+    walks.forget_thread("other", "t2")
     assert len(walks) == 1 and walks.get(("other", "t1", "", ("a",))) is walk
