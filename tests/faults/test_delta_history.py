@@ -38,9 +38,9 @@ class Chat(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], DeltaChannel(add_messages_batch, snapshot_frequency=4)]
 
 
-def chat_graph(checkpointer: Any) -> Any:
+def chat_graph(checkpointer: Any, state: Any = Chat) -> Any:
     """The 2-node chat of the benchmark's DeltaChannel workload: user turn in, model, tool."""
-    g = StateGraph(Chat)
+    g = StateGraph(state)
     g.add_node("model", lambda s: {"messages": [AIMessage(content=f"answer {len(s['messages'])}", id=f"m-{len(s['messages'])}")]})
     g.add_node("tool", lambda s: {"messages": [AIMessage(content="tool ok", id=f"t-{len(s['messages'])}")]})
     g.add_edge(START, "model")
@@ -455,13 +455,7 @@ class LongChat(TypedDict, total=False):
 
 def long_chat_graph(checkpointer: Any) -> Any:
     """`chat_graph` with snapshots far apart: each turn's walk goes back over many turns."""
-    g = StateGraph(LongChat)
-    g.add_node("model", lambda s: {"messages": [AIMessage(content=f"answer {len(s['messages'])}", id=f"m-{len(s['messages'])}")]})
-    g.add_node("tool", lambda s: {"messages": [AIMessage(content="tool ok", id=f"t-{len(s['messages'])}")]})
-    g.add_edge(START, "model")
-    g.add_edge("model", "tool")
-    g.add_edge("tool", END)
-    return g.compile(checkpointer=checkpointer)
+    return chat_graph(checkpointer, LongChat)
 
 
 def walked(saver: TieredSaver, config: dict[str, Any], channels: list[str]) -> tuple[dict[str, Any], str, int]:
@@ -544,20 +538,25 @@ def test_a_kept_walk_is_not_used_once_its_ancestors_changed(saver_context: Calla
         assert history == base_walk(saver, cfg, ["messages"]) and len(history["messages"]["writes"]) == 9
 
 
+def hand_made_chain(saver: Any, cfg: dict[str, Any], ids: list[str], tag: str) -> None:
+    """A chain of checkpoints with these ids (root first), each writing `<tag>-<id>` to messages."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    parent: str | None = None
+    for n, cid in enumerate(ids):
+        checkpoint = {**empty_checkpoint(), "id": cid, "channel_versions": {"messages": f"{n + 1:032}.0"}}
+        conf = at(cfg, parent) if parent else {"configurable": {**cfg["configurable"], "checkpoint_ns": ""}}
+        saver.put(conf, checkpoint, {"step": n}, {"messages": f"{n + 1:032}.0"})
+        saver.put_writes(at(cfg, cid), [("messages", f"{tag}-{cid}")], task_id=f"task-{cid}")
+        parent = cid
+
+
 def test_a_walk_whose_ids_do_not_sort_is_not_kept(saver_context: Callable[..., Any]) -> None:
     """Ids out of order along the chain: a late write to an ancestor outside the id range the
     count covers would go unseen, so such a walk is never kept."""
-    from langgraph.checkpoint.base import empty_checkpoint
-
     cfg = thread_config()
     with saver_context() as saver:
-        parent: str | None = None
-        for n, cid in enumerate(["c1", "c9", "c3", "c7"]):
-            checkpoint = {**empty_checkpoint(), "id": cid, "channel_versions": {"messages": f"{n + 1:032}.0"}}
-            conf = at(cfg, parent) if parent else {"configurable": {**cfg["configurable"], "checkpoint_ns": ""}}
-            saver.put(conf, checkpoint, {"step": n}, {"messages": f"{n + 1:032}.0"})
-            saver.put_writes(at(cfg, cid), [("messages", f"write-{cid}")], task_id=f"task-{cid}")
-            parent = cid
+        hand_made_chain(saver, cfg, ["c1", "c9", "c3", "c7"], "write")
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
         assert len(saver.core.delta_walks) == 0
         saver.put_writes(at(cfg, "c9"), [("messages", "late-c9")], task_id="late-task")
@@ -570,25 +569,13 @@ def test_a_thread_deleted_and_built_again_with_the_same_ids_is_walked_anew(saver
     """Hand-made ids may repeat where LangGraph's never do: a thread deleted here and built again
     with the same ids and as many writes would pass the kept walk's count, so the deletion
     forgets the thread's kept walks."""
-    from langgraph.checkpoint.base import empty_checkpoint
-
     cfg = thread_config()
-
-    def build(saver: Any, tag: str) -> None:
-        parent: str | None = None
-        for n, cid in enumerate(["c1", "c3", "c5", "c7"]):
-            checkpoint = {**empty_checkpoint(), "id": cid, "channel_versions": {"messages": f"{n + 1:032}.0"}}
-            conf = at(cfg, parent) if parent else {"configurable": {**cfg["configurable"], "checkpoint_ns": ""}}
-            saver.put(conf, checkpoint, {"step": n}, {"messages": f"{n + 1:032}.0"})
-            saver.put_writes(at(cfg, cid), [("messages", f"{tag}-{cid}")], task_id=f"task-{cid}")
-            parent = cid
-
     with saver_context() as saver:
-        build(saver, "first")
+        hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
         saver.delete_thread(cfg["configurable"]["thread_id"])
-        build(saver, "second")
+        hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "second")
         history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
         assert status == "done"
         assert [w[1] for w in history["messages"]["writes"]] == ["second-c1", "second-c3", "second-c5"]
