@@ -99,7 +99,11 @@ class HotWatch:
         # writes may have gone through to Postgres meanwhile: this process saw the replica, or wrote some
         promoted = not replica and (self.replica or self.moves_pending)
         self.replica = self.replica or replica  # no longer a replica once the generations moved
-        changed = [(group, as_str(run_id)) for group, (run_id, _) in zip(groups, replies, strict=True) if run_id]
+        # a replica takes no writes: a new run id is recorded, and the generations moved, once it
+        # takes them (its reads meanwhile check every copy against Postgres)
+        changed = [] if replica else [
+            (group, as_str(run_id)) for group, (run_id, _) in zip(groups, replies, strict=True) if run_id
+        ]
         moved = groups if promoted else [group for group, _ in changed]
         if moved:
             yield RedisCall(tuple(("INCR", key) for _, generations in moved for key in generations))

@@ -262,6 +262,15 @@ def test_a_replica_found_by_the_check_moves_the_generations_once_it_takes_writes
     assert again.run(watch.check_op()) is True
     assert not watch.replica and saver.metrics.counter("redis_server_changes") == 1
     assert ScriptedDriver([Expect(RedisCall, reply=[[None, 0]])]).run(watch.check_op()) is False
+    # a new server that is a replica: nothing recorded or moved until it takes writes
+    assert ScriptedDriver([Expect(RedisCall, reply=[[b"run-3", 1]])]).run(watch.check_op()) is False
+    assert watch.replica
+    taking_writes = ScriptedDriver([
+        Expect(RedisCall, reply=[[b"run-3", 0]]),
+        Expect(RedisCall, reply=[1] * K.SHARDS, check=_is(*["INCR"] * K.SHARDS)),
+        Expect(RedisCall, reply=[True], check=lambda r: r.commands[0][0] == "SET" and r.commands[0][2] == "run-3"),
+    ])  # fmt: skip
+    assert taking_writes.run(watch.check_op()) is True and not watch.replica
 
 
 def test_a_process_that_wrote_through_moves_the_generations_when_redis_takes_writes_again(saver_factory: Any) -> None:
