@@ -51,15 +51,8 @@ class KeptWalk:
     ) -> tuple[list[list[WriteRecord]], dict[str, TypedValue]]:
         """This walk continued by newer `steps` and `seeds`: a channel seeded in the newer part
         takes nothing from this one (its writes here predate its seed)."""
-        older = (
-            [[w for w in step if w.channel not in seeds] for step in self.steps]
-            if seeds
-            else list(self.steps)
-        )
-        return [*steps, *older], {
-            **{c: v for c, v in self.seeds.items() if c not in seeds},
-            **seeds,
-        }
+        older = [[w for w in step if w.channel not in seeds] for step in self.steps] if seeds else list(self.steps)
+        return [*steps, *older], {**{c: v for c, v in self.seeds.items() if c not in seeds}, **seeds}
 
 
 def strictly_decreasing(ids: Sequence[str], then: str | None) -> bool:

@@ -969,10 +969,10 @@ class Core:
         opt.choice("strategy", strategy, PRUNE_STRATEGIES)
         threads = [check_thread(t) for t in opt.id_list("thread_ids", thread_ids)]
         for thread_id in threads:
-            self.delta_walks.forget_thread(tenant, thread_id)
             if strategy == "delete":
                 yield from self.delete_thread_op(tenant, thread_id)
             else:
+                self.delta_walks.forget_thread(tenant, thread_id)
                 yield from self._with_flush_lock_op(tenant, thread_id, self._keep_latest_op(tenant, thread_id))
         return None
 

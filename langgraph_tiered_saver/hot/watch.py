@@ -86,7 +86,10 @@ class HotWatch:
         """Compare the server's run id with the recorded one; True when the generations moved.
         The generations move before the new run id is recorded: a check cut short between the
         two moves them again next time, never not at all."""
-        groups = self.groups()  # each of a Cluster's shards' keys live on its own node: one check per shard
+        if self.cluster:  # each shard's keys live on its own node: one check per shard
+            groups = [(K.server_key(self.prefix, s), [K.generation_key(self.prefix, s)]) for s in range(K.SHARDS)]
+        else:
+            groups = [(K.server_key(self.prefix), [K.generation_key(self.prefix, s) for s in range(K.SHARDS)])]
         calls = tuple(scripts.SERVER_CHECK.call({"server": server}, {}) for server, _ in groups)
         replies = [_check_reply(reply) for reply in (yield RedisCall(calls, scripts=(scripts.SERVER_CHECK,)))]
         replica = any(is_replica for _, is_replica in replies)
@@ -119,12 +122,6 @@ class HotWatch:
                 "taking writes again): each thread it holds is checked against Postgres on its next read"
             )
         return bool(moved)
-
-    def groups(self) -> list[tuple[str, list[str]]]:
-        """(the server key, the generation keys it answers for), per server: one on a Cluster's each shard."""
-        if self.cluster:
-            return [(K.server_key(self.prefix, s), [K.generation_key(self.prefix, s)]) for s in range(K.SHARDS)]
-        return [(K.server_key(self.prefix), [K.generation_key(self.prefix, s) for s in range(K.SHARDS)])]
 
     def unknown(self) -> None:
         """The check failed: whether the server changed is unknown, so the next read checks first."""
