@@ -624,12 +624,13 @@ class Core:
         if self.combiner is not None:
             yield from self._drain_op(ref.tenant_id, ref.thread_id, ref.checkpoint_ns)
         stored: StoredCheckpoint | None = None
-        # a replica (hot/watch.py): its copies may be older than Postgres', and it takes no writes
-        replica = self.durable and self.hot.watch.replica
+        replica = False
         if hot_up:
             try:
                 found = yield from (read() if read is not None else self.hot.get_stored_op(ref))
-                replica = self.durable and self.hot.watch.replica  # the read may have run the check
+                # a replica (hot/watch.py; the read ran the check if due): its copies may be older
+                # than Postgres', and it takes no writes
+                replica = self.durable and self.hot.watch.replica
                 if found.status == "absent" and not replica:  # Redis holds all of the thread: see fresh_threads.py
                     self.metrics.incr("read_absent_redis")
                     return None

@@ -91,7 +91,8 @@ class HotWatch:
         else:
             groups = [(K.server_key(self.prefix), [K.generation_key(self.prefix, s) for s in range(K.SHARDS)])]
         calls = tuple(scripts.SERVER_CHECK.call({"server": server}, {}) for server, _ in groups)
-        replies = [_check_reply(reply) for reply in (yield RedisCall(calls, scripts=(scripts.SERVER_CHECK,)))]
+        # per server: its run id when it changed (else None), and 1 when it is a replica
+        replies = [(run_id, bool(int(role))) for run_id, role in (yield RedisCall(calls, scripts=(scripts.SERVER_CHECK,)))]
         replica = any(is_replica for _, is_replica in replies)
         if replica and not self.replica:
             self.metrics.incr("redis_replica_seen")
@@ -131,14 +132,6 @@ class HotWatch:
         """Run the check every `check_seconds` as a job on `scheduler`, from the first call on."""
         if self.enabled:
             self._loop = WatchLoop(self, run, scheduler)
-
-
-def _check_reply(reply: Any) -> tuple[Any, bool]:
-    """(the run id when it changed, else None; whether the server is a replica) from
-    server_check.lua's reply (or a bare run id, which only a scripted test driver still answers)."""
-    if isinstance(reply, list):
-        return reply[0], bool(int(reply[1]))
-    return reply, False
 
 
 class WatchLoop:

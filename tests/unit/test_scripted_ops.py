@@ -229,7 +229,7 @@ def test_the_first_read_checks_which_redis_server_answers(saver_factory: Any) ->
     saver.core.hot.watch._checked = False  # a new process
     check = lambda r: commands_of(r) == ["EVALSHA:server_check"] and int(r.commands[0][2]) == 1  # noqa: E731
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[b"run-2"], check=check, describe="server check: another run id"),
+        Expect(RedisCall, reply=[[b"run-2", 0]], check=check, describe="server check: another run id"),
         Expect(RedisCall, reply=[1] * K.SHARDS, check=_is(*["INCR"] * K.SHARDS), describe="every generation moves"),
         Expect(RedisCall, reply=[True], check=lambda r: r.commands[0][0] == "SET" and r.commands[0][2] == "run-2"),
         Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[], [(False,)]]),
@@ -309,7 +309,7 @@ def test_a_script_cache_found_empty_makes_the_next_read_check_the_server(saver_f
     saver = saver_factory()
     saver._sync.on_scripts_lost()  # what the driver calls on NOSCRIPT
     driver = ScriptedDriver([
-        Expect(RedisCall, reply=[None], check=_is("EVALSHA:server_check")),
+        Expect(RedisCall, reply=[[None, 0]], check=_is("EVALSHA:server_check")),
         Expect(RedisCall, reply=[[b"miss", [], b"", b""]]), Expect(PgCall, reply=[[], [(False,)]]),
     ])  # fmt: skip
     driver.run(_get_latest(saver))
