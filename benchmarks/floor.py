@@ -11,6 +11,7 @@ part in the put, put_writes and get_tuple workloads; it is the lower bound, not 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -195,3 +196,166 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         pipe.hgetall(self._writes_key(config, cid))
         raw, writes = await pipe.execute()
         return self._tuple(config, raw, writes)
+
+
+# ------------------------------------------------------------------------ durable floor
+
+_INTERRUPT = "__interrupt__"
+# Threads whose rows since their last commit the durable floor keeps (a run that never stops at
+# an interrupt commits nothing on the caller's path: its rows are the write-behind's, not the
+# floor's); the oldest are dropped past this many.
+_BUFFERED_THREADS = 1024
+
+
+class DurableFloor(RawRedisFloor):
+    """The raw Redis floor plus the least Postgres work on the caller's path of a checkpointer
+    that makes an interrupt durable before `invoke` returns and never takes a thread Redis does
+    not hold for a new one:
+
+    - a read of the latest checkpoint that Redis does not have: one indexed Postgres lookup
+      (does Postgres hold the thread?), one round trip;
+    - a write of an interrupt: one autocommit statement inserting the serialized bytes of the
+      thread's checkpoints and writes not yet committed, one round trip and one commit.
+
+    No JSONB copy, no row-level security, no outbox, no locks. It restores nothing from Postgres
+    (a lookup that finds the thread raises): a lower bound for the benchmark, not a saver."""
+
+    def __init__(self, *, table: str, conn: Any = None, aconn: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.table = table  # schema-qualified and quoted
+        self.conn = conn
+        self.aconn = aconn
+        self._rows: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
+
+    @staticmethod
+    def setup_sql(table: str) -> list[str]:
+        """The table (no key but the lookup's index: a row is the bytes, not a record to update)."""
+        return [
+            f"CREATE TABLE IF NOT EXISTS {table} (thread_id text NOT NULL, row_id text NOT NULL, data bytea NOT NULL)",
+            f"CREATE INDEX IF NOT EXISTS durable_floor_thread ON {table} (thread_id)",
+        ]
+
+    def _lookup_sql(self) -> str:
+        return f"SELECT EXISTS (SELECT 1 FROM {self.table} WHERE thread_id = %s)"
+
+    def _insert_sql(self) -> str:
+        return f"INSERT INTO {self.table} (thread_id, row_id, data) SELECT %s, unnest(%s::text[]), unnest(%s::bytea[])"
+
+    def _keep(self, config: RunnableConfig, rows: list[tuple[str, bytes]]) -> None:
+        thread = config["configurable"]["thread_id"]
+        kept = self._rows.pop(thread, [])
+        kept += rows
+        self._rows[thread] = kept
+        while len(self._rows) > _BUFFERED_THREADS:
+            self._rows.popitem(last=False)
+
+    def _commit_args(self, config: RunnableConfig) -> tuple[str, list[str], list[bytes]]:
+        thread = config["configurable"]["thread_id"]
+        rows = self._rows.pop(thread, [])
+        return thread, [r for r, _ in rows], [d for _, d in rows]
+
+    @staticmethod
+    def _writes_rows(mapping: dict[FieldT, EncodableT], checkpoint_id: str) -> list[tuple[str, bytes]]:
+        return [(f"{checkpoint_id}:{field!s}", value) for field, value in mapping.items()]  # type: ignore[misc]
+
+    @staticmethod
+    def _found(config: RunnableConfig) -> None:
+        raise NotImplementedError(
+            f"thread {config['configurable']['thread_id']!r} is in Postgres but not in Redis: "
+            "the durable floor restores nothing"
+        )
+
+    # ---------------------------------------------------------------- sync
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        assert self.client is not None
+        key = self._key(config)
+        mapping = self._put_mapping(checkpoint, metadata)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl_seconds)
+        pipe.execute()
+        self._keep(config, [(checkpoint["id"], mapping[checkpoint["id"]])])  # type: ignore[list-item]
+        return self._next_config(config, checkpoint)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        assert self.client is not None and self.conn is not None
+        checkpoint_id = config["configurable"]["checkpoint_id"]
+        key = self._writes_key(config, checkpoint_id)
+        mapping = self._writes_mapping(writes, task_id)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl_seconds)
+        pipe.execute()
+        self._keep(config, self._writes_rows(mapping, checkpoint_id))
+        if any(channel == _INTERRUPT for channel, _ in writes):
+            self.conn.execute(self._insert_sql(), self._commit_args(config))
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        assert self.conn is not None
+        found = super().get_tuple(config)
+        if found is None and not get_checkpoint_id(config):
+            (exists,) = self.conn.execute(self._lookup_sql(), (config["configurable"]["thread_id"],)).fetchone()
+            if exists:
+                self._found(config)
+        return found
+
+    # --------------------------------------------------------------- async
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        assert self.aclient is not None
+        key = self._key(config)
+        mapping = self._put_mapping(checkpoint, metadata)
+        pipe = self.aclient.pipeline(transaction=False)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl_seconds)
+        await pipe.execute()
+        self._keep(config, [(checkpoint["id"], mapping[checkpoint["id"]])])  # type: ignore[list-item]
+        return self._next_config(config, checkpoint)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        assert self.aclient is not None and self.aconn is not None
+        checkpoint_id = config["configurable"]["checkpoint_id"]
+        key = self._writes_key(config, checkpoint_id)
+        mapping = self._writes_mapping(writes, task_id)
+        pipe = self.aclient.pipeline(transaction=False)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl_seconds)
+        await pipe.execute()
+        self._keep(config, self._writes_rows(mapping, checkpoint_id))
+        if any(channel == _INTERRUPT for channel, _ in writes):
+            await self.aconn.execute(self._insert_sql(), self._commit_args(config))
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        assert self.aconn is not None
+        found = await super().aget_tuple(config)
+        if found is None and not get_checkpoint_id(config):
+            cur = await self.aconn.execute(self._lookup_sql(), (config["configurable"]["thread_id"],))
+            (exists,) = await cur.fetchone()
+            if exists:
+                self._found(config)
+        return found

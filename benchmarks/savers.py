@@ -19,6 +19,7 @@ from contextlib import (
 )
 from typing import Any, ClassVar
 
+import psycopg
 import redis
 import redis.asyncio
 from langchain_core.runnables import RunnableConfig
@@ -30,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from devtools.servers import ServerUnavailable
 
 from .env import BenchEnv, slug
-from .floor import RawRedisFloor
+from .floor import DurableFloor, RawRedisFloor
 
 Saver = BaseCheckpointSaver[Any]
 ALL_OPS = frozenset({"put", "put_writes", "get_tuple", "list", "graph"})
@@ -64,8 +65,10 @@ class SaverFactory:
 
     def supports(self, op: str) -> bool:
         """`linear`: the 10-node linear graph on new threads (no resume, so no pending writes
-        read back), which every saver running graphs can run, and the raw floor too."""
-        return op in self.ops or (op == "linear" and "graph" in self.ops)
+        read back), which every saver running graphs can run, and the raw floor too. `case`:
+        case_8842 on new threads (invoke, interrupt, resume: the latest checkpoint with its
+        pending writes read back, no history), likewise."""
+        return op in self.ops or (op in ("linear", "case") and "graph" in self.ops)
 
     def open_sync(
         self, env: BenchEnv, scope: str, *, setup: bool = True
@@ -374,7 +377,7 @@ class FloorFactory(SaverFactory):
     name = "raw redis floor"
     # `linear`: a graph run on a new thread reads nothing back but "no checkpoint yet", so the
     # floor can checkpoint it: its figure is the least a Redis round trip per superstep costs
-    ops = frozenset({"put", "put_writes", "get_tuple", "linear"})
+    ops = frozenset({"put", "put_writes", "get_tuple", "linear", "case"})
     conformance = False
 
     def redis_patterns(self, env: BenchEnv, scope: str) -> tuple[str, list[str]] | None:
@@ -397,6 +400,53 @@ class FloorFactory(SaverFactory):
         try:
             await client.ping()
             yield RawRedisFloor(aclient=client, prefix=env.key_prefix(self.slug, scope))
+        finally:
+            await client.aclose()
+
+
+class DurableFloorFactory(SaverFactory):
+    """The raw Redis floor plus the Postgres work a checkpointer that makes an interrupt durable
+    before `invoke` returns cannot skip (floor.DurableFloor): the floor of TieredSaver's
+    graph runs, as the raw floor is of its calls."""
+
+    name = "durable floor"
+    ops = frozenset({"linear", "case"})
+    conformance = False
+
+    def redis_patterns(self, env: BenchEnv, scope: str) -> tuple[str, list[str]] | None:
+        return env.redis_url, [env.key_prefix(self.slug, scope) + ":*"]
+
+    def pg_schema(self, env: BenchEnv, scope: str) -> str | None:
+        return env.schema(self.slug, scope)
+
+    def _table(self, env: BenchEnv, scope: str) -> str:
+        return f'"{env.schema(self.slug, scope)}".durable_floor'
+
+    @contextmanager
+    def open_sync(self, env: BenchEnv, scope: str, *, setup: bool = True) -> Iterator[Saver]:
+        table = self._table(env, scope)
+        client = redis.Redis.from_url(env.redis_url)
+        try:
+            with psycopg.connect(env.pg_url, autocommit=True, prepare_threshold=0) as conn:
+                for statement in DurableFloor.setup_sql(table) if setup else []:
+                    conn.execute(statement)
+                client.ping()
+                yield DurableFloor(client=client, conn=conn, table=table, prefix=env.key_prefix(self.slug, scope))
+        finally:
+            client.close()
+
+    @asynccontextmanager
+    async def open_async(
+        self, env: BenchEnv, scope: str, *, setup: bool = True
+    ) -> AsyncIterator[Saver]:
+        table = self._table(env, scope)
+        client = redis.asyncio.Redis.from_url(env.redis_url)
+        try:
+            async with await psycopg.AsyncConnection.connect(env.pg_url, autocommit=True, prepare_threshold=0) as conn:
+                for statement in DurableFloor.setup_sql(table) if setup else []:
+                    await conn.execute(statement)
+                await client.ping()
+                yield DurableFloor(aclient=client, aconn=conn, table=table, prefix=env.key_prefix(self.slug, scope))
         finally:
             await client.aclose()
 
@@ -491,6 +541,7 @@ def all_factories() -> list[SaverFactory]:
         RedisSaverFactory(),
         ShallowRedisSaverFactory(),
         FloorFactory(),
+        DurableFloorFactory(),
         TieredFactory(durable=True),
         TieredFactory(durable=False),
     ]

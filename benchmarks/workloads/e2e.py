@@ -46,8 +46,8 @@ def run(ctx: Context) -> None:
         return timed
 
     with ExitStack() as stack:
-        subjects, failed = open_sync(ctx, stack, "graph-sync", "graph")
-        table = Table(ctx, GROUP, "graph run (sync)", "graph", failed)
+        subjects, failed = open_sync(ctx, stack, "graph-sync", "case")
+        table = Table(ctx, GROUP, "graph run (sync)", "case", failed)
         round_robin(table, subjects, ctx.profile.reps, one_rep)
         table.emit()
     asyncio.run(_run_async(ctx))
@@ -67,7 +67,7 @@ async def _run_async(ctx: Context) -> None:
         return timed
 
     async with AsyncExitStack() as stack:
-        subjects, failed = await open_async(ctx, stack, "graph-async", "graph")
-        table = Table(ctx, GROUP, "graph run (async)", "graph", failed)
+        subjects, failed = await open_async(ctx, stack, "graph-async", "case")
+        table = Table(ctx, GROUP, "graph run (async)", "case", failed)
         await around_robin(table, subjects, ctx.profile.reps, one_rep)
         table.emit()

@@ -258,7 +258,7 @@ def _timed(ctx: Context, net: Network) -> None:
             for level in p.rtt_levels:
                 tables.get(f"{LINEAR} (durability={d})", level, "linear")
         for level in p.rtt_levels:
-            tables.get(f"{CASE} (durability=sync)", level, "graph")
+            tables.get(f"{CASE} (durability=sync)", level, "case")
         for op in MICRO:
             for level in p.rtt_levels:
                 tables.get(op, level, op)
@@ -282,8 +282,8 @@ def _one_turn(ctx: Context, s: Subject, threads: _Threads, tables: _Tables, leve
         for d in DURABILITIES:
             table = tables.get(f"{LINEAR} (durability={d})", level, "linear")
             steps.append((table, lambda d=d: linear_runs(s, threads, p.rtt_linear_runs, d)))  # type: ignore[misc]
-    if s.factory.supports("graph"):
-        table = tables.get(f"{CASE} (durability=sync)", level, "graph")
+    if s.factory.supports("case"):
+        table = tables.get(f"{CASE} (durability=sync)", level, "case")
         steps.append((table, lambda: case_runs(s, threads, p.rtt_case_runs)))
     for table, fn in steps:
         if table.ok(s):
@@ -365,7 +365,8 @@ def _count(ctx: Context, net: Network) -> None:
     }
     for f in _count_factories(ctx):
         for w in workloads:
-            ok = "ok" if f.supports("graph" if w in steps else w) else "n/a"
+            kind = ("case" if w.startswith(CASE) else "linear") if w in steps else w
+            ok = "ok" if f.supports(kind) else "n/a"
             results[w][f.name].status = f.unavailable or ok
         if f.unavailable:
             continue
@@ -397,10 +398,11 @@ def _count_one(
 ) -> None:
     f, k = s.factory, ctx.profile.count_runs
     total_runs = 0
-    if f.supports("graph"):
+    if f.supports("linear"):
         # warm-up: connections, prepared scripts, and a first thread in every tenant
         linear_runs(s, threads, RTT_TENANTS, "sync")
-        case_runs(s, threads, 1)
+        if f.supports("case"):
+            case_runs(s, threads, 1)
         if isinstance(f, TieredFactory) and f.durable:
             f.flush(s.saver)  # the warm-up's write-behind: not the counted runs'
         for d in DURABILITIES:
@@ -408,11 +410,13 @@ def _count_one(
             with _counting(net, f, m, k):
                 linear_runs(s, threads, k, d)
             _store(results[f"{LINEAR} (durability={d})"][f.name], m, steps, f"{LINEAR} (durability={d})")
+            total_runs += k
+    if f.supports("case"):
         m = {}
         with _counting(net, f, m, k):
             case_runs(s, threads, k)
         _store(results[f"{CASE} (durability=sync)"][f.name], m, steps, f"{CASE} (durability=sync)")
-        total_runs = 3 * k
+        total_runs += k
     if all(f.supports(op) for op in MICRO):
         micro_calls(s, threads, 2)  # warm-up
         calls = ctx.profile.rtt_ops

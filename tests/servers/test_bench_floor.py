@@ -1,18 +1,22 @@
 """The benchmark's raw Redis floor (`benchmarks/floor.py`) answers `get_tuple` as a checkpointer
 must: with the checkpoint's pending writes, by id and latest, sync and async. A floor that left
-them out would be below what any saver LangGraph can resume from has to do."""
+them out would be below what any saver LangGraph can resume from has to do. Its durable floor
+does the Postgres work it stands for."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import psycopg
+import pytest
 import redis
 import redis.asyncio
 from langchain_core.runnables import RunnableConfig
 
 from benchmarks.data import checkpoint_chain, task_writes
-from benchmarks.floor import RawRedisFloor
+from benchmarks.floor import DurableFloor, RawRedisFloor
+from benchmarks.graph import build_case_graph
 
 
 def _fill(
@@ -60,3 +64,58 @@ def test_the_floor_returns_pending_writes(redis_url: str, key_prefix: str) -> No
         asyncio.run(reads())
     finally:
         client.close()
+
+
+def _durable_floor_rows(conn: psycopg.Connection[Any], table: str, thread: str) -> list[str]:
+    return [row for (row,) in conn.execute(f"SELECT row_id FROM {table} WHERE thread_id = %s", (thread,))]
+
+
+def test_the_durable_floor_commits_an_interrupt_before_invoke_returns(
+    redis_url: str, test_database_url: str, key_prefix: str
+) -> None:
+    """The durable floor's graph run does what it stands for: the interrupted run's checkpoints
+    and its interrupt are in Postgres when `invoke` returns (one statement), the run resumes
+    from Redis, a new thread's first read asks Postgres, and a thread Postgres holds but Redis
+    does not is never taken for a new one (sync and async)."""
+    schema = f"floor_{key_prefix.replace('-', '_').replace(':', '_')}"[:60]
+    table = f'"{schema}".durable_floor'
+    client, aclient = redis.Redis.from_url(redis_url), redis.asyncio.Redis.from_url(redis_url)
+    with psycopg.connect(test_database_url, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            for statement in DurableFloor.setup_sql(table):
+                conn.execute(statement)
+            floor = DurableFloor(client=client, conn=conn, table=table, prefix=key_prefix)
+            case = build_case_graph(floor)
+            assert case.resume is not None, "examples.case_8842 is importable in the tests"
+            config = RunnableConfig(configurable={"thread_id": "floor-case", "checkpoint_ns": ""})
+            out = case.graph.invoke(case.make_input(), config)
+            assert "__interrupt__" in out
+            rows = _durable_floor_rows(conn, table, "floor-case")
+            latest = floor.get_tuple(config)
+            assert latest is not None
+            assert latest.checkpoint["id"] in rows  # the interrupted checkpoint is in Postgres
+            assert any(row.startswith(latest.checkpoint["id"] + ":") for row in rows)  # and its interrupt
+            done = case.graph.invoke(case.resume(), config)
+            assert "__interrupt__" not in done
+
+            client.delete(f"{key_prefix}:{{floor-case}}")  # Redis lost the thread: never "new"
+            with pytest.raises(NotImplementedError, match="restores nothing"):
+                floor.get_tuple(config)
+
+            async def run_async() -> None:
+                async with await psycopg.AsyncConnection.connect(test_database_url, autocommit=True) as aconn:
+                    afloor = DurableFloor(aclient=aclient, aconn=aconn, table=table, prefix=key_prefix)
+                    acase = build_case_graph(afloor)
+                    aconfig = RunnableConfig(configurable={"thread_id": "floor-case-async", "checkpoint_ns": ""})
+                    assert await afloor.aget_tuple(aconfig) is None  # new everywhere
+                    out = await acase.graph.ainvoke(acase.make_input(), aconfig)
+                    assert "__interrupt__" in out
+                    assert _durable_floor_rows(conn, table, "floor-case-async")
+                    assert "__interrupt__" not in await acase.graph.ainvoke(acase.resume(), aconfig)  # type: ignore[misc]
+                await aclient.aclose()
+
+            asyncio.run(run_async())
+        finally:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            client.close()
