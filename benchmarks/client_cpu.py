@@ -39,13 +39,15 @@ CHANGED = 3
 
 class _Replying(SyncDriver):
     """Answers every Redis request as the server would for a healthy hot path: get.lua with
-    `get_reply`, anything else with 1s."""
+    `get_reply`, the server check with one run id of a primary, anything else with 1s."""
 
     get_reply: Any = None
 
     def _redis(self, call: RedisCall) -> Any:
         if call.commands[0][:2] == ("EVALSHA", scripts.GET.sha):
             return [self.get_reply]
+        if call.commands[0][:2] == ("EVALSHA", scripts.SERVER_CHECK.sha):
+            return [[b"client-cpu-server", 0] for _ in call.commands]
         return [1] * len(call.commands)
 
     def _pg(self, call: Any) -> Any:
