@@ -30,10 +30,13 @@ class Lifecycle:
     def __init__(self) -> None:
         self.closed = False
         self._busy = 0
-        self._cond = threading.Condition()
+        # a plain lock (every call takes it twice), and the last call out wakes close() only
+        # once it waits: a Condition's default RLock and notify cost each call ~2 µs
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
 
     def enter(self) -> None:
-        with self._cond:
+        with self._lock:
             if self.closed:
                 raise SaverClosedError(
                     "the saver is closed (close() was called, or its `with` block ended): it takes no more "
@@ -42,9 +45,9 @@ class Lifecycle:
             self._busy += 1
 
     def leave(self) -> None:
-        with self._cond:
+        with self._lock:
             self._busy -= 1
-            if not self._busy:
+            if not self._busy and self.closed:
                 self._cond.notify_all()
 
     def close(self) -> bool:
