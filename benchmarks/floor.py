@@ -11,8 +11,10 @@ part in the put, put_writes and get_tuple workloads; it is the lower bound, not 
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -207,6 +209,16 @@ _INTERRUPT = "__interrupt__"
 _BUFFERED_THREADS = 1024
 
 
+@dataclass
+class _Unflushed:
+    """A thread's rows since its last commit, the checkpoints it put, and the checkpoint an
+    interrupt waits for (its put still on its way)."""
+
+    rows: list[tuple[str, bytes]] = field(default_factory=list)
+    put: set[str] = field(default_factory=set)
+    awaiting: str | None = None
+
+
 class DurableFloor(RawRedisFloor):
     """The raw Redis floor plus the least Postgres work on the caller's path of a checkpointer
     that makes an interrupt durable before `invoke` returns and never takes a thread Redis does
@@ -225,7 +237,8 @@ class DurableFloor(RawRedisFloor):
         self.table = table  # schema-qualified and quoted
         self.conn = conn
         self.aconn = aconn
-        self._rows: OrderedDict[str, list[tuple[str, bytes]]] = OrderedDict()
+        self._threads: OrderedDict[str, _Unflushed] = OrderedDict()
+        self._lock = threading.Lock()  # LangGraph calls put and put_writes from its worker threads
 
     @staticmethod
     def setup_sql(table: str) -> list[str]:
@@ -241,18 +254,30 @@ class DurableFloor(RawRedisFloor):
     def _insert_sql(self) -> str:
         return f"INSERT INTO {self.table} (thread_id, row_id, data) SELECT %s, unnest(%s::text[]), unnest(%s::bytea[])"
 
-    def _keep(self, config: RunnableConfig, rows: list[tuple[str, bytes]]) -> None:
+    def _keep(
+        self, config: RunnableConfig, rows: list[tuple[str, bytes]], *, put: str | None = None,
+        interrupt: str | None = None,
+    ) -> tuple[str, list[str], list[bytes]] | None:
+        """Keep a call's rows; the thread's rows to commit now, if any: at an interrupt whose
+        checkpoint was put (LangGraph may write the interrupt while that put is on its way: then
+        at that put, so the interrupted checkpoint is always in the commit, still one)."""
         thread = config["configurable"]["thread_id"]
-        kept = self._rows.pop(thread, [])
-        kept += rows
-        self._rows[thread] = kept
-        while len(self._rows) > _BUFFERED_THREADS:
-            self._rows.popitem(last=False)
-
-    def _commit_args(self, config: RunnableConfig) -> tuple[str, list[str], list[bytes]]:
-        thread = config["configurable"]["thread_id"]
-        rows = self._rows.pop(thread, [])
-        return thread, [r for r, _ in rows], [d for _, d in rows]
+        with self._lock:
+            kept = self._threads.pop(thread, None) or _Unflushed()
+            self._threads[thread] = kept
+            while len(self._threads) > _BUFFERED_THREADS:
+                self._threads.popitem(last=False)
+            kept.rows += rows
+            if put is not None:
+                kept.put.add(put)
+            if interrupt is not None and interrupt not in kept.put:
+                kept.awaiting = interrupt
+                return None
+            if interrupt is None and (put is None or put != kept.awaiting):
+                return None
+            kept.awaiting = None
+            commit, kept.rows = kept.rows, []
+        return thread, [r for r, _ in commit], [d for _, d in commit]
 
     @staticmethod
     def _writes_rows(mapping: dict[FieldT, EncodableT], checkpoint_id: str) -> list[tuple[str, bytes]]:
@@ -281,7 +306,11 @@ class DurableFloor(RawRedisFloor):
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl_seconds)
         pipe.execute()
-        self._keep(config, [(checkpoint["id"], mapping[checkpoint["id"]])])  # type: ignore[list-item]
+        rows = [(checkpoint["id"], mapping[checkpoint["id"]])]
+        commit = self._keep(config, rows, put=checkpoint["id"])  # type: ignore[arg-type]
+        if commit is not None:
+            assert self.conn is not None
+            self.conn.execute(self._insert_sql(), commit)
         return self._next_config(config, checkpoint)
 
     def put_writes(
@@ -299,9 +328,10 @@ class DurableFloor(RawRedisFloor):
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl_seconds)
         pipe.execute()
-        self._keep(config, self._writes_rows(mapping, checkpoint_id))
-        if any(channel == _INTERRUPT for channel, _ in writes):
-            self.conn.execute(self._insert_sql(), self._commit_args(config))
+        interrupt = checkpoint_id if any(channel == _INTERRUPT for channel, _ in writes) else None
+        commit = self._keep(config, self._writes_rows(mapping, checkpoint_id), interrupt=interrupt)
+        if commit is not None:
+            self.conn.execute(self._insert_sql(), commit)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.conn is not None
@@ -328,7 +358,11 @@ class DurableFloor(RawRedisFloor):
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl_seconds)
         await pipe.execute()
-        self._keep(config, [(checkpoint["id"], mapping[checkpoint["id"]])])  # type: ignore[list-item]
+        rows = [(checkpoint["id"], mapping[checkpoint["id"]])]
+        commit = self._keep(config, rows, put=checkpoint["id"])  # type: ignore[arg-type]
+        if commit is not None:
+            assert self.aconn is not None
+            await self.aconn.execute(self._insert_sql(), commit)
         return self._next_config(config, checkpoint)
 
     async def aput_writes(
@@ -346,9 +380,10 @@ class DurableFloor(RawRedisFloor):
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, self.ttl_seconds)
         await pipe.execute()
-        self._keep(config, self._writes_rows(mapping, checkpoint_id))
-        if any(channel == _INTERRUPT for channel, _ in writes):
-            await self.aconn.execute(self._insert_sql(), self._commit_args(config))
+        interrupt = checkpoint_id if any(channel == _INTERRUPT for channel, _ in writes) else None
+        commit = self._keep(config, self._writes_rows(mapping, checkpoint_id), interrupt=interrupt)
+        if commit is not None:
+            await self.aconn.execute(self._insert_sql(), commit)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.aconn is not None

@@ -99,6 +99,17 @@ def test_the_durable_floor_commits_an_interrupt_before_invoke_returns(
             done = case.graph.invoke(case.resume(), config)
             assert "__interrupt__" not in done
 
+            # an interrupt written while its checkpoint's put is on its way: committed with that put
+            early = RunnableConfig(configurable={"thread_id": "floor-early", "checkpoint_ns": ""})
+            (args,) = checkpoint_chain(floor, 1)
+            pending = RunnableConfig(configurable={**early["configurable"], "checkpoint_id": args.checkpoint["id"]})
+            floor.put_writes(pending, [("__interrupt__", "approve?")], "task-1")
+            assert _durable_floor_rows(conn, table, "floor-early") == []
+            floor.put(early, args.checkpoint, args.metadata, args.new_versions)
+            assert sorted(_durable_floor_rows(conn, table, "floor-early")) == sorted(
+                [args.checkpoint["id"], f"{args.checkpoint['id']}:task-1:00000000"]
+            )
+
             client.delete(f"{key_prefix}:{{floor-case}}")  # Redis lost the thread: never "new"
             with pytest.raises(NotImplementedError, match="restores nothing"):
                 floor.get_tuple(config)
