@@ -39,6 +39,8 @@ _GET_LATEST = (
     "return {redis.call('HGET', KEYS[1], latest), redis.call('HGETALL', KEYS[1] .. ':w:' .. latest)}"
 )
 _TYPE_SEP = b"\x00"
+# A durable floor's commit: (thread id, row ids, row bytes)
+Commit = tuple[str, list[str], list[bytes]]
 
 
 class RawRedisFloor(BaseCheckpointSaver[str]):
@@ -113,6 +115,42 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
     def _next_config(self, config: RunnableConfig, checkpoint: Checkpoint) -> RunnableConfig:
         return {"configurable": {**config["configurable"], "checkpoint_id": checkpoint["id"]}}
 
+    def _stage_put(
+        self, pipe: Any, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+    ) -> dict[FieldT, EncodableT]:
+        """Queue a put's commands on `pipe` (sync or async): its one round trip."""
+        key = self._key(config)
+        mapping = self._put_mapping(checkpoint, metadata)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl_seconds)
+        return mapping
+
+    def _stage_writes(
+        self, pipe: Any, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str
+    ) -> dict[FieldT, EncodableT]:
+        key = self._writes_key(config, config["configurable"]["checkpoint_id"])
+        mapping = self._writes_mapping(writes, task_id)
+        pipe.hset(key, mapping=mapping)
+        pipe.expire(key, self.ttl_seconds)
+        return mapping
+
+    # What a put or a write commits to Postgres after its round trip: nothing here (the durable
+    # floor's: see DurableFloor).
+
+    def _put_done(self, config: RunnableConfig, checkpoint: Checkpoint, mapping: dict[FieldT, EncodableT]) -> Commit | None:
+        return None
+
+    def _writes_done(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], mapping: dict[FieldT, EncodableT]
+    ) -> Commit | None:
+        return None
+
+    def _commit(self, commit: Commit) -> None:
+        raise NotImplementedError("the raw floor has no Postgres")
+
+    async def _acommit(self, commit: Commit) -> None:
+        raise NotImplementedError("the raw floor has no Postgres")
+
     # ---------------------------------------------------------------- sync
 
     def put(
@@ -123,11 +161,12 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         assert self.client is not None
-        key = self._key(config)
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping=self._put_mapping(checkpoint, metadata))
-        pipe.expire(key, self.ttl_seconds)
+        mapping = self._stage_put(pipe, config, checkpoint, metadata)
         pipe.execute()
+        commit = self._put_done(config, checkpoint, mapping)
+        if commit is not None:
+            self._commit(commit)
         return self._next_config(config, checkpoint)
 
     def put_writes(
@@ -138,11 +177,12 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         assert self.client is not None
-        key = self._writes_key(config, config["configurable"]["checkpoint_id"])
         pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping=self._writes_mapping(writes, task_id))
-        pipe.expire(key, self.ttl_seconds)
+        mapping = self._stage_writes(pipe, config, writes, task_id)
         pipe.execute()
+        commit = self._writes_done(config, writes, mapping)
+        if commit is not None:
+            self._commit(commit)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.client is not None and self._latest is not None
@@ -166,11 +206,12 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         assert self.aclient is not None
-        key = self._key(config)
         pipe = self.aclient.pipeline(transaction=False)
-        pipe.hset(key, mapping=self._put_mapping(checkpoint, metadata))
-        pipe.expire(key, self.ttl_seconds)
+        mapping = self._stage_put(pipe, config, checkpoint, metadata)
         await pipe.execute()
+        commit = self._put_done(config, checkpoint, mapping)
+        if commit is not None:
+            await self._acommit(commit)
         return self._next_config(config, checkpoint)
 
     async def aput_writes(
@@ -181,11 +222,12 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         assert self.aclient is not None
-        key = self._writes_key(config, config["configurable"]["checkpoint_id"])
         pipe = self.aclient.pipeline(transaction=False)
-        pipe.hset(key, mapping=self._writes_mapping(writes, task_id))
-        pipe.expire(key, self.ttl_seconds)
+        mapping = self._stage_writes(pipe, config, writes, task_id)
         await pipe.execute()
+        commit = self._writes_done(config, writes, mapping)
+        if commit is not None:
+            await self._acommit(commit)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.aclient is not None and self._alatest is not None
@@ -257,7 +299,7 @@ class DurableFloor(RawRedisFloor):
     def _keep(
         self, config: RunnableConfig, rows: list[tuple[str, bytes]], *, put: str | None = None,
         interrupt: str | None = None,
-    ) -> tuple[str, list[str], list[bytes]] | None:
+    ) -> Commit | None:
         """Keep a call's rows; the thread's rows to commit now, if any: at an interrupt whose
         checkpoint was put (LangGraph may write the interrupt while that put is on its way: then
         at that put, so the interrupted checkpoint is always in the commit, still one)."""
@@ -290,48 +332,24 @@ class DurableFloor(RawRedisFloor):
             "the durable floor restores nothing"
         )
 
-    # ---------------------------------------------------------------- sync
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        assert self.client is not None
-        key = self._key(config)
-        mapping = self._put_mapping(checkpoint, metadata)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, self.ttl_seconds)
-        pipe.execute()
+    def _put_done(self, config: RunnableConfig, checkpoint: Checkpoint, mapping: dict[FieldT, EncodableT]) -> Commit | None:
         rows = [(checkpoint["id"], mapping[checkpoint["id"]])]
-        commit = self._keep(config, rows, put=checkpoint["id"])  # type: ignore[arg-type]
-        if commit is not None:
-            assert self.conn is not None
-            self.conn.execute(self._insert_sql(), commit)
-        return self._next_config(config, checkpoint)
+        return self._keep(config, rows, put=checkpoint["id"])  # type: ignore[arg-type]
 
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        assert self.client is not None and self.conn is not None
+    def _writes_done(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], mapping: dict[FieldT, EncodableT]
+    ) -> Commit | None:
         checkpoint_id = config["configurable"]["checkpoint_id"]
-        key = self._writes_key(config, checkpoint_id)
-        mapping = self._writes_mapping(writes, task_id)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, self.ttl_seconds)
-        pipe.execute()
         interrupt = checkpoint_id if any(channel == _INTERRUPT for channel, _ in writes) else None
-        commit = self._keep(config, self._writes_rows(mapping, checkpoint_id), interrupt=interrupt)
-        if commit is not None:
-            self.conn.execute(self._insert_sql(), commit)
+        return self._keep(config, self._writes_rows(mapping, checkpoint_id), interrupt=interrupt)
+
+    def _commit(self, commit: Commit) -> None:
+        assert self.conn is not None
+        self.conn.execute(self._insert_sql(), commit)
+
+    async def _acommit(self, commit: Commit) -> None:
+        assert self.aconn is not None
+        await self.aconn.execute(self._insert_sql(), commit)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.conn is not None
@@ -341,49 +359,6 @@ class DurableFloor(RawRedisFloor):
             if exists:
                 self._found(config)
         return found
-
-    # --------------------------------------------------------------- async
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        assert self.aclient is not None
-        key = self._key(config)
-        mapping = self._put_mapping(checkpoint, metadata)
-        pipe = self.aclient.pipeline(transaction=False)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, self.ttl_seconds)
-        await pipe.execute()
-        rows = [(checkpoint["id"], mapping[checkpoint["id"]])]
-        commit = self._keep(config, rows, put=checkpoint["id"])  # type: ignore[arg-type]
-        if commit is not None:
-            assert self.aconn is not None
-            await self.aconn.execute(self._insert_sql(), commit)
-        return self._next_config(config, checkpoint)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        assert self.aclient is not None and self.aconn is not None
-        checkpoint_id = config["configurable"]["checkpoint_id"]
-        key = self._writes_key(config, checkpoint_id)
-        mapping = self._writes_mapping(writes, task_id)
-        pipe = self.aclient.pipeline(transaction=False)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, self.ttl_seconds)
-        await pipe.execute()
-        interrupt = checkpoint_id if any(channel == _INTERRUPT for channel, _ in writes) else None
-        commit = self._keep(config, self._writes_rows(mapping, checkpoint_id), interrupt=interrupt)
-        if commit is not None:
-            await self.aconn.execute(self._insert_sql(), commit)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.aconn is not None
