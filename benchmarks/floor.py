@@ -6,7 +6,14 @@ same for the writes (a hash per checkpoint). `get_tuple` is one round trip (a pi
 HGETALL by id, or a short Lua script for the latest) plus deserialization of the checkpoint and of
 its pending writes: a tuple without them is not one LangGraph can resume from, so a floor that
 skipped them would be below what any checkpointer can do. It keeps no history, so it only takes
-part in the put, put_writes and get_tuple workloads; it is the lower bound, not a usable saver.
+part in the put, put_writes and get_tuple workloads and in graph runs on new threads (the 10-node
+graph, case_8842); it is the lower bound, not a usable saver.
+
+Two more floors build on it for graph runs. The carried floor (`carry_writes`) sends a step's
+writes with the put that closes the step, as TieredSaver does: one round trip per superstep
+where the raw floor makes one per call. The durable floor (`DurableFloor`, carrying too) adds
+the Postgres work a checkpointer that makes an interrupt durable before `invoke` returns cannot
+skip.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import redis
 import redis.asyncio
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
@@ -28,6 +36,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     get_checkpoint_id,
 )
+from langgraph.checkpoint.serde.types import RESUME
 from redis.typing import EncodableT, FieldT
 
 _LATEST = "latest"
@@ -53,12 +62,19 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         aclient: redis.asyncio.Redis | None = None,
         prefix: str,
         ttl_seconds: int = 24 * 3600,
+        carry_writes: bool = False,
     ) -> None:
         super().__init__()
         self.client = client
         self.aclient = aclient
         self.prefix = prefix
         self.ttl_seconds = ttl_seconds
+        # `carry_writes`: a step's writes wait in process and go in the round trip of the put
+        # that closes the step, as TieredSaver's (one round trip per superstep); a special
+        # write (an interrupt, an error) goes at once, and a read first sends what waits
+        self.carry_writes = carry_writes
+        self._held: dict[str, list[tuple[str, dict[FieldT, EncodableT]]]] = {}
+        self._held_lock = threading.Lock()  # LangGraph calls put_writes from its worker threads
         self._latest = client.register_script(_GET_LATEST) if client else None
         self._alatest = aclient.register_script(_GET_LATEST) if aclient else None
 
@@ -134,6 +150,32 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         pipe.expire(key, self.ttl_seconds)
         return mapping
 
+    def _hold(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str
+    ) -> dict[FieldT, EncodableT] | None:
+        """Keep a step's writes for the put that closes it (`carry_writes`); None: send now."""
+        if not self.carry_writes or any(c in WRITES_IDX_MAP and c != RESUME for c, _ in writes):
+            return None
+        key = self._writes_key(config, config["configurable"]["checkpoint_id"])
+        mapping = self._writes_mapping(writes, task_id)
+        with self._held_lock:
+            self._held.setdefault(config["configurable"]["thread_id"], []).append((key, mapping))
+        return mapping
+
+    def _holds(self, config: RunnableConfig) -> bool:
+        return self.carry_writes and config["configurable"]["thread_id"] in self._held
+
+    def _stage_held(self, pipe: Any, config: RunnableConfig) -> bool:
+        """Queue the thread's waiting writes on `pipe`; whether there were any."""
+        if not self.carry_writes:
+            return False
+        with self._held_lock:
+            held = self._held.pop(config["configurable"]["thread_id"], [])
+        for key, mapping in held:
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, self.ttl_seconds)
+        return bool(held)
+
     # What a put or a write commits to Postgres after its round trip: nothing here (the durable
     # floor's: see DurableFloor).
 
@@ -162,6 +204,7 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
     ) -> RunnableConfig:
         assert self.client is not None
         pipe = self.client.pipeline(transaction=False)
+        self._stage_held(pipe, config)
         mapping = self._stage_put(pipe, config, checkpoint, metadata)
         pipe.execute()
         commit = self._put_done(config, checkpoint, mapping)
@@ -177,15 +220,22 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         assert self.client is not None
-        pipe = self.client.pipeline(transaction=False)
-        mapping = self._stage_writes(pipe, config, writes, task_id)
-        pipe.execute()
+        mapping = self._hold(config, writes, task_id)
+        if mapping is None:
+            pipe = self.client.pipeline(transaction=False)
+            self._stage_held(pipe, config)
+            mapping = self._stage_writes(pipe, config, writes, task_id)
+            pipe.execute()
         commit = self._writes_done(config, writes, mapping)
         if commit is not None:
             self._commit(commit)
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.client is not None and self._latest is not None
+        if self._holds(config):  # a read sees every write before it
+            pipe = self.client.pipeline(transaction=False)
+            self._stage_held(pipe, config)
+            pipe.execute()
         key = self._key(config)
         cid = get_checkpoint_id(config)
         if not cid:
@@ -207,6 +257,7 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
     ) -> RunnableConfig:
         assert self.aclient is not None
         pipe = self.aclient.pipeline(transaction=False)
+        self._stage_held(pipe, config)
         mapping = self._stage_put(pipe, config, checkpoint, metadata)
         await pipe.execute()
         commit = self._put_done(config, checkpoint, mapping)
@@ -222,15 +273,22 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         assert self.aclient is not None
-        pipe = self.aclient.pipeline(transaction=False)
-        mapping = self._stage_writes(pipe, config, writes, task_id)
-        await pipe.execute()
+        mapping = self._hold(config, writes, task_id)
+        if mapping is None:
+            pipe = self.aclient.pipeline(transaction=False)
+            self._stage_held(pipe, config)
+            mapping = self._stage_writes(pipe, config, writes, task_id)
+            await pipe.execute()
         commit = self._writes_done(config, writes, mapping)
         if commit is not None:
             await self._acommit(commit)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         assert self.aclient is not None and self._alatest is not None
+        if self._holds(config):  # a read sees every write before it
+            pipe = self.aclient.pipeline(transaction=False)
+            self._stage_held(pipe, config)
+            await pipe.execute()
         key = self._key(config)
         cid = get_checkpoint_id(config)
         if not cid:
@@ -262,7 +320,8 @@ class _Unflushed:
 
 
 class DurableFloor(RawRedisFloor):
-    """The raw Redis floor plus the least Postgres work on the caller's path of a checkpointer
+    """The carried floor (with `carry_writes`, as the benchmark runs it) plus the least Postgres
+    work on the caller's path of a checkpointer
     that makes an interrupt durable before `invoke` returns and never takes a thread Redis does
     not hold for a new one:
 

@@ -379,6 +379,7 @@ class FloorFactory(SaverFactory):
     # floor can checkpoint it: its figure is the least a Redis round trip per superstep costs
     ops = frozenset({"put", "put_writes", "get_tuple", "linear", "case"})
     conformance = False
+    carry_writes = False  # see RawRedisFloor
 
     def redis_patterns(self, env: BenchEnv, scope: str) -> tuple[str, list[str]] | None:
         return env.redis_url, [env.key_prefix(self.slug, scope) + ":*"]
@@ -388,7 +389,7 @@ class FloorFactory(SaverFactory):
         client = redis.Redis.from_url(env.redis_url)
         try:
             client.ping()
-            yield RawRedisFloor(client=client, prefix=env.key_prefix(self.slug, scope))
+            yield RawRedisFloor(client=client, prefix=env.key_prefix(self.slug, scope), carry_writes=self.carry_writes)
         finally:
             client.close()
 
@@ -399,13 +400,22 @@ class FloorFactory(SaverFactory):
         client = redis.asyncio.Redis.from_url(env.redis_url)
         try:
             await client.ping()
-            yield RawRedisFloor(aclient=client, prefix=env.key_prefix(self.slug, scope))
+            yield RawRedisFloor(aclient=client, prefix=env.key_prefix(self.slug, scope), carry_writes=self.carry_writes)
         finally:
             await client.aclose()
 
 
+class CarriedFloorFactory(FloorFactory):
+    """The raw floor with TieredSaver's write combining (a step's writes go with the put that
+    closes it: one round trip per superstep): the floor of a graph run in Redis."""
+
+    name = "carried floor"
+    ops = frozenset({"linear", "case"})
+    carry_writes = True
+
+
 class DurableFloorFactory(SaverFactory):
-    """The raw Redis floor plus the Postgres work a checkpointer that makes an interrupt durable
+    """The carried floor plus the Postgres work a checkpointer that makes an interrupt durable
     before `invoke` returns cannot skip (floor.DurableFloor): the floor of TieredSaver's
     graph runs, as the raw floor is of its calls."""
 
@@ -431,7 +441,9 @@ class DurableFloorFactory(SaverFactory):
                 for statement in DurableFloor.setup_sql(table) if setup else []:
                     conn.execute(statement)
                 client.ping()
-                yield DurableFloor(client=client, conn=conn, table=table, prefix=env.key_prefix(self.slug, scope))
+                yield DurableFloor(
+                    client=client, conn=conn, table=table, prefix=env.key_prefix(self.slug, scope), carry_writes=True
+                )
         finally:
             client.close()
 
@@ -446,7 +458,9 @@ class DurableFloorFactory(SaverFactory):
                 for statement in DurableFloor.setup_sql(table) if setup else []:
                     await conn.execute(statement)
                 await client.ping()
-                yield DurableFloor(aclient=client, aconn=conn, table=table, prefix=env.key_prefix(self.slug, scope))
+                yield DurableFloor(
+                    aclient=client, aconn=conn, table=table, prefix=env.key_prefix(self.slug, scope), carry_writes=True
+                )
         finally:
             await client.aclose()
 
@@ -541,6 +555,7 @@ def all_factories() -> list[SaverFactory]:
         RedisSaverFactory(),
         ShallowRedisSaverFactory(),
         FloorFactory(),
+        CarriedFloorFactory(),
         DurableFloorFactory(),
         TieredFactory(durable=True),
         TieredFactory(durable=False),

@@ -85,7 +85,7 @@ def test_the_durable_floor_commits_an_interrupt_before_invoke_returns(
         try:
             for statement in DurableFloor.setup_sql(table):
                 conn.execute(statement)
-            floor = DurableFloor(client=client, conn=conn, table=table, prefix=key_prefix)
+            floor = DurableFloor(client=client, conn=conn, table=table, prefix=key_prefix, carry_writes=True)
             case = build_case_graph(floor)
             assert case.resume is not None, "examples.case_8842 is importable in the tests"
             config = RunnableConfig(configurable={"thread_id": "floor-case", "checkpoint_ns": ""})
@@ -116,7 +116,7 @@ def test_the_durable_floor_commits_an_interrupt_before_invoke_returns(
 
             async def run_async() -> None:
                 async with await psycopg.AsyncConnection.connect(test_database_url, autocommit=True) as aconn:
-                    afloor = DurableFloor(aclient=aclient, aconn=aconn, table=table, prefix=key_prefix)
+                    afloor = DurableFloor(aclient=aclient, aconn=aconn, table=table, prefix=key_prefix, carry_writes=True)
                     acase = build_case_graph(afloor)
                     aconfig = RunnableConfig(configurable={"thread_id": "floor-case-async", "checkpoint_ns": ""})
                     assert await afloor.aget_tuple(aconfig) is None  # new everywhere
@@ -130,3 +130,42 @@ def test_the_durable_floor_commits_an_interrupt_before_invoke_returns(
         finally:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
             client.close()
+
+
+def test_the_carried_floor_sends_a_steps_writes_with_the_next_put(redis_url: str, key_prefix: str) -> None:
+    """Carried writes reach Redis in the round trip of the put that closes their step (none of
+    their own); an interrupt goes at once, with what waits; a read first sends what waits; and
+    case_8842 runs on it, sync and async, as on the raw floor."""
+    client, aclient = redis.Redis.from_url(redis_url), redis.asyncio.Redis.from_url(redis_url)
+    floor = RawRedisFloor(client=client, prefix=key_prefix, carry_writes=True)
+    try:
+        base = RunnableConfig(configurable={"thread_id": "carried", "checkpoint_ns": ""})
+        first, second = checkpoint_chain(floor, 2)
+        cfg = RunnableConfig(configurable={**base["configurable"], **floor.put(base, first.checkpoint, first.metadata, first.new_versions)["configurable"]})
+        writes_key = f"{key_prefix}:{{carried}}:w:{first.checkpoint['id']}"
+        floor.put_writes(cfg, [("messages", "hello")], "task-1")
+        assert not client.exists(writes_key)  # waits for the put closing the step
+        found = floor.get_tuple(cfg)  # a read sends it first
+        assert found is not None and found.pending_writes == [("task-1", "messages", "hello")]
+        floor.put_writes(cfg, [("messages", "again")], "task-2")
+        floor.put(cfg, second.checkpoint, second.metadata, second.new_versions)
+        assert client.hlen(writes_key) == 2
+        floor.put_writes(cfg, [("__interrupt__", "approve?")], "task-3")
+        assert client.hlen(writes_key) == 3  # at once
+
+        case = build_case_graph(floor)
+        config = RunnableConfig(configurable={"thread_id": "carried-case", "checkpoint_ns": ""})
+        assert "__interrupt__" in case.graph.invoke(case.make_input(), config)
+        assert "__interrupt__" not in case.graph.invoke(case.resume(), config)  # type: ignore[misc]
+
+        async def run_async() -> None:
+            afloor = RawRedisFloor(aclient=aclient, prefix=key_prefix, carry_writes=True)
+            acase = build_case_graph(afloor)
+            aconfig = RunnableConfig(configurable={"thread_id": "carried-case-async", "checkpoint_ns": ""})
+            assert "__interrupt__" in await acase.graph.ainvoke(acase.make_input(), aconfig)
+            assert "__interrupt__" not in await acase.graph.ainvoke(acase.resume(), aconfig)  # type: ignore[misc]
+            await aclient.aclose()
+
+        asyncio.run(run_async())
+    finally:
+        client.close()
