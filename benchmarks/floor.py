@@ -36,7 +36,7 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     get_checkpoint_id,
 )
-from langgraph.checkpoint.serde.types import RESUME
+from langgraph.checkpoint.serde.types import INTERRUPT, RESUME
 from redis.typing import EncodableT, FieldT
 
 _LATEST = "latest"
@@ -302,7 +302,6 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
 
 # ------------------------------------------------------------------------ durable floor
 
-_INTERRUPT = "__interrupt__"
 # Threads whose rows since their last commit the durable floor keeps (a run that never stops at
 # an interrupt commits nothing on the caller's path: its rows are the write-behind's, not the
 # floor's); the oldest are dropped past this many.
@@ -321,9 +320,8 @@ class _Unflushed:
 
 class DurableFloor(RawRedisFloor):
     """The carried floor (with `carry_writes`, as the benchmark runs it) plus the least Postgres
-    work on the caller's path of a checkpointer
-    that makes an interrupt durable before `invoke` returns and never takes a thread Redis does
-    not hold for a new one:
+    work on the caller's path of a checkpointer that makes an interrupt durable before `invoke`
+    returns and never takes a thread Redis does not hold for a new one:
 
     - a read of the latest checkpoint that Redis does not have: one indexed Postgres lookup
       (does Postgres hold the thread?), one round trip;
@@ -399,7 +397,7 @@ class DurableFloor(RawRedisFloor):
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], mapping: dict[FieldT, EncodableT]
     ) -> Commit | None:
         checkpoint_id = config["configurable"]["checkpoint_id"]
-        interrupt = checkpoint_id if any(channel == _INTERRUPT for channel, _ in writes) else None
+        interrupt = checkpoint_id if any(channel == INTERRUPT for channel, _ in writes) else None
         return self._keep(config, self._writes_rows(mapping, checkpoint_id), interrupt=interrupt)
 
     def _commit(self, commit: Commit) -> None:
