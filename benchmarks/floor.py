@@ -74,7 +74,9 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         # write (an interrupt, an error) goes at once, and a read first sends what waits
         self.carry_writes = carry_writes
         self._held: dict[str, list[tuple[str, dict[FieldT, EncodableT]]]] = {}
-        self._held_lock = threading.Lock()  # LangGraph calls put_writes from its worker threads
+        # LangGraph calls put and put_writes from its worker threads: the writes held here, and
+        # a durable floor's rows, are changed under this lock (never taken twice at once)
+        self._lock = threading.Lock()
         self._latest = client.register_script(_GET_LATEST) if client else None
         self._alatest = aclient.register_script(_GET_LATEST) if aclient else None
 
@@ -158,7 +160,7 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
             return None
         key = self._writes_key(config, config["configurable"]["checkpoint_id"])
         mapping = self._writes_mapping(writes, task_id)
-        with self._held_lock:
+        with self._lock:
             self._held.setdefault(config["configurable"]["thread_id"], []).append((key, mapping))
         return mapping
 
@@ -169,7 +171,7 @@ class RawRedisFloor(BaseCheckpointSaver[str]):
         """Queue the thread's waiting writes on `pipe`; whether there were any."""
         if not self.carry_writes:
             return False
-        with self._held_lock:
+        with self._lock:
             held = self._held.pop(config["configurable"]["thread_id"], [])
         for key, mapping in held:
             pipe.hset(key, mapping=mapping)
@@ -337,7 +339,6 @@ class DurableFloor(RawRedisFloor):
         self.conn = conn
         self.aconn = aconn
         self._threads: OrderedDict[str, _Unflushed] = OrderedDict()
-        self._lock = threading.Lock()  # LangGraph calls put and put_writes from its worker threads
 
     @staticmethod
     def setup_sql(table: str) -> list[str]:
