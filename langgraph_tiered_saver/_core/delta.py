@@ -109,7 +109,7 @@ def hot_walk_op(
     known = kept.get(key) if kept is not None else None
     args = (
         hot.read_ttl_ms, ref.checkpoint_ns, ref.checkpoint_id or "",
-        *((known.newest, known.oldest, known.count) if known is not None else ("", "", 0)),
+        *((known.newest, known.oldest, known.count, known.born) if known is not None else ("", "", 0, "")),
     )  # fmt: skip
     plan = thread_plan(hot.prefix, ref.tenant_id, ref.thread_id)  # its key prefix: GET's first key
     call = scripts.DELTA_HISTORY.call_planned(plan.get_keys[:1], args, list(channels))
@@ -126,12 +126,12 @@ def hot_walk_op(
     if status == "known" and known is not None:  # the kept walk goes on where this one stopped
         steps, seeds = known.after(steps, seeds)
     if status in ("done", "known") and kept is not None and whole:
-        ids, count = [as_str(i) for i in whole[0]], int(whole[1])
+        ids, count, born = [as_str(i) for i in whole[0]], int(whole[1]), as_str(whole[2])
         before = known if status == "known" else None
         newest = ids[0] if ids else before.newest if before is not None else None
         oldest = before.oldest if before is not None else ids[-1] if ids else None
         if newest is not None and oldest is not None and strictly_decreasing(ids, before.newest if before is not None else None):
-            kept.keep(key, KeptWalk(newest, oldest, count, tuple(steps), seeds))
+            kept.keep(key, KeptWalk(newest, oldest, count, born, tuple(steps), seeds))
         else:
             kept.drop(key)
         status = "done"

@@ -13,7 +13,9 @@ A walk is kept only when Redis answered it all ("done") and its ancestors' ids f
 strictly decreasing order from the newest: then every field of every one of them lies in the
 range the count covers. An ancestor's parent, writes and stored values never change once it
 has a child, and the count catches the exceptions (late writes, deletion, expiry, a wiped
-Redis), so a kept walk gives what the full walk would. Bounded: `limit` walks, least recently
+Redis), so a kept walk gives what the full walk would. A thread deleted and built again with
+the same ids and as many writes (hand-made ids: LangGraph's never repeat) would pass the count:
+its birth mark, which the write giving Redis the thread's first checkpoint sets, tells it apart. Bounded: `limit` walks, least recently
 used first out; a walk of more than `max_records` writes is not kept. A thread's go when this
 process deletes, prunes or overwrites it, a tenant's with its erasure.
 """
@@ -37,12 +39,13 @@ Key = tuple[str, str, str, tuple[str, ...]]  # tenant, thread, namespace, channe
 @dataclass(frozen=True)
 class KeptWalk:
     """A whole walk: the parent of the checkpoint it was made for (`newest`, its first
-    ancestor) back to `oldest`; `count`: the write fields of that id range then; `steps`,
-    newest first, and `seeds` as `_Walk` holds them."""
+    ancestor) back to `oldest`; `count`: the write fields of that id range then; `born`: the
+    thread's birth mark in Redis then; `steps`, newest first, and `seeds` as `_Walk` holds them."""
 
     newest: str
     oldest: str
     count: int
+    born: str
     steps: tuple[list[WriteRecord], ...]
     seeds: dict[str, TypedValue]
 

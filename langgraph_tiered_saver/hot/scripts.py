@@ -174,7 +174,7 @@ LOCK_RELEASE = LuaScript.load("lock_release", ("lock",), ("token",))
 SERVER_CHECK = LuaScript.load("server_check", ("server",), ())
 WORKER_HEARTBEAT = LuaScript.load("worker_heartbeat", ("workers",), ("worker", "lease_ms"))
 DELTA_HISTORY = LuaScript.load(
-    "delta_history", ("thread",), ("refresh_ttl_ms", "ns", "checkpoint_id", "known", "known_from", "known_count"),
+    "delta_history", ("thread",), ("refresh_ttl_ms", "ns", "checkpoint_id", "known", "known_from", "known_count", "known_born"),
     rest="channel", derived=True,
 )
 LIST = LuaScript.load(

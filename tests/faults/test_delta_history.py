@@ -473,7 +473,7 @@ def walked(saver: TieredSaver, config: dict[str, Any], channels: list[str]) -> t
             return stop.value
 
     result = saver.run_op(watching(delta_history_op(saver.core, saver._ref(config), channels)))
-    ((status, _, _, _, _, ids, _),) = seen[-1]
+    ((status, _, _, _, _, ids, *_),) = seen[-1]
     return plain(result), status.decode(), len(ids)
 
 
@@ -579,3 +579,22 @@ def test_a_thread_deleted_and_built_again_with_the_same_ids_is_walked_anew(saver
         history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
         assert status == "done"
         assert [w[1] for w in history["messages"]["writes"]] == ["second-c1", "second-c3", "second-c5"]
+
+
+def test_a_thread_another_process_deleted_and_built_again_is_walked_anew(saver_context: Callable[..., Any]) -> None:
+    """The same, with the deletion and the rebuild made by another process (another saver on
+    the same keys), which cannot tell this one to forget: the thread's birth in Redis, recorded
+    by the write that gives it its first checkpoint, differs from the kept walk's."""
+    cfg = thread_config()
+    with saver_context() as saver:
+        with saver_context(key_prefix=saver.core.hot.prefix) as other:
+            hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
+            assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
+            assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
+            other.delete_thread(cfg["configurable"]["thread_id"])
+            hand_made_chain(other, cfg, ["c1", "c3", "c5", "c7"], "second")
+            assert len(saver.core.delta_walks) == 1  # this process was not told
+            history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
+            assert status == "done"
+            assert [w[1] for w in history["messages"]["writes"]] == ["second-c1", "second-c3", "second-c5"]
+            assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)  # the new thread's walk, kept

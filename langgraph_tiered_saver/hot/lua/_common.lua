@@ -163,6 +163,15 @@ local function clear_whole()
   if #marks > 0 then redis.call("HDEL", KEY.meta, unpack(marks)) end
 end
 
+-- A thread Redis holds no checkpoint of gets a new birth mark (the server's clock, to the
+-- microsecond) from the write that gives it one: a walk kept from before (delta_history.lua)
+-- is of another thread when the mark differs, even one deleted and built again with the same
+-- ids and as many writes by a process that could not tell the walk's keeper.
+local function mark_birth()
+  local now = redis.call("TIME")
+  redis.call("HSET", KEY.meta, "born", now[1] .. "." .. now[2])
+end
+
 -- A thread Redis held nothing of, first written now, holds only what its writer wrote:
 -- verified under the shard's current generation, so its reads need no check (get.lua).
 local function born_verified()

@@ -4,9 +4,10 @@
 -- target's parent (the target's own writes belong to the next step) and stops for a channel at
 -- its seed. ARG.checkpoint_id "" = the latest checkpoint of namespace ARG.ns.
 -- ARG.known: the newest ancestor of a walk the caller kept (delta.py), "" for none; ARG.known_from
--- its oldest, ARG.known_count the write fields its range held then. Reaching it, the walk stops
--- there if the range holds as many now (nothing was written to those ancestors, nor deleted).
--- Reply: {status, target id, steps, seeds, next, visited ids, count}
+-- its oldest, ARG.known_count the write fields its range held then, ARG.known_born the thread's
+-- birth mark then (mark_birth). Reaching it, the walk stops there if the thread is the same one
+-- and the range holds as many fields now (nothing was written to those ancestors, nor deleted).
+-- Reply: {status, target id, steps, seeds, next, visited ids, count, birth mark}
 --   status "done": the walk ended here (every channel seeded, or the root reached);
 --          "known": it reached the caller's walk, which goes on from here;
 --          "handoff": Redis lacks ancestor `next`: continue from it in Postgres;
@@ -122,7 +123,8 @@ if target_parent == false then return {"target", target_id, {}, {}, ""} end
 local visited, found_at, seeded_at = {}, {}, {}
 local status, next_id = "done", ""
 local cursor = target_parent
-local known = ARG.known ~= "" and ns .. NUL .. ARG.known or nil
+local born = redis.call("HGET", KEY.meta, "born") or ""
+local known = ARG.known ~= "" and born == ARG.known_born and ns .. NUL .. ARG.known or nil
 local function write_count(oldest, newest)  -- the write fields of the ancestors in this id range
   return redis.call("ZLEXCOUNT", KEY.wi, "[" .. ns .. NUL .. oldest .. NUL, "(" .. newest .. SOH)
 end
@@ -209,4 +211,4 @@ if newest then
   local oldest = status == "known" and ARG.known_from or sub(visited[#visited], #ns + 2)
   count = write_count(oldest, newest)
 end
-return {status, target_id, steps, seeds, "", ids, count}
+return {status, target_id, steps, seeds, "", ids, count, born}

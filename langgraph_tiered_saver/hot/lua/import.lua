@@ -36,5 +36,6 @@ end
 if #pend > 0 then add_to_outbox(pend) end
 -- re-warmed from Postgres into a thread Redis did not hold: as new as Postgres by definition
 if fresh and not mark then born_verified() end
+if fresh then mark_birth() end
 touch(ARG.ttl_ms)
 return 1

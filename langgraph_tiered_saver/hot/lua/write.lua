@@ -53,6 +53,7 @@ if member ~= "" then
   end
 end
 if born then born_verified() end
+if born and member ~= "" then mark_birth() end
 -- A thread Postgres holds nothing of (ARG.fresh "1", the writer asked it), born here and now,
 -- with no data lost since the writer last knew this Redis: every namespace of it is whole here
 -- (list.lua, get.lua `absent`) as long as this member stays its first.
