@@ -28,7 +28,7 @@ from langgraph_tiered_saver._sansio.io import Op
 from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
 from langgraph_tiered_saver.flushing.ops import FlushPolicy
 from tests.graphs import Flaky, add_messages_batch, build_graph, comparable, initial_input, resume
-from tests.helpers import QUIET_OFF, TEST_TENANT, thread_config
+from tests.helpers import QUIET_OFF, TEST_TENANT, new_prefix, thread_config
 
 NO_AUTO_FLUSH = FlushPolicy(**QUIET_OFF)
 CHANNELS = ["history", "messages", "log"]
@@ -586,15 +586,15 @@ def test_a_thread_another_process_deleted_and_built_again_is_walked_anew(saver_c
     the same keys), which cannot tell this one to forget: the thread's birth in Redis, recorded
     by the write that gives it its first checkpoint, differs from the kept walk's."""
     cfg = thread_config()
-    with saver_context() as saver:
-        with saver_context(key_prefix=saver.core.hot.prefix) as other:
-            hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
-            assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
-            assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
-            other.delete_thread(cfg["configurable"]["thread_id"])
-            hand_made_chain(other, cfg, ["c1", "c3", "c5", "c7"], "second")
-            assert len(saver.core.delta_walks) == 1  # this process was not told
-            history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
-            assert status == "done"
-            assert [w[1] for w in history["messages"]["writes"]] == ["second-c1", "second-c3", "second-c5"]
-            assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)  # the new thread's walk, kept
+    prefix = new_prefix()
+    with saver_context(key_prefix=prefix) as saver, saver_context(key_prefix=prefix) as other:
+        hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
+        other.delete_thread(cfg["configurable"]["thread_id"])
+        hand_made_chain(other, cfg, ["c1", "c3", "c5", "c7"], "second")
+        assert len(saver.core.delta_walks) == 1  # this process was not told
+        history, status, _ = walked(saver, at(cfg, "c7"), ["messages"])
+        assert status == "done"
+        assert [w[1] for w in history["messages"]["writes"]] == ["second-c1", "second-c3", "second-c5"]
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)  # the new thread's walk, kept
