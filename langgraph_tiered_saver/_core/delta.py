@@ -130,7 +130,7 @@ def hot_walk_op(
         before = known if status == "known" else None
         newest = ids[0] if ids else before.newest if before is not None else None
         oldest = before.oldest if before is not None else ids[-1] if ids else None
-        if newest is not None and oldest is not None and strictly_decreasing(ids, before.newest if before is not None else None):
+        if born and newest is not None and oldest is not None and strictly_decreasing(ids, before.newest if before is not None else None):
             kept.keep(key, KeptWalk(newest, oldest, count, born, tuple(steps), seeds))
         else:
             kept.drop(key)

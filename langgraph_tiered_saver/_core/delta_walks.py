@@ -15,7 +15,9 @@ range the count covers. An ancestor's parent, writes and stored values never cha
 has a child, and the count catches the exceptions (late writes, deletion, expiry, a wiped
 Redis), so a kept walk gives what the full walk would. A thread deleted and built again with
 the same ids and as many writes (hand-made ids: LangGraph's never repeat) would pass the count:
-its birth mark, which the write giving Redis the thread's first checkpoint sets, tells it apart. Bounded: `limit` walks, least recently
+its birth mark, which the write giving Redis the thread's first checkpoint sets, tells it apart.
+A thread without one (written with neither a durable tier nor a run lock, which keep a meta hash
+for it) has no walk kept. Bounded: `limit` walks, least recently
 used first out; a walk of more than `max_records` writes is not kept. A thread's go when this
 process deletes, prunes or overwrites it, a tenant's with its erasure.
 """

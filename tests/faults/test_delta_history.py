@@ -27,6 +27,7 @@ from langgraph_tiered_saver._core.delta import delta_history_op
 from langgraph_tiered_saver._sansio.io import Op
 from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUnavailableError
 from langgraph_tiered_saver.flushing.ops import FlushPolicy
+from langgraph_tiered_saver.hot import keys as K
 from tests.graphs import Flaky, add_messages_batch, build_graph, comparable, initial_input, resume
 from tests.helpers import QUIET_OFF, TEST_TENANT, new_prefix, thread_config
 
@@ -570,7 +571,8 @@ def test_a_thread_deleted_and_built_again_with_the_same_ids_is_walked_anew(saver
     with the same ids and as many writes would pass the kept walk's count, so the deletion
     forgets the thread's kept walks."""
     cfg = thread_config()
-    with saver_context() as saver:
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
         hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
@@ -583,11 +585,13 @@ def test_a_thread_deleted_and_built_again_with_the_same_ids_is_walked_anew(saver
 
 def test_a_thread_another_process_deleted_and_built_again_is_walked_anew(saver_context: Callable[..., Any]) -> None:
     """The same, with the deletion and the rebuild made by another process (another saver on
-    the same keys), which cannot tell this one to forget: the thread's birth in Redis, recorded
-    by the write that gives it its first checkpoint, differs from the kept walk's."""
+    the same keys and schema), which cannot tell this one to forget: the thread's birth mark in
+    Redis, set by the write that gives it its first checkpoint, differs from the kept walk's."""
     cfg = thread_config()
-    prefix = new_prefix()
-    with saver_context(key_prefix=prefix) as saver, saver_context(key_prefix=prefix) as other:
+    prefix, schema = new_prefix(), f"lts_{uuid.uuid4().hex[:10]}"
+    shared = {"durable": True, "key_prefix": prefix, "schema": schema, "flush_policy": NO_AUTO_FLUSH}
+    with saver_context(**shared) as saver, saver_context(**shared) as other:
+        saver.setup()
         hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
@@ -598,3 +602,32 @@ def test_a_thread_another_process_deleted_and_built_again_is_walked_anew(saver_c
         assert status == "done"
         assert [w[1] for w in history["messages"]["writes"]] == ["second-c1", "second-c3", "second-c5"]
         assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)  # the new thread's walk, kept
+
+
+def test_a_thread_without_a_birth_mark_keeps_no_walk(saver_context: Callable[..., Any]) -> None:
+    """Written with neither a durable tier nor a run lock, a thread keeps no meta hash in Redis,
+    so no birth mark: its walks are never kept (another process' rebuild could not be told)."""
+    cfg = thread_config()
+    with saver_context() as saver:
+        hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
+        for _ in range(2):
+            history, status, visited = walked(saver, at(cfg, "c7"), ["messages"])
+            assert (status, visited) == ("done", 3)
+            assert [w[1] for w in history["messages"]["writes"]] == ["first-c1", "first-c3", "first-c5"]
+        assert len(saver.core.delta_walks) == 0
+
+
+def test_a_thread_older_than_birth_marks_gets_one_on_its_first_walk(saver_context: Callable[..., Any], redis_url: str) -> None:
+    """A thread written by a release without birth marks (its meta hash has none) gets one when
+    first walked, so its walks are kept from then on, and a rebuild still tells itself apart."""
+    cfg = thread_config()
+    with saver_context(durable=True, flush_policy=NO_AUTO_FLUSH) as saver:
+        saver.setup()
+        hand_made_chain(saver, cfg, ["c1", "c3", "c5", "c7"], "first")
+        meta = K.thread_keys(saver.core.hot.prefix, TEST_TENANT, cfg["configurable"]["thread_id"]).meta
+        client = redis.Redis.from_url(redis_url)
+        assert client.hdel(meta, "born") == 1  # as an older release left it
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("done", 3)
+        assert client.hget(meta, "born")
+        assert walked(saver, at(cfg, "c7"), ["messages"])[1:] == ("known", 0)
+        client.close()

@@ -7,6 +7,7 @@
 -- its oldest, ARG.known_count the write fields its range held then, ARG.known_born the thread's
 -- birth mark then (mark_birth). Reaching it, the walk stops there if the thread is the same one
 -- and the range holds as many fields now (nothing was written to those ancestors, nor deleted).
+-- A thread without a birth mark (mark_birth) is always walked whole.
 -- Reply: {status, target id, steps, seeds, next, visited ids, count, birth mark}
 --   status "done": the walk ended here (every channel seeded, or the root reached);
 --          "known": it reached the caller's walk, which goes on from here;
@@ -123,8 +124,15 @@ if target_parent == false then return {"target", target_id, {}, {}, ""} end
 local visited, found_at, seeded_at = {}, {}, {}
 local status, next_id = "done", ""
 local cursor = target_parent
-local born = redis.call("HGET", KEY.meta, "born") or ""
-local known = ARG.known ~= "" and born == ARG.known_born and ns .. NUL .. ARG.known or nil
+-- A thread written before birth marks existed gets one now, if it keeps a meta hash: a walk
+-- kept from here on tells it from a thread built again later, which gets its own at birth.
+local born = redis.call("HGET", KEY.meta, "born")
+if not born and redis.call("EXISTS", KEY.meta) == 1 then
+  mark_birth()
+  born = redis.call("HGET", KEY.meta, "born")
+end
+born = born or ""
+local known = ARG.known ~= "" and born ~= "" and born == ARG.known_born and ns .. NUL .. ARG.known or nil
 local function write_count(oldest, newest)  -- the write fields of the ancestors in this id range
   return redis.call("ZLEXCOUNT", KEY.wi, "[" .. ns .. NUL .. oldest .. NUL, "(" .. newest .. SOH)
 end

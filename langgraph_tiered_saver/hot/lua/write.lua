@@ -53,7 +53,9 @@ if member ~= "" then
   end
 end
 if born then born_verified() end
-if born and member ~= "" then mark_birth() end
+-- (a thread that keeps no meta hash, written without a durable tier or a run lock, gets none:
+-- a key per thread for it is not worth it; its walks are not kept)
+if born and member ~= "" and (track or redis.call("EXISTS", KEY.meta) == 1) then mark_birth() end
 -- A thread Postgres holds nothing of (ARG.fresh "1", the writer asked it), born here and now,
 -- with no data lost since the writer last knew this Redis: every namespace of it is whole here
 -- (list.lua, get.lua `absent`) as long as this member stays its first.
