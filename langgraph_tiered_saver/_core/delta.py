@@ -209,16 +209,27 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
         return value
 
     history: dict[str, DeltaChannelHistory] = {ch: {"writes": []} for ch in wanted}
+    writes: dict[str, list[WriteRecord]] = {ch: [] for ch in wanted}
     for step in reversed(walk.steps):
         for w in step:
-            entry = history.get(w.channel)
-            if entry is not None:
-                typed = w.value
-                if typed[0].startswith(BLOB_TYPE):
-                    value = yield from resolve(typed, False)
-                else:  # inline: no blob fetch to spare (nor a generator to step through, per write)
-                    value = decoded.load(tenant, typed, checked_loads)
-                entry["writes"].append((w.task_id, w.channel, value))
+            if w.channel in writes:
+                writes[w.channel].append(w)
+    for channel, records in writes.items():
+        if not any(w.value[0].startswith(BLOB_TYPE) for w in records):
+            # inline values, in the order the turn before read them, its new ones last: copies of
+            # the runs kept of them (records/decoded.py), the new ones decoded
+            sequence = (tenant, ref.thread_id, ref.checkpoint_ns, channel)
+            values = decoded.run_copies(
+                sequence, [w.value for w in records], lambda typed: decoded.load(tenant, typed, checked_loads)
+            )
+        else:  # offloaded writes: each fetched (or copied) on its own
+            values = []
+            for w in records:
+                if w.value[0].startswith(BLOB_TYPE):
+                    values.append((yield from resolve(w.value, False)))
+                else:
+                    values.append(decoded.load(tenant, w.value, checked_loads))
+        history[channel]["writes"] = [(w.task_id, w.channel, v) for w, v in zip(records, values, strict=True)]
     for channel, typed in walk.seeds.items():
         if channel in history:
             history[channel]["seed"] = yield from resolve(typed, True)  # the turn before read it too

@@ -13,6 +13,12 @@ when a copy is cheaper than decoding, which it is not for plain data (dicts, lis
 decode from msgpack faster than pickle copies them): such a value is marked plain and always
 decoded.
 
+A DeltaChannel's writes come back every turn in the same order, the turn's new ones last: they
+are also kept as runs (`run_copies`), a pickle of several values at once, since a pickle
+round trip pays per pickle for finding each class again: 100 writes of one message each copy in
+~0.3 ms from runs of 4, ~0.6 ms one by one. A run is used only where the writes asked for equal
+the run's stored bytes, value by value, in order; the turn's new writes become a new run.
+
 Entries are keyed by the tenant and the stored (type, bytes) pair: the value's own bytes, or the
 pointer of an offloaded value, which names its content by hash. Equal keys are equal content, so
 an entry is never stale. A hit returns an independent copy (a pickle round trip of the first
@@ -27,6 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from langgraph_tiered_saver.records.codec import TypedValue
@@ -45,8 +52,26 @@ COPY_OVERHEAD_SECONDS = 0.5e-6
 Key = tuple[str, str, bytes]
 
 
+# Runs kept per sequence (a thread's channel), at most: past it, the runs merge into one.
+MAX_RUNS = 16
+RUN_SEQUENCES = 256  # sequences whose runs are kept, least recently used out
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Stored values, in order, and one pickle of the list of the values they decoded to."""
+
+    typed: tuple[TypedValue, ...]
+    copy: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.copy) + sum(len(t[0]) + len(t[1]) for t in self.typed)
+
+
 class DecodedValues:
-    """A bounded LRU of decoded values as pickles, by (tenant, type, stored bytes)."""
+    """A bounded LRU of decoded values as pickles, by (tenant, type, stored bytes), and of runs
+    of values read in the same order again (`run_copies`)."""
 
     def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
         self.limit = limit
@@ -54,6 +79,53 @@ class DecodedValues:
         self._entries: OrderedDict[Key, bytes] = OrderedDict()
         self._size = 0
         self._marks: dict[int, int] = {}  # hash of a key -> _ONCE or _PLAIN
+        self._runs: OrderedDict[tuple[str, ...], list[_Run]] = OrderedDict()  # (tenant, ...) -> runs
+        self._runs_size = 0
+
+    def run_copies(
+        self, sequence: tuple[str, ...], typed_values: list[TypedValue], decode: Callable[[TypedValue], Any]
+    ) -> list[Any]:
+        """The values of `typed_values`, a sequence read again in the same order (`sequence`: the
+        tenant first, then what names it), each an independent object: copies of the runs kept
+        for the sequence as far as they match it, the rest `decode`d and kept as a new run,
+        pickled before any of them is handed out."""
+        with self._lock:
+            runs = self._runs.get(sequence, [])
+            if runs:
+                self._runs.move_to_end(sequence)
+        out: list[Any] = []
+        used: list[_Run] = []
+        for run in runs:
+            n = len(run.typed)
+            if len(out) + n > len(typed_values) or tuple(typed_values[len(out) : len(out) + n]) != run.typed:
+                break
+            out += pickle.loads(run.copy)  # our own bytes
+            used.append(run)
+        rest = typed_values[len(out) :]
+        if not rest:  # an older point of the sequence (time travel): the runs past it go
+            if len(used) < len(runs):
+                self._keep_runs(sequence, used)
+            return out
+        fresh = [decode(typed) for typed in rest]
+        if len(used) + 1 > MAX_RUNS:  # merged: nothing of it has been handed out yet
+            kept = [_Run(tuple(typed_values), copy)] if (copy := _pickled(out + fresh)) is not None else []
+        else:
+            kept = [*used, _Run(tuple(rest), copy)] if (copy := _pickled(fresh)) is not None else used
+        self._keep_runs(sequence, kept)
+        return out + fresh
+
+    def _keep_runs(self, sequence: tuple[str, ...], runs: list[_Run]) -> None:
+        with self._lock:
+            old = self._runs.pop(sequence, None)
+            if old is not None:
+                self._runs_size -= sum(r.size for r in old)
+            size = sum(r.size for r in runs)
+            if runs and size <= self.limit // 4:
+                self._runs[sequence] = runs
+                self._runs_size += size
+            while self._runs and (len(self._runs) > RUN_SEQUENCES or self._runs_size > self.limit // 4):
+                _, evicted = self._runs.popitem(last=False)
+                self._runs_size -= sum(r.size for r in evicted)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -158,6 +230,15 @@ class DecodedValues:
             for key in [k for k in self._entries if k[0] == tenant]:
                 self._size -= _size(key, self._entries.pop(key))
             self._marks.clear()  # hashes carry no tenant: all of them go
+            for sequence in [k for k in self._runs if k[0] == tenant]:
+                self._runs_size -= sum(r.size for r in self._runs.pop(sequence))
+
+
+def _pickled(value: Any) -> bytes | None:
+    try:
+        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception:  # pickle cannot copy it: not kept
+        return None
 
 
 def _size(key: Key, copy: bytes) -> int:

@@ -120,3 +120,77 @@ def test_decoded_values_load_decodes_plain_data_a_copy_would_not_speed_up() -> N
     for _ in range(4):
         assert values.load("a", typed, fast_loads) == big
     assert len(calls) == 4 and len(values) == 0  # marked plain on its second read: never kept
+
+
+def _messages(serde: JsonPlusSerializer, n: int, start: int = 0) -> list[TypedValue]:
+    return [serde.dumps_typed([AIMessage(content=f"turn {i}", id=f"m{i}")]) for i in range(start, start + n)]
+
+
+def test_runs_copy_a_sequence_read_again_and_decode_only_its_new_values() -> None:
+    """A sequence read again with new values at its end: the part read before comes from the
+    kept runs (no decoding), the new part is decoded and kept as one more run; every value
+    handed out is an independent object, equal to what decoding gives."""
+    serde = JsonPlusSerializer()
+    loads = Counting()
+    values = DecodedValues()
+    seq = ("acme", "t1", "", "messages")
+    typed = _messages(serde, 6)
+    first = values.run_copies(seq, typed[:4], loads)
+    assert loads.calls == 4 and first == [serde.loads_typed(t) for t in typed[:4]]
+    first[0][0].content = "changed"  # the caller's objects are its own
+    second = values.run_copies(seq, [(t, bytes(b)) for t, b in typed], loads)
+    assert loads.calls == 6  # only the two new ones
+    assert second == [serde.loads_typed(t) for t in typed]
+    third = values.run_copies(seq, typed, loads)
+    assert loads.calls == 6 and third == second
+    assert all(a[0] is not b[0] for a, b in zip(second, third, strict=True))
+
+
+def test_runs_are_used_only_where_the_stored_bytes_match() -> None:
+    """A value that differs (a fork, a rebuilt thread) ends the runs used: it and everything
+    after it are decoded; a shorter sequence (time travel) keeps the runs it covers."""
+    serde = JsonPlusSerializer()
+    loads = Counting()
+    values = DecodedValues()
+    seq = ("acme", "t1", "", "messages")
+    typed = _messages(serde, 8)
+    values.run_copies(seq, typed[:4], loads)
+    values.run_copies(seq, typed[:6], loads)
+    assert loads.calls == 6
+    forked = typed[:2] + _messages(serde, 3, start=100)
+    got = values.run_copies(seq, forked, loads)
+    assert got == [serde.loads_typed(t) for t in forked] and loads.calls == 6 + 5  # no run matched whole
+    assert values.run_copies(seq, forked[:5], loads) == got and loads.calls == 11
+    older = values.run_copies(seq, forked[:0], loads)
+    assert older == [] and loads.calls == 11
+
+
+def test_runs_merge_past_their_bound_and_go_with_the_tenant() -> None:
+    serde = JsonPlusSerializer()
+    loads = Counting()
+    values = DecodedValues()
+    seq = ("acme", "t1", "", "messages")
+    typed = _messages(serde, 40)
+    for n in range(1, 41):
+        got = values.run_copies(seq, typed[:n], loads)
+    assert got == [serde.loads_typed(t) for t in typed] and loads.calls == 40
+    assert len(values._runs[seq]) <= 16
+    values.run_copies(("other", "t1", "", "messages"), typed[:2], loads)
+    values.forget_tenant("acme")
+    assert seq not in values._runs and ("other", "t1", "", "messages") in values._runs
+    values.run_copies(seq, typed[:3], loads)
+    assert loads.calls == 40 + 2 + 3  # decoded again after the erasure
+
+
+def test_runs_of_values_pickle_cannot_copy_are_not_kept() -> None:
+    calls: list[TypedValue] = []
+
+    def loads(typed: TypedValue) -> Any:
+        calls.append(typed)
+        return {"lock": threading.Lock()}
+
+    values = DecodedValues()
+    seq = ("acme", "t1", "", "messages")
+    a = values.run_copies(seq, [("x", b"1"), ("x", b"2")], loads)
+    b = values.run_copies(seq, [("x", b"1"), ("x", b"2")], loads)
+    assert len(calls) == 4 and a[0]["lock"] is not b[0]["lock"]
