@@ -23,7 +23,8 @@ Entries are keyed by the tenant and the stored (type, bytes) pair: the value's o
 pointer of an offloaded value, which names its content by hash. Equal keys are equal content, so
 an entry is never stale. A hit returns an independent copy (a pickle round trip of the first
 decoded value, as `DecodeOnce`), never a shared object. The entries of a tenant go with its
-erasure; the total is bounded (`limit` bytes of keys and copies, least recently used first out).
+erasure; the total is bounded (`limit` bytes of keys and copies, least recently used first out;
+runs, half as much again: a conversation of 500 one-message writes keeps ~350 KB of them).
 """
 
 from __future__ import annotations
@@ -81,6 +82,7 @@ class DecodedValues:
         self._marks: dict[int, int] = {}  # hash of a key -> _ONCE or _PLAIN
         self._runs: OrderedDict[tuple[str, ...], list[_Run]] = OrderedDict()  # (tenant, ...) -> runs
         self._runs_size = 0
+        self.runs_limit = limit // 2
 
     def run_copies(
         self, sequence: tuple[str, ...], typed_values: list[TypedValue], decode: Callable[[TypedValue], Any]
@@ -120,10 +122,10 @@ class DecodedValues:
             if old is not None:
                 self._runs_size -= sum(r.size for r in old)
             size = sum(r.size for r in runs)
-            if runs and size <= self.limit // 4:
+            if runs and size <= self.runs_limit:
                 self._runs[sequence] = runs
                 self._runs_size += size
-            while self._runs and (len(self._runs) > RUN_SEQUENCES or self._runs_size > self.limit // 4):
+            while self._runs and (len(self._runs) > RUN_SEQUENCES or self._runs_size > self.runs_limit):
                 _, evicted = self._runs.popitem(last=False)
                 self._runs_size -= sum(r.size for r in evicted)
 

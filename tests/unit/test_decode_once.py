@@ -194,3 +194,19 @@ def test_runs_of_values_pickle_cannot_copy_are_not_kept() -> None:
     a = values.run_copies(seq, [("x", b"1"), ("x", b"2")], loads)
     b = values.run_copies(seq, [("x", b"1"), ("x", b"2")], loads)
     assert len(calls) == 4 and a[0]["lock"] is not b[0]["lock"]
+
+
+def test_runs_stay_within_their_bound() -> None:
+    """Runs of many sequences: the least recently used go first, the total stays under
+    `runs_limit`, and a sequence read after its runs went is decoded again, correctly."""
+    serde = JsonPlusSerializer()
+    loads = Counting()
+    values = DecodedValues(limit=20_000)
+    typed = _messages(serde, 10)
+    for t in range(20):
+        values.run_copies(("acme", f"t{t}", "", "messages"), typed, loads)
+        assert values._runs_size <= values.runs_limit
+    assert 0 < len(values._runs) < 20 and ("acme", "t0", "", "messages") not in values._runs
+    calls = loads.calls
+    assert values.run_copies(("acme", "t0", "", "messages"), typed, loads) == [serde.loads_typed(t) for t in typed]
+    assert loads.calls == calls + 10
