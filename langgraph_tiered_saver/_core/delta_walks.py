@@ -17,9 +17,9 @@ Redis), so a kept walk gives what the full walk would. A thread deleted and buil
 the same ids and as many writes (hand-made ids: LangGraph's never repeat) would pass the count:
 its birth mark, which the write giving Redis the thread's first checkpoint sets, tells it apart.
 A thread without one (written with neither a durable tier nor a run lock, which keep a meta hash
-for it) has no walk kept. Bounded: `limit` walks, least recently
-used first out; a walk of more than `max_records` writes is not kept. A thread's go when this
-process deletes, prunes or overwrites it, a tenant's with its erasure.
+for it) has no walk kept. Bounded: `limit` walks, least recently used first out; a walk of more
+than `max_records` writes is not kept. A thread's go when this process deletes, prunes or
+overwrites it, a tenant's with its erasure.
 """
 
 from __future__ import annotations
