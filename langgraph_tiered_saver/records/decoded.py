@@ -60,14 +60,16 @@ RUN_SEQUENCES = 256  # sequences whose runs are kept, least recently used out
 
 @dataclass(frozen=True)
 class _Run:
-    """Stored values, in order, and one pickle of the list of the values they decoded to."""
+    """Stored values, in order, one pickle of the list of the values they decoded to, and the
+    bytes both take (counted once, when the run is made)."""
 
     typed: tuple[TypedValue, ...]
     copy: bytes
+    size: int
 
-    @property
-    def size(self) -> int:
-        return len(self.copy) + sum(len(t[0]) + len(t[1]) for t in self.typed)
+
+def _run(typed: tuple[TypedValue, ...], copy: bytes) -> _Run:
+    return _Run(typed, copy, len(copy) + sum(len(t[0]) + len(t[1]) for t in typed))
 
 
 class DecodedValues:
@@ -110,9 +112,9 @@ class DecodedValues:
             return out
         fresh = [decode(typed) for typed in rest]
         if len(used) + 1 > MAX_RUNS:  # merged: nothing of it has been handed out yet
-            kept = [_Run(tuple(typed_values), copy)] if (copy := _pickled(out + fresh)) is not None else []
+            kept = [_run(tuple(typed_values), copy)] if (copy := _pickled(out + fresh)) is not None else []
         else:
-            kept = [*used, _Run(tuple(rest), copy)] if (copy := _pickled(fresh)) is not None else used
+            kept = [*used, _run(tuple(rest), copy)] if (copy := _pickled(fresh)) is not None else used
         self._keep_runs(sequence, kept)
         return out + fresh
 
@@ -207,11 +209,9 @@ class DecodedValues:
     def put(self, tenant: str, typed: TypedValue, value: Any) -> None:
         """Remember `value`, decoded from `typed`; a value pickle cannot copy, or too large for
         the limit, is not kept."""
-        try:
-            copy = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            return
-        self._keep((tenant, typed[0], typed[1]), copy)
+        copy = _pickled(value)
+        if copy is not None:
+            self._keep((tenant, typed[0], typed[1]), copy)
 
     def _keep(self, key: Key, copy: bytes) -> None:
         size = _size(key, copy)
