@@ -72,6 +72,7 @@ from langgraph_tiered_saver.locking.run_locks import RunLocks
 from langgraph_tiered_saver.observability.logs import fields
 from langgraph_tiered_saver.observability.metrics import Metrics
 from langgraph_tiered_saver.records.codec import DecodeOnce, loads_record, next_version
+from langgraph_tiered_saver.records.collection import collector_held
 from langgraph_tiered_saver.records.decoded import DecodedValues
 from langgraph_tiered_saver.records.ids import ThreadRef, check_indexable, check_thread
 
@@ -799,11 +800,12 @@ class Core:
         for key, entry in partial.items():
             found.setdefault(key, entry)  # not flushed yet: the hot copy is all there is
         ordered = sorted(found.items(), key=lambda kv: (kv[0][2], kv[0][1], kv[0][0]), reverse=True)
-        out = []
-        values = DecodeOnce(self.loads)  # checkpoints share channel versions
+        resolved = []
         for _, (tref, stored) in ordered[: q.limit]:
-            stored = yield from self.offload.resolve_stored_op(tref.tenant_id, stored)
-            out.append(self.hot.to_tuple(tref, stored, values))
+            resolved.append((tref, (yield from self.offload.resolve_stored_op(tref.tenant_id, stored))))
+        values = DecodeOnce(self.loads)  # checkpoints share channel versions
+        with collector_held():  # decoding only: no I/O, no await (records/collection.py)
+            out = [self.hot.to_tuple(tref, stored, values) for tref, stored in resolved]
         return out if self.legacy is None else (yield from self.legacy.migrate_op(q.tenant, out, hot=hot_up))
 
     def _mark_whole_op(self, q: ListQuery, listed: Listed) -> Op[None]:

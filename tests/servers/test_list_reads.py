@@ -3,12 +3,14 @@ the script, each channel value sent once however many checkpoints share its vers
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
@@ -142,3 +144,26 @@ def test_a_checkpoint_read_again_is_decoded_once_into_independent_copies(
         assert again is not None
         assert again.checkpoint["channel_values"]["messages"][0].content == "I was charged twice " * 10
         assert again.pending_writes[0][2][0].content == "refund approved " * 10
+
+
+def test_list_decodes_with_the_collector_held_and_gives_it_back(saver_context: Callable[..., Any]) -> None:
+    """A long history's objects are decoded without the collector's full passes over the
+    growing heap (records/collection.py); the collector is on again once `list` returns."""
+    serde = JsonPlusSerializer()
+    collecting: list[bool] = []
+    loads_typed = serde.loads_typed
+
+    def spying(data: tuple[str, bytes]) -> Any:
+        collecting.append(gc.isenabled())
+        return loads_typed(data)
+
+    serde.loads_typed = spying  # type: ignore[method-assign]
+    assert gc.isenabled()
+    with saver_context(durable=True, serde=serde) as saver:
+        saver.setup()
+        cfg = thread_config()
+        chain_graph(saver, nodes=4).invoke({"n": 0}, cfg)
+        collecting.clear()
+        assert len(list(saver.list(cfg))) == 6
+        assert collecting and not any(collecting)
+        assert gc.isenabled()
