@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
-_holders = 0  # decodings under way that turned the collector off, or found it off by them
-_turned_off = False  # whether those decodings turned it off (and so must turn it back on)
+_holders = 0  # decodings under way
+_turned_off = False  # whether the first of them turned the collector off (the last turns it on)
 
 
 @contextmanager
