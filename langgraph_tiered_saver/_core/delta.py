@@ -38,6 +38,7 @@ from langgraph_tiered_saver.records.codec import (
     decode_typed,
     unpack_write,
 )
+from langgraph_tiered_saver.records.collection import collector_held
 from langgraph_tiered_saver.records.ids import ThreadRef
 
 if TYPE_CHECKING:
@@ -188,7 +189,10 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
     """The walk as LangGraph's `DeltaChannelHistory` entries: values resolved from the blob
     store and deserialized. Each turn of a conversation reads the same seed and, but for the
     newest, the same writes again: a seed read before, and a write read twice before, is a copy
-    from `core.decoded` (no blob fetch, no deserialization: records/decoded.py)."""
+    from `core.decoded` (no blob fetch, no deserialization: records/decoded.py). The values are
+    made with the cyclic collector held off (records/collection.py): a long conversation's seed
+    and writes are thousands of long-lived objects and no cycles, and each young collection
+    over them only promotes them towards a full pass."""
     loads = core.loads
     decoded, tenant = core.decoded, ref.tenant_id
 
@@ -200,12 +204,15 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
 
     def resolve(typed: TypedValue, seed: bool) -> Op[Any]:
         """A seed, or an offloaded write: a copy of the value read before, if it was."""
-        hit, value = decoded.get(tenant, typed)
+        with collector_held():
+            hit, value = decoded.get(tenant, typed)
         if hit:
             return value
-        value = checked_loads((yield from core.offload.resolve_op(tenant, typed)))
-        if seed or decoded.seen_again(tenant, typed):
-            decoded.put(tenant, typed, value)
+        stored = yield from core.offload.resolve_op(tenant, typed)  # I/O: outside the hold
+        with collector_held():
+            value = checked_loads(stored)
+            if seed or decoded.seen_again(tenant, typed):
+                decoded.put(tenant, typed, value)
         return value
 
     history: dict[str, DeltaChannelHistory] = {ch: {"writes": []} for ch in wanted}
@@ -219,16 +226,18 @@ def _history_op(core: Core, ref: ThreadRef, wanted: list[str], walk: _Walk) -> O
             # inline values, in the order the turn before read them, its new ones last: copies of
             # the runs kept of them (records/decoded.py), the new ones decoded
             sequence = (tenant, ref.thread_id, ref.checkpoint_ns, channel)
-            values = decoded.run_copies(
-                sequence, [w.value for w in records], lambda typed: decoded.load(tenant, typed, checked_loads)
-            )
+            with collector_held():
+                values = decoded.run_copies(
+                    sequence, [w.value for w in records], lambda typed: decoded.load(tenant, typed, checked_loads)
+                )
         else:  # offloaded writes: each fetched (or copied) on its own
             values = []
             for w in records:
                 if w.value[0].startswith(BLOB_TYPE):
                     values.append((yield from resolve(w.value, False)))
                 else:
-                    values.append(decoded.load(tenant, w.value, checked_loads))
+                    with collector_held():
+                        values.append(decoded.load(tenant, w.value, checked_loads))
         history[channel]["writes"] = [(w.task_id, w.channel, v) for w, v in zip(records, values, strict=True)]
     for channel, typed in walk.seeds.items():
         if channel in history:

@@ -1,4 +1,5 @@
-"""The cyclic garbage collector held off while a long list is decoded.
+"""The cyclic garbage collector held off while a long list, or a long DeltaChannel history, is
+decoded.
 
 Decoding a thread's history creates many long-lived objects (LangGraph's `get_state_history`
 takes the whole `list` at once: ~84,000 messages for 500 checkpoints of a chat) and no garbage

@@ -7,6 +7,7 @@ falls back as the contract says."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ import redis
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 
 from devtools.servers import PrivatePostgres, PrivateRedis, delete_keys
@@ -238,6 +240,47 @@ def test_a_seed_read_again_is_a_copy_without_blob_fetch_or_decode(saver_context:
         assert len(saver.core.decoded) >= 1  # the seed, and the writes read again
         saver.delete_tenant(TEST_TENANT)
         assert len(saver.core.decoded) == 0
+
+
+def test_values_are_made_with_the_collector_held_and_the_blob_fetch_is_not(saver_context: Callable[..., Any]) -> None:
+    """The history's seed and writes are decoded with the cyclic collector held off (a long
+    conversation's messages are many long-lived objects: records/collection.py); fetching an
+    offloaded seed from the blob store (I/O) is not held, and the collector is on again when
+    the call returns."""
+    serde = JsonPlusSerializer()
+    collecting: list[bool] = []
+    loads_typed = serde.loads_typed
+
+    def spying(data: tuple[str, bytes]) -> Any:
+        collecting.append(gc.isenabled())
+        return loads_typed(data)
+
+    serde.loads_typed = spying  # type: ignore[method-assign]
+    cfg = thread_config()
+    assert gc.isenabled()
+    with saver_context(
+        durable=True, flush_policy=NO_AUTO_FLUSH, blob_store="postgres", offload_threshold=600, serde=serde
+    ) as saver:
+        saver.setup()
+        chat(saver, cfg, 6)
+        saver.flush()  # the snapshot is offloaded: its read fetches the blob store
+        latest = saver.get_tuple(cfg)
+        assert latest is not None
+        saver.core.decoded.forget_tenant(TEST_TENANT)
+        fetching: list[bool] = []
+        load_op = saver.core.offload.resolve_op
+
+        def spied_resolve(tenant: str, typed: Any) -> Op[Any]:
+            fetching.append(gc.isenabled())
+            return (yield from load_op(tenant, typed))
+
+        saver.core.offload.resolve_op = spied_resolve  # type: ignore[method-assign]
+        collecting.clear()
+        history = saver.get_delta_channel_history(config=latest.config, channels=["messages"])
+        assert "seed" in history["messages"] and history["messages"]["writes"]
+        assert collecting and not any(collecting)
+        assert fetching and all(fetching)
+        assert gc.isenabled()
 
 
 def test_evicted_value_or_writes_in_redis_are_read_from_postgres(
