@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 import uuid
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 TEST_TENANT = "t-test"  # the tenant the `saver_context` savers are bound to
 
@@ -35,6 +37,21 @@ QUIET_OFF: dict[str, Any] = dict(quiet_seconds=3600.0, every_n_checkpoints=0, on
 def thread_config(thread: str | None = None, **extra: Any) -> dict[str, Any]:
     """A RunnableConfig for `thread` (a new thread id when None) plus `extra` configurable keys."""
     return {"configurable": {"thread_id": f"t-{uuid.uuid4().hex[:8]}" if thread is None else thread, **extra}}
+
+
+def collector_spy() -> tuple[JsonPlusSerializer, list[bool]]:
+    """A serializer that records, for each value it deserializes, whether the cyclic garbage
+    collector was on (records/collection.py), and the list it records into."""
+    serde = JsonPlusSerializer()
+    collecting: list[bool] = []
+    loads_typed = serde.loads_typed
+
+    def spying(data: tuple[str, bytes]) -> Any:
+        collecting.append(gc.isenabled())
+        return loads_typed(data)
+
+    serde.loads_typed = spying  # type: ignore[method-assign]
+    return serde, collecting
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -20,7 +20,6 @@ import redis
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.graph import END, START, StateGraph
 
 from devtools.servers import PrivatePostgres, PrivateRedis, delete_keys
@@ -31,7 +30,7 @@ from langgraph_tiered_saver.errors import ConfigError, CorruptDataError, TierUna
 from langgraph_tiered_saver.flushing.ops import FlushPolicy
 from langgraph_tiered_saver.hot import keys as K
 from tests.graphs import Flaky, add_messages_batch, build_graph, comparable, initial_input, resume
-from tests.helpers import QUIET_OFF, TEST_TENANT, new_prefix, thread_config
+from tests.helpers import QUIET_OFF, TEST_TENANT, collector_spy, new_prefix, thread_config
 
 NO_AUTO_FLUSH = FlushPolicy(**QUIET_OFF)
 CHANNELS = ["history", "messages", "log"]
@@ -247,15 +246,7 @@ def test_values_are_made_with_the_collector_held_and_the_blob_fetch_is_not(saver
     conversation's messages are many long-lived objects: records/collection.py); fetching an
     offloaded seed from the blob store (I/O) is not held, and the collector is on again when
     the call returns."""
-    serde = JsonPlusSerializer()
-    collecting: list[bool] = []
-    loads_typed = serde.loads_typed
-
-    def spying(data: tuple[str, bytes]) -> Any:
-        collecting.append(gc.isenabled())
-        return loads_typed(data)
-
-    serde.loads_typed = spying  # type: ignore[method-assign]
+    serde, collecting = collector_spy()
     cfg = thread_config()
     assert gc.isenabled()
     with saver_context(

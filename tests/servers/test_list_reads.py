@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot import scripts
 from tests.faults.test_delta_history import counting
 from tests.graphs import chain_graph
-from tests.helpers import TEST_TENANT, thread_config
+from tests.helpers import TEST_TENANT, collector_spy, thread_config
 
 
 def test_list_is_one_round_trip_with_before_limit_and_filter(saver_context: Callable[..., Any]) -> None:
@@ -149,15 +148,7 @@ def test_a_checkpoint_read_again_is_decoded_once_into_independent_copies(
 def test_list_decodes_with_the_collector_held_and_gives_it_back(saver_context: Callable[..., Any]) -> None:
     """A long history's objects are decoded without the collector's full passes over the
     growing heap (records/collection.py); the collector is on again once `list` returns."""
-    serde = JsonPlusSerializer()
-    collecting: list[bool] = []
-    loads_typed = serde.loads_typed
-
-    def spying(data: tuple[str, bytes]) -> Any:
-        collecting.append(gc.isenabled())
-        return loads_typed(data)
-
-    serde.loads_typed = spying  # type: ignore[method-assign]
+    serde, collecting = collector_spy()
     assert gc.isenabled()
     with saver_context(durable=True, serde=serde) as saver:
         saver.setup()
