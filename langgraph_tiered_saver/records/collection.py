@@ -1,5 +1,4 @@
-"""The cyclic garbage collector held off while a long list, or a long DeltaChannel history, is
-decoded.
+"""The cyclic garbage collector held off while a long list or DeltaChannel history is decoded.
 
 Decoding a thread's history creates many long-lived objects (LangGraph's `get_state_history`
 takes the whole `list` at once: ~84,000 messages for 500 checkpoints of a chat) and no garbage
