@@ -349,9 +349,7 @@ class BackgroundFlusher:
         with self._cond:
             if self._stopping:
                 return None
-            ready = [key for _, key in heapq.nsmallest(
-                FLUSH_GROUP, ((due, key) for key, due in self._due.items() if due <= now)
-            )]  # fmt: skip
+            ready = self._ready(now)
             for key in ready:
                 del self._due[key]
         if len(ready) == 1:
@@ -366,6 +364,15 @@ class BackgroundFlusher:
                 return None
             deadlines = [*self._due.values()] + ([] if self._next_adopt is None else [self._next_adopt])
             return min(deadlines, default=None)
+
+    def _ready(self, now: float) -> list[ThreadId]:
+        """The threads to flush this turn, soonest first: those due, and when any is, those due
+        within `gather_seconds` too (not in backoff), `FLUSH_GROUP` at most. Called locked."""
+        if not any(due <= now for due in self._due.values()):
+            return []
+        horizon = now + self._policy.gather_seconds
+        due_soon = ((due, key) for key, due in self._due.items() if due <= now or (due <= horizon and not self.book.waiting(key, now)))
+        return [key for _, key in heapq.nsmallest(FLUSH_GROUP, due_soon)]
 
     def _adopt(self) -> None:
         """Also flush quiet threads nobody is flushing (a crashed process' outbox)."""

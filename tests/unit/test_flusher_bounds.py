@@ -149,3 +149,45 @@ def test_a_backlog_is_flushed_in_groups_of_at_most_flush_group_threads(
     clock.advance(3600, fl._scheduler)
     assert outbox.groups == [3] and outbox.dirty == {}  # three in a group, the last one alone
     assert (fl._touched, fl._due, fl._counts) == (set(), {}, {})
+
+
+def test_a_due_flush_gathers_the_threads_due_within_gather_seconds(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock],
+) -> None:
+    fl, outbox, clock = flusher  # quiet_seconds=3600, gather_seconds=0.25 (the default)
+    fl._adopt_interval = 10_000.0  # no adoption pass in between (the fake index holds every thread)
+    for i, pause in enumerate((0.1, 0.1, 1.0, 0.0)):
+        _write(fl, outbox, f"th{i}")
+        clock.now += pause  # the scheduler is not told: nothing is due before th0
+    clock.advance(3600 - 1.2, fl._scheduler)  # th0 due; th1, th2 within 0.25 s of it; th3 not
+    assert outbox.groups == [3] and list(outbox.dirty) == [("t", "th3")]
+    assert fl._due == {("t", "th3"): pytest.approx(clock.now + 1.2)}  # not gathered: due past 0.25 s
+
+
+def test_a_thread_waiting_out_its_backoff_is_not_gathered_early(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock],
+) -> None:
+    fl, outbox, clock = flusher
+    fl._adopt_interval = 10_000.0
+    _write(fl, outbox, "th0")
+    _write(fl, outbox, "th1")
+    clock.now += 3600 - 0.4
+    fl._failed(("t", "th1"), RuntimeError("refused"))  # its retry: 0.5 s on, within the gather
+    clock.advance(0.4, fl._scheduler)  # th0 due
+    assert outbox.groups == [] and list(outbox.dirty) == [("t", "th1")]  # th0 alone, th1 waits
+    clock.advance(0.1, fl._scheduler)
+    assert outbox.dirty == {}
+
+
+def test_without_gather_seconds_each_due_thread_is_flushed_when_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, outbox, metrics = ManualClock(), FakeOutbox(), Metrics()
+    scheduler = Scheduler("test-flusher-gather", metrics, clock=clock)
+    fl = BackgroundFlusher(_run, outbox, FlushPolicy(quiet_seconds=10, gather_seconds=0), metrics, scheduler, _adopt_interval=10_000.0)  # type: ignore[arg-type]
+    try:
+        _write(fl, outbox, "th0")
+        clock.now += 0.1
+        _write(fl, outbox, "th1")
+        clock.advance(9.9, scheduler)
+        assert outbox.groups == [] and list(outbox.dirty) == [("t", "th1")]
+    finally:
+        scheduler.stop()
