@@ -45,7 +45,8 @@ class OperatorAPI:
         def _ref(self, config: RunnableConfig) -> ThreadRef: ...
 
     def flush(self, config: RunnableConfig | None = None) -> list[FlushResult]:
-        """Carry the outbox to Postgres now: one thread (`config`), or every dirty thread."""
+        """Carry the outbox to Postgres now: one thread (`config`), or every dirty thread, 32
+        to a transaction (a thread another flusher holds is then waited for alone)."""
         return self.run_op(self._flush_op(config))
 
     async def aflush(self, config: RunnableConfig | None = None) -> list[FlushResult]:

@@ -53,7 +53,12 @@ from langgraph_tiered_saver.errors import (
     PostgresError,
     TierUnavailableError,
 )
-from langgraph_tiered_saver.flushing.background import BackgroundFlusher, record_flush, report_forks
+from langgraph_tiered_saver.flushing.background import (
+    FLUSH_GROUP,
+    BackgroundFlusher,
+    record_flush,
+    report_forks,
+)
 from langgraph_tiered_saver.flushing.ops import FirstRead, FlushOps, FlushPolicy, FlushResult
 from langgraph_tiered_saver.hot import keys as K
 from langgraph_tiered_saver.hot.combine import Held, WriteCombiner
@@ -859,9 +864,9 @@ class Core:
             todo = [key for key in page if key not in done]
             if not todo:
                 break
-            for key in todo:
-                done.add(key)
-                results.append((yield from self._flush_one_op(*key)))
+            done.update(todo)
+            for start in range(0, len(todo), FLUSH_GROUP):
+                results += yield from self._flush_some_op(todo[start : start + FLUSH_GROUP])
         left = [r for r in results if r.remaining or r.skipped_locked]
         if left or len(page) >= FLUSH_ALL_PAGE:
             logger.warning(
@@ -869,6 +874,29 @@ class Core:
                 "held by another flusher)%s", len(results), len(left),
                 f", and the outbox index still lists {len(page)}+ threads" if len(page) >= FLUSH_ALL_PAGE else "",
             )
+        return results
+
+    def _flush_some_op(self, threads: list[tuple[str, str]]) -> Op[list[FlushResult]]:
+        """Flush threads as one group (one transaction, `FlushOps.flush_group_op`); a thread
+        the group could not write whole (its lease held by another flusher, its own error, more
+        entries than one read took) is then flushed alone, waiting for the lease as `flush()`
+        of one thread does. A failure that is everyone's (a tier down) raises."""
+        if len(threads) == 1:
+            return [(yield from self._flush_one_op(*threads[0]))]
+        for tenant_id, thread_id in threads:
+            yield from self._drain_op(tenant_id, thread_id)
+        started = time.perf_counter()
+        outcomes = yield from self.flush.flush_group_op(threads)
+        seconds = time.perf_counter() - started
+        results: list[FlushResult] = []
+        for key, outcome in zip(threads, outcomes, strict=True):
+            if isinstance(outcome, Exception) or outcome.skipped_locked or outcome.remaining:
+                results.append((yield from self._flush_one_op(*key)))
+                continue
+            record_flush(self.metrics, outcome, seconds)
+            if self.flusher is not None:
+                self.flusher.book.succeeded(key)  # lifts a quarantine
+            results.append(outcome)
         return results
 
     def _flush_one_op(self, tenant_id: str, thread_id: str) -> Op[FlushResult]:

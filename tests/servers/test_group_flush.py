@@ -121,3 +121,60 @@ def test_a_thread_whose_rows_fail_costs_the_group_nothing_but_its_own_flush(
         stored = _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys])
         assert stored == {k: 3 for k in keys[1:]}
         assert bad in set(saver.run_op(saver.core.flush.dirty_threads_op()))  # still in the outbox
+
+
+def test_flush_of_every_thread_writes_them_in_groups(
+    saver_context: Callable[..., Any], test_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`flush()` with no thread: the dirty threads of every tenant in one transaction, as the
+    background flusher writes a group, not one transaction each."""
+    with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False) as saver:
+        saver.setup()
+        keys = [(tenant, f"a{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS * 2)]
+        _write(saver, keys)
+        calls = _pg_calls(monkeypatch)
+        results = saver.flush()
+        assert len(calls) == 1  # one transaction for the six threads
+        assert sorted((r.tenant_id, r.thread_id, r.checkpoints, r.remaining) for r in results) == sorted(
+            (tenant, thread, 3, 0) for tenant, thread in keys
+        )
+        assert _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys]) == {k: 3 for k in keys}
+        assert not set(saver.run_op(saver.core.flush.dirty_threads_op())) & set(keys)
+
+
+def test_flush_of_every_thread_waits_for_a_lease_the_group_could_not_take(
+    saver_context: Callable[..., Any], test_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thread another flusher holds (stalled) is skipped by the group and then flushed alone,
+    after `takeover_seconds`, as `flush()` of that thread does: nothing is left out."""
+    policy = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0,
+                         on_close=False, takeover_seconds=0.2)  # fmt: skip
+    with saver_context(durable=True, tenant_id=None, flush_policy=policy, background_flush=False) as saver:
+        saver.setup()
+        keys = [(tenant, f"w{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
+        _write(saver, keys)
+        held = keys[1]
+        assert saver.run_op(saver.core.flush.acquire_flush_lock_op(*held, wait=False)) is not None  # never released
+        calls = _pg_calls(monkeypatch)
+        results = saver.flush()
+        assert [c.tenant_id for c in calls] == [None, held[0]]  # the group, then the held thread alone
+        assert {(r.tenant_id, r.thread_id): (r.checkpoints, r.skipped_locked) for r in results} == {
+            k: (3, False) for k in keys
+        }
+        assert _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys]) == {k: 3 for k in keys}
+
+
+def test_flush_of_every_thread_raises_a_threads_own_error_after_writing_the_others(
+    saver_context: Callable[..., Any], test_database_url: str
+) -> None:
+    with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False) as saver:
+        saver.setup()
+        keys = [(tenant, f"e{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
+        bad = keys[0]  # the oldest write: first in the outbox index
+        _trigger(test_database_url, saver.schema, bad[1])
+        _write(saver, keys)
+        with pytest.raises(Exception, match="refused by a trigger"):
+            saver.flush()
+        stored = _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys])
+        assert stored == {k: 3 for k in keys[1:]}  # the group wrote the others first
+        assert bad in set(saver.run_op(saver.core.flush.dirty_threads_op()))  # kept in the outbox
