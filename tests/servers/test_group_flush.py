@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -21,6 +22,7 @@ from tests.helpers import thread_config
 from tests.servers.test_flusher_supervision import _trigger
 
 MANUAL = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0, on_close=False)
+QUICK_TAKEOVER = replace(MANUAL, takeover_seconds=0.2)  # a stalled lease is taken over at once
 TENANTS = ("acme", "globex", "initech")
 
 
@@ -88,9 +90,7 @@ def test_a_fenced_thread_of_a_group_is_skipped_and_the_others_are_written(
 ) -> None:
     """A thread deleted after the group read its outbox: the group's transaction is refused by
     its fence, each thread is then flushed alone, and only the deleted one is left out."""
-    policy = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0,
-                         on_close=False, takeover_seconds=0.2)  # fmt: skip
-    with saver_context(durable=True, tenant_id=None, flush_policy=policy, background_flush=False) as saver:
+    with saver_context(durable=True, tenant_id=None, flush_policy=QUICK_TAKEOVER, background_flush=False) as saver:
         saver.setup()
         keys = [(tenant, f"f{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
         _write(saver, keys)
@@ -147,9 +147,7 @@ def test_flush_of_every_thread_waits_for_a_lease_the_group_could_not_take(
 ) -> None:
     """A thread another flusher holds (stalled) is skipped by the group and then flushed alone,
     after `takeover_seconds`, as `flush()` of that thread does: nothing is left out."""
-    policy = FlushPolicy(on_interrupt="off", on_error="off", quiet_seconds=3600, every_n_checkpoints=0,
-                         on_close=False, takeover_seconds=0.2)  # fmt: skip
-    with saver_context(durable=True, tenant_id=None, flush_policy=policy, background_flush=False) as saver:
+    with saver_context(durable=True, tenant_id=None, flush_policy=QUICK_TAKEOVER, background_flush=False) as saver:
         saver.setup()
         keys = [(tenant, f"w{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
         _write(saver, keys)
