@@ -41,6 +41,15 @@ def _write(saver: Any, keys: list[tuple[str, str]]) -> None:
         graph.invoke({"n": 0}, thread_config(thread, tenant_id=tenant))
 
 
+def _write_one_failing(saver: Any, url: str, tag: str) -> tuple[list[tuple[str, str]], tuple[str, str]]:
+    """A thread per tenant, written; the first (the oldest write: first in the outbox index)
+    has rows Postgres refuses (a trigger). The threads, and that one."""
+    keys = [(tenant, f"{tag}{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
+    _trigger(url, saver.schema, keys[0][1])
+    _write(saver, keys)
+    return keys, keys[0]
+
+
 def _pg_calls(monkeypatch: pytest.MonkeyPatch) -> list[PgCall]:
     calls: list[PgCall] = []
     original = SyncDriver._pg
@@ -111,10 +120,7 @@ def test_a_thread_whose_rows_fail_costs_the_group_nothing_but_its_own_flush(
 ) -> None:
     with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False) as saver:
         saver.setup()
-        keys = [(tenant, f"x{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
-        bad = keys[0]
-        _trigger(test_database_url, saver.schema, bad[1])
-        _write(saver, keys)
+        keys, bad = _write_one_failing(saver, test_database_url, "x")
         results = saver.run_op(saver.core.flush.flush_group_op(keys))
         assert isinstance(results[0], Exception) and "refused by a trigger" in str(results[0])
         assert all(isinstance(r, FlushResult) and r.checkpoints == 3 for r in results[1:])
@@ -167,10 +173,7 @@ def test_flush_of_every_thread_raises_a_threads_own_error_after_writing_the_othe
 ) -> None:
     with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False) as saver:
         saver.setup()
-        keys = [(tenant, f"e{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS)]
-        bad = keys[0]  # the oldest write: first in the outbox index
-        _trigger(test_database_url, saver.schema, bad[1])
-        _write(saver, keys)
+        keys, bad = _write_one_failing(saver, test_database_url, "e")
         with pytest.raises(Exception, match="refused by a trigger"):
             saver.flush()
         stored = _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys])

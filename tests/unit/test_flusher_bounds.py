@@ -179,7 +179,7 @@ def test_a_thread_waiting_out_its_backoff_is_not_gathered_early(
     assert outbox.dirty == {}
 
 
-def test_without_gather_seconds_each_due_thread_is_flushed_when_due(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_gather_seconds_each_due_thread_is_flushed_when_due() -> None:
     clock, outbox, metrics = ManualClock(), FakeOutbox(), Metrics()
     scheduler = Scheduler("test-flusher-gather", metrics, clock=clock)
     fl = BackgroundFlusher(_run, outbox, FlushPolicy(quiet_seconds=10, gather_seconds=0), metrics, scheduler, _adopt_interval=10_000.0)  # type: ignore[arg-type]
