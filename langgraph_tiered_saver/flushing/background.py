@@ -295,7 +295,8 @@ class BackgroundFlusher:
     def stop(self, drain: bool = True) -> list[FlushResult]:
         """Stop flushing in the background (the scheduler stops its thread); with `drain`, flush
         every thread this process wrote to (and every quarantined one, once more), then raise
-        one `FlushError` naming those that failed."""
+        one `FlushError` naming those that failed. Threads go `FLUSH_GROUP` to a transaction
+        (`_drain_group`): a server that stops with many threads waiting commits once per group."""
         with self._cond:
             self._stopping = True
         self._scheduler.stop()
@@ -309,13 +310,10 @@ class BackgroundFlusher:
         tried: set[ThreadId] = set()
         budget = len(pending) + self._left_out  # ends even while other processes keep writing
         while pending:
-            for key in pending:
-                tried.add(key)
-                try:
-                    results.append(self._flush(key))
-                except Exception as exc:
-                    self.book.failed(key, exc, self._clock())
-                    failed.append((key, exc))
+            for start in range(0, len(pending), FLUSH_GROUP):
+                group = pending[start : start + FLUSH_GROUP]
+                tried.update(group)
+                self._drain_group(group, results, failed)
             pending = self._overflow(tried, len(failed), budget - len(tried))
         if failed:
             names = ", ".join(f"{t}/{th} ({type(e).__name__}: {e})" for (t, th), e in failed)
@@ -325,6 +323,24 @@ class BackgroundFlusher:
                 threads=[key for key, _ in failed],
             )
         return results
+
+    def _drain_group(
+        self, keys: list[ThreadId], results: list[FlushResult], failed: list[tuple[ThreadId, Exception]]
+    ) -> None:
+        """Flush `keys` in one group; a thread the group could not write whole (its own error,
+        a failure that was everyone's, more entries than one read took) is flushed alone, as
+        the drain flushed every thread before groups: what fails then is `failed`."""
+        outcomes, seconds = flush_group(self._run, self._ops, self._metrics, keys) if len(keys) > 1 else ([None], 0.0)
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, FlushResult) and not outcome.remaining:
+                self._flushed(key, outcome, seconds)
+                results.append(outcome)
+                continue
+            try:
+                results.append(self._flush(key))
+            except Exception as exc:
+                self.book.failed(key, exc, self._clock())
+                failed.append((key, exc))
 
     def _overflow(self, tried: set[ThreadId], failed: int, budget: int) -> list[ThreadId]:
         """The threads left to the outbox index (more waited than this process tracks) that the

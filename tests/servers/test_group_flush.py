@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from langgraph_tiered_saver import FlushError
 from langgraph_tiered_saver._sansio.io import PgCall, SyncDriver
 from langgraph_tiered_saver.durable.roles import create_app_role_op
 from langgraph_tiered_saver.flushing.ops import FlushLease, FlushPolicy, FlushResult
@@ -179,3 +180,34 @@ def test_flush_of_every_thread_raises_a_threads_own_error_after_writing_the_othe
         stored = _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys])
         assert stored == {k: 3 for k in keys[1:]}  # the group wrote the others first
         assert bad in set(saver.run_op(saver.core.flush.dirty_threads_op()))  # kept in the outbox
+
+
+def test_close_drains_the_threads_of_every_tenant_in_one_transaction(
+    saver_context: Callable[..., Any], test_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`close()` with threads waiting (nothing was due yet): one group, not one transaction each."""
+    ctx = saver_context(durable=True, tenant_id=None, flush_policy=replace(MANUAL, on_close=True))
+    saver = ctx.__enter__()
+    saver.setup()
+    keys = [(tenant, f"c{i}-{uuid.uuid4().hex[:6]}") for i, tenant in enumerate(TENANTS * 2)]
+    _write(saver, keys)
+    calls = _pg_calls(monkeypatch)
+    ctx.__exit__(None, None, None)
+    assert len(calls) == 1 and calls[0].tenant_id is None  # one transaction for the six threads
+    assert _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys]) == {k: 3 for k in keys}
+
+
+def test_close_names_a_thread_postgres_refuses_after_its_group_wrote_the_others(
+    saver_context: Callable[..., Any], test_database_url: str
+) -> None:
+    ctx = saver_context(durable=True, tenant_id=None, flush_policy=replace(MANUAL, on_close=True))
+    saver = ctx.__enter__()
+    saver.setup()
+    keys, bad = _write_one_failing(saver, test_database_url, "d")
+    with pytest.raises(FlushError) as raised:
+        ctx.__exit__(None, None, None)
+    assert raised.value.threads == [bad]
+    assert _rows_by_tenant(test_database_url, saver.schema, [t for _, t in keys]) == {k: 3 for k in keys[1:]}
+    with saver_context(durable=True, tenant_id=None, flush_policy=MANUAL, background_flush=False,
+                       key_prefix=saver.key_prefix, schema=saver.schema) as again:  # fmt: skip
+        assert bad in set(again.run_op(again.core.flush.dirty_threads_op()))  # kept in the outbox

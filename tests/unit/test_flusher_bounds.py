@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from langgraph_tiered_saver._sansio.schedule import Scheduler
-from langgraph_tiered_saver.errors import TierUnavailableError
+from langgraph_tiered_saver.errors import FlushError, TierUnavailableError
 from langgraph_tiered_saver.flushing import background
 from langgraph_tiered_saver.flushing.acks import DeferredAcks
 from langgraph_tiered_saver.flushing.background import BackgroundFlusher
@@ -191,3 +191,51 @@ def test_without_gather_seconds_each_due_thread_is_flushed_when_due() -> None:
         assert outbox.groups == [] and list(outbox.dirty) == [("t", "th1")]
     finally:
         scheduler.stop()
+
+
+def test_the_drain_at_close_flushes_in_groups_of_at_most_flush_group_threads(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(background, "FLUSH_GROUP", 3)
+    fl, outbox, _ = flusher
+    for i in range(3 * LIMIT):  # LIMIT tracked, the rest left to the outbox index
+        _write(fl, outbox, f"th{i}")
+    results = fl.stop(drain=True)
+    assert sorted(r.thread_id for r in results) == sorted(f"th{i}" for i in range(3 * LIMIT))
+    assert outbox.groups == [3, 3, 3, 2] and outbox.dirty == {}  # 4 tracked: 3, and 1 alone; 8 read: 3 + 3 + 2
+
+
+def test_a_thread_the_drains_group_could_not_write_whole_is_flushed_alone(
+    flusher: tuple[BackgroundFlusher, FakeOutbox, ManualClock],
+) -> None:
+    """Its own error, or entries past what one read took: flushed alone, as before groups; an
+    error it still raises then is named by the drain's `FlushError`, the others are written."""
+    fl, outbox, _ = flusher
+    keys = [("t", f"th{i}") for i in range(3)]
+    for _, thread in keys:
+        _write(fl, outbox, thread)
+    alone: list[str] = []
+
+    def group(threads: list[tuple[str, str]], lease: Any = None) -> Iterator[Any]:
+        outbox.groups.append(len(threads))
+        for key in threads[2:]:
+            outbox.dirty.pop(key, None)
+        own = ValueError("a value Postgres refuses")
+        return [own, FlushResult(*threads[1], remaining=5), *(FlushResult(*key) for key in threads[2:])]
+        yield
+
+    def one(tenant_id: str, thread_id: str, lease: Any = None) -> Iterator[Any]:
+        alone.append(thread_id)
+        if thread_id == "th0":
+            raise ValueError("a value Postgres refuses")
+        outbox.dirty.pop((tenant_id, thread_id), None)
+        return FlushResult(tenant_id, thread_id)
+        yield
+
+    outbox.flush_group_op = group  # type: ignore[method-assign]
+    outbox.flush_thread_op = one  # type: ignore[method-assign]
+    with pytest.raises(FlushError, match="1 of 3 threads") as raised:
+        fl.stop(drain=True)
+    assert raised.value.threads == [("t", "th0")]
+    assert outbox.groups == [3] and alone == ["th0", "th1"]
+    assert list(outbox.dirty) == [("t", "th0")]  # kept in the outbox, not lost
