@@ -604,12 +604,13 @@ def thread_plan(prefix: str, tenant_id: str, thread_id: str) -> ThreadPlan:
     used last."""
     shard = K.shard_of(tenant_id, thread_id)
     thread = scripts.thread_keys(prefix, tenant_id, thread_id)
+    thread_prefix, vgen = K.thread_prefix(prefix, tenant_id, thread_id), K.generation_key(prefix, shard)
     write = {
-        **thread, "registry": K.tenant_threads_key(prefix, tenant_id, shard), "dirty": K.dirty_key(prefix, shard),
-        "epoch": K.epoch_key(prefix, shard), "vgen": K.generation_key(prefix, shard),
+        "thread": thread_prefix, "registry": K.tenant_threads_key(prefix, tenant_id, shard),
+        "dirty": K.dirty_key(prefix, shard), "epoch": K.epoch_key(prefix, shard), "vgen": vgen,
     }  # fmt: skip
-    read = {**thread, "vgen": K.generation_key(prefix, shard)}
-    get = {"thread": K.thread_prefix(prefix, tenant_id, thread_id), "vgen": K.generation_key(prefix, shard)}
+    read = {**thread, "vgen": vgen}
+    get = {"thread": thread_prefix, "vgen": vgen}
     return ThreadPlan(
         K.dirty_member(tenant_id, thread_id), scripts.WRITE.check_keys(write), scripts.VERIFY.check_keys(read),
         scripts.GET.check_keys(get),

@@ -149,10 +149,10 @@ def thread_keys(prefix: str, tenant_id: str, thread_id: str, **extra: str) -> di
 # the tenant registry and outbox index entries, and the epoch the writer knows (sentinel.py)
 _WRITE_MARK = ("now_ms", "thread_id", "dirty_member", "epoch")
 WRITE = LuaScript.load(
-    "write", (*THREAD_KEYS, "registry", "dirty", "epoch", "vgen"),
+    "write", ("thread", "registry", "dirty", "epoch", "vgen"),
     ("ttl_ms", "fence", "lock_ttl_ms", "release", "track", *_WRITE_MARK, "member", "record", "refs", "run_id", "fresh",
      "writes"),
-    rest="(field, record, overwrite) * writes, (blob field, value)",
+    rest="(field, record, overwrite) * writes, (blob field, value)", derived=True,
 )  # fmt: skip
 # `vgen`: the shard's generation, which a thread's copy must have been verified under (hotwatch.py)
 GET = LuaScript.load(
