@@ -37,6 +37,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from langgraph_tiered_saver._sansio import pgarrays
 from langgraph_tiered_saver._sansio.breaker import PgBreaker
+from langgraph_tiered_saver._sansio.coalesce import Coalescer
 from langgraph_tiered_saver._sansio.pgfaults import (
     PgLimits,
     classify_connect_error,
@@ -576,7 +577,14 @@ async def _start_async(cur: Any, st: PgStatement) -> Any:
 
 
 class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster", AsyncConnectionPool]):
-    """Runs the same operations on asyncio clients."""
+    """Runs the same operations on asyncio clients. Concurrent single commands go in one
+    pipeline (coalesce.py), except on a cluster, whose commands of one pipeline may belong to
+    other nodes."""
+
+    def __init__(self, redis_client: Any, pg_pool: Any, **kwargs: Any) -> None:
+        super().__init__(redis_client, pg_pool, **kwargs)
+        coalesce = redis_client is not None and not isinstance(redis_client, redis.asyncio.cluster.RedisCluster)
+        self.coalescer = Coalescer(redis_client) if coalesce else None
 
     async def run(self, op: Op[T]) -> T:
         step = Stepper(op)
@@ -622,6 +630,8 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
     async def _redis_once(self, call: RedisCall) -> Any:
         assert self.redis is not None
         if len(call.commands) == 1 and not call.transaction:
+            if self.coalescer is not None:
+                return [await self.coalescer.execute(call.commands[0])]
             return [await self.redis.execute_command(*call.commands[0])]
         pipe = self.redis.pipeline(transaction=call.transaction)
         for command in call.commands:
