@@ -581,8 +581,15 @@ class AsyncDriver(_Driver["redis.asyncio.Redis | redis.asyncio.cluster.RedisClus
     pipeline (coalesce.py), except on a cluster, whose commands of one pipeline may belong to
     other nodes."""
 
-    def __init__(self, redis_client: Any, pg_pool: Any, **kwargs: Any) -> None:
-        super().__init__(redis_client, pg_pool, **kwargs)
+    def __init__(
+        self,
+        redis_client: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster | None,
+        pg_pool: AsyncConnectionPool | None,
+        *,
+        limits: PgLimits | None = None,
+        breaker: PgBreaker | None = None,
+    ) -> None:
+        super().__init__(redis_client, pg_pool, limits=limits, breaker=breaker)
         coalesce = redis_client is not None and not isinstance(redis_client, redis.asyncio.cluster.RedisCluster)
         self.coalescer = Coalescer(redis_client) if coalesce else None
 
