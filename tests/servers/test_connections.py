@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import redis
 import redis.asyncio
+from langgraph.checkpoint.base import empty_checkpoint
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from devtools.servers import delete_keys
@@ -24,6 +25,7 @@ from langgraph_tiered_saver._core.connections import (
     redis_settings,
     redis_twin,
 )
+from langgraph_tiered_saver._sansio.io import RedisCall
 from langgraph_tiered_saver.errors import PoolExhaustedError
 from tests.graphs import two_step_graph
 from tests.helpers import TEST_TENANT, new_prefix, thread_config
@@ -106,24 +108,29 @@ async def test_500_concurrent_runs_on_one_saver_all_succeed(saver_context: Calla
 
 
 def test_a_pool_that_stays_busy_says_so(redis_url: str) -> None:
-    with TieredSaver.from_conn_string(
-        redis_url, tenant_id=TEST_TENANT, key_prefix=new_prefix(),
-        redis_max_connections=1, redis_pool_timeout=0.2,
-    ) as saver:  # fmt: skip
-        held = saver._conn.redis.connection_pool.get_connection("PING")
-        try:
-            with pytest.raises(PoolExhaustedError, match="every pooled connection stayed busy"):
-                saver.get_tuple(thread_config())
-        finally:
-            saver._conn.redis.connection_pool.release(held)
-        assert saver.get_tuple(thread_config()) is None
+    prefix = new_prefix()
+    try:
+        with TieredSaver.from_conn_string(
+            redis_url, tenant_id=TEST_TENANT, key_prefix=prefix,
+            redis_max_connections=1, redis_pool_timeout=0.2,
+        ) as saver:  # fmt: skip
+            held = saver._conn.redis.connection_pool.get_connection("PING")
+            try:
+                with pytest.raises(PoolExhaustedError, match="every pooled connection stayed busy"):
+                    saver.get_tuple(thread_config())
+            finally:
+                saver._conn.redis.connection_pool.release(held)
+            assert saver.get_tuple(thread_config()) is None
+    finally:
+        delete_keys(redis_url, f"{prefix}:*")  # the deployment's epoch and shard marks
 
 
 async def test_the_async_pool_stays_bounded_and_waits_when_no_connection_is_idle(redis_url: str) -> None:
     """Its checkout takes an idle connection at once; a burst beyond its size waits for one (no
     "Too many connections"), and a wait past its timeout fails as redis-py's does."""
     name = f"lts-pool-{uuid.uuid4().hex[:8]}"
-    pool = AsyncBlockingPool.from_url(redis_url, max_connections=2, timeout=0.3, client_name=name)
+    # a burst waits as long as it takes (a slow or busy machine); the wait past a timeout below
+    pool = AsyncBlockingPool.from_url(redis_url, max_connections=2, timeout=30.0, client_name=name)
     client = redis.asyncio.Redis(connection_pool=pool)
     observer = redis.Redis.from_url(redis_url)
     try:
@@ -132,6 +139,7 @@ async def test_the_async_pool_stays_bounded_and_waits_when_no_connection_is_idle
         assert all(r == b"PONG" or r is True for r in await asyncio.gather(*(client.ping() for _ in range(200))))
         assert sum(1 for c in observer.client_list() if c.get("name") == name) == 2
         held = [await pool.get_connection("PING"), await pool.get_connection("PING")]
+        pool.timeout = 0.3
         with pytest.raises(redis.exceptions.ConnectionError, match="No connection available"):
             await client.ping()
         waiting = asyncio.ensure_future(client.ping())  # waits for a release, then goes on
@@ -182,3 +190,66 @@ def test_psycopg_pool_kwargs(test_database_url: str) -> None:
     options = PoolOptions(pg_prepare_threshold=5)
     with ConnectionPool(test_database_url, open=True, **options.pg_kwargs()) as pool, pool.connection() as conn:
         assert isinstance(conn, psycopg.Connection) and conn.prepare_threshold == 5
+
+
+def _first_put() -> tuple[Any, Any, Any, Any]:
+    """The arguments of a new thread's first put."""
+    cfg = {"configurable": {**thread_config()["configurable"], "checkpoint_ns": ""}}
+    return cfg, empty_checkpoint(), {"source": "input", "step": -1, "parents": {}}, {}
+
+
+def test_a_new_savers_first_write_is_one_round_trip(saver_context: Callable[..., Any], redis_url: str) -> None:
+    """Entering `from_conn_string` learns the deployment's Redis epoch (one SET per shard) and
+    the eviction policy, so that a process' first write is one round trip like every other:
+    LangGraph sends a task's writes after the put of its step, and a slow first put reorders
+    what a run streams (LangGraph's test_imp_nested)."""
+    with saver_context(durable=True) as saver:
+        saver.setup()
+        epoch = saver.core.hot.epoch.value
+        assert epoch is not None  # learned when the context was entered
+        requests: list[str] = []
+        execute = saver._sync._execute
+
+        def counted(request: Any) -> Any:
+            if isinstance(request, RedisCall):
+                requests.append(",".join(str(command[0]) for command in request.commands))
+            return execute(request)
+
+        saver._sync._execute = counted
+        saver.put(*_first_put())
+        assert requests == ["EVALSHA"]
+        assert saver.core.hot.epoch.value == epoch
+        client = redis.Redis.from_url(redis_url)
+        assert client.get(saver.core.hot.epoch.key).decode() == epoch
+        client.close()
+
+
+async def test_a_new_async_savers_first_write_is_one_round_trip(saver_context: Callable[..., Any]) -> None:
+    async with saver_context(durable=True) as saver:
+        await saver.asetup()
+        assert saver.core.hot.epoch.value is not None
+        requests: list[str] = []
+        driver = saver._runners.asyncs[asyncio.get_running_loop()]
+        execute = driver._execute
+
+        async def counted(request: Any) -> Any:
+            if isinstance(request, RedisCall):
+                requests.append(",".join(str(command[0]) for command in request.commands))
+            return await execute(request)
+
+        driver._execute = counted
+        await saver.aput(*_first_put())
+        assert requests == ["EVALSHA"]
+
+
+def test_a_saver_opened_while_redis_is_down_learns_the_epoch_on_its_first_write(
+    make_private_redis: Callable[..., Any], test_database_url: str
+) -> None:
+    server = make_private_redis()
+    url = server.url
+    server.stop()
+    with TieredSaver.from_conn_string(url, None, key_prefix=new_prefix(), tenant_id=TEST_TENANT) as saver:
+        assert saver.core.hot.epoch.value is None
+        server.start()
+        two_step_graph(saver).invoke({"log": []}, thread_config())
+        assert saver.core.hot.epoch.value is not None
