@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
+from devtools.servers import delete_keys
 from langgraph_tiered_saver.cli.main import main
 from langgraph_tiered_saver.flushing.ops import FlushPolicy
 from tests.graphs import chain_graph
-from tests.helpers import QUIET_OFF, pg_rows
+from tests.helpers import QUIET_OFF, new_prefix, pg_rows
 
 
 def test_cli_inspects_flushes_and_prunes(
@@ -72,11 +73,15 @@ def test_cli_inspects_flushes_and_prunes(
 def test_cli_errors_are_one_clear_line(
     redis_url: str, test_database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for command in (["threads"], ["checkpoints", "t1"], ["flush", "--thread", "t1"], ["prune", "--older-than", "1d"]):
-        assert main(["--redis-url", redis_url, "--postgres-url", test_database_url, *command]) == 2
-        assert "error: this command reads or changes one tenant's data: pass --tenant" in capsys.readouterr().err
-    assert main(["--redis-url", redis_url, "--postgres-url", "", "worker", "--once"]) == 2
-    assert "error: the worker flushes to Postgres" in capsys.readouterr().err
+    prefix = new_prefix()  # opening a saver writes the deployment's epoch marks under its prefix
+    try:
+        for command in (["threads"], ["checkpoints", "t1"], ["flush", "--thread", "t1"], ["prune", "--older-than", "1d"]):
+            assert main(["--redis-url", redis_url, "--postgres-url", test_database_url, "--key-prefix", prefix, *command]) == 2
+            assert "error: this command reads or changes one tenant's data: pass --tenant" in capsys.readouterr().err
+        assert main(["--redis-url", redis_url, "--postgres-url", "", "--key-prefix", prefix, "worker", "--once"]) == 2
+        assert "error: the worker flushes to Postgres" in capsys.readouterr().err
+    finally:
+        delete_keys(redis_url, f"{prefix}:*")
     with pytest.raises(SystemExit):
         main(["--redis-url", redis_url, "prune", "--older-than", "soon"])
     assert "use a number and s, m, h or d" in capsys.readouterr().err
