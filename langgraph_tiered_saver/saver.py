@@ -163,16 +163,6 @@ class TieredSaver(OperatorAPI, DeltaHistoryAPI, BaseCheckpointSaver[str]):
         clone.tenant_id, clone.tenant_resolver = check_tenant(tenant_id), None  # not the resolver's
         return clone
 
-    def _opening_op(self) -> Op[None]:
-        """What a process' first calls would otherwise do on their path, once: check the Redis
-        server's identity (hot/watch.py; a new server moves every shard's generation) and learn
-        the deployment's epoch (copied into every shard) and eviction policy (hot/epoch.py). Each
-        is a pipeline of one command per shard. `from_conn_string` runs it when entered, so the
-        first write is one round trip like the others; a saver built around given clients does
-        it on its first calls."""
-        yield from self.core.hot.watch.ready_op()
-        yield from self.core.hot.epoch.known_op()
-
     def run_op(self, op: Op[T]) -> T:
         """Run one op on the sync driver (see `lifecycle.Runners`); refused once closed."""
         return self._runners.run(op)

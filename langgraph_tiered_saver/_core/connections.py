@@ -371,15 +371,7 @@ class SaverContext:
             check_postgres(self.postgres_url, self.options.get("pg_timeout", 2.0))
         client = redis_from_url(self.redis_url, self.pools, asyncio=False)
         pool = pg_pool(self.postgres_url, self.pools) if self.postgres_url else None
-        saver = self._made(self.cls(client, None, pg_pool=pool, pool_options=self.pools, **self.options), client, pool)
-        try:
-            saver.run_op(saver._opening_op())
-        except Exception as exc:  # Redis down or refusing: the first calls try again and raise it
-            logger.debug("the opening checks of the saver did not run (its first calls will): %s", exc)
-        except BaseException:
-            self.__exit__(None, None, None)  # nothing written yet: close what was opened
-            raise
-        return saver
+        return self._made(self.cls(client, None, pg_pool=pool, pool_options=self.pools, **self.options), client, pool)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.saver is not None:
@@ -398,15 +390,7 @@ class SaverContext:
             await acheck_postgres(self.postgres_url, self.options.get("pg_timeout", 2.0))
         client = redis_from_url(self.redis_url, self.pools, asyncio=True)
         pool = await apg_pool(self.postgres_url, self.pools) if self.postgres_url else None
-        saver = self._made(self.cls(None, client, apg_pool=pool, pool_options=self.pools, **self.options), client, pool)
-        try:
-            await saver.arun_op(saver._opening_op())
-        except Exception as exc:
-            logger.debug("the opening checks of the saver did not run (its first calls will): %s", exc)
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
-        return saver
+        return self._made(self.cls(None, client, apg_pool=pool, pool_options=self.pools, **self.options), client, pool)
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         if self.saver is not None:

@@ -8,6 +8,7 @@ step's held writes in the put's script); `get_tuple` is one round trip (one Lua 
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass, replace
@@ -57,6 +58,8 @@ if TYPE_CHECKING:
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+logger = logging.getLogger("langgraph_tiered_saver")
 
 
 def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:
@@ -378,11 +381,25 @@ class HotOps:
             K.checkpoint_member(ref.checkpoint_ns, ref.checkpoint_id)
         ]
         yield from self.watch.ready_op()
+        if self.epoch.value is None and not self.watch.replica:
+            yield from self._learn_epoch_op()
         found = yield from self.fetch_op(ref, members, lock)
         if self.watch.due:  # the server restarted during the read (NOSCRIPT): check, read again
             yield from self.watch.ready_op()
             found = yield from self.fetch_op(ref, members, lock)
         return found
+
+    def _learn_epoch_op(self) -> Op[None]:
+        """A process' first read learns the deployment's epoch (one SET per shard: a pipeline of
+        256 commands), as its first read checks the server: a run's first write, right after,
+        is then one round trip like the others. LangGraph sends a task's writes after the put
+        of its step, and a slow first put lets a later task overtake them in what a run
+        streams. Refused (a server that takes no writes): the first write learns it, or raises."""
+        try:
+            yield from self.epoch.known_op()
+        except Exception as exc:
+            logger.debug("the first read did not learn the Redis epoch (the first write will): %s", exc)
+        return None
 
     def fetch_writes_op(
         self, tenant_id: str, members_by_thread: Mapping[str, Sequence[str]]

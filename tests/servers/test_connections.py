@@ -199,14 +199,17 @@ def _first_put() -> tuple[Any, Any, Any, Any]:
 
 
 def test_a_new_savers_first_write_is_one_round_trip(saver_context: Callable[..., Any], redis_url: str) -> None:
-    """Entering `from_conn_string` learns the deployment's Redis epoch (one SET per shard) and
-    the eviction policy, so that a process' first write is one round trip like every other:
-    LangGraph sends a task's writes after the put of its step, and a slow first put reorders
-    what a run streams (LangGraph's test_imp_nested)."""
+    """A process' first read learns the deployment's Redis epoch (one SET per shard) and the
+    eviction policy, as it checks the server: the first write of a run, which follows its first
+    read, is one round trip like every other. LangGraph sends a task's writes after the put of
+    its step, and a slow first put reorders what a run streams (LangGraph's test_imp_nested)."""
     with saver_context(durable=True) as saver:
         saver.setup()
+        assert saver.core.hot.epoch.value is None
+        cfg, *rest = _first_put()
+        assert saver.get_tuple(cfg) is None  # a run's first call
         epoch = saver.core.hot.epoch.value
-        assert epoch is not None  # learned when the context was entered
+        assert epoch is not None
         requests: list[str] = []
         execute = saver._sync._execute
 
@@ -216,7 +219,7 @@ def test_a_new_savers_first_write_is_one_round_trip(saver_context: Callable[...,
             return execute(request)
 
         saver._sync._execute = counted
-        saver.put(*_first_put())
+        saver.put(cfg, *rest)
         assert requests == ["EVALSHA"]
         assert saver.core.hot.epoch.value == epoch
         client = redis.Redis.from_url(redis_url)
@@ -227,6 +230,8 @@ def test_a_new_savers_first_write_is_one_round_trip(saver_context: Callable[...,
 async def test_a_new_async_savers_first_write_is_one_round_trip(saver_context: Callable[..., Any]) -> None:
     async with saver_context(durable=True) as saver:
         await saver.asetup()
+        cfg, *rest = _first_put()
+        assert await saver.aget_tuple(cfg) is None
         assert saver.core.hot.epoch.value is not None
         requests: list[str] = []
         driver = saver._runners.asyncs[asyncio.get_running_loop()]
@@ -238,7 +243,7 @@ async def test_a_new_async_savers_first_write_is_one_round_trip(saver_context: C
             return await execute(request)
 
         driver._execute = counted
-        await saver.aput(*_first_put())
+        await saver.aput(cfg, *rest)
         assert requests == ["EVALSHA"]
 
 
