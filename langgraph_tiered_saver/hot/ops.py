@@ -56,10 +56,11 @@ if TYPE_CHECKING:
     from langgraph_tiered_saver.blobs.offloader import Offloader
     from langgraph_tiered_saver.hot.combine import Held
 
+logger = logging.getLogger("langgraph_tiered_saver")
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-logger = logging.getLogger("langgraph_tiered_saver")
 
 
 def parse_entry(entry: Sequence[Any], where: str) -> StoredCheckpoint:

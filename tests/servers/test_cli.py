@@ -73,7 +73,7 @@ def test_cli_inspects_flushes_and_prunes(
 def test_cli_errors_are_one_clear_line(
     redis_url: str, test_database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    prefix = new_prefix()  # opening a saver writes the deployment's epoch marks under its prefix
+    prefix = new_prefix()  # never the shared default prefix
     try:
         for command in (["threads"], ["checkpoints", "t1"], ["flush", "--thread", "t1"], ["prune", "--older-than", "1d"]):
             assert main(["--redis-url", redis_url, "--postgres-url", test_database_url, "--key-prefix", prefix, *command]) == 2

@@ -247,8 +247,8 @@ async def test_a_new_async_savers_first_write_is_one_round_trip(saver_context: C
         assert requests == ["EVALSHA"]
 
 
-def test_a_saver_opened_while_redis_is_down_learns_the_epoch_on_its_first_write(
-    make_private_redis: Callable[..., Any], test_database_url: str
+def test_a_saver_opened_while_redis_is_down_learns_the_epoch_once_it_is_back(
+    make_private_redis: Callable[..., Any],
 ) -> None:
     server = make_private_redis()
     url = server.url

@@ -826,3 +826,38 @@ def test_a_group_thread_with_more_than_its_share_of_entries_is_flushed_alone(mon
     ])  # fmt: skip
     one, two = driver.run(_flush_ops().flush_group_op(GROUP[:2]))
     assert isinstance(one, FlushResult) and isinstance(two, FlushResult) and (one.blobs, two.blobs) == (1, 3)
+
+
+def test_the_first_read_learns_the_epoch_and_a_refused_or_replica_one_leaves_it_to_the_first_write(
+    saver_factory: Any,
+) -> None:
+    """A process' first read learns the epoch, so the first write is one round trip. A server that
+    refuses the epoch's writes (out of memory here) still answers the read; a replica is not
+    asked to write at all. Either way the first write learns it (or raises, as it did)."""
+    absent = [[b"absent", [], b"", b""]]
+    saver = saver_factory()
+    saver.core.hot.epoch.value = None
+    refused = ScriptedDriver([
+        Expect(RedisCall, error=redis.exceptions.ResponseError("OOM command not allowed"), check=_is("SET", "GET")),
+        Expect(RedisCall, reply=absent, check=_is("EVALSHA:get"), describe="the read goes on"),
+    ])  # fmt: skip
+    assert refused.run(_get_latest(saver)) is None
+    assert saver.core.hot.epoch.value is None
+    saver.core.hot.watch.replica = True
+    replica = ScriptedDriver([
+        Expect(RedisCall, reply=absent, check=_is("EVALSHA:get"), describe="no epoch write on a replica"),
+        Expect(PgCall, reply=[[], [(False,)]]),
+    ])  # fmt: skip
+    assert replica.run(_get_latest(saver)) is None
+    assert saver.core.hot.epoch.value is None
+    saver.core.hot.watch.replica = False
+    learned = ScriptedDriver([
+        Expect(RedisCall, reply=[True, b"epoch-1"], check=_is("SET", "GET"), describe="set the epoch if new"),
+        _copy_epoch("epoch-1"),
+        Expect(RedisCall, reply=[[b"maxmemory-policy", b"noeviction"]], check=_is("CONFIG")),
+        Expect(RedisCall, reply=absent, check=_is("EVALSHA:get")),
+    ])  # fmt: skip
+    assert learned.run(_get_latest(saver)) is None
+    assert saver.core.hot.epoch.value == "epoch-1"
+    first_write = ScriptedDriver([Expect(RedisCall, reply=[1], check=_is("EVALSHA:write"), describe="one round trip")])
+    first_write.run(_put_op(saver))
