@@ -2,12 +2,15 @@
 not lose it (`HotDurability`).
 
 A deployment's Redis holds one key without TTL, `<prefix>:v2:epoch`, set once to a random
-token, and a copy of it in each shard (keys.py), which the scripts of that shard compare. Each process learns the token on its first write; every `put`/`put_writes` script then
-compares it with the one the process knows (same round trip, no extra cost). A different or
+token, and a copy of it in each shard (keys.py), which the scripts of that shard compare. Each
+process learns the token on its first call (a read, or a write); every `put`/`put_writes` script
+then compares it with the one the process knows (same round trip, no extra cost). A different or
 missing token means Redis restarted empty, was flushed, or failed over to a replica without
 the data: whatever was not flushed yet is gone. That is reported once per process and event
 (ERROR log, `redis_data_lost` counter, `Epoch.lost_at`), never passed
-over silently; the process then adopts the current token.
+over silently; the process then adopts the current token. On a Cluster one node can lose its
+shards' copies while another keeps the epoch: a process that learns the epoch then finds those
+copies missing, and reports the loss itself before it puts them back.
 
 The same first call checks `maxmemory-policy`: under an `allkeys-*` policy Redis may evict a
 thread that is not flushed yet (its keys keep no TTL until then, so `volatile-*` policies and
@@ -49,9 +52,18 @@ class Epoch:
         self._adopting = False
 
     def known_op(self) -> Op[str]:
-        """The current epoch (set it if this is the deployment's first write)."""
+        """The current epoch (set it if this is the deployment's first write). Learning it, a
+        process may find shards that lost their copy (`_adopt_op`): it says so then, since its
+        copies put back would hide the loss from every later write there."""
         if self.value is None:
-            self.value = yield from self._adopt_op()
+            value, lost_shards = yield from self._adopt_op()
+            with self._guard:
+                first, self.value = self.value is None, value
+            if first and lost_shards:
+                self._report(
+                    f"{lost_shards} of {K.SHARDS} shards lost their copy of epoch {value}: a Redis "
+                    "node restarted empty or was flushed"
+                )
             yield from self._check_policy_op()
         return self.value
 
@@ -63,28 +75,42 @@ class Epoch:
                 return None
             self._adopting = True
         try:
-            current = yield from self._adopt_op()
+            current, _ = yield from self._adopt_op()
         finally:
             with self._guard:
                 self._adopting = False
         self.value = current
+        self._report(f"epoch {used} is gone; now {current}: it restarted empty, was flushed or failed over without its data")
+        return None
+
+    def _report(self, what: str) -> None:
         self.lost_at = time.time()
         self.on_lost()
         logger.error(
-            "Redis lost data (epoch %s is gone; now %s): it restarted empty, was flushed or failed "
-            "over without its data. Checkpoints not yet flushed to Postgres are lost; threads "
+            "Redis lost data (%s). Checkpoints not yet flushed to Postgres are lost; threads "
             "continue from their last flushed checkpoint.",
-            used, current,
+            what,
         )
-        return None
 
-    def _adopt_op(self) -> Op[str]:
-        """Set the deployment's epoch if there is none, then copy it into every shard (a shard
-        that lost its copy, its node wiped, shows the loss to the next write there)."""
-        _, current = yield RedisCall((("SET", self.key, secrets.token_hex(16), "NX"), ("GET", self.key)))
+    def _adopt_op(self) -> Op[tuple[str, int]]:
+        """Set the deployment's epoch if there is none, and make every shard's copy of it
+        current; with it, how many shards lost their copy while the epoch itself stayed (a
+        Cluster node wiped, the epoch on another): their data went with it. Put back without a
+        word, the copies would hide that from every later write there. A shard without a copy
+        where every shard lacks one is not counted: the epoch's first setter stopped before
+        copying it (no node keeps the epoch without some shards' copies)."""
+        created, current = yield RedisCall((("SET", self.key, secrets.token_hex(16), "NX"), ("GET", self.key)))
         value = as_str(current)
-        yield RedisCall(tuple(("SET", K.epoch_key(self.prefix, shard), value) for shard in range(K.SHARDS)))
-        return value
+        keys = [K.epoch_key(self.prefix, shard) for shard in range(K.SHARDS)]
+        if created:
+            yield RedisCall(tuple(("SET", key, value) for key in keys))
+            return value, 0
+        copies = yield RedisCall(tuple(("GET", key) for key in keys))
+        stale = [key for key, copy in zip(keys, copies, strict=True) if copy is None or as_str(copy) != value]
+        if stale:
+            yield RedisCall(tuple(("SET", key, value) for key in stale))
+        missing = sum(1 for copy in copies if copy is None)
+        return value, 0 if missing == K.SHARDS else missing
 
     def _check_policy_op(self) -> Op[None]:
         try:

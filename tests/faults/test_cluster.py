@@ -7,6 +7,7 @@ stopped by PID; the tests skip, saying why, where redis-server or redis-cli is m
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from devtools.servers import PrivateRedisCluster
 from langgraph_tiered_saver import TieredSaver
 from langgraph_tiered_saver._sansio.io import RedisCall, SyncDriver
 from langgraph_tiered_saver.errors import ConfigError
+from langgraph_tiered_saver.hot import keys as K
 from tests.fixtures import private_cluster_or_skip
 from tests.graphs import build_graph, chain_graph, comparable, initial_input, resume
 from tests.helpers import TEST_TENANT, pg_rows, thread_config
@@ -218,6 +220,45 @@ async def test_a_graph_survives_a_wipe_of_every_node_from_postgres_async(
         assert comparable((await graph.aget_state(cfg)).values) == paused
         final = await graph.ainvoke(resume("yes"), cfg)
         assert final["decision"] == "yes"
+
+
+def _node_port(cluster: PrivateRedisCluster, key: str) -> int:
+    client = redis.cluster.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    try:
+        return int(client.get_node_from_key(key).port)
+    finally:
+        client.close()
+
+
+def test_a_wiped_node_is_reported_even_when_a_new_process_opens_first(
+    cluster_saver_context: Callable[..., Any], redis_cluster: PrivateRedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One node loses its data (FLUSHALL: a restart without persistence) while the node holding
+    the deployment's epoch keeps it. A process that starts then, before anyone writes to the
+    wiped node, learns the epoch: it must not put the wiped shards' copies back as if nothing
+    happened, or no write there ever sees the loss and it is never said."""
+    prefix = f"ltscl-{uuid.uuid4().hex[:10]}"
+    epoch_port = _node_port(redis_cluster, K.epoch_key(prefix))
+    thread = next(
+        t for t in (f"wiped-{i}" for i in range(1000))
+        if _node_port(redis_cluster, K.thread_prefix(prefix, TEST_TENANT, t)) != epoch_port
+    )  # fmt: skip
+    cfg = thread_config(thread)
+    caplog.set_level(logging.ERROR, logger="langgraph_tiered_saver")
+    with cluster_saver_context(key_prefix=prefix) as first:
+        graph = chain_graph(first, nodes=2)
+        graph.invoke({"n": 0}, cfg)
+        wiped = redis.Redis(port=_node_port(redis_cluster, K.thread_prefix(prefix, TEST_TENANT, thread)))
+        try:
+            wiped.flushall()
+        finally:
+            wiped.close()
+        with cluster_saver_context(key_prefix=prefix) as second:
+            assert second.get_tuple(thread_config("another-thread")) is None  # its first read learns the epoch
+            graph.invoke({"n": 0}, cfg)  # the first process writes to the wiped shard
+            reports = first.metrics.counter("redis_data_lost") + second.metrics.counter("redis_data_lost")
+    assert reports >= 1
+    assert [r for r in caplog.records if "Redis lost data" in r.getMessage()]
 
 
 # ----------------------------------------------------------------------------- resharding

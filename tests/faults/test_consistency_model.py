@@ -10,6 +10,8 @@ step it checks against a reference model:
 - every checkpoint whose put returned is readable by id, unless its loss was reported;
 - `list` answers with exactly the model's checkpoints (both tiers merged);
 - a Redis that lost data is reported (`redis_data_lost`) on the next write, once;
+- a Cluster node that restarts empty while another node keeps the epoch (one shard's keys
+  deleted) is reported by a process that starts then, before any write reaches that shard;
 - a flusher that stalled between its outbox read and its commit, while the thread ran on and
   was flushed by another, never commits its older rows (the flush fence);
 - a synchronous flush whose process dies after its commit, before the acknowledgement it left
@@ -117,6 +119,7 @@ class Figures:
     forks_reported: int = 0
     silent_forks: int = 0
     second_hot_tiers_refused: int = 0
+    shard_losses: int = 0  # a node of a Cluster restarted empty, reported by a process that started then
 
 
 FIGURES = Figures()
@@ -555,6 +558,35 @@ class TieredModel(RuleBasedStateMachine):
         FIGURES.faults += 1
         FIGURES.steps += 1
 
+    @precondition(lambda self: self.runs > 0)
+    @rule(i=st.integers(0, THREADS - 1))
+    def a_node_restarts_empty_and_a_new_process_learns_the_epoch(self, i: int) -> None:
+        """A Cluster node restarts empty while the node with the deployment's epoch keeps it
+        (here: every key of thread i's shard deleted, the epoch kept), and a process that starts
+        then reads before any write reaches that shard. It reports the loss: the shard's copy of
+        the epoch it puts back hides it from the writes there. The shard's threads read as
+        Postgres holds them."""
+        thread = f"{self.prefix}-t{i}"
+        shard = K.shard_of(TEST_TENANT, thread)
+        # none when Redis restarted empty since and no process learned an epoch after: the
+        # process that starts now sets a new one, and the first write of the others says it
+        epoch_kept = bool(self.client.exists(K.epoch_key(self.prefix)))
+        for key in self.client.scan_iter(match=f"{K.shard_prefix(self.prefix, shard)}:*", count=1000):
+            self.client.delete(key)
+        for t, model in self.threads.items():
+            if K.shard_of(TEST_TENANT, t) == shard:
+                FIGURES.losses_reported += int(model.dirty)
+                model.log, model.ids, model.dirty = list(model.flushed_log), set(model.flushed_ids), False
+        with TieredSaver.from_conn_string(
+            self.redis_server.url, self.postgres_server.url, tenant_id=TEST_TENANT, key_prefix=self.prefix,
+            schema=self.schema, background_flush=False,
+        ) as other:  # fmt: skip
+            assert other.get_tuple(self._cfg(thread)) is None or self.threads[thread].log
+            assert other.metrics.counter("redis_data_lost") == int(epoch_kept)
+        FIGURES.shard_losses += 1
+        FIGURES.faults += 1
+        FIGURES.steps += 1
+
     # ------------------------------------------------------------------ invariants
 
     @invariant()
@@ -657,5 +689,6 @@ def test_the_tiers_agree_with_the_model(model_env: tuple[PrivateRedis, PrivatePo
         f"({FIGURES.stalled_flushes_refused} refused by the fence), {FIGURES.acks_lost} acknowledgements lost, {FIGURES.snapshot_restores} restarts from an "
         f"older snapshot ({FIGURES.lost_to_snapshot_restores} threads' unflushed runs since the snapshot lost, "
         f"each restart reported), {FIGURES.forks_reported} forks reported, {FIGURES.silent_forks} silent forks, "
-        f"{FIGURES.second_hot_tiers_refused} second hot tiers refused"
+        f"{FIGURES.second_hot_tiers_refused} second hot tiers refused, {FIGURES.shard_losses} shards lost with "
+        "their node and reported by a process that started then"
     )

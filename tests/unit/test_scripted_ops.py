@@ -53,12 +53,17 @@ def _is(*names: str) -> Any:
     return lambda request: commands_of(request) == list(names)
 
 
-def _copy_epoch(value: str) -> Expect:
-    """The epoch copied into every shard (sentinel.py), one pipeline."""
+def _copy_epoch(value: str, shards: int = K.SHARDS) -> Expect:
+    """The epoch copied into `shards` shards (every one: the epoch was just set), one pipeline."""
     return Expect(
-        RedisCall, reply=[True] * K.SHARDS, describe="copy the epoch into every shard",
-        check=lambda r: commands_of(r) == ["SET"] * K.SHARDS and {c[2] for c in r.commands} == {value},
+        RedisCall, reply=[True] * shards, describe=f"copy the epoch into {shards} shards",
+        check=lambda r: commands_of(r) == ["SET"] * shards and {c[2] for c in r.commands} == {value},
     )  # fmt: skip
+
+
+def _epoch_copies(copies: list[bytes | None]) -> Expect:
+    """Every shard's copy of the epoch read (the epoch was there already), one pipeline."""
+    return Expect(RedisCall, reply=copies, check=lambda r: commands_of(r) == ["GET"] * K.SHARDS, describe="read the copies")
 
 
 @pytest.fixture
@@ -583,6 +588,7 @@ def test_a_write_that_sees_another_epoch_reports_the_loss_once(
     driver = ScriptedDriver([
         Expect(RedisCall, reply=[0], check=_is("EVALSHA:write"), describe="put: Redis holds no epoch-1"),
         Expect(RedisCall, reply=[None, b"epoch-2"], check=_is("SET", "GET"), describe="adopt the current epoch"),
+        _epoch_copies([b"epoch-1"] * K.SHARDS),
         _copy_epoch("epoch-2"),
     ])  # fmt: skip
     next_put = ScriptedDriver([Expect(RedisCall, reply=[1], check=_is("EVALSHA:write"), describe="same epoch now")])
@@ -592,6 +598,36 @@ def test_a_write_that_sees_another_epoch_reports_the_loss_once(
     assert saver.metrics.counter("redis_data_lost") == 1
     assert saver.core.hot.epoch.value == "epoch-2" and saver.core.hot.epoch.lost_at is not None
     assert [r.levelname for r in caplog.records if "Redis lost data" in r.getMessage()] == ["ERROR"]
+
+
+@pytest.mark.parametrize(("copies", "reported"), [
+    ([b"epoch-1"] * (K.SHARDS - 3) + [None] * 3, True),  # a node wiped, the epoch kept on another
+    ([None] * K.SHARDS, False),  # the epoch's first setter stopped before copying it
+    ([b"epoch-1"] * K.SHARDS, False),
+])  # fmt: skip
+def test_a_process_that_finds_shards_without_their_epoch_copy_reports_the_loss(
+    saver_factory: Any, caplog: pytest.LogCaptureFixture, copies: list[bytes | None], reported: bool
+) -> None:
+    """Learning an epoch that was there, a process puts back the copies a wiped node lost: it
+    says so first, as the writes there, which then see their epoch, no longer can."""
+    saver = saver_factory()
+    saver.core.hot.epoch.value = None  # a process' first call
+    missing = sum(1 for copy in copies if copy is None)
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[None, b"epoch-1"], check=_is("SET", "GET"), describe="the epoch was there"),
+        _epoch_copies(copies),
+        *([_copy_epoch("epoch-1", missing)] if missing else []),
+        Expect(RedisCall, reply=[[b"maxmemory-policy", b"noeviction"]], check=_is("CONFIG")),
+        Expect(RedisCall, reply=[1], check=lambda c: _is("EVALSHA:write")(c) and "epoch-1" in c.commands[0]),
+    ])  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver"):
+        driver.run(_put_op(saver))
+    assert saver.metrics.counter("redis_data_lost") == int(reported)
+    assert (saver.core.hot.epoch.lost_at is not None) is reported
+    said = [r.getMessage() for r in caplog.records if "Redis lost data" in r.getMessage()]
+    assert said == ([f"Redis lost data (3 of {K.SHARDS} shards lost their copy of epoch epoch-1: a Redis node "
+                     "restarted empty or was flushed). Checkpoints not yet flushed to Postgres are lost; threads "
+                     "continue from their last flushed checkpoint."] if reported else [])  # fmt: skip
 
 
 @pytest.mark.parametrize(("policy", "warned"), [(b"allkeys-lru", True), (b"volatile-lru", False), (None, False)])
