@@ -60,10 +60,7 @@ class Epoch:
             with self._guard:
                 first, self.value = self.value is None, value
             if first and lost_shards:
-                self._report(
-                    f"{lost_shards} of {K.SHARDS} shards lost their copy of epoch {value}: a Redis "
-                    "node restarted empty or was flushed"
-                )
+                self._report(_shards_lost(value, lost_shards))
             yield from self._check_policy_op()
         return self.value
 
@@ -75,12 +72,15 @@ class Epoch:
                 return None
             self._adopting = True
         try:
-            current, _ = yield from self._adopt_op()
+            current, lost_shards = yield from self._adopt_op()
         finally:
             with self._guard:
                 self._adopting = False
         self.value = current
-        self._report(f"epoch {used} is gone; now {current}: it restarted empty, was flushed or failed over without its data")
+        if current == used:  # the epoch stayed: the write's shard lost its copy (a Cluster node)
+            self._report(_shards_lost(used, lost_shards))
+        else:
+            self._report(f"epoch {used} is gone; now {current}: it restarted empty, was flushed or failed over without its data")
         return None
 
     def _report(self, what: str) -> None:
@@ -128,6 +128,12 @@ class Epoch:
                 policy,
             )
         return None
+
+
+def _shards_lost(epoch: str, shards: int) -> str:
+    """What a loss the epoch itself survived is, said (0 shards: the copy was already put back)."""
+    which = f"{shards} of {K.SHARDS} shards lost their copy" if shards else "a shard lost its copy"
+    return f"{which} of epoch {epoch}: a Redis node restarted empty or was flushed"
 
 
 def _config_value(reply: Any) -> str | None:

@@ -600,6 +600,24 @@ def test_a_write_that_sees_another_epoch_reports_the_loss_once(
     assert [r.levelname for r in caplog.records if "Redis lost data" in r.getMessage()] == ["ERROR"]
 
 
+def test_a_write_whose_shard_lost_its_epoch_copy_says_so(saver_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The epoch stayed (a Cluster node restarted empty, the epoch on another): the write's
+    shard had no copy. Reported once, as that, and the copies put back."""
+    saver = saver_factory()
+    copies: list[bytes | None] = [b"epoch-1"] * (K.SHARDS - 2) + [None] * 2
+    driver = ScriptedDriver([
+        Expect(RedisCall, reply=[0], check=_is("EVALSHA:write"), describe="put: the shard holds no epoch"),
+        Expect(RedisCall, reply=[None, b"epoch-1"], check=_is("SET", "GET"), describe="the epoch stayed"),
+        _epoch_copies(copies),
+        _copy_epoch("epoch-1", 2),
+    ])  # fmt: skip
+    with caplog.at_level(logging.ERROR, logger="langgraph_tiered_saver"):
+        driver.run(_put_op(saver))
+    assert saver.metrics.counter("redis_data_lost") == 1 and saver.core.hot.epoch.value == "epoch-1"
+    said = [r.getMessage() for r in caplog.records if "Redis lost data" in r.getMessage()]
+    assert len(said) == 1 and f"(2 of {K.SHARDS} shards lost their copy of epoch epoch-1: a Redis node" in said[0]
+
+
 @pytest.mark.parametrize(("copies", "reported"), [
     ([b"epoch-1"] * (K.SHARDS - 3) + [None] * 3, True),  # a node wiped, the epoch kept on another
     ([None] * K.SHARDS, False),  # the epoch's first setter stopped before copying it
