@@ -391,9 +391,9 @@ class HotOps:
         return found
 
     def _learn_epoch_op(self) -> Op[None]:
-        """A process' first read learns the deployment's epoch (one SET per shard: a pipeline of
-        256 commands), as its first read checks the server: a run's first write, right after,
-        is then one round trip like the others. LangGraph sends a task's writes after the put
+        """A process' first read learns the deployment's epoch (a pipeline of 256 commands, one
+        per shard's copy: epoch.py), as its first read checks the server: a run's first write,
+        right after, is then one round trip like the others. LangGraph sends a task's writes after the put
         of its step, and a slow first put lets a later task overtake them in what a run
         streams. Refused (a server that takes no writes): the first write learns it, or raises."""
         try:

@@ -581,7 +581,8 @@ class TieredModel(RuleBasedStateMachine):
             self.redis_server.url, self.postgres_server.url, tenant_id=TEST_TENANT, key_prefix=self.prefix,
             schema=self.schema, background_flush=False,
         ) as other:  # fmt: skip
-            assert other.get_tuple(self._cfg(thread)) is None or self.threads[thread].log
+            found = other.get_tuple(self._cfg(thread))
+            assert (found.checkpoint["channel_values"].get("log", []) if found else []) == self.threads[thread].log
             assert other.metrics.counter("redis_data_lost") == int(epoch_kept)
         FIGURES.shard_losses += 1
         FIGURES.faults += 1
